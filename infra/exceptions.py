@@ -1,0 +1,48 @@
+"""Errors raised by the infrastructure layer; each says what the operator should do."""
+
+from __future__ import annotations
+
+
+class InfraError(Exception):
+    """Root of every error raised by `infra`."""
+
+
+class SettingsError(InfraError):
+    """An environment variable holds a value that cannot be parsed."""
+
+    def __init__(self, name: str, value: str, expected: str) -> None:
+        super().__init__(f"{name}={value!r} is not valid: expected {expected}")
+        self.name = name
+        self.value = value
+
+
+class ToolMissingError(InfraError):
+    """A program the local stack needs (java, mvn) is not installed."""
+
+
+class PortInUseError(InfraError):
+    """A port the local stack wants to bind is held by another process."""
+
+    def __init__(self, host: str, port: int, what: str) -> None:
+        super().__init__(
+            f"{what} cannot listen on {host}:{port}: the port is already in use. "
+            f"Stop the process holding it or choose another port."
+        )
+        self.host = host
+        self.port = port
+
+
+class StartupError(InfraError):
+    """A local component did not come up; the message names its log file."""
+
+
+class KafkaAdminError(InfraError):
+    """A topic operation failed on the broker."""
+
+    def __init__(self, message: str, topic: str | None = None) -> None:
+        super().__init__(message)
+        self.topic = topic
+
+
+class WarehouseError(InfraError):
+    """ClickHouse could not be reached or refused a statement."""

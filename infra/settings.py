@@ -1,0 +1,221 @@
+"""Every setting safeloop reads, parsed once from the environment into one typed object."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from infra.exceptions import SettingsError
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A value that must never appear in logs or reprs."""
+
+    value: str = field(repr=False)
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self.value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self.value)
+
+
+@dataclass(frozen=True)
+class TopicNames:
+    """The topic names in use, with the configured prefix applied."""
+
+    prefix: str = ""
+
+    def _name(self, base: str) -> str:
+        return f"{self.prefix}{base}"
+
+    @property
+    def predictions(self) -> str:
+        return self._name("predictions")
+
+    @property
+    def outcomes(self) -> str:
+        return self._name("outcomes")
+
+    @property
+    def feedback(self) -> str:
+        return self._name("feedback")
+
+    @property
+    def control(self) -> str:
+        return self._name("control")
+
+    @property
+    def replica_status(self) -> str:
+        return self._name("replica-status")
+
+    @property
+    def retraining(self) -> str:
+        return self._name("retraining")
+
+    @property
+    def dead_letter(self) -> str:
+        return self._name("dead-letter")
+
+    def all(self) -> tuple[str, ...]:
+        return (
+            self.predictions,
+            self.outcomes,
+            self.feedback,
+            self.control,
+            self.replica_status,
+            self.retraining,
+            self.dead_letter,
+        )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One immutable view of the configuration; build it with `Settings.from_env()`."""
+
+    state_dir: Path = Path(".state")
+    cache_dir: Path = Path(".cache")
+    # None means: run and use the local broker started by `safeloop kafka start`.
+    kafka_bootstrap_servers: str | None = None
+    kafka_host: str = "127.0.0.1"
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    kafka_version: str = "4.1.1"
+    topic_prefix: str = ""
+    partitions: int = 4
+    replication_factor: int = 1
+    # None means: use the embedded endpoint started by `safeloop warehouse start`.
+    clickhouse_url: str | None = None
+    clickhouse_user: str = "default"
+    clickhouse_password: Secret = Secret("")
+    clickhouse_database: str = "safeloop"
+    warehouse_host: str = "127.0.0.1"
+    warehouse_port: int = 8123
+    log_level: str = "INFO"
+
+    @property
+    def topics(self) -> TopicNames:
+        return TopicNames(self.topic_prefix)
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """Where Kafka clients connect: the configured cluster or the local broker."""
+        if self.kafka_bootstrap_servers:
+            return self.kafka_bootstrap_servers
+        return f"{self.kafka_host}:{self.kafka_port}"
+
+    @property
+    def uses_local_kafka(self) -> bool:
+        return not self.kafka_bootstrap_servers
+
+    @property
+    def uses_embedded_clickhouse(self) -> bool:
+        return not self.clickhouse_url
+
+    @property
+    def clickhouse_endpoint(self) -> str:
+        """The ClickHouse HTTP URL: the configured server or the embedded endpoint."""
+        if self.clickhouse_url:
+            return self.clickhouse_url
+        return f"http://{self.warehouse_host}:{self.warehouse_port}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Parse the environment (or `env`) once; invalid values raise `SettingsError`."""
+        source = os.environ if env is None else env
+        reader = _EnvReader(source)
+        defaults = cls()
+        url = reader.text("CLICKHOUSE_URL", "") or None
+        if url is not None:
+            _check_url("CLICKHOUSE_URL", url)
+        return cls(
+            state_dir=Path(reader.text("SAFELOOP_STATE_DIR", str(defaults.state_dir))),
+            cache_dir=Path(reader.text("SAFELOOP_CACHE_DIR", str(defaults.cache_dir))),
+            kafka_bootstrap_servers=reader.text("KAFKA_BOOTSTRAP_SERVERS", "") or None,
+            kafka_host=reader.text("SAFELOOP_KAFKA_HOST", defaults.kafka_host),
+            kafka_port=reader.port("SAFELOOP_KAFKA_PORT", defaults.kafka_port),
+            kafka_controller_port=reader.port(
+                "SAFELOOP_KAFKA_CONTROLLER_PORT", defaults.kafka_controller_port
+            ),
+            kafka_version=reader.text("SAFELOOP_KAFKA_VERSION", defaults.kafka_version),
+            topic_prefix=reader.text("SAFELOOP_TOPIC_PREFIX", defaults.topic_prefix),
+            partitions=reader.positive_int("SAFELOOP_PARTITIONS", defaults.partitions),
+            replication_factor=reader.positive_int(
+                "SAFELOOP_REPLICATION_FACTOR", defaults.replication_factor
+            ),
+            clickhouse_url=url,
+            clickhouse_user=reader.text("CLICKHOUSE_USER", defaults.clickhouse_user),
+            clickhouse_password=Secret(reader.text("CLICKHOUSE_PASSWORD", "")),
+            clickhouse_database=reader.identifier("CLICKHOUSE_DATABASE", defaults.clickhouse_database),
+            warehouse_host=reader.text("SAFELOOP_WAREHOUSE_HOST", defaults.warehouse_host),
+            warehouse_port=reader.port("SAFELOOP_WAREHOUSE_PORT", defaults.warehouse_port),
+            log_level=reader.choice(
+                "SAFELOOP_LOG_LEVEL", defaults.log_level, ("DEBUG", "INFO", "WARNING", "ERROR")
+            ),
+        )
+
+
+class _EnvReader:
+    """Typed accessors over a mapping of strings; every failure names the variable."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def text(self, name: str, default: str) -> str:
+        return self._env.get(name, default).strip()
+
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self._env.get(name)
+        if raw is None:
+            return default
+        value = raw.strip().lower()
+        if value in _TRUE:
+            return True
+        if value in _FALSE:
+            return False
+        raise SettingsError(name, raw, "one of true/false, 1/0, yes/no, on/off")
+
+    def positive_int(self, name: str, default: int) -> int:
+        raw = self._env.get(name)
+        if raw is None or not raw.strip():
+            return default
+        try:
+            value = int(raw.strip())
+        except ValueError as exc:
+            raise SettingsError(name, raw, "a positive integer") from exc
+        if value <= 0:
+            raise SettingsError(name, raw, "a positive integer")
+        return value
+
+    def port(self, name: str, default: int) -> int:
+        value = self.positive_int(name, default)
+        if value > 65535:
+            raise SettingsError(name, str(value), "a TCP port between 1 and 65535")
+        return value
+
+    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = self.text(name, default).upper()
+        if value not in allowed:
+            raise SettingsError(name, value, "one of " + ", ".join(allowed))
+        return value
+
+    def identifier(self, name: str, default: str) -> str:
+        value = self.text(name, default)
+        if not value or not all(ch.isalnum() or ch == "_" for ch in value):
+            raise SettingsError(name, value, "letters, digits and underscores")
+        return value
+
+
+def _check_url(name: str, url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise SettingsError(name, url, "an http(s)://host:port URL")

@@ -1,0 +1,1 @@
+"""The contracts: Avro schemas, ClickHouse DDL, typed events and their codec."""

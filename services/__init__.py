@@ -1,0 +1,1 @@
+"""Serving replicas, control plane, metrics, dashboard and the `safeloop` CLI."""
