@@ -1,0 +1,42 @@
+# safeloop: every target installs what it needs first (venv, packages, Kafka jars) and is safe to rerun.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.DEFAULT_GOAL := help
+
+help: ## show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install safeloop with its dev tools
+
+demo: $(STAMP) ## the main job: start Kafka and ClickHouse, run the loop, show what landed, stop
+	$(BIN)/safeloop demo
+
+lint: $(STAMP) ## ruff and mypy (strict) over the packages
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check schemas infra streams services
+	$(BIN)/mypy
+
+test: $(STAMP) ## lint, then the whole test suite against a real Kafka broker and ClickHouse engine
+	$(MAKE) --no-print-directory lint
+	$(BIN)/pytest
+
+bench: $(STAMP) ## run the benchmarks; results go to bench/results/
+	$(BIN)/python -m bench
+
+stop: $(STAMP) ## stop the local Kafka broker and ClickHouse endpoint if they run
+	-$(BIN)/safeloop warehouse stop
+	-$(BIN)/safeloop kafka stop
+
+clean: stop ## remove local state (Kafka data, warehouse data); keeps .venv and the jar cache
+	rm -rf .state
+
+.PHONY: help install demo lint test bench stop clean
