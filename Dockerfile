@@ -1,0 +1,19 @@
+# One image for every safeloop service: processor, serving replicas, metrics, dashboard, CLI.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 SAFELOOP_STATE_DIR=/var/lib/safeloop
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends curl \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY schemas ./schemas
+COPY infra ./infra
+COPY streams ./streams
+COPY services ./services
+RUN pip install --no-cache-dir .
+RUN useradd --system --home /var/lib/safeloop safeloop && mkdir -p /var/lib/safeloop \
+ && chown safeloop /var/lib/safeloop
+USER safeloop
+ENTRYPOINT ["safeloop"]
+CMD ["--help"]

@@ -1,0 +1,66 @@
+"""Settings are parsed once, explicitly, and never leak secrets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from infra.exceptions import SettingsError
+from infra.settings import Secret, Settings
+
+
+def test_defaults_point_at_the_local_broker_and_embedded_endpoint() -> None:
+    settings = Settings.from_env({})
+    assert settings.uses_local_kafka
+    assert settings.bootstrap_servers == "127.0.0.1:9092"
+    assert settings.uses_embedded_clickhouse
+    assert settings.clickhouse_endpoint == "http://127.0.0.1:8123"
+
+
+def test_external_cluster_and_server_replace_the_local_ones() -> None:
+    settings = Settings.from_env(
+        {"KAFKA_BOOTSTRAP_SERVERS": "k1:9092,k2:9092", "CLICKHOUSE_URL": "https://ch:8443"}
+    )
+    assert not settings.uses_local_kafka
+    assert settings.bootstrap_servers == "k1:9092,k2:9092"
+    assert settings.clickhouse_endpoint == "https://ch:8443"
+
+
+def test_topic_prefix_applies_to_every_topic() -> None:
+    topics = Settings.from_env({"SAFELOOP_TOPIC_PREFIX": "t1."}).topics
+    assert topics.control == "t1.control"
+    assert all(name.startswith("t1.") for name in topics.all())
+    assert len(set(topics.all())) == 7
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("SAFELOOP_PARTITIONS", "zero"),
+        ("SAFELOOP_PARTITIONS", "0"),
+        ("SAFELOOP_KAFKA_PORT", "70000"),
+        ("CLICKHOUSE_URL", "ch:8123"),
+        ("CLICKHOUSE_DATABASE", "safe;drop"),
+        ("SAFELOOP_LOG_LEVEL", "LOUD"),
+    ],
+)
+def test_invalid_values_name_the_variable(variable: str, value: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({variable: value})
+    assert variable in str(info.value)
+    assert info.value.name == variable
+
+
+def test_password_never_appears_in_repr() -> None:
+    settings = Settings.from_env({"CLICKHOUSE_PASSWORD": "hunter2"})
+    assert settings.clickhouse_password.value == "hunter2"
+    assert "hunter2" not in repr(settings)
+    assert "hunter2" not in str(settings.clickhouse_password)
+    assert not Secret("")
+
+
+def test_paths_come_from_the_environment() -> None:
+    settings = Settings.from_env({"SAFELOOP_STATE_DIR": "/tmp/s", "SAFELOOP_CACHE_DIR": "/tmp/c"})
+    assert settings.state_dir == Path("/tmp/s")
+    assert settings.cache_dir == Path("/tmp/c")
