@@ -20,6 +20,14 @@ class ToolMissingError(InfraError):
     """A program the local stack needs (java, mvn) is not installed."""
 
 
+class JarFetchError(InfraError):
+    """Maven could not fetch the Kafka broker jars; the message quotes Maven's output."""
+
+
+class ExternalClusterError(InfraError):
+    """A local-broker operation was asked for while KAFKA_BOOTSTRAP_SERVERS names a cluster."""
+
+
 class PortInUseError(InfraError):
     """A port the local stack wants to bind is held by another process."""
 

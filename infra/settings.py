@@ -89,7 +89,7 @@ class Settings:
     kafka_host: str = "127.0.0.1"
     kafka_port: int = 9092
     kafka_controller_port: int = 9093
-    kafka_version: str = "4.1.1"
+    kafka_version: str = "4.4.0"
     topic_prefix: str = ""
     partitions: int = 4
     replication_factor: int = 1
@@ -101,6 +101,22 @@ class Settings:
     warehouse_host: str = "127.0.0.1"
     warehouse_port: int = 8123
     log_level: str = "INFO"
+    # None means: `<state_dir>/models`.
+    model_dir: Path | None = None
+    # Operator keys for signed control commands: a file of `key_id:hexsecret` lines (or JSON),
+    # and/or one hex key from the environment; `control_key_id` picks the signing key.
+    control_key_file: Path | None = None
+    control_key: Secret = Secret("")
+    control_key_id: str = ""
+    # Empty means: `<hostname>-<pid>`, chosen when the replica starts.
+    replica_id: str = ""
+    serving_host: str = "127.0.0.1"
+    serving_port: int = 8080
+    status_heartbeat_ms: int = 2000
+    # A replica silent for longer than this is no longer waited for by `--wait`.
+    replica_liveness_ms: int = 10_000
+    event_buffer_messages: int = 100_000
+    shadow_queue_size: int = 1000
 
     @property
     def topics(self) -> TopicNames:
@@ -112,6 +128,11 @@ class Settings:
         if self.kafka_bootstrap_servers:
             return self.kafka_bootstrap_servers
         return f"{self.kafka_host}:{self.kafka_port}"
+
+    @property
+    def models_path(self) -> Path:
+        """Where the model store lives."""
+        return self.model_dir if self.model_dir is not None else self.state_dir / "models"
 
     @property
     def uses_local_kafka(self) -> bool:
@@ -155,11 +176,32 @@ class Settings:
             clickhouse_url=url,
             clickhouse_user=reader.text("CLICKHOUSE_USER", defaults.clickhouse_user),
             clickhouse_password=Secret(reader.text("CLICKHOUSE_PASSWORD", "")),
-            clickhouse_database=reader.identifier("CLICKHOUSE_DATABASE", defaults.clickhouse_database),
+            clickhouse_database=reader.identifier(
+                "CLICKHOUSE_DATABASE", defaults.clickhouse_database
+            ),
             warehouse_host=reader.text("SAFELOOP_WAREHOUSE_HOST", defaults.warehouse_host),
             warehouse_port=reader.port("SAFELOOP_WAREHOUSE_PORT", defaults.warehouse_port),
             log_level=reader.choice(
                 "SAFELOOP_LOG_LEVEL", defaults.log_level, ("DEBUG", "INFO", "WARNING", "ERROR")
+            ),
+            model_dir=reader.path("SAFELOOP_MODEL_DIR"),
+            control_key_file=reader.path("SAFELOOP_CONTROL_KEY_FILE"),
+            control_key=Secret(reader.text("SAFELOOP_CONTROL_KEY", "")),
+            control_key_id=reader.text("SAFELOOP_CONTROL_KEY_ID", defaults.control_key_id),
+            replica_id=reader.text("SAFELOOP_REPLICA_ID", defaults.replica_id),
+            serving_host=reader.text("SAFELOOP_SERVING_HOST", defaults.serving_host),
+            serving_port=reader.port("SAFELOOP_SERVING_PORT", defaults.serving_port),
+            status_heartbeat_ms=reader.positive_int(
+                "SAFELOOP_STATUS_HEARTBEAT_MS", defaults.status_heartbeat_ms
+            ),
+            replica_liveness_ms=reader.positive_int(
+                "SAFELOOP_REPLICA_LIVENESS_MS", defaults.replica_liveness_ms
+            ),
+            event_buffer_messages=reader.positive_int(
+                "SAFELOOP_EVENT_BUFFER_MESSAGES", defaults.event_buffer_messages
+            ),
+            shadow_queue_size=reader.positive_int(
+                "SAFELOOP_SHADOW_QUEUE_SIZE", defaults.shadow_queue_size
             ),
         )
 
@@ -183,6 +225,10 @@ class _EnvReader:
         if value in _FALSE:
             return False
         raise SettingsError(name, raw, "one of true/false, 1/0, yes/no, on/off")
+
+    def path(self, name: str) -> Path | None:
+        value = self.text(name, "")
+        return Path(value) if value else None
 
     def positive_int(self, name: str, default: int) -> int:
         raw = self._env.get(name)

@@ -1,0 +1,280 @@
+"""LocalKafkaBroker: one real Apache Kafka KRaft node (broker + controller) on this machine."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from infra.exceptions import ExternalClusterError, InfraError, PortInUseError, StartupError
+from infra.kafka import broker_process as process
+from infra.kafka.broker_config import (
+    NODE_ID,
+    BrokerPaths,
+    broker_properties,
+    log4j2_properties,
+    new_cluster_id,
+    render_properties,
+)
+from infra.kafka.broker_process import JVM_FLAGS
+from infra.kafka.clients import cluster_answers
+from infra.kafka.jars import fetch_kafka_jars, jars_present, require_tool
+from infra.portcheck import port_accepts_connections, port_is_free
+from infra.settings import Settings
+
+# The configuration helpers lived here first; callers still import them from this module.
+__all__ = [
+    "JVM_FLAGS",
+    "NODE_ID",
+    "BrokerPaths",
+    "BrokerStatus",
+    "LocalKafkaBroker",
+    "Progress",
+    "broker_properties",
+    "log4j2_properties",
+    "new_cluster_id",
+    "render_properties",
+]
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+_STORAGE_TOOL = "kafka.tools.StorageTool"
+_POLL_S = 0.2
+_TAIL_LINES = 30
+
+
+@dataclass(frozen=True)
+class BrokerStatus:
+    """What `safeloop kafka status` reports."""
+
+    running: bool
+    pid: int | None
+    bootstrap: str
+    version: str | None
+    data_dir: Path | None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "running": self.running,
+            "pid": self.pid,
+            "bootstrap": self.bootstrap,
+            "version": self.version,
+            "data_dir": str(self.data_dir) if self.data_dir else None,
+        }
+
+
+class LocalKafkaBroker:
+    """Start, stop and inspect the local broker; its process outlives the Python that started it."""
+
+    def __init__(
+        self, settings: Settings, start_timeout: float = 90.0, stop_timeout: float = 30.0
+    ) -> None:
+        self._settings = settings
+        self._start_timeout = start_timeout
+        self._stop_timeout = stop_timeout
+        self.paths = BrokerPaths(settings.state_dir.resolve() / "kafka")
+
+    def start(self, progress: Progress | None = None) -> BrokerStatus:
+        """Start the broker and wait until it answers metadata requests; no-op if running."""
+        self._refuse_external("start")
+        with self._lifecycle_lock():
+            return self._start(progress or _log_progress)
+
+    def _start(self, report: Progress) -> BrokerStatus:
+        self._clear_stale_pid_file()
+        if process.owned_pid(self.paths) is not None:
+            log.info("Kafka broker already running (pid file %s)", self.paths.pid_file)
+            return self.status()
+        self._check_ports_free()
+        java = require_tool("java")
+        if not jars_present(self._settings):
+            report("fetching Kafka jars from Maven Central…")
+        libs = fetch_kafka_jars(self._settings)
+        self._write_config()
+        if not self.paths.meta_properties.is_file():
+            report("formatting storage…")
+            self._format_storage(java, libs)
+        if process.clear_stale_lock(self.paths):
+            log.info("removed stale lock file %s", self.paths.data_lock)
+        started = time.monotonic()
+        # Remember where this run's output begins, so a failure quotes this run only.
+        log_offsets = (_size(self.paths.log_file), _size(self.paths.jvm_output))
+        pid = self._launch(java, libs)
+        report("waiting for broker…")
+        self._wait_until_ready(pid, log_offsets)
+        log.info(
+            "Kafka %s ready on %s in %.1fs (pid %d)",
+            self._settings.kafka_version,
+            self._settings.bootstrap_servers,
+            time.monotonic() - started,
+            pid,
+        )
+        return self.status()
+
+    def stop(self) -> BrokerStatus:
+        """SIGTERM for a clean shutdown, SIGKILL after `stop_timeout`; no-op if not running."""
+        self._refuse_external("stop")
+        with self._lifecycle_lock():
+            return self._stop()
+
+    def _stop(self) -> BrokerStatus:
+        self._clear_stale_pid_file()
+        pid = process.owned_pid(self.paths)
+        if pid is None:
+            log.info("Kafka broker is not running")
+            return self.status()
+        log.info("stopping Kafka broker (pid %d)", pid)
+        process.send_signal(pid, signal.SIGTERM)
+        if not process.wait_gone(pid, self._stop_timeout):
+            log.warning(
+                "Kafka broker pid %d ignored SIGTERM for %.0fs; killing it", pid, self._stop_timeout
+            )
+            if not process.kill(pid):
+                raise InfraError(f"Kafka broker pid {pid} survived SIGKILL")
+        self.paths.pid_file.unlink(missing_ok=True)
+        return self.status()
+
+    def status(self) -> BrokerStatus:
+        """Whether the broker runs; for an external cluster, whether it answers."""
+        settings = self._settings
+        if not settings.uses_local_kafka:
+            reachable = cluster_answers(settings.bootstrap_servers, timeout=5.0)
+            return BrokerStatus(reachable, None, settings.bootstrap_servers, None, None)
+        pid = process.owned_pid(self.paths)
+        version = process.running_version(pid) if pid is not None else None
+        return BrokerStatus(
+            running=pid is not None,
+            pid=pid,
+            bootstrap=settings.bootstrap_servers,
+            version=version or settings.kafka_version,
+            data_dir=self.paths.data,
+        )
+
+    def _refuse_external(self, action: str) -> None:
+        if not self._settings.uses_local_kafka:
+            raise ExternalClusterError(
+                f"KAFKA_BOOTSTRAP_SERVERS={self._settings.kafka_bootstrap_servers} points at an "
+                f"external cluster, so there is no local broker to {action}. "
+                "Unset it to use the local broker."
+            )
+
+    @contextlib.contextmanager
+    def _lifecycle_lock(self) -> Iterator[None]:
+        """Serialise start/stop across processes (a CLI and a test session, say)."""
+        self.paths.root.mkdir(parents=True, exist_ok=True)
+        with self.paths.lifecycle_lock.open("w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
+    def _clear_stale_pid_file(self) -> None:
+        """A pid file left by a crash, or whose pid now belongs to another program, is removed."""
+        reason = process.stale_pid_reason(self.paths)
+        if reason is None:
+            return
+        log.warning("removing stale pid file %s: %s", self.paths.pid_file, reason)
+        self.paths.pid_file.unlink(missing_ok=True)
+
+    def _check_ports_free(self) -> None:
+        host = self._settings.kafka_host
+        for port, what in (
+            (self._settings.kafka_port, "Kafka broker"),
+            (self._settings.kafka_controller_port, "Kafka controller"),
+        ):
+            if not port_is_free(host, port):
+                raise PortInUseError(host, port, what)
+
+    def _write_config(self) -> None:
+        for directory in (self.paths.data, self.paths.logs):
+            directory.mkdir(parents=True, exist_ok=True)
+        properties = broker_properties(self._settings, self.paths.data)
+        self.paths.server_properties.write_text(render_properties(properties))
+        self.paths.log4j_config.write_text(log4j2_properties(self.paths.log_file))
+
+    def _format_storage(self, java: str, libs: Path) -> None:
+        """Write meta.properties and the bootstrap metadata once, with a fresh cluster id."""
+        command = process.java_command(
+            java,
+            libs,
+            self.paths,
+            _STORAGE_TOOL,
+            "format",
+            "--cluster-id",
+            new_cluster_id(),
+            "--config",
+            str(self.paths.server_properties),
+        )
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        if result.returncode != 0:
+            output = (result.stdout + result.stderr).strip()
+            raise StartupError(f"formatting Kafka storage in {self.paths.data} failed:\n{output}")
+        log.info("formatted Kafka storage in %s", self.paths.data)
+
+    def _launch(self, java: str, libs: Path) -> int:
+        command = process.broker_command(java, libs, self.paths, self._settings.kafka_version)
+        log.debug("launching %s", " ".join(command))
+        pid = process.spawn_detached(command, self.paths.jvm_output)
+        self.paths.pid_file.write_text(f"{pid}\n")
+        return pid
+
+    def _wait_until_ready(self, pid: int, log_offsets: tuple[int, int]) -> None:
+        settings = self._settings
+        deadline = time.monotonic() + self._start_timeout
+        while time.monotonic() < deadline:
+            if not process.is_alive(pid):
+                self.paths.pid_file.unlink(missing_ok=True)
+                raise StartupError(
+                    self._failure_report("the Kafka broker exited during startup", log_offsets)
+                )
+            # Probe the socket first so librdkafka does not log a refused connection per poll.
+            if port_accepts_connections(settings.kafka_host, settings.kafka_port) and (
+                cluster_answers(settings.bootstrap_servers, timeout=2.0)
+            ):
+                return
+            time.sleep(_POLL_S)
+        process.kill(pid)
+        self.paths.pid_file.unlink(missing_ok=True)
+        raise StartupError(
+            self._failure_report(
+                f"the Kafka broker did not answer on {settings.bootstrap_servers} "
+                f"within {self._start_timeout:.0f}s and was killed",
+                log_offsets,
+            )
+        )
+
+    def _failure_report(self, what: str, log_offsets: tuple[int, int]) -> str:
+        server_log = _tail(self.paths.log_file, log_offsets[0])
+        report = f"{what}; see {self.paths.log_file}. Last lines:\n{server_log}"
+        jvm_output = _tail(self.paths.jvm_output, log_offsets[1])
+        if jvm_output:
+            report += f"\nJVM output ({self.paths.jvm_output}):\n{jvm_output}"
+        return report
+
+
+def _log_progress(message: str) -> None:
+    log.info("%s", message)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _tail(path: Path, offset: int, lines: int = _TAIL_LINES) -> str:
+    """The last `lines` lines written after byte `offset` (all of it if the file rolled over)."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(offset if offset <= path.stat().st_size else 0)
+            text = handle.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.strip().splitlines()[-lines:])

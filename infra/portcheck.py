@@ -1,0 +1,34 @@
+"""TCP port probes: is a port free to bind, is something listening on it, pick a free one."""
+
+from __future__ import annotations
+
+import socket
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """True when nothing holds `host:port`, so a server could bind it now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # SO_REUSEADDR mirrors how servers bind, so sockets in TIME_WAIT do not count as taken.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def port_accepts_connections(host: str, port: int, timeout: float = 0.5) -> bool:
+    """True when a TCP connection to `host:port` succeeds within `timeout` seconds."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS reports free right now (another process may still take it later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+    return port

@@ -1,0 +1,116 @@
+"""`safeloop kafka start|stop|status` and `safeloop topics create|list`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from infra.kafka.broker import BrokerStatus, LocalKafkaBroker
+from infra.kafka.topics import TopicAdmin, topic_specs
+from infra.settings import Settings
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    kafka = subparsers.add_parser("kafka", help="run the local Apache Kafka broker")
+    kafka_commands = kafka.add_subparsers(dest="kafka_command", metavar="ACTION", required=True)
+    for name, func, help_text in (
+        ("start", _start, "fetch the jars if needed, start the broker and wait until it answers"),
+        ("stop", _stop, "stop the broker cleanly (SIGTERM, then SIGKILL after a timeout)"),
+        ("status", _status, "is the broker running (or, with KAFKA_BOOTSTRAP_SERVERS, reachable)"),
+    ):
+        parser = kafka_commands.add_parser(name, help=help_text, description=help_text)
+        parser.add_argument("--json", action="store_true", help="print the status as JSON")
+        parser.set_defaults(func=func)
+
+    topics = subparsers.add_parser("topics", help="create and list safeloop's Kafka topics")
+    topic_commands = topics.add_subparsers(dest="topics_command", metavar="ACTION", required=True)
+    create = topic_commands.add_parser(
+        "create", help="create the missing topics (idempotent); checks partition counts"
+    )
+    create.set_defaults(func=_create_topics)
+    listing = topic_commands.add_parser("list", help="list topics with partitions and policy")
+    listing.add_argument("--all", action="store_true", help="include internal topics")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(func=_list_topics)
+
+
+def _progress(message: str) -> None:
+    sys.stdout.write(f"{message}\n")
+    sys.stdout.flush()
+
+
+def _start(args: argparse.Namespace, settings: Settings) -> int:
+    status = LocalKafkaBroker(settings).start(progress=None if args.json else _progress)
+    _write_status(status, settings, args.json)
+    return EXIT_OK if status.running else EXIT_FAILURE
+
+
+def _stop(args: argparse.Namespace, settings: Settings) -> int:
+    status = LocalKafkaBroker(settings).stop()
+    _write_status(status, settings, args.json)
+    return EXIT_FAILURE if status.running else EXIT_OK
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    status = LocalKafkaBroker(settings).status()
+    _write_status(status, settings, args.json)
+    return EXIT_OK if status.running else EXIT_FAILURE
+
+
+def _write_status(status: BrokerStatus, settings: Settings, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(status.as_dict(), indent=2) + "\n")
+        return
+    if not settings.uses_local_kafka:
+        state = "reachable" if status.running else "NOT reachable"
+        sys.stdout.write(f"external Kafka cluster at {status.bootstrap} is {state}\n")
+    elif status.running:
+        sys.stdout.write(
+            f"Kafka {status.version} running on {status.bootstrap} "
+            f"(pid {status.pid}, data in {status.data_dir})\n"
+        )
+    else:
+        sys.stdout.write(f"Kafka is not running (data in {status.data_dir})\n")
+
+
+def _create_topics(args: argparse.Namespace, settings: Settings) -> int:
+    specs = topic_specs(settings)
+    created = set(TopicAdmin.from_settings(settings).ensure(specs))
+    for spec in specs:
+        state = "created" if spec.name in created else "exists"
+        sys.stdout.write(
+            f"{state:8} {spec.name} ({_partitions(spec.partitions)}, "
+            f"{spec.config.get('cleanup.policy', 'delete')})\n"
+        )
+    return EXIT_OK
+
+
+def _list_topics(args: argparse.Namespace, settings: Settings) -> int:
+    admin = TopicAdmin.from_settings(settings)
+    descriptions = admin.describe(admin.topic_names(include_internal=args.all))
+    if args.json:
+        rows = [
+            {
+                "name": d.name,
+                "partitions": d.partitions,
+                "replication_factor": d.replication_factor,
+                "config": dict(d.config),
+            }
+            for d in descriptions.values()
+        ]
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return EXIT_OK
+    for d in descriptions.values():
+        sys.stdout.write(
+            f"{d.name:40} {_partitions(d.partitions):>14}  rf {d.replication_factor}  "
+            f"{d.config.get('cleanup.policy', '')}\n"
+        )
+    return EXIT_OK
+
+
+def _partitions(count: int) -> str:
+    return f"{count} partition" + ("" if count == 1 else "s")

@@ -1,0 +1,135 @@
+"""Session fixtures: the real Kafka broker and the ClickHouse endpoint, started once per run.
+
+With KAFKA_BOOTSTRAP_SERVERS / CLICKHOUSE_URL set, the tests use those instead; either way a
+missing server fails the run loudly, it never skips. Every run gets its own topic prefix and
+ClickHouse database, so runs never see each other's data.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+
+from infra.clickhouse.migrate import migrate
+from infra.kafka.broker import LocalKafkaBroker
+from infra.kafka.clients import cluster_answers
+from infra.kafka.topics import TopicAdmin, topic_specs
+from infra.portcheck import free_port
+from infra.settings import Settings
+from infra.warehouse.process import WarehouseProcess
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS_DIR = PROJECT_ROOT / "test-artifacts"
+
+
+@dataclass(frozen=True)
+class Stack:
+    """The servers of one test run, and a way to get settings with fresh topics/database."""
+
+    settings: Settings
+    fresh: Callable[[str], Settings]
+
+
+def _base_settings(state_dir: Path) -> Settings:
+    run_id = uuid.uuid4().hex[:8]
+    base = Settings.from_env()
+    cache_dir = base.cache_dir if base.cache_dir.is_absolute() else PROJECT_ROOT / base.cache_dir
+    return replace(
+        base,
+        state_dir=state_dir,
+        cache_dir=cache_dir,
+        kafka_port=free_port(),
+        kafka_controller_port=free_port(),
+        warehouse_port=free_port(),
+        topic_prefix=f"t{run_id}.",
+        clickhouse_database=f"test_{run_id}",
+    )
+
+
+@pytest.fixture(scope="session")
+def base_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return _base_settings(tmp_path_factory.mktemp("state"))
+
+
+@pytest.fixture(scope="session")
+def kafka(base_settings: Settings) -> Iterator[Settings]:
+    """A running Kafka: the local Apache Kafka broker, or the configured cluster."""
+    if not base_settings.uses_local_kafka:
+        if not cluster_answers(base_settings.bootstrap_servers, 15.0):
+            pytest.fail(f"KAFKA_BOOTSTRAP_SERVERS={base_settings.bootstrap_servers} does not answer")
+        yield base_settings
+        return
+    broker = LocalKafkaBroker(base_settings, start_timeout=180.0)
+    broker.start()
+    try:
+        yield base_settings
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def warehouse(base_settings: Settings) -> Iterator[Settings]:
+    """A running ClickHouse: the embedded endpoint, or the configured server."""
+    if not base_settings.uses_embedded_clickhouse:
+        yield base_settings
+        return
+    process = WarehouseProcess(base_settings, startup_timeout=120.0)
+    process.start()
+    try:
+        yield base_settings
+    finally:
+        process.stop()
+
+
+def _provision(settings: Settings) -> Settings:
+    admin = TopicAdmin.from_settings(settings)
+    admin.ensure(topic_specs(settings))
+    migrate(settings)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def stack(kafka: Settings, warehouse: Settings) -> Stack:
+    """Kafka and ClickHouse with this run's topics created and DDL applied."""
+    settings = _provision(kafka)
+
+    def fresh(label: str) -> Settings:
+        assert label.isidentifier(), "labels name a database: letters, digits, underscores"
+        suffix = uuid.uuid4().hex[:6]
+        return _provision(
+            replace(
+                settings,
+                topic_prefix=f"{settings.topic_prefix}{label}-{suffix}.",
+                clickhouse_database=f"{settings.clickhouse_database}_{label}_{suffix}",
+            )
+        )
+
+    return Stack(settings=settings, fresh=fresh)
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    """Where tests leave files for people to look at (screenshots, reports)."""
+    ARTIFACTS_DIR.mkdir(exist_ok=True)
+    return ARTIFACTS_DIR
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    where = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or "local Apache Kafka broker (started)"
+    clickhouse = os.environ.get("CLICKHOUSE_URL") or "embedded chDB endpoint (started)"
+    return f"safeloop: kafka={where}; clickhouse={clickhouse}"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark tests by folder, so `-m "not integration and not e2e"` selects the unit tests."""
+    for item in items:
+        parts = Path(str(item.path)).parts
+        if "integration" in parts:
+            item.add_marker(pytest.mark.integration)
+        elif "e2e" in parts:
+            item.add_marker(pytest.mark.e2e)
