@@ -61,7 +61,9 @@ def kafka(base_settings: Settings) -> Iterator[Settings]:
     """A running Kafka: the local Apache Kafka broker, or the configured cluster."""
     if not base_settings.uses_local_kafka:
         if not cluster_answers(base_settings.bootstrap_servers, 15.0):
-            pytest.fail(f"KAFKA_BOOTSTRAP_SERVERS={base_settings.bootstrap_servers} does not answer")
+            pytest.fail(
+                f"KAFKA_BOOTSTRAP_SERVERS={base_settings.bootstrap_servers} does not answer"
+            )
         yield base_settings
         return
     broker = LocalKafkaBroker(base_settings, start_timeout=180.0)

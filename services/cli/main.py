@@ -16,6 +16,9 @@ from infra.settings import Settings
 COMMAND_MODULES: tuple[str, ...] = (
     "services.cli.kafka_commands",
     "services.cli.warehouse_commands",
+    "services.cli.process_commands",
+    "services.cli.control_commands",
+    "services.cli.serve_commands",
 )
 
 EXIT_OK = 0
