@@ -1,0 +1,11 @@
+"""Errors raised by `services.guard`."""
+
+from __future__ import annotations
+
+
+class GuardError(Exception):
+    """Root of every error raised by `services.guard`."""
+
+
+class PolicyError(GuardError, ValueError):
+    """A guard policy threshold is out of range."""

@@ -1,0 +1,70 @@
+"""`judge`: one pure function, cheap enough for a replica to call on every request batch."""
+
+from __future__ import annotations
+
+from services.guard.policy import GuardPolicy
+from services.guard.verdict import Breach, GuardRule, GuardVerdict, VerdictKind
+from services.metrics.health import HealthSnapshot
+from services.metrics.performance import PerformanceSnapshot, relative_drop
+
+# A value equal to its limit up to float rounding (0.8 -> 0.72 is a 0.10000000000000009 drop)
+# is not a breach: limits are written in decimals and mean "at most this".
+_ROUNDING = 1e-9
+
+
+def _exceeds(value: float, limit: float) -> bool:
+    return value > limit + _ROUNDING * abs(limit)
+
+
+def judge(
+    canary: HealthSnapshot,
+    production: HealthSnapshot | None,
+    policy: GuardPolicy,
+    canary_performance: PerformanceSnapshot | None = None,
+    production_performance: PerformanceSnapshot | None = None,
+) -> GuardVerdict:
+    """Judge a canary against the policy and, for relative rules, against production.
+
+    Relative rules are skipped (not failed) when production lacks `min_requests` requests or
+    either side lacks `min_labelled` labels; the canary alone must reach `min_requests`.
+    """
+    labelled = 0 if canary_performance is None else canary_performance.labelled_count
+    if canary.request_count < policy.min_requests:
+        return GuardVerdict(VerdictKind.INSUFFICIENT_SAMPLE, canary.request_count, labelled)
+    breaches: list[Breach] = []
+    limit = policy.max_error_rate
+    if limit is not None and canary.error_rate is not None and _exceeds(canary.error_rate, limit):
+        breaches.append(Breach(GuardRule.ERROR_RATE, canary.error_rate, limit))
+    p99 = canary.latency_p99_ms
+    limit = policy.max_p99_latency_ms
+    if limit is not None and p99 is not None and _exceeds(p99, limit):
+        breaches.append(Breach(GuardRule.P99_LATENCY_MS, p99, limit))
+    limit = policy.max_p99_latency_ratio
+    if (
+        limit is not None
+        and p99 is not None
+        and production is not None
+        and production.request_count >= policy.min_requests
+        and production.latency_p99_ms
+    ):
+        ratio = p99 / production.latency_p99_ms
+        if _exceeds(ratio, limit):
+            breaches.append(Breach(GuardRule.P99_LATENCY_RATIO, ratio, limit))
+    performance_judged = False
+    limit = policy.max_performance_drop
+    if (
+        limit is not None
+        and canary_performance is not None
+        and production_performance is not None
+        and canary_performance.labelled_count >= policy.min_labelled
+        and production_performance.labelled_count >= policy.min_labelled
+    ):
+        metric = policy.performance_metric
+        drop = relative_drop(
+            production_performance.metric(metric), canary_performance.metric(metric), metric
+        )
+        performance_judged = drop is not None
+        if drop is not None and _exceeds(drop, limit):
+            breaches.append(Breach(GuardRule.PERFORMANCE_DROP, drop, limit))
+    kind = VerdictKind.BREACH if breaches else VerdictKind.HEALTHY
+    return GuardVerdict(kind, canary.request_count, labelled, tuple(breaches), performance_judged)

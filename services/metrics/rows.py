@@ -1,0 +1,209 @@
+"""Snapshots -> long-layout rows for the ClickHouse health, performance and drift tables.
+
+One row per (metric, window); undefined (None) figures produce no row, since the tables' value
+column is not nullable. The tables deduplicate on (model, version, route, metric[, feature],
+window), so anything that distinguishes rows, such as a reliability bin, is in the metric name;
+`labels` carries only details.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.metrics.drift import SCORE_NAME, DriftMetrics, ModelDrift
+from services.metrics.estimation import EstimateComparison, PerformanceEstimate
+from services.metrics.health import HealthSnapshot
+from services.metrics.keyed import WindowKey
+from services.metrics.performance import PerformanceSnapshot
+from services.metrics.shadow import ShadowComparison
+
+Figure = tuple[str, float | int | None, int]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricRow:
+    """One figure of one window; `feature` is used by drift rows only ('' = model level)."""
+
+    model_name: str
+    model_version: str
+    route: str
+    window_start_ms: int
+    window_end_ms: int
+    metric: str
+    value: float
+    sample_count: int
+    labels: Mapping[str, str] = field(default_factory=dict)
+    feature: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """Column name -> value, timestamps still in epoch milliseconds."""
+        return {
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "route": self.route,
+            "window_start_ms": self.window_start_ms,
+            "window_end_ms": self.window_end_ms,
+            "metric": self.metric,
+            "feature": self.feature,
+            "value": self.value,
+            "sample_count": self.sample_count,
+            "labels": dict(self.labels),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RowContext:
+    """What every row of one snapshot shares: whose window, which window, which details."""
+
+    key: WindowKey
+    window_start_ms: int
+    window_end_ms: int
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def rows(self, figures: Iterable[Figure], feature: str = "") -> list[MetricRow]:
+        return [
+            MetricRow(
+                self.key.model_name,
+                self.key.model_version,
+                self.key.route.value,
+                self.window_start_ms,
+                self.window_end_ms,
+                metric,
+                float(value),
+                sample_count,
+                self.labels,
+                feature,
+            )
+            for metric, value, sample_count in figures
+            if value is not None
+        ]
+
+
+def health_rows(context: RowContext, snapshot: HealthSnapshot) -> list[MetricRow]:
+    """Volume, error rate and latency percentiles of one health window."""
+    n = snapshot.request_count
+    return context.rows(
+        [
+            ("request_count", n, n),
+            ("error_count", snapshot.error_count, n),
+            ("error_rate", snapshot.error_rate, n),
+            ("latency_p50_ms", snapshot.latency_p50_ms, n),
+            ("latency_p95_ms", snapshot.latency_p95_ms, n),
+            ("latency_p99_ms", snapshot.latency_p99_ms, n),
+            ("requests_per_s", snapshot.requests_per_s, n),
+        ]
+    )
+
+
+def performance_rows(context: RowContext, snapshot: PerformanceSnapshot) -> list[MetricRow]:
+    """Coverage, label delay, and the task's metrics (with reliability bins) of one window."""
+    labelled = snapshot.labelled_count
+    figures: list[Figure] = [
+        ("predicted_count", snapshot.predicted_count, snapshot.predicted_count),
+        ("labelled_count", labelled, labelled),
+        ("label_coverage", snapshot.label_coverage, snapshot.predicted_count),
+        ("label_delay_p50_ms", snapshot.label_delay_p50_ms, labelled),
+        ("label_delay_p95_ms", snapshot.label_delay_p95_ms, labelled),
+        ("label_delay_p99_ms", snapshot.label_delay_p99_ms, labelled),
+    ]
+    classification = snapshot.classification
+    if classification is not None:
+        n = classification.count
+        figures += [
+            ("accuracy", classification.accuracy, n),
+            ("precision", classification.precision, n),
+            ("recall", classification.recall, n),
+            ("f1", classification.f1, n),
+            ("roc_auc", classification.roc_auc, n),
+            ("log_loss", classification.log_loss, n),
+            ("brier_score", classification.brier_score, n),
+            ("expected_calibration_error", classification.expected_calibration_error, n),
+        ]
+        bins = classification.reliability
+        for index, count in enumerate(bins.counts.tolist()):
+            if count:
+                name = f"reliability_bin_{index:02d}"
+                figures += [
+                    (f"{name}_count", count, count),
+                    (f"{name}_mean_predicted", float(bins.mean_predicted[index]), count),
+                    (f"{name}_observed_rate", float(bins.observed_rate[index]), count),
+                ]
+    regression = snapshot.regression
+    if regression is not None:
+        n = regression.count
+        figures += [
+            ("mae", regression.mae, n),
+            ("rmse", regression.rmse, n),
+            ("r2", regression.r2, n),
+        ]
+    return context.rows(figures)
+
+
+def estimate_rows(
+    context: RowContext,
+    estimate: PerformanceEstimate,
+    comparison: EstimateComparison | None = None,
+) -> list[MetricRow]:
+    """CBPE figures, stored beside the measured ones; with `comparison`, the estimate's error."""
+    n = estimate.count
+    figures: list[Figure] = [
+        ("cbpe_expected_accuracy", estimate.expected_accuracy, n),
+        ("cbpe_accuracy_std", estimate.accuracy_std, n),
+        ("cbpe_expected_precision", estimate.expected_precision, n),
+        ("cbpe_expected_recall", estimate.expected_recall, n),
+        ("cbpe_expected_f1", estimate.expected_f1, n),
+    ]
+    if comparison is not None:
+        figures += [
+            ("cbpe_accuracy_error", comparison.accuracy_error, n),
+            ("cbpe_accuracy_z", comparison.accuracy_z, n),
+            ("cbpe_f1_error", comparison.f1_error, n),
+        ]
+    return context.rows(figures)
+
+
+def shadow_rows(context: RowContext, comparison: ShadowComparison) -> list[MetricRow]:
+    """Shadow-versus-production figures, keyed by the shadow's version and route."""
+    n = comparison.pair_count
+    labelled = comparison.labelled_count
+    return context.rows(
+        [
+            ("shadow_pair_count", n, n),
+            ("shadow_agreement_rate", comparison.agreement_rate, n),
+            ("shadow_mean_difference", comparison.mean_difference, n),
+            ("shadow_abs_difference_p50", comparison.abs_difference_p50, n),
+            ("shadow_abs_difference_p95", comparison.abs_difference_p95, n),
+            ("shadow_abs_difference_p99", comparison.abs_difference_p99, n),
+            ("shadow_abs_difference_max", comparison.abs_difference_max, n),
+            ("shadow_production_performance", comparison.production_performance, labelled),
+            ("shadow_performance", comparison.shadow_performance, labelled),
+        ]
+    )
+
+
+def drift_rows(context: RowContext, drift: ModelDrift) -> list[MetricRow]:
+    """Per feature (and '' for the score): PSI with its band, KS, JS, Wasserstein, missing share."""
+    rows: list[MetricRow] = []
+    judged: list[tuple[str, DriftMetrics]] = list(drift.features.items())
+    if drift.score is not None:
+        judged.append((SCORE_NAME, drift.score))
+    for name, metrics in judged:
+        feature = "" if name == SCORE_NAME else name
+        n = metrics.sample_count
+        labels = dict(context.labels)
+        if metrics.band is not None:
+            labels["band"] = metrics.band.value
+        banded = RowContext(context.key, context.window_start_ms, context.window_end_ms, labels)
+        rows += banded.rows(
+            [
+                ("psi", metrics.psi, n),
+                ("ks", metrics.ks, n),
+                ("js_divergence", metrics.js_divergence, n),
+                ("wasserstein", metrics.wasserstein, n),
+                ("missing_fraction", metrics.missing_fraction, n),
+            ],
+            feature,
+        )
+    return rows

@@ -1,0 +1,1 @@
+"""Retraining decisions, recency weights and the weighted training export."""

@@ -1,0 +1,1 @@
+"""Progressive canary: a pure state machine whose transitions come back as intents."""

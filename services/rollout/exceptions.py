@@ -1,0 +1,15 @@
+"""Errors raised by `services.rollout`."""
+
+from __future__ import annotations
+
+
+class RolloutError(Exception):
+    """Root of every error raised by `services.rollout`."""
+
+
+class PlanError(RolloutError, ValueError):
+    """A rollout plan is inconsistent (steps not increasing, deadline before bake, ...)."""
+
+
+class TransitionError(RolloutError):
+    """The requested transition is not possible from the rollout's current phase."""

@@ -1,0 +1,142 @@
+"""One step's gate: canary versus production with confidence intervals, plus hard guard limits.
+
+The canary fails a comparison only when the whole interval for (canary - production) lies
+beyond the tolerance, i.e. it is worse with the plan's confidence, not merely on point values.
+Every re-evaluation is another look at the data, so a gate checked very often is somewhat more
+likely to fail by chance than `confidence` says; the tolerances absorb most of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from services.guard.judge import judge
+from services.guard.verdict import VerdictKind
+from services.metrics.health import HealthSnapshot
+from services.metrics.performance import PerformanceSnapshot
+from services.rollout.intervals import difference_interval
+from services.rollout.plan import RolloutPlan
+
+
+class GateOutcome(StrEnum):
+    """PASS: go on. FAIL: canary worse. INCONCLUSIVE: not enough evidence (yet)."""
+
+    PASS = "pass"  # noqa: S105 - an outcome, not a password
+    FAIL = "fail"
+    INCONCLUSIVE = "inconclusive"
+
+
+@dataclass(frozen=True, slots=True)
+class GateEvidence:
+    """Canary and production figures over the current step's time range only."""
+
+    canary: HealthSnapshot
+    production: HealthSnapshot
+    canary_performance: PerformanceSnapshot | None = None
+    production_performance: PerformanceSnapshot | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GateResult:
+    """A gate's outcome, why, and the figures behind it (strings, for command details)."""
+
+    outcome: GateOutcome
+    reason: str
+    numbers: dict[str, str] = field(default_factory=dict)
+
+
+def judge_gate(plan: RolloutPlan, evidence: GateEvidence, baked: bool) -> GateResult:
+    """FAIL as soon as the evidence shows it; PASS only once baked with enough traffic."""
+    canary, production = evidence.canary, evidence.production
+    numbers = {
+        "canary_requests": str(canary.request_count),
+        "production_requests": str(production.request_count),
+    }
+    failures: list[str] = []
+    if plan.guard is not None:
+        verdict = judge(
+            canary,
+            production,
+            plan.guard,
+            evidence.canary_performance,
+            evidence.production_performance,
+        )
+        if verdict.kind is VerdictKind.BREACH:
+            numbers.update(verdict.numbers())
+            failures.append(verdict.reason)
+    enough_traffic = canary.request_count >= plan.min_sample_per_step
+    compared = enough_traffic and production.request_count >= plan.min_sample_per_step
+    if compared:
+        failures.extend(_compare_errors(plan, canary, production, numbers))
+    labels_compared = _compare_accuracy(plan, evidence, numbers, failures)
+    if failures:
+        return GateResult(GateOutcome.FAIL, "; ".join(failures), numbers)
+    if not baked:
+        return GateResult(GateOutcome.INCONCLUSIVE, "bake time not yet elapsed", numbers)
+    if not enough_traffic:
+        return GateResult(
+            GateOutcome.INCONCLUSIVE,
+            f"{canary.request_count} of {plan.min_sample_per_step} canary requests",
+            numbers,
+        )
+    if plan.require_labels and not labels_compared:
+        return GateResult(GateOutcome.INCONCLUSIVE, "waiting for labels", numbers)
+    checked = "error rate" if compared else "hard limits only (production sample too small)"
+    if labels_compared:
+        checked += " and accuracy"
+    return GateResult(GateOutcome.PASS, f"canary not worse than production: {checked}", numbers)
+
+
+def _compare_errors(
+    plan: RolloutPlan, canary: HealthSnapshot, production: HealthSnapshot, numbers: dict[str, str]
+) -> list[str]:
+    low, high = difference_interval(
+        canary.error_count,
+        canary.request_count,
+        production.error_count,
+        production.request_count,
+        plan.confidence,
+    )
+    numbers["error_rate_difference_low"] = repr(low)
+    numbers["error_rate_difference_high"] = repr(high)
+    numbers["canary_error_rate"] = repr(canary.error_rate)
+    numbers["production_error_rate"] = repr(production.error_rate)
+    if low > plan.error_rate_tolerance:
+        return [
+            f"canary error rate higher than production by {low:.4g} to {high:.4g} "
+            f"(tolerance {plan.error_rate_tolerance:.4g})"
+        ]
+    return []
+
+
+def _compare_accuracy(
+    plan: RolloutPlan, evidence: GateEvidence, numbers: dict[str, str], failures: list[str]
+) -> bool:
+    """Append a failure if the canary's accuracy is lower; say whether labels allowed a look."""
+    canary = evidence.canary_performance
+    production = evidence.production_performance
+    if canary is None or production is None:
+        return False
+    canary_metrics, production_metrics = canary.classification, production.classification
+    if canary_metrics is None or production_metrics is None:
+        return False
+    if min(canary_metrics.count, production_metrics.count) < plan.min_labelled_per_step:
+        return False
+    low, high = difference_interval(
+        production_metrics.correct_count,
+        production_metrics.count,
+        canary_metrics.correct_count,
+        canary_metrics.count,
+        plan.confidence,
+    )
+    numbers["accuracy_drop_low"] = repr(low)
+    numbers["accuracy_drop_high"] = repr(high)
+    numbers["canary_accuracy"] = repr(canary_metrics.accuracy)
+    numbers["production_accuracy"] = repr(production_metrics.accuracy)
+    if low > plan.accuracy_tolerance:
+        failures.append(
+            f"canary accuracy lower than production by {low:.4g} to {high:.4g} "
+            f"(tolerance {plan.accuracy_tolerance:.4g})"
+        )
+    return True

@@ -1,0 +1,66 @@
+"""How a rollout proceeds: steps, bake time, sample sizes, deadline and what failure means."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from itertools import pairwise
+
+from services.guard.policy import GuardPolicy
+from services.rollout.exceptions import PlanError
+
+
+class FailAction(StrEnum):
+    """What a failed gate does."""
+
+    ROLLBACK = "rollback"
+    PAUSE = "pause"
+
+
+class DeadlineAction(StrEnum):
+    """What a step still inconclusive at its deadline does."""
+
+    PROCEED = "proceed"
+    PAUSE = "pause"
+    ROLLBACK = "rollback"
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutPlan:
+    """A progressive canary; the evidence for each gate covers only its own step's traffic."""
+
+    steps_percent: tuple[float, ...] = (5.0, 10.0, 25.0, 50.0, 100.0)
+    # A step cannot pass before this long at its traffic share (it can fail sooner).
+    bake_ms: int = 60_000
+    # Canary requests a step needs before its gate can pass.
+    min_sample_per_step: int = 500
+    # Labelled canary (and production) rows before accuracy is compared.
+    min_labelled_per_step: int = 200
+    # How long a step may stay inconclusive, from its start, before `on_deadline` applies.
+    deadline_ms: int = 1_800_000
+    on_fail: FailAction = FailAction.ROLLBACK
+    on_deadline: DeadlineAction = DeadlineAction.PAUSE
+    # Two-sided confidence of the canary-vs-production intervals.
+    confidence: float = 0.95
+    # The canary fails only if it is worse than production by more than these, with confidence.
+    error_rate_tolerance: float = 0.005
+    accuracy_tolerance: float = 0.01
+    # When True a step waits for `min_labelled_per_step` labels instead of passing without them.
+    require_labels: bool = False
+    # Hard limits (latency, absolute error rate) checked at every gate; None: intervals only.
+    guard: GuardPolicy | None = field(default_factory=GuardPolicy)
+
+    def __post_init__(self) -> None:
+        steps = self.steps_percent
+        if not steps or any(b <= a for a, b in pairwise(steps)):
+            raise PlanError(f"steps_percent must be strictly increasing, got {steps}")
+        if steps[0] <= 0 or steps[-1] != 100.0:
+            raise PlanError(f"steps_percent must start above 0 and end at 100, got {steps}")
+        if self.bake_ms < 0 or self.deadline_ms < self.bake_ms:
+            raise PlanError("need 0 <= bake_ms <= deadline_ms")
+        if self.min_sample_per_step < 1 or self.min_labelled_per_step < 1:
+            raise PlanError("minimum samples must be at least 1")
+        if not 0.0 < self.confidence < 1.0:
+            raise PlanError(f"confidence must be in (0, 1), got {self.confidence}")
+        if self.error_rate_tolerance < 0 or self.accuracy_tolerance < 0:
+            raise PlanError("tolerances cannot be negative")

@@ -1,0 +1,177 @@
+"""Guard verdicts at and around every threshold's edge."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from services.guard import Breach, GuardPolicy, GuardRule, VerdictKind, judge
+from services.guard.exceptions import PolicyError
+from services.metrics.health import HealthSnapshot
+from services.metrics.performance import (
+    PerformanceMetric,
+    PerformanceSnapshot,
+    Task,
+    performance_snapshot,
+)
+
+POLICY = GuardPolicy(
+    max_error_rate=0.05,
+    max_p99_latency_ms=500.0,
+    max_p99_latency_ratio=2.0,
+    max_performance_drop=0.1,
+    min_requests=100,
+    min_labelled=10,
+)
+
+
+def health(requests: int = 1_000, errors: int = 0, p99_ms: float | None = 100.0) -> HealthSnapshot:
+    return HealthSnapshot(
+        request_count=requests,
+        error_count=errors,
+        error_rate=errors / requests if requests else None,
+        latency_p50_ms=None if p99_ms is None else p99_ms / 2,
+        latency_p95_ms=p99_ms,
+        latency_p99_ms=p99_ms,
+        requests_per_s=None,
+        window_start_ms=None,
+        window_end_ms=None,
+    )
+
+
+def performance(correct: int, total: int) -> PerformanceSnapshot:
+    return performance_snapshot(
+        Task.CLASSIFICATION, [1.0] * total, [1.0] * correct + [0.0] * (total - correct)
+    )
+
+
+def test_healthy_canary() -> None:
+    verdict = judge(health(), health(), POLICY)
+    assert verdict.kind is VerdictKind.HEALTHY
+    assert verdict.breaches == ()
+    assert verdict.canary_requests == 1_000
+    assert "within" in verdict.reason
+
+
+@pytest.mark.parametrize(
+    ("requests", "kind"), [(99, VerdictKind.INSUFFICIENT_SAMPLE), (100, VerdictKind.BREACH)]
+)
+def test_min_sample_edge(requests: int, kind: VerdictKind) -> None:
+    verdict = judge(health(requests, errors=requests), health(), POLICY)
+    assert verdict.kind is kind
+    if kind is VerdictKind.INSUFFICIENT_SAMPLE:
+        assert verdict.breaches == ()
+        assert "99" in verdict.reason
+
+
+@pytest.mark.parametrize(("errors", "kind"), [(50, VerdictKind.HEALTHY), (51, VerdictKind.BREACH)])
+def test_error_rate_edge(errors: int, kind: VerdictKind) -> None:
+    # 50 / 1000 is exactly the 0.05 limit: only strictly above breaches.
+    verdict = judge(health(errors=errors), health(), POLICY)
+    assert verdict.kind is kind
+    if kind is VerdictKind.BREACH:
+        assert verdict.breaches == (Breach(GuardRule.ERROR_RATE, 0.051, 0.05),)
+
+
+@pytest.mark.parametrize(
+    ("p99", "kind"), [(500.0, VerdictKind.HEALTHY), (500.001, VerdictKind.BREACH)]
+)
+def test_absolute_p99_edge(p99: float, kind: VerdictKind) -> None:
+    verdict = judge(health(p99_ms=p99), health(p99_ms=400.0), POLICY)
+    assert verdict.kind is kind
+
+
+@pytest.mark.parametrize(
+    ("p99", "kind"), [(200.0, VerdictKind.HEALTHY), (200.5, VerdictKind.BREACH)]
+)
+def test_relative_p99_edge(p99: float, kind: VerdictKind) -> None:
+    verdict = judge(health(p99_ms=p99), health(p99_ms=100.0), POLICY)
+    assert verdict.kind is kind
+    if kind is VerdictKind.BREACH:
+        assert verdict.breaches[0].rule is GuardRule.P99_LATENCY_RATIO
+        assert verdict.breaches[0].observed == pytest.approx(2.005)
+
+
+def test_relative_p99_skipped_without_enough_production_traffic() -> None:
+    assert judge(health(p99_ms=300.0), health(99, p99_ms=100.0), POLICY).kind is VerdictKind.HEALTHY
+    assert judge(health(p99_ms=300.0), None, POLICY).kind is VerdictKind.HEALTHY
+    assert judge(health(p99_ms=300.0), health(p99_ms=0.0), POLICY).kind is VerdictKind.HEALTHY
+
+
+@pytest.mark.parametrize(("correct", "kind"), [(72, VerdictKind.HEALTHY), (71, VerdictKind.BREACH)])
+def test_performance_drop_edge(correct: int, kind: VerdictKind) -> None:
+    # Production 80 % accurate; 72 % is exactly a 10 % relative drop.
+    verdict = judge(health(), health(), POLICY, performance(correct, 100), performance(80, 100))
+    assert verdict.kind is kind
+    assert verdict.performance_judged
+    assert verdict.canary_labelled == 100
+
+
+def test_performance_not_judged_below_min_labelled() -> None:
+    verdict = judge(health(), health(), POLICY, performance(1, 9), performance(80, 100))
+    assert verdict.kind is VerdictKind.HEALTHY
+    assert not verdict.performance_judged
+
+
+def test_performance_rule_with_lower_is_better_metric() -> None:
+    policy = replace(POLICY, performance_metric=PerformanceMetric.RMSE)
+    canary = performance_snapshot(Task.REGRESSION, [0.0] * 20, [1.2] * 20)
+    production = performance_snapshot(Task.REGRESSION, [0.0] * 20, [1.0] * 20)
+    verdict = judge(health(), health(), policy, canary, production)
+    assert verdict.kind is VerdictKind.BREACH
+    assert verdict.breaches[0].observed == pytest.approx(0.2)
+
+
+def test_every_breach_is_reported_with_numbers() -> None:
+    verdict = judge(
+        health(errors=100, p99_ms=900.0),
+        health(p99_ms=100.0),
+        POLICY,
+        performance(50, 100),
+        performance(80, 100),
+    )
+    assert verdict.kind is VerdictKind.BREACH
+    assert [b.rule for b in verdict.breaches] == [
+        GuardRule.ERROR_RATE,
+        GuardRule.P99_LATENCY_MS,
+        GuardRule.P99_LATENCY_RATIO,
+        GuardRule.PERFORMANCE_DROP,
+    ]
+    numbers = verdict.numbers()
+    assert numbers["verdict"] == "breach"
+    assert float(numbers["error_rate"]) == pytest.approx(0.1)
+    assert float(numbers["error_rate_limit"]) == 0.05
+    assert numbers["canary_requests"] == "1000"
+    assert verdict.reason.startswith("canary breached error_rate 0.1 > 0.05")
+
+
+def test_none_thresholds_switch_rules_off() -> None:
+    policy = GuardPolicy(
+        max_error_rate=None,
+        max_p99_latency_ms=None,
+        max_p99_latency_ratio=None,
+        max_performance_drop=None,
+        min_requests=1,
+    )
+    verdict = judge(health(errors=1_000, p99_ms=10_000.0), health(), policy)
+    assert verdict.kind is VerdictKind.HEALTHY
+
+
+def test_empty_canary_window_is_insufficient_not_a_crash() -> None:
+    assert judge(health(0, p99_ms=None), None, POLICY).kind is VerdictKind.INSUFFICIENT_SAMPLE
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"max_error_rate": 1.5},
+        {"max_p99_latency_ms": 0.0},
+        {"max_p99_latency_ratio": -1.0},
+        {"max_performance_drop": 0.0},
+        {"min_requests": 0},
+    ],
+)
+def test_policy_validation(kwargs: dict[str, float]) -> None:
+    with pytest.raises(PolicyError):
+        GuardPolicy(**kwargs)  # type: ignore[arg-type]
