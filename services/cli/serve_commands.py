@@ -1,0 +1,171 @@
+"""`safeloop serve` runs a replica; `safeloop model train|list` manages the model store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from types import FrameType
+
+from infra.settings import Settings
+from services.control.exceptions import ControlError
+from services.guard.local import ReplicaGuard
+from services.guard.policy import GuardPolicy
+from services.models.exceptions import ModelError
+from services.models.store import ModelStore, check_name
+from services.models.task import ModelTask
+from services.models.training import DEFAULT_FEATURES, make_dataset, train_model
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = subparsers.add_parser(
+        "serve",
+        help="run one serving replica (HTTP /predict, publishes every prediction)",
+        description="Load every version of the served models, rebuild control state from the "
+        "whole control topic, then answer on HTTP. /readyz turns 200 once rebuilt.",
+        epilog="exit codes: 0 stopped cleanly, 1 failure (broken model artifact, no control "
+        "key, ...), 2 usage",
+    )
+    serve.add_argument("--replica-id", help="default: SAFELOOP_REPLICA_ID or <host>-<pid>")
+    serve.add_argument("--host", help="default: SAFELOOP_SERVING_HOST (127.0.0.1)")
+    serve.add_argument("--port", type=int, help="default: SAFELOOP_SERVING_PORT (8080)")
+    serve.add_argument(
+        "--model",
+        action="append",
+        dest="models",
+        metavar="NAME",
+        help="serve only this model (repeatable); default: every model in the store",
+    )
+    serve.add_argument(
+        "--local-guard",
+        action="store_true",
+        help="judge canaries on this replica too and stop routing to a breaching one at once "
+        "(the central guard's signed rollback follows)",
+    )
+    serve.set_defaults(func=run_serve)
+
+    model = subparsers.add_parser("model", help="train demo models and list the model store")
+    actions = model.add_subparsers(dest="model_command", metavar="ACTION", required=True)
+    train = actions.add_parser(
+        "train",
+        help="train a numpy model on generated data and save it as NAME/VERSION",
+        description="Trains logistic (classification) or linear (regression) regression on "
+        "generated rows and stores the artifact with its training baseline.",
+    )
+    train.add_argument("name")
+    train.add_argument("--version", required=True)
+    train.add_argument(
+        "--task", choices=[task.value for task in ModelTask], default=ModelTask.CLASSIFICATION.value
+    )
+    train.add_argument("--rows", type=int, default=20_000, help="generated rows (default 20000)")
+    train.add_argument("--seed", type=int, default=0, help="data seed: versions differ by seed")
+    train.add_argument(
+        "--features", default=",".join(DEFAULT_FEATURES), help="comma-separated feature names"
+    )
+    train.add_argument("--json", action="store_true", help="print the metadata as JSON")
+    train.set_defaults(func=run_train)
+    listing = actions.add_parser("list", help="models and versions in the store")
+    listing.add_argument("name", nargs="?")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=run_list)
+
+
+def run_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn  # noqa: PLC0415 - only `serve` needs the server
+
+    from services.serving.replica import Replica, default_replica_id  # noqa: PLC0415
+
+    replica_id = args.replica_id or settings.replica_id or default_replica_id()
+    guard = ReplicaGuard(GuardPolicy()) if args.local_guard else None
+    try:
+        replica = Replica(settings, replica_id, model_names=args.models, guard=guard)
+    except (ModelError, ControlError) as exc:
+        sys.stderr.write(f"safeloop serve: {exc}\n")
+        return EXIT_FAILURE
+    host = args.host or settings.serving_host
+    port = args.port or settings.serving_port
+    server = uvicorn.Server(
+        uvicorn.Config(
+            replica.app,
+            host=host,
+            port=port,
+            access_log=False,
+            lifespan="off",
+            log_level=settings.log_level.lower(),
+        )
+    )
+    logger.info("replica %s serving %s on %s:%s", replica_id, replica.catalog.names(), host, port)
+
+    # uvicorn restores the previous handlers on exit and re-raises the signal it caught; with
+    # ours in place that re-raise only asks again to stop, so the replica still says STOPPING
+    # on replica-status and flushes its events before the process ends.
+    def stop_serving(signum: int, frame: FrameType | None) -> None:
+        server.should_exit = True
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop_serving)
+    replica.start()
+    try:
+        server.run()
+    finally:
+        replica.stop()
+    logger.info("replica %s stopped", replica_id)
+    return EXIT_OK
+
+
+def run_train(args: argparse.Namespace, settings: Settings) -> int:
+    features = tuple(name.strip() for name in args.features.split(",") if name.strip())
+    try:
+        check_name("model name", args.name)
+        check_name("version", args.version)
+    except ValueError as exc:
+        sys.stderr.write(f"safeloop model train: {exc}\n")
+        return EXIT_USAGE
+    if args.rows < 10 or not features:
+        sys.stderr.write("safeloop model train: need --rows >= 10 and at least one feature\n")
+        return EXIT_USAGE
+    task = ModelTask(args.task)
+    dataset = make_dataset(task, args.rows, features, seed=args.seed)
+    model, metadata = train_model(args.name, args.version, task, dataset)
+    store = ModelStore(settings.models_path)
+    try:
+        path = store.save(model, metadata)
+    except FileExistsError as exc:
+        sys.stderr.write(f"safeloop model train: {exc}\n")
+        return EXIT_FAILURE
+    if args.json:
+        sys.stdout.write(json.dumps(metadata.to_json(), indent=2) + "\n")
+    else:
+        sys.stdout.write(
+            f"saved {args.name} {args.version} ({task.value}, {metadata.kind}) to {path}: "
+            f"{metadata.primary_metric} {metadata.primary_metric_value:.4f} on holdout\n"
+        )
+    return EXIT_OK
+
+
+def run_list(args: argparse.Namespace, settings: Settings) -> int:
+    store = ModelStore(settings.models_path)
+    try:
+        names = [args.name] if args.name else store.names()
+        listing = {name: store.versions(name) for name in names}
+        default = {name: store.default_version(name) for name in names}
+    except ModelError as exc:
+        sys.stderr.write(f"safeloop model list: {exc}\n")
+        return EXIT_FAILURE
+    if args.json:
+        sys.stdout.write(json.dumps({"store": str(store.root), "models": listing}) + "\n")
+        return EXIT_OK
+    if not listing:
+        sys.stdout.write(f"no models in {store.root}; create one with `safeloop model train`\n")
+    for name, versions in listing.items():
+        marked = [f"{v} (default)" if v == default[name] else v for v in versions]
+        sys.stdout.write(f"{name}: {', '.join(marked)}\n")
+    return EXIT_OK

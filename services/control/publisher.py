@@ -1,0 +1,160 @@
+"""Operators' side of the control topic: read a model's current config, sign the next one."""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from schemas.codec import CONTROL_CODEC
+from schemas.events import CommandKind, ControlCommand, ModelConfig
+from schemas.exceptions import DecodeError
+from services.control.broadcast import BroadcastReader
+from services.control.exceptions import CommandError, ControlTopicError, SignatureError
+from services.control.keys import KeyRing
+from services.control.signing import sign, verify
+from services.control.validation import config_problem
+
+logger = logging.getLogger(__name__)
+
+READ_TIMEOUT_S = 15.0
+DELIVERY_TIMEOUT_S = 15.0
+
+ConfigChange = Callable[[ModelConfig], ModelConfig]
+
+
+@dataclass(frozen=True)
+class ControlTopicView:
+    """The newest verified command per model, as every replica will have rebuilt it."""
+
+    latest: dict[str, ControlCommand]
+    refused: int
+
+    def config_of(self, model_name: str) -> ModelConfig | None:
+        command = self.latest.get(model_name)
+        return None if command is None else command.config
+
+
+def read_control_topic(reader: BroadcastReader, keys: KeyRing) -> ControlTopicView:
+    """Read the whole control topic and keep, per model, the newest command that verifies."""
+    latest: dict[str, ControlCommand] = {}
+    refused = 0
+    try:
+        reader.assign_from_beginning()
+        for message in reader.read_to_end(READ_TIMEOUT_S):
+            value = message.value()
+            if value is None:
+                continue
+            try:
+                command = CONTROL_CODEC.decode(value)
+                verify(command, keys)
+            except (DecodeError, SignatureError):
+                refused += 1
+                continue
+            current = latest.get(command.model_name)
+            if current is None or command.sequence > current.sequence:
+                latest[command.model_name] = command
+    finally:
+        reader.close()
+    return ControlTopicView(latest, refused)
+
+
+def default_issuer() -> str:
+    return f"{_user()}@{socket.gethostname()}"
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+class ControlPublisher:
+    """Builds the next command of a model (sequence + 1, full config), signs and sends it."""
+
+    def __init__(
+        self,
+        producer: Producer,
+        topic: str,
+        keys: KeyRing,
+        *,
+        issuer: str | None = None,
+    ) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._keys = keys
+        self.issuer = issuer or default_issuer()
+
+    def next_command(
+        self,
+        view: ControlTopicView,
+        model_name: str,
+        kind: CommandKind,
+        change: ConfigChange,
+        *,
+        reason: str,
+        initial: ModelConfig | None = None,
+        details: dict[str, str] | None = None,
+    ) -> ControlCommand:
+        """The signed command that applies `change` to the model's current config.
+
+        `initial` is the config assumed when the topic holds no command for the model yet.
+        """
+        current = view.latest.get(model_name)
+        base = current.config if current is not None else initial
+        if base is None:
+            raise CommandError(
+                f"no command for {model_name!r} yet and no initial config: name the production "
+                f"version (the model store's oldest version is used when it is reachable)"
+            )
+        config = change(base)
+        problem = config_problem(config)
+        if problem is not None:
+            raise CommandError(f"{kind.value} for {model_name}: {problem}")
+        command = ControlCommand(
+            command_id=uuid.uuid4().hex,
+            model_name=model_name,
+            kind=kind,
+            sequence=(current.sequence if current is not None else 0) + 1,
+            issued_at=time.time_ns() // 1_000_000,
+            issuer=self.issuer,
+            reason=reason,
+            config=config,
+            key_id="",
+            signature="",
+            details=dict(details or {}),
+        )
+        return sign(command, self._keys.signing_key)
+
+    def send(self, command: ControlCommand, timeout_s: float = DELIVERY_TIMEOUT_S) -> None:
+        """Produce and wait for the broker's acknowledgement; ControlTopicError otherwise."""
+        errors: list[KafkaError] = []
+
+        def delivered(error: KafkaError | None, message: Message) -> None:
+            if error is not None:
+                errors.append(error)
+
+        self._producer.produce(
+            self._topic,
+            key=command.model_name.encode(),
+            value=CONTROL_CODEC.encode(command),
+            on_delivery=delivered,
+        )
+        remaining = self._producer.flush(timeout_s)
+        if remaining or errors:
+            reason = errors[0] if errors else f"not acknowledged within {timeout_s:g}s"
+            raise ControlTopicError(f"command {command.command_id} not published: {reason}")
+        logger.info(
+            "published %s for %s: sequence %s, command %s",
+            command.kind,
+            command.model_name,
+            command.sequence,
+            command.command_id,
+        )

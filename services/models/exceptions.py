@@ -1,0 +1,32 @@
+"""Errors raised by `services.models`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class ModelError(Exception):
+    """Root of every error raised by `services.models`."""
+
+
+class ModelLoadError(ModelError):
+    """An artifact or its metadata is missing or broken; raised at start-up, not per request."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"cannot load model from {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class ModelNotFoundError(ModelError):
+    """The store holds no such model (or no such version of it)."""
+
+    def __init__(self, name: str, version: str | None = None) -> None:
+        what = f"model {name!r}" if version is None else f"model {name!r} version {version!r}"
+        super().__init__(f"{what} is not in the model store")
+        self.name = name
+        self.version = version
+
+
+class TrainingError(ModelError):
+    """Training data cannot produce a model (wrong shapes, too few rows, non-finite values)."""

@@ -1,0 +1,77 @@
+"""What the store keeps beside each artifact: identity, task, features and training baseline."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from services.metrics.baseline import ModelBaseline
+from services.models.task import ModelTask
+
+METADATA_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """The contents of `metadata.json`; `kind` names the artifact format (e.g. `logistic`).
+
+    `baseline` holds each feature's and the score's training distribution (quantile bins, for
+    drift); `metrics` the holdout metrics, `primary_metric` the one performance is judged by.
+    """
+
+    name: str
+    version: str
+    task: ModelTask
+    kind: str
+    feature_names: tuple[str, ...]
+    created_at_ms: int
+    training_rows: int
+    baseline: ModelBaseline
+    primary_metric: str
+    metrics: dict[str, float]
+
+    @property
+    def primary_metric_value(self) -> float:
+        return self.metrics[self.primary_metric]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format_version": METADATA_FORMAT_VERSION,
+            "name": self.name,
+            "version": self.version,
+            "task": self.task.value,
+            "kind": self.kind,
+            "feature_names": list(self.feature_names),
+            "created_at_ms": self.created_at_ms,
+            "training_rows": self.training_rows,
+            "baseline": self.baseline.to_dict(),
+            "primary_metric": self.primary_metric,
+            "metrics": dict(self.metrics),
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> ModelMetadata:
+        """Parse `metadata.json`; missing keys raise KeyError, bad values ValueError."""
+        if raw.get("format_version") != METADATA_FORMAT_VERSION:
+            raise ValueError(f"unsupported metadata format {raw.get('format_version')!r}")
+        feature_names = tuple(str(name) for name in raw["feature_names"])
+        baseline = ModelBaseline.from_dict(raw["baseline"])
+        if set(baseline.features) != set(feature_names):
+            raise ValueError("baseline features differ from feature_names")
+        metrics = {str(name): float(value) for name, value in raw["metrics"].items()}
+        primary_metric = str(raw["primary_metric"])
+        if primary_metric not in metrics:
+            raise ValueError(f"primary metric {primary_metric!r} has no value")
+        return cls(
+            name=str(raw["name"]),
+            version=str(raw["version"]),
+            task=ModelTask(raw["task"]),
+            kind=str(raw["kind"]),
+            feature_names=feature_names,
+            created_at_ms=int(raw["created_at_ms"]),
+            training_rows=int(raw["training_rows"]),
+            baseline=baseline,
+            primary_metric=primary_metric,
+            metrics=metrics,
+        )

@@ -1,0 +1,1 @@
+"""Serving replicas: canary routing, shadow scoring, flags, event publishing, the ASGI app."""

@@ -1,0 +1,184 @@
+"""One serving replica wired together: models, predictor, Kafka sink, control listener, status."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Any
+
+from infra.settings import Settings
+from schemas.events import ControlCommand, ModelConfig, ReplicaState
+from services.control.clients import make_broadcast_reader, make_producer
+from services.control.keys import KeyRing, load_keyring
+from services.control.listener import ControlListener
+from services.control.state import AppliedConfig, ApplyOutcome, ApplyResult, ControlState
+from services.control.status_reporter import StatusReporter, status_producer_settings
+from services.guard.local import ReplicaGuard
+from services.models.exceptions import ModelError, ModelNotFoundError
+from services.models.store import ModelStore
+from services.serving.app import create_app
+from services.serving.catalog import ModelCatalog
+from services.serving.guard_loop import GuardLoop
+from services.serving.kafka_sink import KafkaEventSink, event_producer_settings
+from services.serving.predictor import Predictor
+from services.serving.shadow import ShadowRunner
+
+logger = logging.getLogger(__name__)
+
+
+def default_replica_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def load_catalog(store: ModelStore, model_names: list[str] | None = None) -> ModelCatalog:
+    """Load and validate every version of the served models now, so a broken artifact stops
+    the replica at start-up instead of failing requests later."""
+    names = model_names or store.names()
+    if not names:
+        raise ModelNotFoundError("(any)")
+    catalog = ModelCatalog()
+    for name in names:
+        default = store.default_version(name)
+        for version, loaded in store.load_all(name).items():
+            catalog.add(loaded, default=version == default)
+    return catalog
+
+
+def referenced_versions(config: ModelConfig) -> set[str]:
+    versions = {config.production_version}
+    versions.update(
+        v for v in (config.canary_version, config.shadow_version, config.fallback_version) if v
+    )
+    return versions
+
+
+class Replica:
+    """Serves predictions from local snapshots; the control listener keeps them current."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        replica_id: str,
+        *,
+        model_names: list[str] | None = None,
+        catalog: ModelCatalog | None = None,
+        keys: KeyRing | None = None,
+        guard: ReplicaGuard | None = None,
+    ) -> None:
+        self.settings = settings
+        self.replica_id = replica_id
+        self.store = ModelStore(settings.models_path)
+        self.catalog = catalog if catalog is not None else load_catalog(self.store, model_names)
+        self.keys = keys if keys is not None else load_keyring(settings)
+        topics = settings.topics
+        self.sink = KafkaEventSink(
+            make_producer(settings, **event_producer_settings(settings.event_buffer_messages)),
+            topics.predictions,
+        )
+        self.shadow = ShadowRunner(self.sink, settings.shadow_queue_size)
+        self.predictor = Predictor(
+            self.catalog, self.sink, replica_id, shadow=self.shadow, guard=guard
+        )
+        self.guard_loop = None if guard is None else GuardLoop(guard, self.predictor)
+        self.state = ControlState(self.keys, check=self._check_versions)
+        self.state.subscribe(self._install)
+        self.reporter = StatusReporter(
+            make_producer(settings, **status_producer_settings()),
+            topics.replica_status,
+            replica_id,
+            self.state,
+            settings.status_heartbeat_ms,
+        )
+        self.listener = ControlListener(
+            lambda: make_broadcast_reader(settings, topics.control, f"replica-{replica_id}"),
+            self.state,
+            on_result=self._on_result,
+            on_ready=self._on_ready,
+        )
+        self._watch_metrics()
+        self.app = create_app(self.predictor, health=self.health)
+
+    def start(self) -> None:
+        """Begin rebuilding control state; the replica turns ready once it has caught up."""
+        self.reporter.start()
+        self.listener.start()
+        if self.guard_loop is not None:
+            self.guard_loop.start()
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        return self.listener.ready.wait(timeout_s)
+
+    def stop(self) -> None:
+        if self.guard_loop is not None:
+            self.guard_loop.stop()
+        self.listener.stop()
+        self.reporter.stop()
+        self.shadow.close()
+        self.sink.close()
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "replica_id": self.replica_id,
+            "ready": self.predictor.ready,
+            "config_versions": self.state.config_versions(),
+            "refused_commands": self.state.refused_count,
+            "models": {name: self.catalog.versions(name) for name in self.catalog.names()},
+        }
+
+    def _install(self, model_name: str, applied: AppliedConfig) -> None:
+        self.predictor.apply_config(model_name, applied.config, applied.sequence)
+
+    def _on_ready(self) -> None:
+        self.predictor.mark_ready()
+        self.reporter.mark(ReplicaState.READY)
+        logger.info(
+            "replica %s ready: config versions %s", self.replica_id, self.state.config_versions()
+        )
+
+    def _on_result(self, result: ApplyResult) -> None:
+        # While rebuilding, one report at the end says it all.
+        if self.listener.ready.is_set() and result.outcome is not ApplyOutcome.DUPLICATE:
+            self.reporter.report()
+
+    def _check_versions(self, command: ControlCommand) -> str | None:
+        """Refuse a config naming versions this replica cannot load (it keeps the old one)."""
+        name = command.model_name
+        if name not in self.catalog.names():
+            return None  # not served here: tracked, so status stays comparable across replicas
+        for version in sorted(referenced_versions(command.config)):
+            if self.catalog.has(name, version):
+                continue
+            try:
+                # A version trained after start-up: load it here, off the request path.
+                self.catalog.add(self.store.load(name, version))
+            except (ModelError, ValueError) as exc:
+                return f"version {version} of {name} cannot be loaded: {exc}"
+        return None
+
+    def _watch_metrics(self) -> None:
+        metrics = self.predictor.metrics
+        metrics.watch_sink(self.sink.stats)
+        metrics.watch(
+            "safeloop_events_pending",
+            "Prediction events buffered, not yet acknowledged by Kafka.",
+            lambda: float(self.sink.pending()),
+        )
+        metrics.watch(
+            "safeloop_shadow_dropped_total",
+            "Shadow jobs dropped because the shadow queue was full.",
+            lambda: float(self.shadow.dropped_count),
+            kind="counter",
+        )
+        metrics.watch(
+            "safeloop_shadow_failed_total",
+            "Shadow predictions that raised.",
+            lambda: float(self.shadow.failed_count),
+            kind="counter",
+        )
+        metrics.watch(
+            "safeloop_control_refused_total",
+            "Control commands refused (unsigned, forged, replayed, out of order, invalid).",
+            lambda: float(self.state.refused_count),
+            kind="counter",
+        )
