@@ -1,0 +1,471 @@
+"""Rollback latency: from the first failing canary request to the rollback applied everywhere.
+
+Two in-process replicas serve `churn` (v1 production, v2 a canary whose model fails from its
+first request); a `safeloop metrics run` process (the central guard) watches `predictions`.
+Per round: publish SET_CANARY v2 at 10 %, send traffic at the target rate, and time
+- first failing canary request -> rollback applied on every replica;
+- breach measurable (the guard's min sample, 100 canary requests, all failing) -> applied
+  on every replica. Target: under 1 s at 500 and 5,000 requests/s.
+Then the metrics consumers' throughput: N pre-produced predictions and feedback records
+through the full metrics service (decode, windows, drift, guard, rollout hooks), in events/s.
+Run: `python -m bench.rollback_latency [--rounds N] [--events N]`; writes
+bench/results/rollback_latency.json. Uses KAFKA_BOOTSTRAP_SERVERS / CLICKHOUSE_URL if set,
+else starts a private broker and embedded ClickHouse endpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import platform
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from confluent_kafka import Producer
+
+from infra.clickhouse.client import clickhouse_client
+from infra.clickhouse.migrate import migrate
+from infra.kafka.broker import LocalKafkaBroker
+from infra.kafka.clients import producer_config
+from infra.kafka.topics import TopicAdmin, topic_specs
+from infra.settings import Secret, Settings
+from infra.warehouse.process import WarehouseProcess
+from schemas.codec import FEEDBACK_CODEC, PREDICTION_CODEC
+from schemas.events import (
+    CommandKind,
+    FeedbackRecord,
+    FeedbackStatus,
+    ModelConfig,
+    PredictionEvent,
+    Route,
+)
+from services.control.clients import make_broadcast_reader, make_producer
+from services.control.keys import load_keyring
+from services.control.publisher import ControlPublisher, read_control_topic
+from services.control.state import AppliedConfig
+from services.guard.policy import GuardPolicy
+from services.metrics.service import MetricsConfig
+from services.metrics.wiring import build_metrics_service
+from services.models.loaded import LoadedModel
+from services.models.store import ModelStore
+from services.models.task import ModelTask
+from services.models.training import make_dataset, train_model
+from services.serving.replica import Replica, load_catalog
+
+RESULTS = Path(__file__).parent / "results" / "rollback_latency.json"
+REPO = Path(__file__).resolve().parents[1]
+MODEL = "churn"
+FEATURES = {"age": 0.3, "income": -1.2, "tenure_months": 0.8, "sessions_7d": 1.5}
+CANARY_BASIS_POINTS = 1_000
+MIN_REQUESTS = 100
+TARGET_S = 1.0
+RATES = (500, 5000)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class FailingModel:
+    """Always raises; records when its first and its MIN_REQUESTS-th failure happened."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.failures = 0
+            self.first_s: float | None = None
+            self.measurable_s: float | None = None
+
+    @property
+    def version(self) -> str:
+        return str(self._inner.version)
+
+    def predict(self, features: Mapping[str, float]) -> float:
+        now = time.monotonic()
+        with self._lock:
+            self.failures += 1
+            if self.failures == 1:
+                self.first_s = now
+            if self.failures == MIN_REQUESTS:
+                self.measurable_s = now
+        raise RuntimeError("injected canary failure")
+
+
+class Traffic:
+    """One thread per replica, together at `rate_per_s`; counts what was actually sent."""
+
+    def __init__(self, replicas: list[Replica], rate_per_s: float) -> None:
+        self._replicas = replicas
+        self._rate = rate_per_s / len(replicas)
+        self._stop = threading.Event()
+        self.sent = 0
+        self._threads = [
+            threading.Thread(target=self._run, args=(replica,), daemon=True) for replica in replicas
+        ]
+
+    def __enter__(self) -> Traffic:
+        self.started = time.monotonic()
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(10)
+        self.elapsed_s = time.monotonic() - self.started
+
+    def _run(self, replica: Replica) -> None:
+        interval = 1.0 / self._rate
+        next_at = time.perf_counter()
+        sent = 0
+        while not self._stop.is_set():
+            # Failing canary requests are the point: their errors are expected.
+            with contextlib.suppress(Exception):
+                replica.predictor.predict(MODEL, os.urandom(8).hex(), FEATURES)
+            sent += 1
+            next_at += interval
+            delay = next_at - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        self.sent += sent
+
+
+def _settings(state_dir: Path) -> Settings:
+    env = {
+        "SAFELOOP_STATE_DIR": str(state_dir),
+        "SAFELOOP_CACHE_DIR": str(REPO / ".cache"),
+        "SAFELOOP_TOPIC_PREFIX": f"bench-{uuid.uuid4().hex[:8]}.",
+        "CLICKHOUSE_DATABASE": f"bench_{uuid.uuid4().hex[:8]}",
+        "SAFELOOP_CONTROL_KEY": os.urandom(32).hex(),
+        "SAFELOOP_CONTROL_KEY_ID": "bench",
+        "SAFELOOP_LOG_LEVEL": "WARNING",
+    }
+    for name in ("KAFKA_BOOTSTRAP_SERVERS", "CLICKHOUSE_URL"):
+        if os.environ.get(name):
+            env[name] = os.environ[name]
+    if "KAFKA_BOOTSTRAP_SERVERS" not in env:
+        env["SAFELOOP_KAFKA_PORT"] = str(_free_port())
+        env["SAFELOOP_KAFKA_CONTROLLER_PORT"] = str(_free_port())
+    if "CLICKHOUSE_URL" not in env:
+        env["SAFELOOP_WAREHOUSE_PORT"] = str(_free_port())
+    return Settings.from_env(env)
+
+
+def _env_of(settings: Settings) -> dict[str, str]:
+    env = {
+        "SAFELOOP_STATE_DIR": str(settings.state_dir),
+        "SAFELOOP_CACHE_DIR": str(settings.cache_dir),
+        "SAFELOOP_KAFKA_PORT": str(settings.kafka_port),
+        "SAFELOOP_TOPIC_PREFIX": settings.topic_prefix,
+        "SAFELOOP_WAREHOUSE_PORT": str(settings.warehouse_port),
+        "CLICKHOUSE_DATABASE": settings.clickhouse_database,
+        "SAFELOOP_CONTROL_KEY": settings.control_key.value,
+        "SAFELOOP_CONTROL_KEY_ID": settings.control_key_id,
+        "SAFELOOP_LOG_LEVEL": "WARNING",
+    }
+    if settings.kafka_bootstrap_servers:
+        env["KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka_bootstrap_servers
+    if settings.clickhouse_url:
+        env["CLICKHOUSE_URL"] = settings.clickhouse_url
+    return env
+
+
+def _provision(settings: Settings) -> None:
+    TopicAdmin.from_settings(settings).ensure(topic_specs(settings))
+    migrate(settings)
+    store = ModelStore(settings.models_path)
+    for seed, version in enumerate(("v1", "v2")):
+        dataset = make_dataset(ModelTask.CLASSIFICATION, 2000, seed=seed)
+        store.save(*train_model(MODEL, version, ModelTask.CLASSIFICATION, dataset))
+        time.sleep(0.002)
+
+
+def _replicas(settings: Settings, failing: FailingModel) -> list[Replica]:
+    store = ModelStore(settings.models_path)
+    replicas = []
+    for index in range(2):
+        catalog = load_catalog(store, [MODEL])
+        loaded = catalog.get(MODEL, "v2")
+        assert loaded is not None
+        catalog.add(LoadedModel(failing, loaded.metadata))
+        # No local fast path: it would suppress the canary on its own and this measures the
+        # signed rollback (and see the report: its stale windows can starve the central guard).
+        replica = Replica(settings, f"bench-{index}", catalog=catalog)
+        replica.start()
+        replicas.append(replica)
+    for replica in replicas:
+        assert replica.wait_ready(30)
+    return replicas
+
+
+def _metrics_process(settings: Settings) -> subprocess.Popen[bytes]:
+    argv = [
+        sys.executable, "-m", "services.cli.main", "metrics", "run",
+        "--snapshot-interval-s", "1", "--max-p99-latency-ratio", "0",
+        "--max-performance-drop", "0", "--min-requests", str(MIN_REQUESTS),
+    ]  # fmt: skip
+    return subprocess.Popen(
+        argv, cwd=REPO, env={**os.environ, **_env_of(settings)}, stdout=subprocess.DEVNULL
+    )
+
+
+class AppliedClock:
+    """When each replica applied a config with no canary, per sequence."""
+
+    def __init__(self, replicas: list[Replica]) -> None:
+        self.applied: dict[tuple[str, int], float] = {}
+        self._lock = threading.Lock()
+        for replica in replicas:
+            replica.state.subscribe(self._listener(replica.replica_id))
+
+    def _listener(self, replica_id: str) -> Any:
+        def on_apply(model_name: str, applied: AppliedConfig) -> None:
+            if applied.config.canary_version is None:
+                with self._lock:
+                    self.applied[(replica_id, applied.sequence)] = time.monotonic()
+
+        return on_apply
+
+    def all_after(self, replica_ids: list[str], sequence: int) -> float | None:
+        with self._lock:
+            times = []
+            for replica_id in replica_ids:
+                found = [
+                    t for (r, s), t in self.applied.items() if r == replica_id and s > sequence
+                ]
+                if not found:
+                    return None
+                times.append(min(found))
+        return max(times)
+
+
+def _publish_canary(settings: Settings, publisher: ControlPublisher) -> int:
+    keys = load_keyring(settings)
+    view = read_control_topic(make_broadcast_reader(settings, settings.topics.control, "b"), keys)
+    command = publisher.next_command(
+        view,
+        MODEL,
+        CommandKind.SET_CANARY,
+        lambda c: dataclasses.replace(
+            c, canary_version="v2", canary_basis_points=CANARY_BASIS_POINTS
+        ),
+        reason="bench: canary",
+        initial=ModelConfig(production_version="v1"),
+    )
+    publisher.send(command)
+    return command.sequence
+
+
+def _wait_for_metrics(settings: Settings, replicas: list[Replica], timeout_s: float) -> None:
+    """Healthy production traffic until the metrics process has written a snapshot."""
+    client = clickhouse_client(settings)
+    deadline = time.monotonic() + timeout_s
+    with Traffic(replicas, 200):
+        while time.monotonic() < deadline:
+            rows = client.query("SELECT count() FROM health_metrics").result_rows
+            if rows and int(rows[0][0]) > 0:
+                return
+            time.sleep(0.5)
+    raise TimeoutError("the metrics process wrote no snapshot")
+
+
+def _latency(settings: Settings, rounds: int) -> list[dict[str, Any]]:
+    failing = FailingModel(ModelStore(settings.models_path).load(MODEL, "v2").model)
+    replicas = _replicas(settings, failing)
+    clock = AppliedClock(replicas)
+    ids = [replica.replica_id for replica in replicas]
+    publisher = ControlPublisher(
+        make_producer(settings, **{"linger.ms": 0}),
+        settings.topics.control,
+        load_keyring(settings),
+        issuer="bench",
+    )
+    metrics = _metrics_process(settings)
+    cases = []
+    try:
+        _wait_for_metrics(settings, replicas, 90)
+        for rate in RATES:
+            samples: list[dict[str, float]] = []
+            for _ in range(rounds):
+                failing.reset()
+                with Traffic(replicas, rate) as traffic:
+                    time.sleep(0.5)
+                    sequence = _publish_canary(settings, publisher)
+                    deadline = time.monotonic() + 30
+                    applied = None
+                    while applied is None and time.monotonic() < deadline:
+                        time.sleep(0.01)
+                        applied = clock.all_after(ids, sequence)
+                    time.sleep(0.2)
+                if applied is None or failing.first_s is None:
+                    raise TimeoutError(
+                        f"no rollback within 30 s at {rate}/s: canary sequence {sequence}, "
+                        f"applied {clock.applied}, failures {failing.failures}, "
+                        f"configs {[r.state.applied(MODEL) for r in replicas]}"
+                    )
+                sample = {
+                    "first_failure_to_applied_s": applied - failing.first_s,
+                    "achieved_rate_per_s": traffic.sent / traffic.elapsed_s,
+                    "canary_failures": float(failing.failures),
+                }
+                if failing.measurable_s is not None:
+                    sample["measurable_to_applied_s"] = applied - failing.measurable_s
+                samples.append(sample)
+                time.sleep(0.5)
+            cases.append(_summarise(rate, samples))
+    finally:
+        metrics.send_signal(signal.SIGTERM)
+        metrics.wait(30)
+        for replica in replicas:
+            replica.stop()
+    return cases
+
+
+def _summarise(rate: int, samples: list[dict[str, float]]) -> dict[str, Any]:
+    def stat(name: str) -> dict[str, float] | None:
+        values = [s[name] for s in samples if name in s]
+        if not values:
+            return None
+        return {
+            "p50": round(float(np.median(values)), 4),
+            "max": round(float(np.max(values)), 4),
+        }
+
+    measurable = stat("measurable_to_applied_s")
+    return {
+        "target_rate_per_s": rate,
+        "rounds": len(samples),
+        "achieved_rate_per_s": stat("achieved_rate_per_s"),
+        "first_failure_to_applied_s": stat("first_failure_to_applied_s"),
+        "measurable_to_applied_s": measurable,
+        "canary_failures_before_applied": stat("canary_failures"),
+        "meets_target": measurable is not None and measurable["max"] < TARGET_S,
+    }
+
+
+def _throughput(settings: Settings, events: int) -> dict[str, Any]:
+    producer = Producer(producer_config(settings, **{"linger.ms": 20}))
+    rng = random.Random(3)
+    now_ms = time.time_ns() // 1_000_000
+    for index in range(events):
+        route = Route.CANARY if index % 10 == 0 else Route.PRODUCTION
+        version = "v2" if route is Route.CANARY else "v1"
+        score = rng.random()
+        features = {name: rng.gauss(0, 1) for name in FEATURES}
+        prediction = PredictionEvent(
+            f"p{index}", MODEL, version, now_ms, features, score, max(score, 1 - score),
+            rng.lognormvariate(0, 0.5), route, "bench", f"k{index}", 1,
+        )  # fmt: skip
+        feedback = FeedbackRecord(
+            f"p{index}", MODEL, version, route, "bench", features, score, max(score, 1 - score),
+            now_ms, FeedbackStatus.JOINED, float(rng.random() < score), now_ms + 1000, 1000,
+            "bench", now_ms + 1000,
+        )  # fmt: skip
+        key = prediction.prediction_id.encode()
+        producer.produce(
+            settings.topics.predictions, key=key, value=PREDICTION_CODEC.encode(prediction)
+        )
+        producer.produce(settings.topics.feedback, key=key, value=FEEDBACK_CODEC.encode(feedback))
+        if index % 10_000 == 0:
+            producer.poll(0)
+            producer.flush(30)
+    producer.flush(60)
+    config = MetricsConfig(
+        snapshot_interval_ms=1_000,
+        guard_policy=GuardPolicy(max_p99_latency_ratio=None, max_performance_drop=None),
+    )
+    service = build_metrics_service(settings, config, group_prefix=f"bench-{uuid.uuid4().hex[:6]}")
+    started = time.monotonic()
+    first_event: float | None = None
+    deadline = started + 600
+    while time.monotonic() < deadline:
+        service.step()
+        if first_event is None and service.predictions.counts.events:
+            first_event = time.monotonic()
+        done = service.predictions.counts.events + service.feedback.counts.events
+        if done >= 2 * events:
+            break
+    elapsed = time.monotonic() - (first_event or started)
+    counts = service.predictions.counts.events + service.feedback.counts.events
+    service.flush()
+    service.close()
+    return {
+        "events": counts,
+        "predictions_plus_feedback_events_per_s": round(counts / elapsed),
+        "elapsed_s": round(elapsed, 2),
+        "snapshots_written": service.counts.snapshots,
+        "what": "decode + health (count+time windows) + drift + CBPE + guard + rollout hooks, "
+        "one thread; snapshot inserts on a second thread every 1 s",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--events", type=int, default=100_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="safeloop-bench-") as state:
+        settings = _settings(Path(state))
+        settings = dataclasses.replace(settings, control_key=Secret(settings.control_key.value))
+        broker = LocalKafkaBroker(settings) if settings.uses_local_kafka else None
+        warehouse = WarehouseProcess(settings) if settings.uses_embedded_clickhouse else None
+        if broker is not None:
+            broker.start()
+        if warehouse is not None:
+            warehouse.start()
+        try:
+            _provision(settings)
+            cases = _latency(settings, args.rounds)
+            throughput_settings = dataclasses.replace(
+                settings, topic_prefix=f"{settings.topic_prefix}tp."
+            )
+            TopicAdmin.from_settings(throughput_settings).ensure(topic_specs(throughput_settings))
+            throughput = _throughput(throughput_settings, args.events)
+        finally:
+            if warehouse is not None:
+                warehouse.stop()
+            if broker is not None:
+                broker.stop()
+    result = {
+        "benchmark": "rollback_latency",
+        "what": "first failing canary request (and breach measurable: 100 failing canary "
+        "requests) -> rollback applied on both replicas; canary at 10 %, central guard in a "
+        "separate `safeloop metrics run` process, replicas and traffic in this process",
+        "target_s": TARGET_S,
+        "cases": cases,
+        "metrics_consumer_throughput": throughput,
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "load_average_1m": round(os.getloadavg()[0], 2),
+            "platform": platform.platform(),
+        },
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    sys.stdout.write(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

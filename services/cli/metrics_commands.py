@@ -1,0 +1,299 @@
+"""`safeloop metrics run`, `safeloop rollout start|status|abort`, `safeloop export ...`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from infra.clickhouse.client import clickhouse_client
+from infra.settings import Settings
+from services.control.exceptions import ControlError
+from services.control.publisher import default_issuer
+from services.guard.policy import GuardPolicy
+from services.metrics.exports import (
+    labelled_window,
+    labelling_queue,
+    write_queue_csv,
+    write_structured_csv,
+)
+from services.metrics.model_info import ModelInfoCache
+from services.metrics.service import MetricsConfig
+from services.metrics.wiring import build_issuer, build_metrics_service, start_follower
+from services.models.exceptions import ModelError
+from services.models.store import ModelStore
+from services.retraining.export import weighted_export
+from services.rollout.controller import publish_transition
+from services.rollout.exceptions import RolloutError
+from services.rollout.history import latest_rollout
+from services.rollout.machine import abort, start
+from services.rollout.persist import state_to_json
+from services.rollout.plan import DeadlineAction, FailAction, RolloutPlan
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+DAY_MS = 86_400_000
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    _register_metrics(subparsers)
+    _register_rollout(subparsers)
+    _register_export(subparsers)
+
+
+def _ratio(value: float) -> float | None:
+    return None if value <= 0 else value
+
+
+def _guard_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-error-rate", type=float, default=0.05, help="0 = rule off")
+    parser.add_argument("--max-p99-latency-ms", type=float, default=1000.0, help="0 = rule off")
+    parser.add_argument("--max-p99-latency-ratio", type=float, default=2.0, help="0 = rule off")
+    parser.add_argument("--max-performance-drop", type=float, default=0.05, help="0 = rule off")
+    parser.add_argument("--min-requests", type=int, default=100)
+    parser.add_argument("--min-labelled", type=int, default=100)
+
+
+def _guard_policy(args: argparse.Namespace) -> GuardPolicy:
+    return GuardPolicy(
+        max_error_rate=_ratio(args.max_error_rate),
+        max_p99_latency_ms=_ratio(args.max_p99_latency_ms),
+        max_p99_latency_ratio=_ratio(args.max_p99_latency_ratio),
+        max_performance_drop=_ratio(args.max_performance_drop),
+        min_requests=args.min_requests,
+        min_labelled=args.min_labelled,
+    )
+
+
+# -- metrics run ------------------------------------------------------------------------------
+
+
+def _register_metrics(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    metrics = subparsers.add_parser("metrics", help="health, performance, drift, guard, rollouts")
+    actions = metrics.add_subparsers(dest="metrics_command", metavar="ACTION", required=True)
+    run = actions.add_parser(
+        "run",
+        help="run every metrics consumer, the rollback guard, rollouts and retraining decisions",
+    )
+    run.add_argument("--snapshot-interval-s", type=float, default=10.0)
+    run.add_argument("--health-window-rows", type=int, default=10_000)
+    run.add_argument("--health-window-s", type=float, default=300.0)
+    run.add_argument("--performance-window-rows", type=int, default=10_000)
+    run.add_argument("--performance-window-s", type=float, default=3600.0)
+    run.add_argument("--drift-window-rows", type=int, default=10_000)
+    run.add_argument("--guard-window-rows", type=int, default=1_000)
+    run.add_argument("--no-guard", action="store_true", help="compute metrics, never roll back")
+    run.add_argument("--rollout-tick-s", type=float, default=1.0)
+    run.add_argument("--retraining-interval-s", type=float, default=300.0)
+    _guard_arguments(run)
+    run.set_defaults(func=_run_metrics)
+
+
+def _run_metrics(args: argparse.Namespace, settings: Settings) -> int:
+    config = MetricsConfig(
+        snapshot_interval_ms=int(args.snapshot_interval_s * 1000),
+        health_window_rows=args.health_window_rows,
+        health_window_span_ms=int(args.health_window_s * 1000),
+        performance_window_rows=args.performance_window_rows,
+        performance_window_span_ms=int(args.performance_window_s * 1000),
+        drift_window_rows=args.drift_window_rows,
+        guard_window_rows=args.guard_window_rows,
+        guard_policy=_guard_policy(args),
+        guard_enabled=not args.no_guard,
+        rollout_tick_ms=int(args.rollout_tick_s * 1000),
+        retraining_interval_ms=int(args.retraining_interval_s * 1000),
+    )
+    try:
+        service = build_metrics_service(settings, config)
+    except ControlError as exc:
+        sys.stderr.write(f"safeloop: {exc}\n")
+        return EXIT_FAILURE
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    service.run(stop)
+    return EXIT_OK
+
+
+# -- rollout ----------------------------------------------------------------------------------
+
+
+def _register_rollout(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    rollout = subparsers.add_parser("rollout", help="progressive canary: start, status, abort")
+    actions = rollout.add_subparsers(dest="rollout_command", metavar="ACTION", required=True)
+    begin = actions.add_parser(
+        "start",
+        help="send the first step's share to the candidate; `metrics run` drives the rest",
+    )
+    begin.add_argument("model", metavar="MODEL")
+    begin.add_argument("--candidate", help="version to roll out (default: the newest in store)")
+    begin.add_argument("--steps", default="5,10,25,50,100", help="percent per step")
+    begin.add_argument("--bake-s", type=float, default=60.0)
+    begin.add_argument("--min-sample", type=int, default=500, help="canary requests per step")
+    begin.add_argument("--min-labelled", type=int, default=200, help="labels per step and side")
+    begin.add_argument("--require-labels", action="store_true")
+    begin.add_argument("--deadline-s", type=float, default=1800.0)
+    begin.add_argument("--on-fail", choices=[a.value for a in FailAction], default="rollback")
+    begin.add_argument("--on-deadline", choices=[a.value for a in DeadlineAction], default="pause")
+    begin.add_argument("--confidence", type=float, default=0.95)
+    begin.add_argument("--max-p99-latency-ratio", type=float, default=2.0, help="0 = rule off")
+    begin.add_argument("--json", action="store_true")
+    begin.set_defaults(func=_rollout_start)
+    status = actions.add_parser("status", help="the model's rollout as last recorded")
+    status.add_argument("model", metavar="MODEL")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=_rollout_status)
+    stop = actions.add_parser("abort", help="roll back to the known-good version now")
+    stop.add_argument("model", metavar="MODEL")
+    stop.add_argument("--json", action="store_true")
+    stop.set_defaults(func=_rollout_abort)
+
+
+def _plan(args: argparse.Namespace) -> RolloutPlan:
+    steps = tuple(float(step) for step in args.steps.split(","))
+    return RolloutPlan(
+        steps_percent=steps,
+        bake_ms=int(args.bake_s * 1000),
+        min_sample_per_step=args.min_sample,
+        min_labelled_per_step=args.min_labelled,
+        deadline_ms=int(args.deadline_s * 1000),
+        on_fail=FailAction(args.on_fail),
+        on_deadline=DeadlineAction(args.on_deadline),
+        confidence=args.confidence,
+        require_labels=args.require_labels,
+        guard=GuardPolicy(max_p99_latency_ratio=_ratio(args.max_p99_latency_ratio)),
+    )
+
+
+def _rollout_start(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        plan = _plan(args)
+        store = ModelStore(settings.models_path)
+        follower = start_follower(settings)
+        try:
+            issuer = build_issuer(settings, follower, store, issuer=default_issuer())
+            config = issuer.config_of(args.model)
+            if config is None:
+                return _fail(args, f"{args.model}: no command yet and not in the model store")
+            candidate = args.candidate or store.versions(args.model)[-1]
+            now_ms = time.time_ns() // 1_000_000
+            transition = start(plan, args.model, config.production_version, candidate, now_ms)
+            commands = publish_transition(issuer, plan, transition)
+        finally:
+            follower.close()
+    except (ControlError, RolloutError, ModelError, ValueError) as exc:
+        return _fail(args, str(exc))
+    state = transition.state
+    return _report(
+        args,
+        {"state": json.loads(state_to_json(state)), "sequence": commands[-1].sequence},
+        f"{args.model}: rolling out {candidate} over {state.known_good_version}, "
+        f"{plan.steps_percent[0]:g}% first (sequence {commands[-1].sequence})",
+    )
+
+
+def _rollout_status(args: argparse.Namespace, settings: Settings) -> int:
+    found = latest_rollout(clickhouse_client(settings), args.model)
+    if found is None:
+        return _fail(args, f"{args.model}: no rollout recorded")
+    plan, state = found
+    report = json.loads(state_to_json(state))
+    report["steps_percent"] = list(plan.steps_percent)
+    report["canary_percent"] = state.canary_percent(plan)
+    text = (
+        f"{args.model}: {state.phase.value}, {state.candidate_version} at "
+        f"{state.canary_percent(plan):g}% (known good {state.known_good_version})\n"
+        f"  {state.reason}"
+    )
+    return _report(args, report, text)
+
+
+def _rollout_abort(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        found = latest_rollout(clickhouse_client(settings), args.model)
+        if found is None:
+            return _fail(args, f"{args.model}: no rollout recorded")
+        plan, state = found
+        transition = abort(state, default_issuer(), time.time_ns() // 1_000_000)
+        if not transition.intents:
+            return _fail(args, f"{args.model}: rollout already {state.phase.value}")
+        follower = start_follower(settings)
+        try:
+            issuer = build_issuer(
+                settings, follower, ModelStore(settings.models_path), issuer=default_issuer()
+            )
+            commands = publish_transition(issuer, plan, transition)
+        finally:
+            follower.close()
+    except (ControlError, RolloutError) as exc:
+        return _fail(args, str(exc))
+    return _report(
+        args,
+        {"state": json.loads(state_to_json(transition.state)), "sequence": commands[-1].sequence},
+        f"{args.model}: rolled back to {state.known_good_version} "
+        f"(sequence {commands[-1].sequence})",
+    )
+
+
+# -- export -----------------------------------------------------------------------------------
+
+
+def _register_export(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    export = subparsers.add_parser("export", help="labelling queue, weighted training window")
+    actions = export.add_subparsers(dest="export_command", metavar="WHAT", required=True)
+    queue = actions.add_parser("labelling-queue", help="unlabelled predictions worth a label")
+    queue.add_argument("--model", default="")
+    queue.add_argument("--limit", type=int, default=100)
+    queue.add_argument("--scan", type=int, default=50_000, help="newest predictions considered")
+    queue.add_argument("--out", type=Path, help="CSV file (default: stdout)")
+    queue.set_defaults(func=_export_queue)
+    window = actions.add_parser("training-window", help="labelled rows with recency weights")
+    window.add_argument("model", metavar="MODEL")
+    window.add_argument("--half-life-days", type=float, required=True)
+    window.add_argument("--days", type=float, default=90.0, help="how far back to export")
+    window.add_argument("--version", default="")
+    window.add_argument("--normalise", action="store_true", help="weights average 1")
+    window.add_argument("--out", type=Path, required=True)
+    window.set_defaults(func=_export_window)
+
+
+def _export_queue(args: argparse.Namespace, settings: Settings) -> int:
+    models = ModelInfoCache(ModelStore(settings.models_path))
+    queue = labelling_queue(
+        clickhouse_client(settings), models, args.limit, model_name=args.model, scan=args.scan
+    )
+    if args.out is None:
+        write_queue_csv(sys.stdout, queue)
+        return EXIT_OK
+    with args.out.open("w", newline="") as out:
+        write_queue_csv(out, queue)
+    sys.stderr.write(f"{len(queue)} predictions written to {args.out}\n")
+    return EXIT_OK
+
+
+def _export_window(args: argparse.Namespace, settings: Settings) -> int:
+    now_ms = time.time_ns() // 1_000_000
+    since_ms = now_ms - int(args.days * DAY_MS)
+    records = labelled_window(clickhouse_client(settings), args.model, since_ms, args.version)
+    rows = weighted_export(records, now_ms, args.half_life_days * DAY_MS, normalise=args.normalise)
+    write_structured_csv(args.out, rows)
+    sys.stderr.write(f"{rows.shape[0]} labelled rows written to {args.out}\n")
+    return EXIT_OK
+
+
+def _report(args: argparse.Namespace, report: dict[str, Any], text: str) -> int:
+    sys.stdout.write((json.dumps(report, indent=2) if args.json else text) + "\n")
+    return EXIT_OK
+
+
+def _fail(args: argparse.Namespace, message: str) -> int:
+    if getattr(args, "json", False):
+        sys.stdout.write(json.dumps({"error": message}) + "\n")
+    else:
+        sys.stderr.write(f"safeloop: {message}\n")
+    return EXIT_FAILURE

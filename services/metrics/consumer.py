@@ -1,0 +1,163 @@
+"""A decoding consumer for the metrics process: bad records become dead letters, never crashes.
+
+Offsets are not committed automatically: `positions()` says how far the caller has read, and
+`commit(positions)` is called by the caller once what it derived from those records (a
+snapshot in ClickHouse) is stored, after the dead letters are acknowledged by Kafka.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from schemas.codec import DEAD_LETTER_CODEC, EventCodec
+from schemas.events import DeadLetter
+from schemas.exceptions import DecodeError
+
+logger = logging.getLogger(__name__)
+
+E = TypeVar("E")
+Validator = Callable[[E, int], None]
+
+DEAD_LETTER_FLUSH_TIMEOUT_S = 10.0
+
+
+@dataclass(slots=True)
+class ConsumerCounts:
+    """Totals since start, for logs and the benchmark."""
+
+    records: int = 0
+    events: int = 0
+    dead_lettered: int = 0
+    dead_letter_failures: int = 0
+    commits: int = 0
+
+
+class EventConsumer(Generic[E]):
+    """Subscribes one group to one topic and returns decoded events in batches."""
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        topic: str,
+        codec: EventCodec[E],
+        dead_letters: Producer,
+        dead_letter_topic: str,
+        *,
+        name: str,
+        validate: Validator[E] | None = None,
+    ) -> None:
+        self._consumer = consumer
+        self.topic = topic
+        self._codec = codec
+        self._dead_letters = dead_letters
+        self._dead_letter_topic = dead_letter_topic
+        self.name = name
+        self._validate = validate
+        # partition -> next offset to read (last returned + 1)
+        self._positions: dict[int, int] = {}
+        self.counts = ConsumerCounts()
+        consumer.subscribe([topic])
+
+    def poll(self, max_records: int, timeout_s: float) -> list[E]:
+        """Up to `max_records` decoded events, waiting at most `timeout_s` for the first."""
+        messages = self._consumer.consume(num_messages=max_records, timeout=timeout_s)
+        events: list[E] = []
+        now_ms = time.time_ns() // 1_000_000
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    logger.warning("%s reading %s: %s", self.name, self.topic, error)
+                continue
+            self.counts.records += 1
+            self._positions[_partition(message)] = _offset(message) + 1
+            event = self._decode(message, now_ms)
+            if event is not None:
+                events.append(event)
+        self.counts.events += len(events)
+        return events
+
+    def positions(self) -> list[TopicPartition]:
+        """Where reading has got to, per partition: what a commit after the side effect stores."""
+        return [TopicPartition(self.topic, p, o) for p, o in sorted(self._positions.items())]
+
+    def commit(self, positions: list[TopicPartition]) -> None:
+        """Flush dead letters, then commit `positions` synchronously; KafkaException on failure."""
+        if not positions:
+            return
+        remaining = self._dead_letters.flush(DEAD_LETTER_FLUSH_TIMEOUT_S)
+        if remaining:
+            raise KafkaException(
+                KafkaError(KafkaError._TIMED_OUT, f"{remaining} dead letters not acknowledged")
+            )
+        self._consumer.commit(offsets=positions, asynchronous=False)
+        self.counts.commits += 1
+
+    def close(self) -> None:
+        self._dead_letters.flush(DEAD_LETTER_FLUSH_TIMEOUT_S)
+        self._consumer.close()
+
+    def _decode(self, message: Message, now_ms: int) -> E | None:
+        value = message.value()
+        try:
+            event = self._codec.decode(value if value is not None else b"")
+            if self._validate is not None:
+                self._validate(event, now_ms)
+        except DecodeError as exc:
+            self._dead_letter(message, exc, now_ms)
+            return None
+        return event
+
+    def _dead_letter(self, message: Message, exc: DecodeError, now_ms: int) -> None:
+        self.counts.dead_lettered += 1
+        letter = DeadLetter(
+            source_topic=message.topic() or self.topic,
+            source_partition=_partition(message),
+            source_offset=_offset(message),
+            key=message.key(),
+            value=message.value(),
+            reason=f"{exc.reason}: {exc.message}",
+            error_type=str(exc.reason),
+            timestamp=now_ms,
+            consumer=self.name,
+        )
+        logger.warning(
+            "%s: dead letter for %s[%s]@%s: %s",
+            self.name,
+            message.topic(),
+            message.partition(),
+            message.offset(),
+            letter.reason,
+        )
+        try:
+            self._dead_letters.produce(
+                self._dead_letter_topic,
+                key=message.key(),
+                value=DEAD_LETTER_CODEC.encode(letter),
+                on_delivery=self._delivered,
+            )
+        except (BufferError, KafkaException) as error:
+            self.counts.dead_letter_failures += 1
+            logger.error("%s: dead letter not sent: %s", self.name, error)
+        self._dead_letters.poll(0)
+
+    def _delivered(self, error: KafkaError | None, message: Any) -> None:
+        if error is not None:
+            self.counts.dead_letter_failures += 1
+            logger.error("%s: dead letter lost: %s", self.name, error)
+
+
+def _partition(message: Message) -> int:
+    partition = message.partition()
+    return -1 if partition is None else int(partition)
+
+
+def _offset(message: Message) -> int:
+    offset = message.offset()
+    return -1 if offset is None else int(offset)

@@ -1,0 +1,103 @@
+"""Publish signed control commands from the metrics process and audit them in `control_log`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from clickhouse_connect.driver import Client
+from clickhouse_connect.driver.exceptions import Error as ClickHouseError
+
+from schemas.events import CommandKind, ControlCommand, ModelConfig
+from services.control.publisher import ConfigChange, ControlPublisher
+from services.metrics.control_follower import ControlFollower
+from services.metrics.control_log import EntryType, record
+
+logger = logging.getLogger(__name__)
+
+InitialConfig = Callable[[str], ModelConfig | None]
+
+
+class CommandIssuer:
+    """Signs the next command of a model on the live view, sends it, then logs it.
+
+    The command is on the control topic before the audit row is written: a ClickHouse outage
+    delays the audit (rows are kept and retried), never the rollback.
+    """
+
+    def __init__(
+        self,
+        publisher: ControlPublisher,
+        follower: ControlFollower,
+        log_client: Client,
+        initial_config: InitialConfig,
+    ) -> None:
+        self._publisher = publisher
+        self._follower = follower
+        self._log_client = log_client
+        self._initial_config = initial_config
+        self._unlogged: list[tuple[ControlCommand, tuple[EntryType, ...]]] = []
+        self.issued = 0
+
+    @property
+    def issuer(self) -> str:
+        return self._publisher.issuer
+
+    def config_of(self, model_name: str) -> ModelConfig | None:
+        """The model's current config, or what replicas serve before any command."""
+        command = self._follower.latest(model_name)
+        return command.config if command is not None else self._initial_config(model_name)
+
+    def issue(
+        self,
+        model_name: str,
+        kind: CommandKind,
+        change: ConfigChange,
+        *,
+        reason: str,
+        details: dict[str, str],
+        entry_types: tuple[EntryType, ...] = (EntryType.COMMAND,),
+    ) -> ControlCommand:
+        """Build, sign, send (ControlError if the broker does not take it) and audit."""
+        initial = None
+        if self._follower.latest(model_name) is None:
+            initial = self._initial_config(model_name)
+        command = self._publisher.next_command(
+            self._follower.view,
+            model_name,
+            kind,
+            change,
+            reason=reason,
+            initial=initial,
+            details=details,
+        )
+        self._publisher.send(command)
+        self._follower.note_sent(command)
+        self.issued += 1
+        self.audit(command, entry_types)
+        return command
+
+    def audit(self, command: ControlCommand, entry_types: tuple[EntryType, ...]) -> None:
+        """Write control_log rows now, or keep them for `retry_audit`."""
+        self._unlogged.append((command, entry_types))
+        self.retry_audit()
+
+    def retry_audit(self) -> None:
+        """Write audit rows that failed before; stops at the first failure."""
+        while self._unlogged:
+            command, entry_types = self._unlogged[0]
+            try:
+                record(self._log_client, command, *entry_types)
+            except ClickHouseError as exc:
+                logger.warning(
+                    "control_log row for %s kept for retry (%s pending): %s",
+                    command.command_id,
+                    len(self._unlogged),
+                    exc,
+                )
+                return
+            self._unlogged.pop(0)
+
+    @property
+    def unlogged(self) -> int:
+        return len(self._unlogged)

@@ -1,0 +1,70 @@
+"""What the metrics process needs from the model store per version, loaded once and cached."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from services.metrics.baseline import ModelBaseline
+from services.metrics.performance import PerformanceMetric, Task
+from services.models.exceptions import ModelError
+from services.models.store import ModelStore
+
+logger = logging.getLogger(__name__)
+
+MISS_RETRY_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """A version's task, training baseline, and its holdout figure of the primary metric."""
+
+    task: Task
+    baseline: ModelBaseline
+    # None when the store's primary metric is not one the metrics code computes.
+    primary_metric: PerformanceMetric | None
+    baseline_performance: float | None
+    trained_at_ms: int
+
+
+class ModelInfoCache:
+    """`get` reads metadata.json once per version; a missing version is retried after a while."""
+
+    def __init__(self, store: ModelStore | None) -> None:
+        self._store = store
+        self._found: dict[tuple[str, str], ModelInfo] = {}
+        self._missing: dict[tuple[str, str], float] = {}
+
+    def get(self, model_name: str, version: str) -> ModelInfo | None:
+        key = (model_name, version)
+        found = self._found.get(key)
+        if found is not None or self._store is None:
+            return found
+        missed_at = self._missing.get(key)
+        if missed_at is not None and time.monotonic() - missed_at < MISS_RETRY_S:
+            return None
+        try:
+            metadata = self._store.load_metadata(model_name, version)
+        except (ModelError, ValueError) as exc:
+            logger.warning("no metadata for %s %s (no drift or baseline): %s", *key, exc)
+            self._missing[key] = time.monotonic()
+            return None
+        try:
+            metric: PerformanceMetric | None = PerformanceMetric(metadata.primary_metric)
+        except ValueError:
+            metric = None
+        info = ModelInfo(
+            task=Task(metadata.task.value),
+            baseline=metadata.baseline,
+            primary_metric=metric,
+            baseline_performance=metadata.primary_metric_value if metric is not None else None,
+            trained_at_ms=metadata.created_at_ms,
+        )
+        self._found[key] = info
+        return info
+
+    def task_of(self, model_name: str, version: str) -> Task:
+        """The version's task; classification when the store does not know the version."""
+        info = self.get(model_name, version)
+        return info.task if info is not None else Task.CLASSIFICATION

@@ -1,0 +1,269 @@
+"""`safeloop metrics run`: health, performance, drift, the central guard, rollouts and
+retraining decisions in one process, on one thread, with ClickHouse writes off that thread.
+
+The loop polls predictions (briefly blocking), feedback and the control topic; after every
+batch the guard judges the canaries, so a breach is acted on within one poll of becoming
+measurable. At `snapshot_interval_ms` the windows become rows, which a worker thread inserts;
+only once the insert succeeded are the offsets of everything those rows cover committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaException, TopicPartition
+
+from schemas.events import FeedbackRecord, PredictionEvent, RetrainingDecision, Route
+from services.guard.policy import GuardPolicy
+from services.guard.runner import CentralGuard
+from services.metrics.consumer import EventConsumer
+from services.metrics.control_follower import ControlFollower
+from services.metrics.drift_consumer import DriftTracker
+from services.metrics.health_consumer import HealthTracker
+from services.metrics.issuer import CommandIssuer
+from services.metrics.model_info import ModelInfoCache
+from services.metrics.performance import relative_drop
+from services.metrics.performance_consumer import PerformanceTracker
+from services.metrics.rows import MetricRow
+from services.metrics.writer import MetricTable, MetricWriter
+from services.retraining.decision import decide
+from services.retraining.policy import RetrainingPolicy
+from services.retraining.publisher import RetrainingPublisher
+from services.rollout.controller import RolloutController
+
+logger = logging.getLogger(__name__)
+
+Commit = Callable[[list[TopicPartition]], None]
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """Cadences and window sizes of the metrics process."""
+
+    snapshot_interval_ms: int = 10_000
+    health_window_rows: int = 10_000
+    health_window_span_ms: int = 300_000
+    performance_window_rows: int = 10_000
+    performance_window_span_ms: int = 3_600_000
+    drift_window_rows: int = 10_000
+    guard_window_rows: int = 1_000
+    guard_policy: GuardPolicy = field(default_factory=GuardPolicy)
+    guard_enabled: bool = True
+    rollout_tick_ms: int = 1_000
+    retraining_interval_ms: int = 300_000
+    retraining_policy: RetrainingPolicy = field(default_factory=RetrainingPolicy)
+    poll_max_records: int = 5_000
+    poll_timeout_ms: int = 20
+
+
+@dataclass
+class MetricsCounts:
+    """Totals since start."""
+
+    snapshots: int = 0
+    snapshots_skipped: int = 0
+    snapshot_failures: int = 0
+    rows_written: int = 0
+    decisions: int = 0
+    loop_errors: int = 0
+
+
+@dataclass
+class _Snapshot:
+    rows: dict[MetricTable, list[MetricRow]]
+    decisions: list[RetrainingDecision]
+    positions: list[tuple[Commit, str, list[TopicPartition]]]
+    future: Future[int] | None = None
+
+
+class MetricsService:
+    """Owns the trackers; `run(stop)` loops until `stop` is set, `step()` runs one iteration."""
+
+    def __init__(
+        self,
+        config: MetricsConfig,
+        *,
+        predictions: EventConsumer[PredictionEvent],
+        feedback: EventConsumer[FeedbackRecord],
+        follower: ControlFollower,
+        issuer: CommandIssuer,
+        writer: MetricWriter,
+        retraining: RetrainingPublisher,
+        models: ModelInfoCache,
+    ) -> None:
+        self.config = config
+        self.predictions = predictions
+        self.feedback = feedback
+        self.follower = follower
+        self.issuer = issuer
+        self.writer = writer
+        self.retraining = retraining
+        self.models = models
+        self.health = HealthTracker(config.health_window_rows, config.health_window_span_ms)
+        self.performance = PerformanceTracker(
+            models.task_of, config.performance_window_rows, config.performance_window_span_ms
+        )
+        self.drift = DriftTracker(models, config.drift_window_rows)
+        self.guard = CentralGuard(
+            config.guard_policy,
+            issuer,
+            performance=self.performance,
+            window_rows=config.guard_window_rows,
+        )
+        self.rollouts = RolloutController(issuer, models.task_of)
+        # Resume rollouts in flight: the newest command of each model carries its state.
+        for command in follower.view.latest.values():
+            self.rollouts.on_command(command)
+        self.counts = MetricsCounts()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="metrics-writer")
+        self._inflight: _Snapshot | None = None
+        now = time.monotonic()
+        self._last_snapshot = now
+        self._last_tick = now
+        self._last_retraining = now
+
+    def run(self, stop: threading.Event) -> None:
+        """Loop until `stop`; a failing iteration is logged and counted, never fatal."""
+        logger.info("metrics running: %s", self.config)
+        try:
+            while not stop.is_set():
+                try:
+                    self.step()
+                except Exception:
+                    self.counts.loop_errors += 1
+                    logger.exception("metrics loop iteration failed; continuing")
+                    stop.wait(0.5)
+        finally:
+            self.close()
+
+    def step(self) -> None:
+        config = self.config
+        events = self.predictions.poll(config.poll_max_records, config.poll_timeout_ms / 1000)
+        if events:
+            self.health.add(events)
+            self.drift.add(events)
+            self.guard.observe(events)
+            self.rollouts.observe_predictions(events)
+        records = self.feedback.poll(config.poll_max_records, 0.0)
+        if records:
+            self.performance.add(records)
+            self.rollouts.observe_feedback(records)
+        for command in self.follower.poll(0.0):
+            self.rollouts.on_command(command)
+        if config.guard_enabled and (events or records):
+            self.guard.check()
+        now = time.monotonic()
+        if (now - self._last_tick) * 1000 >= config.rollout_tick_ms:
+            self._last_tick = now
+            self.rollouts.tick(time.time_ns() // 1_000_000)
+        self._finish_snapshot()
+        if (now - self._last_snapshot) * 1000 >= config.snapshot_interval_ms:
+            self._last_snapshot = now
+            self.snapshot()
+
+    def snapshot(self) -> bool:
+        """Hand the current windows' rows to the writer thread; False if one is still running."""
+        if self._inflight is not None:
+            self.counts.snapshots_skipped += 1
+            return False
+        now_ms = time.time_ns() // 1_000_000
+        drift_rows, estimate_rows = self.drift.rows()
+        rows = {
+            MetricTable.HEALTH: self.health.rows(now_ms),
+            MetricTable.PERFORMANCE: self.performance.rows(now_ms) + estimate_rows,
+            MetricTable.DRIFT: drift_rows,
+        }
+        decisions: list[RetrainingDecision] = []
+        if (time.monotonic() - self._last_retraining) * 1000 >= self.config.retraining_interval_ms:
+            self._last_retraining = time.monotonic()
+            decisions = self.retraining_decisions(now_ms)
+        positions: list[tuple[Commit, str, list[TopicPartition]]] = [
+            (self.predictions.commit, self.predictions.name, self.predictions.positions()),
+            (self.feedback.commit, self.feedback.name, self.feedback.positions()),
+        ]
+        snapshot = _Snapshot(rows, decisions, positions)
+        snapshot.future = self._executor.submit(self._write, snapshot)
+        self._inflight = snapshot
+        self.issuer.retry_audit()
+        return True
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Take a snapshot now and wait until it is written and committed."""
+        deadline = time.monotonic() + timeout_s
+        while self._inflight is not None and time.monotonic() < deadline:
+            self._finish_snapshot(wait_s=0.1)
+        self.snapshot()
+        while self._inflight is not None and time.monotonic() < deadline:
+            self._finish_snapshot(wait_s=0.1)
+
+    def retraining_decisions(self, now_ms: int) -> list[RetrainingDecision]:
+        """One decision per production version with predictions, from drift and performance."""
+        decisions = []
+        for key in self.drift.tracked():
+            if key.route is not Route.PRODUCTION:
+                continue
+            info = self.models.get(key.model_name, key.model_version)
+            performance = self.performance.count_snapshot(key)
+            drop = None
+            labelled = 0
+            if info is not None and performance is not None and info.primary_metric is not None:
+                labelled = performance.labelled_count
+                current = performance.metric(info.primary_metric)
+                drop = relative_drop(info.baseline_performance, current, info.primary_metric)
+            decisions.append(
+                decide(
+                    self.config.retraining_policy,
+                    model_name=key.model_name,
+                    model_version=key.model_version,
+                    now_ms=now_ms,
+                    drift=self.drift.drift(key),
+                    performance_drop=drop,
+                    labelled_count=labelled,
+                    last_trained_ms=None if info is None else info.trained_at_ms,
+                )
+            )
+        return decisions
+
+    def close(self) -> None:
+        self.flush(10.0)
+        self._executor.shutdown(wait=True)
+        self.predictions.close()
+        self.feedback.close()
+        self.follower.close()
+
+    def _write(self, snapshot: _Snapshot) -> int:
+        written = self.writer.write_all(snapshot.rows)
+        self.retraining.publish(snapshot.decisions)
+        return written
+
+    def _finish_snapshot(self, wait_s: float = 0.0) -> None:
+        snapshot = self._inflight
+        if snapshot is None or snapshot.future is None:
+            return
+        future = snapshot.future
+        if not future.done():
+            if wait_s <= 0:
+                return
+            wait([future], timeout=wait_s)
+            if not future.done():
+                return
+        self._inflight = None
+        error = future.exception()
+        if error is not None:
+            # Offsets stay uncommitted: after a restart these records are read again.
+            self.counts.snapshot_failures += 1
+            logger.error("snapshot not written, offsets not committed: %s", error)
+            return
+        self.counts.snapshots += 1
+        self.counts.rows_written += future.result()
+        self.counts.decisions += len(snapshot.decisions)
+        for commit, name, positions in snapshot.positions:
+            try:
+                commit(positions)
+            except KafkaException as exc:
+                logger.warning("commit of %s offsets failed (re-read on restart): %s", name, exc)

@@ -1,0 +1,113 @@
+"""Build a `MetricsService` from Settings: Kafka consumers and producers, ClickHouse, keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import Consumer
+
+from infra.clickhouse.client import clickhouse_client
+from infra.kafka.clients import consumer_config
+from infra.settings import Settings
+from schemas.codec import FEEDBACK_CODEC, PREDICTION_CODEC
+from schemas.events import ModelConfig, PredictionEvent
+from schemas.validation import validate_prediction
+from services.control.clients import make_broadcast_reader, make_producer
+from services.control.keys import load_keyring
+from services.control.publisher import ControlPublisher
+from services.metrics.consumer import EventConsumer
+from services.metrics.control_follower import ControlFollower
+from services.metrics.issuer import CommandIssuer
+from services.metrics.model_info import ModelInfoCache
+from services.metrics.service import MetricsConfig, MetricsService
+from services.metrics.writer import MetricWriter
+from services.models.exceptions import ModelError
+from services.models.store import ModelStore
+from services.retraining.publisher import RetrainingPublisher
+
+GROUP_PREFIX = "safeloop-metrics"
+ISSUER = "safeloop-metrics"
+
+
+def metrics_consumer(settings: Settings, group: str, **overrides: Any) -> Consumer:
+    """A group consumer that hands over records as soon as they exist (the guard's latency)."""
+    config: dict[str, Any] = dict(
+        consumer_config(settings, group, **{"fetch.wait.max.ms": 10, **overrides})
+    )
+    return Consumer(config)
+
+
+def initial_config_from(store: ModelStore) -> Any:
+    """What replicas serve before any command: the store's oldest version of the model."""
+
+    def initial(model_name: str) -> ModelConfig | None:
+        try:
+            return ModelConfig(production_version=store.default_version(model_name))
+        except (ModelError, ValueError):
+            return None
+
+    return initial
+
+
+def build_issuer(
+    settings: Settings, follower: ControlFollower, store: ModelStore, *, issuer: str = ISSUER
+) -> CommandIssuer:
+    publisher = ControlPublisher(
+        make_producer(settings, **{"linger.ms": 0}),
+        settings.topics.control,
+        load_keyring(settings),
+        issuer=issuer,
+    )
+    return CommandIssuer(
+        publisher, follower, clickhouse_client(settings), initial_config_from(store)
+    )
+
+
+def start_follower(settings: Settings) -> ControlFollower:
+    reader = make_broadcast_reader(settings, settings.topics.control, "metrics")
+    follower = ControlFollower(reader, load_keyring(settings))
+    follower.start()
+    return follower
+
+
+def build_metrics_service(
+    settings: Settings, config: MetricsConfig, *, group_prefix: str = GROUP_PREFIX
+) -> MetricsService:
+    """Everything `safeloop metrics run` needs, connected; the control topic is read to its end."""
+    topics = settings.topics
+    store = ModelStore(settings.models_path)
+    dead_letters = make_producer(settings)
+
+    def valid_prediction(event: PredictionEvent, now_ms: int) -> None:
+        validate_prediction(event, now_ms)
+
+    predictions = EventConsumer(
+        metrics_consumer(settings, f"{group_prefix}-predictions"),
+        topics.predictions,
+        PREDICTION_CODEC,
+        dead_letters,
+        topics.dead_letter,
+        name="metrics-predictions",
+        validate=valid_prediction,
+    )
+    feedback = EventConsumer(
+        metrics_consumer(settings, f"{group_prefix}-feedback"),
+        topics.feedback,
+        FEEDBACK_CODEC,
+        dead_letters,
+        topics.dead_letter,
+        name="metrics-feedback",
+    )
+    follower = start_follower(settings)
+    issuer = build_issuer(settings, follower, store)
+    client = clickhouse_client(settings)
+    return MetricsService(
+        config,
+        predictions=predictions,
+        feedback=feedback,
+        follower=follower,
+        issuer=issuer,
+        writer=MetricWriter(client),
+        retraining=RetrainingPublisher(make_producer(settings), topics.retraining, client),
+        models=ModelInfoCache(store),
+    )

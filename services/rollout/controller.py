@@ -1,0 +1,152 @@
+"""The progressive canary driver: feeds each running rollout its step's evidence, advances its
+state machine, and turns transitions into signed commands (plus `control_log` rows).
+
+Rollouts are discovered on the control topic: every rollout command carries the plan and the
+state after its transition (see `persist`), so `safeloop rollout start` only has to publish the
+first step, and a restarted controller resumes from the newest command. A command from anyone
+else that takes the candidate off canary (the central guard, an operator) ends the rollout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from schemas.events import ControlCommand, FeedbackRecord, PredictionEvent
+from services.control.exceptions import ControlError
+from services.metrics.control_log import EntryType
+from services.metrics.issuer import CommandIssuer
+from services.metrics.performance import Task
+from services.rollout.commands import command_for
+from services.rollout.evidence import StepEvidence
+from services.rollout.machine import Phase, RolloutState, Transition, advance, rollback
+from services.rollout.persist import PLAN_KEY, STATE_KEY, plan_to_json, rollout_of, state_to_json
+from services.rollout.plan import RolloutPlan
+
+logger = logging.getLogger(__name__)
+
+TaskOf = Callable[[str, str], Task]
+ENTRY_TYPES = (EntryType.COMMAND, EntryType.ROLLOUT)
+
+
+@dataclass
+class ActiveRollout:
+    plan: RolloutPlan
+    state: RolloutState
+    evidence: StepEvidence
+
+
+def publish_transition(
+    issuer: CommandIssuer, plan: RolloutPlan, transition: Transition
+) -> list[ControlCommand]:
+    """Send one signed command per intent, each carrying the plan and the new state."""
+    sent = []
+    state = transition.state
+    for intent in transition.intents:
+        kind, change = command_for(intent)
+        details = {STATE_KEY: state_to_json(state), PLAN_KEY: plan_to_json(plan)}
+        if transition.gate is not None:
+            details.update(transition.gate.numbers)
+            details["gate_outcome"] = transition.gate.outcome.value
+        command = issuer.issue(
+            state.model_name,
+            kind,
+            change,
+            reason=f"rollout: {intent.reason}",
+            details=details,
+            entry_types=ENTRY_TYPES,
+        )
+        sent.append(command)
+    return sent
+
+
+class RolloutController:
+    """Runs inside `safeloop metrics run`; call `on_command`, `observe_*` and `tick`."""
+
+    def __init__(self, issuer: CommandIssuer, task_of: TaskOf) -> None:
+        self._issuer = issuer
+        self._task_of = task_of
+        self._active: dict[str, ActiveRollout] = {}
+        self.finished: dict[str, RolloutState] = {}
+
+    def state_of(self, model_name: str) -> RolloutState | None:
+        active = self._active.get(model_name)
+        return active.state if active is not None else self.finished.get(model_name)
+
+    def on_command(self, command: ControlCommand) -> None:
+        """Adopt a rollout a command carries, or end one a foreign command interrupted."""
+        carried = rollout_of(command.details)
+        if carried is not None:
+            plan, state = carried
+            self._adopt(plan, state)
+            return
+        active = self._active.get(command.model_name)
+        if active is None:
+            return
+        config = command.config
+        if config.canary_version == active.state.candidate_version and config.canary_enabled:
+            return
+        # Someone else took the candidate off canary: record why, send nothing more.
+        now_ms = time.time_ns() // 1_000_000
+        reason = f"interrupted by {command.kind.value} from {command.issuer}: {command.reason}"
+        ended = rollback(active.state, reason, now_ms).state
+        self._finish(ended)
+        self._issuer.audit(_with_state(command, active.plan, ended), (EntryType.ROLLOUT,))
+        logger.warning("rollout of %s ended: %s", command.model_name, reason)
+
+    def observe_predictions(self, events: Sequence[PredictionEvent]) -> None:
+        for active in self._active.values():
+            active.evidence.add_predictions(events)
+
+    def observe_feedback(self, records: Sequence[FeedbackRecord]) -> None:
+        for active in self._active.values():
+            active.evidence.add_feedback(records)
+
+    def tick(self, now_ms: int) -> list[ControlCommand]:
+        """Judge every running rollout's gate; publish what its transition asks for."""
+        sent: list[ControlCommand] = []
+        for name, active in list(self._active.items()):
+            if active.state.phase is not Phase.RUNNING:
+                continue
+            transition = advance(active.plan, active.state, active.evidence.evidence(), now_ms)
+            if not transition.intents:
+                active.state = transition.state
+                continue
+            try:
+                sent += publish_transition(self._issuer, active.plan, transition)
+            except ControlError as exc:
+                # Keep the old state: the same transition is retried on the next tick.
+                logger.error("rollout of %s could not publish its transition: %s", name, exc)
+                continue
+            logger.info("rollout of %s: %s", name, transition.state.reason)
+            self._adopt(active.plan, transition.state)
+        return sent
+
+    def _adopt(self, plan: RolloutPlan, state: RolloutState) -> None:
+        if state.phase in (Phase.PROMOTED, Phase.ROLLED_BACK):
+            self._finish(state)
+            return
+        current = self._active.get(state.model_name)
+        if (
+            current is not None
+            and current.state.candidate_version == state.candidate_version
+            and current.state.step_started_ms == state.step_started_ms
+        ):
+            current.state, current.plan = state, plan
+            return
+        task = self._task_of(state.model_name, state.candidate_version)
+        self._active[state.model_name] = ActiveRollout(plan, state, StepEvidence(state, task))
+        self.finished.pop(state.model_name, None)
+
+    def _finish(self, state: RolloutState) -> None:
+        self._active.pop(state.model_name, None)
+        self.finished[state.model_name] = state
+
+
+def _with_state(command: ControlCommand, plan: RolloutPlan, state: RolloutState) -> ControlCommand:
+    """The foreign command as the rollout's audit row: same command, the rollout's new state."""
+    details = {**command.details, STATE_KEY: state_to_json(state), PLAN_KEY: plan_to_json(plan)}
+    return dataclasses.replace(command, details=details)

@@ -1,0 +1,79 @@
+"""The current step's traffic of one rollout: canary and production health and feedback."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from schemas.events import FeedbackRecord, PredictionEvent, Route
+from services.metrics.columns import ScoreConvention, feedback_batch, health_batch
+from services.metrics.health import HEALTH_COLUMNS, health_of_window
+from services.metrics.performance import FEEDBACK_COLUMNS, Task, performance_of_window
+from services.metrics.windows import CountWindow
+from services.rollout.gate import GateEvidence
+from services.rollout.machine import RolloutState
+
+MAX_STEP_ROWS = 200_000
+
+
+class StepEvidence:
+    """Requests and labels of one step: predictions made since the step began, per side."""
+
+    def __init__(self, state: RolloutState, task: Task, max_rows: int = MAX_STEP_ROWS) -> None:
+        self.model_name = state.model_name
+        self.candidate = state.candidate_version
+        self.production = state.known_good_version
+        self.since_ms = state.step_started_ms
+        self.task = task
+        self._health = {
+            route: CountWindow(max_rows, HEALTH_COLUMNS)
+            for route in (Route.CANARY, Route.PRODUCTION)
+        }
+        self._feedback = {
+            route: CountWindow(max_rows, FEEDBACK_COLUMNS)
+            for route in (Route.CANARY, Route.PRODUCTION)
+        }
+
+    def _side(self, route: Route, version: str) -> Route | None:
+        if route is Route.CANARY and version == self.candidate:
+            return Route.CANARY
+        if route is Route.PRODUCTION and version == self.production:
+            return Route.PRODUCTION
+        return None
+
+    def add_predictions(self, events: Sequence[PredictionEvent]) -> None:
+        for side in (Route.CANARY, Route.PRODUCTION):
+            mine = [
+                e
+                for e in events
+                if e.model_name == self.model_name
+                and e.timestamp >= self.since_ms
+                and self._side(e.route, e.model_version) is side
+            ]
+            if mine:
+                self._health[side].append(health_batch(mine)[1])
+
+    def add_feedback(self, records: Sequence[FeedbackRecord]) -> None:
+        for side in (Route.CANARY, Route.PRODUCTION):
+            mine = [
+                r
+                for r in records
+                if r.model_name == self.model_name
+                and r.prediction_timestamp >= self.since_ms
+                and self._side(r.route, r.model_version) is side
+            ]
+            if mine:
+                self._feedback[side].append(feedback_batch(mine, ScoreConvention.PROBABILITY)[1])
+
+    def evidence(self) -> GateEvidence:
+        canary_feedback = self._feedback[Route.CANARY]
+        production_feedback = self._feedback[Route.PRODUCTION]
+        return GateEvidence(
+            canary=health_of_window(self._health[Route.CANARY].view()),
+            production=health_of_window(self._health[Route.PRODUCTION].view()),
+            canary_performance=performance_of_window(self.task, canary_feedback.view())
+            if len(canary_feedback)
+            else None,
+            production_performance=performance_of_window(self.task, production_feedback.view())
+            if len(production_feedback)
+            else None,
+        )

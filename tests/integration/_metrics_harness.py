@@ -1,0 +1,222 @@
+"""Shared helpers for the metrics, guard and rollout integration tests (and the benchmark).
+
+Two in-process replicas serve `churn` (v1 production by default, v2 a candidate whose model
+can be switched to fail), the metrics service runs on its own thread, and `Traffic` sends a
+bounded request rate through both replicas.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from infra.settings import Secret, Settings
+from schemas.events import CommandKind, ModelConfig
+from services.control.clients import make_broadcast_reader, make_producer
+from services.control.keys import load_keyring
+from services.control.publisher import ControlPublisher, read_control_topic
+from services.guard.local import ReplicaGuard
+from services.guard.policy import GuardPolicy
+from services.metrics.service import MetricsConfig, MetricsService
+from services.metrics.wiring import build_metrics_service
+from services.models.loaded import LoadedModel
+from services.models.store import ModelStore
+from services.models.task import ModelTask
+from services.models.training import make_dataset, train_model
+from services.serving.predictor import Prediction
+from services.serving.replica import Replica, load_catalog
+
+KEY_HEX = "6b" * 32
+MODEL = "churn"
+FEATURES = {"age": 0.3, "income": -1.2, "tenure_months": 0.8, "sessions_7d": 1.5}
+# Latency ratios of sub-millisecond in-process predictions are noise: that rule is off here.
+TEST_POLICY = GuardPolicy(max_p99_latency_ratio=None, max_performance_drop=None)
+
+
+class FlakyModel:
+    """Wraps a model; raises while `failing` is set (a canary that starts failing)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.failing = threading.Event()
+
+    @property
+    def version(self) -> str:
+        return str(self._inner.version)
+
+    def predict(self, features: Mapping[str, float]) -> float:
+        if self.failing.is_set():
+            raise RuntimeError("injected canary failure")
+        return float(self._inner.predict(features))
+
+
+def metrics_settings(base: Settings, model_dir: Path) -> Settings:
+    settings = replace(
+        base, model_dir=model_dir, control_key=Secret(KEY_HEX), control_key_id="metrics-it"
+    )
+    store = ModelStore(settings.models_path)
+    if not (model_dir / MODEL).exists():
+        for seed, version in enumerate(("v1", "v2")):
+            dataset = make_dataset(ModelTask.CLASSIFICATION, 2000, seed=seed)
+            store.save(*train_model(MODEL, version, ModelTask.CLASSIFICATION, dataset))
+            time.sleep(0.002)
+    return settings
+
+
+@dataclass
+class Fleet:
+    settings: Settings
+    replicas: list[Replica]
+    flaky: FlakyModel
+
+    def applied_sequence(self) -> list[int]:
+        return [
+            (applied.sequence if (applied := r.state.applied(MODEL)) is not None else 0)
+            for r in self.replicas
+        ]
+
+    def configs(self) -> list[ModelConfig | None]:
+        out = []
+        for replica in self.replicas:
+            applied = replica.state.applied(MODEL)
+            out.append(None if applied is None else applied.config)
+        return out
+
+
+@contextmanager
+def fleet(settings: Settings, *, local_guard: bool = True) -> Iterator[Fleet]:
+    store = ModelStore(settings.models_path)
+    flaky = FlakyModel(store.load(MODEL, "v2").model)
+    replicas = []
+    for index in range(2):
+        catalog = load_catalog(store, [MODEL])
+        loaded = catalog.get(MODEL, "v2")
+        assert loaded is not None
+        catalog.add(LoadedModel(flaky, loaded.metadata))
+        guard = ReplicaGuard(TEST_POLICY) if local_guard else None
+        replica = Replica(
+            settings, f"replica-{index}-{uuid.uuid4().hex[:4]}", catalog=catalog, guard=guard
+        )
+        replica.start()
+        replicas.append(replica)
+    try:
+        for replica in replicas:
+            assert replica.wait_ready(30), f"{replica.replica_id} never caught up"
+        yield Fleet(settings, replicas, flaky)
+    finally:
+        for replica in replicas:
+            replica.stop()
+
+
+@contextmanager
+def metrics_service(
+    settings: Settings, config: MetricsConfig, group_prefix: str | None = None
+) -> Iterator[MetricsService]:
+    prefix = group_prefix or f"it-{uuid.uuid4().hex[:6]}"
+    service = build_metrics_service(settings, config, group_prefix=prefix)
+    stop = threading.Event()
+    thread = threading.Thread(target=service.run, args=(stop,), name="metrics", daemon=True)
+    thread.start()
+    try:
+        yield service
+    finally:
+        stop.set()
+        thread.join(30)
+
+
+OnPrediction = Callable[[Prediction], None]
+
+
+@dataclass
+class Traffic:
+    """Requests at `rate_per_s` alternating over the replicas, on a thread, until stopped."""
+
+    fleet: Fleet
+    rate_per_s: float
+    on_prediction: OnPrediction | None = None
+    sent: int = 0
+    failed: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> Traffic:
+        self._thread = threading.Thread(target=self._run, name="traffic", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def _run(self) -> None:
+        interval_s = 1.0 / self.rate_per_s
+        next_at = time.perf_counter()
+        replicas = self.fleet.replicas
+        while not self._stop.is_set():
+            replica = replicas[self.sent % len(replicas)]
+            key = uuid.uuid4().hex
+            try:
+                answer = replica.predictor.predict(MODEL, key, FEATURES)
+            except Exception:
+                self.failed += 1
+            else:
+                if self.on_prediction is not None:
+                    self.on_prediction(answer)
+            self.sent += 1
+            next_at += interval_s
+            delay = next_at - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            elif delay < -1.0:
+                next_at = time.perf_counter()
+
+
+def publish(
+    settings: Settings, kind: CommandKind, change: Callable[[ModelConfig], ModelConfig]
+) -> int:
+    """Publish one signed command as an operator would; returns its sequence."""
+    keys = load_keyring(settings)
+    view = read_control_topic(make_broadcast_reader(settings, settings.topics.control, "it"), keys)
+    publisher = ControlPublisher(
+        make_producer(settings, **{"linger.ms": 0}), settings.topics.control, keys
+    )
+    initial = None if MODEL in view.latest else ModelConfig(production_version="v1")
+    command = publisher.next_command(view, MODEL, kind, change, reason="test", initial=initial)
+    publisher.send(command)
+    return command.sequence
+
+
+def wait_for(check: Callable[[], Any], timeout_s: float = 30.0, every_s: float = 0.02) -> Any:
+    deadline = time.monotonic() + timeout_s
+    value = check()
+    while not value and time.monotonic() < deadline:
+        time.sleep(every_s)
+        value = check()
+    return value
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Environment variables that make `Settings.from_env()` equal `settings` (for the CLI)."""
+    env = {
+        "SAFELOOP_STATE_DIR": str(settings.state_dir),
+        "SAFELOOP_CACHE_DIR": str(settings.cache_dir),
+        "SAFELOOP_KAFKA_PORT": str(settings.kafka_port),
+        "SAFELOOP_TOPIC_PREFIX": settings.topic_prefix,
+        "SAFELOOP_WAREHOUSE_PORT": str(settings.warehouse_port),
+        "CLICKHOUSE_DATABASE": settings.clickhouse_database,
+        "SAFELOOP_MODEL_DIR": str(settings.models_path),
+        "SAFELOOP_CONTROL_KEY": settings.control_key.value,
+        "SAFELOOP_CONTROL_KEY_ID": settings.control_key_id,
+    }
+    if settings.kafka_bootstrap_servers:
+        env["KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka_bootstrap_servers
+    if settings.clickhouse_url:
+        env["CLICKHOUSE_URL"] = settings.clickhouse_url
+    return env
