@@ -49,7 +49,7 @@ def state_to_json(state: RolloutState) -> str:
 
 def state_from_json(text: str) -> RolloutState:
     try:
-        raw = json.loads(text)
+        raw = _object(text)
         gate = raw.get("last_gate")
         return RolloutState(
             model_name=str(raw["model_name"]),
@@ -77,7 +77,7 @@ def plan_to_json(plan: RolloutPlan) -> str:
 
 def plan_from_json(text: str) -> RolloutPlan:
     try:
-        raw = json.loads(text)
+        raw = _object(text)
         guard = raw.pop("guard", None)
         raw["steps_percent"] = tuple(float(step) for step in raw["steps_percent"])
         raw["on_fail"] = FailAction(raw["on_fail"])
@@ -85,6 +85,13 @@ def plan_from_json(text: str) -> RolloutPlan:
         return RolloutPlan(**raw, guard=None if guard is None else _guard_from(guard))
     except (KeyError, TypeError, ValueError) as exc:
         raise RolloutError(f"malformed rollout plan {text[:200]!r}: {exc!r}") from exc
+
+
+def _object(text: str) -> dict[str, Any]:
+    raw = json.loads(text)
+    if not isinstance(raw, dict):
+        raise TypeError(f"expected a JSON object, got {type(raw).__name__}")
+    return raw
 
 
 def _guard_from(raw: Mapping[str, Any]) -> GuardPolicy:

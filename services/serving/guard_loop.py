@@ -15,7 +15,14 @@ DEFAULT_CHECK_INTERVAL_MS = 50
 
 
 class GuardLoop:
-    """Calls `guard.check()` off the request path; a BREACH suppresses that canary locally."""
+    """Calls `guard.check()` off the request path; a BREACH suppresses that canary locally.
+
+    Suppression is only the fast path: the canary stays configured until the central guard's
+    signed rollback (or an operator) replaces it. That rollback needs the central guard's
+    minimum sample, which it is sure to have once any replica trips because the replica's
+    `GuardPolicy.min_requests` is at least the central one's and the replica counts only its
+    own, published, traffic (see `services.guard.local`).
+    """
 
     def __init__(
         self,
@@ -47,7 +54,8 @@ class GuardLoop:
                     verdict.canary_version,
                     verdict.verdict.reason,
                 )
-                # Its windows start clean if the same version is tried again later.
+                # Acted on: the rest of this try (requests already in flight) is not judged
+                # again; a later config that routes to it again starts clean.
                 self._guard.forget(verdict.model_name, verdict.canary_version)
 
     def _run(self) -> None:

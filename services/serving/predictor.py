@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Any, NoReturn, Protocol
 
 from schemas.events import ModelConfig, PredictionEvent, Route
+from services.guard.local import routed_canary
 from services.models.task import confidence_of
 from services.serving.catalog import ModelCatalog
 from services.serving.exceptions import (
@@ -53,10 +54,14 @@ class Prediction:
 class LocalGuard(Protocol):
     """A fast, in-replica check on every published event (e.g. a canary's error burst).
 
-    Called on the request path, so it must only count; any action belongs on its own thread.
+    `observe` is called on the request path, so it must only count; any action belongs on its
+    own thread. `sequence` is the config sequence the request was routed under (0 before any
+    command), so the guard can tell a canary's events from those of an earlier try of it.
     """
 
-    def observe(self, event: PredictionEvent) -> None: ...
+    def config_applied(self, model_name: str, config: ModelConfig, sequence: int) -> None: ...
+
+    def observe(self, event: PredictionEvent, sequence: int) -> None: ...
 
 
 class Predictor:
@@ -82,8 +87,9 @@ class Predictor:
         self.ready = False
         # Written by the control listener and the local guard; the request path only reads
         # `_configs`, whose reference is swapped whole, so it never takes this lock.
+        # model -> (effective config, the sequence of the command it comes from).
         self._config_lock = threading.Lock()
-        self._configs: dict[str, ModelConfig] = {}
+        self._configs: dict[str, tuple[ModelConfig, int]] = {}
         self._commanded: dict[str, ModelConfig] = {}
         # model -> canary version this replica stopped routing to on its own (local guard).
         self._suppressed: dict[str, str] = {}
@@ -92,13 +98,18 @@ class Predictor:
         """Install a model's new config (from the control state) for the next request."""
         with self._config_lock:
             suppressed = self._suppressed.get(model_name)
-            if suppressed is not None and suppressed != config.canary_version:
-                # The control plane moved on from that canary (rolled back or replaced it).
+            if suppressed is not None and suppressed != routed_canary(config):
+                # The control plane moved on from that canary (rolled back, replaced or disabled
+                # it): a later command routing to it again is a new try, judged afresh.
                 del self._suppressed[model_name]
                 self.metrics.canary_suppressed.set((model_name, suppressed), 0)
+            if self.guard is not None:
+                # Before any request can be routed under the new sequence.
+                self.guard.config_applied(model_name, config, sequence)
             self.flags.update(model_name, config)
             self._commanded = {**self._commanded, model_name: config}
-            self._configs = {**self._configs, model_name: self._effective(model_name, config)}
+            effective = self._effective(model_name, config)
+            self._configs = {**self._configs, model_name: (effective, sequence)}
         self.metrics.config_version.set((model_name,), sequence)
 
     def suppress_canary(self, model_name: str, canary_version: str) -> bool:
@@ -111,7 +122,9 @@ class Predictor:
             if config is None or config.canary_version != canary_version:
                 return False
             self._suppressed[model_name] = canary_version
-            self._configs = {**self._configs, model_name: self._effective(model_name, config)}
+            _, sequence = self._configs[model_name]
+            effective = self._effective(model_name, config)
+            self._configs = {**self._configs, model_name: (effective, sequence)}
         self.metrics.canary_suppressed.set((model_name, canary_version), 1)
         return True
 
@@ -127,10 +140,14 @@ class Predictor:
 
     def config_of(self, model_name: str) -> ModelConfig:
         """The applied config, or the catalog's default before any command for the model."""
+        return self._routing_config(model_name)[0]
+
+    def _routing_config(self, model_name: str) -> tuple[ModelConfig, int]:
+        """`config_of` with its command's sequence (0 for the catalog's default), read once."""
         default = self.catalog.default_config(model_name)
         if default is None:
             raise UnknownModelError(model_name, self.catalog.names())
-        return self._configs.get(model_name, default)
+        return self._configs.get(model_name, (default, 0))
 
     def resolve_model(self, model_name: str | None) -> str:
         """The model a request means: the one named, or the only one served."""
@@ -150,7 +167,7 @@ class Predictor:
             raise NotReadyError("control state is still being rebuilt; retry shortly")
         try:
             name = self.resolve_model(model_name)
-            config = self.config_of(name)
+            config, sequence = self._routing_config(name)
         except ServingError:
             self.metrics.errors.inc((model_name or "", "", "", "unknown_model"))
             raise
@@ -160,6 +177,7 @@ class Predictor:
             choose_route(name, routing_key, config),
             _new_prediction_id(),
             started_ns,
+            sequence,
         )
         loaded = self.catalog.get(name, request.decision.version)
         if loaded is None:
@@ -245,7 +263,7 @@ class Predictor:
         )
         self.sink.publish(event)
         if self.guard is not None:
-            self.guard.observe(event)
+            self.guard.observe(event, request.sequence)
 
 
 def _new_prediction_id() -> str:
@@ -260,3 +278,5 @@ class _Request:
     decision: RouteDecision
     prediction_id: str
     started_ns: int
+    # The config sequence the request was routed under.
+    sequence: int
