@@ -25,7 +25,13 @@ lint: $(STAMP) ## ruff and mypy (strict) over the packages
 	$(BIN)/ruff format --check schemas infra streams services
 	$(BIN)/mypy
 
-test: $(STAMP) ## lint, then the whole test suite against a real Kafka broker and ClickHouse engine
+browser: ## Debian's chromium for the dashboard's browser test (no browser download)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; }
+
+test: $(STAMP) browser ## lint, then the whole test suite against a real Kafka broker and ClickHouse engine
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest
 
@@ -39,4 +45,4 @@ stop: $(STAMP) ## stop the local Kafka broker and ClickHouse endpoint if they ru
 clean: stop ## remove local state (Kafka data, warehouse data); keeps .venv and the jar cache
 	rm -rf .state
 
-.PHONY: help install demo lint test bench stop clean
+.PHONY: help install browser demo lint test bench stop clean

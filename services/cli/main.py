@@ -19,6 +19,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "services.cli.process_commands",
     "services.cli.control_commands",
     "services.cli.serve_commands",
+    "services.cli.dashboard_commands",
+    "services.cli.metrics_commands",
+    "services.cli.demo_commands",
 )
 
 EXIT_OK = 0
@@ -27,8 +30,7 @@ EXIT_USAGE = 2
 
 
 class CommandModule(Protocol):
-    def register(self, subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-        ...
+    def register(self, subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None: ...
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        module: CommandModule = importlib.import_module(name)  # type: ignore[assignment]
+        module: CommandModule = importlib.import_module(name)
         module.register(subparsers)
     return parser
 
