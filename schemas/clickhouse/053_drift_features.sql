@@ -1,0 +1,16 @@
+-- Drift per feature and window (newest computation of a window wins), with its PSI band read
+-- as services.metrics.drift does: < 0.1 stable, up to 0.25 moderate, above that major.
+-- feature '' is the model's score distribution.
+CREATE OR REPLACE VIEW drift_features AS
+SELECT
+    model_name,
+    model_version,
+    route,
+    metric,
+    feature,
+    window_start,
+    window_end,
+    value,
+    sample_count,
+    multiIf(metric != 'psi', '', value < 0.1, 'stable', value <= 0.25, 'moderate', 'major') AS band
+FROM drift_metrics FINAL;

@@ -1,0 +1,40 @@
+"""`safeloop dashboard`: serve the built-in web dashboard until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import uvicorn
+
+from infra.settings import Settings
+from services.dashboard.app import create_app
+from services.dashboard.assets import plotly_js
+from services.dashboard.reader import Reader
+
+EXIT_OK = 0
+DEFAULT_PORT = 8050
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "dashboard",
+        help="serve the web dashboard (read-only over ClickHouse) until Ctrl-C",
+        description="Serve the dashboard page and its JSON API; it reads ClickHouse "
+        "(CLICKHOUSE_URL or the embedded endpoint) with readonly=1 and refreshes by itself.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port ({DEFAULT_PORT})")
+    parser.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    plotly_js()  # fail now, with the fix in the message, rather than on the first page load
+    app = create_app(Reader(settings))
+    sys.stdout.write(
+        f"dashboard on http://{args.host}:{args.port}/ reading {settings.clickhouse_endpoint} "
+        f"database {settings.clickhouse_database} (Ctrl-C to stop)\n"
+    )
+    sys.stdout.flush()
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return EXIT_OK

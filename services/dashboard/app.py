@@ -1,0 +1,154 @@
+"""The dashboard's Starlette app: the page, its static files and the JSON it fetches."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from services.dashboard import queries, shaping
+from services.dashboard.assets import plotly_js
+from services.dashboard.reader import QueryFailedError, Reader
+
+STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
+DEFAULT_MINUTES: Final = 60
+MAX_MINUTES: Final = 31 * 24 * 60
+MAX_MODEL_NAME: Final = 200
+# The labelling queue looks at recent answers only: that is what labellers can still act on.
+QUEUE_MINUTES: Final = 15
+NO_STORE: Final = {"Cache-Control": "no-store"}
+
+Handler = Callable[[Request, Reader], dict[str, Any]]
+
+
+class BadRequestError(ValueError):
+    """A query-string value the API does not accept."""
+
+
+def minutes_param(request: Request) -> int:
+    raw = request.query_params.get("minutes", str(DEFAULT_MINUTES))
+    try:
+        minutes = int(raw)
+    except ValueError as exc:
+        raise BadRequestError(f"minutes must be a whole number, got {raw[:20]!r}") from exc
+    if not 1 <= minutes <= MAX_MINUTES:
+        raise BadRequestError(f"minutes must be between 1 and {MAX_MINUTES}")
+    return minutes
+
+
+def model_param(request: Request) -> str:
+    model = request.query_params.get("model", "").strip()
+    if not model or len(model) > MAX_MODEL_NAME:
+        raise BadRequestError(f"model is required (at most {MAX_MODEL_NAME} characters)")
+    return model
+
+
+def scope_of(request: Request) -> queries.Scope:
+    return queries.Scope.last(model_param(request), minutes_param(request))
+
+
+def models(request: Request, reader: Reader) -> dict[str, Any]:
+    since = datetime.now(UTC) - timedelta(minutes=minutes_param(request))
+    rows = reader.rows(queries.models(since))
+    return {"models": [str(r["model_name"]) for r in rows]}
+
+
+def overview(request: Request, reader: Reader) -> dict[str, Any]:
+    scope = scope_of(request)
+    events = [shaping.event(r) for r in reader.rows(queries.control_events(scope, limit=10))]
+    return {
+        "model": scope.model,
+        "config": shaping.serving_config(reader.rows(queries.serving_config(scope.model))),
+        "traffic": shaping.traffic_mix(reader.rows(queries.traffic_mix(scope))),
+        "events": events,
+    }
+
+
+def series(request: Request, reader: Reader) -> dict[str, Any]:
+    scope = scope_of(request)
+    step = scope.step_seconds
+    events = [shaping.event(r) for r in reader.rows(queries.control_events(scope))]
+    serving = reader.rows(queries.serving_series(scope))
+    return {
+        "since": shaping.iso(scope.since),
+        "until": shaping.iso(scope.until),
+        "step_seconds": step,
+        "serving": shaping.serving_series(serving, step, scope.until),
+        "coverage": shaping.coverage_series(serving),
+        "metrics": shaping.window_series(reader.rows(queries.window_series(scope))),
+        "canary": shaping.canary_steps(events, scope.until),
+        "events": events,
+    }
+
+
+def quality(request: Request, reader: Reader) -> dict[str, Any]:
+    scope = scope_of(request)
+    return {
+        "reliability": shaping.reliability_curves(reader.rows(queries.reliability(scope))),
+        "drift": shaping.drift_table(reader.rows(queries.drift_table(scope))),
+        "retraining": shaping.retraining(reader.rows(queries.retraining(scope))),
+    }
+
+
+def labelling(request: Request, reader: Reader) -> dict[str, Any]:
+    model = model_param(request)
+    since = datetime.now(UTC) - timedelta(minutes=QUEUE_MINUTES)
+    rows = reader.rows(queries.labelling_queue(model, since))
+    return {"since": shaping.iso(since), "items": shaping.labelling_queue(rows)}
+
+
+def _api(handler: Handler, reader: Reader) -> Callable[[Request], Response]:
+    """A sync endpoint (Starlette runs it in a worker thread) that answers errors as JSON."""
+
+    def endpoint(request: Request) -> Response:
+        try:
+            return JSONResponse(handler(request, reader), headers=NO_STORE)
+        except BadRequestError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400, headers=NO_STORE)
+        except QueryFailedError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=503, headers=NO_STORE)
+
+    return endpoint
+
+
+def create_app(reader: Reader) -> Starlette:
+    """The dashboard app over `reader` (closed when the app shuts down)."""
+
+    def index(_: Request) -> Response:
+        return FileResponse(STATIC_DIR / "index.html", headers=NO_STORE)
+
+    def plotly(_: Request) -> Response:
+        return FileResponse(plotly_js(), media_type="text/javascript")
+
+    def healthz(_: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    api = {
+        "models": models,
+        "overview": overview,
+        "series": series,
+        "quality": quality,
+        "labelling": labelling,
+    }
+    routes = [
+        Route("/", index),
+        Route("/healthz", healthz),
+        Route("/vendor/plotly.min.js", plotly),
+        *(Route(f"/api/{name}", _api(handler, reader)) for name, handler in api.items()),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+    ]
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        yield
+        reader.close()
+
+    return Starlette(routes=routes, lifespan=lifespan)

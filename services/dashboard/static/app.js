@@ -1,0 +1,294 @@
+// safeloop dashboard: fetches the JSON API, draws Plotly charts and tables, refreshes itself.
+"use strict";
+
+const REFRESH_MS = 5000;
+const PALETTE = ["#2f6fde", "#e39b21", "#8e5bd6", "#2e9d5b", "#d64545", "#1aa3b8", "#a0522d"];
+const EVENT_COLORS = { rollback: "#d64545", promote: "#2e9d5b", set_canary: "#e39b21" };
+const colors = new Map();
+const state = { model: null, minutes: 60, timer: null };
+
+function colorFor(name) {
+  const key = name.replace(/ \(.*\)$/, "");  // one colour per version, whatever the route
+  if (!colors.has(key)) colors.set(key, PALETTE[colors.size % PALETTE.length]);
+  return colors.get(key);
+}
+
+async function api(path, params) {
+  const query = new URLSearchParams(params).toString();
+  const response = await fetch(`/api/${path}?${query}`, { cache: "no-store" });
+  let body;
+  try { body = await response.json(); } catch (e) { body = {}; }
+  if (!response.ok) throw new Error(body.error || `${path}: HTTP ${response.status}`);
+  return body;
+}
+
+function setMessage(div, text, bad) {
+  let message = div.querySelector(".message");
+  if (!text) { if (message) message.remove(); return; }
+  if (!message) { message = document.createElement("div"); div.appendChild(message); }
+  message.className = "message" + (bad ? " bad" : "");
+  message.textContent = text;
+}
+
+function hasPoints(traces) {
+  return traces.some((t) => (t.y || []).some((v) => v !== null && v !== undefined));
+}
+
+function eventMarks(events) {
+  const shapes = [], annotations = [];
+  for (const e of events || []) {
+    const color = EVENT_COLORS[e.kind] || "#6b7385";
+    shapes.push({ type: "line", xref: "x", yref: "paper", x0: e.t, x1: e.t, y0: 0, y1: 1,
+                  line: { color, width: 1, dash: "dot" } });
+    annotations.push({ x: e.t, xref: "x", yref: "paper", y: 1, yanchor: "bottom", showarrow: false,
+                       text: e.kind === "set_canary" ? `${e.canary_percent}%` : e.kind,
+                       font: { size: 9, color }, hovertext: `${e.kind} by ${e.issuer}: ${e.reason}` });
+  }
+  return { shapes, annotations };
+}
+
+function draw(id, traces, layout, events, range) {
+  const div = document.getElementById(id);
+  if (!hasPoints(traces)) {
+    Plotly.purge(div);
+    setMessage(div, "no data yet", false);
+    return;
+  }
+  setMessage(div, null);
+  const marks = events ? eventMarks(events) : { shapes: [], annotations: [] };
+  const base = {
+    margin: { l: 48, r: 12, t: 18, b: 34 }, showlegend: true,
+    legend: { orientation: "h", y: -0.18, font: { size: 10 } },
+    xaxis: { type: "date", gridcolor: "#eef1f5", range: range || undefined },
+    yaxis: { gridcolor: "#eef1f5", rangemode: "tozero" },
+    font: { size: 11 }, paper_bgcolor: "#fff", plot_bgcolor: "#fff", hovermode: "x unified",
+    shapes: marks.shapes, annotations: marks.annotations,
+  };
+  Plotly.react(div, traces, Object.assign(base, layout || {}), { displaylogo: false, responsive: true });
+}
+
+function failChart(id, message) {
+  const div = document.getElementById(id);
+  Plotly.purge(div);
+  setMessage(div, message, true);
+}
+
+function line(name, x, y, extra) {
+  return Object.assign({ type: "scatter", mode: "lines", name, x, y,
+                         line: { color: colorFor(name), width: 2 } }, extra || {});
+}
+
+// Several figures per series share one legend entry: the line style tells them apart.
+function styled(x, label, y, dash, width, first) {
+  return line(`${x.name} ${label}`, x.t, y, {
+    legendgroup: x.name, showlegend: first, name: first ? x.name : `${x.name} ${label}`,
+    hovertemplate: `${x.name} ${label}: %{y:.3~f}<extra></extra>`,
+    line: { color: colorFor(x.name), width, dash },
+  });
+}
+
+function renderSeries(data) {
+  const s = data.serving, ev = data.events, range = [data.since, data.until];
+  draw("chart-traffic", s.map((x) => line(x.name, x.t, x.rps)), {}, ev, range);
+  draw("chart-errors", s.map((x) => line(x.name, x.t, x.error_rate)),
+       { yaxis: { tickformat: ".1%", rangemode: "tozero" } }, ev, range);
+  const latency = [];
+  for (const x of s) {
+    latency.push(styled(x, "p95", x.p95, "solid", 2, true));
+    latency.push(styled(x, "p50", x.p50, "dot", 1, false));
+    latency.push(styled(x, "p99", x.p99, "dash", 1, false));
+  }
+  draw("chart-latency", latency, {}, ev, range);
+  const canary = data.canary;
+  draw("chart-canary", [line("canary %", canary.t, canary.percent,
+       { line: { shape: "hv", color: "#e39b21", width: 2 }, fill: "tozeroy" })],
+       { yaxis: { range: [0, 100] }, showlegend: false }, ev, range);
+  const m = data.metrics || {};
+  const perf = [];
+  const dash = { accuracy: "solid", f1: "dash", roc_auc: "dot" };
+  const seen = new Set();
+  for (const metric of ["accuracy", "f1", "roc_auc"]) {
+    for (const x of m[metric] || []) {
+      perf.push(styled(x, metric, x.value, dash[metric], 2, !seen.has(x.name)));
+      seen.add(x.name);
+    }
+  }
+  draw("chart-performance", perf, { yaxis: { tickformat: ".0%", rangemode: "normal" } }, ev, range);
+  const coverage = data.coverage.map((x) => styled(x, "by prediction minute", x.value, "solid", 2, true));
+  for (const x of m.label_coverage || []) {
+    const known = data.coverage.some((c) => c.name === x.name);
+    coverage.push(styled(x, "per metrics window", x.value, "dot", 2, !known));
+  }
+  draw("chart-coverage", coverage, { yaxis: { tickformat: ".0%", range: [0, 1.02] } }, ev, range);
+  draw("chart-shadow", (m.shadow_agreement_rate || []).map((x) => line(x.name, x.t, x.value,
+       { mode: "lines+markers", marker: { size: 4 } })),
+       { yaxis: { tickformat: ".0%", rangemode: "normal" } }, ev, range);
+}
+
+function renderQuality(data) {
+  const curves = data.reliability.map((c) => ({
+    type: "scatter", mode: "lines+markers", name: c.name, x: c.predicted, y: c.observed,
+    text: c.count.map((n) => `${n} labelled`), line: { color: colorFor(c.name), width: 2 },
+    marker: { size: c.count.map((n) => 5 + Math.min(10, Math.log10(1 + n) * 3)) },
+  }));
+  if (curves.length) {
+    curves.unshift({ type: "scatter", mode: "lines", name: "perfectly calibrated", x: [0, 1], y: [0, 1],
+                     line: { color: "#b9c0cc", dash: "dash", width: 1 }, hoverinfo: "skip" });
+  }
+  draw("chart-reliability", curves, {
+    xaxis: { title: { text: "mean predicted probability" }, range: [0, 1], type: "linear" },
+    yaxis: { title: { text: "observed rate" }, range: [0, 1] }, hovermode: "closest",
+    legend: { x: 0.02, y: 0.98, bgcolor: "rgba(255,255,255,0.8)", font: { size: 10 } },
+    margin: { l: 48, r: 12, t: 10, b: 40 },
+  });
+  fillTable("drift-table", data.drift, (d) => [
+    d.feature, d.version, fixed(d.psi, 3), band(d.band), fixed(d.max_psi, 3), d.sample_count,
+  ], "no drift figures yet");
+  fillTable("retraining-table", data.retraining, (r) => [
+    when(r.t), r.version, r.should_retrain ? "yes" : "no", r.urgency, fixed(r.max_psi, 3),
+    r.performance_drop === null ? "–" : `${(100 * r.performance_drop).toFixed(1)} %`,
+    r.drifted_features.join(", "), r.reason,
+  ], "no retraining decisions yet");
+}
+
+function renderOverview(data) {
+  const cfg = data.config;
+  const byRoute = {};
+  // The newest version seen on each route (the list is ordered by route, then version).
+  for (const t of data.traffic) {
+    const seen = byRoute[t.route];
+    if (!seen || t.last_seen > seen.last_seen) byRoute[t.route] = t;
+  }
+  const traffic = (route) => {
+    const t = byRoute[route];
+    if (!t) return "no traffic in range";
+    return `${t.version}: ${t.requests.toLocaleString()} req · ${pct(t.share)} · err ${pct(t.error_rate)} · p95 ${fixed(t.p95_ms, 1)} ms`;
+  };
+  text("prod-version", cfg ? cfg.production_version : (byRoute.production || {}).version || "–");
+  text("prod-traffic", traffic("production"));
+  const canaryNow = cfg ? cfg.canary_version : (byRoute.canary || {}).version;
+  text("canary-version", canaryNow ? `${canaryNow}${cfg ? ` @ ${cfg.canary_percent}%` : ""}` : "none");
+  text("canary-traffic", traffic("canary"));
+  const shadowNow = cfg ? cfg.shadow_version : (byRoute.shadow || {}).version;
+  text("shadow-version", shadowNow || "none");
+  text("shadow-traffic", traffic("shadow"));
+  text("rollout-step", rolloutState(cfg));
+  text("rollout-since", cfg ? `${cfg.kind} since ${when(cfg.since)} UTC · seq ${cfg.sequence}${cfg.kill_switch ? " · KILL SWITCH" : ""}` : "");
+  fillTable("events-table", data.events, (e) => [
+    when(e.t), kind(e.kind), e.issuer, e.production_version, e.canary_version || "–",
+    e.canary_percent === null ? "–" : `${e.canary_percent}%`, e.reason,
+  ], "no control events in range");
+}
+
+function renderQueue(data) {
+  fillTable("queue-table", data.items, (q) => [
+    q.prediction_id, `${q.version} (${q.route})`, when(q.t), fixed(q.prediction, 4), fixed(q.confidence, 4),
+  ], "nothing waiting for a label");
+}
+
+function rolloutState(cfg) {
+  if (!cfg) return "no commands yet";
+  if (cfg.kill_switch) return "kill switch on";
+  if (cfg.kind === "rollback") return "rolled back";
+  if (cfg.kind === "promote") return `promoted ${cfg.production_version}`;
+  if (cfg.canary_version) {
+    return `${cfg.rollout_step ? `step ${cfg.rollout_step} · ` : ""}${cfg.canary_percent}% canary`;
+  }
+  return cfg.kind.replace("_", " ");
+}
+
+function when(t) { return t ? t.slice(0, 19) : "–"; }
+function fixed(v, digits) { return v === null || v === undefined ? "–" : Number(v).toFixed(digits); }
+function pct(v) { return v === null || v === undefined ? "–" : `${(100 * v).toFixed(1)}%`; }
+function text(id, value) { document.getElementById(id).textContent = value; }
+function band(b) { const s = document.createElement("span"); s.className = `band ${b}`; s.textContent = b; return s; }
+function kind(k) { const s = document.createElement("span"); s.className = `kind ${k}`; s.textContent = k; return s; }
+
+function fillTable(id, rows, cells, empty) {
+  const body = document.querySelector(`#${id} tbody`);
+  body.replaceChildren();
+  if (!rows || !rows.length) {
+    const td = document.createElement("td");
+    td.colSpan = document.querySelectorAll(`#${id} th`).length;
+    td.className = "empty";
+    td.textContent = empty;
+    body.appendChild(document.createElement("tr")).appendChild(td);
+    return;
+  }
+  for (const row of rows) {
+    const tr = document.createElement("tr");
+    for (const value of cells(row)) {
+      const td = document.createElement("td");
+      if (value instanceof Node) td.appendChild(value); else td.textContent = value ?? "–";
+      if (typeof value === "number" || /^-?[\d.]+( %)?$/.test(String(value))) td.className = "num";
+      tr.appendChild(td);
+    }
+    body.appendChild(tr);
+  }
+}
+
+function showError(source, message) {
+  document.querySelectorAll(`.error[data-for="${source}"]`).forEach((e) => { e.textContent = message; });
+  document.querySelectorAll(`.chart[data-source="${source}"]`).forEach((c) => failChart(c.id, message));
+}
+
+async function loadModels() {
+  const select = document.getElementById("model");
+  const { models } = await api("models", { minutes: 10080 });
+  const current = state.model || new URLSearchParams(location.search).get("model");
+  select.replaceChildren(...models.map((m) => new Option(m, m)));
+  state.model = models.includes(current) ? current : models[0] || null;
+  if (state.model) select.value = state.model;
+}
+
+async function refresh() {
+  const status = document.getElementById("status");
+  try {
+    await loadModels();
+  } catch (e) {
+    status.textContent = `ClickHouse unavailable: ${e.message}`;
+    status.className = "status bad";
+    document.querySelectorAll(".chart").forEach((c) => failChart(c.id, e.message));
+    document.querySelectorAll(".error").forEach((c) => { c.textContent = e.message; });
+    document.body.dataset.loaded = "true";
+    return;
+  }
+  if (!state.model) {
+    status.textContent = "no data yet: no model has traffic or control events";
+    status.className = "status";
+    document.querySelectorAll(".chart").forEach((c) => setMessage(c, "no data yet", false));
+    document.body.dataset.loaded = "true";
+    return;
+  }
+  const params = { model: state.model, minutes: state.minutes };
+  const parts = [
+    ["overview", renderOverview], ["series", renderSeries],
+    ["quality", renderQuality], ["labelling", renderQueue],
+  ];
+  const results = await Promise.allSettled(parts.map(([path]) => api(path, params)));
+  let failures = 0;
+  results.forEach((result, i) => {
+    const [source, render] = parts[i];
+    if (result.status === "fulfilled") {
+      document.querySelectorAll(`.error[data-for="${source}"]`).forEach((e) => { e.textContent = ""; });
+      try { render(result.value); } catch (e) { failures += 1; showError(source, `cannot draw: ${e.message}`); }
+    } else {
+      failures += 1;
+      showError(source, result.reason.message);
+    }
+  });
+  status.textContent = `${failures ? failures + " panel(s) failed · " : ""}updated ${new Date().toLocaleTimeString()}`;
+  status.className = failures ? "status bad" : "status";
+  document.body.dataset.loaded = "true";
+}
+
+function schedule() {
+  clearInterval(state.timer);
+  if (document.getElementById("auto").checked) state.timer = setInterval(refresh, REFRESH_MS);
+}
+
+document.getElementById("model").addEventListener("change", (e) => { state.model = e.target.value; refresh(); });
+document.getElementById("range").addEventListener("change", (e) => { state.minutes = Number(e.target.value); refresh(); });
+document.getElementById("auto").addEventListener("change", schedule);
+refresh();
+schedule();
