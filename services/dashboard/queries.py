@@ -172,6 +172,8 @@ def control_events(scope: Scope, limit: int = 200) -> Query:
                canary_version, canary_percent, canary_enabled, shadow_version, sequence, details
         FROM control_events
         WHERE model_name = {model:String}
+          -- a rollout row restates the command published beside it; show the command once
+          AND entry_type != 'rollout'
           AND issued_at >= {since:DateTime('UTC')} AND issued_at <= {until:DateTime('UTC')}
         ORDER BY issued_at DESC, sequence DESC
         LIMIT {limit:UInt32}
