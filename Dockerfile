@@ -12,8 +12,9 @@ COPY infra ./infra
 COPY streams ./streams
 COPY services ./services
 RUN pip install --no-cache-dir .
-RUN useradd --system --home /var/lib/safeloop safeloop && mkdir -p /var/lib/safeloop \
- && chown safeloop /var/lib/safeloop
+# The models folder exists in the image so the named volume mounted there inherits its owner.
+RUN useradd --system --home /var/lib/safeloop safeloop && mkdir -p /var/lib/safeloop/models \
+ && chown -R safeloop /var/lib/safeloop
 USER safeloop
 ENTRYPOINT ["safeloop"]
 CMD ["--help"]

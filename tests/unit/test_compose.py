@@ -1,0 +1,80 @@
+"""docker-compose.yml cannot run here, so it is kept correct by review and by these checks."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from infra.settings import Settings
+from services.cli.main import build_parser
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
+OURS = {name: spec for name, spec in SERVICES.items() if spec.get("image") == "safeloop:latest"}
+LONG_RUNNING = {"processor", "replica-a", "replica-b", "metrics", "dashboard"}
+
+
+def _safeloop_invocations(spec: dict[str, Any]) -> list[list[str]]:
+    """Each `safeloop …` argument list a service runs (direct, or inside `sh -c`)."""
+    command = spec["command"]
+    if spec.get("entrypoint") == ["sh", "-c"]:
+        script = " ".join(command)
+        pieces = re.split(r"&&|\|\||\||\(|\)", script)
+        return [shlex.split(piece)[1:] for piece in pieces if piece.strip().startswith("safeloop ")]
+    return [list(command)]
+
+
+def test_the_stack_has_every_part() -> None:
+    assert {"kafka-1", "kafka-2", "kafka-3", "clickhouse", "grafana", "setup"} <= set(SERVICES)
+    assert set(OURS) >= LONG_RUNNING
+
+
+@pytest.mark.parametrize("name", sorted(OURS))
+def test_every_service_command_is_a_safeloop_command(name: str) -> None:
+    parser = build_parser()
+    invocations = _safeloop_invocations(OURS[name])
+    assert invocations, f"{name} runs no safeloop command"
+    for argv in invocations:
+        args = parser.parse_args(argv)  # SystemExit (usage error) fails the test
+        assert getattr(args, "func", None) is not None, f"{name}: {argv} selects no command"
+
+
+@pytest.mark.parametrize("name", sorted(LONG_RUNNING | {"kafka-1", "clickhouse", "grafana"}))
+def test_long_running_services_have_healthchecks(name: str) -> None:
+    assert "test" in SERVICES[name]["healthcheck"]
+
+
+def test_services_use_the_settings_names_of_the_local_run() -> None:
+    settings_source = (ROOT / "infra" / "settings.py").read_text()
+    env = OURS["processor"]["environment"]
+    for variable in env:
+        assert f'"{variable}"' in settings_source, f"{variable} is not a safeloop setting"
+    parsed = Settings.from_env({k: str(v) for k, v in env.items() if "${" not in str(v)})
+    assert parsed.replication_factor == 3
+    assert not parsed.uses_local_kafka
+
+
+def test_three_kraft_brokers_agree_on_the_quorum_and_the_pinned_version() -> None:
+    brokers = [SERVICES[f"kafka-{n}"] for n in (1, 2, 3)]
+    voters = {b["environment"]["KAFKA_CONTROLLER_QUORUM_VOTERS"] for b in brokers}
+    assert voters == {"1@kafka-1:9093,2@kafka-2:9093,3@kafka-3:9093"}
+    assert {b["environment"]["KAFKA_NODE_ID"] for b in brokers} == {1, 2, 3}
+    assert {b["image"] for b in brokers} == {f"apache/kafka:{Settings().kafka_version}"}
+
+
+def test_mounted_files_exist_and_no_secret_is_inlined() -> None:
+    for spec in SERVICES.values():
+        for volume in spec.get("volumes", []):
+            source = str(volume).split(":")[0]
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), f"{source} is mounted but not in the repo"
+        for key, value in (spec.get("environment") or {}).items():
+            if "PASSWORD" in key:
+                assert str(value).startswith("${"), f"{key} must come from .env"
+    assert (ROOT / "Dockerfile").exists()
