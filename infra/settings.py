@@ -205,6 +205,42 @@ class Settings:
             ),
         )
 
+    def to_env(self) -> dict[str, str]:
+        """The variables that make `from_env` return these settings, for child processes.
+
+        The result holds secrets: pass it to a child's environment, never to a log.
+        """
+        return {
+            "SAFELOOP_STATE_DIR": str(self.state_dir),
+            "SAFELOOP_CACHE_DIR": str(self.cache_dir),
+            "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers or "",
+            "SAFELOOP_KAFKA_HOST": self.kafka_host,
+            "SAFELOOP_KAFKA_PORT": str(self.kafka_port),
+            "SAFELOOP_KAFKA_CONTROLLER_PORT": str(self.kafka_controller_port),
+            "SAFELOOP_KAFKA_VERSION": self.kafka_version,
+            "SAFELOOP_TOPIC_PREFIX": self.topic_prefix,
+            "SAFELOOP_PARTITIONS": str(self.partitions),
+            "SAFELOOP_REPLICATION_FACTOR": str(self.replication_factor),
+            "CLICKHOUSE_URL": self.clickhouse_url or "",
+            "CLICKHOUSE_USER": self.clickhouse_user,
+            "CLICKHOUSE_PASSWORD": self.clickhouse_password.value,
+            "CLICKHOUSE_DATABASE": self.clickhouse_database,
+            "SAFELOOP_WAREHOUSE_HOST": self.warehouse_host,
+            "SAFELOOP_WAREHOUSE_PORT": str(self.warehouse_port),
+            "SAFELOOP_LOG_LEVEL": self.log_level,
+            "SAFELOOP_MODEL_DIR": str(self.model_dir) if self.model_dir else "",
+            "SAFELOOP_CONTROL_KEY_FILE": str(self.control_key_file or ""),
+            "SAFELOOP_CONTROL_KEY": self.control_key.value,
+            "SAFELOOP_CONTROL_KEY_ID": self.control_key_id,
+            "SAFELOOP_REPLICA_ID": self.replica_id,
+            "SAFELOOP_SERVING_HOST": self.serving_host,
+            "SAFELOOP_SERVING_PORT": str(self.serving_port),
+            "SAFELOOP_STATUS_HEARTBEAT_MS": str(self.status_heartbeat_ms),
+            "SAFELOOP_REPLICA_LIVENESS_MS": str(self.replica_liveness_ms),
+            "SAFELOOP_EVENT_BUFFER_MESSAGES": str(self.event_buffer_messages),
+            "SAFELOOP_SHADOW_QUEUE_SIZE": str(self.shadow_queue_size),
+        }
+
 
 class _EnvReader:
     """Typed accessors over a mapping of strings; every failure names the variable."""

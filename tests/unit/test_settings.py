@@ -64,3 +64,19 @@ def test_paths_come_from_the_environment() -> None:
     settings = Settings.from_env({"SAFELOOP_STATE_DIR": "/tmp/s", "SAFELOOP_CACHE_DIR": "/tmp/c"})
     assert settings.state_dir == Path("/tmp/s")
     assert settings.cache_dir == Path("/tmp/c")
+
+
+def test_to_env_round_trips_for_child_processes() -> None:
+    settings = Settings.from_env(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": "k:9092",
+            "CLICKHOUSE_URL": "http://ch:8123",
+            "CLICKHOUSE_PASSWORD": "pw",
+            "SAFELOOP_TOPIC_PREFIX": "x.",
+            "SAFELOOP_MODEL_DIR": "/models",
+            "SAFELOOP_CONTROL_KEY": "ab" * 16,
+            "SAFELOOP_PARTITIONS": "8",
+        }
+    )
+    assert Settings.from_env(settings.to_env()) == settings
+    assert Settings.from_env(Settings().to_env()) == Settings()
