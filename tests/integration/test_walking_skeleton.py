@@ -12,8 +12,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from confluent_kafka import Producer
-
 from conftest import Stack
+
 from infra.clickhouse.client import clickhouse_client
 from infra.kafka.clients import producer_config
 from infra.portcheck import free_port
