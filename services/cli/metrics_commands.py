@@ -16,6 +16,7 @@ from infra.settings import Settings
 from services.control.exceptions import ControlError
 from services.control.publisher import default_issuer
 from services.guard.policy import GuardPolicy
+from services.metrics.endpoint import serve_service
 from services.metrics.exports import (
     labelled_window,
     labelling_queue,
@@ -90,6 +91,10 @@ def _register_metrics(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     run.add_argument("--no-guard", action="store_true", help="compute metrics, never roll back")
     run.add_argument("--rollout-tick-s", type=float, default=1.0)
     run.add_argument("--retraining-interval-s", type=float, default=300.0)
+    run.add_argument(
+        "--http-host", default="127.0.0.1", help="address of GET /metrics and GET /healthz"
+    )
+    run.add_argument("--http-port", type=int, default=6067, help="0 = no HTTP endpoint")
     _guard_arguments(run)
     run.set_defaults(func=_run_metrics)
 
@@ -113,10 +118,24 @@ def _run_metrics(args: argparse.Namespace, settings: Settings) -> int:
     except ControlError as exc:
         sys.stderr.write(f"safeloop: {exc}\n")
         return EXIT_FAILURE
+    endpoint = None
+    if args.http_port:
+        try:
+            endpoint = serve_service(service, args.http_host, args.http_port)
+        except OSError as exc:
+            service.close()
+            sys.stderr.write(
+                f"safeloop: cannot serve on {args.http_host}:{args.http_port}: {exc}\n"
+            )
+            return EXIT_FAILURE
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    service.run(stop)
+    try:
+        service.run(stop)
+    finally:
+        if endpoint is not None:
+            endpoint.close()
     return EXIT_OK
 
 

@@ -60,6 +60,9 @@ class CentralGuard:
         self._windows = KeyedWindows(lambda: CountWindow(window_rows, HEALTH_COLUMNS))
         self._failed_at: dict[str, float] = {}
         self.rollbacks = 0
+        self.rollback_failures = 0
+        # Canary judgements since start, by verdict kind.
+        self.verdicts: dict[VerdictKind, int] = dict.fromkeys(VerdictKind, 0)
 
     def observe(self, events: Sequence[PredictionEvent]) -> None:
         """Fold a batch of predictions into the windows (shadows cannot harm users: skipped)."""
@@ -92,6 +95,7 @@ class CentralGuard:
                 canary_performance,
                 production_performance,
             )
+            self.verdicts[verdict.kind] += 1
             if verdict.kind is VerdictKind.BREACH and self._may_try(key.model_name):
                 decisions.append(self._roll_back(key, config, verdict))
         return decisions
@@ -121,6 +125,7 @@ class CentralGuard:
             )
         except ControlError as exc:
             self._failed_at[key.model_name] = time.monotonic()
+            self.rollback_failures += 1
             logger.error(
                 "rollback of %s canary %s not published, retrying: %s", key.model_name, canary, exc
             )

@@ -25,6 +25,7 @@ E = TypeVar("E")
 Validator = Callable[[E, int], None]
 
 DEAD_LETTER_FLUSH_TIMEOUT_S = 10.0
+LAG_REFRESH_S = 1.0
 
 
 @dataclass(slots=True)
@@ -36,6 +37,20 @@ class ConsumerCounts:
     dead_lettered: int = 0
     dead_letter_failures: int = 0
     commits: int = 0
+    commit_failures: int = 0
+
+
+@dataclass(slots=True)
+class GroupMembership:
+    """What the group gave this consumer, as seen by the polling thread (for /healthz)."""
+
+    # Monotonic time of the last assignment callback; None until the group first answered.
+    assigned_at: float | None = None
+    # Monotonic time the assignment was revoked or lost; None while assigned.
+    unassigned_at: float | None = None
+    partitions: frozenset[int] = frozenset()
+    # Monotonic time `poll` last returned.
+    polled_at: float | None = None
 
 
 class EventConsumer(Generic[E]):
@@ -62,7 +77,13 @@ class EventConsumer(Generic[E]):
         # partition -> next offset to read (last returned + 1)
         self._positions: dict[int, int] = {}
         self.counts = ConsumerCounts()
-        consumer.subscribe([topic])
+        self.membership = GroupMembership()
+        # partition -> high watermark - next offset to read, from the client's cached watermarks
+        self.lag: dict[int, int] = {}
+        self._lag_refreshed = 0.0
+        consumer.subscribe(
+            [topic], on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._revoked
+        )
 
     def poll(self, max_records: int, timeout_s: float) -> list[E]:
         """Up to `max_records` decoded events, waiting at most `timeout_s` for the first."""
@@ -81,6 +102,11 @@ class EventConsumer(Generic[E]):
             if event is not None:
                 events.append(event)
         self.counts.events += len(events)
+        now = time.monotonic()
+        self.membership.polled_at = now
+        if now - self._lag_refreshed >= LAG_REFRESH_S:
+            self._lag_refreshed = now
+            self._refresh_lag()
         return events
 
     def positions(self) -> list[TopicPartition]:
@@ -96,12 +122,46 @@ class EventConsumer(Generic[E]):
             raise KafkaException(
                 KafkaError(KafkaError._TIMED_OUT, f"{remaining} dead letters not acknowledged")
             )
-        self._consumer.commit(offsets=positions, asynchronous=False)
+        try:
+            self._consumer.commit(offsets=positions, asynchronous=False)
+        except KafkaException:
+            self.counts.commit_failures += 1
+            raise
         self.counts.commits += 1
 
     def close(self) -> None:
         self._dead_letters.flush(DEAD_LETTER_FLUSH_TIMEOUT_S)
         self._consumer.close()
+
+    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        membership = self.membership
+        membership.assigned_at = time.monotonic()
+        membership.unassigned_at = None
+        membership.partitions = frozenset(tp.partition for tp in partitions)
+
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        membership = self.membership
+        membership.unassigned_at = time.monotonic()
+        membership.partitions = frozenset()
+        self.lag = {}
+
+    def _refresh_lag(self) -> None:
+        """Lag per assigned partition from cached watermarks (no broker round trip)."""
+        lag: dict[int, int] = {}
+        for partition in sorted(self.membership.partitions):
+            tp = TopicPartition(self.topic, partition)
+            try:
+                watermarks = self._consumer.get_watermark_offsets(tp, cached=True)
+                position = self._consumer.position([tp])[0].offset
+            except KafkaException:
+                continue
+            if watermarks is None:
+                continue
+            _low, high = watermarks
+            position = self._positions.get(partition, position)
+            if high >= 0 and position >= 0:
+                lag[partition] = max(high - position, 0)
+        self.lag = lag
 
     def _decode(self, message: Message, now_ms: int) -> E | None:
         value = message.value()

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaException, TopicPartition
 
-from schemas.events import FeedbackRecord, PredictionEvent, RetrainingDecision, Route
+from schemas.events import FeedbackRecord, PredictionEvent, RetrainingDecision, Route, Urgency
 from services.guard.policy import GuardPolicy
 from services.guard.runner import CentralGuard
 from services.metrics.consumer import EventConsumer
@@ -71,6 +71,19 @@ class MetricsCounts:
     rows_written: int = 0
     decisions: int = 0
     loop_errors: int = 0
+    decisions_by_urgency: dict[Urgency, int] = field(
+        default_factory=lambda: dict.fromkeys(Urgency, 0)
+    )
+
+
+@dataclass
+class LoopState:
+    """Whether the loop thread runs and when it last finished an iteration (for /healthz)."""
+
+    running: bool = False
+    # Monotonic times; None until the first iteration / the first written snapshot.
+    iterated_at: float | None = None
+    snapshot_written_at: float | None = None
 
 
 @dataclass
@@ -120,6 +133,7 @@ class MetricsService:
         for command in follower.view.latest.values():
             self.rollouts.on_command(command)
         self.counts = MetricsCounts()
+        self.loop = LoopState()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="metrics-writer")
         self._inflight: _Snapshot | None = None
         now = time.monotonic()
@@ -130,6 +144,7 @@ class MetricsService:
     def run(self, stop: threading.Event) -> None:
         """Loop until `stop`; a failing iteration is logged and counted, never fatal."""
         logger.info("metrics running: %s", self.config)
+        self.loop.running = True
         try:
             while not stop.is_set():
                 try:
@@ -138,7 +153,10 @@ class MetricsService:
                     self.counts.loop_errors += 1
                     logger.exception("metrics loop iteration failed; continuing")
                     stop.wait(0.5)
+                else:
+                    self.loop.iterated_at = time.monotonic()
         finally:
+            self.loop.running = False
             self.close()
 
     def step(self) -> None:
@@ -262,6 +280,9 @@ class MetricsService:
         self.counts.snapshots += 1
         self.counts.rows_written += future.result()
         self.counts.decisions += len(snapshot.decisions)
+        for decision in snapshot.decisions:
+            self.counts.decisions_by_urgency[decision.urgency] += 1
+        self.loop.snapshot_written_at = time.monotonic()
         for commit, name, positions in snapshot.positions:
             try:
                 commit(positions)

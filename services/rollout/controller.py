@@ -71,6 +71,8 @@ class RolloutController:
         self._task_of = task_of
         self._active: dict[str, ActiveRollout] = {}
         self.finished: dict[str, RolloutState] = {}
+        # Transitions since start, by the phase they led to (published, or seen interrupted).
+        self.transitions: dict[Phase, int] = dict.fromkeys(Phase, 0)
 
     def state_of(self, model_name: str) -> RolloutState | None:
         active = self._active.get(model_name)
@@ -94,6 +96,7 @@ class RolloutController:
         reason = f"interrupted by {command.kind.value} from {command.issuer}: {command.reason}"
         ended = rollback(active.state, reason, now_ms).state
         self._finish(ended)
+        self.transitions[ended.phase] += 1
         self._issuer.audit(_with_state(command, active.plan, ended), (EntryType.ROLLOUT,))
         logger.warning("rollout of %s ended: %s", command.model_name, reason)
 
@@ -122,6 +125,7 @@ class RolloutController:
                 logger.error("rollout of %s could not publish its transition: %s", name, exc)
                 continue
             logger.info("rollout of %s: %s", name, transition.state.reason)
+            self.transitions[transition.state.phase] += 1
             self._adopt(active.plan, transition.state)
         return sent
 

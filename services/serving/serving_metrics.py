@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from services.serving.prometheus import CallbackGauge, Counter, Gauge, Histogram, Labels, Registry
+from infra.prometheus import (
+    CallbackGauge,
+    CallbackKind,
+    Counter,
+    Gauge,
+    Histogram,
+    Labels,
+    Registry,
+)
 from services.serving.sink import SinkStats
 
 LATENCY_BOUNDS_S = (
@@ -88,7 +96,7 @@ class ServingMetrics:
         )
 
     def watch(
-        self, name: str, help_text: str, read: Callable[[], float], kind: str = "gauge"
+        self, name: str, help_text: str, read: Callable[[], float], kind: CallbackKind = "gauge"
     ) -> None:
         """Expose a number owned elsewhere (shadow drops, control refusals), read at scrape time."""
         self.registry.register(CallbackGauge(name, help_text, lambda: {(): read()}, (), kind))

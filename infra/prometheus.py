@@ -1,15 +1,20 @@
-"""Just enough of the Prometheus text exposition format (0.0.4): counters, gauges, histograms."""
+"""A tiny typed metrics registry and the Prometheus text exposition format (0.0.4).
+
+Counters, gauges, histograms and callback gauges (read at scrape time from whoever owns the
+number); `Registry.render()` is the body of a `/metrics` response served with `CONTENT_TYPE`.
+"""
 
 from __future__ import annotations
 
 import math
 import threading
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Literal, TypeVar
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 Labels = tuple[str, ...]
+CallbackKind = Literal["counter", "gauge"]
 
 
 def _escape(value: str) -> str:
@@ -26,6 +31,8 @@ def _format_labels(names: Sequence[str], values: Sequence[str]) -> str:
 
 
 def _format_number(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
     if float(value).is_integer():
@@ -85,9 +92,9 @@ class CallbackGauge(_Metric):
         self,
         name: str,
         help_text: str,
-        read: Callable[[], dict[Labels, float]],
+        read: Callable[[], Mapping[Labels, float]],
         label_names: Sequence[str] = (),
-        kind: str = "gauge",
+        kind: CallbackKind = "gauge",
     ) -> None:
         super().__init__(name, help_text, label_names)
         self.kind = kind
@@ -140,7 +147,7 @@ MetricT = TypeVar("MetricT", bound=_Metric)
 
 
 class Registry:
-    """The metrics one replica exposes, rendered in registration order."""
+    """The metrics one process exposes, rendered in registration order."""
 
     def __init__(self) -> None:
         self._metrics: list[_Metric] = []
