@@ -152,14 +152,7 @@ def _seed(settings: Settings) -> None:
 
 
 def _env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        SAFELOOP_STATE_DIR=str(settings.state_dir),
-        SAFELOOP_WAREHOUSE_HOST=settings.warehouse_host,
-        SAFELOOP_WAREHOUSE_PORT=str(settings.warehouse_port),
-        CLICKHOUSE_DATABASE=settings.clickhouse_database,
-    )
-    return env
+    return {**os.environ, **settings.to_env()}
 
 
 @contextmanager

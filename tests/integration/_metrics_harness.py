@@ -204,19 +204,4 @@ def wait_for(check: Callable[[], Any], timeout_s: float = 30.0, every_s: float =
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """Environment variables that make `Settings.from_env()` equal `settings` (for the CLI)."""
-    env = {
-        "SAFELOOP_STATE_DIR": str(settings.state_dir),
-        "SAFELOOP_CACHE_DIR": str(settings.cache_dir),
-        "SAFELOOP_KAFKA_PORT": str(settings.kafka_port),
-        "SAFELOOP_TOPIC_PREFIX": settings.topic_prefix,
-        "SAFELOOP_WAREHOUSE_PORT": str(settings.warehouse_port),
-        "CLICKHOUSE_DATABASE": settings.clickhouse_database,
-        "SAFELOOP_MODEL_DIR": str(settings.models_path),
-        "SAFELOOP_CONTROL_KEY": settings.control_key.value,
-        "SAFELOOP_CONTROL_KEY_ID": settings.control_key_id,
-    }
-    if settings.kafka_bootstrap_servers:
-        env["KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka_bootstrap_servers
-    if settings.clickhouse_url:
-        env["CLICKHOUSE_URL"] = settings.clickhouse_url
-    return env
+    return settings.to_env()
