@@ -35,16 +35,23 @@ def make_dataset(
     feature_shift: float = 0.0,
 ) -> Dataset:
     """Rows ~ N(shift, 1) per feature; targets follow a fixed linear relation plus noise."""
-    true_weights = np.random.default_rng(_TRUE_WEIGHTS_SEED).normal(0.0, 1.0, len(feature_names))
     rng = np.random.default_rng(seed)
     rows = rng.normal(feature_shift, 1.0, (row_count, len(feature_names)))
-    margin = rows @ true_weights + 0.25
+    margin = true_margin(rows)
     if task is ModelTask.CLASSIFICATION:
         probability = 1.0 / (1.0 + np.exp(-margin))
         targets = (rng.random(row_count) < probability).astype(np.float64)
     else:
         targets = margin + rng.normal(0.0, 0.5, row_count)
     return Dataset(rows, targets, tuple(feature_names))
+
+
+def true_margin(rows: FloatArray) -> FloatArray:
+    """The generating relation's linear margin for rows of `make_dataset`'s feature layout;
+    `sigmoid(margin)` is the positive-class probability (the demo's label feed draws from it)."""
+    true_weights = np.random.default_rng(_TRUE_WEIGHTS_SEED).normal(0.0, 1.0, rows.shape[1])
+    margin: FloatArray = rows @ true_weights + 0.25
+    return margin
 
 
 def train_model(

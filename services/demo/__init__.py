@@ -1,0 +1,1 @@
+"""`safeloop demo`: the whole loop started locally, driven through a scripted story."""

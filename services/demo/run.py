@@ -1,0 +1,195 @@
+"""`run_demo`: set up the local stack, tell the story, print the summary, keep the dashboard
+open until Ctrl-C (unless told not to), and stop every process whatever happened."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from clickhouse_connect.driver import Client
+
+from infra.clickhouse.client import clickhouse_client
+from infra.kafka.broker import LocalKafkaBroker
+from infra.settings import Settings
+from services.demo.config import (
+    MIN_LABELLED,
+    MIN_REQUESTS,
+    MODEL,
+    DemoConfig,
+    DemoPorts,
+    child_environment,
+    demo_settings,
+)
+from services.demo.figures import StoryFigures
+from services.demo.labels import LabelFeed
+from services.demo.models import train_story_models
+from services.demo.progress import Gauges, Progress
+from services.demo.stack import LocalStack, ServiceSpec, http_ok, log_says
+from services.demo.story import Story, StoryResult
+from services.demo.summary import render
+from services.demo.traffic import TrafficDriver
+from services.demo.watch import ReplicaWatcher
+from services.models.store import ModelStore
+from services.models.training import DEFAULT_FEATURES
+
+logger = logging.getLogger(__name__)
+
+FEEDBACK_GAUGE_EVERY_S = 3.0
+SETTLE_S = 8.0
+
+
+@dataclass
+class _Live:
+    """What the progress gauges read; filled in as the stack comes up."""
+
+    traffic: TrafficDriver | None = None
+    figures: StoryFigures | None = None
+    feedback_rows: int = 0
+    feedback_at: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def gauges(self) -> Gauges:
+        rate, canary = self.traffic.recent() if self.traffic else (0.0, 0.0)
+        sent = self.traffic.counts.sent if self.traffic else 0
+        failed = self.traffic.counts.failed if self.traffic else 0
+        now = time.monotonic()
+        if self.figures is not None and now - self.feedback_at >= FEEDBACK_GAUGE_EVERY_S:
+            self.feedback_at = now
+            try:
+                self.feedback_rows = sum(self.figures.feedback_rows().values())
+            except Exception as exc:
+                logger.debug("feedback count failed: %s", exc)
+        return Gauges(rate, canary, self.feedback_rows, sent, failed)
+
+
+def run_demo(config: DemoConfig, base: Settings, out: TextIO) -> StoryResult:
+    """Run the whole demo; returns the story's result (its `missing` list decides the exit)."""
+    ports = DemoPorts.pick()
+    settings = demo_settings(config, ports, base)
+    env = child_environment(settings)
+    shutil.rmtree(config.run_dir, ignore_errors=True)
+    config.log_dir.mkdir(parents=True)
+    live = _Live()
+    progress = Progress(out, live.gauges, live=out.isatty())
+    stop = threading.Event()
+    with LocalStack(config.log_dir, env) as stack:
+        progress.start()
+        try:
+            progress.phase(f"starting the stack (logs in {config.log_dir})")
+            client = _start_stack(stack, settings, config, ports, progress)
+            since_ms = time.time_ns() // 1_000_000
+            live.figures = StoryFigures(client, MODEL, since_ms)
+            return _tell(
+                config, settings=settings, stack=stack, client=client, live=live,
+                ports=ports, progress=progress, stop=stop, out=out,
+            )  # fmt: skip
+        finally:
+            # Before the stack stops: the display must not query a stopped endpoint.
+            stop.set()
+            progress.stop()
+
+
+def _start_stack(
+    stack: LocalStack, settings: Settings, config: DemoConfig, ports: DemoPorts, progress: Progress
+) -> Client:
+    if settings.uses_local_kafka:
+        broker = LocalKafkaBroker(settings, start_timeout=180.0)
+        broker.start()
+        stack.adopt("kafka", broker.stop)
+        progress.event(f"Kafka broker on {settings.bootstrap_servers}")
+    if settings.uses_embedded_clickhouse:
+        stack.start(ServiceSpec(
+            "warehouse", ["warehouse", "start", "--foreground"],
+            http_ok(f"{settings.clickhouse_endpoint}/ping"), 120.0,
+        ))  # fmt: skip
+        progress.event(f"ClickHouse endpoint on {settings.clickhouse_endpoint}")
+    stack.run("topics", ["topics", "create"])
+    stack.run("migrate", ["migrate"])
+    key_file = settings.control_key_file
+    assert key_file is not None
+    key_file.write_text(stack.run("keygen", ["keygen", "--key-id", "demo"]))
+    key_file.chmod(0o600)
+    versions = train_story_models(ModelStore(settings.models_path), MODEL)
+    progress.event("trained " + "; ".join(f"{v}: {what}" for v, what in versions.items()))
+    stack.start(ServiceSpec(
+        "processor", ["process", "--web-port", str(ports.processor_web)],
+        http_ok(f"http://127.0.0.1:{ports.processor_web}/metrics"), 120.0,
+    ))  # fmt: skip
+    for index, port in enumerate(ports.replicas):
+        name = f"replica-{'ab'[index]}"
+        stack.start(ServiceSpec(
+            name, ["serve", "--replica-id", name, "--port", str(port)],
+            http_ok(f"http://127.0.0.1:{port}/readyz"),
+        ))  # fmt: skip
+    progress.event("stream processor and two replicas ready")
+    stack.start(ServiceSpec(
+        "metrics", [
+            "metrics", "run", "--snapshot-interval-s", "2", "--health-window-s", "60",
+            "--performance-window-s", "120", "--drift-window-rows", "600",
+            "--guard-window-rows", "300", "--rollout-tick-s", "0.5",
+            "--retraining-interval-s", f"{max(5.0, config.bake_s * 2):g}",
+            "--max-p99-latency-ratio", "0", "--max-performance-drop", "0.2",
+            "--min-requests", str(MIN_REQUESTS), "--min-labelled", str(MIN_LABELLED),
+        ],
+        log_says(config.log_dir / "metrics.log", "metrics running"),
+    ))  # fmt: skip
+    stack.start(ServiceSpec(
+        "dashboard", ["dashboard", "--port", str(ports.dashboard)],
+        http_ok(f"http://127.0.0.1:{ports.dashboard}/healthz"),
+    ))  # fmt: skip
+    progress.event(f"metrics service and dashboard (http://127.0.0.1:{ports.dashboard}) ready")
+    return clickhouse_client(settings)
+
+
+def _tell(
+    config: DemoConfig,
+    *,
+    settings: Settings,
+    stack: LocalStack,
+    client: Client,
+    live: _Live,
+    ports: DemoPorts,
+    progress: Progress,
+    stop: threading.Event,
+    out: TextIO,
+) -> StoryResult:
+    assert live.figures is not None
+    labels = LabelFeed(settings, DEFAULT_FEATURES, config.label_delay_s)
+    replicas = [("127.0.0.1", port) for port in ports.replicas]
+    traffic = TrafficDriver(
+        replicas, MODEL, DEFAULT_FEATURES, rate=config.rate, on_answer=labels.submit
+    )
+    watcher = ReplicaWatcher([f"http://{host}:{port}" for host, port in replicas], MODEL)
+    live.traffic = traffic
+    labels.start()
+    watcher.start()
+    traffic.start()
+    try:
+        story = Story(
+            config, stack=stack, client=client, figures=live.figures, traffic=traffic,
+            watcher=watcher, progress=progress, stop=stop,
+        )  # fmt: skip
+        result = story.run()
+    finally:
+        traffic.stop()
+        labels.close()
+        watcher.stop()
+    progress.phase("wind-down: last labels joined and landed")
+    stop.wait(SETTLE_S)
+    progress.stop()
+    dashboard_url = f"http://127.0.0.1:{ports.dashboard}/"
+    out.write(render(result, live.figures, traffic.counts, labels.published, dashboard_url))
+    out.flush()
+    if config.keep_open:
+        out.write(f"\nThe dashboard stays open at {dashboard_url} - press Ctrl-C to stop.\n")
+        out.flush()
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            out.write("\nstopping every process...\n")
+    return result
