@@ -1,0 +1,497 @@
+"""Stream join end to end: Kafka -> faust workers -> join -> ClickHouse, with a SQLite baseline.
+
+Measures, on one machine (broker, ClickHouse endpoint and workers share its cores):
+- throughput: events/s (predictions + outcomes) from preloaded topics until every pair is a
+  queryable feedback row, with one and with two workers;
+- latency: p50/p99 from an outcome's produce to its feedback row's insert (ingested_at), at
+  half the measured one-worker rate;
+- memory and disk per million pending predictions (worker RSS, RocksDB directory);
+- the baseline: one SQLite table, an INSERT per prediction and an UPDATE per outcome,
+  committed each time, on the same events; and the ratio.
+Run: `python -m bench.stream_join [--pairs N]`; writes bench/results/stream_join.json.
+Uses KAFKA_BOOTSTRAP_SERVERS / CLICKHOUSE_URL when set, else starts a private broker and endpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from infra.clickhouse.client import clickhouse_client
+from infra.clickhouse.migrate import migrate
+from infra.kafka.broker import LocalKafkaBroker
+from infra.settings import Settings
+from infra.warehouse.process import WarehouseProcess
+from schemas.codec import OUTCOME_CODEC, PREDICTION_CODEC
+from schemas.events import OutcomeEvent, PredictionEvent, Route
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).parent / "results" / "stream_join.json"
+PARTITIONS = 4
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def make_prediction(i: int, ts: int) -> PredictionEvent:
+    return PredictionEvent(
+        prediction_id=f"0f8fad5b-d9cb-469f-a165-{i:012d}",
+        model_name="fraud-detector",
+        model_version="2024.06.1",
+        timestamp=ts,
+        features={f"feature_{k:02d}": (i * 7 + k) * 0.37 for k in range(10)},
+        prediction=(i % 100) / 100,
+        confidence=0.9,
+        latency_ms=1.5,
+        route=Route.PRODUCTION,
+        replica_id="replica-1",
+        routing_key=str(i),
+        routing_hash_version=1,
+    )
+
+
+def make_outcome(i: int, ts: int) -> OutcomeEvent:
+    return OutcomeEvent(
+        prediction_id=f"0f8fad5b-d9cb-469f-a165-{i:012d}",
+        ground_truth=float(i % 2),
+        timestamp=ts,
+        source="labels",
+    )
+
+
+class Bench:
+    """A broker and an endpoint for the whole run, and one topic set + database per phase."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.stoppers: list[Any] = []
+        base = replace(Settings.from_env(), state_dir=state_dir, cache_dir=REPO / ".cache")
+        if not base.kafka_bootstrap_servers:
+            base = replace(base, kafka_port=free_port(), kafka_controller_port=free_port())
+            broker = LocalKafkaBroker(base)
+            broker.start()
+            self.stoppers.append(broker.stop)
+            base = replace(base, kafka_bootstrap_servers=base.bootstrap_servers)
+        if not base.clickhouse_url:
+            base = replace(base, warehouse_port=free_port())
+            warehouse = WarehouseProcess(base)
+            warehouse.start()
+            self.stoppers.append(warehouse.stop)
+            base = replace(base, clickhouse_url=warehouse.url)
+        self.base = base
+        self.producer = Producer(
+            {
+                "bootstrap.servers": base.bootstrap_servers,
+                "linger.ms": 20,
+                "compression.type": "lz4",
+                "batch.num.messages": 10000,
+                "queue.buffering.max.messages": 2_000_000,
+            }
+        )
+
+    def stop(self) -> None:
+        for stop in reversed(self.stoppers):
+            stop()
+
+    def phase(self, name: str, window_ms: int = 3_600_000) -> Phase:
+        tag = f"{name}_{uuid.uuid4().hex[:6]}"
+        settings = replace(
+            self.base,
+            topic_prefix=f"bench-{tag}-",
+            clickhouse_database=f"bench_{tag}",
+            partitions=PARTITIONS,
+        )
+        admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+        for future in admin.create_topics(
+            [NewTopic(t, PARTITIONS, 1) for t in settings.topics.all()]
+        ).values():
+            future.result(30)
+        migrate(settings)
+        return Phase(self, settings, self.state_dir / tag, window_ms)
+
+    def produce(self, topic: str, key: bytes, value: bytes) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value, key)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+
+class Phase:
+    """Topics, a database and worker processes for one measurement."""
+
+    def __init__(self, bench: Bench, settings: Settings, state_dir: Path, window_ms: int) -> None:
+        self.bench = bench
+        self.settings = settings
+        self.state_dir = state_dir
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.window_ms = window_ms
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.ports: list[int] = []
+        self.client = clickhouse_client(settings)
+
+    def start_workers(self, count: int, profile: Path | None = None) -> None:
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": self.settings.bootstrap_servers,
+            "CLICKHOUSE_URL": self.settings.clickhouse_endpoint,
+            "CLICKHOUSE_DATABASE": self.settings.clickhouse_database,
+            "SAFELOOP_TOPIC_PREFIX": self.settings.topic_prefix,
+            "SAFELOOP_PARTITIONS": str(PARTITIONS),
+            "SAFELOOP_STATE_DIR": str(self.state_dir),
+            "SAFELOOP_JOIN_WINDOW_MS": str(self.window_ms),
+            "SAFELOOP_LOG_LEVEL": "WARNING",
+        }
+        for index in range(count):
+            port = free_port()
+            self.ports.append(port)
+            flags = ["--worker-index", str(index), "--web-port", str(port - index)]
+            flags += ["--flush-interval-ms", "200"]
+            command = [sys.executable, "-m", "streams.worker", *flags]
+            if profile is not None:
+                command = [sys.executable, "-m", "pyinstrument", "-o", str(profile), "-r", "text"]
+                command += ["-m", "streams.worker", *flags]
+            with (self.state_dir / f"worker-{index}.log").open("ab") as log:
+                self.workers.append(
+                    subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=log)
+                )
+
+    def stop_workers(self) -> None:
+        for worker in self.workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+        for worker in self.workers:
+            try:
+                worker.wait(60)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+
+    def metric(self, name: str) -> float:
+        total = 0.0
+        for port in self.ports:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                    text = r.read().decode()
+            except OSError:
+                continue
+            for line in text.splitlines():
+                if line.startswith(name + " ") or line.startswith(name + "{"):
+                    total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def count(self, sql: str) -> int:
+        return int(self.client.query(sql).result_rows[0][0])
+
+    def rss_bytes(self) -> int:
+        total = 0
+        for worker in self.workers:
+            for line in Path(f"/proc/{worker.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        return total
+
+    def disk_bytes(self) -> int:
+        streams = self.state_dir / "streams"
+        return sum(p.stat().st_size for p in streams.rglob("*") if p.is_file())
+
+
+def preload(bench: Bench, phase: Phase, pairs: int) -> list[tuple[bytes, bytes, bytes]]:
+    """Produce `pairs` predictions and their outcomes (outcomes trail by 1000 ids)."""
+    topics = phase.settings.topics
+    ts = now_ms()
+    events: list[tuple[bytes, bytes, bytes]] = []
+    for i in range(pairs):
+        key = make_prediction(i, ts).prediction_id.encode()
+        events.append(
+            (
+                key,
+                PREDICTION_CODEC.encode(make_prediction(i, ts)),
+                OUTCOME_CODEC.encode(make_outcome(i, ts + 1)),
+            )
+        )
+    for i, (key, pred, _) in enumerate(events):
+        bench.produce(topics.predictions, key, pred)
+        if i >= 1000:
+            okey, _, out = events[i - 1000]
+            bench.produce(topics.outcomes, okey, out)
+    for okey, _, out in events[max(0, pairs - 1000) :]:
+        bench.produce(topics.outcomes, okey, out)
+    bench.producer.flush(120)
+    return events
+
+
+def throughput(
+    bench: Bench, pairs: int, workers: int, profile: Path | None = None
+) -> dict[str, Any]:
+    phase = bench.phase(f"tp{workers}")
+    preload(bench, phase, pairs)
+    started = time.monotonic()
+    phase.start_workers(workers, profile)
+    first = None
+    deadline = time.monotonic() + 1800
+    while time.monotonic() < deadline:
+        if first is None and phase.metric("safeloop_stream_consumed_total") > 0:
+            first = time.monotonic()
+        if phase.count("SELECT count() FROM feedback") >= pairs:
+            break
+        time.sleep(0.2)
+    done = time.monotonic()
+    rows = phase.count("SELECT count() FROM feedback FINAL WHERE status = 'joined'")
+    phase.stop_workers()
+    first = first or started
+    elapsed = done - first
+    return {
+        "workers": workers,
+        "events": 2 * pairs,
+        "feedback_rows": rows,
+        "seconds": round(elapsed, 2),
+        "events_per_second": round(2 * pairs / elapsed),
+        "startup_seconds": round(first - started, 2),
+    }
+
+
+def latency(bench: Bench, rate_events_s: float, seconds: float) -> dict[str, Any]:
+    """Pairs at `rate_events_s` (half predictions, half outcomes); outcome produce -> row insert."""
+    phase = bench.phase("lat")
+    phase.start_workers(1)
+    topics = phase.settings.topics
+    # Let the worker join the group and settle before the clock starts.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and phase.metric("safeloop_stream_lag") == 0:
+        bench.produce(
+            topics.predictions, b"warmup", PREDICTION_CODEC.encode(make_prediction(10**9, now_ms()))
+        )
+        bench.producer.flush(10)
+        time.sleep(0.5)
+        if phase.count("SELECT count() FROM predictions") > 0:
+            break
+    pairs_per_s = rate_events_s / 2
+    total = int(pairs_per_s * seconds)
+    produced_at: dict[str, int] = {}
+    tick = 0.01
+    per_tick = max(int(pairs_per_s * tick), 1)
+    start = time.monotonic()
+    i = 0
+    lag_ids = 500  # outcomes trail their predictions
+    while i < total + lag_ids:
+        target = start + (i // per_tick) * tick
+        pause = target - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        for _ in range(per_tick):
+            if i < total:
+                p = make_prediction(i, now_ms())
+                bench.produce(
+                    topics.predictions, p.prediction_id.encode(), PREDICTION_CODEC.encode(p)
+                )
+            j = i - lag_ids
+            if 0 <= j < total:
+                o = make_outcome(j, now_ms())
+                bench.produce(topics.outcomes, o.prediction_id.encode(), OUTCOME_CODEC.encode(o))
+                produced_at[o.prediction_id] = now_ms()
+            i += 1
+        bench.producer.poll(0)
+    bench.producer.flush(60)
+    achieved = 2 * total / (time.monotonic() - start)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if phase.count("SELECT count() FROM feedback WHERE status = 'joined'") >= total:
+            break
+        time.sleep(0.5)
+    rows = phase.client.query(
+        "SELECT prediction_id, toUnixTimestamp64Milli(min(ingested_at)) FROM feedback "
+        "WHERE status = 'joined' GROUP BY prediction_id"
+    ).result_rows
+    phase.stop_workers()
+    delays = sorted(int(ms) - produced_at[pid] for pid, ms in rows if pid in produced_at)
+    return {
+        "target_events_per_second": round(rate_events_s),
+        "achieved_events_per_second": round(achieved),
+        "pairs": total,
+        "measured": len(delays),
+        "p50_ms": delays[len(delays) // 2] if delays else None,
+        "p99_ms": delays[int(len(delays) * 0.99)] if delays else None,
+        "max_ms": delays[-1] if delays else None,
+        "mean_ms": round(statistics.fmean(delays), 1) if delays else None,
+    }
+
+
+def footprint(bench: Bench, pending: int) -> dict[str, Any]:
+    """Worker RSS and RocksDB bytes with `pending` predictions waiting, scaled to a million."""
+    phase = bench.phase("mem")
+    phase.start_workers(1)
+    topics = phase.settings.topics
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not phase.ports:
+        time.sleep(0.2)
+    time.sleep(8)  # joined the group, tables recovered, idle
+    rss_idle = phase.rss_bytes()
+    disk_idle = phase.disk_bytes()
+    ts = now_ms()
+    for i in range(pending):
+        p = make_prediction(i, ts)
+        bench.produce(topics.predictions, p.prediction_id.encode(), PREDICTION_CODEC.encode(p))
+    bench.producer.flush(120)
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline and phase.metric("safeloop_join_pending") < pending:
+        time.sleep(0.5)
+    time.sleep(3)
+    rss = phase.rss_bytes()
+    disk = phase.disk_bytes()
+    phase.stop_workers()
+    scale = 1_000_000 / pending
+    return {
+        "pending_predictions": pending,
+        "features_per_prediction": 10,
+        "rss_idle_mb": round(rss_idle / 2**20, 1),
+        "rss_mb": round(rss / 2**20, 1),
+        "memory_mb_per_million": round((rss - rss_idle) * scale / 2**20, 1),
+        "rocksdb_disk_mb_per_million": round((disk - disk_idle) * scale / 2**20, 1),
+        "note": "RocksDB bytes before compaction, as the worker left them; the changelog "
+        "topics hold a compacted copy on the broker",
+    }
+
+
+def sqlite_baseline(pairs: int, directory: Path) -> dict[str, Any]:
+    """The plain way: INSERT per prediction, UPDATE per outcome, a commit each time."""
+    db = sqlite3.connect(directory / "baseline.sqlite")
+    db.execute(
+        "CREATE TABLE feedback (prediction_id TEXT PRIMARY KEY, model_name TEXT, model_version "
+        "TEXT, features TEXT, prediction REAL, confidence REAL, prediction_timestamp INTEGER, "
+        "ground_truth REAL, outcome_timestamp INTEGER, status TEXT)"
+    )
+    ts = now_ms()
+    encoded = [
+        (
+            PREDICTION_CODEC.encode(make_prediction(i, ts)),
+            OUTCOME_CODEC.encode(make_outcome(i, ts + 1)),
+        )
+        for i in range(pairs)
+    ]
+    start = time.perf_counter()
+    for index, (pred_bytes, _) in enumerate(encoded):
+        p = PREDICTION_CODEC.decode(pred_bytes)
+        db.execute(
+            "INSERT INTO feedback VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, 'pending')",
+            (
+                p.prediction_id,
+                p.model_name,
+                p.model_version,
+                json.dumps(p.features),
+                p.prediction,
+                p.confidence,
+                p.timestamp,
+            ),
+        )
+        db.commit()
+        if index >= 1000:
+            o = OUTCOME_CODEC.decode(encoded[index - 1000][1])
+            db.execute(
+                "UPDATE feedback SET ground_truth = ?, outcome_timestamp = ?, status = 'joined' "
+                "WHERE prediction_id = ?",
+                (o.ground_truth, o.timestamp, o.prediction_id),
+            )
+            db.commit()
+    for _, out_bytes in encoded[max(0, pairs - 1000) :]:
+        o = OUTCOME_CODEC.decode(out_bytes)
+        db.execute(
+            "UPDATE feedback SET ground_truth = ?, outcome_timestamp = ?, status = 'joined' "
+            "WHERE prediction_id = ?",
+            (o.ground_truth, o.timestamp, o.prediction_id),
+        )
+        db.commit()
+    elapsed = time.perf_counter() - start
+    joined = db.execute("SELECT count(*) FROM feedback WHERE status = 'joined'").fetchone()[0]
+    db.close()
+    return {
+        "events": 2 * pairs,
+        "joined": joined,
+        "seconds": round(elapsed, 2),
+        "events_per_second": round(2 * pairs / elapsed),
+        "journal_mode": "delete (sqlite default), synchronous=FULL",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.stream_join")
+    parser.add_argument("--pairs", type=int, default=200_000, help="predictions (and outcomes)")
+    parser.add_argument("--pending", type=int, default=200_000, help="for memory/disk")
+    parser.add_argument("--latency-seconds", type=float, default=20.0)
+    parser.add_argument("--baseline-pairs", type=int, default=20_000)
+    parser.add_argument("--profile", type=Path, default=None, help="pyinstrument text report")
+    parser.add_argument("--only", choices=["throughput", "latency", "footprint", "baseline"])
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
+        bench = Bench(Path(tmp))
+        results: dict[str, Any] = {"benchmark": "stream_join", "partitions": PARTITIONS}
+        try:
+            if args.only in (None, "baseline"):
+                results["baseline_sqlite"] = sqlite_baseline(args.baseline_pairs, Path(tmp))
+                print("baseline", results["baseline_sqlite"], flush=True)
+            if args.only in (None, "throughput"):
+                one = throughput(bench, args.pairs, 1, args.profile)
+                print("throughput 1 worker", one, flush=True)
+                results["throughput"] = [one]
+                if args.profile is None:
+                    two = throughput(bench, args.pairs, 2)
+                    print("throughput 2 workers", two, flush=True)
+                    results["throughput"].append(two)
+            if args.only in (None, "latency"):
+                best = max(
+                    (r["events_per_second"] for r in results.get("throughput", [])), default=20_000
+                )
+                results["latency"] = latency(bench, best / 2, args.latency_seconds)
+                print("latency", results["latency"], flush=True)
+            if args.only in (None, "footprint"):
+                results["footprint"] = footprint(bench, args.pending)
+                print("footprint", results["footprint"], flush=True)
+        finally:
+            bench.stop()
+    if "baseline_sqlite" in results and "throughput" in results:
+        best = max(r["events_per_second"] for r in results["throughput"])
+        results["ratio_vs_sqlite"] = round(
+            best / results["baseline_sqlite"]["events_per_second"], 1
+        )
+    results["target"] = {"events_per_second": 50_000, "p99_ms_at_half_rate": 1000}
+    results["machine"] = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "note": "broker, ClickHouse endpoint (chDB) and workers share these cores",
+    }
+    if args.only is None and args.profile is None:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""`safeloop process`: run the stream worker(s) that pair predictions with outcomes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import subprocess
+import sys
+from types import FrameType
+
+from infra.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "process",
+        help="run the stream processor (join predictions and outcomes into ClickHouse)",
+        description=(
+            "Run the faust stream workers. Join windows come from SAFELOOP_JOIN_WINDOW_MS "
+            "(default 30 days) and SAFELOOP_JOIN_WINDOWS (model=ms,...)."
+        ),
+    )
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument(
+        "--web-port", type=int, default=6066, help="first worker's /metrics port (default 6066)"
+    )
+    parser.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--batch-max", type=int, default=10_000, help="events per batch")
+    parser.add_argument(
+        "--flush-interval-ms", type=int, default=250, help="ClickHouse flush interval"
+    )
+    parser.set_defaults(func=run_process)
+
+
+def run_process(args: argparse.Namespace, settings: Settings) -> int:
+    if args.workers < 1:
+        sys.stderr.write("safeloop: --workers must be at least 1\n")
+        return 2
+    if args.workers == 1 or args.worker_index is not None:
+        return _run_one(args, settings, args.worker_index or 0)
+    return _run_many(args)
+
+
+def _run_one(args: argparse.Namespace, settings: Settings, index: int) -> int:
+    # Imported here: faust is heavy and only this sub-command needs it.
+    from streams.worker import build_worker, worker_config  # noqa: PLC0415
+
+    config = worker_config(index, args.web_port, args.batch_max, args.flush_interval_ms)
+    return build_worker(settings, config).run()
+
+
+def _run_many(args: argparse.Namespace) -> int:
+    children: list[subprocess.Popen[bytes]] = []
+    base = [sys.executable, "-m", "streams.worker"]
+    for index in range(args.workers):
+        command = [
+            *base,
+            "--worker-index",
+            str(index),
+            "--web-port",
+            str(args.web_port),
+            "--batch-max",
+            str(args.batch_max),
+            "--flush-interval-ms",
+            str(args.flush_interval_ms),
+        ]
+        children.append(subprocess.Popen(command))
+    log.info("started %s stream workers: %s", len(children), [c.pid for c in children])
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [child.wait() for child in children]
+    return max(codes, default=0)

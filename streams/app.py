@@ -1,0 +1,111 @@
+"""The faust App: source topics, the two RocksDB join tables and their changelogs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from infra.settings import Settings
+from schemas.validation import DEFAULT_MAX_FUTURE_SKEW_MS
+from streams.sink import SinkConfig
+from streams.windows import JoinWindows
+
+PENDING_TABLE = "pending-predictions"
+EARLY_TABLE = "early-outcomes"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamConfig:
+    """How one worker runs; everything not in `Settings`."""
+
+    worker_name: str = "worker-0"
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    batch_max: int = 10_000
+    batch_within_ms: int = 50
+    expiry_interval_ms: int = 1_000
+    commit_interval_ms: int = 1_000
+    log_interval_ms: int = 10_000
+    sink: SinkConfig = field(default_factory=SinkConfig)
+    windows: JoinWindows = field(default_factory=JoinWindows)
+    max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS
+    # None: <state_dir>/streams/<worker_name>
+    data_dir: Path | None = None
+    # None: "<topic_prefix>safeloop-streams"; the consumer group and changelog topic prefix.
+    app_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamApp:
+    """The faust objects one worker runs."""
+
+    app: Any
+    source: Any
+    pending: Any
+    early: Any
+    app_id: str
+
+
+def app_id_for(settings: Settings, config: StreamConfig) -> str:
+    return config.app_id or f"{settings.topic_prefix}safeloop-streams"
+
+
+def create_app(settings: Settings, config: StreamConfig) -> StreamApp:
+    """A faust App over `predictions` + `outcomes` with the RocksDB (rocksdict) join tables."""
+    app_id = app_id_for(settings, config)
+    data_dir = config.data_dir or settings.state_dir / "streams" / config.worker_name
+    data_dir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        app_id,
+        broker=f"kafka://{settings.bootstrap_servers}",
+        # faust picks rocksdict when python-rocksdb is not installed.
+        store="rocksdb://",
+        datadir=str(data_dir),
+        autodiscover=False,
+        web_enabled=True,
+        web_bind=config.web_host,
+        web_host=config.web_host,
+        web_port=config.web_port,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        consumer_auto_offset_reset="earliest",
+        # A killed worker's partitions move after 10 s instead of faust's default 60 s.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=3.0,
+        broker_commit_interval=config.commit_interval_ms / 1000.0,
+        stream_buffer_maxsize=max(config.batch_max, 4096),
+        stream_wait_empty=False,
+        table_standby_replicas=0,
+        producer_linger_ms=5,
+        producer_max_batch_size=1_000_000,
+        consumer_max_fetch_size=4 * 1024 * 1024,
+    )
+    topics = settings.topics
+    source = app.topic(
+        topics.predictions,
+        topics.outcomes,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    pending = app.Table(
+        PENDING_TABLE,
+        partitions=settings.partitions,
+        # bytes -> the "raw" codec for the table and its changelog (json otherwise).
+        key_type=bytes,
+        value_type=bytes,
+        recovery_buffer_size=10_000,
+    )
+    early = app.Table(
+        EARLY_TABLE,
+        partitions=settings.partitions,
+        # bytes -> the "raw" codec for the table and its changelog (json otherwise).
+        key_type=bytes,
+        value_type=bytes,
+        recovery_buffer_size=10_000,
+    )
+    return StreamApp(app=app, source=source, pending=pending, early=early, app_id=app_id)

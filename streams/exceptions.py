@@ -1,0 +1,46 @@
+"""Errors raised by the stream processor; each carries where its input came from."""
+
+from __future__ import annotations
+
+
+class StreamError(Exception):
+    """Root of every error raised by `streams`; names the source topic/partition/offset if known."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> None:
+        where = f" (at {topic}[{partition}]@{offset})" if topic is not None else ""
+        super().__init__(message + where)
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+
+
+class InvalidInputError(StreamError):
+    """An input record that cannot be processed; it becomes a dead letter with `reason`."""
+
+    def __init__(
+        self,
+        reason: str,
+        detail: str,
+        *,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> None:
+        super().__init__(f"{reason}: {detail}", topic=topic, partition=partition, offset=offset)
+        self.reason = reason
+        self.detail = detail
+
+
+class SinkUnavailableError(StreamError):
+    """ClickHouse refused or could not take a batch for longer than the sink may wait."""
+
+
+class WindowConfigError(StreamError):
+    """A join-window specification cannot be parsed."""

@@ -1,0 +1,269 @@
+"""The windowed join: pending predictions meet their outcomes (early, late or corrected)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from schemas.events import FeedbackRecord, FeedbackStatus, OutcomeEvent, PredictionEvent, Route
+from streams.expiry import ExpiryIndex
+from streams.state import EarlyOutcome, PendingPrediction, StateStore
+from streams.windows import JoinWindows
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """State to delete once the rows emitted before it are safely in ClickHouse."""
+
+    partition: int
+    key: str
+    expected: PendingPrediction | EarlyOutcome
+
+
+@dataclass(slots=True)
+class JoinCounters:
+    """Totals since start; observability reads them."""
+
+    predictions: int = 0
+    outcomes: int = 0
+    joined: int = 0
+    expired: int = 0
+    duplicate_predictions: int = 0
+    stale_outcomes: int = 0
+    corrections: int = 0
+    late_outcomes: int = 0
+    early_outcomes: int = 0
+    early_outcomes_dropped: int = 0
+
+
+@dataclass(slots=True)
+class JoinOutput:
+    """What one call produced: feedback to emit now, state to release after the next flush."""
+
+    feedback: list[FeedbackRecord] = field(default_factory=list)
+    releases: list[Release] = field(default_factory=list)
+
+    def extend(self, other: JoinOutput) -> None:
+        self.feedback.extend(other.feedback)
+        self.releases.extend(other.releases)
+
+
+class JoinWindow:
+    """Pairs predictions and outcomes by prediction_id over two state stores.
+
+    Every route (production, canary, shadow) of a prediction_id waits in one entry; an outcome
+    pairs with all of them. Output is idempotent: replaying any input re-emits the same rows,
+    and state is deleted only after the rows that depend on it were flushed (see `Release`).
+    """
+
+    def __init__(
+        self,
+        pending: StateStore[PendingPrediction],
+        early: StateStore[EarlyOutcome],
+        windows: JoinWindows,
+        clock_ms: Callable[[], int],
+        bucket_ms: int = 1000,
+    ) -> None:
+        self.pending = pending
+        self.early = early
+        self.windows = windows
+        self.clock_ms = clock_ms
+        self.pending_index = ExpiryIndex(bucket_ms)
+        self.early_index = ExpiryIndex(bucket_ms)
+        self.counters = JoinCounters()
+        # Keys handed out for release and not yet confirmed, so a tick does not repeat them.
+        self._releasing: set[tuple[int, str]] = set()
+
+    # -- input ---------------------------------------------------------------------------
+
+    def on_prediction(self, partition: int, prediction: PredictionEvent) -> JoinOutput:
+        """Add a prediction; pairs it at once if its outcome is already here."""
+        self.counters.predictions += 1
+        key = prediction.prediction_id
+        now_ms = self.clock_ms()
+        out = JoinOutput()
+        entry = self.pending.get(partition, key)
+        if entry is not None:
+            if entry.for_route(prediction.route) is not None:
+                self.counters.duplicate_predictions += 1
+                # Re-emit what this route already produced: the first emission may not have
+                # reached ClickHouse before a crash, and the sink is idempotent.
+                prediction = entry.for_route(prediction.route) or prediction
+            else:
+                entry = replace(entry, predictions=(*entry.predictions, prediction))
+                self.pending.put(partition, key, entry)
+            if entry.outcome is not None:
+                out.feedback.append(self._joined(prediction, entry.outcome, now_ms))
+            return out
+
+        expires_at_ms = prediction.timestamp + self.windows.window_ms(prediction.model_name)
+        waiting = self.early.get(partition, key)
+        outcome = waiting.outcome if waiting is not None else None
+        entry = PendingPrediction((prediction,), outcome, expires_at_ms)
+        self.pending.put(partition, key, entry)
+        self.pending_index.add(partition, key, expires_at_ms)
+        if outcome is not None and waiting is not None:
+            out.feedback.append(self._joined(prediction, outcome, now_ms))
+            # The early outcome now lives in `entry`; drop its copy once the row is flushed.
+            out.releases.append(Release(partition, key, waiting))
+            self._releasing.add((partition, "early:" + key))
+        return out
+
+    def on_outcome(self, partition: int, outcome: OutcomeEvent) -> JoinOutput:
+        """Pair an outcome with every route waiting for it, or keep it until they arrive."""
+        self.counters.outcomes += 1
+        key = outcome.prediction_id
+        now_ms = self.clock_ms()
+        out = JoinOutput()
+        entry = self.pending.get(partition, key)
+        if entry is not None and now_ms >= entry.expires_at_ms:
+            # The window has closed (expiry just has not run yet): the view pairs it later.
+            self.counters.late_outcomes += 1
+            return out
+        if entry is not None:
+            current = entry.outcome
+            if current is not None and current != outcome:
+                if _newer(current, outcome):
+                    self.counters.stale_outcomes += 1
+                    return out
+                self.counters.corrections += 1
+            if current != outcome:
+                entry = replace(entry, outcome=outcome)
+                self.pending.put(partition, key, entry)
+            out.feedback.extend(self._joined(p, outcome, now_ms) for p in entry.predictions)
+            return out
+
+        waiting = self.early.get(partition, key)
+        if waiting is not None and _newer(waiting.outcome, outcome):
+            self.counters.stale_outcomes += 1
+            return out
+        if waiting is None:
+            self.counters.early_outcomes += 1
+            expires_at_ms = now_ms + self.windows.early_outcome_wait_ms
+            self.early_index.add(partition, key, expires_at_ms)
+        else:
+            expires_at_ms = waiting.expires_at_ms
+        self.early.put(partition, key, EarlyOutcome(outcome, expires_at_ms))
+        return out
+
+    # -- expiry --------------------------------------------------------------------------
+
+    def expire(self, partition: int, now_ms: int | None = None) -> JoinOutput:
+        """Emit `expired` for every route whose window closed unmatched; release due state."""
+        now_ms = self.clock_ms() if now_ms is None else now_ms
+        out = JoinOutput()
+        for key in self.pending_index.due(partition, now_ms):
+            if (partition, key) in self._releasing:
+                continue
+            entry = self.pending.get(partition, key)
+            if entry is None:
+                continue
+            if entry.expires_at_ms > now_ms:
+                continue
+            if entry.outcome is None:
+                self.counters.expired += len(entry.predictions)
+                out.feedback.extend(self._expired(p, now_ms) for p in entry.predictions)
+            out.releases.append(Release(partition, key, entry))
+            self._releasing.add((partition, key))
+        for key in self.early_index.due(partition, now_ms):
+            marker = (partition, "early:" + key)
+            if marker in self._releasing:
+                continue
+            waiting = self.early.get(partition, key)
+            if waiting is None or waiting.expires_at_ms > now_ms:
+                continue
+            self.counters.early_outcomes_dropped += 1
+            out.releases.append(Release(partition, key, waiting))
+            self._releasing.add(marker)
+        return out
+
+    def release(self, releases: list[Release]) -> int:
+        """Delete released state that did not change since; call after the flush. Returns count."""
+        deleted = 0
+        for item in releases:
+            if isinstance(item.expected, PendingPrediction):
+                self._releasing.discard((item.partition, item.key))
+                store: StateStore[PendingPrediction] | StateStore[EarlyOutcome] = self.pending
+                index = self.pending_index
+            else:
+                self._releasing.discard((item.partition, "early:" + item.key))
+                store = self.early
+                index = self.early_index
+            current = store.get(item.partition, item.key)
+            if current is None:
+                index.discard(item.partition, item.key, item.expected.expires_at_ms)
+                continue
+            if current != item.expected:
+                # Changed since (an outcome arrived): the next tick looks at it again.
+                continue
+            store.delete(item.partition, item.key)
+            index.discard(item.partition, item.key, item.expected.expires_at_ms)
+            deleted += 1
+        return deleted
+
+    # -- partitions ----------------------------------------------------------------------
+
+    def assign(self, partition: int) -> None:
+        """Index a newly assigned partition's state (after its changelog was restored)."""
+        self.pending_index.rebuild(
+            partition, ((k, v.expires_at_ms) for k, v in self.pending.items(partition))
+        )
+        self.early_index.rebuild(
+            partition, ((k, v.expires_at_ms) for k, v in self.early.items(partition))
+        )
+
+    def revoke(self, partition: int) -> None:
+        """Forget a partition another worker now owns."""
+        self.pending_index.drop_partition(partition)
+        self.early_index.drop_partition(partition)
+        self._releasing = {item for item in self._releasing if item[0] != partition}
+
+    def owns(self, partition: int) -> bool:
+        return self.pending_index.has_partition(partition)
+
+    def pending_size(self, partition: int | None = None) -> int:
+        return self.pending_index.size(partition)
+
+    def early_size(self, partition: int | None = None) -> int:
+        return self.early_index.size(partition)
+
+    # -- records -------------------------------------------------------------------------
+
+    def _joined(
+        self, prediction: PredictionEvent, outcome: OutcomeEvent, now_ms: int
+    ) -> FeedbackRecord:
+        self.counters.joined += 1
+        return _record(prediction, now_ms, outcome)
+
+    def _expired(self, prediction: PredictionEvent, now_ms: int) -> FeedbackRecord:
+        return _record(prediction, now_ms, None)
+
+
+def _newer(current: OutcomeEvent, candidate: OutcomeEvent) -> bool:
+    """Whether `current` is strictly newer than `candidate` (ties go to the later arrival)."""
+    return current.timestamp > candidate.timestamp
+
+
+def _record(
+    prediction: PredictionEvent, now_ms: int, outcome: OutcomeEvent | None
+) -> FeedbackRecord:
+    return FeedbackRecord(
+        prediction_id=prediction.prediction_id,
+        model_name=prediction.model_name,
+        model_version=prediction.model_version,
+        route=Route(prediction.route),
+        replica_id=prediction.replica_id,
+        features=prediction.features,
+        prediction=prediction.prediction,
+        confidence=prediction.confidence,
+        prediction_timestamp=prediction.timestamp,
+        status=FeedbackStatus.JOINED if outcome is not None else FeedbackStatus.EXPIRED,
+        ground_truth=outcome.ground_truth if outcome is not None else None,
+        outcome_timestamp=outcome.timestamp if outcome is not None else None,
+        label_delay_ms=outcome.timestamp - prediction.timestamp if outcome is not None else None,
+        outcome_source=outcome.source if outcome is not None else None,
+        emitted_at=now_ms,
+    )

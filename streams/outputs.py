@@ -1,0 +1,68 @@
+"""The worker's output topics (feedback, dead-letter) through one confluent-kafka producer."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from streams.exceptions import StreamError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PRODUCER_CONFIG: dict[str, object] = {
+    "acks": "all",
+    "enable.idempotence": True,
+    "linger.ms": 5,
+    "compression.type": "lz4",
+    "batch.num.messages": 10_000,
+    "queue.buffering.max.messages": 1_000_000,
+}
+
+
+class OutputTopics:
+    """Sends records; `flush` waits until each is on the broker, re-sending failures."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self._producer = Producer({**DEFAULT_PRODUCER_CONFIG, **config})
+        self._failed: list[tuple[str, bytes | None, bytes]] = []
+        self._lock = threading.Lock()
+        self.sent = 0
+        self.failures = 0
+
+    def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, value, key, on_delivery=self._delivered)
+                break
+            except BufferError:
+                # The local queue is full: let librdkafka drain it, then try again.
+                self._producer.poll(0.05)
+        self.sent += 1
+        if self.sent % 1000 == 0:
+            self._producer.poll(0)
+
+    def _delivered(self, error: KafkaError | None, message: Message) -> None:
+        if error is None:
+            return
+        self.failures += 1
+        log.warning("delivery to %s failed, will re-send: %s", message.topic(), error)
+        with self._lock:
+            self._failed.append((message.topic() or "", message.key(), message.value() or b""))
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Block until everything sent is acknowledged; raise so the caller retries if not."""
+        remaining = self._producer.flush(timeout_s)
+        with self._lock:
+            failed, self._failed = self._failed, []
+        for topic, key, value in failed:
+            self.send(topic, key, value)
+        if remaining or failed:
+            remaining = self._producer.flush(timeout_s)
+        if remaining:
+            raise StreamError(f"{remaining} output records not yet acknowledged by Kafka")
+
+    def close(self) -> None:
+        self._producer.flush(10.0)

@@ -1,0 +1,265 @@
+"""ClickHouseSink: batched idempotent inserts with backoff; callbacks run after the insert."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from streams.exceptions import SinkUnavailableError
+
+log = logging.getLogger(__name__)
+
+Row = Sequence[object]
+
+
+class BatchWriter(Protocol):
+    """Writes one batch into one table; blocking (the sink calls it from a thread)."""
+
+    def insert(
+        self, table: str, column_names: Sequence[str], rows: Sequence[Row], dedup_token: str
+    ) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SinkConfig:
+    """How the sink batches and retries."""
+
+    max_rows: int = 20_000
+    flush_interval_ms: int = 250
+    initial_backoff_ms: int = 100
+    max_backoff_ms: int = 10_000
+    # None: retry until ClickHouse comes back (loudly: every failure is logged and counted).
+    give_up_after_ms: int | None = None
+    # While a flush runs, keep collecting up to this many rows before blocking the stream.
+    max_buffered_rows: int = 100_000
+
+
+@dataclass(slots=True)
+class SinkStats:
+    """Totals since start; observability reads them."""
+
+    batches: int = 0
+    rows: int = 0
+    retries: int = 0
+    consecutive_failures: int = 0
+    last_error: str | None = None
+    last_flush_ms: float = 0.0
+    flush_ms_total: float = 0.0
+
+
+@dataclass(slots=True)
+class _Batch:
+    rows: dict[str, list[Row]] = field(default_factory=dict)
+    digests: dict[str, hashlib.blake2b] = field(default_factory=dict)
+    callbacks: list[Callable[[], None]] = field(default_factory=list)
+    started_ms: float | None = None
+    size: int = 0
+
+
+class ClickHouseSink:
+    """Collects rows per table and flushes them by size or time, one batch at a time, in order.
+
+    A batch's insert deduplication token is a digest of the identities of its rows, so a retry
+    of a batch ClickHouse already took is dropped by ClickHouse; callbacks registered with
+    `after_flush` run once every row added before them is in ClickHouse.
+    """
+
+    def __init__(
+        self,
+        writer: BatchWriter,
+        columns: Mapping[str, Sequence[str]],
+        config: SinkConfig | None = None,
+        *,
+        executor: Executor | None = None,
+        monotonic_ms: Callable[[], float] | None = None,
+        barrier: Callable[[], None] | None = None,
+    ) -> None:
+        # `barrier` (blocking, retried like an insert) must succeed before callbacks run:
+        # e.g. flushing the Kafka producer of the feedback and dead-letter topics.
+        self.barrier = barrier
+        self.writer = writer
+        self.columns = dict(columns)
+        self.config = config or SinkConfig()
+        self.stats = SinkStats()
+        self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="clickhouse-sink")
+        self._monotonic_ms = monotonic_ms or (lambda: time.monotonic() * 1000.0)
+        self._batch = _Batch()
+        self._inflight: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    # -- collecting ----------------------------------------------------------------------
+
+    def add(self, table: str, rows: Sequence[Row], identities: Sequence[bytes]) -> None:
+        """Buffer rows for `table`; `identities` (one per row) make the dedup token."""
+        if table not in self.columns:
+            raise KeyError(f"sink has no columns for table {table!r}")
+        if not rows:
+            return
+        batch = self._batch
+        if batch.started_ms is None:
+            batch.started_ms = self._monotonic_ms()
+        batch.rows.setdefault(table, []).extend(rows)
+        digest = batch.digests.get(table)
+        if digest is None:
+            digest = batch.digests[table] = hashlib.blake2b(digest_size=16)
+        for identity in identities:
+            digest.update(identity)
+            digest.update(b"\x00")
+        batch.size += len(rows)
+
+    def after_flush(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once everything added so far is in ClickHouse."""
+        if self._batch.started_ms is None:
+            self._batch.started_ms = self._monotonic_ms()
+        self._batch.callbacks.append(callback)
+
+    @property
+    def buffered_rows(self) -> int:
+        return self._batch.size
+
+    @property
+    def flushing(self) -> bool:
+        return self._inflight is not None and not self._inflight.done()
+
+    def due(self) -> bool:
+        """Whether the current batch is full or old enough to flush."""
+        batch = self._batch
+        if batch.started_ms is None:
+            return False
+        if batch.size >= self.config.max_rows:
+            return True
+        return self._monotonic_ms() - batch.started_ms >= self.config.flush_interval_ms
+
+    # -- flushing ------------------------------------------------------------------------
+
+    async def maybe_flush(self) -> None:
+        """Start a flush if due; block only while a flush runs and the buffer is full."""
+        await self._raise_failed()
+        if not self.due():
+            return
+        if self.flushing:
+            if self._batch.size < self.config.max_buffered_rows:
+                return
+            # Backpressure: ClickHouse is slow or down, so stop reading and let lag grow.
+            assert self._inflight is not None
+            await asyncio.shield(self._inflight)
+        self._start_flush()
+
+    async def flush(self) -> None:
+        """Flush everything buffered now and wait for it (and for any earlier flush)."""
+        await self._raise_failed()
+        if self._inflight is not None:
+            await asyncio.shield(self._inflight)
+        if self._batch.started_ms is not None:
+            self._start_flush()
+            assert self._inflight is not None
+            await asyncio.shield(self._inflight)
+        await self._raise_failed()
+
+    async def close(self) -> None:
+        """Flush what is buffered, then release the writer thread."""
+        try:
+            await self.flush()
+        finally:
+            self._executor.shutdown(wait=False)
+
+    def _start_flush(self) -> None:
+        batch, self._batch = self._batch, _Batch()
+        self._inflight = asyncio.get_running_loop().create_task(self._write(batch))
+
+    async def _raise_failed(self) -> None:
+        task = self._inflight
+        if task is not None and task.done() and task.exception() is not None:
+            self._inflight = None
+            raise task.exception()  # type: ignore[misc]
+
+    async def _write(self, batch: _Batch) -> None:
+        async with self._lock:
+            started = self._monotonic_ms()
+            loop = asyncio.get_running_loop()
+            for table, rows in batch.rows.items():
+                token = f"{table}-{batch.digests[table].hexdigest()}-{len(rows)}"
+                columns = self.columns[table]
+                await self._with_retry(
+                    loop,
+                    f"insert into {table} ({len(rows)} rows)",
+                    functools.partial(self.writer.insert, table, columns, rows, token),
+                )
+            if self.barrier is not None:
+                await self._with_retry(loop, "sink barrier", self.barrier)
+            for callback in batch.callbacks:
+                callback()
+            elapsed = self._monotonic_ms() - started
+            self.stats.batches += 1
+            self.stats.rows += batch.size
+            self.stats.last_flush_ms = elapsed
+            self.stats.flush_ms_total += elapsed
+            log.debug("flushed %s rows in %.1f ms", batch.size, elapsed)
+
+    async def _with_retry(
+        self, loop: asyncio.AbstractEventLoop, what: str, call: Callable[[], None]
+    ) -> None:
+        backoff_ms = float(self.config.initial_backoff_ms)
+        first_failure: float | None = None
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await loop.run_in_executor(self._executor, call)
+            except Exception as exc:
+                now = self._monotonic_ms()
+                first_failure = now if first_failure is None else first_failure
+                waited_ms = now - first_failure
+                self.stats.retries += 1
+                self.stats.consecutive_failures += 1
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"[:500]
+                limit = self.config.give_up_after_ms
+                if limit is not None and waited_ms >= limit:
+                    log.error(
+                        "%s failed %s times over %.0f ms; giving up: %s",
+                        what,
+                        attempt,
+                        waited_ms,
+                        exc,
+                    )
+                    raise SinkUnavailableError(
+                        f"{what} failed {attempt} times over {waited_ms:.0f} ms: {exc}"
+                    ) from exc
+                log.warning(
+                    "%s failed (attempt %s, retry in %.0f ms): %s",
+                    what,
+                    attempt,
+                    backoff_ms,
+                    exc,
+                )
+                await asyncio.sleep(backoff_ms / 1000.0)
+                backoff_ms = min(backoff_ms * 2, float(self.config.max_backoff_ms))
+                continue
+            if attempt > 1:
+                log.info("%s succeeded after %s attempts", what, attempt)
+            self.stats.consecutive_failures = 0
+            return
+
+
+class ClickHouseWriter:
+    """A `BatchWriter` over a clickhouse-connect client (one insert per call, deduplicated)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def insert(
+        self, table: str, column_names: Sequence[str], rows: Sequence[Row], dedup_token: str
+    ) -> None:
+        self.client.insert(
+            table,
+            rows,
+            column_names=list(column_names),
+            settings={"insert_deduplicate": 1, "insert_deduplication_token": dedup_token},
+        )

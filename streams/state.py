@@ -1,0 +1,72 @@
+"""The join's state: what waits per prediction_id, and the store Protocol it lives in."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from schemas.events import OutcomeEvent, PredictionEvent
+
+V = TypeVar("V")
+
+
+@dataclass(frozen=True, slots=True)
+class PendingPrediction:
+    """The predictions of one prediction_id (one per route) and the newest outcome seen for it.
+
+    A joined entry is kept until its window closes, so a replayed or corrected outcome
+    can pair again after a crash; `expires_at_ms` is fixed by the first prediction.
+    """
+
+    predictions: tuple[PredictionEvent, ...]
+    outcome: OutcomeEvent | None
+    expires_at_ms: int
+
+    def for_route(self, route: str) -> PredictionEvent | None:
+        for prediction in self.predictions:
+            if prediction.route == route:
+                return prediction
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class EarlyOutcome:
+    """An outcome that arrived before its prediction, kept until `expires_at_ms`."""
+
+    outcome: OutcomeEvent
+    expires_at_ms: int
+
+
+class StateStore(Protocol[V]):
+    """A key-value table partitioned like its source topic (a changelogged table)."""
+
+    def get(self, partition: int, key: str) -> V | None: ...
+
+    def put(self, partition: int, key: str, value: V) -> None: ...
+
+    def delete(self, partition: int, key: str) -> None: ...
+
+    def items(self, partition: int) -> Iterator[tuple[str, V]]: ...
+
+
+class InMemoryStateStore(StateStore[V]):
+    """A dict-backed store for unit tests and benchmarks of the join alone."""
+
+    def __init__(self) -> None:
+        self._partitions: dict[int, dict[str, V]] = {}
+
+    def get(self, partition: int, key: str) -> V | None:
+        return self._partitions.get(partition, {}).get(key)
+
+    def put(self, partition: int, key: str, value: V) -> None:
+        self._partitions.setdefault(partition, {})[key] = value
+
+    def delete(self, partition: int, key: str) -> None:
+        self._partitions.get(partition, {}).pop(key, None)
+
+    def items(self, partition: int) -> Iterator[tuple[str, V]]:
+        yield from list(self._partitions.get(partition, {}).items())
+
+    def __len__(self) -> int:
+        return sum(len(entries) for entries in self._partitions.values())

@@ -1,0 +1,98 @@
+"""The join state in faust tables (RocksDB via rocksdict, changelogged), with its codec."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
+
+from schemas.codec import OUTCOME_CODEC, PREDICTION_CODEC
+from streams.exceptions import StreamError
+from streams.state import EarlyOutcome, PendingPrediction
+
+V = TypeVar("V")
+
+_HEADER = struct.Struct(">qB")  # expires_at_ms, number of predictions
+_LENGTH = struct.Struct(">I")
+
+
+def encode_pending(entry: PendingPrediction) -> bytes:
+    """Bytes of a pending entry: expiry, predictions and the outcome, length-prefixed Avro."""
+    parts = [_HEADER.pack(entry.expires_at_ms, len(entry.predictions))]
+    for prediction in entry.predictions:
+        body = PREDICTION_CODEC.encode(prediction)
+        parts += [_LENGTH.pack(len(body)), body]
+    if entry.outcome is not None:
+        parts.append(OUTCOME_CODEC.encode(entry.outcome))
+    return b"".join(parts)
+
+
+def decode_pending(data: bytes) -> PendingPrediction:
+    expires_at_ms, count = _HEADER.unpack_from(data)
+    position = _HEADER.size
+    predictions = []
+    for _ in range(count):
+        (length,) = _LENGTH.unpack_from(data, position)
+        position += _LENGTH.size
+        predictions.append(PREDICTION_CODEC.decode(data[position : position + length]))
+        position += length
+    outcome = OUTCOME_CODEC.decode(data[position:]) if position < len(data) else None
+    return PendingPrediction(tuple(predictions), outcome, expires_at_ms)
+
+
+def encode_early(entry: EarlyOutcome) -> bytes:
+    return _HEADER.pack(entry.expires_at_ms, 0) + OUTCOME_CODEC.encode(entry.outcome)
+
+
+def decode_early(data: bytes) -> EarlyOutcome:
+    expires_at_ms, _ = _HEADER.unpack_from(data)
+    return EarlyOutcome(OUTCOME_CODEC.decode(data[_HEADER.size :]), expires_at_ms)
+
+
+class FaustTableStore(Generic[V]):
+    """A `StateStore` over a faust Table with the RocksDB store, addressed by partition.
+
+    Writes go to the partition's RocksDB and to the same partition of the changelog topic,
+    the two things faust's own `table[key] = value` does; addressing the partition directly
+    lets expiry (a timer, outside any stream event) write too.
+    """
+
+    def __init__(
+        self,
+        table: Any,
+        encode: Callable[[V], bytes],
+        decode: Callable[[bytes], V],
+    ) -> None:
+        self.table = table
+        self._encode = encode
+        self._decode = decode
+
+    def _db(self, partition: int) -> Any:
+        store = self.table.data
+        if not hasattr(store, "_db_for_partition"):
+            raise StreamError(f"table {self.table.name} needs the rocksdb:// store")
+        return store._db_for_partition(partition)
+
+    def get(self, partition: int, key: str) -> V | None:
+        raw = self._db(partition).get(key.encode())
+        return None if raw is None else self._decode(raw)
+
+    def put(self, partition: int, key: str, value: V) -> None:
+        raw_key = key.encode()
+        raw = self._encode(value)
+        self._db(partition).put(raw_key, raw)
+        self.table.send_changelog(
+            partition, raw_key, raw, key_serializer="raw", value_serializer="raw"
+        )
+
+    def delete(self, partition: int, key: str) -> None:
+        raw_key = key.encode()
+        self._db(partition).delete(raw_key)
+        self.table.send_changelog(
+            partition, raw_key, None, key_serializer="raw", value_serializer="raw"
+        )
+
+    def items(self, partition: int) -> Iterator[tuple[str, V]]:
+        store = self.table.data
+        for raw_key, raw in store._visible_items(self._db(partition)):
+            yield raw_key.decode(), self._decode(raw)

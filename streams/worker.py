@@ -1,0 +1,320 @@
+"""One stream worker: the faust agent, expiry and flush timers, /metrics, and their wiring."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import faust
+
+from infra.clickhouse.client import clickhouse_client
+from infra.kafka.clients import producer_config
+from infra.settings import Settings
+from schemas.codec import DEAD_LETTER_CODEC, FEEDBACK_CODEC
+from streams.app import StreamApp, StreamConfig, create_app
+from streams.dead_letters import SourceRecord
+from streams.join import JoinWindow, Release
+from streams.observability import CONTENT_TYPE, RateLogger, StreamSnapshot, render_prometheus
+from streams.outputs import OutputTopics
+from streams.processor import BatchProcessor, BatchResult
+from streams.rows import (
+    COLUMNS,
+    DEAD_LETTERS,
+    FEEDBACK,
+    OUTCOMES,
+    PREDICTIONS,
+    dead_letter_row,
+    feedback_identities,
+    feedback_row,
+    outcome_row,
+    prediction_row,
+    source_identities,
+)
+from streams.sink import BatchWriter, ClickHouseSink, ClickHouseWriter, SinkConfig
+from streams.state import EarlyOutcome, PendingPrediction
+from streams.table_store import (
+    FaustTableStore,
+    decode_early,
+    decode_pending,
+    encode_early,
+    encode_pending,
+)
+from streams.windows import JoinWindows
+
+log = logging.getLogger(__name__)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class StreamWorker:
+    """Runs the join in one faust worker; acks source events once their rows are in ClickHouse."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        config: StreamConfig,
+        writer: BatchWriter,
+        outputs: OutputTopics,
+        clock_ms: Callable[[], int] = _now_ms,
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.parts: StreamApp = create_app(settings, config)
+        self.app = self.parts.app
+        self.outputs = outputs
+        topics = settings.topics
+        self.topics = topics
+        self.join = JoinWindow(
+            FaustTableStore[PendingPrediction](self.parts.pending, encode_pending, decode_pending),
+            FaustTableStore[EarlyOutcome](self.parts.early, encode_early, decode_early),
+            config.windows,
+            clock_ms,
+        )
+        self.processor = BatchProcessor(
+            self.join,
+            topics.predictions,
+            topics.outcomes,
+            f"{self.parts.app_id}/{config.worker_name}",
+            clock_ms=clock_ms,
+            max_future_skew_ms=config.max_future_skew_ms,
+        )
+        self.sink = ClickHouseSink(writer, COLUMNS, config.sink, barrier=outputs.flush)
+        self.rate_logger = RateLogger()
+        # Partitions whose state is indexed here; rebuilt after assignment, dropped on revoke.
+        self._indexed: set[int] = set()
+        # (topic, partition) -> next offset not yet in ClickHouse.
+        self.flushed: dict[tuple[str, int], int] = {}
+        self._install()
+
+    # -- faust wiring ----------------------------------------------------------------------
+
+    def _install(self) -> None:
+        app = self.app
+        app.agent(self.parts.source, name="join")(self._process)
+        app.timer(self.config.expiry_interval_ms / 1000.0)(self._expiry_tick)
+        app.timer(max(self.config.sink.flush_interval_ms / 2000.0, 0.01))(self._flush_tick)
+        app.timer(self.config.log_interval_ms / 1000.0)(self._log_tick)
+        app.page("/metrics")(self._metrics_page)
+        app.on_partitions_revoked.connect(self._on_revoked)
+
+    async def _process(self, stream: Any) -> None:
+        within_s = self.config.batch_within_ms / 1000.0
+        async for events in stream.noack_take(self.config.batch_max, within=within_s):
+            await self.handle(events)
+
+    async def _on_revoked(self, sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+        for partition in {tp.partition for tp in revoked if tp.topic == self.topics.predictions}:
+            self.join.revoke(partition)
+            self._indexed.discard(partition)
+
+    def _owned_partitions(self) -> set[int]:
+        source = {self.topics.predictions, self.topics.outcomes}
+        return {tp.partition for tp in self.app.consumer.assignment() if tp.topic in source}
+
+    def _ensure_indexed(self, partitions: set[int]) -> None:
+        for partition in partitions - self._indexed:
+            started = time.monotonic()
+            self.join.assign(partition)
+            self._indexed.add(partition)
+            log.info(
+                "partition %s: indexed %s pending predictions, %s early outcomes in %.2fs",
+                partition,
+                self.join.pending_size(partition),
+                self.join.early_size(partition),
+                time.monotonic() - started,
+            )
+
+    # -- the stream ------------------------------------------------------------------------
+
+    async def handle(self, events: Sequence[Any]) -> None:
+        """Process one batch of faust events; they are acked after the sink flushed them."""
+        owned = self._owned_partitions()
+        records: list[SourceRecord] = []
+        kept: list[Any] = []
+        for event in events:
+            message = event.message
+            if message.partition not in owned:
+                # Revoked while buffered: the new owner reads it again from the committed offset.
+                continue
+            kept.append(event)
+            records.append(
+                SourceRecord(
+                    message.topic, message.partition, message.offset, message.key, message.value
+                )
+            )
+        self._ensure_indexed({record.partition for record in records})
+        result = self.processor.process(records)
+        self._emit(result, kept, records)
+        await self.sink.maybe_flush()
+
+    async def _expiry_tick(self) -> None:
+        if self.app.rebalancing or getattr(self.app, "in_recovery", False):
+            return
+        owned = self._owned_partitions()
+        self._ensure_indexed(owned)
+        result = self.processor.expire(sorted(owned & self._indexed))
+        if result.feedback or result.releases:
+            self._emit(result, [], [])
+
+    async def _flush_tick(self) -> None:
+        await self.sink.maybe_flush()
+
+    async def _log_tick(self) -> None:
+        self.rate_logger.log(time.monotonic(), self.snapshot())
+
+    def _emit(self, result: BatchResult, events: list[Any], records: list[SourceRecord]) -> None:
+        feedback_topic = self.topics.feedback
+        send = self.outputs.send
+        for record in result.feedback:
+            send(feedback_topic, record.prediction_id.encode(), FEEDBACK_CODEC.encode(record))
+        for letter in result.dead_letters:
+            send(self.topics.dead_letter, letter.key, DEAD_LETTER_CODEC.encode(letter))
+        sink = self.sink
+        if result.predictions:
+            sink.add(
+                PREDICTIONS,
+                [prediction_row(p) for p in result.predictions],
+                source_identities(result.prediction_sources),
+            )
+        if result.outcomes:
+            sink.add(
+                OUTCOMES,
+                [outcome_row(o) for o in result.outcomes],
+                source_identities(result.outcome_sources),
+            )
+        if result.feedback:
+            sink.add(
+                FEEDBACK,
+                [feedback_row(f) for f in result.feedback],
+                feedback_identities(result.feedback),
+            )
+        if result.dead_letters:
+            sink.add(
+                DEAD_LETTERS,
+                [dead_letter_row(d) for d in result.dead_letters],
+                [
+                    f"{d.source_topic}:{d.source_partition}:{d.source_offset}".encode()
+                    for d in result.dead_letters
+                ],
+            )
+        if events or result.releases:
+            sink.after_flush(functools.partial(self._flushed, events, records, result.releases))
+
+    def _flushed(
+        self, events: list[Any], records: list[SourceRecord], releases: list[Release]
+    ) -> None:
+        # Everything these events caused is in ClickHouse and on the output topics: commit.
+        for event in events:
+            event.ack()
+        flushed = self.flushed
+        for record in records:
+            key = (record.topic, record.partition)
+            if record.offset + 1 > flushed.get(key, -1):
+                flushed[key] = record.offset + 1
+        if releases:
+            self.join.release([r for r in releases if r.partition in self._indexed])
+
+    # -- observability ---------------------------------------------------------------------
+
+    def snapshot(self) -> StreamSnapshot:
+        lag: dict[tuple[str, int], int] = {}
+        consumer = getattr(self.app, "_consumer", None)
+        if consumer is not None:
+            source = {self.topics.predictions, self.topics.outcomes}
+            for tp in consumer.assignment():
+                if tp.topic not in source:
+                    continue
+                try:
+                    highwater = consumer.highwater(tp)
+                except Exception:  # noqa: S112 - nothing fetched from it yet
+                    continue
+                if highwater is None:
+                    continue
+                done = self.flushed.get((tp.topic, tp.partition))
+                if done is None:
+                    done = consumer._committed_offset.get(tp) or 0
+                lag[(tp.topic, tp.partition)] = max(int(highwater) - done, 0)
+        partitions = sorted(self._indexed)
+        return StreamSnapshot(
+            join=self.join.counters,
+            sink=self.sink.stats,
+            dead_letters=self.processor.dead_letter_counts,
+            lag=lag,
+            pending_predictions={p: self.join.pending_size(p) for p in partitions},
+            early_outcomes={p: self.join.early_size(p) for p in partitions},
+            consumed=dict(self.processor.consumed),
+            buffered_rows=self.sink.buffered_rows,
+        )
+
+    async def _metrics_page(self, request: Any) -> Any:
+        # faust binds a function page as the view's `get`; this bound method gets the request.
+        return self.app.web.text(render_prometheus(self.snapshot()), content_type=CONTENT_TYPE)
+
+    # -- running ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT; returns the worker's exit code."""
+        worker = faust.Worker(
+            self.app,
+            loglevel=self.settings.log_level,
+            redirect_stdouts=False,
+            override_logging=False,
+        )
+        try:
+            worker.execute_from_commandline()
+        except SystemExit as exc:
+            return int(exc.code or 0)
+        finally:
+            self.outputs.close()
+        return 0
+
+
+def clickhouse_writer(settings: Settings) -> ClickHouseWriter:
+    """A writer over the configured ClickHouse (server or embedded endpoint)."""
+    return ClickHouseWriter(clickhouse_client(settings, compress="lz4"))
+
+
+def build_worker(settings: Settings, config: StreamConfig) -> StreamWorker:
+    """A worker wired to the real Kafka and ClickHouse of `settings`."""
+    outputs = OutputTopics(producer_config(settings, client_id=f"safeloop-{config.worker_name}"))
+    return StreamWorker(settings, config, clickhouse_writer(settings), outputs)
+
+
+def worker_config(
+    index: int, web_port: int, batch_max: int = 10_000, flush_interval_ms: int = 250
+) -> StreamConfig:
+    """The config of worker `index` of a group (its /metrics port is `web_port + index`)."""
+    return StreamConfig(
+        worker_name=f"worker-{index}",
+        web_port=web_port + index,
+        batch_max=batch_max,
+        sink=SinkConfig(flush_interval_ms=flush_interval_ms),
+        windows=JoinWindows.from_env(),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m streams.worker`: one worker, configured from the environment and flags."""
+    parser = argparse.ArgumentParser(prog="python -m streams.worker")
+    parser.add_argument("--worker-index", type=int, default=0)
+    parser.add_argument("--web-port", type=int, default=6066)
+    parser.add_argument("--batch-max", type=int, default=10_000)
+    parser.add_argument("--flush-interval-ms", type=int, default=250)
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    config = worker_config(args.worker_index, args.web_port, args.batch_max, args.flush_interval_ms)
+    return build_worker(settings, config).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

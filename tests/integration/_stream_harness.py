@@ -1,0 +1,280 @@
+"""Module-local harness for the stream integration tests: topics, a database, worker processes.
+
+Uses the broker in KAFKA_BOOTSTRAP_SERVERS and the ClickHouse endpoint in CLICKHOUSE_URL when
+set (the lead's session fixtures set them); otherwise starts a private broker and endpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import clickhouse_connect
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from infra.clickhouse.migrate import migrate
+from infra.settings import Settings
+from schemas.codec import OUTCOME_CODEC, PREDICTION_CODEC
+from schemas.events import OutcomeEvent, PredictionEvent, Route
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def wait_for(check: Callable[[], Any], timeout_s: float = 60.0, every_s: float = 0.25) -> Any:
+    """Poll `check` until it returns something truthy; the last value on timeout (failing)."""
+    deadline = time.monotonic() + timeout_s
+    value = check()
+    while not value and time.monotonic() < deadline:
+        time.sleep(every_s)
+        value = check()
+    return value
+
+
+@dataclass
+class Stack:
+    """A broker and an endpoint, whoever started them."""
+
+    bootstrap: str
+    clickhouse_url: str
+    base: Settings
+    stoppers: list[Callable[[], None]] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for stop in reversed(self.stoppers):
+            stop()
+
+
+def start_stack(state_dir: Path) -> Stack:
+    """Reuse KAFKA_BOOTSTRAP_SERVERS / CLICKHOUSE_URL, or start private ones under state_dir."""
+    stoppers: list[Callable[[], None]] = []
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "")
+    url = os.environ.get("CLICKHOUSE_URL", "")
+    base = Settings.from_env()
+    base = replace(base, state_dir=state_dir, cache_dir=REPO / ".cache")
+    if not bootstrap:
+        from infra.kafka.broker import LocalKafkaBroker
+
+        kafka_settings = replace(base, kafka_port=free_port(), kafka_controller_port=free_port())
+        broker = LocalKafkaBroker(kafka_settings)
+        broker.start()
+        stoppers.append(broker.stop)
+        bootstrap = kafka_settings.bootstrap_servers
+    if not url:
+        from infra.warehouse.server import ServerConfig, WarehouseServer
+
+        server = WarehouseServer(ServerConfig(data_dir=state_dir / "warehouse", port=0)).start()
+        stoppers.append(server.stop)
+        url = server.url
+    base = replace(base, kafka_bootstrap_servers=bootstrap, clickhouse_url=url)
+    return Stack(bootstrap, url, base, stoppers)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Run:
+    """One isolated run: a topic prefix, a database, and the workers started for it."""
+
+    settings: Settings
+    state_dir: Path
+    env: dict[str, str]
+    workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    producer: Producer | None = None
+    metrics_port: int = 0
+
+    @property
+    def topics(self) -> Any:
+        return self.settings.topics
+
+    def client(self) -> Any:
+        return clickhouse_connect.get_client(
+            dsn=self.settings.clickhouse_endpoint, database=self.settings.clickhouse_database
+        )
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def start_worker(
+        self, index: int, web_port: int, extra_env: dict[str, str] | None = None
+    ) -> str:
+        """Start `safeloop process --worker-index index` as its own process; returns its name."""
+        name = f"worker-{index}"
+        command = [
+            sys.executable,
+            "-m",
+            "streams.worker",
+            "--worker-index",
+            str(index),
+            "--web-port",
+            str(web_port - index),
+            "--flush-interval-ms",
+            "100",
+            "--batch-max",
+            "2000",
+        ]
+        # The child keeps its own copy of the descriptor; ours closes at once.
+        with (self.state_dir / f"{name}.log").open("ab") as log:
+            self.workers[name] = subprocess.Popen(
+                command, cwd=REPO, env={**self.env, **(extra_env or {})}, stdout=log, stderr=log
+            )
+        return name
+
+    def kill_worker(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.workers[name]
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
+
+    def stop_all(self) -> None:
+        for proc in self.workers.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.workers.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def worker_log(self, name: str) -> str:
+        return (self.state_dir / f"{name}.log").read_text(errors="replace")[-5000:]
+
+    # -- producing -------------------------------------------------------------------------
+
+    def produce(self, topic: str, key: bytes | None, value: bytes | None) -> None:
+        if self.producer is None:
+            self.producer = Producer(
+                {
+                    "bootstrap.servers": self.settings.bootstrap_servers,
+                    "linger.ms": 5,
+                    "partitioner": "murmur2_random",
+                }
+            )
+        self.producer.produce(topic, value, key)
+
+    def send_prediction(self, event: PredictionEvent) -> None:
+        self.produce(
+            self.topics.predictions, event.prediction_id.encode(), PREDICTION_CODEC.encode(event)
+        )
+
+    def send_outcome(self, event: OutcomeEvent) -> None:
+        self.produce(
+            self.topics.outcomes, event.prediction_id.encode(), OUTCOME_CODEC.encode(event)
+        )
+
+    def flush(self) -> None:
+        if self.producer is not None:
+            assert self.producer.flush(30) == 0
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        return list(self.client().query(sql).result_rows)
+
+    def count(self, sql: str) -> int:
+        return int(self.query(sql)[0][0])
+
+    def consume_all(self, topic: str, expected: int, timeout_s: float = 60) -> list[Any]:
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.settings.bootstrap_servers,
+                "group.id": f"check-{uuid.uuid4().hex}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
+        )
+        consumer.subscribe([topic])
+        messages: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        try:
+            while len(messages) < expected and time.monotonic() < deadline:
+                message = consumer.poll(0.5)
+                if message is None or message.error():
+                    continue
+                messages.append(message)
+        finally:
+            consumer.close()
+        return messages
+
+
+def new_run(stack: Stack, tmp: Path, partitions: int = 4, window_ms: int = 600_000) -> Run:
+    tag = uuid.uuid4().hex[:8]
+    settings = replace(
+        stack.base,
+        topic_prefix=f"it-{tag}-",
+        clickhouse_database=f"it_{tag}",
+        partitions=partitions,
+        state_dir=tmp,
+    )
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    futures = admin.create_topics([NewTopic(name, partitions, 1) for name in settings.topics.all()])
+    for future in futures.values():
+        future.result(30)
+    migrate(settings)
+    env = {
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("SAFELOOP_", "KAFKA_", "CLICKHOUSE_"))
+        },
+        "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "CLICKHOUSE_URL": settings.clickhouse_endpoint,
+        "CLICKHOUSE_DATABASE": settings.clickhouse_database,
+        "SAFELOOP_TOPIC_PREFIX": settings.topic_prefix,
+        "SAFELOOP_PARTITIONS": str(partitions),
+        "SAFELOOP_STATE_DIR": str(tmp),
+        "SAFELOOP_JOIN_WINDOW_MS": str(window_ms),
+        "SAFELOOP_LOG_LEVEL": "INFO",
+    }
+    return Run(settings, tmp, env)
+
+
+def prediction(
+    pid: str,
+    *,
+    ts: int | None = None,
+    route: Route = Route.PRODUCTION,
+    model: str = "churn",
+    version: str = "v1",
+    value: float = 0.25,
+) -> PredictionEvent:
+    return PredictionEvent(
+        prediction_id=pid,
+        model_name=model,
+        model_version=version,
+        timestamp=now_ms() if ts is None else ts,
+        features={"age": 41.0, "tenure": 3.0},
+        prediction=value,
+        confidence=0.8,
+        latency_ms=2.5,
+        route=route,
+        replica_id="replica-a",
+        routing_key=pid,
+        routing_hash_version=1,
+    )
+
+
+def outcome(pid: str, *, ts: int | None = None, truth: float = 1.0) -> OutcomeEvent:
+    return OutcomeEvent(
+        prediction_id=pid,
+        ground_truth=truth,
+        timestamp=now_ms() if ts is None else ts,
+        source="crm",
+    )

@@ -1,0 +1,53 @@
+"""The expiry index: buckets, deadlines, rebuild and sizes."""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.expiry import ExpiryIndex
+
+
+def test_due_yields_keys_whose_bucket_started() -> None:
+    index = ExpiryIndex(bucket_ms=100)
+    index.add(0, "a", 150)
+    index.add(0, "b", 250)
+    index.add(0, "c", 999)
+    assert list(index.due(0, 99)) == []
+    assert list(index.due(0, 160)) == ["a"]
+    index.discard(0, "a", 150)
+    assert list(index.due(0, 260)) == ["b"]
+    index.discard(0, "b", 250)
+    assert index.size(0) == 1
+
+
+def test_due_stops_at_a_bucket_with_keys_left() -> None:
+    index = ExpiryIndex(bucket_ms=100)
+    index.add(0, "a", 150)
+    index.add(0, "b", 250)
+    # "a" is not discarded (not confirmed yet), so later buckets wait for it.
+    assert list(index.due(0, 300)) == ["a"]
+
+
+def test_add_is_idempotent_and_sizes_are_per_partition() -> None:
+    index = ExpiryIndex()
+    index.add(0, "a", 10)
+    index.add(0, "a", 10)
+    index.add(1, "b", 10)
+    assert index.size(0) == 1
+    assert index.size() == 2
+    index.drop_partition(1)
+    assert index.size() == 1
+    assert index.partitions() == [0]
+
+
+def test_rebuild_replaces_a_partition() -> None:
+    index = ExpiryIndex(bucket_ms=10)
+    index.add(0, "old", 5)
+    index.rebuild(0, [("x", 5), ("y", 50)])
+    assert index.size(0) == 2
+    assert list(index.due(0, 5)) == ["x"]
+
+
+def test_bucket_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        ExpiryIndex(bucket_ms=0)
