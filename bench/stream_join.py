@@ -175,7 +175,16 @@ class Phase:
             flags += ["--flush-interval-ms", "200"]
             command = [sys.executable, "-m", "streams.worker", *flags]
             if profile is not None:
-                command = [sys.executable, "-m", "pyinstrument", "-o", str(profile), "-r", "text"]
+                command = [
+                    sys.executable,
+                    "-m",
+                    "pyinstrument",
+                    "-o",
+                    str(profile),
+                    "-r",
+                    "text",
+                    "--show-all",
+                ]
                 command += ["-m", "streams.worker", *flags]
             with (self.state_dir / f"worker-{index}.log").open("ab") as log:
                 self.workers.append(

@@ -11,8 +11,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from infra.clickhouse.client import clickhouse_client
 from infra.settings import Settings
 from schemas.events import CommandKind, ControlCommand, ModelConfig
+from services.control.audit import send_and_record
 from services.control.clients import make_broadcast_reader, make_producer
 from services.control.exceptions import CommandError, ControlError, WaitTimeoutError
 from services.control.fleet import FleetSnapshot, FleetWatcher
@@ -233,9 +235,17 @@ def _run_change(args: argparse.Namespace, settings: Settings) -> int:
         command = publisher.next_command(
             view, args.model, kind, change, reason=args.reason, initial=initial, details=details
         )
-        publisher.send(command)
+        failure = send_and_record(publisher, command, lambda: clickhouse_client(settings))
     except (ControlError, ModelError) as exc:
         return _fail(args, str(exc), EXIT_FAILURE)
+    if failure is not None:
+        # The command is on the control topic and replicas apply it: Kafka is the source of
+        # truth, control_log only audits it. A ClickHouse outage is therefore a warning and
+        # the exit code stays 0 (the command took effect); the row is not written later.
+        sys.stderr.write(
+            f"safeloop: warning: {kind.value} for {args.model} (command {command.command_id}) "
+            f"took effect but is missing from the control_log audit table: {failure}\n"
+        )
     result: dict[str, Any] = {"command": _command_json(command)}
     if not args.json:
         sys.stdout.write(

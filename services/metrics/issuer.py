@@ -9,9 +9,9 @@ from clickhouse_connect.driver import Client
 from clickhouse_connect.driver.exceptions import Error as ClickHouseError
 
 from schemas.events import CommandKind, ControlCommand, ModelConfig
+from services.control.audit import AuditFailure, EntryType, record, send_and_record
 from services.control.publisher import ConfigChange, ControlPublisher
 from services.metrics.control_follower import ControlFollower
-from services.metrics.control_log import EntryType, record
 
 logger = logging.getLogger(__name__)
 
@@ -71,10 +71,15 @@ class CommandIssuer:
             initial=initial,
             details=details,
         )
-        self._publisher.send(command)
+        # The one send-then-audit path, shared with the operator CLI.
+        failure = send_and_record(self._publisher, command, self._log_client_now, *entry_types)
         self._follower.note_sent(command)
         self.issued += 1
-        self.audit(command, entry_types)
+        if failure is not None:
+            self._keep(command, entry_types, failure)
+        else:
+            # ClickHouse answers: also write what an earlier outage left pending.
+            self.retry_audit()
         return command
 
     def audit(self, command: ControlCommand, entry_types: tuple[EntryType, ...]) -> None:
@@ -89,14 +94,26 @@ class CommandIssuer:
             try:
                 record(self._log_client, command, *entry_types)
             except ClickHouseError as exc:
-                logger.warning(
-                    "control_log row for %s kept for retry (%s pending): %s",
-                    command.command_id,
-                    len(self._unlogged),
-                    exc,
-                )
+                self._warn_kept(command, exc)
                 return
             self._unlogged.pop(0)
+
+    def _log_client_now(self) -> Client:
+        return self._log_client
+
+    def _keep(
+        self, command: ControlCommand, entry_types: tuple[EntryType, ...], exc: AuditFailure
+    ) -> None:
+        self._unlogged.append((command, entry_types))
+        self._warn_kept(command, exc)
+
+    def _warn_kept(self, command: ControlCommand, exc: AuditFailure) -> None:
+        logger.warning(
+            "control_log row for %s kept for retry (%s pending): %s",
+            command.command_id,
+            len(self._unlogged),
+            exc,
+        )
 
     @property
     def unlogged(self) -> int:

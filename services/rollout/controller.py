@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from schemas.events import ControlCommand, FeedbackRecord, PredictionEvent
+from services.control.audit import EntryType
 from services.control.exceptions import ControlError
-from services.metrics.control_log import EntryType
 from services.metrics.issuer import CommandIssuer
 from services.metrics.performance import Task
 from services.rollout.commands import command_for
