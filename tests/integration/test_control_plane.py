@@ -9,7 +9,9 @@ from collections.abc import Callable, Iterator
 import pytest
 from _serving_harness import FEATURES, ServingStack, serving_stack, wait_for
 from confluent_kafka import Producer
+from conftest import Stack
 
+from infra.clickhouse.client import clickhouse_client
 from infra.settings import Settings
 from schemas.codec import CONTROL_CODEC
 from schemas.events import CommandKind, ControlCommand, Route
@@ -26,9 +28,24 @@ pytestmark = pytest.mark.integration
 Cli = Callable[..., tuple[int, str, str]]
 
 
+WAREHOUSE_VARS = (
+    "CLICKHOUSE_URL",
+    "CLICKHOUSE_USER",
+    "CLICKHOUSE_PASSWORD",
+    "CLICKHOUSE_DATABASE",
+    "SAFELOOP_WAREHOUSE_HOST",
+    "SAFELOOP_WAREHOUSE_PORT",
+)
+
+
 @pytest.fixture(scope="module")
-def serving(tmp_path_factory: pytest.TempPathFactory, kafka: Settings) -> Iterator[ServingStack]:
-    with serving_stack(tmp_path_factory.mktemp("control"), kafka) as serving:
+def serving(tmp_path_factory: pytest.TempPathFactory, stack: Stack) -> Iterator[ServingStack]:
+    # A migrated database of its own, so the CLI's control_log rows land somewhere checkable.
+    warehouse = stack.fresh("control")
+    with serving_stack(tmp_path_factory.mktemp("control"), warehouse) as serving:
+        clickhouse = {name: warehouse.to_env()[name] for name in WAREHOUSE_VARS}
+        serving.env.update(clickhouse)
+        serving.settings = Settings.from_env(serving.env)
         yield serving
 
 
@@ -90,7 +107,7 @@ def test_both_replicas_apply_canary_then_rollback(
     code, out, err = cli(
         "canary", "churn", "--percent", "100", "--version", "v2", "--wait", "--timeout", "20"
     )
-    assert code == 0, err
+    assert code == 0 and "warning" not in err, err
     assert "applied by all 2 live replicas: replica-a, replica-b" in out
     for replica in replicas:
         assert routes(replica) == {(Route.CANARY, "v2")}
@@ -109,6 +126,19 @@ def test_both_replicas_apply_canary_then_rollback(
         assert routes(replica) == {(Route.PRODUCTION, "v1")}
         applied = replica.state.applied("churn")
         assert applied is not None and applied.sequence == result["command"]["sequence"]
+    # The operator's rollback is in the audit trail with its reason, like the guard's.
+    audited = (
+        clickhouse_client(serving.settings)
+        .query(
+            "SELECT kind, reason, issuer, sequence FROM control_log FINAL "
+            "WHERE command_id = {id:String} AND entry_type = 'command'",
+            parameters={"id": result["command"]["command_id"]},
+        )
+        .result_rows
+    )
+    assert audited == [
+        ("rollback", "error spike", result["command"]["issuer"], result["command"]["sequence"])
+    ]
 
 
 def test_replica_started_after_rollback_comes_up_rolled_back(
