@@ -2,19 +2,42 @@
 
 from __future__ import annotations
 
+import errno
 import socket
+
+from infra.exceptions import PortInUseError
 
 
 def port_is_free(host: str, port: int) -> bool:
     """True when nothing holds `host:port`, so a server could bind it now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    try:
+        _try_bind(host, port)
+    except OSError:
+        return False
+    return True
+
+
+def check_port_free(host: str, port: int, what: str) -> None:
+    """`PortInUseError` naming `what` if `host:port` is taken; other bind errors propagate.
+
+    Port 0 (any free port) always passes."""
+    if port == 0:
+        return
+    try:
+        _try_bind(host, port)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUseError(host, port, what) from exc
+        raise
+
+
+def _try_bind(host: str, port: int) -> None:
+    """Bind `host:port` (IPv6 if `host` has a colon) as a server would, then let it go."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
         # SO_REUSEADDR mirrors how servers bind, so sockets in TIME_WAIT do not count as taken.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
+        sock.bind((host, port))
 
 
 def port_accepts_connections(host: str, port: int, timeout: float = 0.5) -> bool:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from infra import daemon_process
 from infra.exceptions import ExternalClusterError, InfraError, PortInUseError, StartupError
 from infra.kafka import broker_process as process
 from infra.kafka.broker_config import (
@@ -132,13 +132,9 @@ class LocalKafkaBroker:
             log.info("Kafka broker is not running")
             return self.status()
         log.info("stopping Kafka broker (pid %d)", pid)
-        process.send_signal(pid, signal.SIGTERM)
-        if not process.wait_gone(pid, self._stop_timeout):
-            log.warning(
-                "Kafka broker pid %d ignored SIGTERM for %.0fs; killing it", pid, self._stop_timeout
-            )
-            if not process.kill(pid):
-                raise InfraError(f"Kafka broker pid {pid} survived SIGKILL")
+        what = f"Kafka broker pid {pid}"
+        if not daemon_process.terminate(pid, self._stop_timeout, what=what, logger=log):
+            raise InfraError(f"{what} survived SIGKILL")
         self.paths.pid_file.unlink(missing_ok=True)
         return self.status()
 
@@ -228,7 +224,7 @@ class LocalKafkaBroker:
         settings = self._settings
         deadline = time.monotonic() + self._start_timeout
         while time.monotonic() < deadline:
-            if not process.is_alive(pid):
+            if not daemon_process.is_alive(pid):
                 self.paths.pid_file.unlink(missing_ok=True)
                 raise StartupError(
                     self._failure_report("the Kafka broker exited during startup", log_offsets)
@@ -239,7 +235,7 @@ class LocalKafkaBroker:
             ):
                 return
             time.sleep(_POLL_S)
-        process.kill(pid)
+        daemon_process.kill(pid)
         self.paths.pid_file.unlink(missing_ok=True)
         raise StartupError(
             self._failure_report(
@@ -250,9 +246,9 @@ class LocalKafkaBroker:
         )
 
     def _failure_report(self, what: str, log_offsets: tuple[int, int]) -> str:
-        server_log = _tail(self.paths.log_file, log_offsets[0])
+        server_log = daemon_process.tail(self.paths.log_file, _TAIL_LINES, offset=log_offsets[0])
         report = f"{what}; see {self.paths.log_file}. Last lines:\n{server_log}"
-        jvm_output = _tail(self.paths.jvm_output, log_offsets[1])
+        jvm_output = daemon_process.tail(self.paths.jvm_output, _TAIL_LINES, offset=log_offsets[1])
         if jvm_output:
             report += f"\nJVM output ({self.paths.jvm_output}):\n{jvm_output}"
         return report
@@ -267,14 +263,3 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
-
-
-def _tail(path: Path, offset: int, lines: int = _TAIL_LINES) -> str:
-    """The last `lines` lines written after byte `offset` (all of it if the file rolled over)."""
-    try:
-        with path.open("rb") as handle:
-            handle.seek(offset if offset <= path.stat().st_size else 0)
-            text = handle.read().decode(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.strip().splitlines()[-lines:])

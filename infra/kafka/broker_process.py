@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
-import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 
+from infra.daemon_process import is_alive
 from infra.exceptions import StartupError
 from infra.kafka.broker_config import BrokerPaths
 
@@ -126,28 +123,6 @@ def clear_stale_lock(paths: BrokerPaths) -> bool:
     return True
 
 
-def is_alive(pid: int) -> bool:
-    """True while any thread of the process runs; a fully exited zombie counts as gone."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc: the signal probe above is all there is
-    # Field 3, after the parenthesised command name, is the state letter. A killed JVM's main
-    # thread turns zombie before its other threads exit and close its sockets: count those.
-    if stat.rpartition(")")[2].split()[0] != "Z":
-        return True
-    try:
-        return len(os.listdir(f"/proc/{pid}/task")) > 1
-    except OSError:
-        return False
-
-
 def cmdline(pid: int) -> list[str] | None:
     """The process's argv ([] once it is gone), or None where there is no /proc."""
     if not _HAS_PROC:
@@ -165,30 +140,3 @@ def running_version(pid: int) -> str | None:
         if arg.startswith(_VERSION_PROPERTY):
             return arg.removeprefix(_VERSION_PROPERTY)
     return None
-
-
-def send_signal(pid: int, signum: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signum)
-
-
-def kill(pid: int, timeout: float = 10.0) -> bool:
-    """SIGKILL `pid`; whether it is gone within `timeout`."""
-    send_signal(pid, signal.SIGKILL)
-    return wait_gone(pid, timeout)
-
-
-def wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        _reap(pid)
-        if not is_alive(pid):
-            return True
-        time.sleep(0.1)
-    return not is_alive(pid)
-
-
-def _reap(pid: int) -> None:
-    """Collect the exit status if the broker happens to be our child, so it is no zombie."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import json
 import logging
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import infra
+from infra import daemon_process
 from infra.exceptions import PortInUseError, StartupError
+from infra.portcheck import check_port_free
 from infra.settings import Settings
 from infra.warehouse.auth import check_bind_auth
 from infra.warehouse.daemon import EXIT_PORT_IN_USE, PASSWORD_ENV, USER_ENV
@@ -96,7 +94,7 @@ class WarehouseProcess:
         check_bind_auth(
             settings.warehouse_host, settings.clickhouse_user, settings.clickhouse_password
         )
-        _check_port_free(settings.warehouse_host, settings.warehouse_port)
+        check_port_free(settings.warehouse_host, settings.warehouse_port, WHAT)
         self._child = self._spawn()
         return self._wait_ready(self._child)
 
@@ -108,12 +106,8 @@ class WarehouseProcess:
                 self.pid_file.unlink(missing_ok=True)
             return False
         pid = current.pid
-        os.kill(pid, signal.SIGTERM)
-        if not self._wait_exit(pid, timeout):
-            log.warning("%s (pid %d) ignored SIGTERM for %.0fs; killing it", WHAT, pid, timeout)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            self._wait_exit(pid, 10.0)
+        what = f"{WHAT} (pid {pid})"
+        daemon_process.terminate(pid, timeout, what=what, logger=log, wait=self._wait_exit)
         self.pid_file.unlink(missing_ok=True)
         return True
 
@@ -164,7 +158,7 @@ class WarehouseProcess:
                     )
                 raise StartupError(
                     f"{WHAT} exited with code {code} while starting; see {self.log_file}:\n"
-                    + _tail(self.log_file)
+                    + self._log_tail()
                 )
             record = self._read_pid_file()
             if record is not None and record[0] == child.pid and _ping(record[1]):
@@ -174,7 +168,7 @@ class WarehouseProcess:
         child.wait()
         raise StartupError(
             f"{WHAT} did not answer /ping within {self.startup_timeout:.0f}s; "
-            f"see {self.log_file}:\n" + _tail(self.log_file)
+            f"see {self.log_file}:\n" + self._log_tail()
         )
 
     def _wait_exit(self, pid: int, timeout: float) -> bool:
@@ -184,12 +178,10 @@ class WarehouseProcess:
             except subprocess.TimeoutExpired:
                 return False
             return True
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not _process_running(pid):
-                return True
-            time.sleep(_POLL)
-        return False
+        return daemon_process.wait_gone(pid, timeout)
+
+    def _log_tail(self) -> str:
+        return daemon_process.tail(self.log_file, 20, missing="(no log)")
 
     def _alive(self, pid: int) -> bool:
         """The daemon `pid` runs: it holds the data directory's lock (so a recycled pid or a
@@ -220,37 +212,6 @@ class WarehouseProcess:
         )
 
 
-def _process_running(pid: int) -> bool:
-    """True while `pid` exists and is not a zombie (an unreaped process has stopped)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = (Path("/proc") / str(pid) / "stat").read_text()
-    except FileNotFoundError:
-        return True  # no procfs (macOS): the signal check is all there is
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def _check_port_free(host: str, port: int) -> None:
-    if port == 0:
-        return
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise PortInUseError(host, port, WHAT) from exc
-            raise
-
-
 # The daemon is local: an http_proxy from the environment must not get in the way.
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -261,10 +222,3 @@ def _ping(url: str) -> bool:
             return bool(response.read() == b"Ok.\n")
     except (urllib.error.URLError, OSError):
         return False
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"

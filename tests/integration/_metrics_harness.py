@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from _waiting import poller
+
 from infra.settings import Secret, Settings
 from schemas.events import CommandKind, ModelConfig
 from services.control.clients import make_broadcast_reader, make_producer
@@ -193,13 +195,7 @@ def publish(
     return command.sequence
 
 
-def wait_for(check: Callable[[], Any], timeout_s: float = 30.0, every_s: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout_s
-    value = check()
-    while not value and time.monotonic() < deadline:
-        time.sleep(every_s)
-        value = check()
-    return value
+wait_for = poller(30.0, 0.02)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -9,11 +9,13 @@ from __future__ import annotations
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from _waiting import poller
 
 from infra.kafka.broker import LocalKafkaBroker
 from infra.kafka.topics import TopicAdmin, topic_specs
@@ -38,14 +40,7 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def wait_for(check: Callable[[], Any], timeout_s: float = 30.0, every_s: float = 0.05) -> Any:
-    """Poll `check` until truthy; returns the last value (falsy on timeout)."""
-    deadline = time.monotonic() + timeout_s
-    value = check()
-    while not value and time.monotonic() < deadline:
-        time.sleep(every_s)
-        value = check()
-    return value
+wait_for = poller(30.0, 0.05)
 
 
 @dataclass
