@@ -208,12 +208,8 @@ class JoinWindow:
 
     def assign(self, partition: int) -> None:
         """Index a newly assigned partition's state (after its changelog was restored)."""
-        self.pending_index.rebuild(
-            partition, ((k, v.expires_at_ms) for k, v in self.pending.items(partition))
-        )
-        self.early_index.rebuild(
-            partition, ((k, v.expires_at_ms) for k, v in self.early.items(partition))
-        )
+        self.pending_index.rebuild(partition, self.pending.expiries(partition))
+        self.early_index.rebuild(partition, self.early.expiries(partition))
 
     def revoke(self, partition: int) -> None:
         """Forget a partition another worker now owns."""

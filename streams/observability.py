@@ -123,7 +123,7 @@ def render_prometheus(snapshot: StreamSnapshot) -> str:
     simple(
         "safeloop_sink_consecutive_failures",
         "gauge",
-        "Failed attempts since the last success.",
+        "Failed attempts of steps still retrying.",
         sink.consecutive_failures,
     )
     simple(

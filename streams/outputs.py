@@ -27,15 +27,23 @@ class OutputTopics:
 
     def __init__(self, config: dict[str, Any]) -> None:
         self._producer = Producer({**DEFAULT_PRODUCER_CONFIG, **config})
-        self._failed: list[tuple[str, bytes | None, bytes]] = []
+        self._failed: list[tuple[str, bytes | None, bytes | None, int]] = []
         self._lock = threading.Lock()
         self.sent = 0
         self.failures = 0
 
-    def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+    def send(
+        self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None
+    ) -> None:
+        """Queue one record; `partition` None lets the key choose (changelogs pass theirs)."""
         while True:
             try:
-                self._producer.produce(topic, value, key, on_delivery=self._delivered)
+                if partition is None:
+                    self._producer.produce(topic, value, key, on_delivery=self._delivered)
+                else:
+                    self._producer.produce(
+                        topic, value, key, partition=partition, on_delivery=self._delivered
+                    )
                 break
             except BufferError:
                 # The local queue is full: let librdkafka drain it, then try again.
@@ -50,15 +58,17 @@ class OutputTopics:
         self.failures += 1
         log.warning("delivery to %s failed, will re-send: %s", message.topic(), error)
         with self._lock:
-            self._failed.append((message.topic() or "", message.key(), message.value() or b""))
+            self._failed.append(
+                (message.topic() or "", message.key(), message.value(), message.partition() or 0)
+            )
 
     def flush(self, timeout_s: float = 30.0) -> None:
         """Block until everything sent is acknowledged; raise so the caller retries if not."""
         remaining = self._producer.flush(timeout_s)
         with self._lock:
             failed, self._failed = self._failed, []
-        for topic, key, value in failed:
-            self.send(topic, key, value)
+        for topic, key, value, partition in failed:
+            self.send(topic, key, value, partition)
         if remaining or failed:
             remaining = self._producer.flush(timeout_s)
         if remaining:

@@ -88,7 +88,9 @@ class ClickHouseSink:
         self.columns = dict(columns)
         self.config = config or SinkConfig()
         self.stats = SinkStats()
-        self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="clickhouse-sink")
+        self._executor = executor or ThreadPoolExecutor(
+            len(self.columns) + 1, thread_name_prefix="clickhouse-sink"
+        )
         self._monotonic_ms = monotonic_ms or (lambda: time.monotonic() * 1000.0)
         self._batch = _Batch()
         self._inflight: asyncio.Task[None] | None = None
@@ -184,16 +186,24 @@ class ClickHouseSink:
         async with self._lock:
             started = self._monotonic_ms()
             loop = asyncio.get_running_loop()
-            for table, rows in batch.rows.items():
-                token = f"{table}-{batch.digests[table].hexdigest()}-{len(rows)}"
-                columns = self.columns[table]
-                await self._with_retry(
+            # Tables and the barrier are independent: run them side by side, then commit.
+            steps = [
+                self._with_retry(
                     loop,
                     f"insert into {table} ({len(rows)} rows)",
-                    functools.partial(self.writer.insert, table, columns, rows, token),
+                    functools.partial(
+                        self.writer.insert,
+                        table,
+                        self.columns[table],
+                        rows,
+                        f"{table}-{batch.digests[table].hexdigest()}-{len(rows)}",
+                    ),
                 )
+                for table, rows in batch.rows.items()
+            ]
             if self.barrier is not None:
-                await self._with_retry(loop, "sink barrier", self.barrier)
+                steps.append(self._with_retry(loop, "sink barrier", self.barrier))
+            await asyncio.gather(*steps)
             for callback in batch.callbacks:
                 callback()
             elapsed = self._monotonic_ms() - started
@@ -209,6 +219,7 @@ class ClickHouseSink:
         backoff_ms = float(self.config.initial_backoff_ms)
         first_failure: float | None = None
         attempt = 0
+        failures = 0
         while True:
             attempt += 1
             try:
@@ -219,6 +230,7 @@ class ClickHouseSink:
                 waited_ms = now - first_failure
                 self.stats.retries += 1
                 self.stats.consecutive_failures += 1
+                failures += 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"[:500]
                 limit = self.config.give_up_after_ms
                 if limit is not None and waited_ms >= limit:
@@ -244,7 +256,8 @@ class ClickHouseSink:
                 continue
             if attempt > 1:
                 log.info("%s succeeded after %s attempts", what, attempt)
-            self.stats.consecutive_failures = 0
+            # Steps run side by side: clear only this step's failures, not a sibling's.
+            self.stats.consecutive_failures -= failures
             return
 
 

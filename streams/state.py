@@ -49,6 +49,10 @@ class StateStore(Protocol[V]):
 
     def items(self, partition: int) -> Iterator[tuple[str, V]]: ...
 
+    def expiries(self, partition: int) -> Iterator[tuple[str, int]]:
+        """(key, expires_at_ms) of every entry; rebuilding the expiry index needs no more."""
+        ...
+
 
 class InMemoryStateStore(StateStore[V]):
     """A dict-backed store for unit tests and benchmarks of the join alone."""
@@ -67,6 +71,10 @@ class InMemoryStateStore(StateStore[V]):
 
     def items(self, partition: int) -> Iterator[tuple[str, V]]:
         yield from list(self._partitions.get(partition, {}).items())
+
+    def expiries(self, partition: int) -> Iterator[tuple[str, int]]:
+        for key, value in self.items(partition):
+            yield key, value.expires_at_ms  # type: ignore[attr-defined]
 
     def __len__(self) -> int:
         return sum(len(entries) for entries in self._partitions.values())

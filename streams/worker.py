@@ -72,8 +72,10 @@ class StreamWorker:
         topics = settings.topics
         self.topics = topics
         self.join = JoinWindow(
-            FaustTableStore[PendingPrediction](self.parts.pending, encode_pending, decode_pending),
-            FaustTableStore[EarlyOutcome](self.parts.early, encode_early, decode_early),
+            FaustTableStore[PendingPrediction](
+                self.parts.pending, encode_pending, decode_pending, outputs
+            ),
+            FaustTableStore[EarlyOutcome](self.parts.early, encode_early, decode_early, outputs),
             config.windows,
             clock_ms,
         )

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import clickhouse_connect
+from _waiting import now_ms, wait_for  # noqa: F401 (the tests import wait_for from here)
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -27,20 +28,6 @@ from schemas.codec import OUTCOME_CODEC, PREDICTION_CODEC
 from schemas.events import OutcomeEvent, PredictionEvent, Route
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def wait_for(check: Callable[[], Any], timeout_s: float = 60.0, every_s: float = 0.25) -> Any:
-    """Poll `check` until it returns something truthy; the last value on timeout (failing)."""
-    deadline = time.monotonic() + timeout_s
-    value = check()
-    while not value and time.monotonic() < deadline:
-        time.sleep(every_s)
-        value = check()
-    return value
 
 
 @dataclass

@@ -54,7 +54,9 @@ def test_valid_prediction_and_outcome_decode() -> None:
         (None, b"p1", "bad_marker"),
     ],
 )
-def test_each_bad_input_kind_has_its_reason(value: bytes | None, key: bytes | None, reason: str) -> None:
+def test_each_bad_input_kind_has_its_reason(
+    value: bytes | None, key: bytes | None, reason: str
+) -> None:
     source = record(value, key)
     with pytest.raises(InvalidInputError) as caught:
         decode_prediction(source, NOW_MS)

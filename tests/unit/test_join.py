@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from _stream_events import outcome, prediction
+
 from schemas.events import FeedbackStatus, Route
 from streams.join import JoinWindow
 from streams.state import EarlyOutcome, InMemoryStateStore, PendingPrediction
 from streams.windows import JoinWindows
-from _stream_events import outcome, prediction
 
 
 class Clock:
@@ -78,7 +79,7 @@ def test_duplicate_prediction_keeps_one_entry_and_reemits_its_pair() -> None:
 
 
 def test_duplicate_outcome_emits_the_same_pair_again() -> None:
-    join, clock = make_join()
+    join, _clock = make_join()
     join.on_prediction(0, prediction())
     first = join.on_outcome(0, outcome())
     second = join.on_outcome(0, outcome())
@@ -102,7 +103,7 @@ def test_correction_newest_outcome_wins_and_older_is_ignored() -> None:
 
 
 def test_expiry_emits_expired_and_releases_state_only_after_confirmation() -> None:
-    join, clock = make_join(window_ms=5_000)
+    join, _clock = make_join(window_ms=5_000)
     join.on_prediction(0, prediction(ts=1_000))
     assert join.expire(0, now_ms=5_999).feedback == []
     out = join.expire(0, now_ms=6_000)

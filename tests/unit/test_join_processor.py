@@ -1,0 +1,70 @@
+"""A batch of raw records through decode, the join and dead letters, and the /metrics text."""
+
+from __future__ import annotations
+
+import time
+
+from _stream_events import outcome, prediction
+
+from schemas.codec import OUTCOME_CODEC, PREDICTION_CODEC
+from schemas.events import FeedbackStatus
+from streams.dead_letters import SourceRecord
+from streams.join import JoinWindow
+from streams.observability import StreamSnapshot, render_prometheus
+from streams.processor import BatchProcessor
+from streams.sink import SinkStats
+from streams.state import EarlyOutcome, InMemoryStateStore, PendingPrediction
+from streams.windows import JoinWindows
+
+NOW_MS = int(time.time() * 1000)
+
+
+def make_processor() -> BatchProcessor:
+    join = JoinWindow(
+        InMemoryStateStore[PendingPrediction](),
+        InMemoryStateStore[EarlyOutcome](),
+        JoinWindows(default_window_ms=60_000),
+        lambda: NOW_MS,
+    )
+    return BatchProcessor(join, "predictions", "outcomes", "test", clock_ms=lambda: NOW_MS)
+
+
+def test_a_mixed_batch_joins_good_records_and_dead_letters_bad_ones() -> None:
+    processor = make_processor()
+    records = [
+        SourceRecord("outcomes", 1, 7, b"a", OUTCOME_CODEC.encode(outcome("a", ts=NOW_MS))),
+        SourceRecord(
+            "predictions", 1, 3, b"a", PREDICTION_CODEC.encode(prediction("a", ts=NOW_MS))
+        ),
+        SourceRecord("predictions", 1, 4, b"b", b"junk"),
+        SourceRecord("elsewhere", 0, 0, None, b""),
+    ]
+    result = processor.process(records)
+    assert [(f.prediction_id, f.status) for f in result.feedback] == [("a", FeedbackStatus.JOINED)]
+    assert [d.error_type for d in result.dead_letters] == ["bad_marker", "unknown_topic"]
+    assert len(result.predictions) == 1 and len(result.outcomes) == 1
+    assert len(result.releases) == 1  # the early outcome, once the pair is flushed
+    assert processor.consumed == {"outcomes": 1, "predictions": 2, "elsewhere": 1}
+    assert processor.dead_letter_counts.total == 2
+
+
+def test_metrics_render_in_prometheus_text_format() -> None:
+    processor = make_processor()
+    processor.process([SourceRecord("predictions", 0, 1, b"x", b"junk")])
+    text = render_prometheus(
+        StreamSnapshot(
+            join=processor.join.counters,
+            sink=SinkStats(batches=2, rows=10, retries=1),
+            dead_letters=processor.dead_letter_counts,
+            lag={("predictions", 0): 5},
+            pending_predictions={0: 3},
+            early_outcomes={0: 1},
+            consumed=dict(processor.consumed),
+        )
+    )
+    assert 'safeloop_stream_lag{topic="predictions",partition="0"} 5' in text
+    assert 'safeloop_dead_letters_total{topic="predictions",reason="bad_marker"} 1' in text
+    assert 'safeloop_join_pending{partition="0"} 3' in text
+    assert "safeloop_sink_retries_total 1" in text
+    assert "# TYPE safeloop_join_expired_total counter" in text
+    assert text.endswith("\n")
