@@ -46,6 +46,7 @@ from schemas.events import OutcomeEvent, PredictionEvent, Route
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "stream_join.json"
 PARTITIONS = 4
+METRIC_CONSUMED = "safeloop_stream_consumed_total"
 
 
 def free_port() -> int:
@@ -202,9 +203,9 @@ class Phase:
                 worker.kill()
                 worker.wait()
 
-    def metric(self, name: str) -> float:
+    def metric(self, name: str, ports: list[int] | None = None) -> float:
         total = 0.0
-        for port in self.ports:
+        for port in self.ports if ports is None else ports:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
                     text = r.read().decode()
@@ -224,6 +225,15 @@ class Phase:
             for line in Path(f"/proc/{worker.pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1]) * 1024
+        return total
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the worker processes so far."""
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for worker in self.workers:
+            fields = Path(f"/proc/{worker.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
         return total
 
     def disk_bytes(self) -> int:
@@ -266,7 +276,7 @@ def throughput(
     first = None
     deadline = time.monotonic() + 1800
     while time.monotonic() < deadline:
-        if first is None and phase.metric("safeloop_stream_consumed_total") > 0:
+        if first is None and phase.metric(METRIC_CONSUMED) > 0:
             first = time.monotonic()
         if (
             phase.count("SELECT uniqExact(prediction_id) FROM feedback WHERE status = 'joined'")
@@ -275,6 +285,7 @@ def throughput(
             break
         time.sleep(0.2)
     done = time.monotonic()
+    cpu = phase.cpu_seconds()
     rows = phase.count("SELECT count() FROM feedback FINAL WHERE status = 'joined'")
     phase.stop_workers()
     first = first or started
@@ -286,23 +297,37 @@ def throughput(
         "seconds": round(elapsed, 2),
         "events_per_second": round(2 * pairs / elapsed),
         "startup_seconds": round(first - started, 2),
+        # Includes startup; less noisy than wall time when the machine is shared.
+        "worker_cpu_seconds": round(cpu, 1),
+        "worker_cpu_us_per_event": round(cpu * 1e6 / (2 * pairs), 1),
     }
 
 
-def latency(bench: Bench, rate_events_s: float, seconds: float) -> dict[str, Any]:
+def latency(bench: Bench, rate_events_s: float, seconds: float, workers: int = 1) -> dict[str, Any]:
     """Pairs at `rate_events_s` (half predictions, half outcomes); outcome produce -> row insert."""
     phase = bench.phase("lat")
-    phase.start_workers(1)
+    phase.start_workers(workers)
     topics = phase.settings.topics
-    # Let the worker join the group and settle before the clock starts.
+    # Before the clock starts: every worker in the group and processing, and the rebalances
+    # faust does at start (it resubscribes once its tables are registered) behind us.
+    settle_s = 8.0
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and phase.metric("safeloop_stream_lag") == 0:
-        bench.produce(
-            topics.predictions, b"warmup", PREDICTION_CODEC.encode(make_prediction(10**9, now_ms()))
-        )
+    first_row: float | None = None
+    warm = 0
+    while time.monotonic() < deadline:
+        for _ in range(20):
+            p = make_prediction(10**9 + warm, now_ms())
+            warm += 1
+            bench.produce(topics.predictions, p.prediction_id.encode(), PREDICTION_CODEC.encode(p))
         bench.producer.flush(10)
         time.sleep(0.5)
-        if phase.count("SELECT count() FROM predictions") > 0:
+        if first_row is None and phase.count("SELECT count() FROM predictions") > 0:
+            first_row = time.monotonic()
+        if (
+            first_row is not None
+            and time.monotonic() - first_row >= settle_s
+            and all(phase.metric(METRIC_CONSUMED, [port]) > 0 for port in phase.ports)
+        ):
             break
     pairs_per_s = rate_events_s / 2
     total = int(pairs_per_s * seconds)
@@ -344,6 +369,7 @@ def latency(bench: Bench, rate_events_s: float, seconds: float) -> dict[str, Any
     phase.stop_workers()
     delays = sorted(int(ms) - produced_at[pid] for pid, ms in rows if pid in produced_at)
     return {
+        "workers": workers,
         "target_events_per_second": round(rate_events_s),
         "achieved_events_per_second": round(achieved),
         "pairs": total,
@@ -460,10 +486,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--latency-rate", type=float, default=None, help="events/s (default: half the best)"
     )
+    parser.add_argument(
+        "--latency-workers", type=int, default=None, help="(default: as the best throughput)"
+    )
     parser.add_argument("--baseline-pairs", type=int, default=20_000)
     parser.add_argument("--profile", type=Path, default=None, help="pyinstrument text report")
     parser.add_argument("--only", choices=["throughput", "latency", "footprint", "baseline"])
+    parser.add_argument(
+        "--quick", action="store_true", help="one-worker throughput only (for tuning; not saved)"
+    )
     args = parser.parse_args(argv)
+    if args.quick:
+        args.only = "throughput"
     with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
         bench = Bench(Path(tmp))
         results: dict[str, Any] = {"benchmark": "stream_join", "partitions": PARTITIONS}
@@ -475,15 +509,29 @@ def main(argv: list[str] | None = None) -> int:
                 one = throughput(bench, args.pairs, 1, args.profile)
                 print("throughput 1 worker", one, flush=True)
                 results["throughput"] = [one]
-                if args.profile is None:
+                if args.profile is None and not args.quick:
                     two = throughput(bench, args.pairs, 2)
                     print("throughput 2 workers", two, flush=True)
                     results["throughput"].append(two)
             if args.only in (None, "latency"):
-                measured = [r["events_per_second"] for r in results.get("throughput", [])]
-                rate = args.latency_rate or max(measured, default=20_000) / 2
-                results["latency"] = latency(bench, rate, args.latency_seconds)
+                # Half the best measured rate, with the worker count that reached it.
+                best = max(
+                    results.get("throughput", []),
+                    key=lambda r: r["events_per_second"],
+                    default={"events_per_second": 20_000, "workers": 1},
+                )
+                rate = args.latency_rate or best["events_per_second"] / 2
+                workers = args.latency_workers or best["workers"]
+                results["latency"] = latency(bench, rate, args.latency_seconds, workers)
                 print("latency", results["latency"], flush=True)
+                one = [r for r in results.get("throughput", []) if r["workers"] == 1]
+                if one and workers != 1 and args.latency_rate is None:
+                    # One worker at half its own rate: the bench's producer, the broker and
+                    # ClickHouse then leave it more of the two cores.
+                    results["latency_one_worker"] = latency(
+                        bench, one[0]["events_per_second"] / 2, args.latency_seconds, 1
+                    )
+                    print("latency, one worker", results["latency_one_worker"], flush=True)
                 # The floor: the flush interval plus Kafka, when the worker is not saturated.
                 results["latency_light"] = latency(bench, 1000, args.latency_seconds)
                 print("latency at 1000 events/s", results["latency_light"], flush=True)

@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 
 from infra.exceptions import SettingsError
 
+_DAY_MS = 24 * 60 * 60 * 1000
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -117,6 +119,11 @@ class Settings:
     replica_liveness_ms: int = 10_000
     event_buffer_messages: int = 100_000
     shadow_queue_size: int = 1000
+    # How long a prediction waits for its outcome: the default, and per model name.
+    join_window_ms: int = 30 * _DAY_MS
+    join_windows_ms: tuple[tuple[str, int], ...] = ()
+    # How long an outcome that came before its prediction waits; None: the longest window.
+    outcome_wait_ms: int | None = None
 
     @property
     def topics(self) -> TopicNames:
@@ -203,6 +210,9 @@ class Settings:
             shadow_queue_size=reader.positive_int(
                 "SAFELOOP_SHADOW_QUEUE_SIZE", defaults.shadow_queue_size
             ),
+            join_window_ms=reader.positive_int("SAFELOOP_JOIN_WINDOW_MS", defaults.join_window_ms),
+            join_windows_ms=reader.model_millis("SAFELOOP_JOIN_WINDOWS"),
+            outcome_wait_ms=reader.optional_positive_int("SAFELOOP_OUTCOME_WAIT_MS"),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -239,6 +249,11 @@ class Settings:
             "SAFELOOP_REPLICA_LIVENESS_MS": str(self.replica_liveness_ms),
             "SAFELOOP_EVENT_BUFFER_MESSAGES": str(self.event_buffer_messages),
             "SAFELOOP_SHADOW_QUEUE_SIZE": str(self.shadow_queue_size),
+            "SAFELOOP_JOIN_WINDOW_MS": str(self.join_window_ms),
+            "SAFELOOP_JOIN_WINDOWS": ",".join(f"{m}={ms}" for m, ms in self.join_windows_ms),
+            "SAFELOOP_OUTCOME_WAIT_MS": ""
+            if self.outcome_wait_ms is None
+            else str(self.outcome_wait_ms),
         }
 
 
@@ -277,6 +292,30 @@ class _EnvReader:
         if value <= 0:
             raise SettingsError(name, raw, "a positive integer")
         return value
+
+    def optional_positive_int(self, name: str) -> int | None:
+        raw = self._env.get(name)
+        if raw is None or not raw.strip():
+            return None
+        return self.positive_int(name, 0)
+
+    def model_millis(self, name: str) -> tuple[tuple[str, int], ...]:
+        """`model=ms,model=ms` (empty: none) as (model, ms) pairs; a repeated model: last wins."""
+        raw = self._env.get(name, "")
+        pairs: dict[str, int] = {}
+        for item in filter(None, (part.strip() for part in raw.split(","))):
+            model, sep, value = item.partition("=")
+            model = model.strip()
+            try:
+                ms = int(value.strip())
+            except ValueError:
+                ms = 0
+            if not sep or not model or ms <= 0:
+                raise SettingsError(
+                    name, raw, f"MODEL=MILLISECONDS pairs separated by commas (bad: {item!r})"
+                )
+            pairs[model] = ms
+        return tuple(pairs.items())
 
     def port(self, name: str, default: int) -> int:
         value = self.positive_int(name, default)

@@ -79,8 +79,13 @@ class JoinWindow:
 
     # -- input ---------------------------------------------------------------------------
 
-    def on_prediction(self, partition: int, prediction: PredictionEvent) -> JoinOutput:
-        """Add a prediction; pairs it at once if its outcome is already here."""
+    def on_prediction(
+        self, partition: int, prediction: PredictionEvent, raw: bytes | None = None
+    ) -> JoinOutput:
+        """Add a prediction; pairs it at once if its outcome is already here.
+
+        `raw`, the Avro bytes `prediction` was decoded from, is stored as is when given.
+        """
         self.counters.predictions += 1
         key = prediction.prediction_id
         now_ms = self.clock_ms()
@@ -93,7 +98,12 @@ class JoinWindow:
                 # reached ClickHouse before a crash, and the sink is idempotent.
                 prediction = entry.for_route(prediction.route) or prediction
             else:
-                entry = replace(entry, predictions=(*entry.predictions, prediction))
+                raws = entry.raw_predictions
+                entry = replace(
+                    entry,
+                    predictions=(*entry.predictions, prediction),
+                    raw_predictions=None if raws is None or raw is None else (*raws, raw),
+                )
                 self.pending.put(partition, key, entry)
             if entry.outcome is not None:
                 out.feedback.append(self._joined(prediction, entry.outcome, now_ms))
@@ -102,7 +112,13 @@ class JoinWindow:
         expires_at_ms = prediction.timestamp + self.windows.window_ms(prediction.model_name)
         waiting = self.early.get(partition, key)
         outcome = waiting.outcome if waiting is not None else None
-        entry = PendingPrediction((prediction,), outcome, expires_at_ms)
+        entry = PendingPrediction(
+            (prediction,),
+            outcome,
+            expires_at_ms,
+            None if raw is None else (raw,),
+            waiting.raw_outcome if waiting is not None else None,
+        )
         self.pending.put(partition, key, entry)
         self.pending_index.add(partition, key, expires_at_ms)
         if outcome is not None and waiting is not None:
@@ -112,8 +128,13 @@ class JoinWindow:
             self._releasing.add((partition, "early:" + key))
         return out
 
-    def on_outcome(self, partition: int, outcome: OutcomeEvent) -> JoinOutput:
-        """Pair an outcome with every route waiting for it, or keep it until they arrive."""
+    def on_outcome(
+        self, partition: int, outcome: OutcomeEvent, raw: bytes | None = None
+    ) -> JoinOutput:
+        """Pair an outcome with every route waiting for it, or keep it until they arrive.
+
+        `raw`, the Avro bytes `outcome` was decoded from, is stored as is when given.
+        """
         self.counters.outcomes += 1
         key = outcome.prediction_id
         now_ms = self.clock_ms()
@@ -131,7 +152,7 @@ class JoinWindow:
                     return out
                 self.counters.corrections += 1
             if current != outcome:
-                entry = replace(entry, outcome=outcome)
+                entry = replace(entry, outcome=outcome, raw_outcome=raw)
                 self.pending.put(partition, key, entry)
             out.feedback.extend(self._joined(p, outcome, now_ms) for p in entry.predictions)
             return out
@@ -146,7 +167,7 @@ class JoinWindow:
             self.early_index.add(partition, key, expires_at_ms)
         else:
             expires_at_ms = waiting.expires_at_ms
-        self.early.put(partition, key, EarlyOutcome(outcome, expires_at_ms))
+        self.early.put(partition, key, EarlyOutcome(outcome, expires_at_ms, raw))
         return out
 
     # -- expiry --------------------------------------------------------------------------

@@ -69,12 +69,12 @@ class BatchProcessor:
             try:
                 if record.topic == self.predictions_topic:
                     prediction = decode_prediction(record, now_ms, skew)
-                    out = join.on_prediction(record.partition, prediction)
+                    out = join.on_prediction(record.partition, prediction, record.value)
                     result.predictions.append(prediction)
                     result.prediction_sources.append(record)
                 elif record.topic == self.outcomes_topic:
                     outcome = decode_outcome(record, now_ms, skew)
-                    out = join.on_outcome(record.partition, outcome)
+                    out = join.on_outcome(record.partition, outcome, record.value)
                     result.outcomes.append(outcome)
                     result.outcome_sources.append(record)
                 else:

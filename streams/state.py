@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from schemas.events import OutcomeEvent, PredictionEvent
@@ -22,6 +22,10 @@ class PendingPrediction:
     predictions: tuple[PredictionEvent, ...]
     outcome: OutcomeEvent | None
     expires_at_ms: int
+    # The Avro bytes of `predictions` and `outcome` as consumed, when known: storing them
+    # skips a re-encode per write. Not part of equality; None means "encode the events".
+    raw_predictions: tuple[bytes, ...] | None = field(default=None, compare=False, repr=False)
+    raw_outcome: bytes | None = field(default=None, compare=False, repr=False)
 
     def for_route(self, route: str) -> PredictionEvent | None:
         for prediction in self.predictions:
@@ -36,6 +40,8 @@ class EarlyOutcome:
 
     outcome: OutcomeEvent
     expires_at_ms: int
+    # The Avro bytes of `outcome` as consumed, when known (see PendingPrediction).
+    raw_outcome: bytes | None = field(default=None, compare=False, repr=False)
 
 
 class StateStore(Protocol[V]):

@@ -17,13 +17,21 @@ _LENGTH = struct.Struct(">I")
 
 
 def encode_pending(entry: PendingPrediction) -> bytes:
-    """Bytes of a pending entry: expiry, predictions and the outcome, length-prefixed Avro."""
+    """Bytes of a pending entry: expiry, predictions and the outcome, length-prefixed Avro.
+
+    The events' consumed bytes are stored as they came when the entry carries them.
+    """
     parts = [_HEADER.pack(entry.expires_at_ms, len(entry.predictions))]
-    for prediction in entry.predictions:
-        body = PREDICTION_CODEC.encode(prediction)
+    raws = entry.raw_predictions
+    if raws is None or len(raws) != len(entry.predictions):
+        raws = tuple(PREDICTION_CODEC.encode(p) for p in entry.predictions)
+    for body in raws:
         parts += [_LENGTH.pack(len(body)), body]
     if entry.outcome is not None:
-        parts.append(OUTCOME_CODEC.encode(entry.outcome))
+        raw_outcome = entry.raw_outcome
+        parts.append(
+            raw_outcome if raw_outcome is not None else OUTCOME_CODEC.encode(entry.outcome)
+        )
     return b"".join(parts)
 
 
@@ -31,22 +39,33 @@ def decode_pending(data: bytes) -> PendingPrediction:
     expires_at_ms, count = _HEADER.unpack_from(data)
     position = _HEADER.size
     predictions = []
+    raws = []
     for _ in range(count):
         (length,) = _LENGTH.unpack_from(data, position)
         position += _LENGTH.size
-        predictions.append(PREDICTION_CODEC.decode(data[position : position + length]))
+        body = data[position : position + length]
+        raws.append(body)
+        predictions.append(PREDICTION_CODEC.decode(body))
         position += length
-    outcome = OUTCOME_CODEC.decode(data[position:]) if position < len(data) else None
-    return PendingPrediction(tuple(predictions), outcome, expires_at_ms)
+    outcome = None
+    raw_outcome = None
+    if position < len(data):
+        raw_outcome = data[position:]
+        outcome = OUTCOME_CODEC.decode(raw_outcome)
+    return PendingPrediction(tuple(predictions), outcome, expires_at_ms, tuple(raws), raw_outcome)
 
 
 def encode_early(entry: EarlyOutcome) -> bytes:
-    return _HEADER.pack(entry.expires_at_ms, 0) + OUTCOME_CODEC.encode(entry.outcome)
+    raw = entry.raw_outcome
+    return _HEADER.pack(entry.expires_at_ms, 0) + (
+        raw if raw is not None else OUTCOME_CODEC.encode(entry.outcome)
+    )
 
 
 def decode_early(data: bytes) -> EarlyOutcome:
     expires_at_ms, _ = _HEADER.unpack_from(data)
-    return EarlyOutcome(OUTCOME_CODEC.decode(data[_HEADER.size :]), expires_at_ms)
+    raw = data[_HEADER.size :]
+    return EarlyOutcome(OUTCOME_CODEC.decode(raw), expires_at_ms, raw)
 
 
 class ChangelogSender(Protocol):

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from infra.settings import Settings
 from streams.exceptions import WindowConfigError
 
 DAY_MS = 24 * 60 * 60 * 1000
 DEFAULT_WINDOW_MS = 30 * DAY_MS
-
-WINDOW_ENV = "SAFELOOP_JOIN_WINDOW_MS"
-MODEL_WINDOWS_ENV = "SAFELOOP_JOIN_WINDOWS"
-OUTCOME_WAIT_ENV = "SAFELOOP_OUTCOME_WAIT_MS"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,14 +58,12 @@ class JoinWindows:
         return cls(default_window_ms, models, outcome_wait_ms)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> JoinWindows:
-        """Read SAFELOOP_JOIN_WINDOW_MS, SAFELOOP_JOIN_WINDOWS and SAFELOOP_OUTCOME_WAIT_MS."""
-        source = os.environ if env is None else env
-        default_raw = source.get(WINDOW_ENV, "").strip()
-        default_ms = _positive_ms(default_raw, WINDOW_ENV) if default_raw else DEFAULT_WINDOW_MS
-        wait_raw = source.get(OUTCOME_WAIT_ENV, "").strip()
-        wait_ms = _positive_ms(wait_raw, OUTCOME_WAIT_ENV) if wait_raw else None
-        return cls.parse(source.get(MODEL_WINDOWS_ENV, ""), default_ms, wait_ms)
+    def from_settings(cls, settings: Settings) -> JoinWindows:
+        """The windows configured in `settings` (SAFELOOP_JOIN_WINDOW_MS, SAFELOOP_JOIN_WINDOWS,
+        SAFELOOP_OUTCOME_WAIT_MS, parsed and checked by `Settings.from_env`)."""
+        return cls(
+            settings.join_window_ms, dict(settings.join_windows_ms), settings.outcome_wait_ms
+        )
 
 
 def _positive_ms(raw: str, what: str) -> int:

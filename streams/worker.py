@@ -290,15 +290,21 @@ def build_worker(settings: Settings, config: StreamConfig) -> StreamWorker:
 
 
 def worker_config(
-    index: int, web_port: int, batch_max: int = 10_000, flush_interval_ms: int = 250
+    index: int,
+    web_port: int,
+    batch_max: int = 10_000,
+    flush_interval_ms: int = 250,
+    settings: Settings | None = None,
 ) -> StreamConfig:
-    """The config of worker `index` of a group (its /metrics port is `web_port + index`)."""
+    """The config of worker `index` of a group (its /metrics port is `web_port + index`);
+    join windows from `settings` (default: `Settings.from_env()`)."""
+    settings = Settings.from_env() if settings is None else settings
     return StreamConfig(
         worker_name=f"worker-{index}",
         web_port=web_port + index,
         batch_max=batch_max,
         sink=SinkConfig(flush_interval_ms=flush_interval_ms),
-        windows=JoinWindows.from_env(),
+        windows=JoinWindows.from_settings(settings),
     )
 
 
@@ -314,7 +320,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    config = worker_config(args.worker_index, args.web_port, args.batch_max, args.flush_interval_ms)
+    config = worker_config(
+        args.worker_index, args.web_port, args.batch_max, args.flush_interval_ms, settings
+    )
     return build_worker(settings, config).run()
 
 

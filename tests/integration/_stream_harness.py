@@ -1,7 +1,8 @@
-"""Module-local harness for the stream integration tests: topics, a database, worker processes.
+"""Harness for the stream integration tests: worker processes over isolated topics + database.
 
-Uses the broker in KAFKA_BOOTSTRAP_SERVERS and the ClickHouse endpoint in CLICKHOUSE_URL when
-set (the lead's session fixtures set them); otherwise starts a private broker and endpoint.
+The broker and the ClickHouse endpoint are the session's (tests/conftest.py `stack`): each run
+takes `stack.fresh(label)`, its own topic prefix and database on them, so a test session starts
+one broker and one endpoint however many stream tests run.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,53 +20,12 @@ from typing import Any
 import clickhouse_connect
 from _waiting import now_ms, wait_for  # noqa: F401 (the tests import wait_for from here)
 from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
 
-from infra.clickhouse.migrate import migrate
 from infra.settings import Settings
 from schemas.codec import OUTCOME_CODEC, PREDICTION_CODEC
 from schemas.events import OutcomeEvent, PredictionEvent, Route
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@dataclass
-class Stack:
-    """A broker and an endpoint, whoever started them."""
-
-    bootstrap: str
-    clickhouse_url: str
-    base: Settings
-    stoppers: list[Callable[[], None]] = field(default_factory=list)
-
-    def stop(self) -> None:
-        for stop in reversed(self.stoppers):
-            stop()
-
-
-def start_stack(state_dir: Path) -> Stack:
-    """Reuse KAFKA_BOOTSTRAP_SERVERS / CLICKHOUSE_URL, or start private ones under state_dir."""
-    stoppers: list[Callable[[], None]] = []
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "")
-    url = os.environ.get("CLICKHOUSE_URL", "")
-    base = Settings.from_env()
-    base = replace(base, state_dir=state_dir, cache_dir=REPO / ".cache")
-    if not bootstrap:
-        from infra.kafka.broker import LocalKafkaBroker
-
-        kafka_settings = replace(base, kafka_port=free_port(), kafka_controller_port=free_port())
-        broker = LocalKafkaBroker(kafka_settings)
-        broker.start()
-        stoppers.append(broker.stop)
-        bootstrap = kafka_settings.bootstrap_servers
-    if not url:
-        from infra.warehouse.server import ServerConfig, WarehouseServer
-
-        server = WarehouseServer(ServerConfig(data_dir=state_dir / "warehouse", port=0)).start()
-        stoppers.append(server.stop)
-        url = server.url
-    base = replace(base, kafka_bootstrap_servers=bootstrap, clickhouse_url=url)
-    return Stack(bootstrap, url, base, stoppers)
 
 
 def free_port() -> int:
@@ -201,20 +160,10 @@ class Run:
         return messages
 
 
-def new_run(stack: Stack, tmp: Path, partitions: int = 4, window_ms: int = 600_000) -> Run:
-    tag = uuid.uuid4().hex[:8]
-    settings = replace(
-        stack.base,
-        topic_prefix=f"it-{tag}-",
-        clickhouse_database=f"it_{tag}",
-        partitions=partitions,
-        state_dir=tmp,
-    )
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
-    futures = admin.create_topics([NewTopic(name, partitions, 1) for name in settings.topics.all()])
-    for future in futures.values():
-        future.result(30)
-    migrate(settings)
+def new_run(fresh: Settings, tmp: Path, window_ms: int = 600_000) -> Run:
+    """A run over `fresh` (from `stack.fresh(label)`: topics created, DDL applied)."""
+    settings = replace(fresh, state_dir=tmp)
+    partitions = settings.partitions
     env = {
         **{
             k: v

@@ -9,17 +9,16 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _stream_harness import (
     Run,
-    Stack,
     free_port,
     new_run,
     now_ms,
     outcome,
     prediction,
-    start_stack,
     wait_for,
 )
 
@@ -33,17 +32,9 @@ FAST_WINDOW_MS = 3_000
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
-    with tempfile.TemporaryDirectory(prefix="stream-it-") as tmp:
-        started = start_stack(Path(tmp))
-        yield started
-        started.stop()
-
-
-@pytest.fixture(scope="module")
-def run(stack: Stack) -> Iterator[Run]:
+def run(stack: Any) -> Iterator[Run]:
     with tempfile.TemporaryDirectory(prefix="stream-run-") as tmp:
-        current = new_run(stack, Path(tmp), window_ms=600_000)
+        current = new_run(stack.fresh("stream"), Path(tmp), window_ms=600_000)
         current.env["SAFELOOP_JOIN_WINDOWS"] = f"{FAST_MODEL}={FAST_WINDOW_MS}"
         port = free_port()
         current.start_worker(0, port)

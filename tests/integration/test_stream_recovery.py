@@ -9,34 +9,25 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _stream_harness import (
     Run,
-    Stack,
     free_port,
     new_run,
     outcome,
     prediction,
-    start_stack,
     wait_for,
 )
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
-    with tempfile.TemporaryDirectory(prefix="stream-it-") as tmp:
-        started = start_stack(Path(tmp))
-        yield started
-        started.stop()
-
-
 @pytest.fixture
-def run(stack: Stack) -> Iterator[Run]:
+def run(stack: Any) -> Iterator[Run]:
     with tempfile.TemporaryDirectory(prefix="stream-run-") as tmp:
-        current = new_run(stack, Path(tmp), window_ms=600_000)
+        current = new_run(stack.fresh("stream_recovery"), Path(tmp), window_ms=600_000)
         yield current
         current.stop_all()
 

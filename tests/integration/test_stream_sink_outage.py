@@ -6,33 +6,24 @@ from __future__ import annotations
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _stream_harness import (
     Run,
-    Stack,
     free_port,
     new_run,
     outcome,
     prediction,
-    start_stack,
     wait_for,
 )
 
+from infra.clickhouse.migrate import migrate
 from infra.warehouse.process import WarehouseProcess
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
-    with tempfile.TemporaryDirectory(prefix="stream-it-") as tmp:
-        started = start_stack(Path(tmp))
-        yield started
-        started.stop()
 
 
 def metric(port: int, name: str) -> float:
@@ -45,19 +36,18 @@ def metric(port: int, name: str) -> float:
     )
 
 
-def test_clickhouse_outage_backs_off_then_recovers_without_loss(stack: Stack) -> None:
+def test_clickhouse_outage_backs_off_then_recovers_without_loss(stack: Any) -> None:
     with tempfile.TemporaryDirectory(prefix="stream-outage-") as tmp:
-        # A warehouse of this test's own, in its own process, so it can be stopped.
+        # The session's broker, but a warehouse of this test's own, in its own process, so it
+        # can be stopped.
+        fresh = stack.fresh("stream_outage")
         port = free_port()
-        own = replace(
-            stack.base, state_dir=Path(tmp) / "wh", warehouse_port=port, clickhouse_url=None
-        )
+        own = replace(fresh, state_dir=Path(tmp) / "wh", warehouse_port=port, clickhouse_url=None)
         warehouse = WarehouseProcess(own)
         warehouse.start()
         try:
-            private = Stack(
-                stack.bootstrap, warehouse.url, replace(stack.base, clickhouse_url=warehouse.url)
-            )
+            private = replace(fresh, clickhouse_url=warehouse.url)
+            migrate(private)
             run: Run = new_run(private, Path(tmp), window_ms=600_000)
             web = free_port()
             run.start_worker(0, web)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from infra.settings import Settings
 from streams.exceptions import WindowConfigError
 from streams.windows import DEFAULT_WINDOW_MS, JoinWindows
 
@@ -22,17 +23,22 @@ def test_per_model_windows_parse_and_override() -> None:
     assert windows.max_window_ms == 7_776_000_000
 
 
-def test_from_env_reads_all_three() -> None:
-    windows = JoinWindows.from_env(
+def test_from_settings_reads_all_three() -> None:
+    settings = Settings.from_env(
         {
             "SAFELOOP_JOIN_WINDOW_MS": "2000",
             "SAFELOOP_JOIN_WINDOWS": "m=500",
             "SAFELOOP_OUTCOME_WAIT_MS": "3000",
         }
     )
+    windows = JoinWindows.from_settings(settings)
     assert windows.window_ms("x") == 2000
     assert windows.window_ms("m") == 500
     assert windows.early_outcome_wait_ms == 3000
+
+
+def test_default_settings_give_the_default_windows() -> None:
+    assert JoinWindows.from_settings(Settings()) == JoinWindows()
 
 
 @pytest.mark.parametrize("spec", ["m", "=5", "m=abc", "m=0", "m=-4"])
