@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from time import monotonic
 from typing import Any
 
 from faust.sensors.monitor import Monitor
 
+from infra.prometheus import CallbackGauge, CallbackKind, Labels, Registry
 from streams.dead_letters import DeadLetterCounts
 from streams.join import JoinCounters
 from streams.sink import SinkStats
@@ -36,110 +37,129 @@ class StreamSnapshot:
     buffered_rows: int = 0
 
 
-def _family(name: str, kind: str, help_text: str) -> list[str]:
-    return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+Read = Callable[[], Mapping[Labels, float]]
 
 
-def _label(value: object) -> str:
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return f'"{text}"'
+def stream_registry(snapshot: StreamSnapshot) -> Registry:
+    """A registry whose every metric reads `snapshot` when rendered."""
+    registry = Registry()
+    join = snapshot.join
+    sink = snapshot.sink
 
+    def add(
+        name: str, kind: CallbackKind, help_text: str, read: Read, labels: tuple[str, ...] = ()
+    ) -> None:
+        registry.register(CallbackGauge(name, help_text, read, labels, kind))
 
-def _labelled(name: str, samples: Iterable[tuple[Mapping[str, object], float]]) -> list[str]:
-    lines = []
-    for labels, value in samples:
-        inner = ",".join(f"{key}={_label(val)}" for key, val in labels.items())
-        lines.append(f"{name}{{{inner}}} {value:g}" if inner else f"{name} {value:g}")
-    return lines
+    def one(value: float) -> Read:
+        return lambda: {(): value}
+
+    def per_partition(sizes: Mapping[int, int]) -> Read:
+        return lambda: {(str(p),): v for p, v in sizes.items()}
+
+    add(
+        "safeloop_stream_lag",
+        "gauge",
+        "Messages per partition not yet in ClickHouse.",
+        lambda: {(t, str(p)): v for (t, p), v in snapshot.lag.items()},
+        ("topic", "partition"),
+    )
+    add(
+        "safeloop_stream_consumed_total",
+        "counter",
+        "Records consumed per topic.",
+        lambda: {(t,): v for t, v in snapshot.consumed.items()},
+        ("topic",),
+    )
+    add(
+        "safeloop_join_joined_total",
+        "counter",
+        "Feedback rows emitted as joined.",
+        one(join.joined),
+    )
+    add(
+        "safeloop_join_expired_total",
+        "counter",
+        "Predictions expired unmatched.",
+        one(join.expired),
+    )
+    add(
+        "safeloop_join_corrections_total",
+        "counter",
+        "Outcomes replacing older ones.",
+        one(join.corrections),
+    )
+    add(
+        "safeloop_join_late_outcomes_total",
+        "counter",
+        "Outcomes after their window closed.",
+        one(join.late_outcomes),
+    )
+    add(
+        "safeloop_join_duplicate_predictions_total",
+        "counter",
+        "Predictions seen again.",
+        one(join.duplicate_predictions),
+    )
+    add(
+        "safeloop_join_stale_outcomes_total",
+        "counter",
+        "Outcomes older than the one kept.",
+        one(join.stale_outcomes),
+    )
+    add(
+        "safeloop_join_pending",
+        "gauge",
+        "Predictions waiting for an outcome.",
+        per_partition(snapshot.pending_predictions),
+        ("partition",),
+    )
+    add(
+        "safeloop_join_early_outcomes",
+        "gauge",
+        "Outcomes waiting for a prediction.",
+        per_partition(snapshot.early_outcomes),
+        ("partition",),
+    )
+    add(
+        "safeloop_dead_letters_total",
+        "counter",
+        "Inputs sent to the dead-letter topic.",
+        lambda: {(t, r): v for (t, r), v in snapshot.dead_letters.by_topic_reason.items()},
+        ("topic", "reason"),
+    )
+    add("safeloop_sink_batches_total", "counter", "Batches ClickHouse accepted.", one(sink.batches))
+    add("safeloop_sink_rows_total", "counter", "Rows ClickHouse accepted.", one(sink.rows))
+    add(
+        "safeloop_sink_retries_total",
+        "counter",
+        "Failed insert attempts retried.",
+        one(sink.retries),
+    )
+    add(
+        "safeloop_sink_consecutive_failures",
+        "gauge",
+        "Failed attempts of steps still retrying.",
+        one(sink.consecutive_failures),
+    )
+    add(
+        "safeloop_sink_buffered_rows",
+        "gauge",
+        "Rows waiting for a flush.",
+        one(snapshot.buffered_rows),
+    )
+    add(
+        "safeloop_sink_last_flush_seconds",
+        "gauge",
+        "Duration of the last flush.",
+        one(sink.last_flush_ms / 1000.0),
+    )
+    return registry
 
 
 def render_prometheus(snapshot: StreamSnapshot) -> str:
     """The snapshot in the Prometheus text exposition format."""
-    join = snapshot.join
-    sink = snapshot.sink
-    out: list[str] = []
-
-    def simple(name: str, kind: str, help_text: str, value: float) -> None:
-        out.extend(_family(name, kind, help_text))
-        out.append(f"{name} {value:g}")
-
-    out += _family("safeloop_stream_lag", "gauge", "Messages per partition not yet in ClickHouse.")
-    out += _labelled(
-        "safeloop_stream_lag",
-        [({"topic": t, "partition": p}, v) for (t, p), v in sorted(snapshot.lag.items())],
-    )
-    out += _family("safeloop_stream_consumed_total", "counter", "Records consumed per topic.")
-    out += _labelled(
-        "safeloop_stream_consumed_total",
-        [({"topic": t}, v) for t, v in sorted(snapshot.consumed.items())],
-    )
-    simple("safeloop_join_joined_total", "counter", "Feedback rows emitted as joined.", join.joined)
-    simple("safeloop_join_expired_total", "counter", "Predictions expired unmatched.", join.expired)
-    simple(
-        "safeloop_join_corrections_total",
-        "counter",
-        "Outcomes replacing older ones.",
-        join.corrections,
-    )
-    simple(
-        "safeloop_join_late_outcomes_total",
-        "counter",
-        "Outcomes after their window closed.",
-        join.late_outcomes,
-    )
-    simple(
-        "safeloop_join_duplicate_predictions_total",
-        "counter",
-        "Predictions seen again.",
-        join.duplicate_predictions,
-    )
-    simple(
-        "safeloop_join_stale_outcomes_total",
-        "counter",
-        "Outcomes older than the one kept.",
-        join.stale_outcomes,
-    )
-    out += _family("safeloop_join_pending", "gauge", "Predictions waiting for an outcome.")
-    out += _labelled(
-        "safeloop_join_pending",
-        [({"partition": p}, v) for p, v in sorted(snapshot.pending_predictions.items())],
-    )
-    out += _family("safeloop_join_early_outcomes", "gauge", "Outcomes waiting for a prediction.")
-    out += _labelled(
-        "safeloop_join_early_outcomes",
-        [({"partition": p}, v) for p, v in sorted(snapshot.early_outcomes.items())],
-    )
-    out += _family(
-        "safeloop_dead_letters_total", "counter", "Inputs sent to the dead-letter topic."
-    )
-    out += _labelled(
-        "safeloop_dead_letters_total",
-        [
-            ({"topic": t, "reason": r}, v)
-            for (t, r), v in sorted(snapshot.dead_letters.by_topic_reason.items())
-        ],
-    )
-    simple("safeloop_sink_batches_total", "counter", "Batches ClickHouse accepted.", sink.batches)
-    simple("safeloop_sink_rows_total", "counter", "Rows ClickHouse accepted.", sink.rows)
-    simple(
-        "safeloop_sink_retries_total", "counter", "Failed insert attempts retried.", sink.retries
-    )
-    simple(
-        "safeloop_sink_consecutive_failures",
-        "gauge",
-        "Failed attempts of steps still retrying.",
-        sink.consecutive_failures,
-    )
-    simple(
-        "safeloop_sink_buffered_rows", "gauge", "Rows waiting for a flush.", snapshot.buffered_rows
-    )
-    simple(
-        "safeloop_sink_last_flush_seconds",
-        "gauge",
-        "Duration of the last flush.",
-        sink.last_flush_ms / 1000.0,
-    )
-    return "\n".join(out) + "\n"
+    return stream_registry(snapshot).render()
 
 
 class RateLogger:

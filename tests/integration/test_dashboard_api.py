@@ -16,27 +16,14 @@ from clickhouse_connect.driver import Client
 
 from infra.clickhouse.client import clickhouse_client
 from infra.settings import Settings
+from services.control.audit import COLUMNS as CONTROL_LOG_COLUMNS
 from services.dashboard.app import create_app
 from services.dashboard.queries import Query
 from services.dashboard.reader import QueryFailedError, Reader
+from streams.rows import COLUMNS, FEEDBACK, OUTCOMES, PREDICTIONS
 
 GRAFANA_JSON = Path(__file__).resolve().parents[2] / "infra" / "grafana" / "dashboards"
 NOW = datetime.now(UTC).replace(second=0, microsecond=0, tzinfo=None) - timedelta(minutes=1)
-PREDICTION_COLUMNS = [
-    "prediction_id",
-    "model_name",
-    "model_version",
-    "timestamp",
-    "features",
-    "prediction",
-    "confidence",
-    "latency_ms",
-    "route",
-    "replica_id",
-    "routing_key",
-    "routing_hash_version",
-    "error",
-]
 METRIC_COLUMNS = [
     "model_name",
     "model_version",
@@ -109,28 +96,12 @@ def _feedback(client: Client) -> None:
     client.insert(
         "feedback",
         rows,
-        column_names=[
-            "prediction_id",
-            "model_name",
-            "model_version",
-            "route",
-            "replica_id",
-            "features",
-            "prediction",
-            "confidence",
-            "prediction_timestamp",
-            "status",
-            "ground_truth",
-            "outcome_timestamp",
-            "label_delay_ms",
-            "outcome_source",
-            "emitted_at",
-        ],
+        column_names=COLUMNS[FEEDBACK],
     )
     client.insert(
         "outcomes",
         [[f"p{i}", 1.0, NOW, "labels"] for i in (0, *range(2, 10))],
-        column_names=["prediction_id", "ground_truth", "timestamp", "source"],
+        column_names=COLUMNS[OUTCOMES],
     )
 
 
@@ -209,28 +180,7 @@ def _control(client: Client) -> None:
     client.insert(
         "control_log",
         rows,
-        column_names=[
-            "entry_type",
-            "command_id",
-            "model_name",
-            "kind",
-            "sequence",
-            "issued_at",
-            "issuer",
-            "reason",
-            "production_version",
-            "canary_version",
-            "canary_basis_points",
-            "canary_enabled",
-            "shadow_version",
-            "shadow_enabled",
-            "kill_switch",
-            "fallback_version",
-            "flags",
-            "key_id",
-            "signature",
-            "details",
-        ],
+        column_names=CONTROL_LOG_COLUMNS,
     )
     client.insert(
         "retraining_decisions",
@@ -267,7 +217,7 @@ def _control(client: Client) -> None:
 def dash(stack: Any) -> Iterator[Settings]:
     settings: Settings = stack.fresh("dash")
     with closing(clickhouse_client(settings)) as client:
-        client.insert("predictions", _predictions(), column_names=PREDICTION_COLUMNS)
+        client.insert("predictions", _predictions(), column_names=COLUMNS[PREDICTIONS])
         _feedback(client)
         _metrics(client)
         _control(client)
