@@ -22,8 +22,12 @@ demo: $(STAMP) ## the main job: start Kafka and ClickHouse, run the loop, show w
 
 lint: $(STAMP) ## ruff and mypy (strict) over the packages
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check schemas infra streams services
+	$(BIN)/ruff format --check __init__.py schemas infra streams services
+	@mkdir -p .cache/typecheck && ln -sfn ../.. .cache/typecheck/safeloop
 	$(BIN)/mypy
+
+unit: $(STAMP) ## the unit tier alone (no servers), in well under a minute
+	$(BIN)/pytest tests/unit -q
 
 browser: ## Debian's chromium for the dashboard's browser test (no browser download)
 	@command -v chromium >/dev/null 2>&1 || { \
@@ -45,4 +49,4 @@ stop: $(STAMP) ## stop the local Kafka broker and ClickHouse endpoint if they ru
 clean: stop ## remove local state (Kafka data, warehouse data); keeps .venv and the jar cache
 	rm -rf .state
 
-.PHONY: help install browser demo lint test bench stop clean
+.PHONY: help install browser demo lint unit test bench stop clean

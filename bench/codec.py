@@ -20,9 +20,9 @@ from typing import Any
 
 import fastavro
 
-from schemas.codec import HEADER_SIZE, PREDICTION_CODEC
-from schemas.events import PredictionEvent, Route
-from schemas.validation import validate_prediction
+from safeloop.schemas.codec import HEADER_SIZE, PREDICTION_CODEC
+from safeloop.schemas.events import PredictionEvent, Route
+from safeloop.schemas.validation import validate_prediction
 
 RESULTS = Path(__file__).parent / "results" / "codec.json"
 T0 = 1_700_000_000_000

@@ -26,18 +26,18 @@ from typing import Any
 
 import numpy as np
 
-from infra.kafka.broker import LocalKafkaBroker
-from infra.kafka.topics import TopicAdmin, topic_specs
-from infra.settings import Settings
-from schemas.codec import REPLICA_STATUS_CODEC
-from schemas.events import CommandKind, ModelConfig, ReplicaState
-from services.control.broadcast import BroadcastReader
-from services.control.clients import make_broadcast_reader, make_producer
-from services.control.keys import load_keyring
-from services.control.publisher import ControlPublisher, read_control_topic
-from services.models.store import ModelStore
-from services.models.task import ModelTask
-from services.models.training import make_dataset, train_model
+from safeloop.infra.kafka.broker import LocalKafkaBroker
+from safeloop.infra.kafka.topics import TopicAdmin, topic_specs
+from safeloop.infra.settings import Settings
+from safeloop.schemas.codec import REPLICA_STATUS_CODEC
+from safeloop.schemas.events import CommandKind, ModelConfig, ReplicaState
+from safeloop.services.control.broadcast import BroadcastReader
+from safeloop.services.control.clients import make_broadcast_reader, make_producer
+from safeloop.services.control.keys import load_keyring
+from safeloop.services.control.publisher import ControlPublisher, read_control_topic
+from safeloop.services.models.store import ModelStore
+from safeloop.services.models.task import ModelTask
+from safeloop.services.models.training import make_dataset, train_model
 
 RESULTS = Path(__file__).parent / "results" / "control_propagation.json"
 REPO = Path(__file__).resolve().parents[1]
@@ -103,7 +103,7 @@ def _start_replicas(env: dict[str, str], count: int, tag: str) -> list[subproces
             [
                 sys.executable,
                 "-m",
-                "services.cli.main",
+                "safeloop.services.cli.main",
                 "serve",
                 "--replica-id",
                 f"{tag}-{index}",

@@ -25,13 +25,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from infra.clickhouse import clickhouse_client
-from infra.clickhouse.migrate import migrate
-from infra.portcheck import free_port
-from infra.settings import Settings
-from infra.warehouse import WarehouseProcess
-from services.dashboard import queries
-from services.dashboard.reader import READ_ONLY_SETTINGS
+from safeloop.infra.clickhouse import clickhouse_client
+from safeloop.infra.clickhouse.migrate import migrate
+from safeloop.infra.portcheck import free_port
+from safeloop.infra.settings import Settings
+from safeloop.infra.warehouse import WarehouseProcess
+from safeloop.services.dashboard import queries
+from safeloop.services.dashboard.reader import READ_ONLY_SETTINGS
 
 RESULTS = Path(__file__).parent / "results" / "dashboard_queries.json"
 MODEL = "fraud"

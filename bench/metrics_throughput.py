@@ -26,20 +26,20 @@ from typing import Any
 
 import numpy as np
 
-from schemas.events import FeedbackRecord, FeedbackStatus, PredictionEvent, Route
-from services.guard import GuardPolicy, judge
-from services.metrics.baseline import ModelBaseline
-from services.metrics.columns import ScoreConvention, feedback_batch, health_batch
-from services.metrics.drift import model_drift
-from services.metrics.health import HEALTH_COLUMNS, health_of_window
-from services.metrics.keyed import KeyedWindows, WindowKey
-from services.metrics.latency import percentiles
-from services.metrics.performance import (
+from safeloop.schemas.events import FeedbackRecord, FeedbackStatus, PredictionEvent, Route
+from safeloop.services.guard import GuardPolicy, judge
+from safeloop.services.metrics.baseline import ModelBaseline
+from safeloop.services.metrics.columns import ScoreConvention, feedback_batch, health_batch
+from safeloop.services.metrics.drift import model_drift
+from safeloop.services.metrics.health import HEALTH_COLUMNS, health_of_window
+from safeloop.services.metrics.keyed import KeyedWindows, WindowKey
+from safeloop.services.metrics.latency import percentiles
+from safeloop.services.metrics.performance import (
     FEEDBACK_COLUMNS,
     Task,
     performance_of_window,
 )
-from services.metrics.windows import CountWindow, TimeWindow
+from safeloop.services.metrics.windows import CountWindow, TimeWindow
 
 RESULTS = Path(__file__).parent / "results" / "metrics_throughput.json"
 T0 = 1_700_000_000_000

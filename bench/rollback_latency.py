@@ -37,15 +37,15 @@ from typing import Any
 import numpy as np
 from confluent_kafka import Producer
 
-from infra.clickhouse.client import clickhouse_client
-from infra.clickhouse.migrate import migrate
-from infra.kafka.broker import LocalKafkaBroker
-from infra.kafka.clients import producer_config
-from infra.kafka.topics import TopicAdmin, topic_specs
-from infra.settings import Secret, Settings
-from infra.warehouse.process import WarehouseProcess
-from schemas.codec import FEEDBACK_CODEC, PREDICTION_CODEC
-from schemas.events import (
+from safeloop.infra.clickhouse.client import clickhouse_client
+from safeloop.infra.clickhouse.migrate import migrate
+from safeloop.infra.kafka.broker import LocalKafkaBroker
+from safeloop.infra.kafka.clients import producer_config
+from safeloop.infra.kafka.topics import TopicAdmin, topic_specs
+from safeloop.infra.settings import Secret, Settings
+from safeloop.infra.warehouse.process import WarehouseProcess
+from safeloop.schemas.codec import FEEDBACK_CODEC, PREDICTION_CODEC
+from safeloop.schemas.events import (
     CommandKind,
     FeedbackRecord,
     FeedbackStatus,
@@ -53,18 +53,18 @@ from schemas.events import (
     PredictionEvent,
     Route,
 )
-from services.control.clients import make_broadcast_reader, make_producer
-from services.control.keys import load_keyring
-from services.control.publisher import ControlPublisher, read_control_topic
-from services.control.state import AppliedConfig
-from services.guard.policy import GuardPolicy
-from services.metrics.service import MetricsConfig
-from services.metrics.wiring import build_metrics_service
-from services.models.loaded import LoadedModel
-from services.models.store import ModelStore
-from services.models.task import ModelTask
-from services.models.training import make_dataset, train_model
-from services.serving.replica import Replica, load_catalog
+from safeloop.services.control.clients import make_broadcast_reader, make_producer
+from safeloop.services.control.keys import load_keyring
+from safeloop.services.control.publisher import ControlPublisher, read_control_topic
+from safeloop.services.control.state import AppliedConfig
+from safeloop.services.guard.policy import GuardPolicy
+from safeloop.services.metrics.service import MetricsConfig
+from safeloop.services.metrics.wiring import build_metrics_service
+from safeloop.services.models.loaded import LoadedModel
+from safeloop.services.models.store import ModelStore
+from safeloop.services.models.task import ModelTask
+from safeloop.services.models.training import make_dataset, train_model
+from safeloop.services.serving.replica import Replica, load_catalog
 
 RESULTS = Path(__file__).parent / "results" / "rollback_latency.json"
 REPO = Path(__file__).resolve().parents[1]
@@ -221,7 +221,7 @@ def _replicas(settings: Settings, failing: FailingModel) -> list[Replica]:
 
 def _metrics_process(settings: Settings) -> subprocess.Popen[bytes]:
     argv = [
-        sys.executable, "-m", "services.cli.main", "metrics", "run",
+        sys.executable, "-m", "safeloop.services.cli.main", "metrics", "run",
         "--snapshot-interval-s", "1", "--max-p99-latency-ratio", "0",
         "--max-performance-drop", "0", "--min-requests", str(MIN_REQUESTS),
     ]  # fmt: skip

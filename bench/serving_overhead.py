@@ -25,23 +25,23 @@ from typing import Any
 import numpy as np
 from confluent_kafka import Producer
 
-from infra.kafka.broker import LocalKafkaBroker
-from infra.kafka.topics import TopicAdmin, topic_specs
-from infra.settings import Settings
-from schemas.events import ModelConfig
-from services.control.clients import make_producer
-from services.metrics.baseline import ModelBaseline
-from services.models.loaded import LoadedModel
-from services.models.metadata import ModelMetadata
-from services.models.task import ModelTask
-from services.models.training import DEFAULT_FEATURES, make_dataset, train_model
-from services.serving.catalog import ModelCatalog
-from services.serving.flags import FlagBook
-from services.serving.kafka_sink import KafkaEventSink, event_producer_settings
-from services.serving.predictor import Predictor
-from services.serving.routing import choose_route
-from services.serving.shadow import ShadowRunner
-from services.serving.sink import EventSink, NullSink
+from safeloop.infra.kafka.broker import LocalKafkaBroker
+from safeloop.infra.kafka.topics import TopicAdmin, topic_specs
+from safeloop.infra.settings import Settings
+from safeloop.schemas.events import ModelConfig
+from safeloop.services.control.clients import make_producer
+from safeloop.services.metrics.baseline import ModelBaseline
+from safeloop.services.models.loaded import LoadedModel
+from safeloop.services.models.metadata import ModelMetadata
+from safeloop.services.models.task import ModelTask
+from safeloop.services.models.training import DEFAULT_FEATURES, make_dataset, train_model
+from safeloop.services.serving.catalog import ModelCatalog
+from safeloop.services.serving.flags import FlagBook
+from safeloop.services.serving.kafka_sink import KafkaEventSink, event_producer_settings
+from safeloop.services.serving.predictor import Predictor
+from safeloop.services.serving.routing import choose_route
+from safeloop.services.serving.shadow import ShadowRunner
+from safeloop.services.serving.sink import EventSink, NullSink
 
 RESULTS = Path(__file__).parent / "results" / "serving_overhead.json"
 REPO = Path(__file__).resolve().parents[1]

@@ -35,13 +35,13 @@ from typing import Any
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from infra.clickhouse.client import clickhouse_client
-from infra.clickhouse.migrate import migrate
-from infra.kafka.broker import LocalKafkaBroker
-from infra.settings import Settings
-from infra.warehouse.process import WarehouseProcess
-from schemas.codec import OUTCOME_CODEC, PREDICTION_CODEC
-from schemas.events import OutcomeEvent, PredictionEvent, Route
+from safeloop.infra.clickhouse.client import clickhouse_client
+from safeloop.infra.clickhouse.migrate import migrate
+from safeloop.infra.kafka.broker import LocalKafkaBroker
+from safeloop.infra.settings import Settings
+from safeloop.infra.warehouse.process import WarehouseProcess
+from safeloop.schemas.codec import OUTCOME_CODEC, PREDICTION_CODEC
+from safeloop.schemas.events import OutcomeEvent, PredictionEvent, Route
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "stream_join.json"
@@ -174,7 +174,7 @@ class Phase:
             self.ports.append(port)
             flags = ["--worker-index", str(index), "--web-port", str(port - index)]
             flags += ["--flush-interval-ms", "200"]
-            command = [sys.executable, "-m", "streams.worker", *flags]
+            command = [sys.executable, "-m", "safeloop.streams.worker", *flags]
             if profile is not None:
                 command = [
                     sys.executable,
@@ -186,7 +186,7 @@ class Phase:
                     "text",
                     "--show-all",
                 ]
-                command += ["-m", "streams.worker", *flags]
+                command += ["-m", "safeloop.streams.worker", *flags]
             with (self.state_dir / f"worker-{index}.log").open("ab") as log:
                 self.workers.append(
                     subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=log)

@@ -29,9 +29,9 @@ import clickhouse_connect
 import lz4.frame
 import numpy as np
 
-from infra.clickhouse import clickhouse_client
-from infra.settings import Settings
-from infra.warehouse import WarehouseProcess
+from safeloop.infra.clickhouse import clickhouse_client
+from safeloop.infra.settings import Settings
+from safeloop.infra.warehouse import WarehouseProcess
 
 RESULTS = Path(__file__).parent / "results" / "warehouse_insert.json"
 TABLE = "bench_insert"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import socket
 
-from infra.exceptions import PortInUseError
+from safeloop.infra.exceptions import PortInUseError
 
 
 def port_is_free(host: str, port: int) -> bool:

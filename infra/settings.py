@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from infra.exceptions import SettingsError
+from safeloop.infra.exceptions import SettingsError
 
 _DAY_MS = 24 * 60 * 60 * 1000
 

@@ -20,7 +20,7 @@ from fastavro import schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
 from fastavro.validation import ValidationError, validate
 
-from schemas.events import (
+from safeloop.schemas.events import (
     ControlCommand,
     DeadLetter,
     FeedbackRecord,
@@ -29,9 +29,9 @@ from schemas.events import (
     ReplicaStatus,
     RetrainingDecision,
 )
-from schemas.exceptions import DecodeError, DecodeReason, EncodeError
-from schemas.records import RecordMapper
-from schemas.registry import SchemaRegistry, WriterSchema, default_registry
+from safeloop.schemas.exceptions import DecodeError, DecodeReason, EncodeError
+from safeloop.schemas.records import RecordMapper
+from safeloop.schemas.registry import SchemaRegistry, WriterSchema, default_registry
 
 E = TypeVar("E")
 

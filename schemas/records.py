@@ -13,7 +13,7 @@ from operator import attrgetter
 from types import MemberDescriptorType
 from typing import Any, Generic, TypeVar, cast, get_type_hints
 
-from schemas.exceptions import DecodeError, DecodeReason
+from safeloop.schemas.exceptions import DecodeError, DecodeReason
 
 T = TypeVar("T")
 

@@ -19,7 +19,7 @@ from fastavro import parse_schema
 from fastavro.schema import fingerprint as _fingerprint_hex
 from fastavro.schema import to_parsing_canonical_form
 
-from schemas.exceptions import SchemaError
+from safeloop.schemas.exceptions import SchemaError
 
 AVRO_DIR = Path(__file__).parent / "avro"
 HISTORY_DIR = AVRO_DIR / "history"

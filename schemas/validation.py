@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 from typing import Final
 
-from schemas.events import OutcomeEvent, PredictionEvent
-from schemas.exceptions import DecodeError, DecodeReason
+from safeloop.schemas.events import OutcomeEvent, PredictionEvent
+from safeloop.schemas.exceptions import DecodeError, DecodeReason
 
 DEFAULT_MAX_FUTURE_SKEW_MS: Final = 5 * 60 * 1000
 

@@ -8,12 +8,12 @@ from typing import Any
 
 import faust
 
-from infra.settings import Settings
-from schemas.validation import DEFAULT_MAX_FUTURE_SKEW_MS
-from streams.consumer import install as install_consumer
-from streams.observability import LeanMonitor
-from streams.sink import SinkConfig
-from streams.windows import JoinWindows
+from safeloop.infra.settings import Settings
+from safeloop.schemas.validation import DEFAULT_MAX_FUTURE_SKEW_MS
+from safeloop.streams.consumer import install as install_consumer
+from safeloop.streams.observability import LeanMonitor
+from safeloop.streams.sink import SinkConfig
+from safeloop.streams.windows import JoinWindows
 
 PENDING_TABLE = "pending-predictions"
 EARLY_TABLE = "early-outcomes"

@@ -5,11 +5,15 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from schemas.codec import OUTCOME_CODEC, PREDICTION_CODEC
-from schemas.events import DeadLetter, OutcomeEvent, PredictionEvent
-from schemas.exceptions import DecodeError
-from schemas.validation import DEFAULT_MAX_FUTURE_SKEW_MS, validate_outcome, validate_prediction
-from streams.exceptions import InvalidInputError
+from safeloop.schemas.codec import OUTCOME_CODEC, PREDICTION_CODEC
+from safeloop.schemas.events import DeadLetter, OutcomeEvent, PredictionEvent
+from safeloop.schemas.exceptions import DecodeError
+from safeloop.schemas.validation import (
+    DEFAULT_MAX_FUTURE_SKEW_MS,
+    validate_outcome,
+    validate_prediction,
+)
+from safeloop.streams.exceptions import InvalidInputError
 
 KEY_MISMATCH = "key_mismatch"
 

@@ -6,10 +6,16 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from schemas.events import FeedbackRecord, FeedbackStatus, OutcomeEvent, PredictionEvent, Route
-from streams.expiry import ExpiryIndex
-from streams.state import EarlyOutcome, PendingPrediction, StateStore
-from streams.windows import JoinWindows
+from safeloop.schemas.events import (
+    FeedbackRecord,
+    FeedbackStatus,
+    OutcomeEvent,
+    PredictionEvent,
+    Route,
+)
+from safeloop.streams.expiry import ExpiryIndex
+from safeloop.streams.state import EarlyOutcome, PendingPrediction, StateStore
+from safeloop.streams.windows import JoinWindows
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ from typing import Any
 
 from faust.sensors.monitor import Monitor
 
-from infra.prometheus import CallbackGauge, CallbackKind, Labels, Registry
-from streams.dead_letters import DeadLetterCounts
-from streams.join import JoinCounters
-from streams.sink import SinkStats
+from safeloop.infra.prometheus import CallbackGauge, CallbackKind, Labels, Registry
+from safeloop.streams.dead_letters import DeadLetterCounts
+from safeloop.streams.join import JoinCounters
+from safeloop.streams.sink import SinkStats
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from streams.exceptions import StreamError
+from safeloop.streams.exceptions import StreamError
 
 log = logging.getLogger(__name__)
 

@@ -7,17 +7,17 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from schemas.events import DeadLetter, FeedbackRecord, OutcomeEvent, PredictionEvent
-from schemas.validation import DEFAULT_MAX_FUTURE_SKEW_MS
-from streams.dead_letters import (
+from safeloop.schemas.events import DeadLetter, FeedbackRecord, OutcomeEvent, PredictionEvent
+from safeloop.schemas.validation import DEFAULT_MAX_FUTURE_SKEW_MS
+from safeloop.streams.dead_letters import (
     DeadLetterCounts,
     SourceRecord,
     dead_letter,
     decode_outcome,
     decode_prediction,
 )
-from streams.exceptions import InvalidInputError
-from streams.join import JoinWindow, Release
+from safeloop.streams.exceptions import InvalidInputError
+from safeloop.streams.join import JoinWindow, Release
 
 log = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from schemas.events import DeadLetter, FeedbackRecord, OutcomeEvent, PredictionEvent
-from streams.dead_letters import SourceRecord
+from safeloop.schemas.events import DeadLetter, FeedbackRecord, OutcomeEvent, PredictionEvent
+from safeloop.streams.dead_letters import SourceRecord
 
 PREDICTIONS = "predictions"
 OUTCOMES = "outcomes"

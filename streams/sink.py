@@ -12,7 +12,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from streams.exceptions import SinkUnavailableError
+from safeloop.streams.exceptions import SinkUnavailableError
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from schemas.events import OutcomeEvent, PredictionEvent
+from safeloop.schemas.events import OutcomeEvent, PredictionEvent
 
 V = TypeVar("V")
 

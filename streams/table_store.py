@@ -6,9 +6,9 @@ import struct
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, Protocol, TypeVar
 
-from schemas.codec import OUTCOME_CODEC, PREDICTION_CODEC
-from streams.exceptions import StreamError
-from streams.state import EarlyOutcome, PendingPrediction
+from safeloop.schemas.codec import OUTCOME_CODEC, PREDICTION_CODEC
+from safeloop.streams.exceptions import StreamError
+from safeloop.streams.state import EarlyOutcome, PendingPrediction
 
 V = TypeVar("V")
 

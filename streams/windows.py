@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from infra.settings import Settings
-from streams.exceptions import WindowConfigError
+from safeloop.infra.settings import Settings
+from safeloop.streams.exceptions import WindowConfigError
 
 DAY_MS = 24 * 60 * 60 * 1000
 DEFAULT_WINDOW_MS = 30 * DAY_MS

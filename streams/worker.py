@@ -12,17 +12,22 @@ from typing import Any
 
 import faust
 
-from infra.clickhouse.client import clickhouse_client
-from infra.kafka.clients import producer_config
-from infra.settings import Settings
-from schemas.codec import DEAD_LETTER_CODEC, FEEDBACK_CODEC
-from streams.app import StreamApp, StreamConfig, create_app
-from streams.dead_letters import SourceRecord
-from streams.join import JoinWindow, Release
-from streams.observability import CONTENT_TYPE, RateLogger, StreamSnapshot, render_prometheus
-from streams.outputs import OutputTopics
-from streams.processor import BatchProcessor, BatchResult
-from streams.rows import (
+from safeloop.infra.clickhouse.client import clickhouse_client
+from safeloop.infra.kafka.clients import producer_config
+from safeloop.infra.settings import Settings
+from safeloop.schemas.codec import DEAD_LETTER_CODEC, FEEDBACK_CODEC
+from safeloop.streams.app import StreamApp, StreamConfig, create_app
+from safeloop.streams.dead_letters import SourceRecord
+from safeloop.streams.join import JoinWindow, Release
+from safeloop.streams.observability import (
+    CONTENT_TYPE,
+    RateLogger,
+    StreamSnapshot,
+    render_prometheus,
+)
+from safeloop.streams.outputs import OutputTopics
+from safeloop.streams.processor import BatchProcessor, BatchResult
+from safeloop.streams.rows import (
     COLUMNS,
     DEAD_LETTERS,
     FEEDBACK,
@@ -35,16 +40,16 @@ from streams.rows import (
     prediction_row,
     source_identities,
 )
-from streams.sink import BatchWriter, ClickHouseSink, ClickHouseWriter, SinkConfig
-from streams.state import EarlyOutcome, PendingPrediction
-from streams.table_store import (
+from safeloop.streams.sink import BatchWriter, ClickHouseSink, ClickHouseWriter, SinkConfig
+from safeloop.streams.state import EarlyOutcome, PendingPrediction
+from safeloop.streams.table_store import (
     FaustTableStore,
     decode_early,
     decode_pending,
     encode_early,
     encode_pending,
 )
-from streams.windows import JoinWindows
+from safeloop.streams.windows import JoinWindows
 
 log = logging.getLogger(__name__)
 
@@ -309,8 +314,8 @@ def worker_config(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m streams.worker`: one worker, configured from the environment and flags."""
-    parser = argparse.ArgumentParser(prog="python -m streams.worker")
+    """`python -m safeloop.streams.worker`: one worker, configured from env and flags."""
+    parser = argparse.ArgumentParser(prog="python -m safeloop.streams.worker")
     parser.add_argument("--worker-index", type=int, default=0)
     parser.add_argument("--web-port", type=int, default=6066)
     parser.add_argument("--batch-max", type=int, default=10_000)

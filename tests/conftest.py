@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from infra.clickhouse.migrate import migrate
-from infra.kafka.broker import LocalKafkaBroker
-from infra.kafka.clients import cluster_answers
-from infra.kafka.topics import TopicAdmin, topic_specs
-from infra.portcheck import free_port
-from infra.settings import Settings
-from infra.warehouse.process import WarehouseProcess
+from safeloop.infra.clickhouse.migrate import migrate
+from safeloop.infra.kafka.broker import LocalKafkaBroker
+from safeloop.infra.kafka.clients import cluster_answers
+from safeloop.infra.kafka.topics import TopicAdmin, topic_specs
+from safeloop.infra.portcheck import free_port
+from safeloop.infra.settings import Settings
+from safeloop.infra.warehouse.process import WarehouseProcess
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS_DIR = PROJECT_ROOT / "test-artifacts"

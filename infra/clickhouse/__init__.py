@@ -1,5 +1,5 @@
 """Reaching ClickHouse: the clickhouse-connect client factory and schema migrations."""
 
-from infra.clickhouse.client import clickhouse_client
+from safeloop.infra.clickhouse.client import clickhouse_client
 
 __all__ = ["clickhouse_client"]

@@ -10,8 +10,8 @@ from clickhouse_connect.driver import Client
 from clickhouse_connect.driver.exceptions import Error as ClickHouseError
 from clickhouse_connect.driver.exceptions import OperationalError
 
-from infra.exceptions import WarehouseError
-from infra.settings import Settings
+from safeloop.infra.exceptions import WarehouseError
+from safeloop.infra.settings import Settings
 
 UNKNOWN_DATABASE = 81  # ClickHouse's error code
 

@@ -12,10 +12,10 @@ from pathlib import Path
 from clickhouse_connect.driver import Client
 from clickhouse_connect.driver.exceptions import Error as ClickHouseError
 
-import schemas
-from infra.clickhouse.client import clickhouse_client
-from infra.exceptions import WarehouseError
-from infra.settings import Settings
+from safeloop import schemas
+from safeloop.infra.clickhouse.client import clickhouse_client
+from safeloop.infra.exceptions import WarehouseError
+from safeloop.infra.settings import Settings
 
 log = logging.getLogger(__name__)
 

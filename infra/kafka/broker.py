@@ -11,10 +11,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra import daemon_process
-from infra.exceptions import ExternalClusterError, InfraError, PortInUseError, StartupError
-from infra.kafka import broker_process as process
-from infra.kafka.broker_config import (
+from safeloop.infra import daemon_process
+from safeloop.infra.exceptions import ExternalClusterError, InfraError, PortInUseError, StartupError
+from safeloop.infra.kafka import broker_process as process
+from safeloop.infra.kafka.broker_config import (
     NODE_ID,
     BrokerPaths,
     broker_properties,
@@ -22,11 +22,11 @@ from infra.kafka.broker_config import (
     new_cluster_id,
     render_properties,
 )
-from infra.kafka.broker_process import JVM_FLAGS
-from infra.kafka.clients import cluster_answers
-from infra.kafka.jars import fetch_kafka_jars, jars_present, require_tool
-from infra.portcheck import port_accepts_connections, port_is_free
-from infra.settings import Settings
+from safeloop.infra.kafka.broker_process import JVM_FLAGS
+from safeloop.infra.kafka.clients import cluster_answers
+from safeloop.infra.kafka.jars import fetch_kafka_jars, jars_present, require_tool
+from safeloop.infra.portcheck import port_accepts_connections, port_is_free
+from safeloop.infra.settings import Settings
 
 # The configuration helpers lived here first; callers still import them from this module.
 __all__ = [

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.settings import Settings
+from safeloop.infra.settings import Settings
 
 NODE_ID = 1
 

@@ -6,9 +6,9 @@ import fcntl
 import subprocess
 from pathlib import Path
 
-from infra.daemon_process import is_alive
-from infra.exceptions import StartupError
-from infra.kafka.broker_config import BrokerPaths
+from safeloop.infra.daemon_process import is_alive
+from safeloop.infra.exceptions import StartupError
+from safeloop.infra.kafka.broker_config import BrokerPaths
 
 # Small-machine JVM: a bounded heap, G1 with short pauses (Kafka's own defaults), no AWT,
 # and exit on OOM so a dead broker never lingers as a half-working process.

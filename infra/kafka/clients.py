@@ -5,7 +5,7 @@ from __future__ import annotations
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from infra.settings import Settings
+from safeloop.infra.settings import Settings
 
 ConfigValue = str | int | float | bool
 

@@ -9,8 +9,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from infra.exceptions import JarFetchError, SettingsError, ToolMissingError
-from infra.settings import Settings
+from safeloop.infra.exceptions import JarFetchError, SettingsError, ToolMissingError
+from safeloop.infra.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType  # type: ignore[attr-defined]
 from confluent_kafka.cimpl import NewTopic
 
-from infra.exceptions import KafkaAdminError
-from infra.kafka.clients import admin_client
-from infra.settings import Settings
+from safeloop.infra.exceptions import KafkaAdminError
+from safeloop.infra.kafka.clients import admin_client
+from safeloop.infra.settings import Settings
 
 log = logging.getLogger(__name__)
 

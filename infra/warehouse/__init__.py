@@ -4,9 +4,9 @@
 (`safeloop warehouse start`). Clients reach it with clickhouse-connect, as any ClickHouse server.
 """
 
-from infra.warehouse.auth import check_bind_auth, is_loopback
-from infra.warehouse.process import WarehouseProcess, WarehouseStatus
-from infra.warehouse.server import ServerConfig, WarehouseServer, warehouse_data_dir
+from safeloop.infra.warehouse.auth import check_bind_auth, is_loopback
+from safeloop.infra.warehouse.process import WarehouseProcess, WarehouseStatus
+from safeloop.infra.warehouse.server import ServerConfig, WarehouseServer, warehouse_data_dir
 
 __all__ = [
     "ServerConfig",

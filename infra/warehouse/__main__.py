@@ -1,7 +1,7 @@
-"""`python -m infra.warehouse`: the endpoint daemon."""
+"""`python -m safeloop.infra.warehouse`: the endpoint daemon."""
 
 import sys
 
-from infra.warehouse.daemon import main
+from safeloop.infra.warehouse.daemon import main
 
 sys.exit(main())

@@ -9,10 +9,10 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from infra.exceptions import WarehouseError
-from infra.settings import Secret
-from infra.warehouse import errors
-from infra.warehouse.errors import ServerError
+from safeloop.infra.exceptions import WarehouseError
+from safeloop.infra.settings import Secret
+from safeloop.infra.warehouse import errors
+from safeloop.infra.warehouse.errors import ServerError
 
 NO_PASSWORD = Secret("")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol
 
-from infra.warehouse import errors
-from infra.warehouse.compression import Decoder
+from safeloop.infra.warehouse import errors
+from safeloop.infra.warehouse.compression import Decoder
 
 READ_SIZE = 1 << 20  # bytes per socket read: bounded memory however large a chunk is
 _MAX_LINE = 4096

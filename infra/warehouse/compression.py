@@ -10,7 +10,7 @@ from typing import Any, Protocol
 import lz4.frame
 import zstandard
 
-from infra.warehouse import errors
+from safeloop.infra.warehouse import errors
 
 
 def _optional_brotli() -> ModuleType | None:

@@ -13,9 +13,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
-from infra.exceptions import InfraError, PortInUseError
-from infra.settings import Secret
-from infra.warehouse.server import ServerConfig, WarehouseServer
+from safeloop.infra.exceptions import InfraError, PortInUseError
+from safeloop.infra.settings import Secret
+from safeloop.infra.warehouse.server import ServerConfig, WarehouseServer
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +69,8 @@ def run(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `python -m infra.warehouse` (what `safeloop warehouse start` spawns)."""
-    parser = argparse.ArgumentParser(prog="python -m infra.warehouse")
+    """`python -m safeloop.infra.warehouse`, what `safeloop warehouse start` spawns."""
+    parser = argparse.ArgumentParser(prog="python -m safeloop.infra.warehouse")
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8123)

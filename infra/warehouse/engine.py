@@ -12,10 +12,10 @@ from typing import Any
 
 import chdb
 
-from infra.exceptions import WarehouseError
-from infra.warehouse import errors
-from infra.warehouse.lock import FileLock
-from infra.warehouse.results import Inserter, ResultStream, Stats, translate
+from safeloop.infra.exceptions import WarehouseError
+from safeloop.infra.warehouse import errors
+from safeloop.infra.warehouse.lock import FileLock
+from safeloop.infra.warehouse.results import Inserter, ResultStream, Stats, translate
 
 log = logging.getLogger(__name__)
 

@@ -8,14 +8,14 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 
-from infra.warehouse import errors, framing, sql
-from infra.warehouse.body import QueryStream
-from infra.warehouse.engine import Engine, EngineConnection, quote_identifier
-from infra.warehouse.params import RequestParams
-from infra.warehouse.reply import Reply
-from infra.warehouse.results import Stats
-from infra.warehouse.sessions import SessionStore
-from infra.warehouse.statement import MAX_QUERY_SIZE, InsertPlan, QueryPlan, read_statement
+from safeloop.infra.warehouse import errors, framing, sql
+from safeloop.infra.warehouse.body import QueryStream
+from safeloop.infra.warehouse.engine import Engine, EngineConnection, quote_identifier
+from safeloop.infra.warehouse.params import RequestParams
+from safeloop.infra.warehouse.reply import Reply
+from safeloop.infra.warehouse.results import Stats
+from safeloop.infra.warehouse.sessions import SessionStore
+from safeloop.infra.warehouse.statement import MAX_QUERY_SIZE, InsertPlan, QueryPlan, read_statement
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
-from infra.warehouse import errors
+from safeloop.infra.warehouse import errors
 
 _BOUNDARY_RE = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
 _DISPOSITION_RE = re.compile(rb"^content-disposition:(.*)$", re.IGNORECASE | re.MULTILINE)

@@ -14,15 +14,26 @@ from http.server import BaseHTTPRequestHandler
 from typing import Protocol
 from urllib.parse import parse_qsl, urlsplit
 
-from infra.warehouse import errors, forms
-from infra.warehouse.auth import Credentials
-from infra.warehouse.body import ChunkedBody, EmptyBody, LengthBody, QueryStream, RawBody, drain
-from infra.warehouse.compression import choose_response_coding, request_decoder, response_encoder
-from infra.warehouse.engine import EngineInfo
-from infra.warehouse.errors import ServerError
-from infra.warehouse.executor import Executor, Request
-from infra.warehouse.params import RequestParams, parse_params
-from infra.warehouse.reply import Reply, content_type
+from safeloop.infra.warehouse import errors, forms
+from safeloop.infra.warehouse.auth import Credentials
+from safeloop.infra.warehouse.body import (
+    ChunkedBody,
+    EmptyBody,
+    LengthBody,
+    QueryStream,
+    RawBody,
+    drain,
+)
+from safeloop.infra.warehouse.compression import (
+    choose_response_coding,
+    request_decoder,
+    response_encoder,
+)
+from safeloop.infra.warehouse.engine import EngineInfo
+from safeloop.infra.warehouse.errors import ServerError
+from safeloop.infra.warehouse.executor import Executor, Request
+from safeloop.infra.warehouse.params import RequestParams, parse_params
+from safeloop.infra.warehouse.reply import Reply, content_type
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from infra.exceptions import WarehouseError
+from safeloop.infra.exceptions import WarehouseError
 
 _ATTEMPTS = 5
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Set
 from dataclasses import dataclass, field
 
-from infra.warehouse import errors
-from infra.warehouse.errors import ServerError
+from safeloop.infra.warehouse import errors
+from safeloop.infra.warehouse.errors import ServerError
 
 DEFAULT_SESSION_TIMEOUT = 60
 MAX_SESSION_TIMEOUT = 3600

@@ -13,15 +13,14 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-import infra
-from infra import daemon_process
-from infra.exceptions import PortInUseError, StartupError
-from infra.portcheck import check_port_free
-from infra.settings import Settings
-from infra.warehouse.auth import check_bind_auth
-from infra.warehouse.daemon import EXIT_PORT_IN_USE, PASSWORD_ENV, USER_ENV
-from infra.warehouse.engine import data_dir_lock
-from infra.warehouse.server import WHAT, warehouse_data_dir
+from safeloop.infra import daemon_process
+from safeloop.infra.exceptions import PortInUseError, StartupError
+from safeloop.infra.portcheck import check_port_free
+from safeloop.infra.settings import Settings
+from safeloop.infra.warehouse.auth import check_bind_auth
+from safeloop.infra.warehouse.daemon import EXIT_PORT_IN_USE, PASSWORD_ENV, USER_ENV
+from safeloop.infra.warehouse.engine import data_dir_lock
+from safeloop.infra.warehouse.server import WHAT, warehouse_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -114,15 +113,13 @@ class WarehouseProcess:
     def _spawn(self) -> subprocess.Popen[bytes]:
         settings = self.settings
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        root = str(Path(infra.__file__).resolve().parent.parent)
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
         env[USER_ENV] = settings.clickhouse_user
         env[PASSWORD_ENV] = settings.clickhouse_password.value
         command = [
             sys.executable,
             "-m",
-            "infra.warehouse",
+            "safeloop.infra.warehouse",
             "--data-dir",
             str(self.data_dir.resolve()),
             "--host",
@@ -141,7 +138,6 @@ class WarehouseProcess:
                 stdout=log_out,
                 stderr=subprocess.STDOUT,
                 env=env,
-                cwd=root,
                 start_new_session=True,
             )
         log.info("started %s as pid %d, log in %s", WHAT, child.pid, self.log_file)

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from infra.warehouse import errors
-from infra.warehouse.errors import ServerError
+from safeloop.infra.warehouse import errors
+from safeloop.infra.warehouse.errors import ServerError
 
 log = logging.getLogger(__name__)
 

@@ -13,13 +13,13 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from infra.exceptions import PortInUseError
-from infra.settings import Secret, Settings
-from infra.warehouse.auth import NO_PASSWORD, Credentials, check_bind_auth
-from infra.warehouse.engine import Engine
-from infra.warehouse.executor import Executor
-from infra.warehouse.handler import Front, Handler
-from infra.warehouse.sessions import SessionStore
+from safeloop.infra.exceptions import PortInUseError
+from safeloop.infra.settings import Secret, Settings
+from safeloop.infra.warehouse.auth import NO_PASSWORD, Credentials, check_bind_auth
+from safeloop.infra.warehouse.engine import Engine
+from safeloop.infra.warehouse.executor import Executor
+from safeloop.infra.warehouse.handler import Front, Handler
+from safeloop.infra.warehouse.sessions import SessionStore
 
 log = logging.getLogger(__name__)
 

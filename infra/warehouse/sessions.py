@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from infra.warehouse import errors
-from infra.warehouse.engine import Engine, EngineConnection
+from safeloop.infra.warehouse import errors
+from safeloop.infra.warehouse.engine import Engine, EngineConnection
 
 log = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from infra.warehouse import errors, sql
-from infra.warehouse.body import QueryStream
+from safeloop.infra.warehouse import errors, sql
+from safeloop.infra.warehouse.body import QueryStream
 
 HEAD_SIZE = 64 * 1024
 MAX_QUERY_SIZE = 64 * 1024 * 1024

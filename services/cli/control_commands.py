@@ -11,23 +11,23 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from infra.clickhouse.client import clickhouse_client
-from infra.settings import Settings
-from schemas.events import CommandKind, ControlCommand, ModelConfig
-from services.control.audit import send_and_record
-from services.control.clients import make_broadcast_reader, make_producer
-from services.control.exceptions import CommandError, ControlError, WaitTimeoutError
-from services.control.fleet import FleetSnapshot, FleetWatcher
-from services.control.keys import load_keyring
-from services.control.publisher import (
+from safeloop.infra.clickhouse.client import clickhouse_client
+from safeloop.infra.settings import Settings
+from safeloop.schemas.events import CommandKind, ControlCommand, ModelConfig
+from safeloop.services.control.audit import send_and_record
+from safeloop.services.control.clients import make_broadcast_reader, make_producer
+from safeloop.services.control.exceptions import CommandError, ControlError, WaitTimeoutError
+from safeloop.services.control.fleet import FleetSnapshot, FleetWatcher
+from safeloop.services.control.keys import load_keyring
+from safeloop.services.control.publisher import (
     ConfigChange,
     ControlPublisher,
     ControlTopicView,
     read_control_topic,
 )
-from services.models.exceptions import ModelError
-from services.models.store import ModelStore
-from services.serving.flags import FlagValue, decode_flag, encode_flag
+from safeloop.services.models.exceptions import ModelError
+from safeloop.services.models.store import ModelStore
+from safeloop.services.serving.flags import FlagValue, decode_flag, encode_flag
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

@@ -7,10 +7,10 @@ import sys
 
 import uvicorn
 
-from infra.settings import Settings
-from services.dashboard.app import create_app
-from services.dashboard.assets import plotly_js
-from services.dashboard.reader import Reader
+from safeloop.infra.settings import Settings
+from safeloop.services.dashboard.app import create_app
+from safeloop.services.dashboard.assets import plotly_js
+from safeloop.services.dashboard.reader import Reader
 
 EXIT_OK = 0
 DEFAULT_PORT = 8050

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from infra.settings import Settings
-from services.demo.config import DEFAULT_DURATION_S, DEFAULT_RATE, DemoConfig
-from services.demo.run import run_demo
-from services.demo.stack import StackError
+from safeloop.infra.settings import Settings
+from safeloop.services.demo.config import DEFAULT_DURATION_S, DEFAULT_RATE, DemoConfig
+from safeloop.services.demo.run import run_demo
+from safeloop.services.demo.stack import StackError
 
 EXIT_OK = 0
 EXIT_MISSING = 1

@@ -6,9 +6,9 @@ import argparse
 import json
 import sys
 
-from infra.kafka.broker import BrokerStatus, LocalKafkaBroker
-from infra.kafka.topics import TopicAdmin, topic_specs
-from infra.settings import Settings
+from safeloop.infra.kafka.broker import BrokerStatus, LocalKafkaBroker
+from safeloop.infra.kafka.topics import TopicAdmin, topic_specs
+from safeloop.infra.settings import Settings
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

@@ -9,19 +9,19 @@ import sys
 from collections.abc import Sequence
 from typing import Protocol
 
-from infra.exceptions import InfraError
-from infra.settings import Settings
+from safeloop.infra.exceptions import InfraError
+from safeloop.infra.settings import Settings
 
 # Each module exposes `register(subparsers)`; its sub-commands set `func(args, settings) -> int`.
 COMMAND_MODULES: tuple[str, ...] = (
-    "services.cli.kafka_commands",
-    "services.cli.warehouse_commands",
-    "services.cli.process_commands",
-    "services.cli.control_commands",
-    "services.cli.serve_commands",
-    "services.cli.dashboard_commands",
-    "services.cli.metrics_commands",
-    "services.cli.demo_commands",
+    "safeloop.services.cli.kafka_commands",
+    "safeloop.services.cli.warehouse_commands",
+    "safeloop.services.cli.process_commands",
+    "safeloop.services.cli.control_commands",
+    "safeloop.services.cli.serve_commands",
+    "safeloop.services.cli.dashboard_commands",
+    "safeloop.services.cli.metrics_commands",
+    "safeloop.services.cli.demo_commands",
 )
 
 EXIT_OK = 0

@@ -11,30 +11,30 @@ import time
 from pathlib import Path
 from typing import Any
 
-from infra.clickhouse.client import clickhouse_client
-from infra.settings import Settings
-from services.control.exceptions import ControlError
-from services.control.publisher import default_issuer
-from services.guard.policy import GuardPolicy
-from services.metrics.endpoint import serve_service
-from services.metrics.exports import (
+from safeloop.infra.clickhouse.client import clickhouse_client
+from safeloop.infra.settings import Settings
+from safeloop.services.control.exceptions import ControlError
+from safeloop.services.control.publisher import default_issuer
+from safeloop.services.guard.policy import GuardPolicy
+from safeloop.services.metrics.endpoint import serve_service
+from safeloop.services.metrics.exports import (
     labelled_window,
     labelling_queue,
     write_queue_csv,
     write_structured_csv,
 )
-from services.metrics.model_info import ModelInfoCache
-from services.metrics.service import MetricsConfig
-from services.metrics.wiring import build_issuer, build_metrics_service, start_follower
-from services.models.exceptions import ModelError
-from services.models.store import ModelStore
-from services.retraining.export import weighted_export
-from services.rollout.controller import publish_transition
-from services.rollout.exceptions import RolloutError
-from services.rollout.history import latest_rollout
-from services.rollout.machine import abort, start
-from services.rollout.persist import state_to_json
-from services.rollout.plan import DeadlineAction, FailAction, RolloutPlan
+from safeloop.services.metrics.model_info import ModelInfoCache
+from safeloop.services.metrics.service import MetricsConfig
+from safeloop.services.metrics.wiring import build_issuer, build_metrics_service, start_follower
+from safeloop.services.models.exceptions import ModelError
+from safeloop.services.models.store import ModelStore
+from safeloop.services.retraining.export import weighted_export
+from safeloop.services.rollout.controller import publish_transition
+from safeloop.services.rollout.exceptions import RolloutError
+from safeloop.services.rollout.history import latest_rollout
+from safeloop.services.rollout.machine import abort, start
+from safeloop.services.rollout.persist import state_to_json
+from safeloop.services.rollout.plan import DeadlineAction, FailAction, RolloutPlan
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from types import FrameType
 
-from infra.settings import Settings
+from safeloop.infra.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def run_process(args: argparse.Namespace, settings: Settings) -> int:
 
 def _run_one(args: argparse.Namespace, settings: Settings, index: int) -> int:
     # Imported here: faust is heavy and only this sub-command needs it.
-    from streams.worker import build_worker, worker_config  # noqa: PLC0415
+    from safeloop.streams.worker import build_worker, worker_config  # noqa: PLC0415
 
     config = worker_config(index, args.web_port, args.batch_max, args.flush_interval_ms)
     return build_worker(settings, config).run()
@@ -54,7 +54,7 @@ def _run_one(args: argparse.Namespace, settings: Settings, index: int) -> int:
 
 def _run_many(args: argparse.Namespace) -> int:
     children: list[subprocess.Popen[bytes]] = []
-    base = [sys.executable, "-m", "streams.worker"]
+    base = [sys.executable, "-m", "safeloop.streams.worker"]
     for index in range(args.workers):
         command = [
             *base,

@@ -9,14 +9,14 @@ import signal
 import sys
 from types import FrameType
 
-from infra.settings import Settings
-from services.control.exceptions import ControlError
-from services.guard.local import ReplicaGuard
-from services.guard.policy import GuardPolicy
-from services.models.exceptions import ModelError
-from services.models.store import ModelStore, check_name
-from services.models.task import ModelTask
-from services.models.training import DEFAULT_FEATURES, make_dataset, train_model
+from safeloop.infra.settings import Settings
+from safeloop.services.control.exceptions import ControlError
+from safeloop.services.guard.local import ReplicaGuard
+from safeloop.services.guard.policy import GuardPolicy
+from safeloop.services.models.exceptions import ModelError
+from safeloop.services.models.store import ModelStore, check_name
+from safeloop.services.models.task import ModelTask
+from safeloop.services.models.training import DEFAULT_FEATURES, make_dataset, train_model
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn  # noqa: PLC0415 - only `serve` needs the server
 
-    from services.serving.replica import Replica, default_replica_id  # noqa: PLC0415
+    from safeloop.services.serving.replica import Replica, default_replica_id  # noqa: PLC0415
 
     replica_id = args.replica_id or settings.replica_id or default_replica_id()
     guard = ReplicaGuard(GuardPolicy()) if args.local_guard else None

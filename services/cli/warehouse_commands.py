@@ -7,10 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-from infra.clickhouse.migrate import SCHEMA_DIR, migrate
-from infra.settings import Settings
-from infra.warehouse import ServerConfig, WarehouseProcess, WarehouseStatus
-from infra.warehouse.daemon import run
+from safeloop.infra.clickhouse.migrate import SCHEMA_DIR, migrate
+from safeloop.infra.settings import Settings
+from safeloop.infra.warehouse import ServerConfig, WarehouseProcess, WarehouseStatus
+from safeloop.infra.warehouse.daemon import run
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

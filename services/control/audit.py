@@ -12,9 +12,9 @@ from enum import StrEnum
 from clickhouse_connect.driver import Client
 from clickhouse_connect.driver.exceptions import Error as ClickHouseError
 
-from infra.exceptions import WarehouseError
-from schemas.events import ControlCommand
-from services.control.publisher import ControlPublisher
+from safeloop.infra.exceptions import WarehouseError
+from safeloop.schemas.events import ControlCommand
+from safeloop.services.control.publisher import ControlPublisher
 
 TABLE = "control_log"
 COLUMNS = (

@@ -15,7 +15,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from services.control.exceptions import ControlTopicError
+from safeloop.services.control.exceptions import ControlTopicError
 
 logger = logging.getLogger(__name__)
 

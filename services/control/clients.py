@@ -8,9 +8,9 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer
 
-from infra.kafka.clients import consumer_config, producer_config
-from infra.settings import Settings
-from services.control.broadcast import BroadcastReader, broadcast_consumer_settings
+from safeloop.infra.kafka.clients import consumer_config, producer_config
+from safeloop.infra.settings import Settings
+from safeloop.services.control.broadcast import BroadcastReader, broadcast_consumer_settings
 
 logger = logging.getLogger(__name__)
 # librdkafka's own log lines go through logging instead of straight to stderr.

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from schemas.codec import REPLICA_STATUS_CODEC
-from schemas.events import ReplicaState, ReplicaStatus
-from schemas.exceptions import DecodeError
-from services.control.broadcast import BroadcastReader
-from services.control.exceptions import WaitTimeoutError
+from safeloop.schemas.codec import REPLICA_STATUS_CODEC
+from safeloop.schemas.events import ReplicaState, ReplicaStatus
+from safeloop.schemas.exceptions import DecodeError
+from safeloop.services.control.broadcast import BroadcastReader
+from safeloop.services.control.exceptions import WaitTimeoutError
 
 POLL_TIMEOUT_S = 0.05
 

@@ -6,8 +6,8 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from infra.settings import Settings
-from services.control.exceptions import SigningKeyError
+from safeloop.infra.settings import Settings
+from safeloop.services.control.exceptions import SigningKeyError
 
 MIN_SECRET_BYTES = 16
 DEFAULT_KEY_ID = "default"

@@ -8,11 +8,11 @@ from collections.abc import Callable
 
 from confluent_kafka import Message
 
-from schemas.codec import CONTROL_CODEC
-from schemas.exceptions import DecodeError
-from services.control.broadcast import BroadcastReader
-from services.control.exceptions import ControlTopicError
-from services.control.state import ApplyResult, ControlState
+from safeloop.schemas.codec import CONTROL_CODEC
+from safeloop.schemas.exceptions import DecodeError
+from safeloop.services.control.broadcast import BroadcastReader
+from safeloop.services.control.exceptions import ControlTopicError
+from safeloop.services.control.state import ApplyResult, ControlState
 
 logger = logging.getLogger(__name__)
 

@@ -12,14 +12,14 @@ from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from schemas.codec import CONTROL_CODEC
-from schemas.events import CommandKind, ControlCommand, ModelConfig
-from schemas.exceptions import DecodeError
-from services.control.broadcast import BroadcastReader
-from services.control.exceptions import CommandError, ControlTopicError, SignatureError
-from services.control.keys import KeyRing
-from services.control.signing import sign, verify
-from services.control.validation import config_problem
+from safeloop.schemas.codec import CONTROL_CODEC
+from safeloop.schemas.events import CommandKind, ControlCommand, ModelConfig
+from safeloop.schemas.exceptions import DecodeError
+from safeloop.services.control.broadcast import BroadcastReader
+from safeloop.services.control.exceptions import CommandError, ControlTopicError, SignatureError
+from safeloop.services.control.keys import KeyRing
+from safeloop.services.control.signing import sign, verify
+from safeloop.services.control.validation import config_problem
 
 logger = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ import hashlib
 import hmac
 import json
 
-from schemas.events import ControlCommand
-from services.control.exceptions import SignatureError
-from services.control.keys import KeyRing, SigningKey
+from safeloop.schemas.events import ControlCommand
+from safeloop.services.control.exceptions import SignatureError
+from safeloop.services.control.keys import KeyRing, SigningKey
 
 _CANONICAL_PREFIX = b"safeloop-control-command-v1\n"
 

@@ -9,11 +9,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from schemas.events import ControlCommand, ModelConfig
-from services.control.exceptions import SignatureError
-from services.control.keys import KeyRing
-from services.control.signing import verify
-from services.control.validation import config_problem
+from safeloop.schemas.events import ControlCommand, ModelConfig
+from safeloop.services.control.exceptions import SignatureError
+from safeloop.services.control.keys import KeyRing
+from safeloop.services.control.signing import verify
+from safeloop.services.control.validation import config_problem
 
 logger = logging.getLogger(__name__)
 

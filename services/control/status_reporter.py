@@ -9,9 +9,9 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from schemas.codec import REPLICA_STATUS_CODEC
-from schemas.events import ReplicaState, ReplicaStatus
-from services.control.state import ControlState
+from safeloop.schemas.codec import REPLICA_STATUS_CODEC
+from safeloop.schemas.events import ReplicaState, ReplicaStatus
+from safeloop.services.control.state import ControlState
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schemas.events import ModelConfig
+from safeloop.schemas.events import ModelConfig
 
 MAX_BASIS_POINTS = 10_000
 

@@ -14,9 +14,9 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from services.dashboard import queries, shaping
-from services.dashboard.assets import plotly_js
-from services.dashboard.reader import QueryFailedError, Reader
+from safeloop.services.dashboard import queries, shaping
+from safeloop.services.dashboard.assets import plotly_js
+from safeloop.services.dashboard.reader import QueryFailedError, Reader
 
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
 DEFAULT_MINUTES: Final = 60

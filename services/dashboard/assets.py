@@ -6,7 +6,7 @@ import importlib.util
 from functools import cache
 from pathlib import Path
 
-from infra.exceptions import InfraError
+from safeloop.infra.exceptions import InfraError
 
 
 class AssetMissingError(InfraError):

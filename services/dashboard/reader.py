@@ -8,10 +8,10 @@ from typing import Any, Final
 from clickhouse_connect.driver import Client
 from clickhouse_connect.driver.exceptions import Error as ClickHouseError
 
-from infra.clickhouse.client import clickhouse_client
-from infra.exceptions import WarehouseError
-from infra.settings import Settings
-from services.dashboard.queries import Query
+from safeloop.infra.clickhouse.client import clickhouse_client
+from safeloop.infra.exceptions import WarehouseError
+from safeloop.infra.settings import Settings
+from safeloop.services.dashboard.queries import Query
 
 # readonly=1 makes the server refuse any write, whatever the credentials allow; the time limit
 # keeps one slow panel from tying up a worker thread.

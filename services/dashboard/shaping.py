@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from services.dashboard.reader import Row
+from safeloop.services.dashboard.reader import Row
 
 JSON = dict[str, Any]
 

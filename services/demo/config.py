@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.portcheck import free_port, port_is_free
-from infra.settings import Secret, Settings
+from safeloop.infra.portcheck import free_port, port_is_free
+from safeloop.infra.settings import Secret, Settings
 
 MODEL = "churn"
 DRIFT_FEATURE = "income"

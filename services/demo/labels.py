@@ -16,12 +16,12 @@ from collections.abc import Sequence
 import numpy as np
 from confluent_kafka import Producer
 
-from infra.kafka.clients import producer_config
-from infra.settings import Settings
-from schemas.codec import OUTCOME_CODEC
-from schemas.events import OutcomeEvent
-from services.demo.traffic import Answer
-from services.models.training import true_margin
+from safeloop.infra.kafka.clients import producer_config
+from safeloop.infra.settings import Settings
+from safeloop.schemas.codec import OUTCOME_CODEC
+from safeloop.schemas.events import OutcomeEvent
+from safeloop.services.demo.traffic import Answer
+from safeloop.services.models.training import true_margin
 
 logger = logging.getLogger(__name__)
 

@@ -13,12 +13,12 @@ import time
 
 import numpy as np
 
-from services.metrics.baseline import ModelBaseline
-from services.models.linear import LinearModel, LogisticModel
-from services.models.metadata import ModelMetadata
-from services.models.store import ModelStore
-from services.models.task import ModelTask
-from services.models.training import Dataset, make_dataset, train_model
+from safeloop.services.metrics.baseline import ModelBaseline
+from safeloop.services.models.linear import LinearModel, LogisticModel
+from safeloop.services.models.metadata import ModelMetadata
+from safeloop.services.models.store import ModelStore
+from safeloop.services.models.task import ModelTask
+from safeloop.services.models.training import Dataset, make_dataset, train_model
 
 ROWS = 20_000
 V1_KNOWN_FEATURES = ("age", "income")

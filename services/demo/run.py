@@ -12,10 +12,10 @@ from typing import TextIO
 
 from clickhouse_connect.driver import Client
 
-from infra.clickhouse.client import clickhouse_client
-from infra.kafka.broker import LocalKafkaBroker
-from infra.settings import Settings
-from services.demo.config import (
+from safeloop.infra.clickhouse.client import clickhouse_client
+from safeloop.infra.kafka.broker import LocalKafkaBroker
+from safeloop.infra.settings import Settings
+from safeloop.services.demo.config import (
     MIN_LABELLED,
     MIN_REQUESTS,
     MODEL,
@@ -24,17 +24,17 @@ from services.demo.config import (
     child_environment,
     demo_settings,
 )
-from services.demo.figures import StoryFigures
-from services.demo.labels import LabelFeed
-from services.demo.models import train_story_models
-from services.demo.progress import Gauges, Progress
-from services.demo.stack import LocalStack, ServiceSpec, http_ok, log_says
-from services.demo.story import Story, StoryResult
-from services.demo.summary import render
-from services.demo.traffic import TrafficDriver
-from services.demo.watch import ReplicaWatcher
-from services.models.store import ModelStore
-from services.models.training import DEFAULT_FEATURES
+from safeloop.services.demo.figures import StoryFigures
+from safeloop.services.demo.labels import LabelFeed
+from safeloop.services.demo.models import train_story_models
+from safeloop.services.demo.progress import Gauges, Progress
+from safeloop.services.demo.stack import LocalStack, ServiceSpec, http_ok, log_says
+from safeloop.services.demo.story import Story, StoryResult
+from safeloop.services.demo.summary import render
+from safeloop.services.demo.traffic import TrafficDriver
+from safeloop.services.demo.watch import ReplicaWatcher
+from safeloop.services.models.store import ModelStore
+from safeloop.services.models.training import DEFAULT_FEATURES
 
 logger = logging.getLogger(__name__)
 

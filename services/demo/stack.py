@@ -1,7 +1,7 @@
 """`LocalStack`: the demo's services as child processes, health-waited, stopped in reverse.
 
-Each service runs as `python -m services.cli.main ...` in its own session (so a Ctrl-C in the
-terminal reaches the demo, which stops the children in order) with its output in
+Each service runs as `python -m safeloop.services.cli.main ...` in its own session (so a Ctrl-C
+in the terminal reaches the demo, which stops the children in order) with its output in
 `<log_dir>/<name>.log`. Stopping sends SIGTERM, waits, then SIGKILLs what is left.
 """
 
@@ -25,7 +25,7 @@ from typing import IO, Protocol
 
 logger = logging.getLogger(__name__)
 
-CLI = (sys.executable, "-m", "services.cli.main")
+CLI = (sys.executable, "-m", "safeloop.services.cli.main")
 STOP_GRACE_S = 20.0
 _TAIL_LINES = 15
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

@@ -17,20 +17,20 @@ from typing import TypeVar
 
 from clickhouse_connect.driver import Client
 
-from services.demo.config import (
+from safeloop.services.demo.config import (
     DRIFT_FEATURE,
     DRIFT_SHIFT,
     MIN_LABELLED,
     MODEL,
     DemoConfig,
 )
-from services.demo.figures import ControlEvent, Decision, StoryFigures
-from services.demo.progress import Progress
-from services.demo.stack import LocalStack
-from services.demo.traffic import TrafficDriver
-from services.demo.watch import ReplicaWatcher
-from services.rollout.history import latest_rollout
-from services.rollout.machine import Phase
+from safeloop.services.demo.figures import ControlEvent, Decision, StoryFigures
+from safeloop.services.demo.progress import Progress
+from safeloop.services.demo.stack import LocalStack
+from safeloop.services.demo.traffic import TrafficDriver
+from safeloop.services.demo.watch import ReplicaWatcher
+from safeloop.services.rollout.history import latest_rollout
+from safeloop.services.rollout.machine import Phase
 
 logger = logging.getLogger(__name__)
 

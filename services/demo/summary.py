@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import time
 
-from services.demo.figures import StoryFigures
-from services.demo.story import StoryResult
-from services.demo.traffic import TrafficCounts
+from safeloop.services.demo.figures import StoryFigures
+from safeloop.services.demo.story import StoryResult
+from safeloop.services.demo.traffic import TrafficCounts
 
 
 def render(

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from services.guard.policy import GuardPolicy
-from services.guard.verdict import Breach, GuardRule, GuardVerdict, VerdictKind
-from services.metrics.health import HealthSnapshot
-from services.metrics.performance import PerformanceSnapshot, relative_drop
+from safeloop.services.guard.policy import GuardPolicy
+from safeloop.services.guard.verdict import Breach, GuardRule, GuardVerdict, VerdictKind
+from safeloop.services.metrics.health import HealthSnapshot
+from safeloop.services.metrics.performance import PerformanceSnapshot, relative_drop
 
 # A value equal to its limit up to float rounding (0.8 -> 0.72 is a 0.10000000000000009 drop)
 # is not a breach: limits are written in decimals and mean "at most this".

@@ -25,14 +25,14 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from schemas.events import ModelConfig, PredictionEvent, Route
-from services.guard.judge import judge
-from services.guard.policy import GuardPolicy
-from services.guard.verdict import GuardVerdict
-from services.metrics.columns import health_batch
-from services.metrics.health import HEALTH_COLUMNS, health_of_window
-from services.metrics.keyed import KeyedWindows, WindowKey
-from services.metrics.windows import CountWindow
+from safeloop.schemas.events import ModelConfig, PredictionEvent, Route
+from safeloop.services.guard.judge import judge
+from safeloop.services.guard.policy import GuardPolicy
+from safeloop.services.guard.verdict import GuardVerdict
+from safeloop.services.metrics.columns import health_batch
+from safeloop.services.metrics.health import HEALTH_COLUMNS, health_of_window
+from safeloop.services.metrics.keyed import KeyedWindows, WindowKey
+from safeloop.services.metrics.windows import CountWindow
 
 
 def routed_canary(config: ModelConfig) -> str | None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.guard.exceptions import PolicyError
-from services.metrics.performance import PerformanceMetric
+from safeloop.services.guard.exceptions import PolicyError
+from safeloop.services.metrics.performance import PerformanceMetric
 
 
 @dataclass(frozen=True, slots=True)

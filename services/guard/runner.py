@@ -14,17 +14,17 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from schemas.events import CommandKind, ControlCommand, ModelConfig, PredictionEvent, Route
-from services.control.exceptions import ControlError
-from services.guard.judge import judge
-from services.guard.policy import GuardPolicy
-from services.guard.verdict import GuardVerdict, VerdictKind
-from services.metrics.columns import health_batch
-from services.metrics.health import HEALTH_COLUMNS, health_of_window
-from services.metrics.issuer import CommandIssuer
-from services.metrics.keyed import KeyedWindows, WindowKey
-from services.metrics.performance_consumer import PerformanceTracker
-from services.metrics.windows import CountWindow
+from safeloop.schemas.events import CommandKind, ControlCommand, ModelConfig, PredictionEvent, Route
+from safeloop.services.control.exceptions import ControlError
+from safeloop.services.guard.judge import judge
+from safeloop.services.guard.policy import GuardPolicy
+from safeloop.services.guard.verdict import GuardVerdict, VerdictKind
+from safeloop.services.metrics.columns import health_batch
+from safeloop.services.metrics.health import HEALTH_COLUMNS, health_of_window
+from safeloop.services.metrics.issuer import CommandIssuer
+from safeloop.services.metrics.keyed import KeyedWindows, WindowKey
+from safeloop.services.metrics.performance_consumer import PerformanceTracker
+from safeloop.services.metrics.windows import CountWindow
 
 logger = logging.getLogger(__name__)
 

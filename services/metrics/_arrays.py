@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from services.metrics.exceptions import InvalidInputError
+from safeloop.services.metrics.exceptions import InvalidInputError
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]

@@ -17,9 +17,9 @@ from enum import StrEnum
 import numpy as np
 import numpy.typing as npt
 
-from services.metrics._arrays import FloatArray, as_float, same_length
-from services.metrics.baseline import Baseline, ModelBaseline
-from services.metrics.exceptions import InvalidInputError
+from safeloop.services.metrics._arrays import FloatArray, as_float, same_length
+from safeloop.services.metrics.baseline import Baseline, ModelBaseline
+from safeloop.services.metrics.exceptions import InvalidInputError
 
 
 class SelectionReason(StrEnum):

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from services.metrics._arrays import FloatArray, IntArray, as_float
-from services.metrics.exceptions import BaselineError
+from safeloop.services.metrics._arrays import FloatArray, IntArray, as_float
+from safeloop.services.metrics.exceptions import BaselineError
 
 FORMAT_VERSION = 1
 

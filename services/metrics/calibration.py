@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from services.metrics._arrays import FloatArray, IntArray, as_binary, as_float, same_length
-from services.metrics.exceptions import InvalidInputError
+from safeloop.services.metrics._arrays import FloatArray, IntArray, as_binary, as_float, same_length
+from safeloop.services.metrics.exceptions import InvalidInputError
 
 
 @dataclass(frozen=True, slots=True, eq=False)

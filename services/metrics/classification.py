@@ -11,9 +11,15 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from services.metrics._arrays import BoolArray, FloatArray, as_binary, as_float, same_length
-from services.metrics.calibration import ReliabilityBins, reliability_bins
-from services.metrics.exceptions import InvalidInputError
+from safeloop.services.metrics._arrays import (
+    BoolArray,
+    FloatArray,
+    as_binary,
+    as_float,
+    same_length,
+)
+from safeloop.services.metrics.calibration import ReliabilityBins, reliability_bins
+from safeloop.services.metrics.exceptions import InvalidInputError
 
 LOG_LOSS_EPSILON = 1e-15
 

@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from schemas.events import FeedbackRecord, PredictionEvent
-from services.metrics.exceptions import InvalidInputError
-from services.metrics.keyed import WindowKey
-from services.metrics.windows import TIMESTAMP_COLUMN
+from safeloop.schemas.events import FeedbackRecord, PredictionEvent
+from safeloop.services.metrics.exceptions import InvalidInputError
+from safeloop.services.metrics.keyed import WindowKey
+from safeloop.services.metrics.windows import TIMESTAMP_COLUMN
 
 Batch = dict[str, npt.NDArray[Any]]
 

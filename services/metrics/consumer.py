@@ -15,9 +15,9 @@ from typing import Any, Generic, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from schemas.codec import DEAD_LETTER_CODEC, EventCodec
-from schemas.events import DeadLetter
-from schemas.exceptions import DecodeError
+from safeloop.schemas.codec import DEAD_LETTER_CODEC, EventCodec
+from safeloop.schemas.events import DeadLetter
+from safeloop.schemas.exceptions import DecodeError
 
 logger = logging.getLogger(__name__)
 

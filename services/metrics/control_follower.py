@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 
-from schemas.codec import CONTROL_CODEC
-from schemas.events import ControlCommand
-from schemas.exceptions import DecodeError
-from services.control.broadcast import BroadcastReader
-from services.control.exceptions import SignatureError
-from services.control.keys import KeyRing
-from services.control.publisher import ControlTopicView
-from services.control.signing import verify
+from safeloop.schemas.codec import CONTROL_CODEC
+from safeloop.schemas.events import ControlCommand
+from safeloop.schemas.exceptions import DecodeError
+from safeloop.services.control.broadcast import BroadcastReader
+from safeloop.services.control.exceptions import SignatureError
+from safeloop.services.control.keys import KeyRing
+from safeloop.services.control.publisher import ControlTopicView
+from safeloop.services.control.signing import verify
 
 logger = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from enum import StrEnum
 import numpy as np
 import numpy.typing as npt
 
-from services.metrics._arrays import FloatArray
-from services.metrics.baseline import Baseline, ModelBaseline
-from services.metrics.exceptions import InvalidInputError
+from safeloop.services.metrics._arrays import FloatArray
+from safeloop.services.metrics.baseline import Baseline, ModelBaseline
+from safeloop.services.metrics.exceptions import InvalidInputError
 
 PSI_FLOOR = 1e-4
 PSI_MODERATE = 0.1

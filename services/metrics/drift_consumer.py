@@ -15,14 +15,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from schemas.events import PredictionEvent, Route
-from services.metrics.drift import ModelDrift, model_drift
-from services.metrics.estimation import estimate_performance
-from services.metrics.keyed import WindowKey
-from services.metrics.model_info import ModelInfoCache
-from services.metrics.performance import Task
-from services.metrics.rows import MetricRow, RowContext, drift_rows, estimate_rows
-from services.metrics.windows import TIMESTAMP_COLUMN, CountWindow
+from safeloop.schemas.events import PredictionEvent, Route
+from safeloop.services.metrics.drift import ModelDrift, model_drift
+from safeloop.services.metrics.estimation import estimate_performance
+from safeloop.services.metrics.keyed import WindowKey
+from safeloop.services.metrics.model_info import ModelInfoCache
+from safeloop.services.metrics.performance import Task
+from safeloop.services.metrics.rows import MetricRow, RowContext, drift_rows, estimate_rows
+from safeloop.services.metrics.windows import TIMESTAMP_COLUMN, CountWindow
 
 SCORE_COLUMN = "__score__"
 

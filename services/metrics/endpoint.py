@@ -15,10 +15,10 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from infra.prometheus import CONTENT_TYPE, Registry
-from services.metrics.exposition import metrics_registry
-from services.metrics.liveness import DEFAULT_STALE_AFTER_S, Liveness, check_liveness
-from services.metrics.service import MetricsService
+from safeloop.infra.prometheus import CONTENT_TYPE, Registry
+from safeloop.services.metrics.exposition import metrics_registry
+from safeloop.services.metrics.liveness import DEFAULT_STALE_AFTER_S, Liveness, check_liveness
+from safeloop.services.metrics.service import MetricsService
 
 logger = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from services.metrics._arrays import as_float
-from services.metrics.classification import ClassificationMetrics, Confusion
-from services.metrics.exceptions import InvalidInputError
+from safeloop.services.metrics._arrays import as_float
+from safeloop.services.metrics.classification import ClassificationMetrics, Confusion
+from safeloop.services.metrics.exceptions import InvalidInputError
 
 
 @dataclass(frozen=True, slots=True)

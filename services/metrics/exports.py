@@ -12,9 +12,9 @@ import numpy as np
 import numpy.typing as npt
 from clickhouse_connect.driver import Client
 
-from schemas.events import FeedbackRecord, FeedbackStatus, Route
-from services.metrics.active_learning import LabellingCandidate, select_for_labelling
-from services.metrics.model_info import ModelInfoCache
+from safeloop.schemas.events import FeedbackRecord, FeedbackStatus, Route
+from safeloop.services.metrics.active_learning import LabellingCandidate, select_for_labelling
+from safeloop.services.metrics.model_info import ModelInfoCache
 
 _UNLABELLED = (
     "SELECT prediction_id, model_name, model_version, confidence, features FROM predictions "

@@ -10,9 +10,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from infra.prometheus import CallbackGauge, CallbackKind, Labels, Registry
-from services.metrics.consumer import ConsumerCounts, EventConsumer
-from services.metrics.service import MetricsService
+from safeloop.infra.prometheus import CallbackGauge, CallbackKind, Labels, Registry
+from safeloop.services.metrics.consumer import ConsumerCounts, EventConsumer
+from safeloop.services.metrics.service import MetricsService
 
 Read = Callable[[], Mapping[Labels, float]]
 

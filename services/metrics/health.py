@@ -8,10 +8,10 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from services.metrics._arrays import as_float, same_length
-from services.metrics.exceptions import InvalidInputError
-from services.metrics.latency import percentiles
-from services.metrics.windows import TIMESTAMP_COLUMN, Columns
+from safeloop.services.metrics._arrays import as_float, same_length
+from safeloop.services.metrics.exceptions import InvalidInputError
+from safeloop.services.metrics.latency import percentiles
+from safeloop.services.metrics.windows import TIMESTAMP_COLUMN, Columns
 
 # The columns a health window holds; `error` is True when the request failed.
 HEALTH_COLUMNS: Final = {TIMESTAMP_COLUMN: np.int64, "latency_ms": np.float64, "error": np.bool_}

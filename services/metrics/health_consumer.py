@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from schemas.events import PredictionEvent
-from services.metrics.columns import health_batch
-from services.metrics.health import HEALTH_COLUMNS, HealthSnapshot, health_of_window
-from services.metrics.keyed import KeyedWindows, WindowKey
-from services.metrics.rows import MetricRow, RowContext, health_rows
-from services.metrics.windows import CountWindow, TimeWindow
+from safeloop.schemas.events import PredictionEvent
+from safeloop.services.metrics.columns import health_batch
+from safeloop.services.metrics.health import HEALTH_COLUMNS, HealthSnapshot, health_of_window
+from safeloop.services.metrics.keyed import KeyedWindows, WindowKey
+from safeloop.services.metrics.rows import MetricRow, RowContext, health_rows
+from safeloop.services.metrics.windows import CountWindow, TimeWindow
 
 COUNT_SUFFIX = "_last_n"
 

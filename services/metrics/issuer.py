@@ -8,10 +8,10 @@ from collections.abc import Callable
 from clickhouse_connect.driver import Client
 from clickhouse_connect.driver.exceptions import Error as ClickHouseError
 
-from schemas.events import CommandKind, ControlCommand, ModelConfig
-from services.control.audit import AuditFailure, EntryType, record, send_and_record
-from services.control.publisher import ConfigChange, ControlPublisher
-from services.metrics.control_follower import ControlFollower
+from safeloop.schemas.events import CommandKind, ControlCommand, ModelConfig
+from safeloop.services.control.audit import AuditFailure, EntryType, record, send_and_record
+from safeloop.services.control.publisher import ConfigChange, ControlPublisher
+from safeloop.services.metrics.control_follower import ControlFollower
 
 logger = logging.getLogger(__name__)
 

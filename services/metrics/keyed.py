@@ -9,9 +9,9 @@ from typing import Generic, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from schemas.events import Route
-from services.metrics.exceptions import InvalidInputError
-from services.metrics.windows import Window
+from safeloop.schemas.events import Route
+from safeloop.services.metrics.exceptions import InvalidInputError
+from safeloop.services.metrics.windows import Window
 
 W = TypeVar("W", bound=Window)
 

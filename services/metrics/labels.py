@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from services.metrics._arrays import as_float
-from services.metrics.exceptions import InvalidInputError
-from services.metrics.latency import Percentiles, percentiles
+from safeloop.services.metrics._arrays import as_float
+from safeloop.services.metrics.exceptions import InvalidInputError
+from safeloop.services.metrics.latency import Percentiles, percentiles
 
 
 def label_coverage(labelled_count: int, predicted_count: int) -> float | None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from services.metrics._arrays import as_float
+from safeloop.services.metrics._arrays import as_float
 
 _QUANTILES = np.array([0.50, 0.95, 0.99])
 

@@ -6,10 +6,10 @@ import logging
 import time
 from dataclasses import dataclass
 
-from services.metrics.baseline import ModelBaseline
-from services.metrics.performance import PerformanceMetric, Task
-from services.models.exceptions import ModelError
-from services.models.store import ModelStore
+from safeloop.services.metrics.baseline import ModelBaseline
+from safeloop.services.metrics.performance import PerformanceMetric, Task
+from safeloop.services.models.exceptions import ModelError
+from safeloop.services.models.store import ModelStore
 
 logger = logging.getLogger(__name__)
 

@@ -9,11 +9,11 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from services.metrics._arrays import as_float, same_length
-from services.metrics.classification import ClassificationMetrics, classification_metrics
-from services.metrics.labels import label_coverage, label_delay_percentiles
-from services.metrics.regression import RegressionMetrics, regression_metrics
-from services.metrics.windows import TIMESTAMP_COLUMN, Columns
+from safeloop.services.metrics._arrays import as_float, same_length
+from safeloop.services.metrics.classification import ClassificationMetrics, classification_metrics
+from safeloop.services.metrics.labels import label_coverage, label_delay_percentiles
+from safeloop.services.metrics.regression import RegressionMetrics, regression_metrics
+from safeloop.services.metrics.windows import TIMESTAMP_COLUMN, Columns
 
 # The columns a feedback window holds; NaN marks "no value" (no label yet, no prediction).
 # `score` is P(y=1) for classifiers and the predicted value for regressors.

@@ -12,19 +12,19 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from schemas.events import FeedbackRecord
-from services.metrics.columns import ScoreConvention, feedback_batch
-from services.metrics.estimation import compare_estimate, estimate_performance
-from services.metrics.health_consumer import COUNT_SUFFIX, suffixed
-from services.metrics.keyed import KeyedWindows, WindowKey
-from services.metrics.performance import (
+from safeloop.schemas.events import FeedbackRecord
+from safeloop.services.metrics.columns import ScoreConvention, feedback_batch
+from safeloop.services.metrics.estimation import compare_estimate, estimate_performance
+from safeloop.services.metrics.health_consumer import COUNT_SUFFIX, suffixed
+from safeloop.services.metrics.keyed import KeyedWindows, WindowKey
+from safeloop.services.metrics.performance import (
     FEEDBACK_COLUMNS,
     PerformanceSnapshot,
     Task,
     performance_of_window,
 )
-from services.metrics.rows import MetricRow, RowContext, estimate_rows, performance_rows
-from services.metrics.windows import TIMESTAMP_COLUMN, Columns, CountWindow, TimeWindow
+from safeloop.services.metrics.rows import MetricRow, RowContext, estimate_rows, performance_rows
+from safeloop.services.metrics.windows import TIMESTAMP_COLUMN, Columns, CountWindow, TimeWindow
 
 TaskOf = Callable[[str, str], Task]
 

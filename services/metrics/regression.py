@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from services.metrics._arrays import FloatArray, as_float, same_length
-from services.metrics.exceptions import InvalidInputError
+from safeloop.services.metrics._arrays import FloatArray, as_float, same_length
+from safeloop.services.metrics.exceptions import InvalidInputError
 
 
 @dataclass(frozen=True, slots=True)

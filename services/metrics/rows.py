@@ -12,12 +12,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.metrics.drift import SCORE_NAME, DriftMetrics, ModelDrift
-from services.metrics.estimation import EstimateComparison, PerformanceEstimate
-from services.metrics.health import HealthSnapshot
-from services.metrics.keyed import WindowKey
-from services.metrics.performance import PerformanceSnapshot
-from services.metrics.shadow import ShadowComparison
+from safeloop.services.metrics.drift import SCORE_NAME, DriftMetrics, ModelDrift
+from safeloop.services.metrics.estimation import EstimateComparison, PerformanceEstimate
+from safeloop.services.metrics.health import HealthSnapshot
+from safeloop.services.metrics.keyed import WindowKey
+from safeloop.services.metrics.performance import PerformanceSnapshot
+from safeloop.services.metrics.shadow import ShadowComparison
 
 Figure = tuple[str, float | int | None, int]
 

@@ -18,23 +18,29 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaException, TopicPartition
 
-from schemas.events import FeedbackRecord, PredictionEvent, RetrainingDecision, Route, Urgency
-from services.guard.policy import GuardPolicy
-from services.guard.runner import CentralGuard
-from services.metrics.consumer import EventConsumer
-from services.metrics.control_follower import ControlFollower
-from services.metrics.drift_consumer import DriftTracker
-from services.metrics.health_consumer import HealthTracker
-from services.metrics.issuer import CommandIssuer
-from services.metrics.model_info import ModelInfoCache
-from services.metrics.performance import relative_drop
-from services.metrics.performance_consumer import PerformanceTracker
-from services.metrics.rows import MetricRow
-from services.metrics.writer import MetricTable, MetricWriter
-from services.retraining.decision import decide
-from services.retraining.policy import RetrainingPolicy
-from services.retraining.publisher import RetrainingPublisher
-from services.rollout.controller import RolloutController
+from safeloop.schemas.events import (
+    FeedbackRecord,
+    PredictionEvent,
+    RetrainingDecision,
+    Route,
+    Urgency,
+)
+from safeloop.services.guard.policy import GuardPolicy
+from safeloop.services.guard.runner import CentralGuard
+from safeloop.services.metrics.consumer import EventConsumer
+from safeloop.services.metrics.control_follower import ControlFollower
+from safeloop.services.metrics.drift_consumer import DriftTracker
+from safeloop.services.metrics.health_consumer import HealthTracker
+from safeloop.services.metrics.issuer import CommandIssuer
+from safeloop.services.metrics.model_info import ModelInfoCache
+from safeloop.services.metrics.performance import relative_drop
+from safeloop.services.metrics.performance_consumer import PerformanceTracker
+from safeloop.services.metrics.rows import MetricRow
+from safeloop.services.metrics.writer import MetricTable, MetricWriter
+from safeloop.services.retraining.decision import decide
+from safeloop.services.retraining.policy import RetrainingPolicy
+from safeloop.services.retraining.publisher import RetrainingPublisher
+from safeloop.services.rollout.controller import RolloutController
 
 logger = logging.getLogger(__name__)
 

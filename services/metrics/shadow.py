@@ -7,12 +7,12 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from services.metrics._arrays import FloatArray, IntArray, as_float, same_length
-from services.metrics.classification import confusion
-from services.metrics.exceptions import InvalidInputError
-from services.metrics.latency import percentiles
-from services.metrics.performance import Task
-from services.metrics.regression import regression_metrics
+from safeloop.services.metrics._arrays import FloatArray, IntArray, as_float, same_length
+from safeloop.services.metrics.classification import confusion
+from safeloop.services.metrics.exceptions import InvalidInputError
+from safeloop.services.metrics.latency import percentiles
+from safeloop.services.metrics.performance import Task
+from safeloop.services.metrics.regression import regression_metrics
 
 
 @dataclass(frozen=True, slots=True)

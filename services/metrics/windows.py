@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from services.metrics.exceptions import InvalidInputError
+from safeloop.services.metrics.exceptions import InvalidInputError
 
 Columns = Mapping[str, npt.NDArray[Any]]
 ColumnTypes = Mapping[str, npt.DTypeLike]

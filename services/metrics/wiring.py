@@ -6,24 +6,24 @@ from typing import Any
 
 from confluent_kafka import Consumer
 
-from infra.clickhouse.client import clickhouse_client
-from infra.kafka.clients import consumer_config
-from infra.settings import Settings
-from schemas.codec import FEEDBACK_CODEC, PREDICTION_CODEC
-from schemas.events import ModelConfig, PredictionEvent
-from schemas.validation import validate_prediction
-from services.control.clients import make_broadcast_reader, make_producer
-from services.control.keys import load_keyring
-from services.control.publisher import ControlPublisher
-from services.metrics.consumer import EventConsumer
-from services.metrics.control_follower import ControlFollower
-from services.metrics.issuer import CommandIssuer
-from services.metrics.model_info import ModelInfoCache
-from services.metrics.service import MetricsConfig, MetricsService
-from services.metrics.writer import MetricWriter
-from services.models.exceptions import ModelError
-from services.models.store import ModelStore
-from services.retraining.publisher import RetrainingPublisher
+from safeloop.infra.clickhouse.client import clickhouse_client
+from safeloop.infra.kafka.clients import consumer_config
+from safeloop.infra.settings import Settings
+from safeloop.schemas.codec import FEEDBACK_CODEC, PREDICTION_CODEC
+from safeloop.schemas.events import ModelConfig, PredictionEvent
+from safeloop.schemas.validation import validate_prediction
+from safeloop.services.control.clients import make_broadcast_reader, make_producer
+from safeloop.services.control.keys import load_keyring
+from safeloop.services.control.publisher import ControlPublisher
+from safeloop.services.metrics.consumer import EventConsumer
+from safeloop.services.metrics.control_follower import ControlFollower
+from safeloop.services.metrics.issuer import CommandIssuer
+from safeloop.services.metrics.model_info import ModelInfoCache
+from safeloop.services.metrics.service import MetricsConfig, MetricsService
+from safeloop.services.metrics.writer import MetricWriter
+from safeloop.services.models.exceptions import ModelError
+from safeloop.services.models.store import ModelStore
+from safeloop.services.retraining.publisher import RetrainingPublisher
 
 GROUP_PREFIX = "safeloop-metrics"
 ISSUER = "safeloop-metrics"

@@ -9,7 +9,7 @@ from enum import StrEnum
 
 from clickhouse_connect.driver import Client
 
-from services.metrics.rows import MetricRow
+from safeloop.services.metrics.rows import MetricRow
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from enum import StrEnum
 import numpy as np
 import numpy.typing as npt
 
-from services.models.exceptions import TrainingError
+from safeloop.services.models.exceptions import TrainingError
 
 FloatArray = npt.NDArray[np.float64]
 

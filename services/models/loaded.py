@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.models.metadata import ModelMetadata
-from services.models.protocol import ModelProtocol
+from safeloop.services.models.metadata import ModelMetadata
+from safeloop.services.models.protocol import ModelProtocol
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from services.metrics.baseline import ModelBaseline
-from services.models.task import ModelTask
+from safeloop.services.metrics.baseline import ModelBaseline
+from safeloop.services.models.task import ModelTask
 
 METADATA_FORMAT_VERSION = 1
 

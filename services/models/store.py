@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from services.models.exceptions import ModelLoadError, ModelNotFoundError
-from services.models.linear import LinearKind, LinearModel, LogisticModel
-from services.models.loaded import LoadedModel
-from services.models.metadata import ModelMetadata
+from safeloop.services.models.exceptions import ModelLoadError, ModelNotFoundError
+from safeloop.services.models.linear import LinearKind, LinearModel, LogisticModel
+from safeloop.services.models.loaded import LoadedModel
+from safeloop.services.models.metadata import ModelMetadata
 
 ARTIFACT_FILE = "model.npz"
 METADATA_FILE = "metadata.json"

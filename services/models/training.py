@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.metrics.baseline import ModelBaseline
-from services.models.linear import FloatArray, LinearModel, train_linear, train_logistic
-from services.models.metadata import ModelMetadata
-from services.models.task import ModelTask
+from safeloop.services.metrics.baseline import ModelBaseline
+from safeloop.services.models.linear import FloatArray, LinearModel, train_linear, train_logistic
+from safeloop.services.models.metadata import ModelMetadata
+from safeloop.services.models.task import ModelTask
 
 DEFAULT_FEATURES: tuple[str, ...] = ("age", "income", "tenure_months", "sessions_7d")
 # The generating weights are fixed so every version learns the same underlying relation.

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.events import RetrainingDecision, Urgency
-from services.metrics.drift import SCORE_NAME, ModelDrift
-from services.retraining.policy import RetrainingPolicy
+from safeloop.schemas.events import RetrainingDecision, Urgency
+from safeloop.services.metrics.drift import SCORE_NAME, ModelDrift
+from safeloop.services.retraining.policy import RetrainingPolicy
 
 
 @dataclass(frozen=True, slots=True)

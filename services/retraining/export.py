@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from schemas.events import FeedbackRecord, FeedbackStatus
-from services.retraining.exceptions import ExportError
-from services.retraining.weights import recency_weights
+from safeloop.schemas.events import FeedbackRecord, FeedbackStatus
+from safeloop.services.retraining.exceptions import ExportError
+from safeloop.services.retraining.weights import recency_weights
 
 FEATURE_PREFIX = "feature_"
 

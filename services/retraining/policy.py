@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.metrics.drift import PSI_MAJOR, PSI_MODERATE
-from services.retraining.exceptions import RetrainingPolicyError
+from safeloop.services.metrics.drift import PSI_MAJOR, PSI_MODERATE
+from safeloop.services.retraining.exceptions import RetrainingPolicyError
 
 DAY_MS = 86_400_000
 

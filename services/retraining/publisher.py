@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from clickhouse_connect.driver import Client
 from confluent_kafka import KafkaError, Message, Producer
 
-from schemas.codec import RETRAINING_CODEC
-from schemas.events import RetrainingDecision
-from services.retraining.exceptions import RetrainingError
+from safeloop.schemas.codec import RETRAINING_CODEC
+from safeloop.schemas.events import RetrainingDecision
+from safeloop.services.retraining.exceptions import RetrainingError
 
 logger = logging.getLogger(__name__)
 

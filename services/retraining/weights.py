@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from services.retraining.exceptions import RetrainingError
+from safeloop.services.retraining.exceptions import RetrainingError
 
 
 def recency_weights(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from schemas.events import CommandKind, ModelConfig
-from services.control.exceptions import CommandError
-from services.control.publisher import ConfigChange
-from services.rollout.intents import Intent, Pause, Promote, Rollback, SetCanary
+from safeloop.schemas.events import CommandKind, ModelConfig
+from safeloop.services.control.exceptions import CommandError
+from safeloop.services.control.publisher import ConfigChange
+from safeloop.services.rollout.intents import Intent, Pause, Promote, Rollback, SetCanary
 
 
 def command_for(intent: Intent) -> tuple[CommandKind, ConfigChange]:

@@ -15,16 +15,22 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from schemas.events import ControlCommand, FeedbackRecord, PredictionEvent
-from services.control.audit import EntryType
-from services.control.exceptions import ControlError
-from services.metrics.issuer import CommandIssuer
-from services.metrics.performance import Task
-from services.rollout.commands import command_for
-from services.rollout.evidence import StepEvidence
-from services.rollout.machine import Phase, RolloutState, Transition, advance, rollback
-from services.rollout.persist import PLAN_KEY, STATE_KEY, plan_to_json, rollout_of, state_to_json
-from services.rollout.plan import RolloutPlan
+from safeloop.schemas.events import ControlCommand, FeedbackRecord, PredictionEvent
+from safeloop.services.control.audit import EntryType
+from safeloop.services.control.exceptions import ControlError
+from safeloop.services.metrics.issuer import CommandIssuer
+from safeloop.services.metrics.performance import Task
+from safeloop.services.rollout.commands import command_for
+from safeloop.services.rollout.evidence import StepEvidence
+from safeloop.services.rollout.machine import Phase, RolloutState, Transition, advance, rollback
+from safeloop.services.rollout.persist import (
+    PLAN_KEY,
+    STATE_KEY,
+    plan_to_json,
+    rollout_of,
+    state_to_json,
+)
+from safeloop.services.rollout.plan import RolloutPlan
 
 logger = logging.getLogger(__name__)
 

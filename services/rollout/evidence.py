@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from schemas.events import FeedbackRecord, PredictionEvent, Route
-from services.metrics.columns import ScoreConvention, feedback_batch, health_batch
-from services.metrics.health import HEALTH_COLUMNS, health_of_window
-from services.metrics.performance import FEEDBACK_COLUMNS, Task, performance_of_window
-from services.metrics.windows import CountWindow
-from services.rollout.gate import GateEvidence
-from services.rollout.machine import RolloutState
+from safeloop.schemas.events import FeedbackRecord, PredictionEvent, Route
+from safeloop.services.metrics.columns import ScoreConvention, feedback_batch, health_batch
+from safeloop.services.metrics.health import HEALTH_COLUMNS, health_of_window
+from safeloop.services.metrics.performance import FEEDBACK_COLUMNS, Task, performance_of_window
+from safeloop.services.metrics.windows import CountWindow
+from safeloop.services.rollout.gate import GateEvidence
+from safeloop.services.rollout.machine import RolloutState
 
 MAX_STEP_ROWS = 200_000
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from services.guard.judge import judge
-from services.guard.verdict import VerdictKind
-from services.metrics.health import HealthSnapshot
-from services.metrics.performance import PerformanceSnapshot
-from services.rollout.intervals import difference_interval
-from services.rollout.plan import RolloutPlan
+from safeloop.services.guard.judge import judge
+from safeloop.services.guard.verdict import VerdictKind
+from safeloop.services.metrics.health import HealthSnapshot
+from safeloop.services.metrics.performance import PerformanceSnapshot
+from safeloop.services.rollout.intervals import difference_interval
+from safeloop.services.rollout.plan import RolloutPlan
 
 
 class GateOutcome(StrEnum):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from clickhouse_connect.driver import Client
 
-from services.rollout.machine import RolloutState
-from services.rollout.persist import rollout_of
-from services.rollout.plan import RolloutPlan
+from safeloop.services.rollout.machine import RolloutState
+from safeloop.services.rollout.persist import rollout_of
+from safeloop.services.rollout.plan import RolloutPlan
 
 _LATEST = (
     "SELECT details FROM control_log WHERE model_name = {model:String} AND entry_type = 'rollout' "

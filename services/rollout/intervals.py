@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from statistics import NormalDist
 
-from services.rollout.exceptions import RolloutError
+from safeloop.services.rollout.exceptions import RolloutError
 
 
 def z_for(confidence: float) -> float:

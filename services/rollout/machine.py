@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from services.rollout.exceptions import TransitionError
-from services.rollout.gate import GateEvidence, GateOutcome, GateResult, judge_gate
-from services.rollout.intents import Intent, Pause, Promote, Rollback, SetCanary
-from services.rollout.plan import DeadlineAction, FailAction, RolloutPlan
+from safeloop.services.rollout.exceptions import TransitionError
+from safeloop.services.rollout.gate import GateEvidence, GateOutcome, GateResult, judge_gate
+from safeloop.services.rollout.intents import Intent, Pause, Promote, Rollback, SetCanary
+from safeloop.services.rollout.plan import DeadlineAction, FailAction, RolloutPlan
 
 
 class Phase(StrEnum):

@@ -12,12 +12,12 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from services.guard.policy import GuardPolicy
-from services.metrics.performance import PerformanceMetric
-from services.rollout.exceptions import RolloutError
-from services.rollout.gate import GateOutcome, GateResult
-from services.rollout.machine import Phase, RolloutState
-from services.rollout.plan import DeadlineAction, FailAction, RolloutPlan
+from safeloop.services.guard.policy import GuardPolicy
+from safeloop.services.metrics.performance import PerformanceMetric
+from safeloop.services.rollout.exceptions import RolloutError
+from safeloop.services.rollout.gate import GateOutcome, GateResult
+from safeloop.services.rollout.machine import Phase, RolloutState
+from safeloop.services.rollout.plan import DeadlineAction, FailAction, RolloutPlan
 
 STATE_KEY = "rollout_state"
 PLAN_KEY = "rollout_plan"

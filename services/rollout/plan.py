@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import pairwise
 
-from services.guard.policy import GuardPolicy
-from services.rollout.exceptions import PlanError
+from safeloop.services.guard.policy import GuardPolicy
+from safeloop.services.rollout.exceptions import PlanError
 
 
 class FailAction(StrEnum):

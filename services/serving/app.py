@@ -12,10 +12,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from infra.prometheus import CONTENT_TYPE
-from services.serving.exceptions import MalformedRequestError, ServingError
-from services.serving.predictor import Predictor
-from services.serving.validation import parse_batch, parse_request
+from safeloop.infra.prometheus import CONTENT_TYPE
+from safeloop.services.serving.exceptions import MalformedRequestError, ServingError
+from safeloop.services.serving.predictor import Predictor
+from safeloop.services.serving.validation import parse_batch, parse_request
 
 logger = logging.getLogger(__name__)
 

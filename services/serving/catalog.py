@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from schemas.events import ModelConfig
-from services.models.loaded import LoadedModel
+from safeloop.schemas.events import ModelConfig
+from safeloop.services.models.loaded import LoadedModel
 
 
 class ModelCatalog:

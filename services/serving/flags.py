@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from types import MappingProxyType
 
-from schemas.events import ModelConfig
+from safeloop.schemas.events import ModelConfig
 
 FlagValue = bool | int | float | str
 

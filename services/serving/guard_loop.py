@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import threading
 
-from services.guard.local import ReplicaGuard
-from services.guard.verdict import VerdictKind
-from services.serving.predictor import Predictor
+from safeloop.services.guard.local import ReplicaGuard
+from safeloop.services.guard.verdict import VerdictKind
+from safeloop.services.serving.predictor import Predictor
 
 logger = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from schemas.codec import PREDICTION_CODEC
-from schemas.events import PredictionEvent
-from schemas.exceptions import EncodeError
-from services.serving.sink import SinkStats
+from safeloop.schemas.codec import PREDICTION_CODEC
+from safeloop.schemas.events import PredictionEvent
+from safeloop.schemas.exceptions import EncodeError
+from safeloop.services.serving.sink import SinkStats
 
 logger = logging.getLogger(__name__)
 

@@ -10,23 +10,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn, Protocol
 
-from schemas.events import ModelConfig, PredictionEvent, Route
-from services.guard.local import routed_canary
-from services.models.task import confidence_of
-from services.serving.catalog import ModelCatalog
-from services.serving.exceptions import (
+from safeloop.schemas.events import ModelConfig, PredictionEvent, Route
+from safeloop.services.guard.local import routed_canary
+from safeloop.services.models.task import confidence_of
+from safeloop.services.serving.catalog import ModelCatalog
+from safeloop.services.serving.exceptions import (
     InvalidRequestError,
     NotReadyError,
     PredictionFailedError,
     ServingError,
     UnknownModelError,
 )
-from services.serving.flags import FlagBook, set_current_flags
-from services.serving.routing import ROUTING_HASH_VERSION, RouteDecision, choose_route
-from services.serving.serving_metrics import ServingMetrics
-from services.serving.shadow import ShadowJob, ShadowRunner
-from services.serving.sink import EventSink
-from services.serving.validation import check_features, numeric_part
+from safeloop.services.serving.flags import FlagBook, set_current_flags
+from safeloop.services.serving.routing import ROUTING_HASH_VERSION, RouteDecision, choose_route
+from safeloop.services.serving.serving_metrics import ServingMetrics
+from safeloop.services.serving.shadow import ShadowJob, ShadowRunner
+from safeloop.services.serving.sink import EventSink
+from safeloop.services.serving.validation import check_features, numeric_part
 
 logger = logging.getLogger(__name__)
 

@@ -7,22 +7,22 @@ import os
 import socket
 from typing import Any
 
-from infra.settings import Settings
-from schemas.events import ControlCommand, ModelConfig, ReplicaState
-from services.control.clients import make_broadcast_reader, make_producer
-from services.control.keys import KeyRing, load_keyring
-from services.control.listener import ControlListener
-from services.control.state import AppliedConfig, ApplyOutcome, ApplyResult, ControlState
-from services.control.status_reporter import StatusReporter, status_producer_settings
-from services.guard.local import ReplicaGuard
-from services.models.exceptions import ModelError, ModelNotFoundError
-from services.models.store import ModelStore
-from services.serving.app import create_app
-from services.serving.catalog import ModelCatalog
-from services.serving.guard_loop import GuardLoop
-from services.serving.kafka_sink import KafkaEventSink, event_producer_settings
-from services.serving.predictor import Predictor
-from services.serving.shadow import ShadowRunner
+from safeloop.infra.settings import Settings
+from safeloop.schemas.events import ControlCommand, ModelConfig, ReplicaState
+from safeloop.services.control.clients import make_broadcast_reader, make_producer
+from safeloop.services.control.keys import KeyRing, load_keyring
+from safeloop.services.control.listener import ControlListener
+from safeloop.services.control.state import AppliedConfig, ApplyOutcome, ApplyResult, ControlState
+from safeloop.services.control.status_reporter import StatusReporter, status_producer_settings
+from safeloop.services.guard.local import ReplicaGuard
+from safeloop.services.models.exceptions import ModelError, ModelNotFoundError
+from safeloop.services.models.store import ModelStore
+from safeloop.services.serving.app import create_app
+from safeloop.services.serving.catalog import ModelCatalog
+from safeloop.services.serving.guard_loop import GuardLoop
+from safeloop.services.serving.kafka_sink import KafkaEventSink, event_producer_settings
+from safeloop.services.serving.predictor import Predictor
+from safeloop.services.serving.shadow import ShadowRunner
 
 logger = logging.getLogger(__name__)
 

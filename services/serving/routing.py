@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from schemas.events import ModelConfig, Route
+from safeloop.schemas.events import ModelConfig, Route
 
 # Bump only with a migration plan: a new hash reshuffles which users see the canary.
 ROUTING_HASH_VERSION = 1

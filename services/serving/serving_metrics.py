@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from infra.prometheus import (
+from safeloop.infra.prometheus import (
     CallbackGauge,
     CallbackKind,
     Counter,
@@ -13,7 +13,7 @@ from infra.prometheus import (
     Labels,
     Registry,
 )
-from services.serving.sink import SinkStats
+from safeloop.services.serving.sink import SinkStats
 
 LATENCY_BOUNDS_S = (
     0.0001,

@@ -9,12 +9,12 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from schemas.events import PredictionEvent, Route
-from services.models.loaded import LoadedModel
-from services.models.task import confidence_of
-from services.serving.flags import ModelFlags, set_current_flags
-from services.serving.routing import ROUTING_HASH_VERSION
-from services.serving.sink import EventSink
+from safeloop.schemas.events import PredictionEvent, Route
+from safeloop.services.models.loaded import LoadedModel
+from safeloop.services.models.task import confidence_of
+from safeloop.services.serving.flags import ModelFlags, set_current_flags
+from safeloop.services.serving.routing import ROUTING_HASH_VERSION
+from safeloop.services.serving.sink import EventSink
 
 logger = logging.getLogger(__name__)
 

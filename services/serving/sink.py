@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from schemas.events import PredictionEvent
+from safeloop.schemas.events import PredictionEvent
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from services.serving.exceptions import InvalidRequestError
+from safeloop.services.serving.exceptions import InvalidRequestError
 
 MAX_BATCH_ROWS = 1000
 _JSON_TYPE_NAMES = {

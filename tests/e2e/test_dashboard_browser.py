@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from infra.clickhouse.client import clickhouse_client
-from infra.portcheck import free_port
-from infra.settings import Settings
+from safeloop.infra.clickhouse.client import clickhouse_client
+from safeloop.infra.portcheck import free_port
+from safeloop.infra.settings import Settings
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
@@ -160,7 +160,7 @@ def _dashboard(settings: Settings) -> Iterator[str]:
     """`safeloop dashboard` as users start it, on a free port, until the block ends."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "services.cli.main", "dashboard", "--port", str(port)],
+        [sys.executable, "-m", "safeloop.services.cli.main", "dashboard", "--port", str(port)],
         env=_env(settings),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

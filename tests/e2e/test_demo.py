@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.clickhouse.client import clickhouse_client
-from infra.settings import Settings
+from safeloop.infra.clickhouse.client import clickhouse_client
+from safeloop.infra.settings import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEMO_TIMEOUT_S = 540
@@ -39,7 +39,7 @@ def _run_demo(settings: Settings, state_dir: Path, out_dir: Path) -> tuple[int, 
     with stdout.open("wb") as out, stderr.open("wb") as err:
         done = subprocess.run(
             [
-                sys.executable, "-m", "services.cli.main", "demo", "--duration", "40",
+                sys.executable, "-m", "safeloop.services.cli.main", "demo", "--duration", "40",
                 "--rate", "20", "--no-keep-open", "--state-dir", str(state_dir),
             ],
             cwd=PROJECT_ROOT, env=env, stdout=out, stderr=err, timeout=DEMO_TIMEOUT_S,

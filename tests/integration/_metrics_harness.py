@@ -18,21 +18,21 @@ from typing import Any
 
 from _waiting import poller
 
-from infra.settings import Secret, Settings
-from schemas.events import CommandKind, ModelConfig
-from services.control.clients import make_broadcast_reader, make_producer
-from services.control.keys import load_keyring
-from services.control.publisher import ControlPublisher, read_control_topic
-from services.guard.local import ReplicaGuard
-from services.guard.policy import GuardPolicy
-from services.metrics.service import MetricsConfig, MetricsService
-from services.metrics.wiring import build_metrics_service
-from services.models.loaded import LoadedModel
-from services.models.store import ModelStore
-from services.models.task import ModelTask
-from services.models.training import make_dataset, train_model
-from services.serving.predictor import Prediction
-from services.serving.replica import Replica, load_catalog
+from safeloop.infra.settings import Secret, Settings
+from safeloop.schemas.events import CommandKind, ModelConfig
+from safeloop.services.control.clients import make_broadcast_reader, make_producer
+from safeloop.services.control.keys import load_keyring
+from safeloop.services.control.publisher import ControlPublisher, read_control_topic
+from safeloop.services.guard.local import ReplicaGuard
+from safeloop.services.guard.policy import GuardPolicy
+from safeloop.services.metrics.service import MetricsConfig, MetricsService
+from safeloop.services.metrics.wiring import build_metrics_service
+from safeloop.services.models.loaded import LoadedModel
+from safeloop.services.models.store import ModelStore
+from safeloop.services.models.task import ModelTask
+from safeloop.services.models.training import make_dataset, train_model
+from safeloop.services.serving.predictor import Prediction
+from safeloop.services.serving.replica import Replica, load_catalog
 
 KEY_HEX = "6b" * 32
 MODEL = "churn"

@@ -17,17 +17,17 @@ from typing import Any
 
 from _waiting import poller
 
-from infra.kafka.broker import LocalKafkaBroker
-from infra.kafka.topics import TopicAdmin, topic_specs
-from infra.settings import Secret, Settings
-from schemas.events import ReplicaState
-from services.control.clients import make_broadcast_reader
-from services.control.fleet import FleetWatcher
-from services.control.keys import KeyRing, load_keyring
-from services.models.store import ModelStore
-from services.models.task import ModelTask
-from services.models.training import make_dataset, train_model
-from services.serving.replica import Replica
+from safeloop.infra.kafka.broker import LocalKafkaBroker
+from safeloop.infra.kafka.topics import TopicAdmin, topic_specs
+from safeloop.infra.settings import Secret, Settings
+from safeloop.schemas.events import ReplicaState
+from safeloop.services.control.clients import make_broadcast_reader
+from safeloop.services.control.fleet import FleetWatcher
+from safeloop.services.control.keys import KeyRing, load_keyring
+from safeloop.services.models.store import ModelStore
+from safeloop.services.models.task import ModelTask
+from safeloop.services.models.training import make_dataset, train_model
+from safeloop.services.serving.replica import Replica
 
 REPO = Path(__file__).resolve().parents[2]
 KEY_HEX = "5a" * 32

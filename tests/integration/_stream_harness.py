@@ -21,9 +21,9 @@ import clickhouse_connect
 from _waiting import now_ms, wait_for  # noqa: F401 (the tests import wait_for from here)
 from confluent_kafka import Consumer, Producer
 
-from infra.settings import Settings
-from schemas.codec import OUTCOME_CODEC, PREDICTION_CODEC
-from schemas.events import OutcomeEvent, PredictionEvent, Route
+from safeloop.infra.settings import Settings
+from safeloop.schemas.codec import OUTCOME_CODEC, PREDICTION_CODEC
+from safeloop.schemas.events import OutcomeEvent, PredictionEvent, Route
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -66,7 +66,7 @@ class Run:
         command = [
             sys.executable,
             "-m",
-            "streams.worker",
+            "safeloop.streams.worker",
             "--worker-index",
             str(index),
             "--web-port",

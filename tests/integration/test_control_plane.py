@@ -11,17 +11,17 @@ from _serving_harness import FEATURES, ServingStack, serving_stack, wait_for
 from confluent_kafka import Producer
 from conftest import Stack
 
-from infra.clickhouse.client import clickhouse_client
-from infra.settings import Settings
-from schemas.codec import CONTROL_CODEC
-from schemas.events import CommandKind, ControlCommand, Route
-from services.cli.main import main
-from services.control.clients import make_broadcast_reader, make_producer
-from services.control.fleet import FleetWatcher
-from services.control.keys import SigningKey
-from services.control.publisher import ControlPublisher, read_control_topic
-from services.control.signing import sign
-from services.serving.replica import Replica
+from safeloop.infra.clickhouse.client import clickhouse_client
+from safeloop.infra.settings import Settings
+from safeloop.schemas.codec import CONTROL_CODEC
+from safeloop.schemas.events import CommandKind, ControlCommand, Route
+from safeloop.services.cli.main import main
+from safeloop.services.control.clients import make_broadcast_reader, make_producer
+from safeloop.services.control.fleet import FleetWatcher
+from safeloop.services.control.keys import SigningKey
+from safeloop.services.control.publisher import ControlPublisher, read_control_topic
+from safeloop.services.control.signing import sign
+from safeloop.services.serving.replica import Replica
 
 pytestmark = pytest.mark.integration
 

@@ -14,13 +14,13 @@ import httpx
 import pytest
 from clickhouse_connect.driver import Client
 
-from infra.clickhouse.client import clickhouse_client
-from infra.settings import Settings
-from services.control.audit import COLUMNS as CONTROL_LOG_COLUMNS
-from services.dashboard.app import create_app
-from services.dashboard.queries import Query
-from services.dashboard.reader import QueryFailedError, Reader
-from streams.rows import COLUMNS, FEEDBACK, OUTCOMES, PREDICTIONS
+from safeloop.infra.clickhouse.client import clickhouse_client
+from safeloop.infra.settings import Settings
+from safeloop.services.control.audit import COLUMNS as CONTROL_LOG_COLUMNS
+from safeloop.services.dashboard.app import create_app
+from safeloop.services.dashboard.queries import Query
+from safeloop.services.dashboard.reader import QueryFailedError, Reader
+from safeloop.streams.rows import COLUMNS, FEEDBACK, OUTCOMES, PREDICTIONS
 
 GRAFANA_JSON = Path(__file__).resolve().parents[2] / "infra" / "grafana" / "dashboards"
 NOW = datetime.now(UTC).replace(second=0, microsecond=0, tzinfo=None) - timedelta(minutes=1)

@@ -19,10 +19,10 @@ from _metrics_harness import (
     wait_for,
 )
 
-from infra.clickhouse.client import clickhouse_client
-from infra.settings import Settings
-from schemas.events import CommandKind
-from services.metrics.service import MetricsConfig
+from safeloop.infra.clickhouse.client import clickhouse_client
+from safeloop.infra.settings import Settings
+from safeloop.schemas.events import CommandKind
+from safeloop.services.metrics.service import MetricsConfig
 
 pytestmark = pytest.mark.integration
 

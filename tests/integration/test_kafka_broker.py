@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from infra.exceptions import KafkaAdminError
-from infra.kafka.broker import LocalKafkaBroker
-from infra.kafka.clients import consumer_config, producer_config
-from infra.kafka.topics import TopicAdmin, topic_specs
-from infra.portcheck import free_port, port_is_free
-from infra.settings import Settings
+from safeloop.infra.exceptions import KafkaAdminError
+from safeloop.infra.kafka.broker import LocalKafkaBroker
+from safeloop.infra.kafka.clients import consumer_config, producer_config
+from safeloop.infra.kafka.topics import TopicAdmin, topic_specs
+from safeloop.infra.portcheck import free_port, port_is_free
+from safeloop.infra.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -136,7 +136,7 @@ def test_crashed_broker_is_recovered_and_stopped(
             time.sleep(0.1)
         assert broker.paths.pid_file.exists() and broker.paths.data_lock.exists()
 
-        with caplog.at_level(logging.INFO, logger="infra.kafka.broker"):
+        with caplog.at_level(logging.INFO, logger="safeloop.infra.kafka.broker"):
             restarted = broker.start()
         assert restarted.running and restarted.pid != crashed
         assert "stale pid file" in caplog.text and "stale lock file" in caplog.text

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from _metrics_harness import MODEL, metrics_settings, settings_env
 
-from infra.clickhouse.client import clickhouse_client
-from infra.settings import Settings
-from schemas.events import FeedbackRecord, FeedbackStatus, PredictionEvent, Route
-from services.cli.main import main
-from streams.rows import COLUMNS, FEEDBACK, PREDICTIONS, feedback_row, prediction_row
+from safeloop.infra.clickhouse.client import clickhouse_client
+from safeloop.infra.settings import Settings
+from safeloop.schemas.events import FeedbackRecord, FeedbackStatus, PredictionEvent, Route
+from safeloop.services.cli.main import main
+from safeloop.streams.rows import COLUMNS, FEEDBACK, PREDICTIONS, feedback_row, prediction_row
 
 pytestmark = pytest.mark.integration
 

@@ -26,13 +26,13 @@ from _metrics_harness import (
 )
 from confluent_kafka import Producer
 
-from infra.kafka.clients import producer_config
-from infra.portcheck import free_port
-from infra.settings import Settings
-from schemas.codec import PREDICTION_CODEC
-from schemas.events import PredictionEvent, Route
-from services.metrics.endpoint import serve_service
-from services.metrics.service import MetricsConfig
+from safeloop.infra.kafka.clients import producer_config
+from safeloop.infra.portcheck import free_port
+from safeloop.infra.settings import Settings
+from safeloop.schemas.codec import PREDICTION_CODEC
+from safeloop.schemas.events import PredictionEvent, Route
+from safeloop.services.metrics.endpoint import serve_service
+from safeloop.services.metrics.service import MetricsConfig
 
 pytestmark = pytest.mark.integration
 
@@ -142,7 +142,15 @@ def test_cli_serves_healthz_and_stops_cleanly(settings: Settings) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
-        [sys.executable, "-m", "services.cli.main", "metrics", "run", "--http-port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "safeloop.services.cli.main",
+            "metrics",
+            "run",
+            "--http-port",
+            str(port),
+        ],
         cwd=REPO,
         env={**os.environ, **settings_env(settings)},
         stdout=subprocess.PIPE,

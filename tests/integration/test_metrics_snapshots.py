@@ -12,12 +12,12 @@ import pytest
 from _metrics_harness import MODEL, TEST_POLICY, metrics_service, metrics_settings, wait_for
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from infra.clickhouse.client import clickhouse_client
-from infra.kafka.clients import consumer_config, producer_config
-from infra.settings import Settings
-from schemas.codec import DEAD_LETTER_CODEC, FEEDBACK_CODEC, PREDICTION_CODEC
-from schemas.events import FeedbackRecord, FeedbackStatus, PredictionEvent, Route
-from services.metrics.service import MetricsConfig
+from safeloop.infra.clickhouse.client import clickhouse_client
+from safeloop.infra.kafka.clients import consumer_config, producer_config
+from safeloop.infra.settings import Settings
+from safeloop.schemas.codec import DEAD_LETTER_CODEC, FEEDBACK_CODEC, PREDICTION_CODEC
+from safeloop.schemas.events import FeedbackRecord, FeedbackStatus, PredictionEvent, Route
+from safeloop.services.metrics.service import MetricsConfig
 
 pytestmark = pytest.mark.integration
 

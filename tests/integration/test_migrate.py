@@ -11,17 +11,17 @@ from pathlib import Path
 import pytest
 from clickhouse_connect.driver import Client
 
-from infra.clickhouse import clickhouse_client
-from infra.clickhouse.migrate import (
+from safeloop.infra.clickhouse import clickhouse_client
+from safeloop.infra.clickhouse.migrate import (
     MIGRATIONS_TABLE,
     SCHEMA_DIR,
     load_migrations,
     migrate,
     split_statements,
 )
-from infra.exceptions import WarehouseError
-from infra.settings import Settings
-from infra.warehouse import WarehouseProcess
+from safeloop.infra.exceptions import WarehouseError
+from safeloop.infra.settings import Settings
+from safeloop.infra.warehouse import WarehouseProcess
 
 
 def _free_port() -> int:
@@ -117,7 +117,7 @@ def test_migrate_applies_once_and_reapplies_changes(
 
         _write(ddl, "002_views.sql", "CREATE OR REPLACE VIEW event_count AS SELECT 42 AS n;\n")
         _write(ddl, "003_more.sql", "CREATE TABLE IF NOT EXISTS more (y UInt8) ENGINE = Memory;\n")
-        with caplog.at_level(logging.WARNING, logger="infra.clickhouse.migrate"):
+        with caplog.at_level(logging.WARNING, logger="safeloop.infra.clickhouse.migrate"):
             third = migrate(settings, database="mig_a", directory=ddl)
         assert third.reapplied == ["002_views.sql"]
         assert third.applied == ["003_more.sql"]

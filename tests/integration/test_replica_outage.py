@@ -10,7 +10,7 @@ import httpx
 import pytest
 from _serving_harness import FEATURES, ServingStack, serving_stack, wait_for
 
-from services.serving.replica import Replica
+from safeloop.services.serving.replica import Replica
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from _serving_harness import FEATURES, REPO, ServingStack, free_port, serving_stack, wait_for
 
-from infra.settings import Settings
-from services.models.store import ARTIFACT_FILE, ModelStore
+from safeloop.infra.settings import Settings
+from safeloop.services.models.store import ARTIFACT_FILE, ModelStore
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +28,7 @@ def serving(tmp_path_factory: pytest.TempPathFactory, kafka: Settings) -> Iterat
 
 def safeloop(serving: ServingStack, *argv: str, **env: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "services.cli.main", *argv],
+        [sys.executable, "-m", "safeloop.services.cli.main", *argv],
         cwd=REPO,
         env={**os.environ, **serving.env, **env},
         stdout=subprocess.PIPE,

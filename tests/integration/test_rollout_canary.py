@@ -23,14 +23,14 @@ from _metrics_harness import (
 )
 from confluent_kafka import Producer
 
-from infra.kafka.clients import producer_config
-from infra.settings import Settings
-from schemas.codec import FEEDBACK_CODEC
-from schemas.events import FeedbackRecord, FeedbackStatus, Route
-from services.cli.main import main
-from services.metrics.service import MetricsConfig
-from services.rollout.machine import Phase, RolloutState
-from services.serving.predictor import Prediction
+from safeloop.infra.kafka.clients import producer_config
+from safeloop.infra.settings import Settings
+from safeloop.schemas.codec import FEEDBACK_CODEC
+from safeloop.schemas.events import FeedbackRecord, FeedbackStatus, Route
+from safeloop.services.cli.main import main
+from safeloop.services.metrics.service import MetricsConfig
+from safeloop.services.rollout.machine import Phase, RolloutState
+from safeloop.services.serving.predictor import Prediction
 
 pytestmark = pytest.mark.integration
 

@@ -22,8 +22,8 @@ from _stream_harness import (
     wait_for,
 )
 
-from schemas.codec import DEAD_LETTER_CODEC, PREDICTION_CODEC
-from schemas.events import Route
+from safeloop.schemas.codec import DEAD_LETTER_CODEC, PREDICTION_CODEC
+from safeloop.schemas.events import Route
 
 pytestmark = pytest.mark.integration
 

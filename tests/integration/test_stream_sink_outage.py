@@ -20,8 +20,8 @@ from _stream_harness import (
     wait_for,
 )
 
-from infra.clickhouse.migrate import migrate
-from infra.warehouse.process import WarehouseProcess
+from safeloop.infra.clickhouse.migrate import migrate
+from safeloop.infra.warehouse.process import WarehouseProcess
 
 pytestmark = pytest.mark.integration
 

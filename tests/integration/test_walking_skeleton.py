@@ -14,11 +14,11 @@ from pathlib import Path
 from confluent_kafka import Producer
 from conftest import Stack
 
-from infra.clickhouse.client import clickhouse_client
-from infra.kafka.clients import producer_config
-from infra.portcheck import free_port
-from schemas.codec import OUTCOME_CODEC, PREDICTION_CODEC
-from schemas.events import OutcomeEvent, PredictionEvent, Route
+from safeloop.infra.clickhouse.client import clickhouse_client
+from safeloop.infra.kafka.clients import producer_config
+from safeloop.infra.portcheck import free_port
+from safeloop.schemas.codec import OUTCOME_CODEC, PREDICTION_CODEC
+from safeloop.schemas.events import OutcomeEvent, PredictionEvent, Route
 
 
 def test_a_prediction_and_its_outcome_land_joined_in_clickhouse(
@@ -27,7 +27,14 @@ def test_a_prediction_and_its_outcome_land_joined_in_clickhouse(
     settings = replace(stack.fresh("skeleton"), state_dir=tmp_path)
     env = {**os.environ, **settings.to_env()}
     worker = subprocess.Popen(
-        [sys.executable, "-m", "services.cli.main", "process", "--web-port", str(free_port())],
+        [
+            sys.executable,
+            "-m",
+            "safeloop.services.cli.main",
+            "process",
+            "--web-port",
+            str(free_port()),
+        ],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -22,11 +22,11 @@ from clickhouse_connect.driver import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 from clickhouse_connect.driver.external import ExternalData
 
-from infra.clickhouse import clickhouse_client
-from infra.exceptions import PortInUseError, WarehouseError
-from infra.settings import Secret, Settings
-from infra.warehouse import ServerConfig, WarehouseProcess, WarehouseServer
-from infra.warehouse.engine import Engine
+from safeloop.infra.clickhouse import clickhouse_client
+from safeloop.infra.exceptions import PortInUseError, WarehouseError
+from safeloop.infra.settings import Secret, Settings
+from safeloop.infra.warehouse import ServerConfig, WarehouseProcess, WarehouseServer
+from safeloop.infra.warehouse.engine import Engine
 
 pytestmark = pytest.mark.integration
 

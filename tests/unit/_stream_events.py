@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schemas.events import OutcomeEvent, PredictionEvent, Route
+from safeloop.schemas.events import OutcomeEvent, PredictionEvent, Route
 
 
 def prediction(

@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from infra.exceptions import ExternalClusterError, PortInUseError
-from infra.kafka.broker import (
+from safeloop.infra.exceptions import ExternalClusterError, PortInUseError
+from safeloop.infra.kafka.broker import (
     LocalKafkaBroker,
     broker_properties,
     log4j2_properties,
     new_cluster_id,
     render_properties,
 )
-from infra.portcheck import free_port
-from infra.settings import Settings
+from safeloop.infra.portcheck import free_port
+from safeloop.infra.settings import Settings
 
 
 def _settings(tmp_path: Path, **changes: object) -> Settings:

@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from services.metrics.calibration import (
+from safeloop.services.metrics.calibration import (
     HistogramCalibrator,
     expected_calibration_error,
     reliability_bins,
 )
-from services.metrics.exceptions import InvalidInputError
+from safeloop.services.metrics.exceptions import InvalidInputError
 
 
 def bins_by_loop(labels: list[int], scores: list[float], n_bins: int) -> list[list[float]]:

@@ -7,14 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from services.metrics.classification import (
+from safeloop.services.metrics.classification import (
     brier_score,
     classification_metrics,
     confusion,
     log_loss,
     roc_auc,
 )
-from services.metrics.exceptions import InvalidInputError
+from safeloop.services.metrics.exceptions import InvalidInputError
 
 
 def auc_by_pairs(labels: list[int], scores: list[float]) -> float:

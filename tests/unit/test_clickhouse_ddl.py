@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from schemas.events import (
+from safeloop.schemas.events import (
     ControlCommand,
     DeadLetter,
     FeedbackRecord,

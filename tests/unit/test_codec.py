@@ -13,7 +13,7 @@ from typing import Any, get_type_hints
 import pytest
 from fastavro import schemaless_writer
 
-from schemas.codec import (
+from safeloop.schemas.codec import (
     CONTROL_CODEC,
     DEAD_LETTER_CODEC,
     FEEDBACK_CODEC,
@@ -27,7 +27,7 @@ from schemas.codec import (
     codec_for,
     fingerprint_of,
 )
-from schemas.events import (
+from safeloop.schemas.events import (
     CommandKind,
     ControlCommand,
     DeadLetter,
@@ -42,9 +42,9 @@ from schemas.events import (
     Route,
     Urgency,
 )
-from schemas.exceptions import DecodeError, DecodeReason, EncodeError, SchemaError
-from schemas.records import RecordMapper
-from schemas.registry import SchemaRegistry, default_registry, fingerprint
+from safeloop.schemas.exceptions import DecodeError, DecodeReason, EncodeError, SchemaError
+from safeloop.schemas.records import RecordMapper
+from safeloop.schemas.registry import SchemaRegistry, default_registry, fingerprint
 
 BIG = 2**63 - 1
 T0 = 1_700_000_000_123

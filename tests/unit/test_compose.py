@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from infra.settings import Settings
-from services.cli.main import build_parser
+from safeloop.infra.settings import Settings
+from safeloop.services.cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

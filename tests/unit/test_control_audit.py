@@ -10,18 +10,18 @@ from clickhouse_connect.driver import Client
 from clickhouse_connect.driver.exceptions import OperationalError
 from confluent_kafka import Producer
 
-from infra.exceptions import WarehouseError
-from infra.settings import Settings
-from schemas.codec import CONTROL_CODEC
-from schemas.events import CommandKind, ControlCommand, ModelConfig
-from services.cli import control_commands
-from services.cli.main import main
-from services.control.audit import COLUMNS, TABLE, EntryType, send_and_record
-from services.control.exceptions import ControlTopicError
-from services.control.keys import KeyRing, SigningKey
-from services.control.publisher import ControlPublisher, ControlTopicView
-from services.metrics.control_follower import ControlFollower
-from services.metrics.issuer import CommandIssuer
+from safeloop.infra.exceptions import WarehouseError
+from safeloop.infra.settings import Settings
+from safeloop.schemas.codec import CONTROL_CODEC
+from safeloop.schemas.events import CommandKind, ControlCommand, ModelConfig
+from safeloop.services.cli import control_commands
+from safeloop.services.cli.main import main
+from safeloop.services.control.audit import COLUMNS, TABLE, EntryType, send_and_record
+from safeloop.services.control.exceptions import ControlTopicError
+from safeloop.services.control.keys import KeyRing, SigningKey
+from safeloop.services.control.publisher import ControlPublisher, ControlTopicView
+from safeloop.services.metrics.control_follower import ControlFollower
+from safeloop.services.metrics.issuer import CommandIssuer
 
 KEYS = KeyRing.of(SigningKey("ops", bytes(range(32))))
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from schemas.events import CommandKind, ControlCommand, ModelConfig
-from services.control.keys import KeyRing, SigningKey
-from services.control.signing import sign
-from services.control.state import AppliedConfig, ApplyOutcome, ControlState
+from safeloop.schemas.events import CommandKind, ControlCommand, ModelConfig
+from safeloop.services.control.keys import KeyRing, SigningKey
+from safeloop.services.control.signing import sign
+from safeloop.services.control.state import AppliedConfig, ApplyOutcome, ControlState
 
 KEY = SigningKey("ops", bytes(range(32)))
 RING = KeyRing.of(KEY)

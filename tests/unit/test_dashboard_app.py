@@ -9,10 +9,10 @@ from typing import Any
 import httpx
 import pytest
 
-from infra.settings import Settings
-from services.dashboard.app import create_app
-from services.dashboard.queries import Query
-from services.dashboard.reader import QueryFailedError, Reader
+from safeloop.infra.settings import Settings
+from safeloop.services.dashboard.app import create_app
+from safeloop.services.dashboard.queries import Query
+from safeloop.services.dashboard.reader import QueryFailedError, Reader
 
 T0 = datetime(2026, 1, 2, 12, 0)
 

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.dashboard import queries
-from services.dashboard.queries import Query, Scope
+from safeloop.services.dashboard import queries
+from safeloop.services.dashboard.queries import Query, Scope
 
 NOW = datetime(2026, 1, 2, 12, 0, tzinfo=UTC)
 PLACEHOLDER = re.compile(r"\{(\w+):[^}]+\}")

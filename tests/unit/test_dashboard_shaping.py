@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from services.dashboard import shaping
+from safeloop.services.dashboard import shaping
 
 T0 = datetime(2026, 1, 2, 12, 0)
 T1 = datetime(2026, 1, 2, 12, 1)

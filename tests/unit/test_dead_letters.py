@@ -9,16 +9,16 @@ from dataclasses import replace
 import pytest
 from _stream_events import outcome, prediction
 
-from schemas.codec import OUTCOME_CODEC, PREDICTION_CODEC
-from schemas.events import PredictionEvent
-from streams.dead_letters import (
+from safeloop.schemas.codec import OUTCOME_CODEC, PREDICTION_CODEC
+from safeloop.schemas.events import PredictionEvent
+from safeloop.streams.dead_letters import (
     DeadLetterCounts,
     SourceRecord,
     dead_letter,
     decode_outcome,
     decode_prediction,
 )
-from streams.exceptions import InvalidInputError
+from safeloop.streams.exceptions import InvalidInputError
 
 NOW_MS = int(time.time() * 1000)
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from services.demo.models import train_story_models
-from services.demo.progress import Gauges, Progress
-from services.models.store import ModelStore
-from services.models.task import ModelTask
-from services.models.training import make_dataset, true_margin
+from safeloop.services.demo.models import train_story_models
+from safeloop.services.demo.progress import Gauges, Progress
+from safeloop.services.models.store import ModelStore
+from safeloop.services.models.task import ModelTask
+from safeloop.services.models.training import make_dataset, true_margin
 
 
 def _accuracy(store: ModelStore, version: str, rows: np.ndarray, targets: np.ndarray) -> float:

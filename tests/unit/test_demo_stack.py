@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from services.demo import stack as stack_module
-from services.demo.stack import ChildService, LocalStack
+from safeloop.services.demo import stack as stack_module
+from safeloop.services.demo.stack import ChildService, LocalStack
 
 STUBBORN = (
     "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "

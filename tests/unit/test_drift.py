@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from services.metrics.baseline import Baseline, ModelBaseline
-from services.metrics.drift import (
+from safeloop.services.metrics.baseline import Baseline, ModelBaseline
+from safeloop.services.metrics.drift import (
     SCORE_NAME,
     DriftBand,
     drift_band,
@@ -22,7 +22,7 @@ from services.metrics.drift import (
     psi,
     wasserstein,
 )
-from services.metrics.exceptions import BaselineError, InvalidInputError
+from safeloop.services.metrics.exceptions import BaselineError, InvalidInputError
 
 
 def bin_of(edges: list[float], value: float) -> int:

@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from services.metrics.calibration import HistogramCalibrator
-from services.metrics.classification import classification_metrics
-from services.metrics.estimation import compare_estimate, estimate_performance
-from services.metrics.exceptions import InvalidInputError
+from safeloop.services.metrics.calibration import HistogramCalibrator
+from safeloop.services.metrics.classification import classification_metrics
+from safeloop.services.metrics.estimation import compare_estimate, estimate_performance
+from safeloop.services.metrics.exceptions import InvalidInputError
 
 
 def expected_cells_by_loop(scores: list[float], threshold: float) -> tuple[float, ...]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.expiry import ExpiryIndex
+from safeloop.streams.expiry import ExpiryIndex
 
 
 def test_due_yields_keys_whose_bucket_started() -> None:

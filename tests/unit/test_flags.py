@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from schemas.events import ModelConfig
-from services.serving.flags import (
+from safeloop.schemas.events import ModelConfig
+from safeloop.services.serving.flags import (
     FlagBook,
     ModelFlags,
     current_flags,

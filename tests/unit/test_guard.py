@@ -6,10 +6,10 @@ from dataclasses import replace
 
 import pytest
 
-from services.guard import Breach, GuardPolicy, GuardRule, VerdictKind, judge
-from services.guard.exceptions import PolicyError
-from services.metrics.health import HealthSnapshot
-from services.metrics.performance import (
+from safeloop.services.guard import Breach, GuardPolicy, GuardRule, VerdictKind, judge
+from safeloop.services.guard.exceptions import PolicyError
+from safeloop.services.metrics.health import HealthSnapshot
+from safeloop.services.metrics.performance import (
     PerformanceMetric,
     PerformanceSnapshot,
     Task,

@@ -10,21 +10,21 @@ from typing import cast
 
 import numpy as np
 
-from schemas.events import CommandKind, ControlCommand, ModelConfig, PredictionEvent, Route
-from services.guard import GuardPolicy, GuardRule, VerdictKind
-from services.guard.local import ReplicaGuard, routed_canary
-from services.guard.runner import CentralGuard
-from services.metrics.baseline import ModelBaseline
-from services.metrics.issuer import CommandIssuer
-from services.models.linear import LogisticModel
-from services.models.loaded import LoadedModel
-from services.models.metadata import ModelMetadata
-from services.models.task import ModelTask
-from services.serving.catalog import ModelCatalog
-from services.serving.exceptions import PredictionFailedError
-from services.serving.guard_loop import GuardLoop
-from services.serving.predictor import Predictor
-from services.serving.sink import SinkStats
+from safeloop.schemas.events import CommandKind, ControlCommand, ModelConfig, PredictionEvent, Route
+from safeloop.services.guard import GuardPolicy, GuardRule, VerdictKind
+from safeloop.services.guard.local import ReplicaGuard, routed_canary
+from safeloop.services.guard.runner import CentralGuard
+from safeloop.services.metrics.baseline import ModelBaseline
+from safeloop.services.metrics.issuer import CommandIssuer
+from safeloop.services.models.linear import LogisticModel
+from safeloop.services.models.loaded import LoadedModel
+from safeloop.services.models.metadata import ModelMetadata
+from safeloop.services.models.task import ModelTask
+from safeloop.services.serving.catalog import ModelCatalog
+from safeloop.services.serving.exceptions import PredictionFailedError
+from safeloop.services.serving.guard_loop import GuardLoop
+from safeloop.services.serving.predictor import Predictor
+from safeloop.services.serving.sink import SinkStats
 
 POLICY = GuardPolicy(max_error_rate=0.1, min_requests=20)
 CANARY = ModelConfig("v1", "v2", canary_basis_points=5_000)

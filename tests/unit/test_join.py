@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from _stream_events import outcome, prediction
 
-from schemas.events import FeedbackStatus, Route
-from streams.join import JoinWindow
-from streams.state import EarlyOutcome, InMemoryStateStore, PendingPrediction
-from streams.windows import JoinWindows
+from safeloop.schemas.events import FeedbackStatus, Route
+from safeloop.streams.join import JoinWindow
+from safeloop.streams.state import EarlyOutcome, InMemoryStateStore, PendingPrediction
+from safeloop.streams.windows import JoinWindows
 
 
 class Clock:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from streams.consumer import _Resume
+from safeloop.streams.consumer import _Resume
 
 
 async def _steps(log: list[str], gate: asyncio.Future[None]) -> str:

@@ -6,15 +6,15 @@ import time
 
 from _stream_events import outcome, prediction
 
-from schemas.codec import OUTCOME_CODEC, PREDICTION_CODEC
-from schemas.events import FeedbackStatus
-from streams.dead_letters import SourceRecord
-from streams.join import JoinWindow
-from streams.observability import StreamSnapshot, render_prometheus
-from streams.processor import BatchProcessor
-from streams.sink import SinkStats
-from streams.state import EarlyOutcome, InMemoryStateStore, PendingPrediction
-from streams.windows import JoinWindows
+from safeloop.schemas.codec import OUTCOME_CODEC, PREDICTION_CODEC
+from safeloop.schemas.events import FeedbackStatus
+from safeloop.streams.dead_letters import SourceRecord
+from safeloop.streams.join import JoinWindow
+from safeloop.streams.observability import StreamSnapshot, render_prometheus
+from safeloop.streams.processor import BatchProcessor
+from safeloop.streams.sink import SinkStats
+from safeloop.streams.state import EarlyOutcome, InMemoryStateStore, PendingPrediction
+from safeloop.streams.windows import JoinWindows
 
 NOW_MS = int(time.time() * 1000)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from _stream_events import outcome, prediction
 
-from schemas.codec import OUTCOME_CODEC, PREDICTION_CODEC
-from schemas.events import Route
-from streams.state import EarlyOutcome, PendingPrediction
-from streams.table_store import decode_early, decode_pending, encode_early, encode_pending
+from safeloop.schemas.codec import OUTCOME_CODEC, PREDICTION_CODEC
+from safeloop.schemas.events import Route
+from safeloop.streams.state import EarlyOutcome, PendingPrediction
+from safeloop.streams.table_store import decode_early, decode_pending, encode_early, encode_pending
 
 
 def test_pending_entry_round_trips_with_and_without_outcome() -> None:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from services.metrics.latency import percentiles
+from safeloop.services.metrics.latency import percentiles
 
 
 def reference_percentile(values: list[float], q: float) -> float:

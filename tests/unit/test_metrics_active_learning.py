@@ -7,14 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from services.metrics.active_learning import (
+from safeloop.services.metrics.active_learning import (
     SelectionReason,
     select_for_labelling,
     typicality,
     uncertainty_of,
 )
-from services.metrics.baseline import Baseline, ModelBaseline
-from services.metrics.exceptions import InvalidInputError
+from safeloop.services.metrics.baseline import Baseline, ModelBaseline
+from safeloop.services.metrics.exceptions import InvalidInputError
 
 
 def test_uncertainty_from_top_class_probability() -> None:

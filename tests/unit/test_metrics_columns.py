@@ -7,18 +7,18 @@ import math
 import numpy as np
 import pytest
 
-from schemas.events import FeedbackRecord, FeedbackStatus, PredictionEvent, Route
-from services.metrics.columns import (
+from safeloop.schemas.events import FeedbackRecord, FeedbackStatus, PredictionEvent, Route
+from safeloop.services.metrics.columns import (
     ScoreConvention,
     feedback_batch,
     health_batch,
     positive_score,
 )
-from services.metrics.exceptions import InvalidInputError
-from services.metrics.health import HEALTH_COLUMNS, health_of_window
-from services.metrics.keyed import KeyedWindows, WindowKey
-from services.metrics.performance import FEEDBACK_COLUMNS
-from services.metrics.windows import CountWindow
+from safeloop.services.metrics.exceptions import InvalidInputError
+from safeloop.services.metrics.health import HEALTH_COLUMNS, health_of_window
+from safeloop.services.metrics.keyed import KeyedWindows, WindowKey
+from safeloop.services.metrics.performance import FEEDBACK_COLUMNS
+from safeloop.services.metrics.windows import CountWindow
 
 
 def prediction(index: int, route: Route, error: str | None = None) -> PredictionEvent:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.metrics.exceptions import InvalidInputError
-from services.metrics.health import HEALTH_COLUMNS, health_of_window, health_snapshot
-from services.metrics.windows import CountWindow, TimeWindow
+from safeloop.services.metrics.exceptions import InvalidInputError
+from safeloop.services.metrics.health import HEALTH_COLUMNS, health_of_window, health_snapshot
+from safeloop.services.metrics.windows import CountWindow, TimeWindow
 
 
 def test_health_snapshot_counts_and_rates() -> None:

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from infra.prometheus import Counter, Registry
-from services.metrics.consumer import GroupMembership
-from services.metrics.endpoint import MetricsEndpoint
-from services.metrics.liveness import Liveness, check_liveness
-from services.metrics.service import LoopState
+from safeloop.infra.prometheus import Counter, Registry
+from safeloop.services.metrics.consumer import GroupMembership
+from safeloop.services.metrics.endpoint import MetricsEndpoint
+from safeloop.services.metrics.liveness import Liveness, check_liveness
+from safeloop.services.metrics.service import LoopState
 
 NOW = 1_000.0
 STALE = 30.0

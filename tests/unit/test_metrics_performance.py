@@ -8,9 +8,9 @@ from enum import StrEnum
 import numpy as np
 import pytest
 
-from services.metrics.exceptions import InvalidInputError
-from services.metrics.labels import label_coverage, label_delay_percentiles
-from services.metrics.performance import (
+from safeloop.services.metrics.exceptions import InvalidInputError
+from safeloop.services.metrics.labels import label_coverage, label_delay_percentiles
+from safeloop.services.metrics.performance import (
     FEEDBACK_COLUMNS,
     PerformanceMetric,
     Task,
@@ -18,7 +18,7 @@ from services.metrics.performance import (
     performance_snapshot,
     relative_drop,
 )
-from services.metrics.windows import CountWindow
+from safeloop.services.metrics.windows import CountWindow
 
 NAN = math.nan
 

@@ -6,15 +6,15 @@ import math
 
 import numpy as np
 
-from schemas.events import Route
-from services.metrics.baseline import ModelBaseline
-from services.metrics.classification import classification_metrics
-from services.metrics.drift import model_drift
-from services.metrics.estimation import compare_estimate, estimate_performance
-from services.metrics.health import health_snapshot
-from services.metrics.keyed import WindowKey
-from services.metrics.performance import Task, performance_snapshot
-from services.metrics.rows import (
+from safeloop.schemas.events import Route
+from safeloop.services.metrics.baseline import ModelBaseline
+from safeloop.services.metrics.classification import classification_metrics
+from safeloop.services.metrics.drift import model_drift
+from safeloop.services.metrics.estimation import compare_estimate, estimate_performance
+from safeloop.services.metrics.health import health_snapshot
+from safeloop.services.metrics.keyed import WindowKey
+from safeloop.services.metrics.performance import Task, performance_snapshot
+from safeloop.services.metrics.rows import (
     MetricRow,
     RowContext,
     drift_rows,
@@ -23,7 +23,7 @@ from services.metrics.rows import (
     performance_rows,
     shadow_rows,
 )
-from services.metrics.shadow import compare_shadow
+from safeloop.services.metrics.shadow import compare_shadow
 
 CONTEXT = RowContext(WindowKey("fraud", "v2", Route.CANARY), 1_000, 61_000, {"window": "time:60s"})
 

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from services.metrics.exceptions import InvalidInputError
-from services.metrics.performance import Task
-from services.metrics.shadow import compare_shadow, pair_by_id
+from safeloop.services.metrics.exceptions import InvalidInputError
+from safeloop.services.metrics.performance import Task
+from safeloop.services.metrics.shadow import compare_shadow, pair_by_id
 
 NAN = math.nan
 

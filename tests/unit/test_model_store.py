@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.models.exceptions import ModelLoadError, ModelNotFoundError
-from services.models.store import ARTIFACT_FILE, METADATA_FILE, ModelStore
-from services.models.task import ModelTask
-from services.models.training import make_dataset, train_model
+from safeloop.services.models.exceptions import ModelLoadError, ModelNotFoundError
+from safeloop.services.models.store import ARTIFACT_FILE, METADATA_FILE, ModelStore
+from safeloop.services.models.task import ModelTask
+from safeloop.services.models.training import make_dataset, train_model
 
 
 @pytest.fixture

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.models.exceptions import TrainingError
-from services.models.linear import LinearModel, LogisticModel, train_linear, train_logistic
-from services.models.protocol import ModelProtocol
-from services.models.task import ModelTask, confidence_of
-from services.models.training import make_dataset, train_model
+from safeloop.services.models.exceptions import TrainingError
+from safeloop.services.models.linear import LinearModel, LogisticModel, train_linear, train_logistic
+from safeloop.services.models.protocol import ModelProtocol
+from safeloop.services.models.task import ModelTask, confidence_of
+from safeloop.services.models.training import make_dataset, train_model
 
 
 def test_logistic_learns_the_relation() -> None:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import math
 import threading
 
-from infra.prometheus import CONTENT_TYPE, CallbackGauge, Counter, Gauge, Histogram, Registry
+from safeloop.infra.prometheus import (
+    CONTENT_TYPE,
+    CallbackGauge,
+    Counter,
+    Gauge,
+    Histogram,
+    Registry,
+)
 
 
 def test_counter_and_gauge_render_help_type_and_sorted_labelled_samples() -> None:

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from services.metrics.exceptions import InvalidInputError
-from services.metrics.regression import regression_metrics
+from safeloop.services.metrics.exceptions import InvalidInputError
+from safeloop.services.metrics.regression import regression_metrics
 
 
 def test_regression_metrics_by_hand() -> None:

@@ -13,22 +13,22 @@ import numpy as np
 import pytest
 from starlette.types import ASGIApp
 
-from schemas.events import ModelConfig, PredictionEvent, Route
-from services.guard.local import ReplicaGuard
-from services.guard.policy import GuardPolicy
-from services.metrics.baseline import ModelBaseline
-from services.models.linear import LogisticModel
-from services.models.loaded import LoadedModel
-from services.models.metadata import ModelMetadata
-from services.models.task import ModelTask
-from services.serving.app import create_app
-from services.serving.catalog import ModelCatalog
-from services.serving.exceptions import PredictionFailedError
-from services.serving.flags import current_flags
-from services.serving.guard_loop import GuardLoop
-from services.serving.predictor import Predictor
-from services.serving.shadow import ShadowRunner
-from services.serving.sink import SinkStats
+from safeloop.schemas.events import ModelConfig, PredictionEvent, Route
+from safeloop.services.guard.local import ReplicaGuard
+from safeloop.services.guard.policy import GuardPolicy
+from safeloop.services.metrics.baseline import ModelBaseline
+from safeloop.services.models.linear import LogisticModel
+from safeloop.services.models.loaded import LoadedModel
+from safeloop.services.models.metadata import ModelMetadata
+from safeloop.services.models.task import ModelTask
+from safeloop.services.serving.app import create_app
+from safeloop.services.serving.catalog import ModelCatalog
+from safeloop.services.serving.exceptions import PredictionFailedError
+from safeloop.services.serving.flags import current_flags
+from safeloop.services.serving.guard_loop import GuardLoop
+from safeloop.services.serving.predictor import Predictor
+from safeloop.services.serving.shadow import ShadowRunner
+from safeloop.services.serving.sink import SinkStats
 
 FEATURES = ("age", "income")
 ROW = {"age": 0.5, "income": -1.0}

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from schemas.events import Urgency
-from services.metrics.drift import SCORE_NAME, DriftMetrics, ModelDrift, drift_band
-from services.retraining.decision import decide
-from services.retraining.exceptions import RetrainingPolicyError
-from services.retraining.policy import DAY_MS, RetrainingPolicy
+from safeloop.schemas.events import Urgency
+from safeloop.services.metrics.drift import SCORE_NAME, DriftMetrics, ModelDrift, drift_band
+from safeloop.services.retraining.decision import decide
+from safeloop.services.retraining.exceptions import RetrainingPolicyError
+from safeloop.services.retraining.policy import DAY_MS, RetrainingPolicy
 
 POLICY = RetrainingPolicy(
     critical_drop=0.05,

@@ -6,13 +6,13 @@ from dataclasses import replace
 
 import pytest
 
-from services.guard.policy import GuardPolicy
-from services.metrics.health import HealthSnapshot
-from services.metrics.performance import PerformanceSnapshot, Task, performance_snapshot
-from services.rollout.exceptions import PlanError, TransitionError
-from services.rollout.gate import GateEvidence, GateOutcome
-from services.rollout.intents import Pause, Promote, Rollback, SetCanary
-from services.rollout.machine import (
+from safeloop.services.guard.policy import GuardPolicy
+from safeloop.services.metrics.health import HealthSnapshot
+from safeloop.services.metrics.performance import PerformanceSnapshot, Task, performance_snapshot
+from safeloop.services.rollout.exceptions import PlanError, TransitionError
+from safeloop.services.rollout.gate import GateEvidence, GateOutcome
+from safeloop.services.rollout.intents import Pause, Promote, Rollback, SetCanary
+from safeloop.services.rollout.machine import (
     Phase,
     RolloutState,
     Transition,
@@ -23,7 +23,7 @@ from services.rollout.machine import (
     rollback,
     start,
 )
-from services.rollout.plan import DeadlineAction, FailAction, RolloutPlan
+from safeloop.services.rollout.plan import DeadlineAction, FailAction, RolloutPlan
 
 PLAN = RolloutPlan(
     steps_percent=(5.0, 10.0, 25.0, 50.0, 100.0),

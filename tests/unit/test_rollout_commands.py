@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from schemas.events import (
+from safeloop.schemas.events import (
     CommandKind,
     FeedbackRecord,
     FeedbackStatus,
@@ -14,15 +14,22 @@ from schemas.events import (
     PredictionEvent,
     Route,
 )
-from services.control.exceptions import CommandError
-from services.guard.policy import GuardPolicy
-from services.metrics.performance import Task
-from services.rollout.commands import command_for
-from services.rollout.evidence import StepEvidence
-from services.rollout.gate import GateOutcome
-from services.rollout.intents import Pause, Promote, Rollback, SetCanary
-from services.rollout.machine import Phase, RolloutState, Transition, advance, rollback, start
-from services.rollout.plan import RolloutPlan
+from safeloop.services.control.exceptions import CommandError
+from safeloop.services.guard.policy import GuardPolicy
+from safeloop.services.metrics.performance import Task
+from safeloop.services.rollout.commands import command_for
+from safeloop.services.rollout.evidence import StepEvidence
+from safeloop.services.rollout.gate import GateOutcome
+from safeloop.services.rollout.intents import Pause, Promote, Rollback, SetCanary
+from safeloop.services.rollout.machine import (
+    Phase,
+    RolloutState,
+    Transition,
+    advance,
+    rollback,
+    start,
+)
+from safeloop.services.rollout.plan import RolloutPlan
 
 # Everything a rollout command must leave as it found it.
 CONFIG = ModelConfig(

@@ -7,8 +7,8 @@ from statistics import NormalDist
 
 import pytest
 
-from services.rollout.exceptions import RolloutError
-from services.rollout.intervals import difference_interval, wilson_interval, z_for
+from safeloop.services.rollout.exceptions import RolloutError
+from safeloop.services.rollout.intervals import difference_interval, wilson_interval, z_for
 
 
 def wilson_by_bisection(successes: int, trials: int, confidence: float) -> tuple[float, float]:

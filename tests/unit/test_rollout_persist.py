@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from services.guard.policy import GuardPolicy
-from services.metrics.performance import PerformanceMetric
-from services.rollout.exceptions import RolloutError
-from services.rollout.gate import GateOutcome, GateResult
-from services.rollout.history import latest_rollout
-from services.rollout.machine import Phase, RolloutState, start
-from services.rollout.persist import (
+from safeloop.services.guard.policy import GuardPolicy
+from safeloop.services.metrics.performance import PerformanceMetric
+from safeloop.services.rollout.exceptions import RolloutError
+from safeloop.services.rollout.gate import GateOutcome, GateResult
+from safeloop.services.rollout.history import latest_rollout
+from safeloop.services.rollout.machine import Phase, RolloutState, start
+from safeloop.services.rollout.persist import (
     PLAN_KEY,
     STATE_KEY,
     plan_from_json,
@@ -23,7 +23,7 @@ from services.rollout.persist import (
     state_from_json,
     state_to_json,
 )
-from services.rollout.plan import DeadlineAction, FailAction, RolloutPlan
+from safeloop.services.rollout.plan import DeadlineAction, FailAction, RolloutPlan
 
 PLAN = RolloutPlan(
     steps_percent=(1.0, 12.5, 100.0),

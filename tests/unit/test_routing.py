@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from schemas.events import ModelConfig, Route
-from services.serving.routing import (
+from safeloop.schemas.events import ModelConfig, Route
+from safeloop.services.serving.routing import (
     BUCKET_COUNT,
     ROUTING_HASH_VERSION,
     choose_route,

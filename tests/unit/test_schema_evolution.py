@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from fastavro import schemaless_writer
 
-from schemas.codec import MARKER, PREDICTION_CODEC, EventCodec, codec_for
-from schemas.events import (
+from safeloop.schemas.codec import MARKER, PREDICTION_CODEC, EventCodec, codec_for
+from safeloop.schemas.events import (
     ControlCommand,
     DeadLetter,
     FeedbackRecord,
@@ -19,8 +19,8 @@ from schemas.events import (
     RetrainingDecision,
     Route,
 )
-from schemas.exceptions import DecodeError, DecodeReason
-from schemas.registry import (
+from safeloop.schemas.exceptions import DecodeError, DecodeReason
+from safeloop.schemas.registry import (
     HISTORY_DIR,
     SchemaRegistry,
     WriterSchema,

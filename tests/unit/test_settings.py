@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.exceptions import SettingsError
-from infra.settings import Secret, Settings
+from safeloop.infra.exceptions import SettingsError
+from safeloop.infra.settings import Secret, Settings
 
 
 def test_defaults_point_at_the_local_broker_and_embedded_endpoint() -> None:

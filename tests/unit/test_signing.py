@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from infra.settings import Secret, Settings
-from schemas.events import CommandKind, ControlCommand, ModelConfig
-from services.control.exceptions import SignatureError, SigningKeyError
-from services.control.keys import KeyRing, SigningKey, load_keyring, parse_key_file
-from services.control.signing import canonical_bytes, sign, verify
+from safeloop.infra.settings import Secret, Settings
+from safeloop.schemas.events import CommandKind, ControlCommand, ModelConfig
+from safeloop.services.control.exceptions import SignatureError, SigningKeyError
+from safeloop.services.control.keys import KeyRing, SigningKey, load_keyring, parse_key_file
+from safeloop.services.control.signing import canonical_bytes, sign, verify
 
 KEY = SigningKey("ops-2025", bytes(range(32)))
 OTHER = SigningKey("ops-2025", bytes(range(1, 33)))

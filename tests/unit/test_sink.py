@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from streams.exceptions import SinkUnavailableError
-from streams.sink import ClickHouseSink, Row, SinkConfig
+from safeloop.streams.exceptions import SinkUnavailableError
+from safeloop.streams.sink import ClickHouseSink, Row, SinkConfig
 
 COLUMNS = {"t": ("a", "b"), "u": ("c",)}
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from infra.settings import Settings
-from streams.exceptions import WindowConfigError
-from streams.windows import DEFAULT_WINDOW_MS, JoinWindows
+from safeloop.infra.settings import Settings
+from safeloop.streams.exceptions import WindowConfigError
+from safeloop.streams.windows import DEFAULT_WINDOW_MS, JoinWindows
 
 
 def test_default_is_thirty_days() -> None:

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from infra.exceptions import KafkaAdminError
-from infra.kafka.topics import TopicAdmin, TopicSpec, topic_specs
-from infra.settings import Settings
+from safeloop.infra.exceptions import KafkaAdminError
+from safeloop.infra.kafka.topics import TopicAdmin, TopicSpec, topic_specs
+from safeloop.infra.settings import Settings
 
 
 def _by_name(settings: Settings) -> dict[str, TopicSpec]:

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from schemas.events import OutcomeEvent, PredictionEvent, Route
-from schemas.exceptions import DecodeError, DecodeReason
-from schemas.validation import (
+from safeloop.schemas.events import OutcomeEvent, PredictionEvent, Route
+from safeloop.schemas.exceptions import DecodeError, DecodeReason
+from safeloop.schemas.validation import (
     DEFAULT_MAX_FUTURE_SKEW_MS,
     validate_outcome,
     validate_prediction,

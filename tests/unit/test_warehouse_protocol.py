@@ -13,20 +13,20 @@ import zstandard
 from clickhouse_connect.driver.transform import extract_exception_with_tag
 from urllib3 import encode_multipart_formdata
 
-from infra.exceptions import WarehouseError
-from infra.settings import Secret
-from infra.warehouse import errors, framing, sql
-from infra.warehouse.auth import Credentials, check_bind_auth, is_loopback
-from infra.warehouse.body import ChunkedBody, EmptyBody, LengthBody, QueryStream
-from infra.warehouse.compression import (
+from safeloop.infra.exceptions import WarehouseError
+from safeloop.infra.settings import Secret
+from safeloop.infra.warehouse import errors, framing, sql
+from safeloop.infra.warehouse.auth import Credentials, check_bind_auth, is_loopback
+from safeloop.infra.warehouse.body import ChunkedBody, EmptyBody, LengthBody, QueryStream
+from safeloop.infra.warehouse.compression import (
     choose_response_coding,
     request_decoder,
     response_encoder,
 )
-from infra.warehouse.errors import ServerError
-from infra.warehouse.forms import is_form, parse_form
-from infra.warehouse.params import ExternalTable, parse_params
-from infra.warehouse.statement import InsertPlan, QueryPlan, read_statement
+from safeloop.infra.warehouse.errors import ServerError
+from safeloop.infra.warehouse.forms import is_form, parse_form
+from safeloop.infra.warehouse.params import ExternalTable, parse_params
+from safeloop.infra.warehouse.statement import InsertPlan, QueryPlan, read_statement
 
 # --- parameters ------------------------------------------------------------------------------
 

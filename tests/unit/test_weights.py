@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from schemas.events import FeedbackRecord, FeedbackStatus, Route
-from services.retraining.exceptions import ExportError, RetrainingError
-from services.retraining.export import weighted_export
-from services.retraining.weights import recency_weights
+from safeloop.schemas.events import FeedbackRecord, FeedbackStatus, Route
+from safeloop.services.retraining.exceptions import ExportError, RetrainingError
+from safeloop.services.retraining.export import weighted_export
+from safeloop.services.retraining.weights import recency_weights
 
 HOUR_MS = 3_600_000
 

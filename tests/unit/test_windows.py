@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from schemas.events import Route
-from services.metrics.exceptions import InvalidInputError
-from services.metrics.keyed import KeyedWindows, WindowKey
-from services.metrics.windows import CountWindow, TimeWindow
+from safeloop.schemas.events import Route
+from safeloop.services.metrics.exceptions import InvalidInputError
+from safeloop.services.metrics.keyed import KeyedWindows, WindowKey
+from safeloop.services.metrics.windows import CountWindow, TimeWindow
 
 COLUMNS = {"timestamp_ms": np.int64, "value": np.float64}
 
