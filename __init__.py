@@ -12,4 +12,9 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
 
-__all__ = ["__version__"]
+
+class SafeloopError(Exception):
+    """Root of every error safeloop raises on purpose; each package's exceptions subclass it."""
+
+
+__all__ = ["SafeloopError", "__version__"]

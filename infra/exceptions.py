@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from safeloop import SafeloopError
 
-class InfraError(Exception):
+
+class InfraError(SafeloopError):
     """Root of every error raised by `infra`."""
 
 

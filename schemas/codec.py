@@ -12,6 +12,7 @@ must refuse what it does not understand; FeedbackStatus).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from io import BytesIO
 from typing import Any, Final, Generic, TypeVar, cast
@@ -32,6 +33,8 @@ from safeloop.schemas.events import (
 from safeloop.schemas.exceptions import DecodeError, DecodeReason, EncodeError
 from safeloop.schemas.records import RecordMapper
 from safeloop.schemas.registry import SchemaRegistry, WriterSchema, default_registry
+
+log = logging.getLogger(__name__)
 
 E = TypeVar("E")
 
@@ -151,8 +154,9 @@ class EventCodec(Generic[E]):
             validate(record, self.schema.parsed, raise_errors=True)
         except ValidationError as invalid:
             return f"cannot encode {name}: " + "; ".join(map(str, invalid.errors))
-        except Exception:  # noqa: S110 - the validator choked; the writer's own error below
-            pass
+        except Exception as choked:
+            # The validator itself failed on this record: report the writer's own error below.
+            log.debug("fastavro's validator failed on a %s: %r", name, choked)
         return f"cannot encode {name}: {type(exc).__name__}: {exc}"
 
 

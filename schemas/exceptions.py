@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from safeloop import SafeloopError
+
 
 class DecodeReason(StrEnum):
     """Why bytes could not become an event; stable values for dead letters and metrics."""
@@ -14,7 +16,7 @@ class DecodeReason(StrEnum):
     INVALID_FIELD = "invalid_field"
 
 
-class SchemaError(Exception):
+class SchemaError(SafeloopError):
     """Root of every error about the event contracts."""
 
 

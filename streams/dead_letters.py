@@ -13,7 +13,7 @@ from safeloop.schemas.validation import (
     validate_outcome,
     validate_prediction,
 )
-from safeloop.streams.exceptions import InvalidInputError
+from safeloop.streams.exceptions import InvalidRecordError
 
 KEY_MISMATCH = "key_mismatch"
 
@@ -32,7 +32,7 @@ class SourceRecord:
 def decode_prediction(
     record: SourceRecord, now_ms: int, max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS
 ) -> PredictionEvent:
-    """The valid prediction in `record`, or InvalidInputError with a stable reason."""
+    """The valid prediction in `record`, or InvalidRecordError with a stable reason."""
     try:
         event = PREDICTION_CODEC.decode(record.value or b"")
         validate_prediction(event, now_ms, max_future_skew_ms)
@@ -45,7 +45,7 @@ def decode_prediction(
 def decode_outcome(
     record: SourceRecord, now_ms: int, max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS
 ) -> OutcomeEvent:
-    """The valid outcome in `record`, or InvalidInputError with a stable reason."""
+    """The valid outcome in `record`, or InvalidRecordError with a stable reason."""
     try:
         event = OUTCOME_CODEC.decode(record.value or b"")
         validate_outcome(event, now_ms, max_future_skew_ms)
@@ -56,7 +56,7 @@ def decode_outcome(
 
 
 def dead_letter(
-    record: SourceRecord, error: InvalidInputError, consumer: str, now_ms: int
+    record: SourceRecord, error: InvalidRecordError, consumer: str, now_ms: int
 ) -> DeadLetter:
     """The dead letter for `record`: original bytes, where it came from and why it failed."""
     return DeadLetter(
@@ -86,9 +86,9 @@ class DeadLetterCounts:
         return sum(self.by_topic_reason.values())
 
 
-def _invalid(record: SourceRecord, exc: DecodeError) -> InvalidInputError:
+def _invalid(record: SourceRecord, exc: DecodeError) -> InvalidRecordError:
     detail = exc.message if exc.field is None else f"{exc.message} (field {exc.field})"
-    return InvalidInputError(
+    return InvalidRecordError(
         str(exc.reason),
         detail,
         topic=record.topic,
@@ -101,7 +101,7 @@ def _check_key(record: SourceRecord, prediction_id: str) -> None:
     # The key decides the partition; a body under another id would be joined in the wrong place.
     expected = prediction_id.encode()
     if record.key != expected:
-        raise InvalidInputError(
+        raise InvalidRecordError(
             KEY_MISMATCH,
             f"record key {record.key!r} does not match prediction_id {prediction_id!r}",
             topic=record.topic,

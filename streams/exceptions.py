@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from safeloop import SafeloopError
 
-class StreamError(Exception):
+
+class StreamError(SafeloopError):
     """Root of every error raised by `streams`; names the source topic/partition/offset if known."""
 
     def __init__(
@@ -21,7 +23,7 @@ class StreamError(Exception):
         self.offset = offset
 
 
-class InvalidInputError(StreamError):
+class InvalidRecordError(StreamError):
     """An input record that cannot be processed; it becomes a dead letter with `reason`."""
 
     def __init__(

@@ -35,6 +35,8 @@ class StreamSnapshot:
     early_outcomes: Mapping[int, int] = field(default_factory=dict)
     consumed: Mapping[str, int] = field(default_factory=dict)
     buffered_rows: int = 0
+    # Assigned source partitions whose lag cannot be read yet (nothing fetched from them).
+    lag_unknown_partitions: int = 0
 
 
 Read = Callable[[], Mapping[Labels, float]]
@@ -153,6 +155,12 @@ def stream_registry(snapshot: StreamSnapshot) -> Registry:
         "gauge",
         "Duration of the last flush.",
         one(sink.last_flush_ms / 1000.0),
+    )
+    add(
+        "safeloop_stream_lag_unknown_partitions",
+        "gauge",
+        "Assigned source partitions whose lag cannot be read yet.",
+        one(snapshot.lag_unknown_partitions),
     )
     return registry
 

@@ -16,7 +16,7 @@ from safeloop.streams.dead_letters import (
     decode_outcome,
     decode_prediction,
 )
-from safeloop.streams.exceptions import InvalidInputError
+from safeloop.streams.exceptions import InvalidRecordError
 from safeloop.streams.join import JoinWindow, Release
 
 log = logging.getLogger(__name__)
@@ -78,14 +78,14 @@ class BatchProcessor:
                     result.outcomes.append(outcome)
                     result.outcome_sources.append(record)
                 else:
-                    raise InvalidInputError(
+                    raise InvalidRecordError(
                         "unknown_topic",
                         f"no handler for topic {record.topic!r}",
                         topic=record.topic,
                         partition=record.partition,
                         offset=record.offset,
                     )
-            except InvalidInputError as exc:
+            except InvalidRecordError as exc:
                 letter = dead_letter(record, exc, self.consumer_name, now_ms)
                 self.dead_letter_counts.count(letter)
                 result.dead_letters.append(letter)

@@ -232,6 +232,7 @@ class StreamWorker:
 
     def snapshot(self) -> StreamSnapshot:
         lag: dict[tuple[str, int], int] = {}
+        unknown = 0
         consumer = getattr(self.app, "_consumer", None)
         if consumer is not None:
             source = {self.topics.predictions, self.topics.outcomes}
@@ -240,9 +241,13 @@ class StreamWorker:
                     continue
                 try:
                     highwater = consumer.highwater(tp)
-                except Exception:  # noqa: S112 - nothing fetched from it yet
+                except Exception as exc:
+                    # Nothing fetched from the partition yet: its lag is unknown, not zero.
+                    log.debug("no high watermark for %s[%s] yet: %r", tp.topic, tp.partition, exc)
+                    unknown += 1
                     continue
                 if highwater is None:
+                    unknown += 1
                     continue
                 done = self.flushed.get((tp.topic, tp.partition))
                 if done is None:
@@ -258,6 +263,7 @@ class StreamWorker:
             early_outcomes={p: self.join.early_size(p) for p in partitions},
             consumed=dict(self.processor.consumed),
             buffered_rows=self.sink.buffered_rows,
+            lag_unknown_partitions=unknown,
         )
 
     async def _metrics_page(self, request: Any) -> Any:

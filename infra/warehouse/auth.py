@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from safeloop.infra.exceptions import WarehouseError
 from safeloop.infra.settings import Secret
-from safeloop.infra.warehouse import errors
-from safeloop.infra.warehouse.errors import ServerError
+from safeloop.infra.warehouse import exceptions
+from safeloop.infra.warehouse.exceptions import ServerError
 
 NO_PASSWORD = Secret("")
 
@@ -64,8 +64,8 @@ class Credentials:
         password_ok = hmac.compare_digest(given_password.encode(), self.password.value.encode())
         if user_ok and password_ok:
             return None
-        return errors.server_error(
-            errors.AUTHENTICATION_FAILED,
+        return exceptions.server_error(
+            exceptions.AUTHENTICATION_FAILED,
             f"{given_user}: Authentication failed: password is incorrect, "
             "or there is no user with such name",
         )

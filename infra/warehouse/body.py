@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol
 
-from safeloop.infra.warehouse import errors
+from safeloop.infra.warehouse import exceptions
 from safeloop.infra.warehouse.compression import Decoder
 
 READ_SIZE = 1 << 20  # bytes per socket read: bounded memory however large a chunk is
@@ -83,13 +83,15 @@ class ChunkedBody:
         try:
             return int(line.split(b";", 1)[0].strip(), 16)
         except ValueError as exc:
-            raise errors.server_error(
-                errors.BAD_ARGUMENTS, f"Malformed chunk size line {line[:40]!r}"
+            raise exceptions.server_error(
+                exceptions.BAD_ARGUMENTS, f"Malformed chunk size line {line[:40]!r}"
             ) from exc
 
     def _expect_crlf(self) -> None:
         if self._stream.readline(_MAX_LINE).strip():
-            raise errors.server_error(errors.BAD_ARGUMENTS, "Malformed chunked request body")
+            raise exceptions.server_error(
+                exceptions.BAD_ARGUMENTS, "Malformed chunked request body"
+            )
 
     def _skip_trailers(self) -> None:
         while True:
@@ -156,8 +158,8 @@ class QueryStream:
         """Everything left, refusing more than `limit` bytes."""
         data, at_end = self.read_upto(limit + 1)
         if not at_end or len(data) > limit:
-            raise errors.server_error(
-                errors.QUERY_IS_TOO_LARGE,
+            raise exceptions.server_error(
+                exceptions.QUERY_IS_TOO_LARGE,
                 f"The query is larger than the endpoint accepts ({limit} bytes); "
                 "send data with an INSERT ... FORMAT statement instead",
             )
@@ -168,7 +170,7 @@ class QueryStream:
             yield data
 
 
-def _truncated() -> errors.ServerError:
-    return errors.server_error(
-        errors.BAD_ARGUMENTS, "The request body ended before its announced length"
+def _truncated() -> exceptions.ServerError:
+    return exceptions.server_error(
+        exceptions.BAD_ARGUMENTS, "The request body ended before its announced length"
     )

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 import lz4.frame
 import zstandard
 
-from safeloop.infra.warehouse import errors
+from safeloop.infra.warehouse import exceptions
 
 
 def _optional_brotli() -> ModuleType | None:
@@ -134,7 +134,7 @@ class _CheckedDecoder:
     def decode(self, data: bytes) -> bytes:
         try:
             return self._inner.decode(data)
-        except errors.ServerError:
+        except exceptions.ServerError:
             raise
         except Exception as exc:
             raise _corrupt(self._name, exc) from exc
@@ -142,7 +142,7 @@ class _CheckedDecoder:
     def finish(self) -> bytes:
         try:
             return self._inner.finish()
-        except errors.ServerError:
+        except exceptions.ServerError:
             raise
         except Exception as exc:
             raise _corrupt(self._name, exc) from exc
@@ -165,8 +165,8 @@ def request_decoder(content_encoding: str | None) -> Decoder:
     elif name == "br" and _brotli is not None:
         inner = _BrotliDecoder(_brotli)
     else:
-        raise errors.server_error(
-            errors.UNKNOWN_COMPRESSION_METHOD,
+        raise exceptions.server_error(
+            exceptions.UNKNOWN_COMPRESSION_METHOD,
             f"Unknown compression method '{content_encoding}'",
         )
     return _CheckedDecoder(inner, name)
@@ -254,13 +254,14 @@ def response_encoder(coding: str | None, level: int = 3) -> Encoder:
     return _Identity()
 
 
-def _corrupt(name: str, exc: Exception) -> errors.ServerError:
-    return errors.server_error(
-        errors.CANNOT_DECOMPRESS, f"Cannot decompress the request body ({name}): {exc}"
+def _corrupt(name: str, exc: Exception) -> exceptions.ServerError:
+    return exceptions.server_error(
+        exceptions.CANNOT_DECOMPRESS, f"Cannot decompress the request body ({name}): {exc}"
     )
 
 
-def _truncated(name: str) -> errors.ServerError:
-    return errors.server_error(
-        errors.CANNOT_DECOMPRESS, f"Cannot decompress the request body ({name}): truncated input"
+def _truncated(name: str) -> exceptions.ServerError:
+    return exceptions.server_error(
+        exceptions.CANNOT_DECOMPRESS,
+        f"Cannot decompress the request body ({name}): truncated input",
     )

@@ -13,7 +13,7 @@ from typing import Any
 import chdb
 
 from safeloop.infra.exceptions import WarehouseError
-from safeloop.infra.warehouse import errors
+from safeloop.infra.warehouse import exceptions
 from safeloop.infra.warehouse.lock import FileLock
 from safeloop.infra.warehouse.results import Inserter, ResultStream, Stats, translate
 
@@ -177,5 +177,5 @@ class EngineConnection:
 
 def _setting_name(name: str) -> str:
     if not _SETTING_NAME.match(name):
-        raise errors.server_error(errors.UNKNOWN_SETTING, f"Unknown setting '{name}'")
+        raise exceptions.server_error(exceptions.UNKNOWN_SETTING, f"Unknown setting '{name}'")
     return name

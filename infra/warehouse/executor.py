@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 
-from safeloop.infra.warehouse import errors, framing, sql
+from safeloop.infra.warehouse import exceptions, framing, sql
 from safeloop.infra.warehouse.body import QueryStream
 from safeloop.infra.warehouse.engine import Engine, EngineConnection, quote_identifier
 from safeloop.infra.warehouse.params import RequestParams
@@ -49,8 +49,8 @@ class Executor:
         plan = read_statement(request.stream, self._max_query_size)
         read_only = isinstance(plan, QueryPlan) and plan.read_only
         if request.method == "GET" and not read_only:
-            raise errors.server_error(
-                errors.READONLY,
+            raise exceptions.server_error(
+                exceptions.READONLY,
                 "Cannot execute query in readonly mode. For queries over HTTP, method GET implies "
                 "readonly. You should use method POST for modifying queries",
             )

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
-from safeloop.infra.warehouse import errors
+from safeloop.infra.warehouse import exceptions
 
 _BOUNDARY_RE = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
 _DISPOSITION_RE = re.compile(rb"^content-disposition:(.*)$", re.IGNORECASE | re.MULTILINE)
@@ -75,5 +75,5 @@ def _add_part(form: Form, headers: bytes, content: bytes) -> None:
         form.fields.append((name, content.decode("utf-8", "replace")))
 
 
-def _malformed(reason: str) -> errors.ServerError:
-    return errors.server_error(errors.BAD_ARGUMENTS, f"Malformed form body: {reason}")
+def _malformed(reason: str) -> exceptions.ServerError:
+    return exceptions.server_error(exceptions.BAD_ARGUMENTS, f"Malformed form body: {reason}")

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Protocol
 from urllib.parse import parse_qsl, urlsplit
 
-from safeloop.infra.warehouse import errors, forms
+from safeloop.infra.warehouse import exceptions, forms
 from safeloop.infra.warehouse.auth import Credentials
 from safeloop.infra.warehouse.body import (
     ChunkedBody,
@@ -30,7 +30,7 @@ from safeloop.infra.warehouse.compression import (
     response_encoder,
 )
 from safeloop.infra.warehouse.engine import EngineInfo
-from safeloop.infra.warehouse.errors import ServerError
+from safeloop.infra.warehouse.exceptions import ServerError
 from safeloop.infra.warehouse.executor import Executor, Request
 from safeloop.infra.warehouse.params import RequestParams, parse_params
 from safeloop.infra.warehouse.reply import Reply, content_type
@@ -137,7 +137,9 @@ class Handler(BaseHTTPRequestHandler):
             return
         except Exception as exc:
             log.exception("query %s failed inside the endpoint", query_id)
-            self._fail(raw, errors.server_error(errors.UNKNOWN_EXCEPTION, repr(exc)), query_id)
+            self._fail(
+                raw, exceptions.server_error(exceptions.UNKNOWN_EXCEPTION, repr(exc)), query_id
+            )
             return
         try:
             self._send_reply(reply, params)
@@ -149,7 +151,9 @@ class Handler(BaseHTTPRequestHandler):
             return ChunkedBody(self.rfile)
         declared = self.headers.get("Content-Length") or "0"
         if not declared.strip().isdigit():
-            raise errors.server_error(errors.BAD_ARGUMENTS, f"Invalid Content-Length {declared!r}")
+            raise exceptions.server_error(
+                exceptions.BAD_ARGUMENTS, f"Invalid Content-Length {declared!r}"
+            )
         length = int(declared)
         return LengthBody(self.rfile, length) if length > 0 else EmptyBody()
 
@@ -166,8 +170,8 @@ class Handler(BaseHTTPRequestHandler):
             raw = EmptyBody()
         params = parse_params(pairs, files)
         if params.native_compression:
-            raise errors.server_error(
-                errors.NOT_IMPLEMENTED,
+            raise exceptions.server_error(
+                exceptions.NOT_IMPLEMENTED,
                 "ClickHouse's own block compression (compress/decompress=1) is not supported "
                 "by the embedded endpoint; use HTTP Content-Encoding",
             )
@@ -207,13 +211,13 @@ class Handler(BaseHTTPRequestHandler):
                 log.info(
                     "query %s failed after its response started: %s", reply.query_id, error.text
                 )
-                self._chunk(encoder.encode(errors.exception_block(error, tag, info.version)))
+                self._chunk(encoder.encode(exceptions.exception_block(error, tag, info.version)))
             except OSError:
                 raise
             except Exception as exc:
                 log.exception("query %s failed while streaming", reply.query_id)
-                failure = errors.server_error(errors.UNKNOWN_EXCEPTION, repr(exc))
-                self._chunk(encoder.encode(errors.exception_block(failure, tag, info.version)))
+                failure = exceptions.server_error(exceptions.UNKNOWN_EXCEPTION, repr(exc))
+                self._chunk(encoder.encode(exceptions.exception_block(failure, tag, info.version)))
             self._chunk(encoder.finish())
             if self._chunked:
                 self.wfile.write(b"0\r\n\r\n")
@@ -234,7 +238,7 @@ class Handler(BaseHTTPRequestHandler):
                 drain(raw)
             except (ServerError, OSError):
                 self.close_connection = True
-        body = errors.error_body(error, self.server.front.info.version)
+        body = exceptions.error_body(error, self.server.front.info.version)
         try:
             self.send_response(error.http_status)
             self._common_headers(query_id)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Set
 from dataclasses import dataclass, field
 
-from safeloop.infra.warehouse import errors
-from safeloop.infra.warehouse.errors import ServerError
+from safeloop.infra.warehouse import exceptions
+from safeloop.infra.warehouse.exceptions import ServerError
 
 DEFAULT_SESSION_TIMEOUT = 60
 MAX_SESSION_TIMEOUT = 3600
@@ -54,8 +54,8 @@ class ExternalTable:
         if self.types:
             names = [t.strip() for t in self.types.split(",") if t.strip()]
             return ", ".join(f"_{i} {t}" for i, t in enumerate(names, start=1))
-        raise errors.server_error(
-            errors.BAD_ARGUMENTS,
+        raise exceptions.server_error(
+            exceptions.BAD_ARGUMENTS,
             f"Neither structure nor types have not been provided for external table {self.name}. "
             f"Use fields {self.name}_structure or {self.name}_types to do so",
         )
@@ -151,7 +151,7 @@ def _session_timeout(raw: str | None) -> int:
 
 
 def _invalid_timeout(raw: str) -> ServerError:
-    return errors.server_error(
-        errors.INVALID_SESSION_TIMEOUT,
+    return exceptions.server_error(
+        exceptions.INVALID_SESSION_TIMEOUT,
         f"Invalid session timeout: '{raw}', max session timeout is {MAX_SESSION_TIMEOUT} seconds",
     )

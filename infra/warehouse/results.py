@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from safeloop.infra.warehouse import errors
-from safeloop.infra.warehouse.errors import ServerError
+from safeloop.infra.warehouse import exceptions
+from safeloop.infra.warehouse.exceptions import ServerError
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +17,7 @@ def translate(exc: Exception) -> ServerError:
     """A chDB failure as the ClickHouse error it carries."""
     if isinstance(exc, ServerError):
         return exc
-    return errors.from_engine_message(str(exc))
+    return exceptions.from_engine_message(str(exc))
 
 
 @dataclass

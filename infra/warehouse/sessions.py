@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from safeloop.infra.warehouse import errors
+from safeloop.infra.warehouse import exceptions
 from safeloop.infra.warehouse.engine import Engine, EngineConnection
 
 log = logging.getLogger(__name__)
@@ -53,15 +53,15 @@ class SessionStore:
             session = self._sessions.get(session_id)
             if session is None:
                 if check:
-                    raise errors.server_error(
-                        errors.SESSION_NOT_FOUND, f"Session {session_id} not found"
+                    raise exceptions.server_error(
+                        exceptions.SESSION_NOT_FOUND, f"Session {session_id} not found"
                     )
                 session = _Session(self._engine.connect(), timeout, self._clock())
                 self._sessions[session_id] = session
                 log.debug("session %s opened", session_id)
             if not session.busy.acquire(blocking=False):
-                raise errors.server_error(
-                    errors.SESSION_IS_LOCKED,
+                raise exceptions.server_error(
+                    exceptions.SESSION_IS_LOCKED,
                     f"Session {session_id} is locked by a concurrent client",
                 )
             return session

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from safeloop.infra.warehouse import errors, sql
+from safeloop.infra.warehouse import exceptions, sql
 from safeloop.infra.warehouse.body import QueryStream
 
 HEAD_SIZE = 64 * 1024
@@ -53,5 +53,5 @@ def read_statement(stream: QueryStream, max_size: int = MAX_QUERY_SIZE) -> Inser
         return InsertPlan(split.statement, split.format)
     text = head if complete else head + stream.read_all(max(max_size - len(head), 0))
     if not text.strip():
-        raise errors.server_error(errors.SYNTAX_ERROR, "Empty query")
+        raise exceptions.server_error(exceptions.SYNTAX_ERROR, "Empty query")
     return QueryPlan(text, sql.first_keyword(text))

@@ -14,6 +14,8 @@ from typing import Any
 from safeloop.infra.clickhouse.client import clickhouse_client
 from safeloop.infra.settings import Settings
 from safeloop.schemas.events import CommandKind, ControlCommand, ModelConfig
+from safeloop.services.cli.exceptions import UsageError
+from safeloop.services.cli.exit_codes import ExitCode
 from safeloop.services.control.audit import send_and_record
 from safeloop.services.control.clients import make_broadcast_reader, make_producer
 from safeloop.services.control.exceptions import CommandError, ControlError, WaitTimeoutError
@@ -29,11 +31,6 @@ from safeloop.services.models.exceptions import ModelError
 from safeloop.services.models.store import ModelStore
 from safeloop.services.serving.flags import FlagValue, decode_flag, encode_flag
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_TIMEOUT = 3
-
 EPILOG = (
     "exit codes: 0 ok (with --wait: every live replica applied it), 1 failure (no key, Kafka "
     "unreachable, nothing to promote, ...), 2 usage, 3 --wait timed out (laggards named)"
@@ -42,10 +39,6 @@ EPILOG = (
 CONFIG_FLAGS = ("canary", "shadow", "kill_switch", "fallback_version")
 
 ChangeBuilder = Callable[[argparse.Namespace], tuple[CommandKind, ConfigChange, dict[str, str]]]
-
-
-class UsageError(Exception):
-    """Arguments that parse but make no sense (exit 2)."""
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -222,7 +215,7 @@ def _run_change(args: argparse.Namespace, settings: Settings) -> int:
     try:
         kind, change, details = args.build_change(args)
     except UsageError as exc:
-        return _fail(args, str(exc), EXIT_USAGE)
+        return _fail(args, str(exc), ExitCode.USAGE)
     try:
         keys = load_keyring(settings)
         view = read_control_topic(
@@ -237,7 +230,7 @@ def _run_change(args: argparse.Namespace, settings: Settings) -> int:
         )
         failure = send_and_record(publisher, command, lambda: clickhouse_client(settings))
     except (ControlError, ModelError) as exc:
-        return _fail(args, str(exc), EXIT_FAILURE)
+        return _fail(args, str(exc), ExitCode.FAILURE)
     if failure is not None:
         # The command is on the control topic and replicas apply it: Kafka is the source of
         # truth, control_log only audits it. A ClickHouse outage is therefore a warning and
@@ -252,7 +245,7 @@ def _run_change(args: argparse.Namespace, settings: Settings) -> int:
             f"published {kind.value} for {args.model}: sequence {command.sequence} "
             f"({_describe(command.config)})\n"
         )
-    code = EXIT_OK
+    code: int = ExitCode.OK
     if args.wait:
         code, result["wait"] = _wait(settings, args, command)
     if args.json:
@@ -285,18 +278,18 @@ def _wait(
     except WaitTimeoutError as exc:
         if not args.json:
             sys.stderr.write(f"safeloop: {exc}\n")
-        return EXIT_TIMEOUT, {"applied": False, "laggards": list(exc.laggards)}
+        return ExitCode.TIMEOUT, {"applied": False, "laggards": list(exc.laggards)}
     except ControlError as exc:
         if not args.json:
             sys.stderr.write(f"safeloop: {exc}\n")
-        return EXIT_FAILURE, {"applied": False, "error": str(exc)}
+        return ExitCode.FAILURE, {"applied": False, "error": str(exc)}
     live = [status.replica_id for status in snapshot.live()]
     if not args.json:
         if live:
             sys.stdout.write(f"applied by all {len(live)} live replicas: {', '.join(live)}\n")
         else:
             sys.stdout.write("no live replicas to wait for\n")
-    return EXIT_OK, {"applied": True, "replicas": live, "laggards": []}
+    return ExitCode.OK, {"applied": True, "replicas": live, "laggards": []}
 
 
 def _run_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -309,7 +302,7 @@ def _run_status(args: argparse.Namespace, settings: Settings) -> int:
         with FleetWatcher(reader, settings.replica_liveness_ms) as watcher:
             snapshot = watcher.read_to_end(15.0)
     except ControlError as exc:
-        return _fail(args, str(exc), EXIT_FAILURE)
+        return _fail(args, str(exc), ExitCode.FAILURE)
     models = (
         [args.model]
         if args.model
@@ -322,7 +315,7 @@ def _run_status(args: argparse.Namespace, settings: Settings) -> int:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
     else:
         sys.stdout.write(_status_text(report))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _status_report(
@@ -381,7 +374,7 @@ def _status_text(report: dict[str, Any]) -> str:
 
 def _run_keygen(args: argparse.Namespace, settings: Settings) -> int:
     sys.stdout.write(f"{args.key_id}:{secrets.token_hex(32)}\n")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _describe(config: ModelConfig) -> str:

@@ -8,11 +8,11 @@ import sys
 import uvicorn
 
 from safeloop.infra.settings import Settings
+from safeloop.services.cli.exit_codes import ExitCode
 from safeloop.services.dashboard.app import create_app
 from safeloop.services.dashboard.assets import plotly_js
 from safeloop.services.dashboard.reader import Reader
 
-EXIT_OK = 0
 DEFAULT_PORT = 8050
 
 
@@ -37,4 +37,4 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     )
     sys.stdout.flush()
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
-    return EXIT_OK
+    return ExitCode.OK

@@ -9,13 +9,10 @@ from pathlib import Path
 from types import FrameType
 
 from safeloop.infra.settings import Settings
+from safeloop.services.cli.exit_codes import ExitCode
 from safeloop.services.demo.config import DEFAULT_DURATION_S, DEFAULT_RATE, DemoConfig
+from safeloop.services.demo.exceptions import StackError
 from safeloop.services.demo.run import run_demo
-from safeloop.services.demo.stack import StackError
-
-EXIT_OK = 0
-EXIT_MISSING = 1
-EXIT_USAGE = 2
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -55,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _run_demo(args: argparse.Namespace, settings: Settings) -> int:
     if args.duration < 20 or not 1 <= args.rate <= 500:
         sys.stderr.write("safeloop demo: --duration must be >= 20 s and --rate 1-500 req/s\n")
-        return EXIT_USAGE
+        return ExitCode.USAGE
     config = DemoConfig(
         duration_s=args.duration,
         rate=args.rate,
@@ -70,11 +67,11 @@ def _run_demo(args: argparse.Namespace, settings: Settings) -> int:
         result = run_demo(config, settings, sys.stdout)
     except StackError as exc:
         sys.stderr.write(f"safeloop demo: {exc}\n")
-        return EXIT_MISSING
+        return ExitCode.FAILURE
     if result.missing:
         sys.stderr.write("safeloop demo: missing outcome(s): " + "; ".join(result.missing) + "\n")
-        return EXIT_MISSING
-    return EXIT_OK
+        return ExitCode.FAILURE
+    return ExitCode.OK
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

@@ -9,9 +9,7 @@ import sys
 from safeloop.infra.kafka.broker import BrokerStatus, LocalKafkaBroker
 from safeloop.infra.kafka.topics import TopicAdmin, topic_specs
 from safeloop.infra.settings import Settings
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
+from safeloop.services.cli.exit_codes import ExitCode
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,19 +44,19 @@ def _progress(message: str) -> None:
 def _start(args: argparse.Namespace, settings: Settings) -> int:
     status = LocalKafkaBroker(settings).start(progress=None if args.json else _progress)
     _write_status(status, settings, args.json)
-    return EXIT_OK if status.running else EXIT_FAILURE
+    return ExitCode.OK if status.running else ExitCode.FAILURE
 
 
 def _stop(args: argparse.Namespace, settings: Settings) -> int:
     status = LocalKafkaBroker(settings).stop()
     _write_status(status, settings, args.json)
-    return EXIT_FAILURE if status.running else EXIT_OK
+    return ExitCode.FAILURE if status.running else ExitCode.OK
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
     status = LocalKafkaBroker(settings).status()
     _write_status(status, settings, args.json)
-    return EXIT_OK if status.running else EXIT_FAILURE
+    return ExitCode.OK if status.running else ExitCode.FAILURE
 
 
 def _write_status(status: BrokerStatus, settings: Settings, as_json: bool) -> None:
@@ -86,7 +84,7 @@ def _create_topics(args: argparse.Namespace, settings: Settings) -> int:
             f"{state:8} {spec.name} ({_partitions(spec.partitions)}, "
             f"{spec.config.get('cleanup.policy', 'delete')})\n"
         )
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _list_topics(args: argparse.Namespace, settings: Settings) -> int:
@@ -103,13 +101,13 @@ def _list_topics(args: argparse.Namespace, settings: Settings) -> int:
             for d in descriptions.values()
         ]
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
-        return EXIT_OK
+        return ExitCode.OK
     for d in descriptions.values():
         sys.stdout.write(
             f"{d.name:40} {_partitions(d.partitions):>14}  rf {d.replication_factor}  "
             f"{d.config.get('cleanup.policy', '')}\n"
         )
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _partitions(count: int) -> str:

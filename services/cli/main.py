@@ -9,8 +9,9 @@ import sys
 from collections.abc import Sequence
 from typing import Protocol
 
-from safeloop.infra.exceptions import InfraError
+from safeloop import SafeloopError
 from safeloop.infra.settings import Settings
+from safeloop.services.cli.exit_codes import ExitCode, report_failure
 
 # Each module exposes `register(subparsers)`; its sub-commands set `func(args, settings) -> int`.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -24,10 +25,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "safeloop.services.cli.demo_commands",
 )
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-
 
 class CommandModule(Protocol):
     def register(self, subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None: ...
@@ -40,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Feedback loops and safe deployment for ML models on Kafka and ClickHouse.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="log at DEBUG level and show the traceback of a failure (or SAFELOOP_LOG_LEVEL=DEBUG)",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         module: CommandModule = importlib.import_module(name)
@@ -48,28 +50,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one sub-command and return its exit code (0 ok, 1 failure, 2 usage)."""
+    """Run one sub-command and return its exit code (see `ExitCode`)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return EXIT_USAGE
+        return ExitCode.USAGE
     try:
         settings = Settings.from_env()
-    except InfraError as exc:
-        sys.stderr.write(f"safeloop: {exc}\n")
-        return EXIT_USAGE
+    except SafeloopError as exc:
+        return report_failure(exc, debug=args.debug)
+    debug = args.debug or settings.log_level == "DEBUG"
     logging.basicConfig(
-        level="DEBUG" if args.verbose else settings.log_level,
+        level="DEBUG" if args.verbose or debug else settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
         code: int = args.func(args, settings)
-    except InfraError as exc:
-        sys.stderr.write(f"safeloop: {exc}\n")
-        return EXIT_FAILURE
+    except SafeloopError as exc:
+        return report_failure(exc, debug=debug)
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.INTERRUPTED
     return code
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from safeloop.infra.clickhouse.client import clickhouse_client
 from safeloop.infra.settings import Settings
+from safeloop.services.cli.exit_codes import ExitCode
 from safeloop.services.control.exceptions import ControlError
 from safeloop.services.control.publisher import default_issuer
 from safeloop.services.guard.policy import GuardPolicy
@@ -36,8 +37,6 @@ from safeloop.services.rollout.machine import abort, start
 from safeloop.services.rollout.persist import state_to_json
 from safeloop.services.rollout.plan import DeadlineAction, FailAction, RolloutPlan
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
 DAY_MS = 86_400_000
 
 
@@ -117,7 +116,7 @@ def _run_metrics(args: argparse.Namespace, settings: Settings) -> int:
         service = build_metrics_service(settings, config)
     except ControlError as exc:
         sys.stderr.write(f"safeloop: {exc}\n")
-        return EXIT_FAILURE
+        return ExitCode.FAILURE
     endpoint = None
     if args.http_port:
         try:
@@ -127,7 +126,7 @@ def _run_metrics(args: argparse.Namespace, settings: Settings) -> int:
             sys.stderr.write(
                 f"safeloop: cannot serve on {args.http_host}:{args.http_port}: {exc}\n"
             )
-            return EXIT_FAILURE
+            return ExitCode.FAILURE
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -136,7 +135,7 @@ def _run_metrics(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         if endpoint is not None:
             endpoint.close()
-    return EXIT_OK
+    return ExitCode.OK
 
 
 # -- rollout ----------------------------------------------------------------------------------
@@ -288,11 +287,11 @@ def _export_queue(args: argparse.Namespace, settings: Settings) -> int:
     )
     if args.out is None:
         write_queue_csv(sys.stdout, queue)
-        return EXIT_OK
+        return ExitCode.OK
     with args.out.open("w", newline="") as out:
         write_queue_csv(out, queue)
     sys.stderr.write(f"{len(queue)} predictions written to {args.out}\n")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _export_window(args: argparse.Namespace, settings: Settings) -> int:
@@ -302,12 +301,12 @@ def _export_window(args: argparse.Namespace, settings: Settings) -> int:
     rows = weighted_export(records, now_ms, args.half_life_days * DAY_MS, normalise=args.normalise)
     write_structured_csv(args.out, rows)
     sys.stderr.write(f"{rows.shape[0]} labelled rows written to {args.out}\n")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _report(args: argparse.Namespace, report: dict[str, Any], text: str) -> int:
     sys.stdout.write((json.dumps(report, indent=2) if args.json else text) + "\n")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _fail(args: argparse.Namespace, message: str) -> int:
@@ -315,4 +314,4 @@ def _fail(args: argparse.Namespace, message: str) -> int:
         sys.stdout.write(json.dumps({"error": message}) + "\n")
     else:
         sys.stderr.write(f"safeloop: {message}\n")
-    return EXIT_FAILURE
+    return ExitCode.FAILURE

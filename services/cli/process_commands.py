@@ -10,6 +10,7 @@ import sys
 from types import FrameType
 
 from safeloop.infra.settings import Settings
+from safeloop.services.cli.exit_codes import ExitCode
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run_process(args: argparse.Namespace, settings: Settings) -> int:
     if args.workers < 1:
         sys.stderr.write("safeloop: --workers must be at least 1\n")
-        return 2
+        return ExitCode.USAGE
     if args.workers == 1 or args.worker_index is not None:
         return _run_one(args, settings, args.worker_index or 0)
     return _run_many(args)

@@ -10,6 +10,7 @@ import sys
 from types import FrameType
 
 from safeloop.infra.settings import Settings
+from safeloop.services.cli.exit_codes import ExitCode
 from safeloop.services.control.exceptions import ControlError
 from safeloop.services.guard.local import ReplicaGuard
 from safeloop.services.guard.policy import GuardPolicy
@@ -19,10 +20,6 @@ from safeloop.services.models.task import ModelTask
 from safeloop.services.models.training import DEFAULT_FEATURES, make_dataset, train_model
 
 logger = logging.getLogger(__name__)
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -89,7 +86,7 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         replica = Replica(settings, replica_id, model_names=args.models, guard=guard)
     except (ModelError, ControlError) as exc:
         sys.stderr.write(f"safeloop serve: {exc}\n")
-        return EXIT_FAILURE
+        return ExitCode.FAILURE
     host = args.host or settings.serving_host
     port = args.port or settings.serving_port
     server = uvicorn.Server(
@@ -118,7 +115,7 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         replica.stop()
     logger.info("replica %s stopped", replica_id)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def run_train(args: argparse.Namespace, settings: Settings) -> int:
@@ -128,10 +125,10 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
         check_name("version", args.version)
     except ValueError as exc:
         sys.stderr.write(f"safeloop model train: {exc}\n")
-        return EXIT_USAGE
+        return ExitCode.USAGE
     if args.rows < 10 or not features:
         sys.stderr.write("safeloop model train: need --rows >= 10 and at least one feature\n")
-        return EXIT_USAGE
+        return ExitCode.USAGE
     task = ModelTask(args.task)
     dataset = make_dataset(task, args.rows, features, seed=args.seed)
     model, metadata = train_model(args.name, args.version, task, dataset)
@@ -140,7 +137,7 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
         path = store.save(model, metadata)
     except FileExistsError as exc:
         sys.stderr.write(f"safeloop model train: {exc}\n")
-        return EXIT_FAILURE
+        return ExitCode.FAILURE
     if args.json:
         sys.stdout.write(json.dumps(metadata.to_json(), indent=2) + "\n")
     else:
@@ -148,7 +145,7 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
             f"saved {args.name} {args.version} ({task.value}, {metadata.kind}) to {path}: "
             f"{metadata.primary_metric} {metadata.primary_metric_value:.4f} on holdout\n"
         )
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def run_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -159,13 +156,13 @@ def run_list(args: argparse.Namespace, settings: Settings) -> int:
         default = {name: store.default_version(name) for name in names}
     except ModelError as exc:
         sys.stderr.write(f"safeloop model list: {exc}\n")
-        return EXIT_FAILURE
+        return ExitCode.FAILURE
     if args.json:
         sys.stdout.write(json.dumps({"store": str(store.root), "models": listing}) + "\n")
-        return EXIT_OK
+        return ExitCode.OK
     if not listing:
         sys.stdout.write(f"no models in {store.root}; create one with `safeloop model train`\n")
     for name, versions in listing.items():
         marked = [f"{v} (default)" if v == default[name] else v for v in versions]
         sys.stdout.write(f"{name}: {', '.join(marked)}\n")
-    return EXIT_OK
+    return ExitCode.OK

@@ -11,9 +11,7 @@ from safeloop.infra.clickhouse.migrate import SCHEMA_DIR, migrate
 from safeloop.infra.settings import Settings
 from safeloop.infra.warehouse import ServerConfig, WarehouseProcess, WarehouseStatus
 from safeloop.infra.warehouse.daemon import run
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
+from safeloop.services.cli.exit_codes import ExitCode
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -61,14 +59,14 @@ def _external(settings: Settings) -> bool:
 
 def _start(args: argparse.Namespace, settings: Settings) -> int:
     if _external(settings):
-        return EXIT_OK
+        return ExitCode.OK
     if args.foreground:
         process = WarehouseProcess(settings)
         run(ServerConfig.from_settings(settings), process.pid_file, on_ready=_announce)
-        return EXIT_OK
+        return ExitCode.OK
     status = WarehouseProcess(settings).start()
     _report(status, args.json)
-    return EXIT_OK if status.running else EXIT_FAILURE
+    return ExitCode.OK if status.running else ExitCode.FAILURE
 
 
 def _announce(url: str) -> None:
@@ -82,15 +80,15 @@ def _stop(args: argparse.Namespace, settings: Settings) -> int:
         _write("warehouse endpoint stopped" if stopped else "warehouse endpoint was not running")
     else:
         _report(process.status(), True)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
     if not args.json and _external(settings):
-        return EXIT_OK
+        return ExitCode.OK
     status = WarehouseProcess(settings).status()
     _report(status, args.json)
-    return EXIT_OK if status.running else EXIT_FAILURE
+    return ExitCode.OK if status.running else ExitCode.FAILURE
 
 
 def _report(status: WarehouseStatus, as_json: bool) -> None:
@@ -112,4 +110,4 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
         f"database {report.database}: {len(report.applied)} applied, "
         f"{len(report.reapplied)} re-applied (changed), {len(report.unchanged)} unchanged"
     )
-    return EXIT_OK
+    return ExitCode.OK

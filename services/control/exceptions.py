@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from safeloop import SafeloopError
 
-class ControlError(Exception):
+
+class ControlError(SafeloopError):
     """Root of every error raised by `services.control`."""
 
 

@@ -16,7 +16,8 @@ from starlette.staticfiles import StaticFiles
 
 from safeloop.services.dashboard import queries, shaping
 from safeloop.services.dashboard.assets import plotly_js
-from safeloop.services.dashboard.reader import QueryFailedError, Reader
+from safeloop.services.dashboard.exceptions import BadRequestError, QueryFailedError
+from safeloop.services.dashboard.reader import Reader
 
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
 DEFAULT_MINUTES: Final = 60
@@ -27,10 +28,6 @@ QUEUE_MINUTES: Final = 15
 NO_STORE: Final = {"Cache-Control": "no-store"}
 
 Handler = Callable[[Request, Reader], dict[str, Any]]
-
-
-class BadRequestError(ValueError):
-    """A query-string value the API does not accept."""
 
 
 def minutes_param(request: Request) -> int:

@@ -6,11 +6,7 @@ import importlib.util
 from functools import cache
 from pathlib import Path
 
-from safeloop.infra.exceptions import InfraError
-
-
-class AssetMissingError(InfraError):
-    """The plotly package (which ships plotly.min.js) is not installed."""
+from safeloop.services.dashboard.exceptions import AssetMissingError
 
 
 @cache

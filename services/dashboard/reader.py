@@ -11,6 +11,7 @@ from clickhouse_connect.driver.exceptions import Error as ClickHouseError
 from safeloop.infra.clickhouse.client import clickhouse_client
 from safeloop.infra.exceptions import WarehouseError
 from safeloop.infra.settings import Settings
+from safeloop.services.dashboard.exceptions import QueryFailedError
 from safeloop.services.dashboard.queries import Query
 
 # readonly=1 makes the server refuse any write, whatever the credentials allow; the time limit
@@ -18,10 +19,6 @@ from safeloop.services.dashboard.queries import Query
 READ_ONLY_SETTINGS: Final[dict[str, Any]] = {"readonly": 1, "max_execution_time": 15}
 
 Row = dict[str, Any]
-
-
-class QueryFailedError(Exception):
-    """A dashboard query could not run; the message is safe to show on the page."""
 
 
 class Reader:

@@ -23,6 +23,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Protocol
 
+from safeloop.services.demo.exceptions import StackError
+
 logger = logging.getLogger(__name__)
 
 CLI = (sys.executable, "-m", "safeloop.services.cli.main")
@@ -31,10 +33,6 @@ _TAIL_LINES = 15
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 Probe = Callable[[], bool]
-
-
-class StackError(RuntimeError):
-    """A service did not start or a setup command failed; the message names its log."""
 
 
 class Stoppable(Protocol):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from safeloop import SafeloopError
 
-class GuardError(Exception):
+
+class GuardError(SafeloopError):
     """Root of every error raised by `services.guard`."""
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from safeloop import SafeloopError
 
-class MetricsError(Exception):
+
+class MetricsError(SafeloopError):
     """Root of every error raised by `services.metrics`."""
 
 

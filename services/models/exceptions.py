@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from safeloop import SafeloopError
 
-class ModelError(Exception):
+
+class ModelError(SafeloopError):
     """Root of every error raised by `services.models`."""
 
 

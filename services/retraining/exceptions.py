@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from safeloop import SafeloopError
 
-class RetrainingError(Exception):
+
+class RetrainingError(SafeloopError):
     """Root of every error raised by `services.retraining`."""
 
 
@@ -13,3 +15,7 @@ class RetrainingPolicyError(RetrainingError, ValueError):
 
 class ExportError(RetrainingError, ValueError):
     """The labelled window cannot be exported as asked."""
+
+
+class DecisionPublishError(RetrainingError):
+    """Decisions did not reach Kafka or ClickHouse; the message says which and why."""

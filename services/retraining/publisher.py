@@ -10,7 +10,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from safeloop.schemas.codec import RETRAINING_CODEC
 from safeloop.schemas.events import RetrainingDecision
-from safeloop.services.retraining.exceptions import RetrainingError
+from safeloop.services.retraining.exceptions import DecisionPublishError
 
 logger = logging.getLogger(__name__)
 
@@ -28,10 +28,6 @@ COLUMNS = (
     "drifted_features",
 )
 DELIVERY_TIMEOUT_S = 15.0
-
-
-class DecisionPublishError(RetrainingError):
-    """The decisions did not reach Kafka or ClickHouse; the message says which and why."""
 
 
 def decision_values(decision: RetrainingDecision) -> tuple[object, ...]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from safeloop import SafeloopError
 
-class RolloutError(Exception):
+
+class RolloutError(SafeloopError):
     """Root of every error raised by `services.rollout`."""
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from safeloop import SafeloopError
 
-class ServingError(Exception):
+
+class ServingError(SafeloopError):
     """Root of every error raised by `services.serving`."""
 
     status_code = 500

@@ -18,8 +18,9 @@ from safeloop.infra.clickhouse.client import clickhouse_client
 from safeloop.infra.settings import Settings
 from safeloop.services.control.audit import COLUMNS as CONTROL_LOG_COLUMNS
 from safeloop.services.dashboard.app import create_app
+from safeloop.services.dashboard.exceptions import QueryFailedError
 from safeloop.services.dashboard.queries import Query
-from safeloop.services.dashboard.reader import QueryFailedError, Reader
+from safeloop.services.dashboard.reader import Reader
 from safeloop.streams.rows import COLUMNS, FEEDBACK, OUTCOMES, PREDICTIONS
 
 GRAFANA_JSON = Path(__file__).resolve().parents[2] / "infra" / "grafana" / "dashboards"

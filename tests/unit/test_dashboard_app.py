@@ -11,8 +11,9 @@ import pytest
 
 from safeloop.infra.settings import Settings
 from safeloop.services.dashboard.app import create_app
+from safeloop.services.dashboard.exceptions import QueryFailedError
 from safeloop.services.dashboard.queries import Query
-from safeloop.services.dashboard.reader import QueryFailedError, Reader
+from safeloop.services.dashboard.reader import Reader
 
 T0 = datetime(2026, 1, 2, 12, 0)
 

@@ -18,7 +18,7 @@ from safeloop.streams.dead_letters import (
     decode_outcome,
     decode_prediction,
 )
-from safeloop.streams.exceptions import InvalidInputError
+from safeloop.streams.exceptions import InvalidRecordError
 
 NOW_MS = int(time.time() * 1000)
 
@@ -58,7 +58,7 @@ def test_each_bad_input_kind_has_its_reason(
     value: bytes | None, key: bytes | None, reason: str
 ) -> None:
     source = record(value, key)
-    with pytest.raises(InvalidInputError) as caught:
+    with pytest.raises(InvalidRecordError) as caught:
         decode_prediction(source, NOW_MS)
     assert caught.value.reason == reason
     assert caught.value.offset == 41
@@ -73,7 +73,7 @@ def test_each_bad_input_kind_has_its_reason(
 
 
 def test_an_outcome_on_the_prediction_decoder_is_an_unknown_schema() -> None:
-    with pytest.raises(InvalidInputError) as caught:
+    with pytest.raises(InvalidRecordError) as caught:
         decode_prediction(record(OUTCOME_CODEC.encode(outcome(ts=NOW_MS))), NOW_MS)
     assert caught.value.reason == "unknown_fingerprint"
 
@@ -81,7 +81,7 @@ def test_an_outcome_on_the_prediction_decoder_is_an_unknown_schema() -> None:
 def test_counts_per_topic_and_reason() -> None:
     counts = DeadLetterCounts()
     source = record(b"junk")
-    error = InvalidInputError("bad_marker", "junk", topic="predictions", partition=2, offset=41)
+    error = InvalidRecordError("bad_marker", "junk", topic="predictions", partition=2, offset=41)
     counts.count(dead_letter(source, error, "c", NOW_MS))
     counts.count(dead_letter(source, error, "c", NOW_MS))
     assert counts.total == 2

@@ -15,7 +15,7 @@ from urllib3 import encode_multipart_formdata
 
 from safeloop.infra.exceptions import WarehouseError
 from safeloop.infra.settings import Secret
-from safeloop.infra.warehouse import errors, framing, sql
+from safeloop.infra.warehouse import exceptions, framing, sql
 from safeloop.infra.warehouse.auth import Credentials, check_bind_auth, is_loopback
 from safeloop.infra.warehouse.body import ChunkedBody, EmptyBody, LengthBody, QueryStream
 from safeloop.infra.warehouse.compression import (
@@ -23,7 +23,7 @@ from safeloop.infra.warehouse.compression import (
     request_decoder,
     response_encoder,
 )
-from safeloop.infra.warehouse.errors import ServerError
+from safeloop.infra.warehouse.exceptions import ServerError
 from safeloop.infra.warehouse.forms import is_form, parse_form
 from safeloop.infra.warehouse.params import ExternalTable, parse_params
 from safeloop.infra.warehouse.statement import InsertPlan, QueryPlan, read_statement
@@ -76,21 +76,21 @@ def test_external_table_columns_from_types() -> None:
     assert ExternalTable("t", b"", types="UInt8, String").columns() == "_1 UInt8, _2 String"
     with pytest.raises(ServerError) as info:
         ExternalTable("t", b"").columns()
-    assert info.value.code == errors.BAD_ARGUMENTS
+    assert info.value.code == exceptions.BAD_ARGUMENTS
 
 
 @pytest.mark.parametrize("raw", ["-1", "abc", "3601"])
 def test_invalid_session_timeout(raw: str) -> None:
     with pytest.raises(ServerError) as info:
         parse_params([("session_timeout", raw)])
-    assert info.value.code == errors.INVALID_SESSION_TIMEOUT
+    assert info.value.code == exceptions.INVALID_SESSION_TIMEOUT
 
 
 # --- errors ----------------------------------------------------------------------------------
 
 
 def test_engine_message_parsed_without_wrapper_text() -> None:
-    error = errors.from_engine_message(
+    error = exceptions.from_engine_message(
         "Streaming query failed: Code: 60. DB::Exception: Unknown table 'x'. (UNKNOWN_TABLE)"
     )
     assert error.code == 60
@@ -100,8 +100,8 @@ def test_engine_message_parsed_without_wrapper_text() -> None:
 
 
 def test_engine_message_without_code_is_unknown_exception() -> None:
-    error = errors.from_engine_message("segfault-ish nonsense")
-    assert error.code == errors.UNKNOWN_EXCEPTION
+    error = exceptions.from_engine_message("segfault-ish nonsense")
+    assert error.code == exceptions.UNKNOWN_EXCEPTION
     assert error.text.startswith("Code: 1002. DB::Exception: segfault-ish nonsense")
 
 
@@ -123,26 +123,26 @@ def test_engine_message_without_code_is_unknown_exception() -> None:
     ],
 )
 def test_http_status_follows_clickhouse(code: int, status: int) -> None:
-    assert errors.http_status(code) == status
+    assert exceptions.http_status(code) == status
 
 
 def test_error_body_has_one_version_trailer() -> None:
-    error = errors.from_engine_message(
+    error = exceptions.from_engine_message(
         "Code: 62. DB::Exception: Syntax error. (SYNTAX_ERROR) (version 1.2)"
     )
-    assert errors.error_body(error, "26.9") == (
+    assert exceptions.error_body(error, "26.9") == (
         b"Code: 62. DB::Exception: Syntax error. (SYNTAX_ERROR) (version 26.9)\n"
     )
 
 
 def test_server_error_worded_like_clickhouse() -> None:
-    error = errors.server_error(errors.SESSION_IS_LOCKED, "Session s is locked")
+    error = exceptions.server_error(exceptions.SESSION_IS_LOCKED, "Session s is locked")
     assert error.text == "Code: 373. DB::Exception: Session s is locked. (SESSION_IS_LOCKED)"
 
 
 def test_exception_block_is_what_clickhouse_connect_extracts() -> None:
-    error = errors.server_error(errors.UNKNOWN_EXCEPTION, "boom")
-    block = errors.exception_block(error, "tagABC123", "26.9")
+    error = exceptions.server_error(exceptions.UNKNOWN_EXCEPTION, "boom")
+    block = exceptions.exception_block(error, "tagABC123", "26.9")
     assert block.startswith(b"__exception__\r\ntagABC123\r\n")
     assert block.endswith(b" tagABC123\r\n__exception__\r\n")
     message = extract_exception_with_tag(b"\x01\x02 partial native block" + block, "tagABC123")
@@ -180,7 +180,7 @@ def test_request_decoders_stream_any_split(coding: str, piece: int) -> None:
 def test_unknown_request_coding_rejected() -> None:
     with pytest.raises(ServerError) as info:
         request_decoder("snappy")
-    assert info.value.code == errors.UNKNOWN_COMPRESSION_METHOD
+    assert info.value.code == exceptions.UNKNOWN_COMPRESSION_METHOD
 
 
 @pytest.mark.parametrize("coding", ["lz4", "zstd", "gzip", "deflate"])
@@ -189,7 +189,7 @@ def test_corrupt_request_body_is_cannot_decompress(coding: str) -> None:
     with pytest.raises(ServerError) as info:
         decoder.decode(b"\x00" * 64 + b"definitely not compressed")
         decoder.finish()
-    assert info.value.code == errors.CANNOT_DECOMPRESS
+    assert info.value.code == exceptions.CANNOT_DECOMPRESS
 
 
 @pytest.mark.parametrize("coding", ["lz4", "gzip", "deflate"])
@@ -198,7 +198,7 @@ def test_truncated_body_detected(coding: str) -> None:
     decoder.decode(ENCODED[coding][:1000])
     with pytest.raises(ServerError) as info:
         decoder.finish()
-    assert info.value.code == errors.CANNOT_DECOMPRESS
+    assert info.value.code == exceptions.CANNOT_DECOMPRESS
 
 
 @pytest.mark.parametrize(
@@ -274,7 +274,7 @@ def test_query_stream_size_limit() -> None:
     )
     with pytest.raises(ServerError) as info:
         stream.read_all(50)
-    assert info.value.code == errors.QUERY_IS_TOO_LARGE
+    assert info.value.code == exceptions.QUERY_IS_TOO_LARGE
 
 
 def _stream(text: bytes) -> QueryStream:
@@ -299,7 +299,7 @@ def test_read_statement_whole_query() -> None:
 def test_empty_query_is_syntax_error() -> None:
     with pytest.raises(ServerError) as info:
         read_statement(QueryStream(b"", EmptyBody(), request_decoder(None)))
-    assert info.value.code == errors.SYNTAX_ERROR
+    assert info.value.code == exceptions.SYNTAX_ERROR
 
 
 # --- SQL routing -----------------------------------------------------------------------------
@@ -506,7 +506,7 @@ def test_credentials_checked_from_every_source() -> None:
     ]:
         denied = creds.check(headers, user, password)
         assert denied is not None
-        assert denied.code == errors.AUTHENTICATION_FAILED
+        assert denied.code == exceptions.AUTHENTICATION_FAILED
         assert denied.http_status == 403
         assert "s3cret" not in denied.text
 

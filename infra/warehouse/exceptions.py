@@ -1,9 +1,11 @@
-"""ClickHouse exceptions as the HTTP interface reports them: code, text, HTTP status."""
+"""Embedded endpoint errors as ClickHouse's HTTP interface reports them: code, text, status."""
 
 from __future__ import annotations
 
 import re
 from typing import Final
+
+from safeloop.infra.exceptions import InfraError
 
 # Error codes used by the endpoint itself (numbers as in ClickHouse's ErrorCodes.cpp).
 SYNTAX_ERROR: Final = 62
@@ -68,7 +70,7 @@ _NAME_RE = re.compile(r"\(([A-Z][A-Z0-9_]+)\)(?:\s*\(version [^)]*\))?\s*$")
 _VERSION_RE = re.compile(r"\s*\(version [^)]*\)\s*$")
 
 
-class ServerError(Exception):
+class ServerError(InfraError):
     """A query failed; carries the ClickHouse error code and the full `Code: N. DB::...` text."""
 
     def __init__(self, code: int, text: str) -> None:

@@ -1,0 +1,56 @@
+"""How a `safeloop` command ends: exit codes, and the one place that maps errors to them."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from enum import IntEnum
+
+from safeloop import SafeloopError
+from safeloop.infra.exceptions import SettingsError
+from safeloop.services.cli.exceptions import UsageError
+from safeloop.services.control.exceptions import WaitTimeoutError
+from safeloop.services.guard.exceptions import PolicyError
+from safeloop.services.retraining.exceptions import RetrainingPolicyError
+from safeloop.services.rollout.exceptions import PlanError
+from safeloop.streams.exceptions import WindowConfigError
+
+log = logging.getLogger("safeloop.cli")
+
+
+class ExitCode(IntEnum):
+    """What scripts can rely on; README "Operating it" lists them."""
+
+    OK = 0
+    FAILURE = 1  # the message says what to do
+    USAGE = 2  # arguments or settings that make no sense
+    TIMEOUT = 3  # `--wait` ran out; the laggards are named
+    INTERRUPTED = 130  # Ctrl-C
+
+
+# Errors that mean "you asked for something that cannot be": fix the command or the settings.
+_USAGE_ERRORS: tuple[type[SafeloopError], ...] = (
+    UsageError,
+    SettingsError,
+    PlanError,
+    PolicyError,
+    RetrainingPolicyError,
+    WindowConfigError,
+)
+
+
+def exit_code_for(error: SafeloopError) -> ExitCode:
+    """The exit code of a command that failed with `error`."""
+    if isinstance(error, WaitTimeoutError):
+        return ExitCode.TIMEOUT
+    if isinstance(error, _USAGE_ERRORS):
+        return ExitCode.USAGE
+    return ExitCode.FAILURE
+
+
+def report_failure(error: SafeloopError, *, debug: bool) -> ExitCode:
+    """Say what failed on stderr (the traceback only when debugging) and return its exit code."""
+    sys.stderr.write(f"safeloop: {error}\n")
+    if debug:
+        log.error("%s", type(error).__name__, exc_info=error)
+    return exit_code_for(error)

@@ -1,0 +1,21 @@
+"""Errors raised by the dashboard: a query it could not run, an asset it cannot serve."""
+
+from __future__ import annotations
+
+from safeloop import SafeloopError
+
+
+class DashboardError(SafeloopError):
+    """Root of every error raised by `services.dashboard`."""
+
+
+class QueryFailedError(DashboardError):
+    """A dashboard query failed; the message names the query and ClickHouse's first line."""
+
+
+class AssetMissingError(DashboardError):
+    """A static asset (plotly.min.js) is not installed; the message says how to install it."""
+
+
+class BadRequestError(DashboardError, ValueError):
+    """A request parameter is out of range or missing (HTTP 400)."""
