@@ -56,3 +56,38 @@ class KafkaAdminError(InfraError):
 
 class WarehouseError(InfraError):
     """ClickHouse could not be reached or refused a statement."""
+
+
+class InsertError(WarehouseError):
+    """ClickHouse did not take a batch; retrying with the same `token` cannot double it."""
+
+    def __init__(self, table: str, rows: int, token: str, cause: Exception) -> None:
+        super().__init__(f"insert of {rows} rows into {table} failed: {cause}")
+        self.table = table
+        self.rows = rows
+        self.token = token
+
+
+class DeliveryError(InfraError):
+    """Records were not acknowledged by Kafka; `pending` of them are still unconfirmed."""
+
+    def __init__(self, topic: str, sent: int, pending: int, reason: str) -> None:
+        super().__init__(f"{sent - pending} of {sent} records acknowledged on {topic}: {reason}")
+        self.topic = topic
+        self.sent = sent
+        self.pending = pending
+        self.reason = reason
+
+
+class RecordRejectedError(InfraError):
+    """A consumed record that cannot be used; it becomes a dead letter with `reason`."""
+
+    def __init__(
+        self, reason: str, detail: str, *, topic: str, partition: int, offset: int
+    ) -> None:
+        super().__init__(f"{reason}: {detail} (at {topic}[{partition}]@{offset})")
+        self.reason = reason
+        self.detail = detail
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset

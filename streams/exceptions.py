@@ -23,23 +23,6 @@ class StreamError(SafeloopError):
         self.offset = offset
 
 
-class InvalidRecordError(StreamError):
-    """An input record that cannot be processed; it becomes a dead letter with `reason`."""
-
-    def __init__(
-        self,
-        reason: str,
-        detail: str,
-        *,
-        topic: str | None = None,
-        partition: int | None = None,
-        offset: int | None = None,
-    ) -> None:
-        super().__init__(f"{reason}: {detail}", topic=topic, partition=partition, offset=offset)
-        self.reason = reason
-        self.detail = detail
-
-
 class SinkUnavailableError(StreamError):
     """ClickHouse refused or could not take a batch for longer than the sink may wait."""
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from faust.sensors.monitor import Monitor
 
+from safeloop.infra.kafka.dead_letters import DeadLetterCounts
 from safeloop.infra.prometheus import CallbackGauge, CallbackKind, Labels, Registry
-from safeloop.streams.dead_letters import DeadLetterCounts
 from safeloop.streams.join import JoinCounters
 from safeloop.streams.sink import SinkStats
 

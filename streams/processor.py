@@ -7,16 +7,11 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from safeloop.infra.exceptions import RecordRejectedError
+from safeloop.infra.kafka.dead_letters import DeadLetterCounts, SourceRecord, dead_letter, reject
 from safeloop.schemas.events import DeadLetter, FeedbackRecord, OutcomeEvent, PredictionEvent
 from safeloop.schemas.validation import DEFAULT_MAX_FUTURE_SKEW_MS
-from safeloop.streams.dead_letters import (
-    DeadLetterCounts,
-    SourceRecord,
-    dead_letter,
-    decode_outcome,
-    decode_prediction,
-)
-from safeloop.streams.exceptions import InvalidRecordError
+from safeloop.streams.decoding import decode_outcome, decode_prediction
 from safeloop.streams.join import JoinWindow, Release
 
 log = logging.getLogger(__name__)
@@ -30,9 +25,6 @@ class BatchResult:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     predictions: list[PredictionEvent] = field(default_factory=list)
     outcomes: list[OutcomeEvent] = field(default_factory=list)
-    # One identity per outcome (topic/partition/offset), for the outcomes table's dedup token.
-    outcome_sources: list[SourceRecord] = field(default_factory=list)
-    prediction_sources: list[SourceRecord] = field(default_factory=list)
     releases: list[Release] = field(default_factory=list)
 
 
@@ -71,21 +63,13 @@ class BatchProcessor:
                     prediction = decode_prediction(record, now_ms, skew)
                     out = join.on_prediction(record.partition, prediction, record.value)
                     result.predictions.append(prediction)
-                    result.prediction_sources.append(record)
                 elif record.topic == self.outcomes_topic:
                     outcome = decode_outcome(record, now_ms, skew)
                     out = join.on_outcome(record.partition, outcome, record.value)
                     result.outcomes.append(outcome)
-                    result.outcome_sources.append(record)
                 else:
-                    raise InvalidRecordError(
-                        "unknown_topic",
-                        f"no handler for topic {record.topic!r}",
-                        topic=record.topic,
-                        partition=record.partition,
-                        offset=record.offset,
-                    )
-            except InvalidRecordError as exc:
+                    raise reject(record, "unknown_topic", f"no handler for topic {record.topic!r}")
+            except RecordRejectedError as exc:
                 letter = dead_letter(record, exc, self.consumer_name, now_ms)
                 self.dead_letter_counts.count(letter)
                 result.dead_letters.append(letter)

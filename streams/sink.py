@@ -4,27 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from clickhouse_connect.driver import Client
+
+from safeloop.infra.clickhouse.insert import insert_idempotent
+from safeloop.schemas.tables import Row, Table
 from safeloop.streams.exceptions import SinkUnavailableError
 
 log = logging.getLogger(__name__)
-
-Row = Sequence[object]
 
 
 class BatchWriter(Protocol):
     """Writes one batch into one table; blocking (the sink calls it from a thread)."""
 
-    def insert(
-        self, table: str, column_names: Sequence[str], rows: Sequence[Row], dedup_token: str
-    ) -> None: ...
+    def insert(self, table: Table[Any], rows: Sequence[Row], dedup_token: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +56,6 @@ class SinkStats:
 @dataclass(slots=True)
 class _Batch:
     rows: dict[str, list[Row]] = field(default_factory=dict)
-    digests: dict[str, hashlib.blake2b] = field(default_factory=dict)
     callbacks: list[Callable[[], None]] = field(default_factory=list)
     started_ms: float | None = None
     size: int = 0
@@ -66,15 +64,15 @@ class _Batch:
 class ClickHouseSink:
     """Collects rows per table and flushes them by size or time, one batch at a time, in order.
 
-    A batch's insert deduplication token is a digest of the identities of its rows, so a retry
-    of a batch ClickHouse already took is dropped by ClickHouse; callbacks registered with
+    A batch's insert deduplication token is a digest of the identities of its rows (the table
+    registry's), so a retry of a batch ClickHouse already took is dropped; callbacks registered with
     `after_flush` run once every row added before them is in ClickHouse.
     """
 
     def __init__(
         self,
         writer: BatchWriter,
-        columns: Mapping[str, Sequence[str]],
+        tables: Iterable[Table[Any]],
         config: SinkConfig | None = None,
         *,
         executor: Executor | None = None,
@@ -85,11 +83,11 @@ class ClickHouseSink:
         # e.g. flushing the Kafka producer of the feedback and dead-letter topics.
         self.barrier = barrier
         self.writer = writer
-        self.columns = dict(columns)
+        self.tables = {table.name: table for table in tables}
         self.config = config or SinkConfig()
         self.stats = SinkStats()
         self._executor = executor or ThreadPoolExecutor(
-            len(self.columns) + 1, thread_name_prefix="clickhouse-sink"
+            len(self.tables) + 1, thread_name_prefix="clickhouse-sink"
         )
         self._monotonic_ms = monotonic_ms or (lambda: time.monotonic() * 1000.0)
         self._batch = _Batch()
@@ -98,22 +96,16 @@ class ClickHouseSink:
 
     # -- collecting ----------------------------------------------------------------------
 
-    def add(self, table: str, rows: Sequence[Row], identities: Sequence[bytes]) -> None:
-        """Buffer rows for `table`; `identities` (one per row) make the dedup token."""
-        if table not in self.columns:
-            raise KeyError(f"sink has no columns for table {table!r}")
+    def add(self, table: Table[Any], rows: Sequence[Row]) -> None:
+        """Buffer `rows` (in `table.columns` order) for `table`."""
+        if self.tables.get(table.name) is not table:
+            raise KeyError(f"sink does not write table {table.name!r}")
         if not rows:
             return
         batch = self._batch
         if batch.started_ms is None:
             batch.started_ms = self._monotonic_ms()
-        batch.rows.setdefault(table, []).extend(rows)
-        digest = batch.digests.get(table)
-        if digest is None:
-            digest = batch.digests[table] = hashlib.blake2b(digest_size=16)
-        for identity in identities:
-            digest.update(identity)
-            digest.update(b"\x00")
+        batch.rows.setdefault(table.name, []).extend(rows)
         batch.size += len(rows)
 
     def after_flush(self, callback: Callable[[], None]) -> None:
@@ -190,16 +182,15 @@ class ClickHouseSink:
             steps = [
                 self._with_retry(
                     loop,
-                    f"insert into {table} ({len(rows)} rows)",
+                    f"insert into {name} ({len(rows)} rows)",
                     functools.partial(
                         self.writer.insert,
-                        table,
-                        self.columns[table],
+                        self.tables[name],
                         rows,
-                        f"{table}-{batch.digests[table].hexdigest()}-{len(rows)}",
+                        self.tables[name].dedup_token(rows),
                     ),
                 )
-                for table, rows in batch.rows.items()
+                for name, rows in batch.rows.items()
             ]
             if self.barrier is not None:
                 steps.append(self._with_retry(loop, "sink barrier", self.barrier))
@@ -264,15 +255,8 @@ class ClickHouseSink:
 class ClickHouseWriter:
     """A `BatchWriter` over a clickhouse-connect client (one insert per call, deduplicated)."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Client) -> None:
         self.client = client
 
-    def insert(
-        self, table: str, column_names: Sequence[str], rows: Sequence[Row], dedup_token: str
-    ) -> None:
-        self.client.insert(
-            table,
-            rows,
-            column_names=list(column_names),
-            settings={"insert_deduplicate": 1, "insert_deduplication_token": dedup_token},
-        )
+    def insert(self, table: Table[Any], rows: Sequence[Row], dedup_token: str) -> None:
+        insert_idempotent(self.client, table, rows, dedup_token)

@@ -14,10 +14,11 @@ import faust
 
 from safeloop.infra.clickhouse.client import clickhouse_client
 from safeloop.infra.kafka.clients import producer_config
+from safeloop.infra.kafka.dead_letters import SourceRecord
 from safeloop.infra.settings import Settings
 from safeloop.schemas.codec import DEAD_LETTER_CODEC, FEEDBACK_CODEC
+from safeloop.schemas.tables import DEAD_LETTERS, FEEDBACK, OUTCOMES, PREDICTIONS
 from safeloop.streams.app import StreamApp, StreamConfig, create_app
-from safeloop.streams.dead_letters import SourceRecord
 from safeloop.streams.join import JoinWindow, Release
 from safeloop.streams.observability import (
     CONTENT_TYPE,
@@ -27,19 +28,6 @@ from safeloop.streams.observability import (
 )
 from safeloop.streams.outputs import OutputTopics
 from safeloop.streams.processor import BatchProcessor, BatchResult
-from safeloop.streams.rows import (
-    COLUMNS,
-    DEAD_LETTERS,
-    FEEDBACK,
-    OUTCOMES,
-    PREDICTIONS,
-    dead_letter_row,
-    feedback_identities,
-    feedback_row,
-    outcome_row,
-    prediction_row,
-    source_identities,
-)
 from safeloop.streams.sink import BatchWriter, ClickHouseSink, ClickHouseWriter, SinkConfig
 from safeloop.streams.state import EarlyOutcome, PendingPrediction
 from safeloop.streams.table_store import (
@@ -92,7 +80,12 @@ class StreamWorker:
             clock_ms=clock_ms,
             max_future_skew_ms=config.max_future_skew_ms,
         )
-        self.sink = ClickHouseSink(writer, COLUMNS, config.sink, barrier=outputs.flush)
+        self.sink = ClickHouseSink(
+            writer,
+            (PREDICTIONS, OUTCOMES, FEEDBACK, DEAD_LETTERS),
+            config.sink,
+            barrier=outputs.flush,
+        )
         self.rate_logger = RateLogger()
         # Partitions whose state is indexed here; rebuilt after assignment, dropped on revoke.
         self._indexed: set[int] = set()
@@ -185,32 +178,13 @@ class StreamWorker:
             send(self.topics.dead_letter, letter.key, DEAD_LETTER_CODEC.encode(letter))
         sink = self.sink
         if result.predictions:
-            sink.add(
-                PREDICTIONS,
-                [prediction_row(p) for p in result.predictions],
-                source_identities(result.prediction_sources),
-            )
+            sink.add(PREDICTIONS, PREDICTIONS.rows(result.predictions))
         if result.outcomes:
-            sink.add(
-                OUTCOMES,
-                [outcome_row(o) for o in result.outcomes],
-                source_identities(result.outcome_sources),
-            )
+            sink.add(OUTCOMES, OUTCOMES.rows(result.outcomes))
         if result.feedback:
-            sink.add(
-                FEEDBACK,
-                [feedback_row(f) for f in result.feedback],
-                feedback_identities(result.feedback),
-            )
+            sink.add(FEEDBACK, FEEDBACK.rows(result.feedback))
         if result.dead_letters:
-            sink.add(
-                DEAD_LETTERS,
-                [dead_letter_row(d) for d in result.dead_letters],
-                [
-                    f"{d.source_topic}:{d.source_partition}:{d.source_offset}".encode()
-                    for d in result.dead_letters
-                ],
-            )
+            sink.add(DEAD_LETTERS, DEAD_LETTERS.rows(result.dead_letters))
         if events or result.releases:
             sink.after_flush(functools.partial(self._flushed, events, records, result.releases))
 

@@ -10,8 +10,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import Producer
 
+from safeloop.infra.exceptions import DeliveryError
+from safeloop.infra.kafka.produce import produce_confirmed
 from safeloop.schemas.codec import CONTROL_CODEC
 from safeloop.schemas.events import CommandKind, ControlCommand, ModelConfig
 from safeloop.schemas.exceptions import DecodeError
@@ -135,22 +137,13 @@ class ControlPublisher:
 
     def send(self, command: ControlCommand, timeout_s: float = DELIVERY_TIMEOUT_S) -> None:
         """Produce and wait for the broker's acknowledgement; ControlTopicError otherwise."""
-        errors: list[KafkaError] = []
-
-        def delivered(error: KafkaError | None, message: Message) -> None:
-            if error is not None:
-                errors.append(error)
-
-        self._producer.produce(
-            self._topic,
-            key=command.model_name.encode(),
-            value=CONTROL_CODEC.encode(command),
-            on_delivery=delivered,
-        )
-        remaining = self._producer.flush(timeout_s)
-        if remaining or errors:
-            reason = errors[0] if errors else f"not acknowledged within {timeout_s:g}s"
-            raise ControlTopicError(f"command {command.command_id} not published: {reason}")
+        record = (command.model_name.encode(), CONTROL_CODEC.encode(command))
+        try:
+            produce_confirmed(self._producer, self._topic, [record], timeout_s)
+        except DeliveryError as exc:
+            raise ControlTopicError(
+                f"command {command.command_id} not published: {exc.reason}"
+            ) from exc
         logger.info(
             "published %s for %s: sequence %s, command %s",
             command.kind,

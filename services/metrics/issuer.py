@@ -6,8 +6,8 @@ import logging
 from collections.abc import Callable
 
 from clickhouse_connect.driver import Client
-from clickhouse_connect.driver.exceptions import Error as ClickHouseError
 
+from safeloop.infra.exceptions import WarehouseError
 from safeloop.schemas.events import CommandKind, ControlCommand, ModelConfig
 from safeloop.services.control.audit import AuditFailure, EntryType, record, send_and_record
 from safeloop.services.control.publisher import ConfigChange, ControlPublisher
@@ -93,7 +93,7 @@ class CommandIssuer:
             command, entry_types = self._unlogged[0]
             try:
                 record(self._log_client, command, *entry_types)
-            except ClickHouseError as exc:
+            except WarehouseError as exc:
                 self._warn_kept(command, exc)
                 return
             self._unlogged.pop(0)

@@ -16,26 +16,23 @@ from clickhouse_connect.driver import Client
 
 from safeloop.infra.clickhouse.client import clickhouse_client
 from safeloop.infra.settings import Settings
-from safeloop.services.control.audit import COLUMNS as CONTROL_LOG_COLUMNS
+from safeloop.schemas.tables import (
+    CONTROL_LOG,
+    DRIFT_METRICS,
+    FEEDBACK,
+    OUTCOMES,
+    PERFORMANCE_METRICS,
+    PREDICTIONS,
+)
 from safeloop.services.dashboard.app import create_app
 from safeloop.services.dashboard.exceptions import QueryFailedError
 from safeloop.services.dashboard.queries import Query
 from safeloop.services.dashboard.reader import Reader
-from safeloop.streams.rows import COLUMNS, FEEDBACK, OUTCOMES, PREDICTIONS
 
 GRAFANA_JSON = Path(__file__).resolve().parents[2] / "infra" / "grafana" / "dashboards"
 NOW = datetime.now(UTC).replace(second=0, microsecond=0, tzinfo=None) - timedelta(minutes=1)
-METRIC_COLUMNS = [
-    "model_name",
-    "model_version",
-    "route",
-    "window_start",
-    "window_end",
-    "metric",
-    "value",
-    "sample_count",
-    "computed_at",
-]
+# computed_at set by hand: two versions of one figure, the later one is what the views show.
+METRIC_COLUMNS = [*(c for c in PERFORMANCE_METRICS.columns if c != "labels"), "computed_at"]
 
 
 def _predictions() -> list[list[Any]]:
@@ -97,12 +94,12 @@ def _feedback(client: Client) -> None:
     client.insert(
         "feedback",
         rows,
-        column_names=COLUMNS[FEEDBACK],
+        column_names=FEEDBACK.columns,
     )
     client.insert(
         "outcomes",
         [[f"p{i}", 1.0, NOW, "labels"] for i in (0, *range(2, 10))],
-        column_names=COLUMNS[OUTCOMES],
+        column_names=OUTCOMES.columns,
     )
 
 
@@ -132,18 +129,7 @@ def _metrics(client: Client) -> None:
     client.insert(
         "drift_metrics",
         drift,
-        column_names=[
-            "model_name",
-            "model_version",
-            "route",
-            "window_start",
-            "window_end",
-            "metric",
-            "feature",
-            "value",
-            "sample_count",
-            "labels",
-        ],
+        column_names=DRIFT_METRICS.columns,
     )
 
 
@@ -181,7 +167,7 @@ def _control(client: Client) -> None:
     client.insert(
         "control_log",
         rows,
-        column_names=CONTROL_LOG_COLUMNS,
+        column_names=CONTROL_LOG.columns,
     )
     client.insert(
         "retraining_decisions",
@@ -218,7 +204,7 @@ def _control(client: Client) -> None:
 def dash(stack: Any) -> Iterator[Settings]:
     settings: Settings = stack.fresh("dash")
     with closing(clickhouse_client(settings)) as client:
-        client.insert("predictions", _predictions(), column_names=COLUMNS[PREDICTIONS])
+        client.insert("predictions", _predictions(), column_names=PREDICTIONS.columns)
         _feedback(client)
         _metrics(client)
         _control(client)

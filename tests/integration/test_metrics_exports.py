@@ -11,10 +11,11 @@ import pytest
 from _metrics_harness import MODEL, metrics_settings, settings_env
 
 from safeloop.infra.clickhouse.client import clickhouse_client
+from safeloop.infra.clickhouse.insert import insert_idempotent
 from safeloop.infra.settings import Settings
 from safeloop.schemas.events import FeedbackRecord, FeedbackStatus, PredictionEvent, Route
+from safeloop.schemas.tables import FEEDBACK, PREDICTIONS
 from safeloop.services.cli.main import main
-from safeloop.streams.rows import COLUMNS, FEEDBACK, PREDICTIONS, feedback_row, prediction_row
 
 pytestmark = pytest.mark.integration
 
@@ -62,10 +63,8 @@ def test_exports(settings: Settings, tmp_path: Path) -> None:
                 )
             )
     client = clickhouse_client(settings)
-    client.insert(
-        PREDICTIONS, [prediction_row(p) for p in predictions], column_names=COLUMNS[PREDICTIONS]
-    )
-    client.insert(FEEDBACK, [feedback_row(f) for f in feedback], column_names=COLUMNS[FEEDBACK])
+    insert_idempotent(client, PREDICTIONS, PREDICTIONS.rows(predictions))
+    insert_idempotent(client, FEEDBACK, FEEDBACK.rows(feedback))
 
     queue_file = tmp_path / "queue.csv"
     assert main(["export", "labelling-queue", "--limit", "10", "--out", str(queue_file)]) == 0

@@ -10,13 +10,14 @@ from clickhouse_connect.driver import Client
 from clickhouse_connect.driver.exceptions import OperationalError
 from confluent_kafka import Producer
 
-from safeloop.infra.exceptions import WarehouseError
+from safeloop.infra.exceptions import InsertError, WarehouseError
 from safeloop.infra.settings import Settings
 from safeloop.schemas.codec import CONTROL_CODEC
 from safeloop.schemas.events import CommandKind, ControlCommand, ModelConfig
+from safeloop.schemas.tables import CONTROL_LOG
 from safeloop.services.cli import control_commands
 from safeloop.services.cli.main import main
-from safeloop.services.control.audit import COLUMNS, TABLE, EntryType, send_and_record
+from safeloop.services.control.audit import EntryType, send_and_record
 from safeloop.services.control.exceptions import ControlTopicError
 from safeloop.services.control.keys import KeyRing, SigningKey
 from safeloop.services.control.publisher import ControlPublisher, ControlTopicView
@@ -69,7 +70,7 @@ class FakeClient:
         self.events.append("insert")
         if self.down:
             raise OperationalError("Error HTTPConnectionPool: Connection refused")
-        assert table == TABLE and list(column_names) == list(COLUMNS)
+        assert table == CONTROL_LOG.name and list(column_names) == list(CONTROL_LOG.columns)
         self.rows.extend(dict(zip(column_names, row, strict=True)) for row in data)
 
 
@@ -112,7 +113,8 @@ def test_clickhouse_down_still_sends_and_returns_the_failure() -> None:
     failure = send_and_record(
         pub, rollback(pub), lambda: cast(Client, FakeClient(events, down=True))
     )
-    assert isinstance(failure, OperationalError)
+    assert isinstance(failure, InsertError) and failure.table == "control_log"
+    assert isinstance(failure.__cause__, OperationalError)
     assert events == ["send", "insert"]
     assert len(producer.sent) == 1
 

@@ -9,16 +9,11 @@ from dataclasses import replace
 import pytest
 from _stream_events import outcome, prediction
 
+from safeloop.infra.exceptions import RecordRejectedError
+from safeloop.infra.kafka.dead_letters import DeadLetterCounts, SourceRecord, dead_letter
 from safeloop.schemas.codec import OUTCOME_CODEC, PREDICTION_CODEC
 from safeloop.schemas.events import PredictionEvent
-from safeloop.streams.dead_letters import (
-    DeadLetterCounts,
-    SourceRecord,
-    dead_letter,
-    decode_outcome,
-    decode_prediction,
-)
-from safeloop.streams.exceptions import InvalidRecordError
+from safeloop.streams.decoding import decode_outcome, decode_prediction
 
 NOW_MS = int(time.time() * 1000)
 
@@ -58,7 +53,7 @@ def test_each_bad_input_kind_has_its_reason(
     value: bytes | None, key: bytes | None, reason: str
 ) -> None:
     source = record(value, key)
-    with pytest.raises(InvalidRecordError) as caught:
+    with pytest.raises(RecordRejectedError) as caught:
         decode_prediction(source, NOW_MS)
     assert caught.value.reason == reason
     assert caught.value.offset == 41
@@ -73,7 +68,7 @@ def test_each_bad_input_kind_has_its_reason(
 
 
 def test_an_outcome_on_the_prediction_decoder_is_an_unknown_schema() -> None:
-    with pytest.raises(InvalidRecordError) as caught:
+    with pytest.raises(RecordRejectedError) as caught:
         decode_prediction(record(OUTCOME_CODEC.encode(outcome(ts=NOW_MS))), NOW_MS)
     assert caught.value.reason == "unknown_fingerprint"
 
@@ -81,7 +76,7 @@ def test_an_outcome_on_the_prediction_decoder_is_an_unknown_schema() -> None:
 def test_counts_per_topic_and_reason() -> None:
     counts = DeadLetterCounts()
     source = record(b"junk")
-    error = InvalidRecordError("bad_marker", "junk", topic="predictions", partition=2, offset=41)
+    error = RecordRejectedError("bad_marker", "junk", topic="predictions", partition=2, offset=41)
     counts.count(dead_letter(source, error, "c", NOW_MS))
     counts.count(dead_letter(source, error, "c", NOW_MS))
     assert counts.total == 2

@@ -6,9 +6,9 @@ import time
 
 from _stream_events import outcome, prediction
 
+from safeloop.infra.kafka.dead_letters import SourceRecord
 from safeloop.schemas.codec import OUTCOME_CODEC, PREDICTION_CODEC
 from safeloop.schemas.events import FeedbackStatus
-from safeloop.streams.dead_letters import SourceRecord
 from safeloop.streams.join import JoinWindow
 from safeloop.streams.observability import StreamSnapshot, render_prometheus
 from safeloop.streams.processor import BatchProcessor

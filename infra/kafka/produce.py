@@ -1,0 +1,59 @@
+"""Confirmed produce: send records and return only once the broker has acknowledged each one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+from confluent_kafka import KafkaError, KafkaException, Message
+
+from safeloop.infra.exceptions import DeliveryError
+
+DELIVERY_TIMEOUT_S = 15.0
+
+
+class DeliveryCallback(Protocol):
+    def __call__(self, error: KafkaError | None, message: Message) -> None: ...
+
+
+class ConfirmingProducer(Protocol):
+    """The slice of confluent-kafka's Producer that a confirmed send needs."""
+
+    def produce(
+        self, topic: str, *, key: bytes | None, value: bytes, on_delivery: DeliveryCallback
+    ) -> None: ...
+
+    def flush(self, timeout: float) -> int: ...
+
+
+def produce_confirmed(
+    producer: ConfirmingProducer,
+    topic: str,
+    records: Iterable[tuple[bytes | None, bytes]],
+    timeout_s: float = DELIVERY_TIMEOUT_S,
+) -> int:
+    """Produce `(key, value)` records, flush, and raise `DeliveryError` unless all are acked.
+
+    Returns how many were sent. The caller's side effect (a ClickHouse row, a log line) comes
+    after this returns, so what it records is in Kafka.
+    """
+    errors: list[KafkaError] = []
+
+    def delivered(error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            errors.append(error)
+
+    sent = 0
+    try:
+        for key, value in records:
+            producer.produce(topic, key=key, value=value, on_delivery=delivered)
+            sent += 1
+    except (BufferError, KafkaException) as exc:
+        # The record that failed to enqueue is pending, and so is any that failed delivery.
+        producer.flush(timeout_s)
+        raise DeliveryError(topic, sent + 1, 1 + len(errors), str(exc)) from exc
+    remaining = producer.flush(timeout_s)
+    if remaining or errors:
+        reason = str(errors[0]) if errors else f"not acknowledged within {timeout_s:g}s"
+        raise DeliveryError(topic, sent, max(remaining, len(errors)), reason)
+    return sent

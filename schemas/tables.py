@@ -1,0 +1,367 @@
+"""The table registry: every ClickHouse table safeloop writes, with its columns, row and identity.
+
+The columns are the DDL's in schemas/clickhouse/ less those the server fills (DEFAULT ...);
+tests/unit/test_table_registry.py checks them against the DDL. A table's identity columns are
+what makes a retried row the same row: they make the insert deduplication token, so a batch
+sent again after a timeout or a crash is dropped by ClickHouse instead of doubled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from safeloop.schemas.events import (
+    ControlCommand,
+    DeadLetter,
+    FeedbackRecord,
+    OutcomeEvent,
+    PredictionEvent,
+    RetrainingDecision,
+)
+
+T = TypeVar("T")
+Row = tuple[object, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricRow:
+    """One figure of one window; `feature` is used by drift rows only ('' = model level)."""
+
+    model_name: str
+    model_version: str
+    route: str
+    window_start_ms: int
+    window_end_ms: int
+    metric: str
+    value: float
+    sample_count: int
+    labels: Mapping[str, str] = field(default_factory=dict)
+    feature: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """Column name -> value, timestamps still in epoch milliseconds."""
+        return {
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "route": self.route,
+            "window_start_ms": self.window_start_ms,
+            "window_end_ms": self.window_end_ms,
+            "metric": self.metric,
+            "feature": self.feature,
+            "value": self.value,
+            "sample_count": self.sample_count,
+            "labels": dict(self.labels),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Table(Generic[T]):
+    """One table: its name, insert columns, how an item becomes a row, what identifies a row."""
+
+    name: str
+    columns: tuple[str, ...]
+    build: Callable[[T], Row]
+    identity_columns: tuple[str, ...]
+    _identity_at: tuple[int, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        missing = [c for c in self.identity_columns if c not in self.columns]
+        if missing:
+            raise ValueError(f"{self.name}: identity columns {missing} are not columns")
+        positions = tuple(self.columns.index(c) for c in self.identity_columns)
+        object.__setattr__(self, "_identity_at", positions)
+
+    def rows(self, items: Iterable[T]) -> list[Row]:
+        """The rows of `items`, in `columns` order (DateTime64 columns take epoch ms)."""
+        build = self.build
+        return [build(item) for item in items]
+
+    def identity(self, row: Row) -> bytes:
+        """What makes `row` the same row when it is sent again."""
+        return repr(tuple(row[i] for i in self._identity_at)).encode()
+
+    def dedup_token(self, rows: Sequence[Row]) -> str:
+        """An insert deduplication token for exactly these rows, in this order."""
+        digest = hashlib.blake2b(digest_size=16)
+        for row in rows:
+            digest.update(self.identity(row))
+            digest.update(b"\x00")
+        return f"{self.name}-{digest.hexdigest()}-{len(rows)}"
+
+
+def _prediction_row(p: PredictionEvent) -> Row:
+    return (
+        p.prediction_id,
+        p.model_name,
+        p.model_version,
+        p.timestamp,
+        p.features,
+        p.prediction,
+        p.confidence,
+        p.latency_ms,
+        p.route.value,
+        p.replica_id,
+        p.routing_key,
+        p.routing_hash_version,
+        p.error,
+    )
+
+
+def _outcome_row(o: OutcomeEvent) -> Row:
+    return (o.prediction_id, o.ground_truth, o.timestamp, o.source)
+
+
+def _feedback_row(f: FeedbackRecord) -> Row:
+    return (
+        f.prediction_id,
+        f.model_name,
+        f.model_version,
+        f.route.value,
+        f.replica_id,
+        f.features,
+        f.prediction,
+        f.confidence,
+        f.prediction_timestamp,
+        f.status.value,
+        f.ground_truth,
+        f.outcome_timestamp,
+        f.label_delay_ms,
+        f.outcome_source,
+        f.emitted_at,
+    )
+
+
+def _dead_letter_row(d: DeadLetter) -> Row:
+    return (
+        d.source_topic,
+        d.source_partition,
+        d.source_offset,
+        d.key,
+        d.value,
+        d.reason,
+        d.error_type,
+        d.timestamp,
+        d.consumer,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ControlLogEntry:
+    """A control_log row: a signed command, or a rollout's state after a transition."""
+
+    command: ControlCommand
+    entry_type: str
+
+
+def _control_log_row(entry: ControlLogEntry) -> Row:
+    command = entry.command
+    config = command.config
+    return (
+        entry.entry_type,
+        command.command_id,
+        command.model_name,
+        command.kind.value,
+        command.sequence,
+        command.issued_at,
+        command.issuer,
+        command.reason,
+        config.production_version,
+        config.canary_version,
+        config.canary_basis_points,
+        config.canary_enabled,
+        config.shadow_version,
+        config.shadow_enabled,
+        config.kill_switch,
+        config.fallback_version,
+        dict(config.flags),
+        command.key_id,
+        command.signature,
+        dict(command.details),
+    )
+
+
+def _retraining_row(d: RetrainingDecision) -> Row:
+    return (
+        d.decision_id,
+        d.model_name,
+        d.model_version,
+        d.timestamp,
+        d.should_retrain,
+        d.urgency.value,
+        d.reason,
+        d.max_psi,
+        d.performance_drop,
+        list(d.drifted_features),
+    )
+
+
+_METRIC_HEAD = ("model_name", "model_version", "route", "window_start", "window_end", "metric")
+_METRIC_TAIL = ("value", "sample_count", "labels")
+
+
+def _metric_row(row: MetricRow) -> Row:
+    return (
+        row.model_name,
+        row.model_version,
+        row.route,
+        row.window_start_ms,
+        row.window_end_ms,
+        row.metric,
+        row.value,
+        row.sample_count,
+        dict(row.labels),
+    )
+
+
+def _drift_row(row: MetricRow) -> Row:
+    values = _metric_row(row)
+    return (*values[:6], row.feature, *values[6:])
+
+
+PREDICTIONS: Table[PredictionEvent] = Table(
+    "predictions",
+    (
+        "prediction_id",
+        "model_name",
+        "model_version",
+        "timestamp",
+        "features",
+        "prediction",
+        "confidence",
+        "latency_ms",
+        "route",
+        "replica_id",
+        "routing_key",
+        "routing_hash_version",
+        "error",
+    ),
+    _prediction_row,
+    identity_columns=("model_name", "model_version", "route", "timestamp", "prediction_id"),
+)
+OUTCOMES: Table[OutcomeEvent] = Table(
+    "outcomes",
+    ("prediction_id", "ground_truth", "timestamp", "source"),
+    _outcome_row,
+    identity_columns=("prediction_id", "timestamp", "source", "ground_truth"),
+)
+FEEDBACK: Table[FeedbackRecord] = Table(
+    "feedback",
+    (
+        "prediction_id",
+        "model_name",
+        "model_version",
+        "route",
+        "replica_id",
+        "features",
+        "prediction",
+        "confidence",
+        "prediction_timestamp",
+        "status",
+        "ground_truth",
+        "outcome_timestamp",
+        "label_delay_ms",
+        "outcome_source",
+        "emitted_at",
+    ),
+    _feedback_row,
+    # (prediction_id, route) is the row; status and emitted_at make each version of it.
+    identity_columns=("prediction_id", "route", "status", "emitted_at"),
+)
+DEAD_LETTERS: Table[DeadLetter] = Table(
+    "dead_letters",
+    (
+        "source_topic",
+        "source_partition",
+        "source_offset",
+        "key",
+        "value",
+        "reason",
+        "error_type",
+        "timestamp",
+        "consumer",
+    ),
+    _dead_letter_row,
+    identity_columns=("source_topic", "consumer", "source_partition", "source_offset"),
+)
+CONTROL_LOG: Table[ControlLogEntry] = Table(
+    "control_log",
+    (
+        "entry_type",
+        "command_id",
+        "model_name",
+        "kind",
+        "sequence",
+        "issued_at",
+        "issuer",
+        "reason",
+        "production_version",
+        "canary_version",
+        "canary_basis_points",
+        "canary_enabled",
+        "shadow_version",
+        "shadow_enabled",
+        "kill_switch",
+        "fallback_version",
+        "flags",
+        "key_id",
+        "signature",
+        "details",
+    ),
+    _control_log_row,
+    identity_columns=("command_id", "entry_type"),
+)
+RETRAINING_DECISIONS: Table[RetrainingDecision] = Table(
+    "retraining_decisions",
+    (
+        "decision_id",
+        "model_name",
+        "model_version",
+        "timestamp",
+        "should_retrain",
+        "urgency",
+        "reason",
+        "max_psi",
+        "performance_drop",
+        "drifted_features",
+    ),
+    _retraining_row,
+    identity_columns=("decision_id",),
+)
+# Metric rows are re-computed figures: every column is part of what makes a row the same row.
+HEALTH_METRICS: Table[MetricRow] = Table(
+    "health_metrics",
+    (*_METRIC_HEAD, *_METRIC_TAIL),
+    _metric_row,
+    identity_columns=(*_METRIC_HEAD, *_METRIC_TAIL),
+)
+PERFORMANCE_METRICS: Table[MetricRow] = Table(
+    "performance_metrics",
+    (*_METRIC_HEAD, *_METRIC_TAIL),
+    _metric_row,
+    identity_columns=(*_METRIC_HEAD, *_METRIC_TAIL),
+)
+DRIFT_METRICS: Table[MetricRow] = Table(
+    "drift_metrics",
+    (*_METRIC_HEAD, "feature", *_METRIC_TAIL),
+    _drift_row,
+    identity_columns=(*_METRIC_HEAD, "feature", *_METRIC_TAIL),
+)
+
+# Every table the code writes, by name.
+TABLES: Mapping[str, Table[Any]] = {
+    table.name: table
+    for table in (
+        PREDICTIONS,
+        OUTCOMES,
+        FEEDBACK,
+        DEAD_LETTERS,
+        CONTROL_LOG,
+        RETRAINING_DECISIONS,
+        HEALTH_METRICS,
+        PERFORMANCE_METRICS,
+        DRIFT_METRICS,
+    )
+}
