@@ -58,12 +58,12 @@ from safeloop.services.control.keys import load_keyring
 from safeloop.services.control.publisher import ControlPublisher, read_control_topic
 from safeloop.services.control.state import AppliedConfig
 from safeloop.services.guard.policy import GuardPolicy
-from safeloop.services.metrics.service import MetricsConfig
-from safeloop.services.metrics.wiring import build_metrics_service
 from safeloop.services.models.loaded import LoadedModel
 from safeloop.services.models.store import ModelStore
 from safeloop.services.models.task import ModelTask
 from safeloop.services.models.training import make_dataset, train_model
+from safeloop.services.monitor.service import MetricsConfig
+from safeloop.services.monitor.wiring import build_metrics_service
 from safeloop.services.serving.replica import Replica, load_catalog
 
 RESULTS = Path(__file__).parent / "results" / "rollback_latency.json"

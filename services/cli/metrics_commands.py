@@ -17,18 +17,18 @@ from safeloop.services.cli.exit_codes import ExitCode
 from safeloop.services.control.exceptions import ControlError
 from safeloop.services.control.publisher import default_issuer
 from safeloop.services.guard.policy import GuardPolicy
-from safeloop.services.metrics.endpoint import serve_service
-from safeloop.services.metrics.exports import (
+from safeloop.services.models.exceptions import ModelError
+from safeloop.services.models.store import ModelStore
+from safeloop.services.monitor.endpoint import serve_service
+from safeloop.services.monitor.exports import (
     labelled_window,
     labelling_queue,
     write_queue_csv,
     write_structured_csv,
 )
-from safeloop.services.metrics.model_info import ModelInfoCache
-from safeloop.services.metrics.service import MetricsConfig
-from safeloop.services.metrics.wiring import build_issuer, build_metrics_service, start_follower
-from safeloop.services.models.exceptions import ModelError
-from safeloop.services.models.store import ModelStore
+from safeloop.services.monitor.model_info import ModelInfoCache
+from safeloop.services.monitor.service import MetricsConfig
+from safeloop.services.monitor.wiring import build_issuer, build_metrics_service, start_follower
 from safeloop.services.retraining.export import weighted_export
 from safeloop.services.rollout.controller import publish_transition
 from safeloop.services.rollout.exceptions import RolloutError

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 
 from safeloop.schemas.events import CommandKind, ControlCommand, ModelConfig, PredictionEvent, Route
 from safeloop.services.control.exceptions import ControlError
+from safeloop.services.control.issuer import CommandIssuer
 from safeloop.services.guard.judge import judge
 from safeloop.services.guard.policy import GuardPolicy
 from safeloop.services.guard.verdict import GuardVerdict, VerdictKind
 from safeloop.services.metrics.columns import health_batch
 from safeloop.services.metrics.health import HEALTH_COLUMNS, health_of_window
-from safeloop.services.metrics.issuer import CommandIssuer
 from safeloop.services.metrics.keyed import KeyedWindows, WindowKey
-from safeloop.services.metrics.performance_consumer import PerformanceTracker
+from safeloop.services.metrics.performance_tracker import PerformanceTracker
 from safeloop.services.metrics.windows import CountWindow
 
 logger = logging.getLogger(__name__)

@@ -1,6 +1,4 @@
-"""Rolling health, performance, drift and estimation metrics: pure numpy, no servers.
+"""The metrics core: windows, health, performance, calibration, drift and estimation in numpy.
 
-windows/keyed: count and time windows per (model, version, route); columns: events -> batches;
-health, performance (classification, regression, calibration, labels), shadow; baseline and
-drift; estimation (CBPE); active_learning; rows: snapshots -> ClickHouse long-layout rows.
+Pure logic (no Kafka, ClickHouse, HTTP or model store); the monitor and the guard run it.
 """

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from safeloop.schemas.events import ControlCommand, FeedbackRecord, PredictionEvent
 from safeloop.services.control.audit import EntryType
 from safeloop.services.control.exceptions import ControlError
-from safeloop.services.metrics.issuer import CommandIssuer
+from safeloop.services.control.issuer import CommandIssuer
 from safeloop.services.metrics.performance import Task
 from safeloop.services.rollout.commands import command_for
 from safeloop.services.rollout.evidence import StepEvidence

@@ -25,12 +25,12 @@ from safeloop.services.control.keys import load_keyring
 from safeloop.services.control.publisher import ControlPublisher, read_control_topic
 from safeloop.services.guard.local import ReplicaGuard
 from safeloop.services.guard.policy import GuardPolicy
-from safeloop.services.metrics.service import MetricsConfig, MetricsService
-from safeloop.services.metrics.wiring import build_metrics_service
 from safeloop.services.models.loaded import LoadedModel
 from safeloop.services.models.store import ModelStore
 from safeloop.services.models.task import ModelTask
 from safeloop.services.models.training import make_dataset, train_model
+from safeloop.services.monitor.service import MetricsConfig, MetricsService
+from safeloop.services.monitor.wiring import build_metrics_service
 from safeloop.services.serving.predictor import Prediction
 from safeloop.services.serving.replica import Replica, load_catalog
 

@@ -22,7 +22,7 @@ from _metrics_harness import (
 from safeloop.infra.clickhouse.client import clickhouse_client
 from safeloop.infra.settings import Settings
 from safeloop.schemas.events import CommandKind
-from safeloop.services.metrics.service import MetricsConfig
+from safeloop.services.monitor.service import MetricsConfig
 
 pytestmark = pytest.mark.integration
 

@@ -31,8 +31,8 @@ from safeloop.infra.portcheck import free_port
 from safeloop.infra.settings import Settings
 from safeloop.schemas.codec import PREDICTION_CODEC
 from safeloop.schemas.events import PredictionEvent, Route
-from safeloop.services.metrics.endpoint import serve_service
-from safeloop.services.metrics.service import MetricsConfig
+from safeloop.services.monitor.endpoint import serve_service
+from safeloop.services.monitor.service import MetricsConfig
 
 pytestmark = pytest.mark.integration
 

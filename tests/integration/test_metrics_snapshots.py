@@ -17,7 +17,7 @@ from safeloop.infra.kafka.clients import consumer_config, producer_config
 from safeloop.infra.settings import Settings
 from safeloop.schemas.codec import DEAD_LETTER_CODEC, FEEDBACK_CODEC, PREDICTION_CODEC
 from safeloop.schemas.events import FeedbackRecord, FeedbackStatus, PredictionEvent, Route
-from safeloop.services.metrics.service import MetricsConfig
+from safeloop.services.monitor.service import MetricsConfig
 
 pytestmark = pytest.mark.integration
 

@@ -28,7 +28,7 @@ from safeloop.infra.settings import Settings
 from safeloop.schemas.codec import FEEDBACK_CODEC
 from safeloop.schemas.events import FeedbackRecord, FeedbackStatus, Route
 from safeloop.services.cli.main import main
-from safeloop.services.metrics.service import MetricsConfig
+from safeloop.services.monitor.service import MetricsConfig
 from safeloop.services.rollout.machine import Phase, RolloutState
 from safeloop.services.serving.predictor import Prediction
 

@@ -19,10 +19,10 @@ from safeloop.services.cli import control_commands
 from safeloop.services.cli.main import main
 from safeloop.services.control.audit import EntryType, send_and_record
 from safeloop.services.control.exceptions import ControlTopicError
+from safeloop.services.control.follower import ControlFollower
+from safeloop.services.control.issuer import CommandIssuer
 from safeloop.services.control.keys import KeyRing, SigningKey
 from safeloop.services.control.publisher import ControlPublisher, ControlTopicView
-from safeloop.services.metrics.control_follower import ControlFollower
-from safeloop.services.metrics.issuer import CommandIssuer
 
 KEYS = KeyRing.of(SigningKey("ops", bytes(range(32))))
 

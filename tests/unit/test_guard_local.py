@@ -11,11 +11,11 @@ from typing import cast
 import numpy as np
 
 from safeloop.schemas.events import CommandKind, ControlCommand, ModelConfig, PredictionEvent, Route
+from safeloop.services.control.issuer import CommandIssuer
 from safeloop.services.guard import GuardPolicy, GuardRule, VerdictKind
 from safeloop.services.guard.local import ReplicaGuard, routed_canary
 from safeloop.services.guard.runner import CentralGuard
 from safeloop.services.metrics.baseline import ModelBaseline
-from safeloop.services.metrics.issuer import CommandIssuer
 from safeloop.services.models.linear import LogisticModel
 from safeloop.services.models.loaded import LoadedModel
 from safeloop.services.models.metadata import ModelMetadata

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 import pytest
 
 from safeloop.infra.prometheus import Counter, Registry
-from safeloop.services.metrics.consumer import GroupMembership
-from safeloop.services.metrics.endpoint import MetricsEndpoint
-from safeloop.services.metrics.liveness import Liveness, check_liveness
-from safeloop.services.metrics.service import LoopState
+from safeloop.services.monitor.consumer import GroupMembership
+from safeloop.services.monitor.endpoint import MetricsEndpoint
+from safeloop.services.monitor.liveness import Liveness, check_liveness
+from safeloop.services.monitor.service import LoopState
 
 NOW = 1_000.0
 STALE = 30.0

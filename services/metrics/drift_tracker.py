@@ -19,7 +19,7 @@ from safeloop.schemas.events import PredictionEvent, Route
 from safeloop.services.metrics.drift import ModelDrift, model_drift
 from safeloop.services.metrics.estimation import estimate_performance
 from safeloop.services.metrics.keyed import WindowKey
-from safeloop.services.metrics.model_info import ModelInfoCache
+from safeloop.services.metrics.model_source import ModelInfoSource
 from safeloop.services.metrics.performance import Task
 from safeloop.services.metrics.rows import MetricRow, RowContext, drift_rows, estimate_rows
 from safeloop.services.metrics.windows import TIMESTAMP_COLUMN, CountWindow
@@ -30,7 +30,7 @@ SCORE_COLUMN = "__score__"
 class DriftTracker:
     """Count windows of baselined values; versions without a baseline are skipped (counted)."""
 
-    def __init__(self, models: ModelInfoCache, window_rows: int) -> None:
+    def __init__(self, models: ModelInfoSource, window_rows: int) -> None:
         self._models = models
         self.window_rows = window_rows
         self._windows: dict[WindowKey, CountWindow] = {}

@@ -2,7 +2,7 @@
 
 Beside the measured figures, each labelled window also gets the confidence-based estimate of
 the same predictions and its error against what the labels showed (`cbpe_labelled_*` rows).
-Count-window rows are named `<metric>_last_n`, as in `health_consumer`.
+Count-window rows are named `<metric>_last_n`, as in `health_tracker`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 from safeloop.schemas.events import FeedbackRecord
 from safeloop.services.metrics.columns import ScoreConvention, feedback_batch
 from safeloop.services.metrics.estimation import compare_estimate, estimate_performance
-from safeloop.services.metrics.health_consumer import COUNT_SUFFIX, suffixed
+from safeloop.services.metrics.health_tracker import COUNT_SUFFIX, suffixed
 from safeloop.services.metrics.keyed import KeyedWindows, WindowKey
 from safeloop.services.metrics.performance import (
     FEEDBACK_COLUMNS,
@@ -81,7 +81,7 @@ class PerformanceTracker:
             labelled = ~(np.isnan(view["ground_truth"]) | np.isnan(scores))
             estimate = estimate_performance(np.clip(scores[labelled], 0.0, 1.0))
             comparison = compare_estimate(estimate, measured)
-            # Named apart from the pre-label estimate of the same version (drift_consumer).
+            # Named apart from the pre-label estimate of the same version (drift_tracker).
             rows += [
                 dataclasses.replace(row, metric=row.metric.replace("cbpe_", "cbpe_labelled_", 1))
                 for row in estimate_rows(context, estimate, comparison)

@@ -25,18 +25,18 @@ from safeloop.schemas.events import (
     Route,
     Urgency,
 )
+from safeloop.services.control.follower import ControlFollower
+from safeloop.services.control.issuer import CommandIssuer
 from safeloop.services.guard.policy import GuardPolicy
 from safeloop.services.guard.runner import CentralGuard
-from safeloop.services.metrics.consumer import EventConsumer
-from safeloop.services.metrics.control_follower import ControlFollower
-from safeloop.services.metrics.drift_consumer import DriftTracker
-from safeloop.services.metrics.health_consumer import HealthTracker
-from safeloop.services.metrics.issuer import CommandIssuer
-from safeloop.services.metrics.model_info import ModelInfoCache
+from safeloop.services.metrics.drift_tracker import DriftTracker
+from safeloop.services.metrics.health_tracker import HealthTracker
 from safeloop.services.metrics.performance import relative_drop
-from safeloop.services.metrics.performance_consumer import PerformanceTracker
+from safeloop.services.metrics.performance_tracker import PerformanceTracker
 from safeloop.services.metrics.rows import MetricRow
-from safeloop.services.metrics.writer import MetricTable, MetricWriter
+from safeloop.services.monitor.consumer import EventConsumer
+from safeloop.services.monitor.model_info import ModelInfoCache
+from safeloop.services.monitor.writer import MetricTable, MetricWriter
 from safeloop.services.retraining.decision import decide
 from safeloop.services.retraining.policy import RetrainingPolicy
 from safeloop.services.retraining.publisher import RetrainingPublisher

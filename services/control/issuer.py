@@ -10,8 +10,8 @@ from clickhouse_connect.driver import Client
 from safeloop.infra.exceptions import WarehouseError
 from safeloop.schemas.events import CommandKind, ControlCommand, ModelConfig
 from safeloop.services.control.audit import AuditFailure, EntryType, record, send_and_record
+from safeloop.services.control.follower import ControlFollower
 from safeloop.services.control.publisher import ConfigChange, ControlPublisher
-from safeloop.services.metrics.control_follower import ControlFollower
 
 logger = logging.getLogger(__name__)
 

@@ -1,12 +1,11 @@
-"""What the metrics process needs from the model store per version, loaded once and cached."""
+"""What the monitor needs from the model store per version (a `ModelInfoSource`), cached."""
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 
-from safeloop.services.metrics.baseline import ModelBaseline
+from safeloop.services.metrics.model_source import ModelInfo
 from safeloop.services.metrics.performance import PerformanceMetric, Task
 from safeloop.services.models.exceptions import ModelError
 from safeloop.services.models.store import ModelStore
@@ -14,18 +13,6 @@ from safeloop.services.models.store import ModelStore
 logger = logging.getLogger(__name__)
 
 MISS_RETRY_S = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class ModelInfo:
-    """A version's task, training baseline, and its holdout figure of the primary metric."""
-
-    task: Task
-    baseline: ModelBaseline
-    # None when the store's primary metric is not one the metrics code computes.
-    primary_metric: PerformanceMetric | None
-    baseline_performance: float | None
-    trained_at_ms: int
 
 
 class ModelInfoCache:

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from safeloop.services.metrics.consumer import GroupMembership
-from safeloop.services.metrics.service import LoopState
+from safeloop.services.monitor.consumer import GroupMembership
+from safeloop.services.monitor.service import LoopState
 
 DEFAULT_STALE_AFTER_S = 30.0
 

@@ -13,16 +13,16 @@ from safeloop.schemas.codec import FEEDBACK_CODEC, PREDICTION_CODEC
 from safeloop.schemas.events import ModelConfig, PredictionEvent
 from safeloop.schemas.validation import validate_prediction
 from safeloop.services.control.clients import make_broadcast_reader, make_producer
+from safeloop.services.control.follower import ControlFollower
+from safeloop.services.control.issuer import CommandIssuer
 from safeloop.services.control.keys import load_keyring
 from safeloop.services.control.publisher import ControlPublisher
-from safeloop.services.metrics.consumer import EventConsumer
-from safeloop.services.metrics.control_follower import ControlFollower
-from safeloop.services.metrics.issuer import CommandIssuer
-from safeloop.services.metrics.model_info import ModelInfoCache
-from safeloop.services.metrics.service import MetricsConfig, MetricsService
-from safeloop.services.metrics.writer import MetricWriter
 from safeloop.services.models.exceptions import ModelError
 from safeloop.services.models.store import ModelStore
+from safeloop.services.monitor.consumer import EventConsumer
+from safeloop.services.monitor.model_info import ModelInfoCache
+from safeloop.services.monitor.service import MetricsConfig, MetricsService
+from safeloop.services.monitor.writer import MetricWriter
 from safeloop.services.retraining.publisher import RetrainingPublisher
 
 GROUP_PREFIX = "safeloop-metrics"

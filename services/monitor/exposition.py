@@ -11,8 +11,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from safeloop.infra.prometheus import CallbackGauge, CallbackKind, Labels, Registry
-from safeloop.services.metrics.consumer import ConsumerCounts, EventConsumer
-from safeloop.services.metrics.service import MetricsService
+from safeloop.services.monitor.consumer import ConsumerCounts, EventConsumer
+from safeloop.services.monitor.service import MetricsService
 
 Read = Callable[[], Mapping[Labels, float]]
 

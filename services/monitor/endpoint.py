@@ -16,9 +16,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from safeloop.infra.prometheus import CONTENT_TYPE, Registry
-from safeloop.services.metrics.exposition import metrics_registry
-from safeloop.services.metrics.liveness import DEFAULT_STALE_AFTER_S, Liveness, check_liveness
-from safeloop.services.metrics.service import MetricsService
+from safeloop.services.monitor.exposition import metrics_registry
+from safeloop.services.monitor.liveness import DEFAULT_STALE_AFTER_S, Liveness, check_liveness
+from safeloop.services.monitor.service import MetricsService
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from clickhouse_connect.driver import Client
 
 from safeloop.schemas.events import FeedbackRecord, FeedbackStatus, Route
 from safeloop.services.metrics.active_learning import LabellingCandidate, select_for_labelling
-from safeloop.services.metrics.model_info import ModelInfoCache
+from safeloop.services.monitor.model_info import ModelInfoCache
 
 _UNLABELLED = (
     "SELECT prediction_id, model_name, model_version, confidence, features FROM predictions "
