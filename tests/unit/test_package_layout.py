@@ -217,9 +217,13 @@ def test_metrics_core_imports_no_io_library_and_no_other_service() -> None:
         if not _within(found.importer, METRICS_CORE):
             continue
         io_library = found.target.split(".")[0] in IO_LIBRARIES
-        # Of ours the core reads only the event contracts (and itself).
-        foreign = _ours(found.target) and not any(
-            _within(found.target, allowed) for allowed in (METRICS_CORE, f"{PACKAGE}.schemas")
+        # Of ours the core reads only the event contracts, the error root (and itself).
+        foreign = (
+            _ours(found.target)
+            and found.target != PACKAGE
+            and not any(
+                _within(found.target, allowed) for allowed in (METRICS_CORE, f"{PACKAGE}.schemas")
+            )
         )
         if io_library or foreign:
             wrong.append(found.where())
