@@ -16,12 +16,13 @@ import numpy as np
 import numpy.typing as npt
 
 from safeloop.schemas.events import PredictionEvent, Route
+from safeloop.schemas.tables import MetricRow
 from safeloop.services.metrics.drift import ModelDrift, model_drift
 from safeloop.services.metrics.estimation import estimate_performance
 from safeloop.services.metrics.keyed import WindowKey
 from safeloop.services.metrics.model_source import ModelInfoSource
 from safeloop.services.metrics.performance import Task
-from safeloop.services.metrics.rows import MetricRow, RowContext, drift_rows, estimate_rows
+from safeloop.services.metrics.rows import RowContext, drift_rows, estimate_rows
 from safeloop.services.metrics.windows import TIMESTAMP_COLUMN, CountWindow
 
 SCORE_COLUMN = "__score__"

@@ -6,10 +6,11 @@ import dataclasses
 from collections.abc import Sequence
 
 from safeloop.schemas.events import PredictionEvent
+from safeloop.schemas.tables import MetricRow
 from safeloop.services.metrics.columns import health_batch
 from safeloop.services.metrics.health import HEALTH_COLUMNS, HealthSnapshot, health_of_window
 from safeloop.services.metrics.keyed import KeyedWindows, WindowKey
-from safeloop.services.metrics.rows import MetricRow, RowContext, health_rows
+from safeloop.services.metrics.rows import RowContext, health_rows
 from safeloop.services.metrics.windows import CountWindow, TimeWindow
 
 COUNT_SUFFIX = "_last_n"

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from safeloop.schemas.events import FeedbackRecord
+from safeloop.schemas.tables import MetricRow
 from safeloop.services.metrics.columns import ScoreConvention, feedback_batch
 from safeloop.services.metrics.estimation import compare_estimate, estimate_performance
 from safeloop.services.metrics.health_tracker import COUNT_SUFFIX, suffixed
@@ -23,7 +24,7 @@ from safeloop.services.metrics.performance import (
     Task,
     performance_of_window,
 )
-from safeloop.services.metrics.rows import MetricRow, RowContext, estimate_rows, performance_rows
+from safeloop.services.metrics.rows import RowContext, estimate_rows, performance_rows
 from safeloop.services.metrics.windows import TIMESTAMP_COLUMN, Columns, CountWindow, TimeWindow
 
 TaskOf = Callable[[str, str], Task]

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
+from safeloop.schemas.tables import MetricRow
 from safeloop.services.metrics.drift import SCORE_NAME, DriftMetrics, ModelDrift
 from safeloop.services.metrics.estimation import EstimateComparison, PerformanceEstimate
 from safeloop.services.metrics.health import HealthSnapshot
@@ -20,37 +20,6 @@ from safeloop.services.metrics.performance import PerformanceSnapshot
 from safeloop.services.metrics.shadow import ShadowComparison
 
 Figure = tuple[str, float | int | None, int]
-
-
-@dataclass(frozen=True, slots=True)
-class MetricRow:
-    """One figure of one window; `feature` is used by drift rows only ('' = model level)."""
-
-    model_name: str
-    model_version: str
-    route: str
-    window_start_ms: int
-    window_end_ms: int
-    metric: str
-    value: float
-    sample_count: int
-    labels: Mapping[str, str] = field(default_factory=dict)
-    feature: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        """Column name -> value, timestamps still in epoch milliseconds."""
-        return {
-            "model_name": self.model_name,
-            "model_version": self.model_version,
-            "route": self.route,
-            "window_start_ms": self.window_start_ms,
-            "window_end_ms": self.window_end_ms,
-            "metric": self.metric,
-            "feature": self.feature,
-            "value": self.value,
-            "sample_count": self.sample_count,
-            "labels": dict(self.labels),
-        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,9 +15,10 @@ from typing import Any, Generic, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from safeloop.infra.exceptions import RecordRejectedError
+from safeloop.infra.kafka.dead_letters import SourceRecord, dead_letter, decode_or_reject
 from safeloop.schemas.codec import DEAD_LETTER_CODEC, EventCodec
 from safeloop.schemas.events import DeadLetter
-from safeloop.schemas.exceptions import DecodeError
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ class ConsumerCounts:
     dead_letter_failures: int = 0
     commits: int = 0
     commit_failures: int = 0
+    # Lag probes that failed (partition not fetched yet, broker away).
+    lag_unknown: int = 0
 
 
 @dataclass(slots=True)
@@ -153,7 +156,10 @@ class EventConsumer(Generic[E]):
             try:
                 watermarks = self._consumer.get_watermark_offsets(tp, cached=True)
                 position = self._consumer.position([tp])[0].offset
-            except KafkaException:
+            except KafkaException as exc:
+                # Not fetched from yet, or the broker is away: this partition's lag is unknown.
+                self.counts.lag_unknown += 1
+                logger.debug("%s: no lag for %s[%s]: %s", self.name, self.topic, partition, exc)
                 continue
             if watermarks is None:
                 continue
@@ -164,41 +170,38 @@ class EventConsumer(Generic[E]):
         self.lag = lag
 
     def _decode(self, message: Message, now_ms: int) -> E | None:
-        value = message.value()
-        try:
-            event = self._codec.decode(value if value is not None else b"")
-            if self._validate is not None:
-                self._validate(event, now_ms)
-        except DecodeError as exc:
-            self._dead_letter(message, exc, now_ms)
-            return None
-        return event
-
-    def _dead_letter(self, message: Message, exc: DecodeError, now_ms: int) -> None:
-        self.counts.dead_lettered += 1
-        letter = DeadLetter(
-            source_topic=message.topic() or self.topic,
-            source_partition=_partition(message),
-            source_offset=_offset(message),
+        record = SourceRecord(
+            topic=message.topic() or self.topic,
+            partition=_partition(message),
+            offset=_offset(message),
             key=message.key(),
             value=message.value(),
-            reason=f"{exc.reason}: {exc.message}",
-            error_type=str(exc.reason),
-            timestamp=now_ms,
-            consumer=self.name,
         )
+        validate = self._validate
+        try:
+            return decode_or_reject(
+                record,
+                self._codec,
+                validate=None if validate is None else lambda event: validate(event, now_ms),
+            )
+        except RecordRejectedError as exc:
+            self._dead_letter(dead_letter(record, exc, self.name, now_ms))
+            return None
+
+    def _dead_letter(self, letter: DeadLetter) -> None:
+        self.counts.dead_lettered += 1
         logger.warning(
             "%s: dead letter for %s[%s]@%s: %s",
             self.name,
-            message.topic(),
-            message.partition(),
-            message.offset(),
+            letter.source_topic,
+            letter.source_partition,
+            letter.source_offset,
             letter.reason,
         )
         try:
             self._dead_letters.produce(
                 self._dead_letter_topic,
-                key=message.key(),
+                key=letter.key,
                 value=DEAD_LETTER_CODEC.encode(letter),
                 on_delivery=self._delivered,
             )

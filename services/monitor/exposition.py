@@ -74,6 +74,12 @@ def metrics_registry(service: MetricsService) -> Registry:
         ("topic",),
     )
     add(
+        "safeloop_metrics_lag_probe_failures_total",
+        "Lag probes that failed (partition not fetched yet, or the broker away), per topic.",
+        per_topic(lambda counts: counts.lag_unknown),
+        ("topic",),
+    )
+    add(
         "safeloop_metrics_assigned_partitions",
         "Partitions the consumer group currently assigns to this process, per topic.",
         lambda: {(c.topic,): len(c.membership.partitions) for c in consumers},

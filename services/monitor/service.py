@@ -25,6 +25,13 @@ from safeloop.schemas.events import (
     Route,
     Urgency,
 )
+from safeloop.schemas.tables import (
+    DRIFT_METRICS,
+    HEALTH_METRICS,
+    PERFORMANCE_METRICS,
+    MetricRow,
+    Table,
+)
 from safeloop.services.control.follower import ControlFollower
 from safeloop.services.control.issuer import CommandIssuer
 from safeloop.services.guard.policy import GuardPolicy
@@ -33,10 +40,9 @@ from safeloop.services.metrics.drift_tracker import DriftTracker
 from safeloop.services.metrics.health_tracker import HealthTracker
 from safeloop.services.metrics.performance import relative_drop
 from safeloop.services.metrics.performance_tracker import PerformanceTracker
-from safeloop.services.metrics.rows import MetricRow
 from safeloop.services.monitor.consumer import EventConsumer
 from safeloop.services.monitor.model_info import ModelInfoCache
-from safeloop.services.monitor.writer import MetricTable, MetricWriter
+from safeloop.services.monitor.writer import MetricWriter
 from safeloop.services.retraining.decision import decide
 from safeloop.services.retraining.policy import RetrainingPolicy
 from safeloop.services.retraining.publisher import RetrainingPublisher
@@ -94,7 +100,7 @@ class LoopState:
 
 @dataclass
 class _Snapshot:
-    rows: dict[MetricTable, list[MetricRow]]
+    rows: dict[Table[MetricRow], list[MetricRow]]
     decisions: list[RetrainingDecision]
     positions: list[tuple[Commit, str, list[TopicPartition]]]
     future: Future[int] | None = None
@@ -198,9 +204,9 @@ class MetricsService:
         now_ms = time.time_ns() // 1_000_000
         drift_rows, estimate_rows = self.drift.rows()
         rows = {
-            MetricTable.HEALTH: self.health.rows(now_ms),
-            MetricTable.PERFORMANCE: self.performance.rows(now_ms) + estimate_rows,
-            MetricTable.DRIFT: drift_rows,
+            HEALTH_METRICS: self.health.rows(now_ms),
+            PERFORMANCE_METRICS: self.performance.rows(now_ms) + estimate_rows,
+            DRIFT_METRICS: drift_rows,
         }
         decisions: list[RetrainingDecision] = []
         if (time.monotonic() - self._last_retraining) * 1000 >= self.config.retraining_interval_ms:

@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from safeloop.schemas.events import Route
+from safeloop.schemas.tables import MetricRow
 from safeloop.services.metrics.baseline import ModelBaseline
 from safeloop.services.metrics.classification import classification_metrics
 from safeloop.services.metrics.drift import model_drift
@@ -15,7 +16,6 @@ from safeloop.services.metrics.health import health_snapshot
 from safeloop.services.metrics.keyed import WindowKey
 from safeloop.services.metrics.performance import Task, performance_snapshot
 from safeloop.services.metrics.rows import (
-    MetricRow,
     RowContext,
     drift_rows,
     estimate_rows,
