@@ -27,12 +27,13 @@ from typing import Any
 import numpy as np
 
 from safeloop.infra.kafka.broker import LocalKafkaBroker
+from safeloop.infra.kafka.clients import make_producer
 from safeloop.infra.kafka.topics import TopicAdmin, topic_specs
 from safeloop.infra.settings import Settings
 from safeloop.schemas.codec import REPLICA_STATUS_CODEC
 from safeloop.schemas.events import CommandKind, ModelConfig, ReplicaState
 from safeloop.services.control.broadcast import BroadcastReader
-from safeloop.services.control.clients import make_broadcast_reader, make_producer
+from safeloop.services.control.clients import make_broadcast_reader
 from safeloop.services.control.keys import load_keyring
 from safeloop.services.control.publisher import ControlPublisher, read_control_topic
 from safeloop.services.models.store import ModelStore

@@ -40,7 +40,7 @@ from confluent_kafka import Producer
 from safeloop.infra.clickhouse.client import clickhouse_client
 from safeloop.infra.clickhouse.migrate import migrate
 from safeloop.infra.kafka.broker import LocalKafkaBroker
-from safeloop.infra.kafka.clients import producer_config
+from safeloop.infra.kafka.clients import make_producer, producer_config
 from safeloop.infra.kafka.topics import TopicAdmin, topic_specs
 from safeloop.infra.settings import Secret, Settings
 from safeloop.infra.warehouse.process import WarehouseProcess
@@ -53,7 +53,7 @@ from safeloop.schemas.events import (
     PredictionEvent,
     Route,
 )
-from safeloop.services.control.clients import make_broadcast_reader, make_producer
+from safeloop.services.control.clients import make_broadcast_reader
 from safeloop.services.control.keys import load_keyring
 from safeloop.services.control.publisher import ControlPublisher, read_control_topic
 from safeloop.services.control.state import AppliedConfig

@@ -26,10 +26,10 @@ import numpy as np
 from confluent_kafka import Producer
 
 from safeloop.infra.kafka.broker import LocalKafkaBroker
+from safeloop.infra.kafka.clients import make_producer
 from safeloop.infra.kafka.topics import TopicAdmin, topic_specs
 from safeloop.infra.settings import Settings
 from safeloop.schemas.events import ModelConfig
-from safeloop.services.control.clients import make_producer
 from safeloop.services.metrics.baseline import ModelBaseline
 from safeloop.services.models.loaded import LoadedModel
 from safeloop.services.models.metadata import ModelMetadata

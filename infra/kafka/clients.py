@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from confluent_kafka import KafkaException
+import logging
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from safeloop.infra.settings import Settings
 
 ConfigValue = str | int | float | bool
+
+log = logging.getLogger(__name__)
+# librdkafka's own log lines go through logging instead of straight to stderr.
+_CLIENT_LOGGER = logging.getLogger("safeloop.kafka.client")
 
 
 def _dotted(overrides: dict[str, ConfigValue]) -> dict[str, ConfigValue]:
@@ -59,3 +66,26 @@ def cluster_answers(bootstrap: str, timeout: float) -> bool:
     except KafkaException:
         return False
     return bool(metadata.brokers)
+
+
+def make_producer(settings: Settings, **overrides: ConfigValue) -> Producer:
+    """A producer from `producer_config`, logging through `logging` rather than stderr."""
+    return Producer(with_client_logging(producer_config(settings, **overrides)))
+
+
+def make_consumer(settings: Settings, group_id: str, **overrides: ConfigValue) -> Consumer:
+    """A consumer from `consumer_config`, logging through `logging` rather than stderr."""
+    return Consumer(with_client_logging(consumer_config(settings, group_id, **overrides)))
+
+
+def with_client_logging(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` with librdkafka's errors and log lines routed to `logging`."""
+    routed: dict[str, Any] = dict(config)
+    routed.setdefault("error_cb", _log_client_error)
+    routed.setdefault("logger", _CLIENT_LOGGER)
+    return routed
+
+
+def _log_client_error(error: KafkaError) -> None:
+    # Broker-down errors repeat every reconnect attempt; the counters tell the story.
+    log.debug("kafka client: %s", error)

@@ -12,12 +12,13 @@ from collections.abc import Callable
 from typing import Any
 
 from safeloop.infra.clickhouse.client import clickhouse_client
+from safeloop.infra.kafka.clients import make_producer
 from safeloop.infra.settings import Settings
 from safeloop.schemas.events import CommandKind, ControlCommand, ModelConfig
 from safeloop.services.cli.exceptions import UsageError
 from safeloop.services.cli.exit_codes import ExitCode
 from safeloop.services.control.audit import send_and_record
-from safeloop.services.control.clients import make_broadcast_reader, make_producer
+from safeloop.services.control.clients import make_broadcast_reader
 from safeloop.services.control.exceptions import CommandError, ControlError, WaitTimeoutError
 from safeloop.services.control.fleet import FleetSnapshot, FleetWatcher
 from safeloop.services.control.keys import load_keyring

@@ -7,12 +7,12 @@ from typing import Any
 from confluent_kafka import Consumer
 
 from safeloop.infra.clickhouse.client import clickhouse_client
-from safeloop.infra.kafka.clients import consumer_config
+from safeloop.infra.kafka.clients import make_consumer, make_producer
 from safeloop.infra.settings import Settings
 from safeloop.schemas.codec import FEEDBACK_CODEC, PREDICTION_CODEC
 from safeloop.schemas.events import ModelConfig, PredictionEvent
 from safeloop.schemas.validation import validate_prediction
-from safeloop.services.control.clients import make_broadcast_reader, make_producer
+from safeloop.services.control.clients import make_broadcast_reader
 from safeloop.services.control.follower import ControlFollower
 from safeloop.services.control.issuer import CommandIssuer
 from safeloop.services.control.keys import load_keyring
@@ -31,10 +31,7 @@ ISSUER = "safeloop-metrics"
 
 def metrics_consumer(settings: Settings, group: str, **overrides: Any) -> Consumer:
     """A group consumer that hands over records as soon as they exist (the guard's latency)."""
-    config: dict[str, Any] = dict(
-        consumer_config(settings, group, **{"fetch.wait.max.ms": 10, **overrides})
-    )
-    return Consumer(config)
+    return make_consumer(settings, group, **{"fetch.wait.max.ms": 10, **overrides})
 
 
 def initial_config_from(store: ModelStore) -> Any:

@@ -7,9 +7,10 @@ import os
 import socket
 from typing import Any
 
+from safeloop.infra.kafka.clients import make_producer
 from safeloop.infra.settings import Settings
 from safeloop.schemas.events import ControlCommand, ModelConfig, ReplicaState
-from safeloop.services.control.clients import make_broadcast_reader, make_producer
+from safeloop.services.control.clients import make_broadcast_reader
 from safeloop.services.control.keys import KeyRing, load_keyring
 from safeloop.services.control.listener import ControlListener
 from safeloop.services.control.state import AppliedConfig, ApplyOutcome, ApplyResult, ControlState

@@ -18,9 +18,10 @@ from typing import Any
 
 from _waiting import poller
 
+from safeloop.infra.kafka.clients import make_producer
 from safeloop.infra.settings import Secret, Settings
 from safeloop.schemas.events import CommandKind, ModelConfig
-from safeloop.services.control.clients import make_broadcast_reader, make_producer
+from safeloop.services.control.clients import make_broadcast_reader
 from safeloop.services.control.keys import load_keyring
 from safeloop.services.control.publisher import ControlPublisher, read_control_topic
 from safeloop.services.guard.local import ReplicaGuard

@@ -12,11 +12,12 @@ from confluent_kafka import Producer
 from conftest import Stack
 
 from safeloop.infra.clickhouse.client import clickhouse_client
+from safeloop.infra.kafka.clients import make_producer
 from safeloop.infra.settings import Settings
 from safeloop.schemas.codec import CONTROL_CODEC
 from safeloop.schemas.events import CommandKind, ControlCommand, Route
 from safeloop.services.cli.main import main
-from safeloop.services.control.clients import make_broadcast_reader, make_producer
+from safeloop.services.control.clients import make_broadcast_reader
 from safeloop.services.control.fleet import FleetWatcher
 from safeloop.services.control.keys import SigningKey
 from safeloop.services.control.publisher import ControlPublisher, read_control_topic
