@@ -3,19 +3,35 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# The exact tested packages for Python 3.11 on Linux x86_64, with hashes: runtime (the image's)
+# and runtime + dev (.venv's). `make lock` re-resolves them from pyproject.toml.
+LOCK     := requirements.lock
+DEV_LOCK := requirements-dev.lock
+UV_VERSION := 0.13.9
+LOCK_FLAGS = --python-version 3.11 --python-platform x86_64-unknown-linux-gnu --generate-hashes \
+	--custom-compile-command 'make lock' $(if $(UPGRADE),--upgrade)
 
 .DEFAULT_GOAL := help
 
 help: ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(DEV_LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -r $(DEV_LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install safeloop with its dev tools
+install: $(STAMP) ## create .venv and install safeloop with its dev tools, as locked
+
+$(BIN)/uv:
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
+
+lock: $(BIN)/uv ## re-resolve the locks from pyproject.toml, keeping pins still allowed (UPGRADE=1: newest)
+	$(BIN)/uv pip compile --quiet pyproject.toml --extra dev $(LOCK_FLAGS) -o $(DEV_LOCK)
+	$(BIN)/uv pip compile --quiet pyproject.toml $(LOCK_FLAGS) -c $(DEV_LOCK) -o $(LOCK)
 
 demo: $(STAMP) ## the main job: start Kafka and ClickHouse, run the loop, show what landed, stop
 	$(BIN)/safeloop demo
@@ -49,4 +65,4 @@ stop: $(STAMP) ## stop the local Kafka broker and ClickHouse endpoint if they ru
 clean: stop ## remove local state (Kafka data, warehouse data); keeps .venv and the jar cache
 	rm -rf .state
 
-.PHONY: help install browser demo lint unit test bench stop clean
+.PHONY: help install lock browser demo lint unit test bench stop clean

@@ -10,8 +10,7 @@ import faust
 
 from safeloop.infra.settings import Settings
 from safeloop.schemas.validation import DEFAULT_MAX_FUTURE_SKEW_MS
-from safeloop.streams.consumer import install as install_consumer
-from safeloop.streams.observability import LeanMonitor
+from safeloop.streams.faust_adapter import LeanMonitor, install_consumer
 from safeloop.streams.sink import SinkConfig
 from safeloop.streams.windows import JoinWindows
 

@@ -5,10 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from time import monotonic
-from typing import Any
-
-from faust.sensors.monitor import Monitor
 
 from safeloop.infra.kafka.dead_letters import DeadLetterCounts
 from safeloop.infra.prometheus import CallbackGauge, CallbackKind, Labels, Registry
@@ -195,30 +191,3 @@ class RateLogger:
                 snapshot.sink.consecutive_failures,
             )
         self._last = (now_s, events, joined)
-
-
-class LeanMonitor(Monitor):
-    """faust's Monitor without its per-message bookkeeping.
-
-    faust calls the monitor four or five times for every message (in, stream in/out, out, end
-    offset); nothing here reads those figures (the worker's /metrics are `StreamSnapshot`'s),
-    and they cost several percent of the worker's CPU. Everything else stays faust's.
-    """
-
-    def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
-        return None
-
-    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
-        # Kept: the aiokafka driver's "stream stopped processing" check reads it.
-        self.stream_inbound_time[tp] = monotonic()
-
-    def on_stream_event_out(
-        self, tp: Any, offset: int, stream: Any, event: Any, state: Any = None
-    ) -> None:
-        return None
-
-    def on_message_out(self, tp: Any, offset: int, message: Any) -> None:
-        return None
-
-    def track_tp_end_offset(self, tp: Any, offset: int) -> None:
-        return None

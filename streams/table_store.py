@@ -8,6 +8,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from safeloop.schemas.codec import OUTCOME_CODEC, PREDICTION_CODEC
 from safeloop.streams.exceptions import StreamError
+from safeloop.streams.faust_adapter import partition_db, visible_items
 from safeloop.streams.state import EarlyOutcome, PendingPrediction
 
 V = TypeVar("V")
@@ -100,10 +101,10 @@ class FaustTableStore(Generic[V]):
         self._topic: str | None = None
 
     def _db(self, partition: int) -> Any:
-        store = self.table.data
-        if not hasattr(store, "_db_for_partition"):
+        db = partition_db(self.table, partition)
+        if db is None:
             raise StreamError(f"table {self.table.name} needs the rocksdb:// store")
-        return store._db_for_partition(partition)
+        return db
 
     def _send(self, partition: int, key: bytes, value: bytes | None) -> None:
         if self._changelog is None:
@@ -131,13 +132,11 @@ class FaustTableStore(Generic[V]):
         self._send(partition, raw_key, None)
 
     def items(self, partition: int) -> Iterator[tuple[str, V]]:
-        store = self.table.data
-        for raw_key, raw in store._visible_items(self._db(partition)):
+        for raw_key, raw in visible_items(self.table, self._db(partition)):
             yield raw_key.decode(), self._decode(raw)
 
     def expiries(self, partition: int) -> Iterator[tuple[str, int]]:
         # Both encodings start with the expiry: a rebalance re-indexes without decoding Avro.
-        store = self.table.data
         unpack = _HEADER.unpack_from
-        for raw_key, raw in store._visible_items(self._db(partition)):
+        for raw_key, raw in visible_items(self.table, self._db(partition)):
             yield raw_key.decode(), unpack(raw)[0]

@@ -19,6 +19,7 @@ from safeloop.infra.settings import Settings
 from safeloop.schemas.codec import DEAD_LETTER_CODEC, FEEDBACK_CODEC
 from safeloop.schemas.tables import DEAD_LETTERS, FEEDBACK, OUTCOMES, PREDICTIONS
 from safeloop.streams.app import StreamApp, StreamConfig, create_app
+from safeloop.streams.faust_adapter import committed_offset, in_recovery, started_consumer
 from safeloop.streams.join import JoinWindow, Release
 from safeloop.streams.observability import (
     CONTENT_TYPE,
@@ -155,7 +156,7 @@ class StreamWorker:
         await self.sink.maybe_flush()
 
     async def _expiry_tick(self) -> None:
-        if self.app.rebalancing or getattr(self.app, "in_recovery", False):
+        if self.app.rebalancing or in_recovery(self.app):
             return
         owned = self._owned_partitions()
         self._ensure_indexed(owned)
@@ -207,7 +208,7 @@ class StreamWorker:
     def snapshot(self) -> StreamSnapshot:
         lag: dict[tuple[str, int], int] = {}
         unknown = 0
-        consumer = getattr(self.app, "_consumer", None)
+        consumer = started_consumer(self.app)
         if consumer is not None:
             source = {self.topics.predictions, self.topics.outcomes}
             for tp in consumer.assignment():
@@ -225,7 +226,7 @@ class StreamWorker:
                     continue
                 done = self.flushed.get((tp.topic, tp.partition))
                 if done is None:
-                    done = consumer._committed_offset.get(tp) or 0
+                    done = committed_offset(consumer, tp) or 0
                 lag[(tp.topic, tp.partition)] = max(int(highwater) - done, 0)
         partitions = sorted(self._indexed)
         return StreamSnapshot(

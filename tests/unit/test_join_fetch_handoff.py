@@ -1,4 +1,4 @@
-"""streams.consumer, the fetcher's inline hand-off to the join's stream: a callback that
+"""streams.faust_adapter, the fetcher's inline hand-off to the join's stream: a callback that
 suspends is resumed exactly where it stopped."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from safeloop.streams.consumer import _Resume
+from safeloop.streams.faust_adapter import _Resume
 
 
 async def _steps(log: list[str], gate: asyncio.Future[None]) -> str:

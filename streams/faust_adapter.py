@@ -1,6 +1,19 @@
-"""faust's aiokafka consumer with a cheaper per-message hand-off from the fetcher to the streams.
+"""Every use of faust-streaming's internals, in one place: the rest of `streams/` uses only
+faust's public API and this module.
 
-faust 0.15's fetcher hands every message to the conductor with
+Written against faust-streaming 0.15.3, which pyproject.toml pins exactly;
+tests/unit/test_faust_adapter.py fails loudly when that version or any internal used here
+changes (signatures, attributes, and hashes of the faust code copied or mirrored here).
+
+- `Consumer`, `Transport`, `install_consumer`: the aiokafka driver's consumer with a cheaper
+  per-message hand-off from the fetcher to the streams (overrides `Consumer._drain_messages`).
+- `LeanMonitor`: faust's Monitor without its per-message bookkeeping.
+- `partition_db`, `visible_items`: the RocksDB store's database of one partition and its items,
+  for `table_store.FaustTableStore`'s direct reads and writes.
+- `started_consumer`, `committed_offset`, `in_recovery`: what the worker's /metrics and expiry
+  read off the app and its consumer.
+
+The hand-off: faust 0.15's fetcher hands every message to the conductor with
 `await self.wait_first(callback(message), self.suspend_flow.wait())`: four asyncio tasks and
 an `asyncio.wait` per message, so at least one event-loop turn each. The profile put that at a
 fifth of the worker's CPU (bench/results/stream_join_profile.txt). Almost always the callback
@@ -17,10 +30,15 @@ Everything else in the loop is faust's `Consumer._drain_messages` as of 0.15.3.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Generator
+from collections.abc import Coroutine, Generator, Iterator
+from time import monotonic
 from typing import Any, cast
 
+from faust.sensors.monitor import Monitor
 from faust.transport.drivers import aiokafka as faust_aiokafka
+
+# The faust-streaming release this module was written against (pinned in pyproject.toml).
+FAUST_VERSION = "0.15.3"
 
 _FETCHING = "FETCHING"
 # A full stream queue is given up to ~50 ms to drain to half before the message is handed over.
@@ -159,6 +177,75 @@ class Transport(faust_aiokafka.Transport):
     Consumer = Consumer
 
 
-def install(app: Any) -> None:
-    """Use this module's consumer in `app` (call before the app starts)."""
+def install_consumer(app: Any) -> None:
+    """Use this module's consumer in `app` (call before the app starts).
+
+    Builds the transport as faust's `App._new_transport` does, with this module's class.
+    """
     app.transport = Transport(app.conf.broker_consumer, app)
+
+
+class LeanMonitor(Monitor):
+    """faust's Monitor without its per-message bookkeeping.
+
+    faust calls the monitor four or five times for every message (in, stream in/out, out, end
+    offset); nothing here reads those figures (the worker's /metrics are `StreamSnapshot`'s),
+    and they cost several percent of the worker's CPU. Everything else stays faust's.
+    """
+
+    def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
+        return None
+
+    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
+        # Kept: the aiokafka driver's "stream stopped processing" check reads it.
+        self.stream_inbound_time[tp] = monotonic()
+
+    def on_stream_event_out(
+        self, tp: Any, offset: int, stream: Any, event: Any, state: Any = None
+    ) -> None:
+        return None
+
+    def on_message_out(self, tp: Any, offset: int, message: Any) -> None:
+        return None
+
+    def track_tp_end_offset(self, tp: Any, offset: int) -> None:
+        return None
+
+
+# -- the RocksDB store (faust.stores.rocksdb.Store) ---------------------------------------
+
+
+def partition_db(table: Any, partition: int) -> Any | None:
+    """The rocksdict database of `partition` of `table`'s store, opened on first use as faust
+    does; None when the table does not use the rocksdb:// store."""
+    store = table.data
+    if not hasattr(store, "_db_for_partition"):
+        return None
+    return store._db_for_partition(partition)
+
+
+def visible_items(table: Any, db: Any) -> Iterator[tuple[bytes, bytes]]:
+    """The raw (key, value) pairs in `db`, one of `table`'s partition databases, without the
+    offset record faust keeps among them."""
+    items: Iterator[tuple[bytes, bytes]] = table.data._visible_items(db)
+    return items
+
+
+# -- the app and its consumer -------------------------------------------------------------
+
+
+def started_consumer(app: Any) -> Any | None:
+    """The app's consumer if it was created; None before (`app.consumer` would create one)."""
+    return getattr(app, "_consumer", None)
+
+
+def committed_offset(consumer: Any, tp: Any) -> int | None:
+    """The offset the consumer last committed for `tp`, None if none yet (without adding an
+    entry to faust's defaultdict)."""
+    offset: int | None = consumer._committed_offset.get(tp)
+    return offset
+
+
+def in_recovery(app: Any) -> bool:
+    """True while faust's table recovery replays changelogs (it sets `app.in_recovery`)."""
+    return bool(getattr(app, "in_recovery", False))

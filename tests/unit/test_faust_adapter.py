@@ -1,0 +1,326 @@
+"""streams.faust_adapter holds every use of faust-streaming's internals: these tests fail loudly
+when the installed faust is not the one it was written against, or when an internal it relies
+on has moved, changed its signature, or changed its code since it was copied or mirrored.
+
+After a faust upgrade: re-check each failing item as its message says, adapt
+streams/faust_adapter.py, then record the new version (FAUST_VERSION, the pin in pyproject.toml,
+`make lock`) and the new hashes below.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata
+import inspect
+import re
+import tomllib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from faust.app.base import App
+from faust.sensors.monitor import Monitor
+from faust.stores.rocksdb import Store
+from faust.tables.recovery import Recovery
+from faust.transport import base as transport_base
+from faust.transport import conductor as faust_conductor
+from faust.transport import consumer as faust_consumer
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+from faust.types.app import AppT
+
+from safeloop.infra.settings import Settings
+from safeloop.streams import faust_adapter
+from safeloop.streams.app import StreamConfig, create_app
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# (faust function, sha256 of its `inspect.getsource` in faust-streaming 0.15.3, what to re-check)
+COPIED_OR_MIRRORED: list[tuple[Callable[..., Any], str, str]] = [
+    (
+        faust_consumer.Consumer._drain_messages,
+        "44a2500309e83c630493f6828af50166ec8d96a0b3e4fb2bab735f704ae93417",
+        "faust_adapter.Consumer._drain_messages is a copy of it with an inline hand-off; port "
+        "faust's change into the copy (or drop the override if faust made the hand-off cheap)",
+    ),
+    (
+        App._new_transport,
+        "42db531312dd776fc3937154a32f19eeb9ad7d4ebc2722a92d081a2d271baea1",
+        "faust_adapter.install_consumer builds the consumer transport the way this does; "
+        "build it with the same arguments",
+    ),
+    (
+        faust_conductor.Conductor._compile_message_handler,
+        "9fbc0538097aa4eca6113b99df8d17605ae72a6b5030482f041a183f4cc34df1",
+        "the inline hand-off runs the on_message compiled here up to its first suspension "
+        "outside wait_first; check it still only decodes and puts into stream queues, and "
+        "rarely suspends",
+    ),
+    (
+        Monitor.on_message_in,
+        "b2a9a9045b2f456cc736fdbf99f47f4f45335896050c9e48703dfc8146ca51ea",
+        "LeanMonitor makes it a no-op; check nothing in faust needs what it records",
+    ),
+    (
+        Monitor.on_stream_event_in,
+        "df6d2e5f6397ce441d1fdeb83cb7cb5893a33e507e5e0c8caad38e6a916d838d",
+        "LeanMonitor keeps only its stream_inbound_time write; check nothing in faust needs "
+        "the rest of what it records or its returned state",
+    ),
+    (
+        Monitor.on_stream_event_out,
+        "2d2277a6dbda754cd655207496c08adb6b9141e59556cd9373593c1ef28a18bd",
+        "LeanMonitor makes it a no-op; check nothing in faust needs what it records",
+    ),
+    (
+        Monitor.on_message_out,
+        "7c4054247cde96c35740d0f5876b90d67549eed0af16f19cdcb3337e719a6c3b",
+        "LeanMonitor makes it a no-op; check nothing in faust needs what it records",
+    ),
+    (
+        Monitor.track_tp_end_offset,
+        "94ceb4542d7c1082f7c59da60c76399f2ad71f2bb9c276fdc3b3ccdb7b716d4d",
+        "LeanMonitor makes it a no-op; check nothing in faust needs what it records",
+    ),
+    (
+        Store._db_for_partition,
+        "cb7e67d5f9efc4bced7b7ab09a55fe717c352daad5b693594e3f7ca52a98787f",
+        "faust_adapter.partition_db calls it; check it still opens a partition's database on "
+        "first use and returns the same one after",
+    ),
+    (
+        Store._visible_items,
+        "545dc16a2b25e4a4c6ce4483ba808b7121b733ac32ecbdcbba78348248f816c2",
+        "FaustTableStore.items/expiries iterate it; check it still yields the raw (key, value) "
+        "bytes of one partition database without faust's offset record",
+    ),
+    (
+        Store._set,
+        "4227e561e288d9413bf663a3a67940fd4976f5484e70e49445858ce4d400d26e",
+        "FaustTableStore.put writes the partition database directly as this does (raw key, "
+        "raw value); check `table[key] = value` still stores nothing else it needs",
+    ),
+    (
+        Store.apply_changelog_batch,
+        "ea3344d369fc4ab5e3cdace30565691136035a463acb7b2551fdc0b8af71643b",
+        "faust restores FaustTableStore's tables through it from the changelog records the "
+        "store sends; check it still writes each record's raw key and value (None: delete) "
+        "into the database of the record's partition",
+    ),
+]
+
+
+def _source_sha256(function: Callable[..., Any]) -> str:
+    return hashlib.sha256(inspect.getsource(function).encode()).hexdigest()
+
+
+def _parameters(function: Callable[..., Any]) -> list[tuple[str, Any, Any]]:
+    """Names, kinds and defaults, not annotations (faust's are types, the adapter's strings)."""
+    return [(p.name, p.kind, p.default) for p in inspect.signature(function).parameters.values()]
+
+
+def _locked_version(lock: Path, name: str) -> str | None:
+    match = re.search(rf"^{re.escape(name)}==([^\s\\;]+)", lock.read_text(), re.MULTILINE)
+    return match.group(1) if match else None
+
+
+@contextlib.contextmanager
+def _worker_app(state: Path) -> Iterator[Any]:
+    """The worker's app as `create_app` builds it; nothing is started or connected."""
+    app = create_app(
+        Settings(state_dir=state, kafka_bootstrap_servers="127.0.0.1:9"),
+        StreamConfig(data_dir=state / "worker"),
+    ).app
+    try:
+        yield app
+    finally:
+        # The event loops building it opened: the app's and its consumer thread's.
+        consumer = faust_adapter.started_consumer(app)
+        if consumer is not None:
+            consumer._thread.thread_loop.close()
+        app.loop.close()
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    with _worker_app(tmp_path_factory.mktemp("faust-adapter")) as built:
+        yield built
+
+
+@pytest.fixture(scope="module")
+def consumer(app: Any) -> Any:
+    return app.consumer
+
+
+# -- the version ---------------------------------------------------------------------------
+
+
+def test_installed_faust_is_the_version_the_adapter_was_written_against() -> None:
+    installed = importlib.metadata.version("faust-streaming")
+    assert installed == faust_adapter.FAUST_VERSION, (
+        f"faust-streaming {installed} is installed; streams/faust_adapter.py was written "
+        f"against {faust_adapter.FAUST_VERSION}: re-check every internal it uses (this file "
+        "lists them), then update FAUST_VERSION, the pin and the locks"
+    )
+
+
+def test_pyproject_and_the_locks_pin_that_faust_version_exactly() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert f"faust-streaming=={faust_adapter.FAUST_VERSION}" in project["dependencies"]
+    for lock in ("requirements.lock", "requirements-dev.lock"):
+        assert _locked_version(ROOT / lock, "faust-streaming") == faust_adapter.FAUST_VERSION, lock
+
+
+# -- code copied or mirrored from faust ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("function", "recorded", "recheck"),
+    COPIED_OR_MIRRORED,
+    ids=[f"{f.__module__}.{f.__qualname__}" for f, _, _ in COPIED_OR_MIRRORED],
+)
+def test_faust_code_copied_or_mirrored_is_unchanged_since_the_copy(
+    function: Callable[..., Any], recorded: str, recheck: str
+) -> None:
+    actual = _source_sha256(function)
+    assert actual == recorded, (
+        f"{function.__module__}.{function.__qualname__} changed since faust-streaming "
+        f"{faust_adapter.FAUST_VERSION} (source sha256 {actual}, recorded {recorded}): "
+        f"{recheck}; then record the new hash in {Path(__file__).name}"
+    )
+
+
+# -- the consumer and its fetch loop -------------------------------------------------------
+
+
+def test_faust_drains_messages_through_the_one_consumer_method_the_adapter_overrides() -> None:
+    fetcher = inspect.getsource(faust_consumer.Fetcher._fetcher.fun)
+    assert "consumer._drain_messages(self)" in fetcher, "the fetcher no longer calls it"
+    defining = [
+        klass for klass in faust_adapter.Consumer.__mro__[1:] if "_drain_messages" in vars(klass)
+    ]
+    # Only faust's base Consumer defines it: the copy replaces nothing the driver customised.
+    assert defining == [faust_consumer.Consumer]
+    assert _parameters(faust_consumer.Consumer._drain_messages) == _parameters(
+        faust_adapter.Consumer._drain_messages
+    )
+    assert issubclass(faust_adapter.Consumer, faust_aiokafka.Consumer)
+    assert issubclass(faust_adapter.Transport, faust_aiokafka.Transport)
+
+
+def test_install_consumer_gives_the_app_the_adapters_consumer(app: Any, consumer: Any) -> None:
+    transport_init = _parameters(transport_base.Transport.__init__)
+    assert [name for name, _, _ in transport_init] == ["self", "url", "app", "loop"]
+    assert App.transport.fset is not None, "App.transport is no longer settable"
+    assert type(app.transport) is faust_adapter.Transport
+    assert type(consumer) is faust_adapter.Consumer
+
+
+def test_the_consumer_has_every_internal_the_copied_fetch_loop_reads(
+    app: Any, consumer: Any
+) -> None:
+    # mode's Service internals
+    assert callable(consumer._stopped.is_set)
+    assert callable(consumer.diag.set_flag) and callable(consumer.diag.unset_flag)
+    assert callable(consumer.log.dev)
+    assert [n for n, _, _ in _parameters(consumer.wait_first)] == ["coros", "timeout"]
+    assert [n for n, _, _ in _parameters(consumer.sleep)][:1] == ["n"]
+    # faust's Consumer internals
+    assert consumer._read_offset[("nowhere", 0)] is None  # a defaultdict of None
+    assert consumer._committed_offset.get(("nowhere", 0)) is None
+    assert consumer._commit_every is None or isinstance(consumer._commit_every, int)
+    assert isinstance(consumer._n_acked, int)
+    assert callable(consumer.suspend_flow.is_set) and callable(consumer.suspend_flow.wait)
+    assert [n for n, _, _ in _parameters(consumer._add_gap)] == ["tp", "offset_from", "offset_to"]
+    assert [n for n, _, _ in _parameters(consumer.getmany)] == ["timeout"]
+    assert isinstance(consumer.consumer_stopped_errors, tuple)
+    assert consumer.consumer_stopped_errors
+    assert consumer.transport is app.transport
+    assert isinstance(consumer.should_stop, bool)
+    assert callable(consumer.commit)
+
+
+def test_the_conductor_indexes_channels_by_partition_and_hands_off_through_a_coroutine(
+    app: Any, consumer: Any
+) -> None:
+    conductor = app.topics
+    assert callable(conductor._tp_index.get)
+    assert callable(conductor.acks_enabled_for)
+    # The inline hand-off drives the callback's coroutine by hand (`coro.send(None)`).
+    assert consumer.callback is conductor.on_message
+    assert inspect.iscoroutinefunction(conductor.on_message)
+    queue = app.topic("faust-adapter-probe").queue
+    assert isinstance(queue.maxsize, int)
+    assert callable(queue.full) and callable(queue.qsize)
+
+
+# -- the monitor ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "hook",
+    [
+        "on_message_in",
+        "on_stream_event_in",
+        "on_stream_event_out",
+        "on_message_out",
+        "track_tp_end_offset",
+    ],
+)
+def test_lean_monitor_overrides_faust_monitor_hooks_with_their_signatures(hook: str) -> None:
+    assert _parameters(getattr(Monitor, hook)) == _parameters(
+        getattr(faust_adapter.LeanMonitor, hook)
+    )
+
+
+def test_the_driver_still_reads_the_stream_inbound_time_lean_monitor_keeps(app: Any) -> None:
+    assert isinstance(app.monitor, faust_adapter.LeanMonitor)
+    assert "stream_inbound_time" in Monitor.__annotations__
+    driver = inspect.getsource(faust_aiokafka.AIOKafkaConsumerThread.verify_event_path)
+    assert "monitor.stream_inbound_time" in driver
+
+
+# -- the RocksDB store ---------------------------------------------------------------------
+
+
+def test_the_rocksdb_store_gives_partition_databases_and_their_visible_items(app: Any) -> None:
+    assert [n for n, _, _ in _parameters(Store._db_for_partition)] == ["self", "partition"]
+    assert [n for n, _, _ in _parameters(Store._visible_items)] == ["self", "db"]
+    table = app.tables["pending-predictions"]
+    assert isinstance(table.data, Store)
+    db = faust_adapter.partition_db(table, 1)
+    assert db is faust_adapter.partition_db(table, 1)
+    db.put(b"key", b"value")
+    db.put(table.data.offset_key, b"7")
+    assert list(faust_adapter.visible_items(table, db)) == [(b"key", b"value")]
+    db.delete(b"key")
+    db.delete(table.data.offset_key)
+
+
+def test_a_table_without_the_rocksdb_store_has_no_partition_database() -> None:
+    assert faust_adapter.partition_db(SimpleNamespace(data=object()), 0) is None
+
+
+# -- the app -------------------------------------------------------------------------------
+
+
+def test_the_app_keeps_its_consumer_and_recovery_flag_where_the_adapter_reads_them(
+    tmp_path: Path,
+) -> None:
+    with _worker_app(tmp_path) as app:
+        assert faust_adapter.started_consumer(app) is None  # not created by looking
+        consumer = app.consumer
+        assert faust_adapter.started_consumer(app) is consumer
+        tp = TP("nowhere", 0)
+        assert faust_adapter.committed_offset(consumer, tp) is None
+        assert tp not in consumer._committed_offset
+        consumer._committed_offset[tp] = 42
+        assert faust_adapter.committed_offset(consumer, tp) == 42
+        assert "in_recovery" in AppT.__annotations__
+        assert faust_adapter.in_recovery(app) is False
+        recovery = inspect.getsource(Recovery)
+        assert "self.app.in_recovery = True" in recovery
+        assert "self.app.in_recovery = False" in recovery
