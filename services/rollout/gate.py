@@ -1,9 +1,10 @@
-"""One step's gate: canary versus production with confidence intervals, plus hard guard limits.
+"""One step's gate: canary versus production with confidence sequences, plus hard guard limits.
 
-The canary fails a comparison only when the whole interval for (canary - production) lies
-beyond the tolerance, i.e. it is worse with the plan's confidence, not merely on point values.
-Every re-evaluation is another look at the data, so a gate checked very often is somewhat more
-likely to fail by chance than `confidence` says; the tolerances absorb most of it.
+The canary fails a comparison only when the whole confidence sequence for (canary - production)
+lies beyond the tolerance, i.e. it is worse with the plan's confidence, not merely on point
+values. A confidence sequence stays valid however often the gate re-evaluates the same step's
+growing evidence, so checking every few seconds does not inflate false alarms
+(services/rollout/sequential.py).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from safeloop.services.guard.judge import judge
 from safeloop.services.guard.verdict import VerdictKind
 from safeloop.services.metrics.health import HealthSnapshot
 from safeloop.services.metrics.performance import PerformanceSnapshot
-from safeloop.services.rollout.intervals import difference_interval
 from safeloop.services.rollout.plan import RolloutPlan
+from safeloop.services.rollout.sequential import ConfidenceSequence
 
 
 class GateOutcome(StrEnum):
@@ -91,12 +92,9 @@ def judge_gate(plan: RolloutPlan, evidence: GateEvidence, baked: bool) -> GateRe
 def _compare_errors(
     plan: RolloutPlan, canary: HealthSnapshot, production: HealthSnapshot, numbers: dict[str, str]
 ) -> list[str]:
-    low, high = difference_interval(
-        canary.error_count,
-        canary.request_count,
-        production.error_count,
-        production.request_count,
-        plan.confidence,
+    sequence = ConfidenceSequence.for_plan(1.0 - plan.confidence, plan.min_sample_per_step)
+    low, high = sequence.proportion_difference(
+        canary.error_count, canary.request_count, production.error_count, production.request_count
     )
     numbers["error_rate_difference_low"] = repr(low)
     numbers["error_rate_difference_high"] = repr(high)
@@ -123,12 +121,12 @@ def _compare_accuracy(
         return False
     if min(canary_metrics.count, production_metrics.count) < plan.min_labelled_per_step:
         return False
-    low, high = difference_interval(
+    sequence = ConfidenceSequence.for_plan(1.0 - plan.confidence, plan.min_labelled_per_step)
+    low, high = sequence.proportion_difference(
         production_metrics.correct_count,
         production_metrics.count,
         canary_metrics.correct_count,
         canary_metrics.count,
-        plan.confidence,
     )
     numbers["accuracy_drop_low"] = repr(low)
     numbers["accuracy_drop_high"] = repr(high)

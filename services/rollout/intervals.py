@@ -1,4 +1,8 @@
-"""Confidence intervals for proportions and their differences (Wilson, Newcombe hybrid score)."""
+"""Fixed-sample intervals for proportions and their differences (Wilson, Newcombe hybrid score).
+
+Valid for one look at the data; gates look again and again and use the confidence sequences of
+`sequential.py` instead. These stay as the baseline the sequences are simulated against.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,97 @@
+"""Always-valid comparisons: confidence sequences for the difference of two means.
+
+A fixed-sample interval (Wilson, Newcombe) is valid for one look at the data; a gate looks every
+few seconds, and each look is another chance of a false alarm. A confidence sequence covers the
+true difference at every sample size at once with probability 1 - alpha, so the false-alarm
+rate holds however often the guard looks (tests/unit/test_rollout_sequential.py simulates both).
+
+The boundary is Robbins' normal mixture: for a sum S with variance V, the mixture martingale
+(1 + rho^2 V)^(-1/2) exp(rho^2 S^2 / (2 (1 + rho^2 V))) exceeds 1/alpha with probability at most
+alpha ever (Ville's inequality), which bounds |S| for all V at once. It is applied, through the
+central limit theorem, to the difference of two sample means with plug-in variances
+(an asymptotic confidence sequence, Waudby-Smith et al. 2021); `rho` only sets where the
+sequence is tightest and is fixed from the plan, never from the data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from safeloop.services.rollout.exceptions import PlanError
+
+FloatArray = npt.NDArray[np.float64]
+
+# Bernoulli variance is at most 1/4: the target information of a plan uses it, so `rho` is
+# fixed before any data is seen (a data-chosen rho would void the guarantee).
+_MAX_BERNOULLI_VARIANCE = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class ConfidenceSequence:
+    """Two-sided, level 1 - alpha, tightest around a plan's per-step sample size."""
+
+    alpha: float
+    rho_squared: float
+
+    @classmethod
+    def for_plan(cls, alpha: float, target_per_arm: int) -> ConfidenceSequence:
+        """Tightest when each arm has about `target_per_arm` Bernoulli observations."""
+        if not 0.0 < alpha < 1.0:
+            raise PlanError(f"alpha must be in (0, 1), got {alpha}")
+        if target_per_arm < 1:
+            raise PlanError(f"target_per_arm must be at least 1, got {target_per_arm}")
+        # Information of a difference of two means is 1 / (var_a / n + var_b / n).
+        target_information = target_per_arm / (2.0 * _MAX_BERNOULLI_VARIANCE)
+        log_term = -2.0 * np.log(alpha)
+        # The rho^2 that makes the half-width smallest at the target information.
+        return cls(alpha, float((log_term + np.log(log_term + 1.0)) / target_information))
+
+    def half_widths(self, information: FloatArray) -> FloatArray:
+        """Half-widths for estimates whose variance is 1 / `information` (inf without any)."""
+        info = np.asarray(information, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            spread = 1.0 + self.rho_squared * info
+            radius_of_sum = np.sqrt(
+                2.0 * spread / self.rho_squared * np.log(np.sqrt(spread) / self.alpha)
+            )
+            widths = radius_of_sum / info
+        return np.where(info > 0.0, widths, np.inf)
+
+    def proportion_differences(
+        self,
+        successes_a: FloatArray,
+        trials_a: FloatArray,
+        successes_b: FloatArray,
+        trials_b: FloatArray,
+    ) -> tuple[FloatArray, FloatArray]:
+        """Bounds on p_a - p_b at many looks (cumulative counts); unbounded until both have data."""
+        x_a, n_a = np.asarray(successes_a, np.float64), np.asarray(trials_a, np.float64)
+        x_b, n_b = np.asarray(successes_b, np.float64), np.asarray(trials_b, np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            estimate = x_a / n_a - x_b / n_b
+            # Variances from one pseudo-success and one pseudo-failure per arm (Agresti-Caffo),
+            # so an arm without a single error yet does not claim certainty.
+            smooth_a = (x_a + 1.0) / (n_a + 2.0)
+            smooth_b = (x_b + 1.0) / (n_b + 2.0)
+            variance = smooth_a * (1.0 - smooth_a) / n_a + smooth_b * (1.0 - smooth_b) / n_b
+            half = self.half_widths(1.0 / variance)
+        both = (n_a > 0) & (n_b > 0)
+        return np.where(both, estimate - half, -np.inf), np.where(both, estimate + half, np.inf)
+
+    def proportion_difference(
+        self, successes_a: int, trials_a: int, successes_b: int, trials_b: int
+    ) -> tuple[float, float]:
+        """Bounds on p_a - p_b for one look (e.g. canary errors minus production errors)."""
+        for successes, trials in ((successes_a, trials_a), (successes_b, trials_b)):
+            if trials < 0 or not 0 <= successes <= trials:
+                raise PlanError(f"need 0 <= successes <= trials, got {successes}/{trials}")
+        lows, highs = self.proportion_differences(
+            np.array([successes_a]),
+            np.array([trials_a]),
+            np.array([successes_b]),
+            np.array([trials_b]),
+        )
+        return float(lows[0]), float(highs[0])
