@@ -12,6 +12,9 @@ from safeloop.infra.exceptions import SettingsError
 
 _DAY_MS = 24 * 60 * 60 * 1000
 
+_ALERT_KINDS = ("webhook", "slack", "pagerduty")
+_SEVERITIES = ("info", "warning", "critical")
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -124,6 +127,16 @@ class Settings:
     join_windows_ms: tuple[tuple[str, int], ...] = ()
     # How long an outcome that came before its prediction waits; None: the longest window.
     outcome_wait_ms: int | None = None
+    # Alert targets as (kind, minimum severity, URL); kinds: webhook, slack, pagerduty. Not in
+    # the repr: a Slack incoming-webhook URL is itself a secret.
+    alert_targets: tuple[tuple[str, str, str], ...] = field(default=(), repr=False)
+    # Signs generic webhooks (HMAC-SHA256); PagerDuty's Events v2 routing key.
+    alert_webhook_secret: Secret = Secret("")
+    pagerduty_routing_key: Secret = Secret("")
+    # Where alerts link to.
+    dashboard_url: str = "http://127.0.0.1:8050"
+    # Dead letters per minute above which the metrics service raises an alert.
+    alert_dead_letters_per_minute: int = 100
 
     @property
     def topics(self) -> TopicNames:
@@ -213,6 +226,13 @@ class Settings:
             join_window_ms=reader.positive_int("SAFELOOP_JOIN_WINDOW_MS", defaults.join_window_ms),
             join_windows_ms=reader.model_millis("SAFELOOP_JOIN_WINDOWS"),
             outcome_wait_ms=reader.optional_positive_int("SAFELOOP_OUTCOME_WAIT_MS"),
+            alert_targets=reader.alert_targets("SAFELOOP_ALERT_TARGETS"),
+            alert_webhook_secret=Secret(reader.text("SAFELOOP_ALERT_WEBHOOK_SECRET", "")),
+            pagerduty_routing_key=Secret(reader.text("SAFELOOP_PAGERDUTY_ROUTING_KEY", "")),
+            dashboard_url=reader.text("SAFELOOP_DASHBOARD_URL", defaults.dashboard_url),
+            alert_dead_letters_per_minute=reader.positive_int(
+                "SAFELOOP_ALERT_DEAD_LETTERS_PER_MINUTE", defaults.alert_dead_letters_per_minute
+            ),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -254,6 +274,13 @@ class Settings:
             "SAFELOOP_OUTCOME_WAIT_MS": ""
             if self.outcome_wait_ms is None
             else str(self.outcome_wait_ms),
+            "SAFELOOP_ALERT_TARGETS": ",".join(
+                f"{kind}@{severity}={url}" for kind, severity, url in self.alert_targets
+            ),
+            "SAFELOOP_ALERT_WEBHOOK_SECRET": self.alert_webhook_secret.value,
+            "SAFELOOP_PAGERDUTY_ROUTING_KEY": self.pagerduty_routing_key.value,
+            "SAFELOOP_DASHBOARD_URL": self.dashboard_url,
+            "SAFELOOP_ALERT_DEAD_LETTERS_PER_MINUTE": str(self.alert_dead_letters_per_minute),
         }
 
 
@@ -316,6 +343,34 @@ class _EnvReader:
                 )
             pairs[model] = ms
         return tuple(pairs.items())
+
+    def alert_targets(self, name: str) -> tuple[tuple[str, str, str], ...]:
+        """`kind[@severity]=url,...` as (kind, severity, url); severity defaults to info."""
+        raw = self._env.get(name, "")
+        targets = []
+        for item in filter(None, (part.strip() for part in raw.split(","))):
+            spec, sep, url = item.partition("=")
+            kind, _, severity = spec.strip().lower().partition("@")
+            severity = severity or "info"
+            scheme = urlsplit(url.strip()).scheme
+            if (
+                not sep
+                or kind not in _ALERT_KINDS
+                or severity not in _SEVERITIES
+                or scheme
+                not in (
+                    "http",
+                    "https",
+                )
+            ):
+                raise SettingsError(
+                    name,
+                    "(not shown: it may hold a token)",
+                    "KIND[@SEVERITY]=http(s)://URL items separated by commas, KIND one of "
+                    f"{', '.join(_ALERT_KINDS)}, SEVERITY one of {', '.join(_SEVERITIES)}",
+                )
+            targets.append((kind, severity, url.strip()))
+        return tuple(targets)
 
     def port(self, name: str, default: int) -> int:
         value = self.positive_int(name, default)

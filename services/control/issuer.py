@@ -38,6 +38,9 @@ class CommandIssuer:
         self._initial_config = initial_config
         self._unlogged: list[tuple[ControlCommand, tuple[EntryType, ...]]] = []
         self.issued = 0
+        # Told of every sent command (alerts); a failing listener never undoes the command.
+        self.listeners: list[Callable[[ControlCommand], None]] = []
+        self.listener_failures = 0
 
     @property
     def issuer(self) -> str:
@@ -75,6 +78,7 @@ class CommandIssuer:
         failure = send_and_record(self._publisher, command, self._log_client_now, *entry_types)
         self._follower.note_sent(command)
         self.issued += 1
+        self._tell_listeners(command)
         if failure is not None:
             self._keep(command, entry_types, failure)
         else:
@@ -97,6 +101,14 @@ class CommandIssuer:
                 self._warn_kept(command, exc)
                 return
             self._unlogged.pop(0)
+
+    def _tell_listeners(self, command: ControlCommand) -> None:
+        for listener in self.listeners:
+            try:
+                listener(command)
+            except Exception:
+                self.listener_failures += 1
+                logger.exception("listener of command %s failed", command.command_id)
 
     def _log_client_now(self) -> Client:
         return self._log_client

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import KafkaException, TopicPartition
 
 from safeloop.schemas.events import (
+    ControlCommand,
     FeedbackRecord,
     PredictionEvent,
     RetrainingDecision,
@@ -32,6 +33,8 @@ from safeloop.schemas.tables import (
     MetricRow,
     Table,
 )
+from safeloop.services.alerts.alert import alert_for_decision, alerts_for_command
+from safeloop.services.alerts.notifier import AlertNotifier
 from safeloop.services.control.follower import ControlFollower
 from safeloop.services.control.issuer import CommandIssuer
 from safeloop.services.guard.policy import GuardPolicy
@@ -41,6 +44,7 @@ from safeloop.services.metrics.health_tracker import HealthTracker
 from safeloop.services.metrics.performance import relative_drop
 from safeloop.services.metrics.performance_tracker import PerformanceTracker
 from safeloop.services.monitor.consumer import EventConsumer
+from safeloop.services.monitor.dead_letter_watch import DeadLetterWatch
 from safeloop.services.monitor.model_info import ModelInfoCache
 from safeloop.services.monitor.writer import MetricWriter
 from safeloop.services.retraining.decision import decide
@@ -120,6 +124,8 @@ class MetricsService:
         writer: MetricWriter,
         retraining: RetrainingPublisher,
         models: ModelInfoCache,
+        alerts: AlertNotifier | None = None,
+        dead_letter_watch: DeadLetterWatch | None = None,
     ) -> None:
         self.config = config
         self.predictions = predictions
@@ -129,6 +135,10 @@ class MetricsService:
         self.writer = writer
         self.retraining = retraining
         self.models = models
+        self.alerts = alerts
+        self.dead_letter_watch = dead_letter_watch
+        if alerts is not None:
+            issuer.listeners.append(self._alert_for_command)
         self.health = HealthTracker(config.health_window_rows, config.health_window_span_ms)
         self.performance = PerformanceTracker(
             models.task_of, config.performance_window_rows, config.performance_window_span_ms
@@ -185,6 +195,9 @@ class MetricsService:
             self.rollouts.observe_feedback(records)
         for command in self.follower.poll(0.0):
             self.rollouts.on_command(command)
+            if self.alerts is not None:
+                # Others' commands (operators, other instances); our own come from the issuer.
+                self._alert_for_command(command)
         if config.guard_enabled and (events or records):
             self.guard.check()
         now = time.monotonic()
@@ -262,6 +275,8 @@ class MetricsService:
     def close(self) -> None:
         self.flush(10.0)
         self._executor.shutdown(wait=True)
+        if self.alerts is not None:
+            self.alerts.close()
         self.predictions.close()
         self.feedback.close()
         self.follower.close()
@@ -269,7 +284,20 @@ class MetricsService:
     def _write(self, snapshot: _Snapshot) -> int:
         written = self.writer.write_all(snapshot.rows)
         self.retraining.publish(snapshot.decisions)
+        if self.alerts is not None:
+            for decision in snapshot.decisions:
+                alert = alert_for_decision(decision)
+                if alert is not None:
+                    self.alerts.notify(alert)
+            spike = self.dead_letter_watch.check() if self.dead_letter_watch else None
+            if spike is not None:
+                self.alerts.notify(spike)
         return written
+
+    def _alert_for_command(self, command: ControlCommand) -> None:
+        assert self.alerts is not None
+        for alert in alerts_for_command(command):
+            self.alerts.notify(alert)
 
     def _finish_snapshot(self, wait_s: float = 0.0) -> None:
         snapshot = self._inflight

@@ -12,6 +12,7 @@ from safeloop.infra.settings import Settings
 from safeloop.schemas.codec import FEEDBACK_CODEC, PREDICTION_CODEC
 from safeloop.schemas.events import ModelConfig, PredictionEvent
 from safeloop.schemas.validation import validate_prediction
+from safeloop.services.alerts.notifier import notifier_from_settings
 from safeloop.services.control.clients import make_broadcast_reader
 from safeloop.services.control.follower import ControlFollower
 from safeloop.services.control.issuer import CommandIssuer
@@ -20,6 +21,7 @@ from safeloop.services.control.publisher import ControlPublisher
 from safeloop.services.models.exceptions import ModelError
 from safeloop.services.models.store import ModelStore
 from safeloop.services.monitor.consumer import EventConsumer
+from safeloop.services.monitor.dead_letter_watch import DeadLetterWatch
 from safeloop.services.monitor.model_info import ModelInfoCache
 from safeloop.services.monitor.service import MetricsConfig, MetricsService
 from safeloop.services.monitor.writer import MetricWriter
@@ -98,6 +100,7 @@ def build_metrics_service(
     follower = start_follower(settings)
     issuer = build_issuer(settings, follower, store)
     client = clickhouse_client(settings)
+    alerts = notifier_from_settings(settings)
     return MetricsService(
         config,
         predictions=predictions,
@@ -107,4 +110,8 @@ def build_metrics_service(
         writer=MetricWriter(client),
         retraining=RetrainingPublisher(make_producer(settings), topics.retraining, client),
         models=ModelInfoCache(store),
+        alerts=alerts,
+        dead_letter_watch=None
+        if alerts is None
+        else DeadLetterWatch(client, settings.alert_dead_letters_per_minute),
     )
