@@ -16,6 +16,7 @@ class AlertKind(StrEnum):
     PROMOTION = "promotion"
     ROLLOUT_STEP = "rollout_step"
     STALLED_ROLLOUT = "stalled_rollout"
+    APPROVAL_NEEDED = "approval_needed"
     RETRAINING = "retraining_decision"
     DEAD_LETTER_SPIKE = "dead_letter_spike"
 
@@ -66,6 +67,9 @@ def alerts_for_command(command: ControlCommand) -> list[Alert]:
     elif command.kind is CommandKind.PROMOTE:
         kind, severity = AlertKind.PROMOTION, Severity.INFO
         summary = f"{command.model_name}: {config.production_version} promoted ({command.reason})"
+    elif phase == "awaiting_approval":
+        kind, severity = AlertKind.APPROVAL_NEEDED, Severity.WARNING
+        summary = f"{command.model_name}: rollout waits for approval ({command.reason})"
     elif phase == "paused":
         kind, severity = AlertKind.STALLED_ROLLOUT, Severity.WARNING
         summary = f"{command.model_name}: rollout paused ({command.reason})"

@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,16 @@ from safeloop.services.retraining.export import weighted_export
 from safeloop.services.rollout.controller import publish_transition
 from safeloop.services.rollout.exceptions import RolloutError
 from safeloop.services.rollout.history import latest_rollout
-from safeloop.services.rollout.machine import abort, start
+from safeloop.services.rollout.machine import (
+    RolloutState,
+    Transition,
+    abort,
+    approve,
+    reject,
+    start,
+)
 from safeloop.services.rollout.persist import state_to_json
-from safeloop.services.rollout.plan import DeadlineAction, FailAction, RolloutPlan
+from safeloop.services.rollout.plan import Approval, DeadlineAction, FailAction, RolloutPlan
 
 DAY_MS = 86_400_000
 
@@ -160,6 +168,17 @@ def _register_rollout(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     begin.add_argument("--on-deadline", choices=[a.value for a in DeadlineAction], default="pause")
     begin.add_argument("--confidence", type=float, default=0.95)
     begin.add_argument("--max-p99-latency-ratio", type=float, default=2.0, help="0 = rule off")
+    begin.add_argument(
+        "--approval",
+        choices=[a.value for a in Approval],
+        default=Approval.NONE.value,
+        help="moves that wait for `rollout approve`: none, promotion or every_step",
+    )
+    begin.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="set the first step, then only judge and record what each gate would do",
+    )
     begin.add_argument("--json", action="store_true")
     begin.set_defaults(func=_rollout_start)
     status = actions.add_parser("status", help="the model's rollout as last recorded")
@@ -170,6 +189,16 @@ def _register_rollout(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     stop.add_argument("model", metavar="MODEL")
     stop.add_argument("--json", action="store_true")
     stop.set_defaults(func=_rollout_abort)
+    yes = actions.add_parser("approve", help="let a rollout waiting for approval move on")
+    yes.add_argument("model", metavar="MODEL")
+    yes.add_argument("--reason", default="approved", help="why (recorded in control_log)")
+    yes.add_argument("--json", action="store_true")
+    yes.set_defaults(func=_rollout_approve)
+    no = actions.add_parser("reject", help="refuse a rollout's next move: roll back now")
+    no.add_argument("model", metavar="MODEL")
+    no.add_argument("--reason", required=True, help="why (recorded in control_log)")
+    no.add_argument("--json", action="store_true")
+    no.set_defaults(func=_rollout_reject)
 
 
 def _plan(args: argparse.Namespace) -> RolloutPlan:
@@ -185,6 +214,8 @@ def _plan(args: argparse.Namespace) -> RolloutPlan:
         confidence=args.confidence,
         require_labels=args.require_labels,
         guard=GuardPolicy(max_p99_latency_ratio=_ratio(args.max_p99_latency_ratio)),
+        approval=Approval(args.approval),
+        dry_run=args.dry_run,
     )
 
 
@@ -232,12 +263,37 @@ def _rollout_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _rollout_abort(args: argparse.Namespace, settings: Settings) -> int:
+    def abort_now(plan: RolloutPlan, state: RolloutState, now_ms: int) -> Transition:
+        return abort(state, default_issuer(), now_ms)
+
+    return _change_rollout(args, settings, abort_now)
+
+
+def _rollout_approve(args: argparse.Namespace, settings: Settings) -> int:
+    def approve_now(plan: RolloutPlan, state: RolloutState, now_ms: int) -> Transition:
+        return approve(plan, state, default_issuer(), args.reason, now_ms)
+
+    return _change_rollout(args, settings, approve_now)
+
+
+def _rollout_reject(args: argparse.Namespace, settings: Settings) -> int:
+    def reject_now(plan: RolloutPlan, state: RolloutState, now_ms: int) -> Transition:
+        return reject(state, default_issuer(), args.reason, now_ms)
+
+    return _change_rollout(args, settings, reject_now)
+
+
+RolloutChange = Callable[[RolloutPlan, RolloutState, int], Transition]
+
+
+def _change_rollout(args: argparse.Namespace, settings: Settings, change: RolloutChange) -> int:
+    """Apply an operator's transition to the model's recorded rollout and publish it."""
     try:
         found = latest_rollout(clickhouse_client(settings), args.model)
         if found is None:
             return _fail(args, f"{args.model}: no rollout recorded")
         plan, state = found
-        transition = abort(state, default_issuer(), time.time_ns() // 1_000_000)
+        transition = change(plan, state, time.time_ns() // 1_000_000)
         if not transition.intents:
             return _fail(args, f"{args.model}: rollout already {state.phase.value}")
         follower = start_follower(settings)
@@ -250,11 +306,13 @@ def _rollout_abort(args: argparse.Namespace, settings: Settings) -> int:
             follower.close()
     except (ControlError, RolloutError) as exc:
         return _fail(args, str(exc))
+    new_state = transition.state
     return _report(
         args,
-        {"state": json.loads(state_to_json(transition.state)), "sequence": commands[-1].sequence},
-        f"{args.model}: rolled back to {state.known_good_version} "
-        f"(sequence {commands[-1].sequence})",
+        {"state": json.loads(state_to_json(new_state)), "sequence": commands[-1].sequence},
+        f"{args.model}: {new_state.phase.value}, {new_state.candidate_version} at "
+        f"{new_state.canary_percent(plan):g}% (sequence {commands[-1].sequence})\n"
+        f"  {new_state.reason}",
     )
 
 

@@ -25,6 +25,8 @@ class EntryType(StrEnum):
     COMMAND = "command"
     # A rollout's state after a transition, in `details` (what `safeloop rollout status` reads).
     ROLLOUT = "rollout"
+    # What a dry-run rollout's gate would have done, recorded instead of done.
+    DRY_RUN = "dry_run"
 
 
 def record(client: Client, command: ControlCommand, *entry_types: EntryType) -> None:

@@ -46,6 +46,10 @@ class CommandIssuer:
     def issuer(self) -> str:
         return self._publisher.issuer
 
+    def latest(self, model_name: str) -> ControlCommand | None:
+        """The model's newest command on the control topic (ours included)."""
+        return self._follower.latest(model_name)
+
     def config_of(self, model_name: str) -> ModelConfig | None:
         """The model's current config, or what replicas serve before any command."""
         command = self._follower.latest(model_name)

@@ -43,6 +43,8 @@ class ActiveRollout:
     plan: RolloutPlan
     state: RolloutState
     evidence: StepEvidence
+    # The last would-be transition a dry run recorded (recorded again only when it changes).
+    dry_run_recorded: str | None = None
 
 
 def publish_transition(
@@ -79,6 +81,7 @@ class RolloutController:
         self.finished: dict[str, RolloutState] = {}
         # Transitions since start, by the phase they led to (published, or seen interrupted).
         self.transitions: dict[Phase, int] = dict.fromkeys(Phase, 0)
+        self.dry_run_records = 0
 
     def state_of(self, model_name: str) -> RolloutState | None:
         active = self._active.get(model_name)
@@ -124,6 +127,9 @@ class RolloutController:
             if not transition.intents:
                 active.state = transition.state
                 continue
+            if active.plan.dry_run:
+                self._record_dry_run(active, transition, now_ms)
+                continue
             try:
                 sent += publish_transition(self._issuer, active.plan, transition)
             except ControlError as exc:
@@ -134,6 +140,37 @@ class RolloutController:
             self.transitions[transition.state.phase] += 1
             self._adopt(active.plan, transition.state)
         return sent
+
+    def _record_dry_run(self, active: ActiveRollout, transition: Transition, now_ms: int) -> None:
+        """Write what the gate would have done to control_log; the rollout stays where it is."""
+        would = transition.state
+        # Figures change every tick; a record is due when the would-be move itself changes.
+        summary = f"{would.phase.value}@{would.step_index}"
+        if summary == active.dry_run_recorded:
+            return
+        latest = self._issuer.latest(would.model_name)
+        if latest is None:
+            logger.warning("dry run of %s: no command to attach the record to", would.model_name)
+            return
+        details = {
+            **(transition.gate.numbers if transition.gate is not None else {}),
+            STATE_KEY: state_to_json(active.state),
+            PLAN_KEY: plan_to_json(active.plan),
+            "dry_run_phase": would.phase.value,
+            "dry_run_step_percent": f"{would.canary_percent(active.plan):g}",
+        }
+        self.dry_run_records += 1
+        record = dataclasses.replace(
+            latest,
+            command_id=f"{latest.command_id}-dry-run-{now_ms}",
+            issued_at=now_ms,
+            issuer=self._issuer.issuer,
+            reason=f"dry run, not done: {would.reason}",
+            details=details,
+        )
+        self._issuer.audit(record, (EntryType.DRY_RUN,))
+        active.dry_run_recorded = summary
+        logger.info("rollout of %s (dry run) would be %s", would.model_name, summary)
 
     def _adopt(self, plan: RolloutPlan, state: RolloutState) -> None:
         if state.phase in (Phase.PROMOTED, Phase.ROLLED_BACK):

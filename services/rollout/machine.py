@@ -1,6 +1,8 @@
 """The rollout state machine: pure functions from (state, evidence, time) to (state, intents).
 
     RUNNING --gate PASS--> next step ... last step PASS --> PROMOTED
+    RUNNING --gate PASS, plan needs approval--> AWAITING_APPROVAL
+    AWAITING_APPROVAL --approve--> next step or PROMOTED; --reject--> ROLLED_BACK
     RUNNING --gate FAIL / deadline--> ROLLED_BACK or PAUSED (by plan)
     PAUSED  --resume--> RUNNING (the step's clock restarts)
     any but ROLLED_BACK --rollback/abort--> ROLLED_BACK, also after promotion
@@ -24,6 +26,7 @@ class Phase(StrEnum):
     """Where a rollout stands."""
 
     RUNNING = "running"
+    AWAITING_APPROVAL = "awaiting_approval"
     PAUSED = "paused"
     PROMOTED = "promoted"
     ROLLED_BACK = "rolled_back"
@@ -106,7 +109,33 @@ def advance(
             roll_back = plan.on_deadline is DeadlineAction.ROLLBACK
             return _on_failure(state, gate, now_ms, roll_back, reason, step=step)
         gate = GateResult(gate.outcome, reason, gate.numbers)
+    if plan.needs_approval(state.step_index):
+        return _await_approval(plan, state, gate, now_ms)
     return _next_step(plan, state, gate, now_ms)
+
+
+def approve(
+    plan: RolloutPlan, state: RolloutState, operator: str, why: str, now_ms: int
+) -> Transition:
+    """A person lets a rollout waiting for approval take its next step (or promote)."""
+    if state.phase is not Phase.AWAITING_APPROVAL or state.last_gate is None:
+        raise TransitionError(
+            f"{state.model_name}: nothing to approve, the rollout is {state.phase.value}"
+        )
+    gate = state.last_gate
+    approved = GateResult(
+        gate.outcome, f"approved by {operator}: {why}; {gate.reason}", gate.numbers
+    )
+    return _next_step(plan, replace(state, phase=Phase.RUNNING), approved, now_ms)
+
+
+def reject(state: RolloutState, operator: str, why: str, now_ms: int) -> Transition:
+    """A person refuses the next move: the same instant rollback, with who and why."""
+    if state.phase is not Phase.AWAITING_APPROVAL:
+        raise TransitionError(
+            f"{state.model_name}: nothing to reject, the rollout is {state.phase.value}"
+        )
+    return rollback(state, f"rejected by {operator}: {why}", now_ms)
 
 
 def rollback(
@@ -167,6 +196,21 @@ def _on_failure(
     intent = Pause(state.model_name, state.candidate_version, step, reason, gate.numbers)
     new_state = replace(state, phase=Phase.PAUSED, updated_ms=now_ms, last_gate=gate, reason=reason)
     return Transition(new_state, (intent,), gate)
+
+
+def _await_approval(
+    plan: RolloutPlan, state: RolloutState, gate: GateResult, now_ms: int
+) -> Transition:
+    step = plan.steps_percent[state.step_index]
+    last = state.step_index == len(plan.steps_percent) - 1
+    move = "promotion" if last else f"{plan.steps_percent[state.step_index + 1]:g}%"
+    reason = f"gate at {step:g}% passed, {move} waits for approval: {gate.reason}"
+    new_state = replace(
+        state, phase=Phase.AWAITING_APPROVAL, updated_ms=now_ms, last_gate=gate, reason=reason
+    )
+    # Hold the share where it is; the command records that a person is needed, and why.
+    hold = Pause(state.model_name, state.candidate_version, step, reason, gate.numbers)
+    return Transition(new_state, (hold,), gate)
 
 
 def _next_step(plan: RolloutPlan, state: RolloutState, gate: GateResult, now_ms: int) -> Transition:

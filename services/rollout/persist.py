@@ -17,7 +17,7 @@ from safeloop.services.metrics.performance import PerformanceMetric
 from safeloop.services.rollout.exceptions import RolloutError
 from safeloop.services.rollout.gate import GateOutcome, GateResult
 from safeloop.services.rollout.machine import Phase, RolloutState
-from safeloop.services.rollout.plan import DeadlineAction, FailAction, RolloutPlan
+from safeloop.services.rollout.plan import Approval, DeadlineAction, FailAction, RolloutPlan
 
 STATE_KEY = "rollout_state"
 PLAN_KEY = "rollout_plan"
@@ -82,6 +82,9 @@ def plan_from_json(text: str) -> RolloutPlan:
         raw["steps_percent"] = tuple(float(step) for step in raw["steps_percent"])
         raw["on_fail"] = FailAction(raw["on_fail"])
         raw["on_deadline"] = DeadlineAction(raw["on_deadline"])
+        # Plans recorded before approvals and dry runs existed have neither.
+        raw["approval"] = Approval(raw.get("approval", Approval.NONE.value))
+        raw["dry_run"] = bool(raw.get("dry_run", False))
         return RolloutPlan(**raw, guard=None if guard is None else _guard_from(guard))
     except (KeyError, TypeError, ValueError) as exc:
         raise RolloutError(f"malformed rollout plan {text[:200]!r}: {exc!r}") from exc

@@ -17,6 +17,14 @@ class FailAction(StrEnum):
     PAUSE = "pause"
 
 
+class Approval(StrEnum):
+    """Which moves wait for a person: none, the promotion, or every step and the promotion."""
+
+    NONE = "none"
+    PROMOTION = "promotion"
+    EVERY_STEP = "every_step"
+
+
 class DeadlineAction(StrEnum):
     """What a step still inconclusive at its deadline does."""
 
@@ -49,6 +57,17 @@ class RolloutPlan:
     require_labels: bool = False
     # Hard limits (latency, absolute error rate) checked at every gate; None: intervals only.
     guard: GuardPolicy | None = field(default_factory=GuardPolicy)
+    # Moves that wait for `safeloop rollout approve` after their gate passed.
+    approval: Approval = Approval.NONE
+    # Judge and record what each gate would do, without doing it (the first step is still set).
+    dry_run: bool = False
+
+    def needs_approval(self, step_index: int) -> bool:
+        """Whether leaving step `step_index` (to the next step, or to promotion) waits for one."""
+        if self.approval is Approval.EVERY_STEP:
+            return True
+        last = step_index == len(self.steps_percent) - 1
+        return self.approval is Approval.PROMOTION and last
 
     def __post_init__(self) -> None:
         steps = self.steps_percent

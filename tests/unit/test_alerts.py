@@ -76,6 +76,8 @@ def test_each_command_kind_maps_to_its_alert_and_severity() -> None:
     assert (promotion.kind, promotion.severity) == (AlertKind.PROMOTION, Severity.INFO)
     (stalled,) = alerts_for_command(_rollout_command(CommandKind.SET_CANARY, "paused"))
     assert (stalled.kind, stalled.severity) == (AlertKind.STALLED_ROLLOUT, Severity.WARNING)
+    (waiting,) = alerts_for_command(_rollout_command(CommandKind.SET_CANARY, "awaiting_approval"))
+    assert (waiting.kind, waiting.severity) == (AlertKind.APPROVAL_NEEDED, Severity.WARNING)
     (step,) = alerts_for_command(
         _rollout_command(
             CommandKind.SET_CANARY, "running", canary_version="v2", canary_basis_points=2_500
