@@ -163,6 +163,11 @@ def _register_rollout(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     begin.add_argument("--min-sample", type=int, default=500, help="canary requests per step")
     begin.add_argument("--min-labelled", type=int, default=200, help="labels per step and side")
     begin.add_argument("--require-labels", action="store_true")
+    begin.add_argument(
+        "--provisional",
+        action="store_true",
+        help="with --require-labels: pass a step on the label-free estimate; labels re-judge later",
+    )
     begin.add_argument("--deadline-s", type=float, default=1800.0)
     begin.add_argument("--on-fail", choices=[a.value for a in FailAction], default="rollback")
     begin.add_argument("--on-deadline", choices=[a.value for a in DeadlineAction], default="pause")
@@ -213,6 +218,7 @@ def _plan(args: argparse.Namespace) -> RolloutPlan:
         on_deadline=DeadlineAction(args.on_deadline),
         confidence=args.confidence,
         require_labels=args.require_labels,
+        provisional=args.provisional,
         guard=GuardPolicy(max_p99_latency_ratio=_ratio(args.max_p99_latency_ratio)),
         approval=Approval(args.approval),
         dry_run=args.dry_run,

@@ -51,6 +51,7 @@ from safeloop.services.retraining.decision import decide
 from safeloop.services.retraining.policy import RetrainingPolicy
 from safeloop.services.retraining.publisher import RetrainingPublisher
 from safeloop.services.rollout.controller import RolloutController
+from safeloop.services.rollout.labels import LabelCounts
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ class MetricsConfig:
     guard_policy: GuardPolicy = field(default_factory=GuardPolicy)
     guard_enabled: bool = True
     rollout_tick_ms: int = 1_000
+    # How often labels re-judge promotions made on estimates (a ClickHouse query each time).
+    provisional_recheck_ms: int = 10_000
     retraining_interval_ms: int = 300_000
     retraining_policy: RetrainingPolicy = field(default_factory=RetrainingPolicy)
     poll_max_records: int = 5_000
@@ -126,6 +129,7 @@ class MetricsService:
         models: ModelInfoCache,
         alerts: AlertNotifier | None = None,
         dead_letter_watch: DeadLetterWatch | None = None,
+        labels: LabelCounts | None = None,
     ) -> None:
         self.config = config
         self.predictions = predictions
@@ -150,7 +154,9 @@ class MetricsService:
             performance=self.performance,
             window_rows=config.guard_window_rows,
         )
-        self.rollouts = RolloutController(issuer, models.task_of)
+        self.rollouts = RolloutController(
+            issuer, models.task_of, labels, recheck_interval_ms=config.provisional_recheck_ms
+        )
         # Resume rollouts in flight: the newest command of each model carries its state.
         for command in follower.view.latest.values():
             self.rollouts.on_command(command)

@@ -22,6 +22,7 @@ from safeloop.services.models.exceptions import ModelError
 from safeloop.services.models.store import ModelStore
 from safeloop.services.monitor.consumer import EventConsumer
 from safeloop.services.monitor.dead_letter_watch import DeadLetterWatch
+from safeloop.services.monitor.label_counts import ClickHouseLabelCounts
 from safeloop.services.monitor.model_info import ModelInfoCache
 from safeloop.services.monitor.service import MetricsConfig, MetricsService
 from safeloop.services.monitor.writer import MetricWriter
@@ -114,4 +115,5 @@ def build_metrics_service(
         dead_letter_watch=None
         if alerts is None
         else DeadLetterWatch(client, settings.alert_dead_letters_per_minute),
+        labels=ClickHouseLabelCounts(client),
     )

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from safeloop import SafeloopError
 from safeloop.schemas.events import ControlCommand, FeedbackRecord, PredictionEvent
 from safeloop.services.control.audit import EntryType
 from safeloop.services.control.exceptions import ControlError
@@ -22,7 +23,15 @@ from safeloop.services.control.issuer import CommandIssuer
 from safeloop.services.metrics.performance import Task
 from safeloop.services.rollout.commands import command_for
 from safeloop.services.rollout.evidence import StepEvidence
-from safeloop.services.rollout.machine import Phase, RolloutState, Transition, advance, rollback
+from safeloop.services.rollout.labels import LabelCounts
+from safeloop.services.rollout.machine import (
+    Phase,
+    RolloutState,
+    Transition,
+    advance,
+    recheck_provisional,
+    rollback,
+)
 from safeloop.services.rollout.persist import (
     PLAN_KEY,
     STATE_KEY,
@@ -74,9 +83,20 @@ def publish_transition(
 class RolloutController:
     """Runs inside `safeloop metrics run`; call `on_command`, `observe_*` and `tick`."""
 
-    def __init__(self, issuer: CommandIssuer, task_of: TaskOf) -> None:
+    def __init__(
+        self,
+        issuer: CommandIssuer,
+        task_of: TaskOf,
+        labels: LabelCounts | None = None,
+        recheck_interval_ms: int = 10_000,
+    ) -> None:
         self._issuer = issuer
         self._task_of = task_of
+        self._labels = labels
+        self._recheck_interval_ms = recheck_interval_ms
+        self._last_recheck_ms = 0
+        # Promotions made on estimates, re-judged as labels land: model -> (plan, state).
+        self.provisional: dict[str, tuple[RolloutPlan, RolloutState]] = {}
         self._active: dict[str, ActiveRollout] = {}
         self.finished: dict[str, RolloutState] = {}
         # Transitions since start, by the phase they led to (published, or seen interrupted).
@@ -89,6 +109,13 @@ class RolloutController:
 
     def on_command(self, command: ControlCommand) -> None:
         """Adopt a rollout a command carries, or end one a foreign command interrupted."""
+        watched = self.provisional.get(command.model_name)
+        if (
+            watched is not None
+            and command.config.production_version != watched[1].candidate_version
+        ):
+            # Production moved on (an operator's rollback or promotion): nothing left to re-judge.
+            del self.provisional[command.model_name]
         carried = rollout_of(command.details)
         if carried is not None:
             plan, state = carried
@@ -119,7 +146,7 @@ class RolloutController:
 
     def tick(self, now_ms: int) -> list[ControlCommand]:
         """Judge every running rollout's gate; publish what its transition asks for."""
-        sent: list[ControlCommand] = []
+        sent: list[ControlCommand] = self._recheck_provisional(now_ms)
         for name, active in list(self._active.items()):
             if active.state.phase is not Phase.RUNNING:
                 continue
@@ -172,7 +199,58 @@ class RolloutController:
         active.dry_run_recorded = summary
         logger.info("rollout of %s (dry run) would be %s", would.model_name, summary)
 
+    def _recheck_provisional(self, now_ms: int) -> list[ControlCommand]:
+        """Roll back a promotion made on estimates that the labels contradict (or confirm it)."""
+        if self._labels is None or not self.provisional:
+            return []
+        if now_ms - self._last_recheck_ms < self._recheck_interval_ms:
+            return []
+        self._last_recheck_ms = now_ms
+        sent: list[ControlCommand] = []
+        for name, (plan, state) in list(self.provisional.items()):
+            try:
+                known_good, candidate = self._labels.accuracy_counts(
+                    name, state.known_good_version, state.candidate_version, state.started_ms
+                )
+            except SafeloopError as exc:
+                logger.warning("labels of %s's provisional promotion not read: %s", name, exc)
+                continue
+            transition = recheck_provisional(plan, state, known_good, candidate, now_ms)
+            if transition.state == state:
+                continue
+            if transition.intents:
+                try:
+                    sent += publish_transition(self._issuer, plan, transition)
+                except ControlError as exc:
+                    logger.error("rollback of %s could not be published: %s", name, exc)
+                    continue
+            else:
+                self._record(plan, transition.state, now_ms)
+            logger.warning("rollout of %s: %s", name, transition.state.reason)
+            self.transitions[transition.state.phase] += 1
+            self._adopt(plan, transition.state)
+        return sent
+
+    def _record(self, plan: RolloutPlan, state: RolloutState, now_ms: int) -> None:
+        """A rollout row for a state change that sends no command (a confirmed promotion)."""
+        latest = self._issuer.latest(state.model_name)
+        if latest is None:
+            return
+        row = dataclasses.replace(
+            latest,
+            command_id=f"{latest.command_id}-rollout-{now_ms}",
+            issued_at=now_ms,
+            issuer=self._issuer.issuer,
+            reason=f"rollout: {state.reason}",
+            details={STATE_KEY: state_to_json(state), PLAN_KEY: plan_to_json(plan)},
+        )
+        self._issuer.audit(row, (EntryType.ROLLOUT,))
+
     def _adopt(self, plan: RolloutPlan, state: RolloutState) -> None:
+        if state.phase is Phase.PROMOTED and state.provisional:
+            self.provisional[state.model_name] = (plan, state)
+        else:
+            self.provisional.pop(state.model_name, None)
         if state.phase in (Phase.PROMOTED, Phase.ROLLED_BACK):
             self._finish(state)
             return

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from safeloop.schemas.events import FeedbackRecord, PredictionEvent, Route
-from safeloop.services.metrics.columns import ScoreConvention, feedback_batch, health_batch
+from safeloop.services.metrics.columns import (
+    ScoreConvention,
+    feedback_batch,
+    health_batch,
+    positive_score,
+)
+from safeloop.services.metrics.estimation import PerformanceEstimate, estimate_performance
 from safeloop.services.metrics.health import HEALTH_COLUMNS, health_of_window
 from safeloop.services.metrics.performance import FEEDBACK_COLUMNS, Task, performance_of_window
-from safeloop.services.metrics.windows import CountWindow
+from safeloop.services.metrics.windows import TIMESTAMP_COLUMN, CountWindow
 from safeloop.services.rollout.gate import GateEvidence
 from safeloop.services.rollout.machine import RolloutState
 
@@ -32,6 +42,11 @@ class StepEvidence:
             route: CountWindow(max_rows, FEEDBACK_COLUMNS)
             for route in (Route.CANARY, Route.PRODUCTION)
         }
+        # P(y=1) of each prediction, for the label-free estimate (classification only).
+        self._scores = {
+            route: CountWindow(max_rows, SCORE_COLUMNS)
+            for route in (Route.CANARY, Route.PRODUCTION)
+        }
 
     def _side(self, route: Route, version: str) -> Route | None:
         if route is Route.CANARY and version == self.candidate:
@@ -51,6 +66,8 @@ class StepEvidence:
             ]
             if mine:
                 self._health[side].append(health_batch(mine)[1])
+                if self.task is Task.CLASSIFICATION:
+                    self._scores[side].append(_score_batch(mine))
 
     def add_feedback(self, records: Sequence[FeedbackRecord]) -> None:
         for side in (Route.CANARY, Route.PRODUCTION):
@@ -68,6 +85,8 @@ class StepEvidence:
         canary_feedback = self._feedback[Route.CANARY]
         production_feedback = self._feedback[Route.PRODUCTION]
         return GateEvidence(
+            canary_estimate=self._estimate(Route.CANARY),
+            production_estimate=self._estimate(Route.PRODUCTION),
             canary=health_of_window(self._health[Route.CANARY].view()),
             production=health_of_window(self._health[Route.PRODUCTION].view()),
             canary_performance=performance_of_window(self.task, canary_feedback.view())
@@ -77,3 +96,28 @@ class StepEvidence:
             if len(production_feedback)
             else None,
         )
+
+    def _estimate(self, side: Route) -> PerformanceEstimate | None:
+        window = self._scores[side]
+        if not len(window):
+            return None
+        scores = window.view()["score"]
+        return estimate_performance(np.clip(scores[~np.isnan(scores)], 0.0, 1.0))
+
+
+SCORE_COLUMNS = {TIMESTAMP_COLUMN: np.int64, "score": np.float64}
+
+
+def _score_batch(events: Sequence[PredictionEvent]) -> dict[str, npt.NDArray[Any]]:
+    count = len(events)
+    return {
+        TIMESTAMP_COLUMN: np.fromiter((e.timestamp for e in events), np.int64, count),
+        "score": np.fromiter(
+            (
+                positive_score(e.prediction, e.confidence, ScoreConvention.PROBABILITY)
+                for e in events
+            ),
+            np.float64,
+            count,
+        ),
+    }

@@ -9,15 +9,21 @@ growing evidence, so checking every few seconds does not inflate false alarms
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
+from statistics import NormalDist
 
 from safeloop.services.guard.judge import judge
 from safeloop.services.guard.verdict import VerdictKind
+from safeloop.services.metrics.estimation import PerformanceEstimate
 from safeloop.services.metrics.health import HealthSnapshot
 from safeloop.services.metrics.performance import PerformanceSnapshot
 from safeloop.services.rollout.plan import RolloutPlan
 from safeloop.services.rollout.sequential import ConfidenceSequence
+
+# In a gate's numbers (and so the command's details): the step passed on an estimate.
+PROVISIONAL = "provisional"
 
 
 class GateOutcome(StrEnum):
@@ -36,6 +42,9 @@ class GateEvidence:
     production: HealthSnapshot
     canary_performance: PerformanceSnapshot | None = None
     production_performance: PerformanceSnapshot | None = None
+    # Label-free estimates from the step's calibrated scores (classification only).
+    canary_estimate: PerformanceEstimate | None = None
+    production_estimate: PerformanceEstimate | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,11 +91,49 @@ def judge_gate(plan: RolloutPlan, evidence: GateEvidence, baked: bool) -> GateRe
             numbers,
         )
     if plan.require_labels and not labels_compared:
+        if plan.provisional and _estimates_compared(plan, evidence, numbers, failures):
+            if failures:
+                return GateResult(GateOutcome.FAIL, "; ".join(failures), numbers)
+            numbers[PROVISIONAL] = "true"
+            return GateResult(
+                GateOutcome.PASS,
+                "provisional: canary's estimated accuracy not worse than production's "
+                "(labels pending; re-judged when they land)",
+                numbers,
+            )
         return GateResult(GateOutcome.INCONCLUSIVE, "waiting for labels", numbers)
     checked = "error rate" if compared else "hard limits only (production sample too small)"
     if labels_compared:
         checked += " and accuracy"
     return GateResult(GateOutcome.PASS, f"canary not worse than production: {checked}", numbers)
+
+
+def _estimates_compared(
+    plan: RolloutPlan, evidence: GateEvidence, numbers: dict[str, str], failures: list[str]
+) -> bool:
+    """Compare expected accuracies (CBPE); append a failure if the canary's is lower."""
+    canary, production = evidence.canary_estimate, evidence.production_estimate
+    if canary is None or canary.count < plan.min_sample_per_step:
+        return False
+    if canary.expected_accuracy is None:
+        return False
+    numbers["canary_estimated_accuracy"] = repr(canary.expected_accuracy)
+    if production is None or production.expected_accuracy is None:
+        # The whole share is the canary's (the last step): nothing to compare it with; its
+        # own sample is enough for a provisional pass, which the labels will re-judge.
+        return True
+    drop = production.expected_accuracy - canary.expected_accuracy
+    spread = math.hypot(canary.accuracy_std or 0.0, production.accuracy_std or 0.0)
+    low = drop - NormalDist().inv_cdf(plan.confidence) * spread
+    numbers["estimated_accuracy_drop"] = repr(drop)
+    numbers["estimated_accuracy_drop_low"] = repr(low)
+    numbers["production_estimated_accuracy"] = repr(production.expected_accuracy)
+    if low > plan.accuracy_tolerance:
+        failures.append(
+            f"canary's estimated accuracy lower than production's by at least {low:.4g} "
+            f"(tolerance {plan.accuracy_tolerance:.4g})"
+        )
+    return True
 
 
 def _compare_errors(

@@ -17,9 +17,16 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from safeloop.services.rollout.exceptions import TransitionError
-from safeloop.services.rollout.gate import GateEvidence, GateOutcome, GateResult, judge_gate
+from safeloop.services.rollout.gate import (
+    PROVISIONAL,
+    GateEvidence,
+    GateOutcome,
+    GateResult,
+    judge_gate,
+)
 from safeloop.services.rollout.intents import Intent, Pause, Promote, Rollback, SetCanary
 from safeloop.services.rollout.plan import DeadlineAction, FailAction, RolloutPlan
+from safeloop.services.rollout.sequential import ConfidenceSequence
 
 
 class Phase(StrEnum):
@@ -47,6 +54,8 @@ class RolloutState:
     updated_ms: int
     last_gate: GateResult | None = None
     reason: str = ""
+    # A step passed on the label-free estimate: the promotion is re-judged once labels land.
+    provisional: bool = False
 
     def canary_percent(self, plan: RolloutPlan) -> float:
         """The candidate's current traffic share."""
@@ -213,7 +222,53 @@ def _await_approval(
     return Transition(new_state, (hold,), gate)
 
 
+def recheck_provisional(
+    plan: RolloutPlan,
+    state: RolloutState,
+    known_good: tuple[int, int],
+    candidate: tuple[int, int],
+    now_ms: int,
+) -> Transition:
+    """Judge a promotion made on estimates by the labels that landed since the rollout began.
+
+    `known_good` and `candidate` are (correct, labelled) counts. The candidate is rolled back
+    when its accuracy is lower beyond the tolerance; the promotion is confirmed when the labels
+    show it is not, or after ten times the step's label sample without a failure.
+    """
+    if state.phase is not Phase.PROMOTED or not state.provisional:
+        return Transition(state)
+    (good_correct, good_count), (new_correct, new_count) = known_good, candidate
+    if min(good_count, new_count) < plan.min_labelled_per_step:
+        return Transition(state)
+    sequence = ConfidenceSequence.for_plan(1.0 - plan.confidence, plan.min_labelled_per_step)
+    low, high = sequence.proportion_difference(good_correct, good_count, new_correct, new_count)
+    numbers = {
+        "accuracy_drop_low": repr(low),
+        "accuracy_drop_high": repr(high),
+        "known_good_labelled": str(good_count),
+        "candidate_labelled": str(new_count),
+    }
+    if low > plan.accuracy_tolerance:
+        reason = (
+            f"provisional promotion contradicted by labels: accuracy lower by {low:.4g} to "
+            f"{high:.4g} (tolerance {plan.accuracy_tolerance:.4g})"
+        )
+        return rollback(replace(state, provisional=False), reason, now_ms, numbers)
+    if high <= plan.accuracy_tolerance or min(good_count, new_count) >= 10 * (
+        plan.min_labelled_per_step
+    ):
+        reason = f"provisional promotion confirmed by {new_count} labels (drop at most {high:.4g})"
+        gate = GateResult(GateOutcome.PASS, reason, numbers)
+        confirmed = replace(
+            state, provisional=False, updated_ms=now_ms, last_gate=gate, reason=reason
+        )
+        return Transition(confirmed, gate=gate)
+    return Transition(state)
+
+
 def _next_step(plan: RolloutPlan, state: RolloutState, gate: GateResult, now_ms: int) -> Transition:
+    if gate.numbers.get(PROVISIONAL) == "true":
+        state = replace(state, provisional=True)
     step = plan.steps_percent[state.step_index]
     if state.step_index == len(plan.steps_percent) - 1:
         reason = f"all steps passed; last gate: {gate.reason}"

@@ -35,6 +35,7 @@ def state_to_json(state: RolloutState) -> str:
             "started_ms",
             "updated_ms",
             "reason",
+            "provisional",
         )
     }
     fields["phase"] = state.phase.value
@@ -64,6 +65,7 @@ def state_from_json(text: str) -> RolloutState:
             if gate is None
             else GateResult(GateOutcome(gate["outcome"]), str(gate["reason"]), gate["numbers"]),
             reason=str(raw.get("reason", "")),
+            provisional=bool(raw.get("provisional", False)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise RolloutError(f"malformed rollout state {text[:200]!r}: {exc!r}") from exc

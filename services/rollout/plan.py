@@ -55,6 +55,9 @@ class RolloutPlan:
     accuracy_tolerance: float = 0.01
     # When True a step waits for `min_labelled_per_step` labels instead of passing without them.
     require_labels: bool = False
+    # With require_labels: a step short of labels may pass on the label-free estimate (CBPE,
+    # from calibrated scores), marked provisional; the promotion is re-judged once labels land.
+    provisional: bool = False
     # Hard limits (latency, absolute error rate) checked at every gate; None: intervals only.
     guard: GuardPolicy | None = field(default_factory=GuardPolicy)
     # Moves that wait for `safeloop rollout approve` after their gate passed.
