@@ -174,6 +174,13 @@ def _register_rollout(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     begin.add_argument("--confidence", type=float, default=0.95)
     begin.add_argument("--max-p99-latency-ratio", type=float, default=2.0, help="0 = rule off")
     begin.add_argument(
+        "--latency-ratio-tolerance",
+        type=float,
+        default=1.5,
+        help="fail a step whose canary is typically this many times slower, with confidence "
+        "(0 = not compared)",
+    )
+    begin.add_argument(
         "--approval",
         choices=[a.value for a in Approval],
         default=Approval.NONE.value,
@@ -219,6 +226,7 @@ def _plan(args: argparse.Namespace) -> RolloutPlan:
         confidence=args.confidence,
         require_labels=args.require_labels,
         provisional=args.provisional,
+        latency_ratio_tolerance=args.latency_ratio_tolerance or None,
         guard=GuardPolicy(max_p99_latency_ratio=_ratio(args.max_p99_latency_ratio)),
         approval=Approval(args.approval),
         dry_run=args.dry_run,

@@ -21,6 +21,7 @@ from safeloop.services.metrics.performance import FEEDBACK_COLUMNS, Task, perfor
 from safeloop.services.metrics.windows import TIMESTAMP_COLUMN, CountWindow
 from safeloop.services.rollout.gate import GateEvidence
 from safeloop.services.rollout.machine import RolloutState
+from safeloop.services.rollout.sequential import MeanSummary
 
 MAX_STEP_ROWS = 200_000
 
@@ -85,6 +86,8 @@ class StepEvidence:
         canary_feedback = self._feedback[Route.CANARY]
         production_feedback = self._feedback[Route.PRODUCTION]
         return GateEvidence(
+            canary_log_latency=self._log_latency(Route.CANARY),
+            production_log_latency=self._log_latency(Route.PRODUCTION),
             canary_estimate=self._estimate(Route.CANARY),
             production_estimate=self._estimate(Route.PRODUCTION),
             canary=health_of_window(self._health[Route.CANARY].view()),
@@ -96,6 +99,14 @@ class StepEvidence:
             if len(production_feedback)
             else None,
         )
+
+    def _log_latency(self, side: Route) -> MeanSummary | None:
+        window = self._health[side]
+        if not len(window):
+            return None
+        latency = window.view()["latency_ms"]
+        # A 0 ms answer (a cached or failed one) has no logarithm: floor at a microsecond.
+        return MeanSummary.of(np.log(np.maximum(latency, 1e-3)))
 
     def _estimate(self, side: Route) -> PerformanceEstimate | None:
         window = self._scores[side]

@@ -20,7 +20,7 @@ from safeloop.services.metrics.estimation import PerformanceEstimate
 from safeloop.services.metrics.health import HealthSnapshot
 from safeloop.services.metrics.performance import PerformanceSnapshot
 from safeloop.services.rollout.plan import RolloutPlan
-from safeloop.services.rollout.sequential import ConfidenceSequence
+from safeloop.services.rollout.sequential import ConfidenceSequence, MeanSummary
 
 # In a gate's numbers (and so the command's details): the step passed on an estimate.
 PROVISIONAL = "provisional"
@@ -45,6 +45,9 @@ class GateEvidence:
     # Label-free estimates from the step's calibrated scores (classification only).
     canary_estimate: PerformanceEstimate | None = None
     production_estimate: PerformanceEstimate | None = None
+    # Natural logs of each side's latencies this step (for the latency comparison).
+    canary_log_latency: MeanSummary | None = None
+    production_log_latency: MeanSummary | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +82,7 @@ def judge_gate(plan: RolloutPlan, evidence: GateEvidence, baked: bool) -> GateRe
     compared = enough_traffic and production.request_count >= plan.min_sample_per_step
     if compared:
         failures.extend(_compare_errors(plan, canary, production, numbers))
+        failures.extend(_compare_latency(plan, evidence, numbers))
     labels_compared = _compare_accuracy(plan, evidence, numbers, failures)
     if failures:
         return GateResult(GateOutcome.FAIL, "; ".join(failures), numbers)
@@ -134,6 +138,28 @@ def _estimates_compared(
             f"(tolerance {plan.accuracy_tolerance:.4g})"
         )
     return True
+
+
+def _compare_latency(
+    plan: RolloutPlan, evidence: GateEvidence, numbers: dict[str, str]
+) -> list[str]:
+    canary, production = evidence.canary_log_latency, evidence.production_log_latency
+    if plan.latency_ratio_tolerance is None or canary is None or production is None:
+        return []
+    # Log-latencies vary by about one unit: the reference that places the sequence's tightest
+    # point at the step's sample, fixed before any data.
+    sequence = ConfidenceSequence.for_plan(
+        1.0 - plan.confidence, plan.min_sample_per_step, reference_variance=1.0
+    )
+    low, high = sequence.mean_difference(canary, production)
+    numbers["latency_ratio_low"] = repr(math.exp(low))
+    numbers["latency_ratio_high"] = repr(math.exp(high))
+    if low > math.log(plan.latency_ratio_tolerance):
+        return [
+            f"canary typically {math.exp(low):.3g} to {math.exp(high):.3g} times slower than "
+            f"production (tolerance {plan.latency_ratio_tolerance:g}x)"
+        ]
+    return []
 
 
 def _compare_errors(

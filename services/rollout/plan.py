@@ -53,6 +53,8 @@ class RolloutPlan:
     # The canary fails only if it is worse than production by more than these, with confidence.
     error_rate_tolerance: float = 0.005
     accuracy_tolerance: float = 0.01
+    # ... and when its typical (geometric-mean) latency exceeds production's by this factor.
+    latency_ratio_tolerance: float | None = 1.5
     # When True a step waits for `min_labelled_per_step` labels instead of passing without them.
     require_labels: bool = False
     # With require_labels: a step short of labels may pass on the label-free estimate (CBPE,
@@ -78,6 +80,8 @@ class RolloutPlan:
             raise PlanError(f"steps_percent must be strictly increasing, got {steps}")
         if steps[0] <= 0 or steps[-1] != 100.0:
             raise PlanError(f"steps_percent must start above 0 and end at 100, got {steps}")
+        if self.latency_ratio_tolerance is not None and self.latency_ratio_tolerance < 1.0:
+            raise PlanError("latency_ratio_tolerance must be at least 1 (or None: not compared)")
         if self.bake_ms < 0 or self.deadline_ms < self.bake_ms:
             raise PlanError("need 0 <= bake_ms <= deadline_ms")
         if self.min_sample_per_step < 1 or self.min_labelled_per_step < 1:

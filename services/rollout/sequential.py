@@ -23,10 +23,30 @@ import numpy.typing as npt
 from safeloop.services.rollout.exceptions import PlanError
 
 FloatArray = npt.NDArray[np.float64]
+# One arm at many looks: counts, running means, running sample variances.
+Moments = tuple[FloatArray, FloatArray, FloatArray]
 
 # Bernoulli variance is at most 1/4: the target information of a plan uses it, so `rho` is
 # fixed before any data is seen (a data-chosen rho would void the guarantee).
 _MAX_BERNOULLI_VARIANCE = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class MeanSummary:
+    """One arm of a continuous metric: how many values, their mean and sample variance."""
+
+    count: int
+    mean: float
+    variance: float
+
+    @classmethod
+    def of(cls, values: FloatArray) -> MeanSummary:
+        data = np.asarray(values, dtype=np.float64)
+        data = data[np.isfinite(data)]
+        if data.shape[0] == 0:
+            return cls(0, 0.0, 0.0)
+        variance = float(data.var(ddof=1)) if data.shape[0] > 1 else 0.0
+        return cls(int(data.shape[0]), float(data.mean()), variance)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,14 +57,19 @@ class ConfidenceSequence:
     rho_squared: float
 
     @classmethod
-    def for_plan(cls, alpha: float, target_per_arm: int) -> ConfidenceSequence:
-        """Tightest when each arm has about `target_per_arm` Bernoulli observations."""
+    def for_plan(
+        cls,
+        alpha: float,
+        target_per_arm: int,
+        reference_variance: float = _MAX_BERNOULLI_VARIANCE,
+    ) -> ConfidenceSequence:
+        """Tightest when each arm has about `target_per_arm` observations of that variance."""
         if not 0.0 < alpha < 1.0:
             raise PlanError(f"alpha must be in (0, 1), got {alpha}")
-        if target_per_arm < 1:
+        if target_per_arm < 1 or reference_variance <= 0.0:
             raise PlanError(f"target_per_arm must be at least 1, got {target_per_arm}")
         # Information of a difference of two means is 1 / (var_a / n + var_b / n).
-        target_information = target_per_arm / (2.0 * _MAX_BERNOULLI_VARIANCE)
+        target_information = target_per_arm / (2.0 * reference_variance)
         log_term = -2.0 * np.log(alpha)
         # The rho^2 that makes the half-width smallest at the target information.
         return cls(alpha, float((log_term + np.log(log_term + 1.0)) / target_information))
@@ -80,6 +105,26 @@ class ConfidenceSequence:
             half = self.half_widths(1.0 / variance)
         both = (n_a > 0) & (n_b > 0)
         return np.where(both, estimate - half, -np.inf), np.where(both, estimate + half, np.inf)
+
+    def mean_differences(self, a: Moments, b: Moments) -> tuple[FloatArray, FloatArray]:
+        """Bounds on mean_a - mean_b at many looks (each arm: counts, means, variances);
+        unbounded until each arm has two values."""
+        (count_a, mean_a, variance_a), (count_b, mean_b, variance_b) = a, b
+        n_a, n_b = np.asarray(count_a, np.float64), np.asarray(count_b, np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            variance = np.asarray(variance_a) / n_a + np.asarray(variance_b) / n_b
+            estimate = np.asarray(mean_a) - np.asarray(mean_b)
+            half = self.half_widths(np.where(variance > 0.0, 1.0 / variance, 0.0))
+        usable = (n_a >= 2) & (n_b >= 2) & (variance > 0.0)
+        return np.where(usable, estimate - half, -np.inf), np.where(usable, estimate + half, np.inf)
+
+    def mean_difference(self, a: MeanSummary, b: MeanSummary) -> tuple[float, float]:
+        """Bounds on mean(a) - mean(b) for one look, from sample means and variances."""
+        lows, highs = self.mean_differences(
+            (np.array([a.count]), np.array([a.mean]), np.array([a.variance])),
+            (np.array([b.count]), np.array([b.mean]), np.array([b.variance])),
+        )
+        return float(lows[0]), float(highs[0])
 
     def proportion_difference(
         self, successes_a: int, trials_a: int, successes_b: int, trials_b: int

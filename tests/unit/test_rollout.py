@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from safeloop.services.guard.policy import GuardPolicy
@@ -24,6 +25,7 @@ from safeloop.services.rollout.machine import (
     start,
 )
 from safeloop.services.rollout.plan import DeadlineAction, FailAction, RolloutPlan
+from safeloop.services.rollout.sequential import MeanSummary
 
 PLAN = RolloutPlan(
     steps_percent=(5.0, 10.0, 25.0, 50.0, 100.0),
@@ -262,3 +264,17 @@ def test_transition_defaults() -> None:
 def test_plan_validation(kwargs: dict[str, object]) -> None:
     with pytest.raises(PlanError):
         RolloutPlan(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_canary_typically_much_slower_fails_its_gate_on_latency() -> None:
+    rng = np.random.default_rng(2)
+    fast = MeanSummary.of(np.log(20.0) + 0.5 * rng.standard_normal(1_000))
+    slow = MeanSummary.of(np.log(40.0) + 0.5 * rng.standard_normal(1_000))
+    slower = replace(GOOD, canary_log_latency=slow, production_log_latency=fast)
+    failed = advance(PLAN, started(), slower, 1_000)
+    assert failed.gate is not None and failed.gate.outcome is GateOutcome.FAIL
+    assert "times slower than production" in failed.gate.reason
+    alike = replace(GOOD, canary_log_latency=fast, production_log_latency=fast)
+    assert advance(PLAN, started(), alike, 1_000).gate.outcome is GateOutcome.PASS  # type: ignore[union-attr]
+    off = replace(PLAN, latency_ratio_tolerance=None)
+    assert advance(off, started(off), slower, 1_000).gate.outcome is GateOutcome.PASS  # type: ignore[union-attr]

@@ -102,3 +102,31 @@ def test_no_data_means_no_bound_and_bad_counts_are_refused() -> None:
         ConfidenceSequence.for_plan(ALPHA, 100).proportion_difference(5, 3, 0, 10)
     with pytest.raises(PlanError):
         ConfidenceSequence.for_plan(1.0, 100)
+
+
+def _latency_alarms(slowdown: float, seed: int) -> np.ndarray:
+    """Log-normal latencies (median 20 ms), the canary `slowdown` times slower; per run, whether
+    the sequence on mean log-latency ever put the canary above production (every event pair)."""
+    rng = np.random.default_rng(seed)
+    shape = (RUNS, EVENTS_PER_ARM)
+    canary = np.log(20.0 * slowdown) + 0.8 * rng.standard_normal(shape)
+    production = np.log(20.0) + 0.8 * rng.standard_normal(shape)
+    n = np.broadcast_to(np.arange(1, EVENTS_PER_ARM + 1, dtype=np.float64), shape)
+
+    def running(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mean = np.cumsum(values, axis=1) / n
+        with np.errstate(divide="ignore", invalid="ignore"):
+            variance = (np.cumsum(values**2, axis=1) - n * mean**2) / (n - 1)
+        return mean, np.nan_to_num(variance)
+
+    sequence = ConfidenceSequence.for_plan(ALPHA, FIRST_LOOK, reference_variance=1.0)
+    lows, _ = sequence.mean_differences((n, *running(canary)), (n, *running(production)))
+    return (lows[:, FIRST_LOOK - 1 :] > 0.0).any(axis=1)
+
+
+def test_latency_a_a_runs_checked_at_every_event_stay_under_the_false_alarm_rate() -> None:
+    assert _latency_alarms(1.0, seed=5).mean() <= ALPHA
+
+
+def test_a_canary_a_fifth_slower_is_detected() -> None:
+    assert _latency_alarms(1.2, seed=6).mean() >= 0.95
