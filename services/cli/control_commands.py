@@ -11,15 +11,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from safeloop.infra.clickhouse.client import clickhouse_client
 from safeloop.infra.kafka.clients import make_producer
 from safeloop.infra.settings import Settings
 from safeloop.schemas.events import CommandKind, ControlCommand, ModelConfig
+from safeloop.services.cli.audit_job import AuditJob
 from safeloop.services.cli.exceptions import UsageError
 from safeloop.services.cli.exit_codes import ExitCode
-from safeloop.services.control.audit import send_and_record
+from safeloop.services.cli.wait_report import WAIT_EPILOG, wait_for_command
 from safeloop.services.control.clients import make_broadcast_reader
-from safeloop.services.control.exceptions import CommandError, ControlError, WaitTimeoutError
+from safeloop.services.control.exceptions import CommandError, ControlError
 from safeloop.services.control.fleet import FleetSnapshot, FleetWatcher
 from safeloop.services.control.keys import load_keyring
 from safeloop.services.control.publisher import (
@@ -29,12 +29,15 @@ from safeloop.services.control.publisher import (
     read_control_topic,
 )
 from safeloop.services.models.exceptions import ModelError
-from safeloop.services.models.store import ModelStore
 from safeloop.services.serving.flags import FlagValue, decode_flag, encode_flag
 
+# Seconds to let the control_log row land after the command is published (it has taken effect).
+AUDIT_TIMEOUT_S = 10.0
+
 EPILOG = (
-    "exit codes: 0 ok (with --wait: every live replica applied it), 1 failure (no key, Kafka "
-    "unreachable, nothing to promote, ...), 2 usage, 3 --wait timed out (laggards named)"
+    "exit codes: 0 ok (with --wait: in force on every live replica), 1 failure (no key, Kafka "
+    "unreachable, nothing to promote, ...), 2 usage, 3 --wait timed out (laggards named), "
+    "4 --wait: superseded by a newer command, 5 --wait: refused by a replica. " + WAIT_EPILOG
 )
 # Flag names that steer the model config itself rather than the free-form flag map.
 CONFIG_FLAGS = ("canary", "shadow", "kill_switch", "fallback_version")
@@ -77,7 +80,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             help="why (recorded in the command)",
         )
         parser.add_argument(
-            "--wait", action="store_true", help="return once every live replica applied it"
+            "--wait",
+            action="store_true",
+            help="return once every live replica applied it, was superseded or refused it",
         )
         parser.add_argument(
             "--timeout",
@@ -229,26 +234,32 @@ def _run_change(args: argparse.Namespace, settings: Settings) -> int:
         command = publisher.next_command(
             view, args.model, kind, change, reason=args.reason, initial=initial, details=details
         )
-        failure = send_and_record(publisher, command, lambda: clickhouse_client(settings))
+        publisher.send(command)
     except (ControlError, ModelError) as exc:
         return _fail(args, str(exc), ExitCode.FAILURE)
-    if failure is not None:
-        # The command is on the control topic and replicas apply it: Kafka is the source of
-        # truth, control_log only audits it. A ClickHouse outage is therefore a warning and
-        # the exit code stays 0 (the command took effect); the row is not written later.
-        sys.stderr.write(
-            f"safeloop: warning: {kind.value} for {args.model} (command {command.command_id}) "
-            f"took effect but is missing from the control_log audit table: {failure}\n"
-        )
+    # Published: it takes effect now. The audit row and the wait follow, side by side.
+    audit = AuditJob(settings, command)
     result: dict[str, Any] = {"command": _command_json(command)}
     if not args.json:
         sys.stdout.write(
             f"published {kind.value} for {args.model}: sequence {command.sequence} "
             f"({_describe(command.config)})\n"
         )
+        sys.stdout.flush()
     code: int = ExitCode.OK
     if args.wait:
-        code, result["wait"] = _wait(settings, args, command)
+        code, result["wait"] = wait_for_command(
+            settings, keys, command, args.timeout, stream=not args.json
+        )
+    failure = audit.finish(AUDIT_TIMEOUT_S)
+    if failure is not None:
+        # The command is on the control topic and replicas apply it: Kafka is the source of
+        # truth, control_log only audits it. A ClickHouse outage is therefore a warning and
+        # the exit code is unchanged (the command took effect); the row is not written later.
+        sys.stderr.write(
+            f"safeloop: warning: {kind.value} for {args.model} (command {command.command_id}) "
+            f"took effect but is missing from the control_log audit table: {failure}\n"
+        )
     if args.json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
     return code
@@ -261,36 +272,15 @@ def _initial_config(
         return None
     if args.production_version:
         return ModelConfig(production_version=args.production_version)
+    # Imported here: the model store needs numpy, and only a model's first command reads it.
+    from safeloop.services.models.store import ModelStore
+
     try:
         return ModelConfig(
             production_version=ModelStore(settings.models_path).default_version(args.model)
         )
     except (ModelError, ValueError):
         return None
-
-
-def _wait(
-    settings: Settings, args: argparse.Namespace, command: ControlCommand
-) -> tuple[int, dict[str, Any]]:
-    reader = make_broadcast_reader(settings, settings.topics.replica_status, "cli-wait")
-    try:
-        with FleetWatcher(reader, settings.replica_liveness_ms) as watcher:
-            snapshot = watcher.wait_applied(command.model_name, command.sequence, args.timeout)
-    except WaitTimeoutError as exc:
-        if not args.json:
-            sys.stderr.write(f"safeloop: {exc}\n")
-        return ExitCode.TIMEOUT, {"applied": False, "laggards": list(exc.laggards)}
-    except ControlError as exc:
-        if not args.json:
-            sys.stderr.write(f"safeloop: {exc}\n")
-        return ExitCode.FAILURE, {"applied": False, "error": str(exc)}
-    live = [status.replica_id for status in snapshot.live()]
-    if not args.json:
-        if live:
-            sys.stdout.write(f"applied by all {len(live)} live replicas: {', '.join(live)}\n")
-        else:
-            sys.stdout.write("no live replicas to wait for\n")
-    return ExitCode.OK, {"applied": True, "replicas": live, "laggards": []}
 
 
 def _run_status(args: argparse.Namespace, settings: Settings) -> int:

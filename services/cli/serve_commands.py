@@ -76,9 +76,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn  # noqa: PLC0415 - only `serve` needs the server
+    import uvicorn  # only `serve` needs the server
 
-    from safeloop.services.serving.replica import Replica, default_replica_id  # noqa: PLC0415
+    from safeloop.services.serving.replica import Replica, default_replica_id
 
     replica_id = args.replica_id or settings.replica_id or default_replica_id()
     guard = ReplicaGuard(GuardPolicy()) if args.local_guard else None

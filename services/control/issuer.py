@@ -71,7 +71,7 @@ class CommandIssuer:
             initial=initial,
             details=details,
         )
-        # The one send-then-audit path, shared with the operator CLI.
+        # Send, then audit with the same rows as the operator CLI's (control_log).
         failure = send_and_record(self._publisher, command, self._log_client_now, *entry_types)
         self._follower.note_sent(command)
         self.issued += 1

@@ -10,6 +10,7 @@ from clickhouse_connect.driver import Client
 from clickhouse_connect.driver.exceptions import OperationalError
 from confluent_kafka import Producer
 
+import safeloop.infra.clickhouse.client as clickhouse_client_module
 from safeloop.infra.exceptions import InsertError, WarehouseError
 from safeloop.infra.settings import Settings
 from safeloop.schemas.codec import CONTROL_CODEC
@@ -160,7 +161,8 @@ def cli_env(monkeypatch: pytest.MonkeyPatch) -> tuple[FakeProducer, list[FakeCli
             raise WarehouseError(f"cannot use ClickHouse at {settings.clickhouse_endpoint}")
         return clients[0]
 
-    monkeypatch.setattr(control_commands, "clickhouse_client", connect)
+    # The CLI's audit job imports the client factory when it runs (off the start-up path).
+    monkeypatch.setattr(clickhouse_client_module, "clickhouse_client", connect)
     return producer, clients
 
 
