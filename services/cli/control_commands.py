@@ -9,27 +9,21 @@ import secrets
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-from safeloop.infra.kafka.clients import make_producer
 from safeloop.infra.settings import Settings
 from safeloop.schemas.events import CommandKind, ControlCommand, ModelConfig
-from safeloop.services.cli.audit_job import AuditJob
 from safeloop.services.cli.exceptions import UsageError
 from safeloop.services.cli.exit_codes import ExitCode
-from safeloop.services.cli.wait_report import WAIT_EPILOG, wait_for_command
-from safeloop.services.control.clients import make_broadcast_reader
 from safeloop.services.control.exceptions import CommandError, ControlError
-from safeloop.services.control.fleet import FleetSnapshot, FleetWatcher
-from safeloop.services.control.keys import load_keyring
-from safeloop.services.control.publisher import (
-    ConfigChange,
-    ControlPublisher,
-    ControlTopicView,
-    read_control_topic,
-)
 from safeloop.services.models.exceptions import ModelError
 from safeloop.services.serving.flags import FlagValue, decode_flag, encode_flag
+
+# Kafka's client, the Avro codec and the wait are imported by the commands that use them:
+# `--help` and `keygen` never load them (tests/unit/test_cli_imports.py).
+if TYPE_CHECKING:
+    from safeloop.services.control.fleet import FleetSnapshot
+    from safeloop.services.control.publisher import ConfigChange, ControlTopicView
 
 # Seconds to let the control_log row land after the command is published (it has taken effect).
 AUDIT_TIMEOUT_S = 10.0
@@ -37,12 +31,15 @@ AUDIT_TIMEOUT_S = 10.0
 EPILOG = (
     "exit codes: 0 ok (with --wait: in force on every live replica), 1 failure (no key, Kafka "
     "unreachable, nothing to promote, ...), 2 usage, 3 --wait timed out (laggards named), "
-    "4 --wait: superseded by a newer command, 5 --wait: refused by a replica. " + WAIT_EPILOG
+    "4 --wait: superseded by a newer command, 5 --wait: refused by a replica. With --wait, "
+    "one line per replica on stderr as it decides (not with --json)."
 )
 # Flag names that steer the model config itself rather than the free-form flag map.
 CONFIG_FLAGS = ("canary", "shadow", "kill_switch", "fallback_version")
 
-ChangeBuilder = Callable[[argparse.Namespace], tuple[CommandKind, ConfigChange, dict[str, str]]]
+ChangeBuilder: TypeAlias = (
+    "Callable[[argparse.Namespace], tuple[CommandKind, ConfigChange, dict[str, str]]]"
+)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -218,6 +215,13 @@ def _shadow(args: argparse.Namespace) -> tuple[CommandKind, ConfigChange, dict[s
 
 
 def _run_change(args: argparse.Namespace, settings: Settings) -> int:
+    from safeloop.infra.kafka.clients import make_producer
+    from safeloop.services.cli.audit_job import AuditJob
+    from safeloop.services.cli.wait_report import wait_for_command
+    from safeloop.services.control.clients import make_broadcast_reader
+    from safeloop.services.control.keys import load_keyring
+    from safeloop.services.control.publisher import ControlPublisher, read_control_topic
+
     try:
         kind, change, details = args.build_change(args)
     except UsageError as exc:
@@ -284,6 +288,11 @@ def _initial_config(
 
 
 def _run_status(args: argparse.Namespace, settings: Settings) -> int:
+    from safeloop.services.control.clients import make_broadcast_reader
+    from safeloop.services.control.fleet import FleetWatcher
+    from safeloop.services.control.keys import load_keyring
+    from safeloop.services.control.publisher import read_control_topic
+
     try:
         keys = load_keyring(settings)
         view = read_control_topic(

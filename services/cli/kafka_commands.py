@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
-from safeloop.infra.kafka.broker import BrokerStatus, LocalKafkaBroker
-from safeloop.infra.kafka.topics import TopicAdmin, topic_specs
 from safeloop.infra.settings import Settings
 from safeloop.services.cli.exit_codes import ExitCode
+
+if TYPE_CHECKING:
+    from safeloop.infra.kafka.broker import BrokerStatus
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -42,18 +44,24 @@ def _progress(message: str) -> None:
 
 
 def _start(args: argparse.Namespace, settings: Settings) -> int:
+    from safeloop.infra.kafka.broker import LocalKafkaBroker
+
     status = LocalKafkaBroker(settings).start(progress=None if args.json else _progress)
     _write_status(status, settings, args.json)
     return ExitCode.OK if status.running else ExitCode.FAILURE
 
 
 def _stop(args: argparse.Namespace, settings: Settings) -> int:
+    from safeloop.infra.kafka.broker import LocalKafkaBroker
+
     status = LocalKafkaBroker(settings).stop()
     _write_status(status, settings, args.json)
     return ExitCode.FAILURE if status.running else ExitCode.OK
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from safeloop.infra.kafka.broker import LocalKafkaBroker
+
     status = LocalKafkaBroker(settings).status()
     _write_status(status, settings, args.json)
     return ExitCode.OK if status.running else ExitCode.FAILURE
@@ -76,6 +84,8 @@ def _write_status(status: BrokerStatus, settings: Settings, as_json: bool) -> No
 
 
 def _create_topics(args: argparse.Namespace, settings: Settings) -> int:
+    from safeloop.infra.kafka.topics import TopicAdmin, topic_specs
+
     specs = topic_specs(settings)
     created = set(TopicAdmin.from_settings(settings).ensure(specs))
     for spec in specs:
@@ -88,6 +98,8 @@ def _create_topics(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _list_topics(args: argparse.Namespace, settings: Settings) -> int:
+    from safeloop.infra.kafka.topics import TopicAdmin
+
     admin = TopicAdmin.from_settings(settings)
     descriptions = admin.describe(admin.topic_names(include_internal=args.all))
     if args.json:

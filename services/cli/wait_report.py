@@ -27,13 +27,6 @@ EXIT_CODES = {
     "timeout": ExitCode.TIMEOUT,
 }
 
-WAIT_EPILOG = (
-    "with --wait, one line per replica on stderr as it decides, then: exit 0 the command is in "
-    "force on every live replica; 3 timed out (laggards named); 4 superseded on some replica by "
-    "a newer command (its sequence, issuer and reason are shown); 5 refused by some replica "
-    "(its refusal is shown)"
-)
-
 
 def wait_for_command(
     settings: Settings,
