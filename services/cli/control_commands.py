@@ -23,6 +23,7 @@ from safeloop.services.serving.flags import FlagValue, decode_flag, encode_flag
 # `--help` and `keygen` never load them (tests/unit/test_cli_imports.py).
 if TYPE_CHECKING:
     from safeloop.services.control.fleet import FleetSnapshot
+    from safeloop.services.control.keys import KeyRing
     from safeloop.services.control.publisher import ConfigChange, ControlTopicView
 
 # Seconds to let the control_log row land after the command is published (it has taken effect).
@@ -100,7 +101,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "status",
         help="which replicas applied which control command",
         description="Each replica's applied config version per model, when it was last seen, "
-        "and which live replicas have not applied the newest command.",
+        "and which live replicas have not applied the newest command. Needs no key: without "
+        "SAFELOOP_CONTROL_KEY(_FILE) the commands are shown marked unverified.",
         epilog="exit codes: 0 ok, 1 failure (Kafka unreachable, ...)",
     )
     status.add_argument("model", metavar="MODEL", nargs="?")
@@ -290,11 +292,10 @@ def _initial_config(
 def _run_status(args: argparse.Namespace, settings: Settings) -> int:
     from safeloop.services.control.clients import make_broadcast_reader
     from safeloop.services.control.fleet import FleetWatcher
-    from safeloop.services.control.keys import load_keyring
     from safeloop.services.control.publisher import read_control_topic
 
     try:
-        keys = load_keyring(settings)
+        keys = _keyring_if_configured(settings)
         view = read_control_topic(
             make_broadcast_reader(settings, settings.topics.control, "cli"), keys
         )
@@ -318,6 +319,15 @@ def _run_status(args: argparse.Namespace, settings: Settings) -> int:
     return ExitCode.OK
 
 
+def _keyring_if_configured(settings: Settings) -> KeyRing | None:
+    """Reading needs no key: without one, `status` shows commands marked unverified."""
+    from safeloop.services.control.keys import load_keyring
+
+    if settings.control_key_file is None and not settings.control_key:
+        return None
+    return load_keyring(settings)
+
+
 def _status_report(
     models: list[str], view: ControlTopicView, snapshot: FleetSnapshot
 ) -> dict[str, Any]:
@@ -328,6 +338,8 @@ def _status_report(
         report["models"][model] = {
             "newest_command": _command_json(newest) if newest else None,
             "config": _describe(newest.config) if newest else "no command yet",
+            # False: read without a key, the signature was not checked (replicas do check it).
+            "verified": view.verified,
             "laggards": snapshot.laggards(model, sequence),
         }
     for replica_id, status in sorted(snapshot.replicas.items()):
@@ -352,6 +364,8 @@ def _status_text(report: dict[str, Any]) -> str:
         head = f"{model}: {info['config']}"
         if newest:
             head += f" (sequence {newest['sequence']}, {newest['kind']} by {newest['issuer']})"
+            if not info["verified"]:
+                head += " UNVERIFIED: no control key configured, signature not checked"
         lines.append(head)
         if info["laggards"]:
             lines.append(f"  not yet applied by: {', '.join(info['laggards'])}")

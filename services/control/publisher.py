@@ -33,18 +33,24 @@ ConfigChange = Callable[[ModelConfig], ModelConfig]
 
 @dataclass(frozen=True)
 class ControlTopicView:
-    """The newest verified command per model, as every replica will have rebuilt it."""
+    """The newest verified command per model, as every replica will have rebuilt it.
+
+    `verified` is False when it was read without keys (`safeloop status` with no key
+    configured): then `latest` is the newest decodable command, signatures unchecked.
+    """
 
     latest: dict[str, ControlCommand]
     refused: int
+    verified: bool = True
 
     def config_of(self, model_name: str) -> ModelConfig | None:
         command = self.latest.get(model_name)
         return None if command is None else command.config
 
 
-def read_control_topic(reader: BroadcastReader, keys: KeyRing) -> ControlTopicView:
-    """Read the whole control topic and keep, per model, the newest command that verifies."""
+def read_control_topic(reader: BroadcastReader, keys: KeyRing | None) -> ControlTopicView:
+    """Read the whole control topic and keep, per model, the newest command that verifies
+    (without `keys`: the newest that decodes, and the view says it is unverified)."""
     latest: dict[str, ControlCommand] = {}
     refused = 0
     try:
@@ -55,7 +61,8 @@ def read_control_topic(reader: BroadcastReader, keys: KeyRing) -> ControlTopicVi
                 continue
             try:
                 command = CONTROL_CODEC.decode(value)
-                verify(command, keys)
+                if keys is not None:
+                    verify(command, keys)
             except (DecodeError, SignatureError):
                 refused += 1
                 continue
@@ -64,7 +71,7 @@ def read_control_topic(reader: BroadcastReader, keys: KeyRing) -> ControlTopicVi
                 latest[command.model_name] = command
     finally:
         reader.close()
-    return ControlTopicView(latest, refused)
+    return ControlTopicView(latest, refused, verified=keys is not None)
 
 
 def default_issuer() -> str:

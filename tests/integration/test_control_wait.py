@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 import pytest
-from _serving_harness import ServingStack, serving_stack, settings_with_key, wait_for
+from _serving_harness import KEY_HEX, ServingStack, serving_stack, settings_with_key, wait_for
 from conftest import Stack
 
 from safeloop.infra.kafka.clients import make_producer
@@ -176,3 +176,26 @@ def test_wait_reports_a_replicas_refusal_with_its_reason(
     assert "replica-z: refused: unknown key id 'it-key'" in err
     assert "replica-a: applied sequence" in err and "in force" in err
     assert "is not in force everywhere (refused)" in out
+
+
+def test_status_reads_without_a_key_and_marks_commands_unverified(
+    replicas: list[Replica], cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert cli("flag", "churn", "tier", "silver", "--wait")[0] == ExitCode.OK
+    sequence = replicas[0].state.config_versions()["churn"]
+    monkeypatch.delenv("SAFELOOP_CONTROL_KEY")
+    monkeypatch.delenv("SAFELOOP_CONTROL_KEY_ID")
+    code, out, err = cli("status", "churn", "--json")
+    assert code == ExitCode.OK, err
+    model = json.loads(out)["models"]["churn"]
+    assert model["verified"] is False
+    assert model["newest_command"]["sequence"] == sequence
+    assert model["laggards"] == []
+    code, out, _ = cli("status", "churn")
+    assert code == ExitCode.OK
+    assert "UNVERIFIED: no control key configured" in out
+    # With the key, the same command is verified.
+    monkeypatch.setenv("SAFELOOP_CONTROL_KEY", KEY_HEX)
+    monkeypatch.setenv("SAFELOOP_CONTROL_KEY_ID", "it-key")
+    code, out, _ = cli("status", "churn", "--json")
+    assert json.loads(out)["models"]["churn"]["verified"] is True
