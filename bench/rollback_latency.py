@@ -11,6 +11,13 @@ through the full metrics service (decode, windows, drift, guard, rollout hooks),
 Run: `python -m bench.rollback_latency [--rounds N] [--events N]`; writes
 bench/results/rollback_latency.json. Uses KAFKA_BOOTSTRAP_SERVERS / CLICKHOUSE_URL if set,
 else starts a private broker and embedded ClickHouse endpoint.
+
+`--cold-start [--rounds 20]`: the first rollback right after a cold start. Each round starts a
+fresh private Kafka broker (new data directory: no producer-id or group coordinator loaded yet),
+two replicas and a new `safeloop metrics run`, waits for its GET /readyz to answer 200, then at
+once publishes the failing canary at 500 requests/s and times breach measurable -> applied on
+both replicas. Baseline in the same round: a second breach on the now warm stack. Writes
+bench/results/rollback_cold_start.json.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -67,6 +76,8 @@ from safeloop.services.monitor.wiring import build_metrics_service
 from safeloop.services.serving.replica import Replica, load_catalog
 
 RESULTS = Path(__file__).parent / "results" / "rollback_latency.json"
+COLD_RESULTS = Path(__file__).parent / "results" / "rollback_cold_start.json"
+COLD_RATE = 500
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "churn"
 FEATURES = {"age": 0.3, "income": -1.2, "tenure_months": 0.8, "sessions_7d": 1.5}
@@ -219,11 +230,12 @@ def _replicas(settings: Settings, failing: FailingModel) -> list[Replica]:
     return replicas
 
 
-def _metrics_process(settings: Settings) -> subprocess.Popen[bytes]:
+def _metrics_process(settings: Settings, http_port: int = 0) -> subprocess.Popen[bytes]:
     argv = [
         sys.executable, "-m", "safeloop.services.cli.main", "metrics", "run",
         "--snapshot-interval-s", "1", "--max-p99-latency-ratio", "0",
         "--max-performance-drop", "0", "--min-requests", str(MIN_REQUESTS),
+        "--http-port", str(http_port),
     ]  # fmt: skip
     return subprocess.Popen(
         argv, cwd=REPO, env={**os.environ, **_env_of(settings)}, stdout=subprocess.DEVNULL
@@ -420,11 +432,159 @@ def _throughput(settings: Settings, events: int) -> dict[str, Any]:
     }
 
 
+# -- cold start ---------------------------------------------------------------------------------
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            return bool(answer.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _breach(
+    settings: Settings,
+    replicas: list[Replica],
+    failing: FailingModel,
+    clock: AppliedClock,
+    publisher: ControlPublisher,
+) -> dict[str, float]:
+    """Publish the failing canary under traffic; time until it is rolled back everywhere."""
+    ids = [replica.replica_id for replica in replicas]
+    failing.reset()
+    with Traffic(replicas, COLD_RATE):
+        sequence = _publish_canary(settings, publisher)
+        deadline = time.monotonic() + 30
+        applied = None
+        while applied is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+            applied = clock.all_after(ids, sequence)
+    if applied is None or failing.first_s is None or failing.measurable_s is None:
+        raise TimeoutError(f"no rollback within 30 s: canary sequence {sequence}")
+    return {
+        "measurable_to_applied_s": applied - failing.measurable_s,
+        "first_failure_to_applied_s": applied - failing.first_s,
+    }
+
+
+def _cold_round(shared: Settings) -> dict[str, float]:
+    """A fresh broker, replicas and metrics process; the first breach once /readyz says 200."""
+    with tempfile.TemporaryDirectory(prefix="safeloop-cold-") as state:
+        settings = dataclasses.replace(
+            _settings(Path(state)),
+            warehouse_port=shared.warehouse_port,
+            clickhouse_url=shared.clickhouse_url,
+        )
+        broker = LocalKafkaBroker(settings) if settings.uses_local_kafka else None
+        if broker is not None:
+            broker.start()
+        replicas: list[Replica] = []
+        metrics = None
+        try:
+            _provision(settings)
+            failing = FailingModel(ModelStore(settings.models_path).load(MODEL, "v2").model)
+            replicas = _replicas(settings, failing)
+            clock = AppliedClock(replicas)
+            publisher = ControlPublisher(
+                make_producer(settings, **{"linger.ms": 0}),
+                settings.topics.control,
+                load_keyring(settings),
+                issuer="bench",
+            )
+            port = _free_port()
+            started = time.monotonic()
+            metrics = _metrics_process(settings, port)
+            deadline = started + 120
+            while not _ready(f"http://127.0.0.1:{port}/readyz"):
+                if time.monotonic() > deadline or metrics.poll() is not None:
+                    raise TimeoutError("metrics run never answered /readyz 200")
+                time.sleep(0.02)
+            ready_s = time.monotonic() - started
+            cold = _breach(settings, replicas, failing, clock, publisher)
+            time.sleep(0.5)
+            warm = _breach(settings, replicas, failing, clock, publisher)
+        finally:
+            if metrics is not None:
+                metrics.send_signal(signal.SIGTERM)
+                metrics.wait(30)
+            for replica in replicas:
+                replica.stop()
+            if broker is not None:
+                broker.stop()
+    return {
+        "ready_after_start_s": ready_s,
+        "cold_measurable_to_applied_s": cold["measurable_to_applied_s"],
+        "cold_first_failure_to_applied_s": cold["first_failure_to_applied_s"],
+        "warm_measurable_to_applied_s": warm["measurable_to_applied_s"],
+    }
+
+
+def cold_start(rounds: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="safeloop-bench-") as state:
+        shared = _settings(Path(state))
+        warehouse = WarehouseProcess(shared) if shared.uses_embedded_clickhouse else None
+        if warehouse is not None:
+            warehouse.start()
+        try:
+            samples = []
+            for index in range(rounds):
+                sample = _cold_round(shared)
+                samples.append(sample)
+                sys.stdout.write(f"round {index + 1}/{rounds}: {json.dumps(sample)}\n")
+                sys.stdout.flush()
+        finally:
+            if warehouse is not None:
+                warehouse.stop()
+
+    def stat(name: str) -> dict[str, float]:
+        values = np.asarray([sample[name] for sample in samples])
+        return {
+            "p50": round(float(np.median(values)), 4),
+            "p95": round(float(np.percentile(values, 95)), 4),
+            "max": round(float(values.max()), 4),
+        }
+
+    cold = stat("cold_measurable_to_applied_s")
+    return {
+        "benchmark": "rollback_cold_start",
+        "what": "per round a fresh Kafka broker, two replicas and a new `safeloop metrics run`; "
+        "once GET /readyz answers 200 the failing canary (10 %) is published at once at "
+        f"{COLD_RATE} requests/s: breach measurable ({MIN_REQUESTS} failing canary requests) "
+        "-> rollback applied on both replicas. Baseline: a second breach on the warm stack",
+        "target_s": TARGET_S,
+        "rounds": rounds,
+        "cold_measurable_to_applied_s": cold,
+        "cold_first_failure_to_applied_s": stat("cold_first_failure_to_applied_s"),
+        "warm_measurable_to_applied_s": stat("warm_measurable_to_applied_s"),
+        "ready_after_start_s": stat("ready_after_start_s"),
+        "meets_target": cold["max"] < TARGET_S,
+        "samples": [{k: round(v, 4) for k, v in sample.items()} for sample in samples],
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "load_average_1m": round(os.getloadavg()[0], 2),
+            "platform": platform.platform(),
+        },
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument(
+        "--cold-start", action="store_true", help="the first rollback after a cold start"
+    )
     args = parser.parse_args()
+    if args.cold_start:
+        result = cold_start(args.rounds)
+        COLD_RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        COLD_RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+        summary = {k: v for k, v in result.items() if k not in ("samples", "what")}
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        return
     with tempfile.TemporaryDirectory(prefix="safeloop-bench-") as state:
         settings = _settings(Path(state))
         settings = dataclasses.replace(settings, control_key=Secret(settings.control_key.value))

@@ -43,6 +43,10 @@ class CommandIssuer:
     def issuer(self) -> str:
         return self._publisher.issuer
 
+    def warm_up(self) -> float:
+        """Deliver one tombstone so the first command goes out at once (ControlError if not)."""
+        return self._publisher.warm_up()
+
     def config_of(self, model_name: str) -> ModelConfig | None:
         """The model's current config, or what replicas serve before any command."""
         command = self._follower.latest(model_name)

@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 
 READ_TIMEOUT_S = 15.0
 DELIVERY_TIMEOUT_S = 15.0
+# The key of the warm-up tombstone: no model has it (model names are [A-Za-z0-9_.-]), replicas
+# and readers skip tombstones, and compaction removes it.
+WARM_UP_KEY_PREFIX = "__warm-up__/"
 
 ConfigChange = Callable[[ModelConfig], ModelConfig]
 
@@ -141,6 +144,22 @@ class ControlPublisher:
             details=dict(details or {}),
         )
         return sign(command, self._keys.signing_key)
+
+    def warm_up(self, timeout_s: float = DELIVERY_TIMEOUT_S) -> float:
+        """Deliver one tombstone to the control topic and wait for its acknowledgement.
+
+        Returns the seconds it took. After this, the producer holds its idempotence producer
+        id and knows the topic's leaders, so the first real command (a guard's rollback) is
+        sent at once instead of waiting out "Coordinator load in progress" on a fresh broker.
+        ControlTopicError if the broker does not acknowledge it in time.
+        """
+        started = time.monotonic()
+        record = ((WARM_UP_KEY_PREFIX + self.issuer).encode(), None)
+        try:
+            produce_confirmed(self._producer, self._topic, [record], timeout_s)
+        except DeliveryError as exc:
+            raise ControlTopicError(f"cannot deliver to {self._topic} yet: {exc.reason}") from exc
+        return time.monotonic() - started
 
     def send(self, command: ControlCommand, timeout_s: float = DELIVERY_TIMEOUT_S) -> None:
         """Produce and wait for the broker's acknowledgement; ControlTopicError otherwise."""
