@@ -12,12 +12,11 @@ Run: `python -m bench.rollback_latency [--rounds N] [--events N]`; writes
 bench/results/rollback_latency.json. Uses KAFKA_BOOTSTRAP_SERVERS / CLICKHOUSE_URL if set,
 else starts a private broker and embedded ClickHouse endpoint.
 
-`--cold-start [--rounds 20]`: the first rollback right after a cold start. Each round starts a
-fresh private Kafka broker (new data directory: no producer-id or group coordinator loaded yet),
-two replicas and a new `safeloop metrics run`, waits for its GET /readyz to answer 200, then at
-once publishes the failing canary (production traffic at 500 requests/s runs from before the
-metrics process starts) and times breach measurable -> applied on both replicas. Writes
-bench/results/rollback_cold_start.json.
+`--cold-start [--rounds 20]`: the first rollback right after `metrics run` starts. Each round
+starts a new `safeloop metrics run` while the replicas serve 500 requests/s, waits for its
+GET /readyz to answer 200, then at once publishes the failing canary and times breach
+measurable -> applied on both replicas. Round 1 runs on a broker started seconds before.
+Writes bench/results/rollback_cold_start.json.
 """
 
 from __future__ import annotations
@@ -445,20 +444,65 @@ def _ready(url: str) -> bool:
         return False
 
 
-def _cold_round(shared: Settings) -> dict[str, float]:
-    """A fresh broker, replicas and metrics process, production traffic from the start; the
-    failing canary is published the moment `metrics run` answers /readyz 200."""
-    with tempfile.TemporaryDirectory(prefix="safeloop-cold-") as state:
-        settings = dataclasses.replace(
-            _settings(Path(state)),
-            warehouse_port=shared.warehouse_port,
-            clickhouse_url=shared.clickhouse_url,
+def _first_breach_after_start(
+    settings: Settings,
+    replicas: list[Replica],
+    failing: FailingModel,
+    clock: AppliedClock,
+    publisher: ControlPublisher,
+) -> dict[str, float]:
+    """Start `metrics run` under production traffic; the moment its /readyz answers 200,
+    publish the failing canary and time the rollback; then stop the process."""
+    ids = [replica.replica_id for replica in replicas]
+    port = _free_port()
+    failing.reset()
+    metrics = None
+    try:
+        with Traffic(replicas, COLD_RATE):
+            started = time.monotonic()
+            metrics = _metrics_process(settings, port)
+            deadline = started + 120
+            while not _ready(f"http://127.0.0.1:{port}/readyz"):
+                if time.monotonic() > deadline or metrics.poll() is not None:
+                    raise TimeoutError("metrics run never answered /readyz 200")
+                time.sleep(0.01)
+            ready_s = time.monotonic() - started
+            sequence = _publish_canary(settings, publisher)
+            deadline = time.monotonic() + BREACH_TIMEOUT_S
+            applied = None
+            while applied is None and time.monotonic() < deadline:
+                time.sleep(0.005)
+                applied = clock.all_after(ids, sequence)
+    finally:
+        if metrics is not None:
+            metrics.send_signal(signal.SIGTERM)
+            metrics.wait(30)
+    if applied is None or failing.first_s is None or failing.measurable_s is None:
+        stats = [replica.sink.stats() for replica in replicas]
+        raise TimeoutError(
+            f"no rollback within {BREACH_TIMEOUT_S:g} s: canary sequence {sequence}, "
+            f"{failing.failures} failing canary requests, event sinks {stats}"
         )
+    return {
+        "ready_after_start_s": ready_s,
+        "measurable_to_applied_s": applied - failing.measurable_s,
+        "first_failure_to_applied_s": applied - failing.first_s,
+    }
+
+
+def cold_start(rounds: int) -> dict[str, Any]:
+    """Round 1 on a broker started moments before; every round a new `metrics run`."""
+    samples: list[dict[str, float]] = []
+    failures: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="safeloop-bench-") as state:
+        settings = _settings(Path(state))
         broker = LocalKafkaBroker(settings) if settings.uses_local_kafka else None
+        warehouse = WarehouseProcess(settings) if settings.uses_embedded_clickhouse else None
         if broker is not None:
             broker.start()
+        if warehouse is not None:
+            warehouse.start()
         replicas: list[Replica] = []
-        metrics = None
         try:
             _provision(settings)
             failing = FailingModel(ModelStore(settings.models_path).load(MODEL, "v2").model)
@@ -471,56 +515,11 @@ def _cold_round(shared: Settings) -> dict[str, float]:
                 issuer="bench",
             )
             publisher.warm_up()  # the operator's own producer is not what is measured
-            port = _free_port()
-            ids = [replica.replica_id for replica in replicas]
-            with Traffic(replicas, COLD_RATE):
-                started = time.monotonic()
-                metrics = _metrics_process(settings, port)
-                deadline = started + 120
-                while not _ready(f"http://127.0.0.1:{port}/readyz"):
-                    if time.monotonic() > deadline or metrics.poll() is not None:
-                        raise TimeoutError("metrics run never answered /readyz 200")
-                    time.sleep(0.01)
-                ready_s = time.monotonic() - started
-                sequence = _publish_canary(settings, publisher)
-                deadline = time.monotonic() + BREACH_TIMEOUT_S
-                applied = None
-                while applied is None and time.monotonic() < deadline:
-                    time.sleep(0.005)
-                    applied = clock.all_after(ids, sequence)
-            if applied is None or failing.first_s is None or failing.measurable_s is None:
-                stats = [replica.sink.stats() for replica in replicas]
-                raise TimeoutError(
-                    f"no rollback within {BREACH_TIMEOUT_S:g} s: canary sequence {sequence}, "
-                    f"{failing.failures} failing canary requests, event sinks {stats}"
-                )
-        finally:
-            if metrics is not None:
-                metrics.send_signal(signal.SIGTERM)
-                metrics.wait(30)
-            for replica in replicas:
-                replica.stop()
-            if broker is not None:
-                broker.stop()
-    return {
-        "ready_after_start_s": ready_s,
-        "measurable_to_applied_s": applied - failing.measurable_s,
-        "first_failure_to_applied_s": applied - failing.first_s,
-    }
-
-
-def cold_start(rounds: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="safeloop-bench-") as state:
-        shared = _settings(Path(state))
-        warehouse = WarehouseProcess(shared) if shared.uses_embedded_clickhouse else None
-        if warehouse is not None:
-            warehouse.start()
-        try:
-            samples = []
-            failures: list[str] = []
             for index in range(rounds):
                 try:
-                    sample = _cold_round(shared)
+                    sample = _first_breach_after_start(
+                        settings, replicas, failing, clock, publisher
+                    )
                 except TimeoutError as exc:
                     failures.append(str(exc))
                     sys.stdout.write(f"round {index + 1}/{rounds}: FAILED {exc}\n")
@@ -529,8 +528,12 @@ def cold_start(rounds: int) -> dict[str, Any]:
                 sys.stdout.write(f"round {index + 1}/{rounds}: {json.dumps(sample)}\n")
                 sys.stdout.flush()
         finally:
+            for replica in replicas:
+                replica.stop()
             if warehouse is not None:
                 warehouse.stop()
+            if broker is not None:
+                broker.stop()
 
     def stat(name: str) -> dict[str, float] | None:
         if not samples:
@@ -545,11 +548,11 @@ def cold_start(rounds: int) -> dict[str, Any]:
     cold = stat("measurable_to_applied_s")
     return {
         "benchmark": "rollback_cold_start",
-        "what": "per round a fresh Kafka broker, two replicas (ready: control state rebuilt, "
-        f"event producer delivers) under {COLD_RATE} requests/s, and a new `safeloop metrics "
-        "run`; once its GET /readyz answers 200 the failing canary (10 %) is published at "
-        f"once: breach measurable ({MIN_REQUESTS} failing canary requests) -> rollback "
-        "applied on both replicas",
+        "what": "per round a new `safeloop metrics run` process (new control producer, group "
+        f"re-join) while two replicas serve {COLD_RATE} requests/s; the moment its GET /readyz "
+        "answers 200 the failing canary (10 %) is published: breach measurable "
+        f"({MIN_REQUESTS} failing canary requests) -> rollback applied on both replicas. "
+        "Round 1 runs on a Kafka broker started seconds before (nothing loaded yet)",
         "target_s": TARGET_S,
         "rounds": rounds,
         "measurable_to_applied_s": cold,
