@@ -7,6 +7,7 @@ import sys
 
 # Cheapest first; dashboard_queries generates 100 million rows and takes several minutes.
 BENCHMARKS = (
+    "cli_startup",
     "codec",
     "metrics_throughput",
     "warehouse_insert",

@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from safeloop.schemas.events import FeedbackRecord, FeedbackStatus, PredictionEvent, Route
-from safeloop.services.guard import GuardPolicy, judge
+from safeloop.services.guard.judge import judge
+from safeloop.services.guard.policy import GuardPolicy
 from safeloop.services.metrics.baseline import ModelBaseline
 from safeloop.services.metrics.columns import ScoreConvention, feedback_batch, health_batch
 from safeloop.services.metrics.drift import model_drift

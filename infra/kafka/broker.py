@@ -129,7 +129,7 @@ class LocalKafkaBroker:
         self._clear_stale_pid_file()
         pid = process.owned_pid(self.paths)
         if pid is None:
-            log.info("Kafka broker is not running")
+            log.info("Kafka broker was not running; nothing to stop")
             return self.status()
         log.info("stopping Kafka broker (pid %d)", pid)
         what = f"Kafka broker pid {pid}"

@@ -20,7 +20,7 @@ class ConfirmingProducer(Protocol):
     """The slice of confluent-kafka's Producer that a confirmed send needs."""
 
     def produce(
-        self, topic: str, *, key: bytes | None, value: bytes, on_delivery: DeliveryCallback
+        self, topic: str, *, key: bytes | None, value: bytes | None, on_delivery: DeliveryCallback
     ) -> None: ...
 
     def flush(self, timeout: float) -> int: ...
@@ -29,13 +29,13 @@ class ConfirmingProducer(Protocol):
 def produce_confirmed(
     producer: ConfirmingProducer,
     topic: str,
-    records: Iterable[tuple[bytes | None, bytes]],
+    records: Iterable[tuple[bytes | None, bytes | None]],
     timeout_s: float = DELIVERY_TIMEOUT_S,
 ) -> int:
     """Produce `(key, value)` records, flush, and raise `DeliveryError` unless all are acked.
 
-    Returns how many were sent. The caller's side effect (a ClickHouse row, a log line) comes
-    after this returns, so what it records is in Kafka.
+    A None value is a tombstone. Returns how many were sent. The caller's side effect (a
+    ClickHouse row, a log line) comes after this returns, so what it records is in Kafka.
     """
     errors: list[KafkaError] = []
 

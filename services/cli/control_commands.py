@@ -9,37 +9,38 @@ import secrets
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-from safeloop.infra.clickhouse.client import clickhouse_client
-from safeloop.infra.kafka.clients import make_producer
 from safeloop.infra.settings import Settings
 from safeloop.schemas.events import CommandKind, ControlCommand, ModelConfig
 from safeloop.services.cli.exceptions import UsageError
 from safeloop.services.cli.exit_codes import ExitCode
-from safeloop.services.control.audit import send_and_record
-from safeloop.services.control.clients import make_broadcast_reader
-from safeloop.services.control.exceptions import CommandError, ControlError, WaitTimeoutError
-from safeloop.services.control.fleet import FleetSnapshot, FleetWatcher
-from safeloop.services.control.keys import load_keyring
-from safeloop.services.control.publisher import (
-    ConfigChange,
-    ControlPublisher,
-    ControlTopicView,
-    read_control_topic,
-)
+from safeloop.services.control.exceptions import CommandError, ControlError
 from safeloop.services.models.exceptions import ModelError
-from safeloop.services.models.store import ModelStore
 from safeloop.services.serving.flags import FlagValue, decode_flag, encode_flag
 
+# Kafka's client, the Avro codec and the wait are imported by the commands that use them:
+# `--help` and `keygen` never load them (tests/unit/test_cli_imports.py).
+if TYPE_CHECKING:
+    from safeloop.services.control.fleet import FleetSnapshot
+    from safeloop.services.control.keys import KeyRing
+    from safeloop.services.control.publisher import ConfigChange, ControlTopicView
+
+# Seconds to let the control_log row land after the command is published (it has taken effect).
+AUDIT_TIMEOUT_S = 10.0
+
 EPILOG = (
-    "exit codes: 0 ok (with --wait: every live replica applied it), 1 failure (no key, Kafka "
-    "unreachable, nothing to promote, ...), 2 usage, 3 --wait timed out (laggards named)"
+    "exit codes: 0 ok (with --wait: in force on every live replica), 1 failure (no key, Kafka "
+    "unreachable, nothing to promote, ...), 2 usage, 3 --wait timed out (laggards named), "
+    "4 --wait: superseded by a newer command, 5 --wait: refused by a replica. With --wait, "
+    "one line per replica on stderr as it decides (not with --json)."
 )
 # Flag names that steer the model config itself rather than the free-form flag map.
 CONFIG_FLAGS = ("canary", "shadow", "kill_switch", "fallback_version")
 
-ChangeBuilder = Callable[[argparse.Namespace], tuple[CommandKind, ConfigChange, dict[str, str]]]
+ChangeBuilder: TypeAlias = (
+    "Callable[[argparse.Namespace], tuple[CommandKind, ConfigChange, dict[str, str]]]"
+)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -77,7 +78,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             help="why (recorded in the command)",
         )
         parser.add_argument(
-            "--wait", action="store_true", help="return once every live replica applied it"
+            "--wait",
+            action="store_true",
+            help="return once every live replica applied it, was superseded or refused it",
         )
         parser.add_argument(
             "--timeout",
@@ -98,7 +101,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "status",
         help="which replicas applied which control command",
         description="Each replica's applied config version per model, when it was last seen, "
-        "and which live replicas have not applied the newest command.",
+        "and which live replicas have not applied the newest command. Needs no key: without "
+        "SAFELOOP_CONTROL_KEY(_FILE) the commands are shown marked unverified.",
         epilog="exit codes: 0 ok, 1 failure (Kafka unreachable, ...)",
     )
     status.add_argument("model", metavar="MODEL", nargs="?")
@@ -213,6 +217,13 @@ def _shadow(args: argparse.Namespace) -> tuple[CommandKind, ConfigChange, dict[s
 
 
 def _run_change(args: argparse.Namespace, settings: Settings) -> int:
+    from safeloop.infra.kafka.clients import make_producer
+    from safeloop.services.cli.audit_job import AuditJob
+    from safeloop.services.cli.wait_report import wait_for_command
+    from safeloop.services.control.clients import make_broadcast_reader
+    from safeloop.services.control.keys import load_keyring
+    from safeloop.services.control.publisher import ControlPublisher, read_control_topic
+
     try:
         kind, change, details = args.build_change(args)
     except UsageError as exc:
@@ -229,26 +240,32 @@ def _run_change(args: argparse.Namespace, settings: Settings) -> int:
         command = publisher.next_command(
             view, args.model, kind, change, reason=args.reason, initial=initial, details=details
         )
-        failure = send_and_record(publisher, command, lambda: clickhouse_client(settings))
+        publisher.send(command)
     except (ControlError, ModelError) as exc:
         return _fail(args, str(exc), ExitCode.FAILURE)
-    if failure is not None:
-        # The command is on the control topic and replicas apply it: Kafka is the source of
-        # truth, control_log only audits it. A ClickHouse outage is therefore a warning and
-        # the exit code stays 0 (the command took effect); the row is not written later.
-        sys.stderr.write(
-            f"safeloop: warning: {kind.value} for {args.model} (command {command.command_id}) "
-            f"took effect but is missing from the control_log audit table: {failure}\n"
-        )
+    # Published: it takes effect now. The audit row and the wait follow, side by side.
+    audit = AuditJob(settings, command)
     result: dict[str, Any] = {"command": _command_json(command)}
     if not args.json:
         sys.stdout.write(
             f"published {kind.value} for {args.model}: sequence {command.sequence} "
             f"({_describe(command.config)})\n"
         )
+        sys.stdout.flush()
     code: int = ExitCode.OK
     if args.wait:
-        code, result["wait"] = _wait(settings, args, command)
+        code, result["wait"] = wait_for_command(
+            settings, keys, command, args.timeout, stream=not args.json
+        )
+    failure = audit.finish(AUDIT_TIMEOUT_S)
+    if failure is not None:
+        # The command is on the control topic and replicas apply it: Kafka is the source of
+        # truth, control_log only audits it. A ClickHouse outage is therefore a warning and
+        # the exit code is unchanged (the command took effect); the row is not written later.
+        sys.stderr.write(
+            f"safeloop: warning: {kind.value} for {args.model} (command {command.command_id}) "
+            f"took effect but is missing from the control_log audit table: {failure}\n"
+        )
     if args.json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
     return code
@@ -261,6 +278,9 @@ def _initial_config(
         return None
     if args.production_version:
         return ModelConfig(production_version=args.production_version)
+    # Imported here: the model store needs numpy, and only a model's first command reads it.
+    from safeloop.services.models.store import ModelStore
+
     try:
         return ModelConfig(
             production_version=ModelStore(settings.models_path).default_version(args.model)
@@ -269,33 +289,13 @@ def _initial_config(
         return None
 
 
-def _wait(
-    settings: Settings, args: argparse.Namespace, command: ControlCommand
-) -> tuple[int, dict[str, Any]]:
-    reader = make_broadcast_reader(settings, settings.topics.replica_status, "cli-wait")
-    try:
-        with FleetWatcher(reader, settings.replica_liveness_ms) as watcher:
-            snapshot = watcher.wait_applied(command.model_name, command.sequence, args.timeout)
-    except WaitTimeoutError as exc:
-        if not args.json:
-            sys.stderr.write(f"safeloop: {exc}\n")
-        return ExitCode.TIMEOUT, {"applied": False, "laggards": list(exc.laggards)}
-    except ControlError as exc:
-        if not args.json:
-            sys.stderr.write(f"safeloop: {exc}\n")
-        return ExitCode.FAILURE, {"applied": False, "error": str(exc)}
-    live = [status.replica_id for status in snapshot.live()]
-    if not args.json:
-        if live:
-            sys.stdout.write(f"applied by all {len(live)} live replicas: {', '.join(live)}\n")
-        else:
-            sys.stdout.write("no live replicas to wait for\n")
-    return ExitCode.OK, {"applied": True, "replicas": live, "laggards": []}
-
-
 def _run_status(args: argparse.Namespace, settings: Settings) -> int:
+    from safeloop.services.control.clients import make_broadcast_reader
+    from safeloop.services.control.fleet import FleetWatcher
+    from safeloop.services.control.publisher import read_control_topic
+
     try:
-        keys = load_keyring(settings)
+        keys = _keyring_if_configured(settings)
         view = read_control_topic(
             make_broadcast_reader(settings, settings.topics.control, "cli"), keys
         )
@@ -319,6 +319,15 @@ def _run_status(args: argparse.Namespace, settings: Settings) -> int:
     return ExitCode.OK
 
 
+def _keyring_if_configured(settings: Settings) -> KeyRing | None:
+    """Reading needs no key: without one, `status` shows commands marked unverified."""
+    from safeloop.services.control.keys import load_keyring
+
+    if settings.control_key_file is None and not settings.control_key:
+        return None
+    return load_keyring(settings)
+
+
 def _status_report(
     models: list[str], view: ControlTopicView, snapshot: FleetSnapshot
 ) -> dict[str, Any]:
@@ -329,6 +338,8 @@ def _status_report(
         report["models"][model] = {
             "newest_command": _command_json(newest) if newest else None,
             "config": _describe(newest.config) if newest else "no command yet",
+            # False: read without a key, the signature was not checked (replicas do check it).
+            "verified": view.verified,
             "laggards": snapshot.laggards(model, sequence),
         }
     for replica_id, status in sorted(snapshot.replicas.items()):
@@ -353,6 +364,8 @@ def _status_text(report: dict[str, Any]) -> str:
         head = f"{model}: {info['config']}"
         if newest:
             head += f" (sequence {newest['sequence']}, {newest['kind']} by {newest['issuer']})"
+            if not info["verified"]:
+                head += " UNVERIFIED: no control key configured, signature not checked"
         lines.append(head)
         if info["laggards"]:
             lines.append(f"  not yet applied by: {', '.join(info['laggards'])}")

@@ -5,13 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-import uvicorn
-
 from safeloop.infra.settings import Settings
 from safeloop.services.cli.exit_codes import ExitCode
-from safeloop.services.dashboard.app import create_app
-from safeloop.services.dashboard.assets import plotly_js
-from safeloop.services.dashboard.reader import Reader
 
 DEFAULT_PORT = 8050
 
@@ -29,6 +24,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from safeloop.services.dashboard.app import create_app
+    from safeloop.services.dashboard.assets import plotly_js
+    from safeloop.services.dashboard.reader import Reader
+
     plotly_js()  # fail now, with the fix in the message, rather than on the first page load
     app = create_app(Reader(settings))
     sys.stdout.write(

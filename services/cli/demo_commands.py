@@ -12,7 +12,6 @@ from safeloop.infra.settings import Settings
 from safeloop.services.cli.exit_codes import ExitCode
 from safeloop.services.demo.config import DEFAULT_DURATION_S, DEFAULT_RATE, DemoConfig
 from safeloop.services.demo.exceptions import StackError
-from safeloop.services.demo.run import run_demo
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -50,6 +49,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _run_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from safeloop.services.demo.run import run_demo
+
     if args.duration < 20 or not 1 <= args.rate <= 500:
         sys.stderr.write("safeloop demo: --duration must be >= 20 s and --rate 1-500 req/s\n")
         return ExitCode.USAGE

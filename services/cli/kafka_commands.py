@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
-from safeloop.infra.kafka.broker import BrokerStatus, LocalKafkaBroker
-from safeloop.infra.kafka.topics import TopicAdmin, topic_specs
 from safeloop.infra.settings import Settings
 from safeloop.services.cli.exit_codes import ExitCode
+
+if TYPE_CHECKING:
+    from safeloop.infra.kafka.broker import BrokerStatus
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -17,7 +19,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     kafka_commands = kafka.add_subparsers(dest="kafka_command", metavar="ACTION", required=True)
     for name, func, help_text in (
         ("start", _start, "fetch the jars if needed, start the broker and wait until it answers"),
-        ("stop", _stop, "stop the broker cleanly (SIGTERM, then SIGKILL after a timeout)"),
+        (
+            "stop",
+            _stop,
+            "stop the broker cleanly (SIGTERM, then SIGKILL after a timeout); "
+            "exit 0 also when it was not running",
+        ),
         ("status", _status, "is the broker running (or, with KAFKA_BOOTSTRAP_SERVERS, reachable)"),
     ):
         parser = kafka_commands.add_parser(name, help=help_text, description=help_text)
@@ -42,18 +49,36 @@ def _progress(message: str) -> None:
 
 
 def _start(args: argparse.Namespace, settings: Settings) -> int:
+    from safeloop.infra.kafka.broker import LocalKafkaBroker
+
     status = LocalKafkaBroker(settings).start(progress=None if args.json else _progress)
     _write_status(status, settings, args.json)
     return ExitCode.OK if status.running else ExitCode.FAILURE
 
 
 def _stop(args: argparse.Namespace, settings: Settings) -> int:
-    status = LocalKafkaBroker(settings).stop()
-    _write_status(status, settings, args.json)
+    """Idempotent, like `warehouse stop`: stopping a broker that is not running succeeds (exit 0)
+    and says so in words that do not read like a failure."""
+    from safeloop.infra.kafka.broker import LocalKafkaBroker
+
+    broker = LocalKafkaBroker(settings)
+    was_running = broker.status().running
+    status = broker.stop()
+    if args.json:
+        sys.stdout.write(json.dumps({**status.as_dict(), "was_running": was_running}, indent=2))
+        sys.stdout.write("\n")
+    elif status.running:
+        sys.stderr.write(f"safeloop: Kafka is still running (pid {status.pid})\n")
+    elif was_running:
+        sys.stdout.write(f"Kafka stopped (data kept in {status.data_dir})\n")
+    else:
+        sys.stdout.write(f"Kafka was not running; nothing to stop (data in {status.data_dir})\n")
     return ExitCode.FAILURE if status.running else ExitCode.OK
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from safeloop.infra.kafka.broker import LocalKafkaBroker
+
     status = LocalKafkaBroker(settings).status()
     _write_status(status, settings, args.json)
     return ExitCode.OK if status.running else ExitCode.FAILURE
@@ -76,6 +101,8 @@ def _write_status(status: BrokerStatus, settings: Settings, as_json: bool) -> No
 
 
 def _create_topics(args: argparse.Namespace, settings: Settings) -> int:
+    from safeloop.infra.kafka.topics import TopicAdmin, topic_specs
+
     specs = topic_specs(settings)
     created = set(TopicAdmin.from_settings(settings).ensure(specs))
     for spec in specs:
@@ -88,6 +115,8 @@ def _create_topics(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _list_topics(args: argparse.Namespace, settings: Settings) -> int:
+    from safeloop.infra.kafka.topics import TopicAdmin
+
     admin = TopicAdmin.from_settings(settings)
     descriptions = admin.describe(admin.topic_names(include_internal=args.all))
     if args.json:

@@ -1,4 +1,4 @@
-"""`safeloop metrics run`, `safeloop rollout start|status|abort`, `safeloop export ...`."""
+"""`safeloop metrics run`, `safeloop rollout start|status|abort|approve|reject`, `export ...`."""
 
 from __future__ import annotations
 
@@ -10,42 +10,25 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from safeloop.infra.clickhouse.client import clickhouse_client
 from safeloop.infra.settings import Settings
 from safeloop.services.cli.exit_codes import ExitCode
 from safeloop.services.control.exceptions import ControlError
-from safeloop.services.control.publisher import default_issuer
-from safeloop.services.guard.policy import GuardPolicy
 from safeloop.services.models.exceptions import ModelError
-from safeloop.services.models.store import ModelStore
-from safeloop.services.monitor.endpoint import serve_service
-from safeloop.services.monitor.exports import (
-    labelled_window,
-    labelling_queue,
-    write_queue_csv,
-    write_structured_csv,
-)
-from safeloop.services.monitor.model_info import ModelInfoCache
-from safeloop.services.monitor.service import MetricsConfig
-from safeloop.services.monitor.wiring import build_issuer, build_metrics_service, start_follower
-from safeloop.services.retraining.export import weighted_export
-from safeloop.services.rollout.controller import publish_transition
 from safeloop.services.rollout.exceptions import RolloutError
-from safeloop.services.rollout.history import latest_rollout
-from safeloop.services.rollout.machine import (
-    RolloutState,
-    Transition,
-    abort,
-    approve,
-    reject,
-    start,
-)
-from safeloop.services.rollout.persist import state_to_json
-from safeloop.services.rollout.plan import Approval, DeadlineAction, FailAction, RolloutPlan
+
+if TYPE_CHECKING:
+    from safeloop.services.guard.policy import GuardPolicy
+    from safeloop.services.rollout.machine import RolloutState, Transition
+    from safeloop.services.rollout.plan import RolloutPlan
 
 DAY_MS = 86_400_000
+# The values of rollout.plan's FailAction and DeadlineAction (tests/unit/test_cli_imports.py
+# checks them), spelled out so that building the parser does not import the numpy core.
+FAIL_ACTIONS = ("rollback", "pause")
+DEADLINE_ACTIONS = ("proceed", "pause", "rollback")
+APPROVALS = ("none", "promotion", "every_step")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -63,11 +46,17 @@ def _guard_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-p99-latency-ms", type=float, default=1000.0, help="0 = rule off")
     parser.add_argument("--max-p99-latency-ratio", type=float, default=2.0, help="0 = rule off")
     parser.add_argument("--max-performance-drop", type=float, default=0.05, help="0 = rule off")
-    parser.add_argument("--min-requests", type=int, default=100)
-    parser.add_argument("--min-labelled", type=int, default=100)
+    parser.add_argument(
+        "--min-requests", type=int, default=100, help="canary requests before the guard judges"
+    )
+    parser.add_argument(
+        "--min-labelled", type=int, default=100, help="labels per side before performance counts"
+    )
 
 
 def _guard_policy(args: argparse.Namespace) -> GuardPolicy:
+    from safeloop.services.guard.policy import GuardPolicy
+
     return GuardPolicy(
         max_error_rate=_ratio(args.max_error_rate),
         max_p99_latency_ms=_ratio(args.max_p99_latency_ms),
@@ -87,17 +76,31 @@ def _register_metrics(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     run = actions.add_parser(
         "run",
         help="run every metrics consumer, the rollback guard, rollouts and retraining decisions",
+        description="Run every metrics consumer, the rollback guard, rollouts and retraining "
+        "decisions until Ctrl-C. GET /readyz answers 200 once the service can act.",
+        # Operators tune thresholds under pressure: --help shows every default.
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    run.add_argument("--snapshot-interval-s", type=float, default=10.0)
-    run.add_argument("--health-window-rows", type=int, default=10_000)
-    run.add_argument("--health-window-s", type=float, default=300.0)
-    run.add_argument("--performance-window-rows", type=int, default=10_000)
-    run.add_argument("--performance-window-s", type=float, default=3600.0)
-    run.add_argument("--drift-window-rows", type=int, default=10_000)
-    run.add_argument("--guard-window-rows", type=int, default=1_000)
+    run.add_argument(
+        "--snapshot-interval-s", type=float, default=10.0, help="metric snapshots to ClickHouse"
+    )
+    run.add_argument("--health-window-rows", type=int, default=10_000, help="health window size")
+    run.add_argument("--health-window-s", type=float, default=300.0, help="health window span")
+    run.add_argument(
+        "--performance-window-rows", type=int, default=10_000, help="performance window size"
+    )
+    run.add_argument(
+        "--performance-window-s", type=float, default=3600.0, help="performance window span"
+    )
+    run.add_argument("--drift-window-rows", type=int, default=10_000, help="drift window size")
+    run.add_argument(
+        "--guard-window-rows", type=int, default=1_000, help="the guard's newest requests per side"
+    )
     run.add_argument("--no-guard", action="store_true", help="compute metrics, never roll back")
-    run.add_argument("--rollout-tick-s", type=float, default=1.0)
-    run.add_argument("--retraining-interval-s", type=float, default=300.0)
+    run.add_argument("--rollout-tick-s", type=float, default=1.0, help="rollout gate period")
+    run.add_argument(
+        "--retraining-interval-s", type=float, default=300.0, help="retraining decision period"
+    )
     run.add_argument(
         "--http-host", default="127.0.0.1", help="address of GET /metrics and GET /healthz"
     )
@@ -107,6 +110,10 @@ def _register_metrics(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
 
 
 def _run_metrics(args: argparse.Namespace, settings: Settings) -> int:
+    from safeloop.services.monitor.endpoint import serve_service
+    from safeloop.services.monitor.service import MetricsConfig
+    from safeloop.services.monitor.wiring import build_metrics_service
+
     config = MetricsConfig(
         snapshot_interval_ms=int(args.snapshot_interval_s * 1000),
         health_window_rows=args.health_window_rows,
@@ -169,8 +176,8 @@ def _register_rollout(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         help="with --require-labels: pass a step on the label-free estimate; labels re-judge later",
     )
     begin.add_argument("--deadline-s", type=float, default=1800.0)
-    begin.add_argument("--on-fail", choices=[a.value for a in FailAction], default="rollback")
-    begin.add_argument("--on-deadline", choices=[a.value for a in DeadlineAction], default="pause")
+    begin.add_argument("--on-fail", choices=FAIL_ACTIONS, default="rollback")
+    begin.add_argument("--on-deadline", choices=DEADLINE_ACTIONS, default="pause")
     begin.add_argument("--confidence", type=float, default=0.95)
     begin.add_argument("--max-p99-latency-ratio", type=float, default=2.0, help="0 = rule off")
     begin.add_argument(
@@ -182,8 +189,8 @@ def _register_rollout(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     )
     begin.add_argument(
         "--approval",
-        choices=[a.value for a in Approval],
-        default=Approval.NONE.value,
+        choices=APPROVALS,
+        default="none",
         help="moves that wait for `rollout approve`: none, promotion or every_step",
     )
     begin.add_argument(
@@ -214,6 +221,9 @@ def _register_rollout(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
 
 
 def _plan(args: argparse.Namespace) -> RolloutPlan:
+    from safeloop.services.guard.policy import GuardPolicy
+    from safeloop.services.rollout.plan import Approval, DeadlineAction, FailAction, RolloutPlan
+
     steps = tuple(float(step) for step in args.steps.split(","))
     return RolloutPlan(
         steps_percent=steps,
@@ -234,6 +244,13 @@ def _plan(args: argparse.Namespace) -> RolloutPlan:
 
 
 def _rollout_start(args: argparse.Namespace, settings: Settings) -> int:
+    from safeloop.services.control.publisher import default_issuer
+    from safeloop.services.models.store import ModelStore
+    from safeloop.services.monitor.wiring import build_issuer, start_follower
+    from safeloop.services.rollout.controller import publish_transition
+    from safeloop.services.rollout.machine import start
+    from safeloop.services.rollout.persist import state_to_json
+
     try:
         plan = _plan(args)
         store = ModelStore(settings.models_path)
@@ -261,6 +278,10 @@ def _rollout_start(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _rollout_status(args: argparse.Namespace, settings: Settings) -> int:
+    from safeloop.infra.clickhouse.client import clickhouse_client
+    from safeloop.services.rollout.history import latest_rollout
+    from safeloop.services.rollout.persist import state_to_json
+
     found = latest_rollout(clickhouse_client(settings), args.model)
     if found is None:
         return _fail(args, f"{args.model}: no rollout recorded")
@@ -277,6 +298,9 @@ def _rollout_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _rollout_abort(args: argparse.Namespace, settings: Settings) -> int:
+    from safeloop.services.control.publisher import default_issuer
+    from safeloop.services.rollout.machine import abort
+
     def abort_now(plan: RolloutPlan, state: RolloutState, now_ms: int) -> Transition:
         return abort(state, default_issuer(), now_ms)
 
@@ -284,6 +308,9 @@ def _rollout_abort(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _rollout_approve(args: argparse.Namespace, settings: Settings) -> int:
+    from safeloop.services.control.publisher import default_issuer
+    from safeloop.services.rollout.machine import approve
+
     def approve_now(plan: RolloutPlan, state: RolloutState, now_ms: int) -> Transition:
         return approve(plan, state, default_issuer(), args.reason, now_ms)
 
@@ -291,17 +318,28 @@ def _rollout_approve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _rollout_reject(args: argparse.Namespace, settings: Settings) -> int:
+    from safeloop.services.control.publisher import default_issuer
+    from safeloop.services.rollout.machine import reject
+
     def reject_now(plan: RolloutPlan, state: RolloutState, now_ms: int) -> Transition:
         return reject(state, default_issuer(), args.reason, now_ms)
 
     return _change_rollout(args, settings, reject_now)
 
 
-RolloutChange = Callable[[RolloutPlan, RolloutState, int], Transition]
+RolloutChange = Callable[["RolloutPlan", "RolloutState", int], "Transition"]
 
 
 def _change_rollout(args: argparse.Namespace, settings: Settings, change: RolloutChange) -> int:
     """Apply an operator's transition to the model's recorded rollout and publish it."""
+    from safeloop.infra.clickhouse.client import clickhouse_client
+    from safeloop.services.control.publisher import default_issuer
+    from safeloop.services.models.store import ModelStore
+    from safeloop.services.monitor.wiring import build_issuer, start_follower
+    from safeloop.services.rollout.controller import publish_transition
+    from safeloop.services.rollout.history import latest_rollout
+    from safeloop.services.rollout.persist import state_to_json
+
     try:
         found = latest_rollout(clickhouse_client(settings), args.model)
         if found is None:
@@ -353,6 +391,11 @@ def _register_export(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
 
 
 def _export_queue(args: argparse.Namespace, settings: Settings) -> int:
+    from safeloop.infra.clickhouse.client import clickhouse_client
+    from safeloop.services.models.store import ModelStore
+    from safeloop.services.monitor.exports import labelling_queue, write_queue_csv
+    from safeloop.services.monitor.model_info import ModelInfoCache
+
     models = ModelInfoCache(ModelStore(settings.models_path))
     queue = labelling_queue(
         clickhouse_client(settings), models, args.limit, model_name=args.model, scan=args.scan
@@ -367,6 +410,10 @@ def _export_queue(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _export_window(args: argparse.Namespace, settings: Settings) -> int:
+    from safeloop.infra.clickhouse.client import clickhouse_client
+    from safeloop.services.monitor.exports import labelled_window, write_structured_csv
+    from safeloop.services.retraining.export import weighted_export
+
     now_ms = time.time_ns() // 1_000_000
     since_ms = now_ms - int(args.days * DAY_MS)
     records = labelled_window(clickhouse_client(settings), args.model, since_ms, args.version)

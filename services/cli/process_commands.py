@@ -47,7 +47,7 @@ def run_process(args: argparse.Namespace, settings: Settings) -> int:
 
 def _run_one(args: argparse.Namespace, settings: Settings, index: int) -> int:
     # Imported here: faust is heavy and only this sub-command needs it.
-    from safeloop.streams.worker import build_worker, worker_config  # noqa: PLC0415
+    from safeloop.streams.worker import build_worker, worker_config
 
     config = worker_config(index, args.web_port, args.batch_max, args.flush_interval_ms)
     return build_worker(settings, config).run()

@@ -12,12 +12,8 @@ from types import FrameType
 from safeloop.infra.settings import Settings
 from safeloop.services.cli.exit_codes import ExitCode
 from safeloop.services.control.exceptions import ControlError
-from safeloop.services.guard.local import ReplicaGuard
-from safeloop.services.guard.policy import GuardPolicy
 from safeloop.services.models.exceptions import ModelError
-from safeloop.services.models.store import ModelStore, check_name
 from safeloop.services.models.task import ModelTask
-from safeloop.services.models.training import DEFAULT_FEATURES, make_dataset, train_model
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +61,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     train.add_argument("--rows", type=int, default=20_000, help="generated rows (default 20000)")
     train.add_argument("--seed", type=int, default=0, help="data seed: versions differ by seed")
     train.add_argument(
-        "--features", default=",".join(DEFAULT_FEATURES), help="comma-separated feature names"
+        "--features",
+        help="comma-separated feature names (default: the demo model's age, income, "
+        "tenure_months, sessions_7d)",
     )
     train.add_argument("--json", action="store_true", help="print the metadata as JSON")
     train.set_defaults(func=run_train)
@@ -76,9 +74,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn  # noqa: PLC0415 - only `serve` needs the server
+    import uvicorn  # only `serve` needs the server
 
-    from safeloop.services.serving.replica import Replica, default_replica_id  # noqa: PLC0415
+    from safeloop.services.guard.local import ReplicaGuard
+    from safeloop.services.guard.policy import GuardPolicy
+    from safeloop.services.serving.replica import Replica, default_replica_id
 
     replica_id = args.replica_id or settings.replica_id or default_replica_id()
     guard = ReplicaGuard(GuardPolicy()) if args.local_guard else None
@@ -119,7 +119,11 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_train(args: argparse.Namespace, settings: Settings) -> int:
-    features = tuple(name.strip() for name in args.features.split(",") if name.strip())
+    from safeloop.services.models.store import ModelStore, check_name
+    from safeloop.services.models.training import DEFAULT_FEATURES, make_dataset, train_model
+
+    given = DEFAULT_FEATURES if args.features is None else args.features.split(",")
+    features = tuple(name.strip() for name in given if name.strip())
     try:
         check_name("model name", args.name)
         check_name("version", args.version)
@@ -149,6 +153,8 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_list(args: argparse.Namespace, settings: Settings) -> int:
+    from safeloop.services.models.store import ModelStore
+
     store = ModelStore(settings.models_path)
     try:
         names = [args.name] if args.name else store.names()

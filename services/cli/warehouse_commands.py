@@ -6,12 +6,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from safeloop.infra.clickhouse.migrate import SCHEMA_DIR, migrate
 from safeloop.infra.settings import Settings
-from safeloop.infra.warehouse import ServerConfig, WarehouseProcess, WarehouseStatus
-from safeloop.infra.warehouse.daemon import run
 from safeloop.services.cli.exit_codes import ExitCode
+
+if TYPE_CHECKING:
+    from safeloop.infra.warehouse import WarehouseStatus
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,7 +41,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     migrate_parser.add_argument("--database", help="database to migrate (CLICKHOUSE_DATABASE)")
     migrate_parser.add_argument(
-        "--dir", type=Path, default=SCHEMA_DIR, help="directory of NNN_name.sql files"
+        "--dir",
+        type=Path,
+        help="directory of NNN_name.sql files (default: the package's schemas/clickhouse)",
     )
     migrate_parser.set_defaults(func=_migrate)
 
@@ -58,6 +61,9 @@ def _external(settings: Settings) -> bool:
 
 
 def _start(args: argparse.Namespace, settings: Settings) -> int:
+    from safeloop.infra.warehouse import ServerConfig, WarehouseProcess
+    from safeloop.infra.warehouse.daemon import run
+
     if _external(settings):
         return ExitCode.OK
     if args.foreground:
@@ -74,6 +80,8 @@ def _announce(url: str) -> None:
 
 
 def _stop(args: argparse.Namespace, settings: Settings) -> int:
+    from safeloop.infra.warehouse import WarehouseProcess
+
     process = WarehouseProcess(settings)
     stopped = process.stop()
     if not args.json:
@@ -84,6 +92,8 @@ def _stop(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from safeloop.infra.warehouse import WarehouseProcess
+
     if not args.json and _external(settings):
         return ExitCode.OK
     status = WarehouseProcess(settings).status()
@@ -105,7 +115,9 @@ def _report(status: WarehouseStatus, as_json: bool) -> None:
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
-    report = migrate(settings, database=args.database, directory=args.dir)
+    from safeloop.infra.clickhouse.migrate import SCHEMA_DIR, migrate
+
+    report = migrate(settings, database=args.database, directory=args.dir or SCHEMA_DIR)
     _write(
         f"database {report.database}: {len(report.applied)} applied, "
         f"{len(report.reapplied)} re-applied (changed), {len(report.unchanged)} unchanged"

@@ -1,7 +1,8 @@
 """The control plane's audit trail, the `control_log` table: one row per command or decision.
 
-Every signed command is audited the same way, whoever issues it (an operator's CLI, the
-metrics process): `send_and_record` publishes it, then writes its rows.
+Every signed command is audited the same way, whoever issues it: the metrics process publishes
+it and writes its rows with `send_and_record`; the operator's CLI publishes, then `record`s on a
+thread (services/cli/audit_job.py) while it waits for the replicas.
 """
 
 from __future__ import annotations

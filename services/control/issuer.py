@@ -50,6 +50,10 @@ class CommandIssuer:
         """The model's newest command on the control topic (ours included)."""
         return self._follower.latest(model_name)
 
+    def warm_up(self) -> float:
+        """Deliver one tombstone so the first command goes out at once (ControlError if not)."""
+        return self._publisher.warm_up()
+
     def config_of(self, model_name: str) -> ModelConfig | None:
         """The model's current config, or what replicas serve before any command."""
         command = self._follower.latest(model_name)
@@ -78,7 +82,7 @@ class CommandIssuer:
             initial=initial,
             details=details,
         )
-        # The one send-then-audit path, shared with the operator CLI.
+        # Send, then audit with the same rows as the operator CLI's (control_log).
         failure = send_and_record(self._publisher, command, self._log_client_now, *entry_types)
         self._follower.note_sent(command)
         self.issued += 1

@@ -27,24 +27,33 @@ logger = logging.getLogger(__name__)
 
 READ_TIMEOUT_S = 15.0
 DELIVERY_TIMEOUT_S = 15.0
+# The key of the warm-up tombstone: no model has it (model names are [A-Za-z0-9_.-]), replicas
+# and readers skip tombstones, and compaction removes it.
+WARM_UP_KEY_PREFIX = "__warm-up__/"
 
 ConfigChange = Callable[[ModelConfig], ModelConfig]
 
 
 @dataclass(frozen=True)
 class ControlTopicView:
-    """The newest verified command per model, as every replica will have rebuilt it."""
+    """The newest verified command per model, as every replica will have rebuilt it.
+
+    `verified` is False when it was read without keys (`safeloop status` with no key
+    configured): then `latest` is the newest decodable command, signatures unchecked.
+    """
 
     latest: dict[str, ControlCommand]
     refused: int
+    verified: bool = True
 
     def config_of(self, model_name: str) -> ModelConfig | None:
         command = self.latest.get(model_name)
         return None if command is None else command.config
 
 
-def read_control_topic(reader: BroadcastReader, keys: KeyRing) -> ControlTopicView:
-    """Read the whole control topic and keep, per model, the newest command that verifies."""
+def read_control_topic(reader: BroadcastReader, keys: KeyRing | None) -> ControlTopicView:
+    """Read the whole control topic and keep, per model, the newest command that verifies
+    (without `keys`: the newest that decodes, and the view says it is unverified)."""
     latest: dict[str, ControlCommand] = {}
     refused = 0
     try:
@@ -55,7 +64,8 @@ def read_control_topic(reader: BroadcastReader, keys: KeyRing) -> ControlTopicVi
                 continue
             try:
                 command = CONTROL_CODEC.decode(value)
-                verify(command, keys)
+                if keys is not None:
+                    verify(command, keys)
             except (DecodeError, SignatureError):
                 refused += 1
                 continue
@@ -64,7 +74,7 @@ def read_control_topic(reader: BroadcastReader, keys: KeyRing) -> ControlTopicVi
                 latest[command.model_name] = command
     finally:
         reader.close()
-    return ControlTopicView(latest, refused)
+    return ControlTopicView(latest, refused, verified=keys is not None)
 
 
 def default_issuer() -> str:
@@ -134,6 +144,22 @@ class ControlPublisher:
             details=dict(details or {}),
         )
         return sign(command, self._keys.signing_key)
+
+    def warm_up(self, timeout_s: float = DELIVERY_TIMEOUT_S) -> float:
+        """Deliver one tombstone to the control topic and wait for its acknowledgement.
+
+        Returns the seconds it took. After this, the producer holds its idempotence producer
+        id and knows the topic's leaders, so the first real command (a guard's rollback) is
+        sent at once instead of waiting out "Coordinator load in progress" on a fresh broker.
+        ControlTopicError if the broker does not acknowledge it in time.
+        """
+        started = time.monotonic()
+        record = ((WARM_UP_KEY_PREFIX + self.issuer).encode(), None)
+        try:
+            produce_confirmed(self._producer, self._topic, [record], timeout_s)
+        except DeliveryError as exc:
+            raise ControlTopicError(f"cannot deliver to {self._topic} yet: {exc.reason}") from exc
+        return time.monotonic() - started
 
     def send(self, command: ControlCommand, timeout_s: float = DELIVERY_TIMEOUT_S) -> None:
         """Produce and wait for the broker's acknowledgement; ControlTopicError otherwise."""

@@ -27,6 +27,8 @@ Validator = Callable[[E, int], None]
 
 DEAD_LETTER_FLUSH_TIMEOUT_S = 10.0
 LAG_REFRESH_S = 1.0
+# Broker round trips measuring where "caught up" is, once per consumer after its assignment.
+CATCH_UP_PROBE_TIMEOUT_S = 5.0
 
 
 @dataclass(slots=True)
@@ -41,6 +43,8 @@ class ConsumerCounts:
     commit_failures: int = 0
     # Lag probes that failed (partition not fetched yet, broker away).
     lag_unknown: int = 0
+    # Failed attempts to measure the catch-up target (retried on the next poll).
+    catch_up_probe_failures: int = 0
 
 
 @dataclass(slots=True)
@@ -54,6 +58,11 @@ class GroupMembership:
     partitions: frozenset[int] = frozenset()
     # Monotonic time `poll` last returned.
     polled_at: float | None = None
+    # Monotonic time this consumer first reached the end offsets its partitions had when
+    # they were assigned (windows primed: /readyz); None until then.
+    caught_up_at: float | None = None
+    # Records still to read to get there; None until measured.
+    catch_up_remaining: int | None = None
 
 
 class EventConsumer(Generic[E]):
@@ -84,6 +93,9 @@ class EventConsumer(Generic[E]):
         # partition -> high watermark - next offset to read, from the client's cached watermarks
         self.lag: dict[int, int] = {}
         self._lag_refreshed = 0.0
+        # partition -> offset to reach (its high watermark when first assigned); None until
+        # measured. Emptied as partitions reach it; then `membership.caught_up_at` is set.
+        self._catch_up: dict[int, int] | None = None
         consumer.subscribe(
             [topic], on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._revoked
         )
@@ -107,6 +119,8 @@ class EventConsumer(Generic[E]):
         self.counts.events += len(events)
         now = time.monotonic()
         self.membership.polled_at = now
+        if self.membership.caught_up_at is None and self.membership.assigned_at is not None:
+            self._follow_catch_up(now)
         if now - self._lag_refreshed >= LAG_REFRESH_S:
             self._lag_refreshed = now
             self._refresh_lag()
@@ -147,6 +161,52 @@ class EventConsumer(Generic[E]):
         membership.unassigned_at = time.monotonic()
         membership.partitions = frozenset()
         self.lag = {}
+
+    def _follow_catch_up(self, now: float) -> None:
+        """Measure the end offsets once after the first assignment, then watch them reached."""
+        if self._catch_up is None:
+            self._catch_up = self._catch_up_targets()
+            if self._catch_up is None:
+                return
+        if self._catch_up:
+            partitions = [TopicPartition(self.topic, p) for p in sorted(self._catch_up)]
+            try:
+                positions = {tp.partition: tp.offset for tp in self._consumer.position(partitions)}
+            except KafkaException:
+                positions = {}
+            remaining = 0
+            for partition, target in list(self._catch_up.items()):
+                # Positions, not last offsets seen: transaction markers leave gaps.
+                reached = max(positions.get(partition, -1), self._positions.get(partition, -1))
+                if reached >= target:
+                    del self._catch_up[partition]
+                else:
+                    remaining += target - max(reached, 0)
+            self.membership.catch_up_remaining = remaining
+        if not self._catch_up:
+            self.membership.catch_up_remaining = 0
+            self.membership.caught_up_at = now
+            logger.info("%s caught up with %s", self.name, self.topic)
+
+    def _catch_up_targets(self) -> dict[int, int] | None:
+        """Partition -> high watermark, for partitions whose committed offset is below it."""
+        partitions = [TopicPartition(self.topic, p) for p in sorted(self.membership.partitions)]
+        try:
+            committed = self._consumer.committed(partitions, timeout=CATCH_UP_PROBE_TIMEOUT_S)
+            targets = {}
+            for tp in committed:
+                low, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, tp.partition), timeout=CATCH_UP_PROBE_TIMEOUT_S
+                )
+                # No committed offset: the group starts at the earliest record (see clients.py).
+                start = tp.offset if tp.offset >= 0 else low
+                if start < high:
+                    targets[tp.partition] = int(high)
+        except KafkaException as exc:
+            self.counts.catch_up_probe_failures += 1
+            logger.warning("%s: cannot measure the end of %s yet: %s", self.name, self.topic, exc)
+            return None
+        return targets
 
     def _refresh_lag(self) -> None:
         """Lag per assigned partition from cached watermarks (no broker round trip)."""

@@ -1,4 +1,5 @@
-"""The HTTP side of `safeloop metrics run`: `GET /metrics` and `GET /healthz`, on a daemon thread.
+"""The HTTP side of `safeloop metrics run`: `GET /metrics`, `/healthz` and `/readyz`, on a daemon
+thread.
 
 The standard library's threading HTTP server is enough for a scrape every few seconds and a
 container health check; it never touches the loop, only reads what the loop counts.
@@ -16,8 +17,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from safeloop.infra.prometheus import CONTENT_TYPE, Registry
+from safeloop.services.monitor.consumer import GroupMembership
 from safeloop.services.monitor.exposition import metrics_registry
-from safeloop.services.monitor.liveness import DEFAULT_STALE_AFTER_S, Liveness, check_liveness
+from safeloop.services.monitor.liveness import (
+    DEFAULT_STALE_AFTER_S,
+    Liveness,
+    check_liveness,
+    check_readiness,
+)
 from safeloop.services.monitor.service import MetricsService
 
 logger = logging.getLogger(__name__)
@@ -29,10 +36,15 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(
-        self, address: tuple[str, int], registry: Registry, health: Callable[[], Liveness]
+        self,
+        address: tuple[str, int],
+        registry: Registry,
+        health: Callable[[], Liveness],
+        ready: Callable[[], Liveness],
     ) -> None:
         self.registry = registry
         self.health = health
+        self.ready = ready
         super().__init__(address, _Handler)
 
 
@@ -44,10 +56,10 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
             self._send(HTTPStatus.OK, CONTENT_TYPE, self.server.registry.render().encode())
-        elif path == "/healthz":
-            liveness = self.server.health()
-            status = HTTPStatus.OK if liveness.ok else HTTPStatus.SERVICE_UNAVAILABLE
-            self._send(status, JSON_TYPE, json.dumps(liveness.body()).encode())
+        elif path in ("/healthz", "/readyz"):
+            verdict = self.server.health() if path == "/healthz" else self.server.ready()
+            status = HTTPStatus.OK if verdict.ok else HTTPStatus.SERVICE_UNAVAILABLE
+            self._send(status, JSON_TYPE, json.dumps(verdict.body()).encode())
         else:
             body = json.dumps({"error": f"no route {path}"}).encode()
             self._send(HTTPStatus.NOT_FOUND, JSON_TYPE, body)
@@ -65,12 +77,17 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class MetricsEndpoint:
-    """Serves `registry` and `health` on `host:port` (port 0: any free port) until `close`."""
+    """Serves `registry`, `health` and `ready` on `host:port` (port 0: any free port)."""
 
     def __init__(
-        self, host: str, port: int, registry: Registry, health: Callable[[], Liveness]
+        self,
+        host: str,
+        port: int,
+        registry: Registry,
+        health: Callable[[], Liveness],
+        ready: Callable[[], Liveness] | None = None,
     ) -> None:
-        self._server = _Server((host, port), registry, health)
+        self._server = _Server((host, port), registry, health, ready or health)
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="metrics-http", daemon=True
         )
@@ -86,7 +103,7 @@ class MetricsEndpoint:
 
     def start(self) -> MetricsEndpoint:
         self._thread.start()
-        logger.info("metrics endpoint on %s (/metrics, /healthz)", self.url)
+        logger.info("metrics endpoint on %s (/metrics, /healthz, /readyz)", self.url)
         return self
 
     def close(self) -> None:
@@ -103,10 +120,16 @@ def serve_service(
     *,
     stale_after_s: float = DEFAULT_STALE_AFTER_S,
 ) -> MetricsEndpoint:
-    """Start serving `service`'s metrics and liveness; OSError if `host:port` cannot be bound."""
+    """Start serving `service`'s metrics, liveness and readiness; OSError if `host:port` cannot
+    be bound."""
+
+    def consumers() -> dict[str, GroupMembership]:
+        return {c.name: c.membership for c in (service.predictions, service.feedback)}
 
     def health() -> Liveness:
-        consumers = {c.name: c.membership for c in (service.predictions, service.feedback)}
-        return check_liveness(service.loop, consumers, time.monotonic(), stale_after_s)
+        return check_liveness(service.loop, consumers(), time.monotonic(), stale_after_s)
 
-    return MetricsEndpoint(host, port, metrics_registry(service), health).start()
+    def ready() -> Liveness:
+        return check_readiness(service.loop, consumers(), time.monotonic(), stale_after_s)
+
+    return MetricsEndpoint(host, port, metrics_registry(service), health, ready).start()

@@ -1,9 +1,13 @@
-"""Is `safeloop metrics run` doing its job? The answer behind `GET /healthz`.
+"""Is `safeloop metrics run` doing its job? The answers behind `GET /healthz` and `/readyz`.
 
 Alive means: the loop thread runs and finished an iteration within `stale_after_s`, and every
 consumer has joined its group (an assignment arrived, possibly of zero partitions when the
 group has more members than partitions), is not stuck without partitions, and has polled
 recently. Anything else is unavailable, with one reason per failed condition.
+
+Ready means able to act: alive, the control producer has delivered (its idempotence producer
+id acquired, the control topic reachable: a rollback goes out at once), and every consumer has
+read up to the end offsets its partitions had when assigned (the windows are primed).
 """
 
 from __future__ import annotations
@@ -64,6 +68,8 @@ def check_liveness(
             "partitions": sorted(membership.partitions),
             "joined": membership.assigned_at is not None,
             "last_poll_age_s": polled_age,
+            "caught_up": membership.caught_up_at is not None,
+            "catch_up_remaining": membership.catch_up_remaining,
         }
         if membership.assigned_at is None:
             reasons.append(f"{name}: waiting for a partition assignment")
@@ -75,8 +81,29 @@ def check_liveness(
             reasons.append(f"{name}: last polled {polled_age:.1f}s ago")
     details = {
         "loop_running": loop.running,
+        "control_producer_ready": loop.control_ready_at is not None,
+        "control_warm_up_s": loop.control_warm_up_s,
         "last_iteration_age_s": loop_age,
         "last_snapshot_age_s": _age(now, loop.snapshot_written_at),
         "consumers": consumer_details,
     }
     return Liveness(tuple(reasons), details)
+
+
+def check_readiness(
+    loop: LoopState,
+    consumers: Mapping[str, GroupMembership],
+    now: float,
+    stale_after_s: float = DEFAULT_STALE_AFTER_S,
+) -> Liveness:
+    """Alive, and able to act now: the control producer delivers and the windows are primed."""
+    alive = check_liveness(loop, consumers, now, stale_after_s)
+    reasons = list(alive.reasons)
+    if loop.control_ready_at is None:
+        reasons.append("control producer has not delivered yet (a rollback would wait for it)")
+    for name, membership in sorted(consumers.items()):
+        if membership.assigned_at is not None and membership.caught_up_at is None:
+            remaining = membership.catch_up_remaining
+            left = "" if remaining is None else f": {remaining} records to go"
+            reasons.append(f"{name}: not caught up with the end offsets seen at start{left}")
+    return Liveness(tuple(reasons), alive.details)

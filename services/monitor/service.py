@@ -35,6 +35,7 @@ from safeloop.schemas.tables import (
 )
 from safeloop.services.alerts.alert import alert_for_decision, alerts_for_command
 from safeloop.services.alerts.notifier import AlertNotifier
+from safeloop.services.control.exceptions import ControlError
 from safeloop.services.control.follower import ControlFollower
 from safeloop.services.control.issuer import CommandIssuer
 from safeloop.services.guard.policy import GuardPolicy
@@ -90,6 +91,7 @@ class MetricsCounts:
     rows_written: int = 0
     decisions: int = 0
     loop_errors: int = 0
+    control_warm_up_failures: int = 0
     decisions_by_urgency: dict[Urgency, int] = field(
         default_factory=lambda: dict.fromkeys(Urgency, 0)
     )
@@ -103,6 +105,10 @@ class LoopState:
     # Monotonic times; None until the first iteration / the first written snapshot.
     iterated_at: float | None = None
     snapshot_written_at: float | None = None
+    # When the control producer first delivered (its warm-up tombstone), and how long that
+    # took: until then a rollback would wait for the producer, so the service is not ready.
+    control_ready_at: float | None = None
+    control_warm_up_s: float | None = None
 
 
 @dataclass
@@ -173,6 +179,10 @@ class MetricsService:
         """Loop until `stop`; a failing iteration is logged and counted, never fatal."""
         logger.info("metrics running: %s", self.config)
         self.loop.running = True
+        warm_up = threading.Thread(
+            target=self._warm_up_control, args=(stop,), name="control-warm-up", daemon=True
+        )
+        warm_up.start()
         try:
             while not stop.is_set():
                 try:
@@ -186,6 +196,21 @@ class MetricsService:
         finally:
             self.loop.running = False
             self.close()
+
+    def _warm_up_control(self, stop: threading.Event) -> None:
+        """Make the control producer able to deliver before saying ready (retried until then)."""
+        while not stop.is_set():
+            try:
+                took_s = self.issuer.warm_up()
+            except ControlError as exc:
+                self.counts.control_warm_up_failures += 1
+                logger.warning("control producer cannot deliver yet, retrying: %s", exc)
+                stop.wait(0.5)
+                continue
+            self.loop.control_warm_up_s = took_s
+            self.loop.control_ready_at = time.monotonic()
+            logger.info("control producer delivers (warm-up took %.3fs)", took_s)
+            return
 
     def step(self) -> None:
         config = self.config

@@ -80,7 +80,11 @@ def create_app(
         if predictor.ready:
             return JSONResponse({"ready": True})
         return JSONResponse(
-            {"ready": False, "detail": "rebuilding control state from the control topic"},
+            {
+                "ready": False,
+                "detail": "rebuilding control state from the control topic, or the event "
+                "producer cannot deliver yet",
+            },
             status_code=503,
         )
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 from typing import Any
 
+from safeloop.infra.exceptions import DeliveryError
 from safeloop.infra.kafka.clients import make_producer
+from safeloop.infra.kafka.produce import produce_confirmed
 from safeloop.infra.settings import Settings
 from safeloop.schemas.events import ControlCommand, ModelConfig, ReplicaState
 from safeloop.services.control.clients import make_broadcast_reader
@@ -26,6 +29,11 @@ from safeloop.services.serving.predictor import Predictor
 from safeloop.services.serving.shadow import ShadowRunner
 
 logger = logging.getLogger(__name__)
+
+# The warm-up tombstone's key on replica-status: readers skip tombstones (FleetWatcher) and
+# compaction removes it; no replica id starts with it.
+WARM_UP_KEY_PREFIX = "__warm-up__/"
+WARM_UP_TIMEOUT_S = 5.0
 
 
 def default_replica_id() -> str:
@@ -73,9 +81,19 @@ class Replica:
         self.catalog = catalog if catalog is not None else load_catalog(self.store, model_names)
         self.keys = keys if keys is not None else load_keyring(settings)
         topics = settings.topics
-        self.sink = KafkaEventSink(
-            make_producer(settings, **event_producer_settings(settings.event_buffer_messages)),
-            topics.predictions,
+        self._event_producer = make_producer(
+            settings, **event_producer_settings(settings.event_buffer_messages)
+        )
+        self.sink = KafkaEventSink(self._event_producer, topics.predictions)
+        # Ready = control state rebuilt AND the event producer has delivered once.
+        self._ready_lock = threading.Lock()
+        self._control_rebuilt = False
+        self._events_deliver = False
+        self.ready = threading.Event()
+        self.warm_up_failures = 0
+        self._stopping = threading.Event()
+        self._warm_up = threading.Thread(
+            target=self._warm_up_events, name="event-warm-up", daemon=True
         )
         self.shadow = ShadowRunner(self.sink, settings.shadow_queue_size)
         self.predictor = Predictor(
@@ -103,14 +121,17 @@ class Replica:
     def start(self) -> None:
         """Begin rebuilding control state; the replica turns ready once it has caught up."""
         self.reporter.start()
+        self._warm_up.start()
         self.listener.start()
         if self.guard_loop is not None:
             self.guard_loop.start()
 
     def wait_ready(self, timeout_s: float) -> bool:
-        return self.listener.ready.wait(timeout_s)
+        """Control state rebuilt and the event producer able to deliver (what /readyz says)."""
+        return self.ready.wait(timeout_s)
 
     def stop(self) -> None:
+        self._stopping.set()
         if self.guard_loop is not None:
             self.guard_loop.stop()
         self.listener.stop()
@@ -131,6 +152,37 @@ class Replica:
         self.predictor.apply_config(model_name, applied.config, applied.sequence)
 
     def _on_ready(self) -> None:
+        with self._ready_lock:
+            self._control_rebuilt = True
+        self._mark_ready_if_able()
+
+    def _warm_up_events(self) -> None:
+        """Deliver one tombstone with the event producer: until it is acknowledged (topics
+        reachable, broker answering), predictions would only pile up in the buffer."""
+        record = ((WARM_UP_KEY_PREFIX + self.replica_id).encode(), None)
+        while not self._stopping.is_set():
+            try:
+                produce_confirmed(
+                    self._event_producer,
+                    self.settings.topics.replica_status,
+                    [record],
+                    WARM_UP_TIMEOUT_S,
+                )
+            except DeliveryError as exc:
+                self.warm_up_failures += 1
+                logger.warning("event producer cannot deliver yet, retrying: %s", exc)
+                self._stopping.wait(0.5)
+                continue
+            with self._ready_lock:
+                self._events_deliver = True
+            self._mark_ready_if_able()
+            return
+
+    def _mark_ready_if_able(self) -> None:
+        with self._ready_lock:
+            if not (self._control_rebuilt and self._events_deliver) or self.ready.is_set():
+                return
+            self.ready.set()
         self.predictor.mark_ready()
         self.reporter.mark(ReplicaState.READY)
         logger.info(

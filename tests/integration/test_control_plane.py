@@ -109,18 +109,29 @@ def test_both_replicas_apply_canary_then_rollback(
         "canary", "churn", "--percent", "100", "--version", "v2", "--wait", "--timeout", "20"
     )
     assert code == 0 and "warning" not in err, err
-    assert "applied by all 2 live replicas: replica-a, replica-b" in out
+    assert "in force on all 2 live replicas: replica-a, replica-b" in out
+    # One progress line per replica on stderr, as each applies it.
+    assert "replica-a: applied sequence" in err and "replica-b: applied sequence" in err
     for replica in replicas:
         assert routes(replica) == {(Route.CANARY, "v2")}
 
     code, out, err = cli("rollback", "churn", "--reason", "error spike", "--wait", "--json")
     assert code == 0, err
     result = json.loads(out)
-    assert result["wait"] == {
-        "applied": True,
-        "replicas": ["replica-a", "replica-b"],
-        "laggards": [],
-    }
+    assert err == ""  # no progress lines with --json
+    sequence = result["command"]["sequence"]
+    assert result["wait"]["outcome"] == "in_force" and result["wait"]["applied"] is True
+    assert result["wait"]["laggards"] == []
+    assert result["wait"]["replicas"] == [
+        {
+            "replica_id": replica_id,
+            "outcome": "in_force",
+            "applied_sequence": sequence,
+            "superseded_by": None,
+            "refusal": None,
+        }
+        for replica_id in ("replica-a", "replica-b")
+    ]
     assert result["command"]["kind"] == "rollback"
     assert result["command"]["config"]["canary_basis_points"] == 0
     for replica in replicas:
@@ -220,7 +231,9 @@ def test_status_names_a_lagging_replica_and_wait_times_out(
         lagging.listener.stop()
         code, _, err = cli("flag", "churn", "beta", "true", "--wait", "--timeout", "3")
         assert code == 3
-        assert "replica-lagging" in err and "replica-a" not in err
+        timeout_line = next(line for line in err.splitlines() if "have not applied" in line)
+        assert "replica-lagging" in timeout_line and "replica-a" not in timeout_line
+        assert "replica-a: applied sequence" in err
 
         code, out, _ = cli("status", "churn", "--json")
         assert code == 0

@@ -10,12 +10,15 @@ from clickhouse_connect.driver import Client
 from clickhouse_connect.driver.exceptions import OperationalError
 from confluent_kafka import Producer
 
+import safeloop.infra.clickhouse.client as clickhouse_client_module
+import safeloop.infra.kafka.clients as kafka_clients
+import safeloop.services.control.clients as control_clients
+import safeloop.services.control.publisher as control_publisher
 from safeloop.infra.exceptions import InsertError, WarehouseError
 from safeloop.infra.settings import Settings
 from safeloop.schemas.codec import CONTROL_CODEC
 from safeloop.schemas.events import CommandKind, ControlCommand, ModelConfig
 from safeloop.schemas.tables import CONTROL_LOG
-from safeloop.services.cli import control_commands
 from safeloop.services.cli.main import main
 from safeloop.services.control.audit import EntryType, send_and_record
 from safeloop.services.control.exceptions import ControlTopicError
@@ -149,10 +152,11 @@ def cli_env(monkeypatch: pytest.MonkeyPatch) -> tuple[FakeProducer, list[FakeCli
     producer = FakeProducer(events)
     clients: list[FakeClient] = []
     monkeypatch.setenv("SAFELOOP_CONTROL_KEY", "5a" * 32)
-    monkeypatch.setattr(control_commands, "make_producer", lambda *a, **kw: producer)
-    monkeypatch.setattr(control_commands, "make_broadcast_reader", lambda *a, **kw: None)
+    # The CLI imports these when a command runs (off the start-up path): patch their modules.
+    monkeypatch.setattr(kafka_clients, "make_producer", lambda *a, **kw: producer)
+    monkeypatch.setattr(control_clients, "make_broadcast_reader", lambda *a, **kw: None)
     monkeypatch.setattr(
-        control_commands, "read_control_topic", lambda *a, **kw: ControlTopicView({}, 0)
+        control_publisher, "read_control_topic", lambda *a, **kw: ControlTopicView({}, 0)
     )
 
     def connect(settings: Settings) -> FakeClient:
@@ -160,7 +164,7 @@ def cli_env(monkeypatch: pytest.MonkeyPatch) -> tuple[FakeProducer, list[FakeCli
             raise WarehouseError(f"cannot use ClickHouse at {settings.clickhouse_endpoint}")
         return clients[0]
 
-    monkeypatch.setattr(control_commands, "clickhouse_client", connect)
+    monkeypatch.setattr(clickhouse_client_module, "clickhouse_client", connect)
     return producer, clients
 
 

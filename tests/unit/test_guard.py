@@ -6,8 +6,10 @@ from dataclasses import replace
 
 import pytest
 
-from safeloop.services.guard import Breach, GuardPolicy, GuardRule, VerdictKind, judge
 from safeloop.services.guard.exceptions import PolicyError
+from safeloop.services.guard.judge import judge
+from safeloop.services.guard.policy import GuardPolicy
+from safeloop.services.guard.verdict import Breach, GuardRule, VerdictKind
 from safeloop.services.metrics.health import HealthSnapshot
 from safeloop.services.metrics.performance import (
     PerformanceMetric,

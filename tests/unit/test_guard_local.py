@@ -12,9 +12,10 @@ import numpy as np
 
 from safeloop.schemas.events import CommandKind, ControlCommand, ModelConfig, PredictionEvent, Route
 from safeloop.services.control.issuer import CommandIssuer
-from safeloop.services.guard import GuardPolicy, GuardRule, VerdictKind
 from safeloop.services.guard.local import ReplicaGuard, routed_canary
+from safeloop.services.guard.policy import GuardPolicy
 from safeloop.services.guard.runner import CentralGuard
+from safeloop.services.guard.verdict import GuardRule, VerdictKind
 from safeloop.services.metrics.baseline import ModelBaseline
 from safeloop.services.models.linear import LogisticModel
 from safeloop.services.models.loaded import LoadedModel

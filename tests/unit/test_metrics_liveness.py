@@ -1,4 +1,4 @@
-"""`safeloop metrics run`'s /healthz verdict, and the endpoint serving it with /metrics."""
+"""`safeloop metrics run`'s /healthz and /readyz verdicts, and the endpoint serving them."""
 
 from __future__ import annotations
 
@@ -12,19 +12,34 @@ import pytest
 from safeloop.infra.prometheus import Counter, Registry
 from safeloop.services.monitor.consumer import GroupMembership
 from safeloop.services.monitor.endpoint import MetricsEndpoint
-from safeloop.services.monitor.liveness import Liveness, check_liveness
+from safeloop.services.monitor.liveness import Liveness, check_liveness, check_readiness
 from safeloop.services.monitor.service import LoopState
 
 NOW = 1_000.0
 STALE = 30.0
 
 
-def _alive_loop() -> LoopState:
-    return LoopState(running=True, iterated_at=NOW - 0.1, snapshot_written_at=NOW - 5)
+def _alive_loop(**changes: object) -> LoopState:
+    loop = LoopState(
+        running=True,
+        iterated_at=NOW - 0.1,
+        snapshot_written_at=NOW - 5,
+        control_ready_at=NOW - 50,
+        control_warm_up_s=0.02,
+    )
+    for name, value in changes.items():
+        setattr(loop, name, value)
+    return loop
 
 
 def _member(**changes: object) -> GroupMembership:
-    membership = GroupMembership(assigned_at=NOW - 60, partitions=frozenset({0, 1}), polled_at=NOW)
+    membership = GroupMembership(
+        assigned_at=NOW - 60,
+        partitions=frozenset({0, 1}),
+        polled_at=NOW,
+        caught_up_at=NOW - 55,
+        catch_up_remaining=0,
+    )
     for name, value in changes.items():
         setattr(membership, name, value)
     return membership
@@ -45,7 +60,10 @@ def test_alive_loop_with_assigned_polling_consumers_is_ok() -> None:
         "partitions": [0, 1],
         "joined": True,
         "last_poll_age_s": 0.0,
+        "caught_up": True,
+        "catch_up_remaining": 0,
     }
+    assert (body["control_producer_ready"], body["control_warm_up_s"]) == (True, 0.02)
     json.dumps(body)
 
 
@@ -97,6 +115,39 @@ def test_staleness_edge_is_inclusive() -> None:
     assert not _check(LoopState(running=True, iterated_at=NOW - STALE - 0.01)).ok
 
 
+def test_ready_when_alive_with_a_delivering_producer_and_primed_windows() -> None:
+    ready = check_readiness(_alive_loop(), {"predictions": _member(), "feedback": _member()}, NOW)
+    assert ready.ok and ready.body()["status"] == "ok"
+
+
+def test_alive_but_not_ready_until_the_control_producer_delivers() -> None:
+    loop = _alive_loop(control_ready_at=None, control_warm_up_s=None)
+    consumers = {"predictions": _member()}
+    assert check_liveness(loop, consumers, NOW).ok
+    ready = check_readiness(loop, consumers, NOW)
+    assert ready.reasons == (
+        "control producer has not delivered yet (a rollback would wait for it)",
+    )
+
+
+def test_alive_but_not_ready_until_every_consumer_caught_up() -> None:
+    behind = _member(caught_up_at=None, catch_up_remaining=1234)
+    unmeasured = _member(caught_up_at=None, catch_up_remaining=None)
+    consumers = {"feedback": unmeasured, "predictions": behind}
+    assert check_liveness(_alive_loop(), consumers, NOW).ok
+    ready = check_readiness(_alive_loop(), consumers, NOW)
+    assert ready.reasons == (
+        "feedback: not caught up with the end offsets seen at start",
+        "predictions: not caught up with the end offsets seen at start: 1234 records to go",
+    )
+
+
+def test_not_alive_is_not_ready() -> None:
+    ready = check_readiness(LoopState(), {"predictions": _member()}, NOW)
+    assert "metrics loop is not running" in ready.reasons
+    assert "control producer has not delivered yet" in " ".join(ready.reasons)
+
+
 # -- the endpoint -----------------------------------------------------------------------------
 
 
@@ -104,8 +155,10 @@ def test_staleness_edge_is_inclusive() -> None:
 def served() -> Iterator[tuple[MetricsEndpoint, Counter, list[Liveness]]]:
     registry = Registry()
     counter = registry.register(Counter("things_total", "Things.", ("kind",)))
-    verdict = [Liveness(())]
-    endpoint = MetricsEndpoint("127.0.0.1", 0, registry, lambda: verdict[0]).start()
+    verdict = [Liveness(()), Liveness(("not yet",))]
+    endpoint = MetricsEndpoint(
+        "127.0.0.1", 0, registry, lambda: verdict[0], lambda: verdict[1]
+    ).start()
     try:
         yield endpoint, counter, verdict
     finally:
@@ -143,6 +196,11 @@ def test_endpoint_serves_metrics_and_health(
         "loop_running": False,
     }
     assert _get(f"{endpoint.url}/nothing")[0] == 404
+
+    status, _, text = _get(f"{endpoint.url}/readyz")
+    assert status == 503 and json.loads(text)["reasons"] == ["not yet"]
+    verdict[1] = Liveness(())
+    assert _get(f"{endpoint.url}/readyz")[0] == 200
 
 
 def test_endpoint_close_releases_the_port() -> None:

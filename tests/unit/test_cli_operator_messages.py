@@ -1,0 +1,45 @@
+"""Small operator-facing answers: an idempotent `kafka stop`, defaults in `metrics run --help`."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from safeloop.services.cli.main import main
+
+
+def test_kafka_stop_when_not_running_succeeds_and_says_nothing_was_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SAFELOOP_STATE_DIR", str(tmp_path))
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    assert main(["kafka", "stop"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Kafka was not running; nothing to stop")
+    assert main(["kafka", "stop", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert (answer["running"], answer["was_running"]) == (False, False)
+
+
+def test_metrics_run_help_shows_every_threshold_default(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["metrics", "run", "--help"])
+    assert exited.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for option, default in (
+        ("--max-error-rate", "0.05"),
+        ("--max-p99-latency-ms", "1000.0"),
+        ("--max-p99-latency-ratio", "2.0"),
+        ("--max-performance-drop", "0.05"),
+        ("--min-requests", "100"),
+        ("--min-labelled", "100"),
+        ("--guard-window-rows", "1000"),
+    ):
+        shown = re.search(re.escape(option) + r" \S+ [^-]*?\(default: ([^)]+)\)", text)
+        assert shown is not None, option
+        assert shown.group(1) == default, (option, shown.group(1))
