@@ -8,6 +8,7 @@ from typing import Protocol
 from confluent_kafka import KafkaError, KafkaException, Message
 
 from safeloop.infra.exceptions import DeliveryError
+from safeloop.infra.kafka.access import refusal_of
 
 DELIVERY_TIMEOUT_S = 15.0
 
@@ -54,6 +55,12 @@ def produce_confirmed(
         raise DeliveryError(topic, sent + 1, 1 + len(errors), str(exc)) from exc
     remaining = producer.flush(timeout_s)
     if remaining or errors:
+        # A refusal (ACL, credentials) will not heal by retrying: name the principal and topic.
+        refusal = refusal_of(
+            producer, errors[0] if errors else None, operation="write", resource=f"topic {topic}"
+        )
+        if refusal is not None:
+            raise refusal
         reason = str(errors[0]) if errors else f"not acknowledged within {timeout_s:g}s"
         raise DeliveryError(topic, sent, max(remaining, len(errors)), reason)
     return sent

@@ -1,0 +1,59 @@
+"""Users, ACLs and client files for the secured local broker, applied as its admin."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from safeloop.infra.kafka.broker_security import (
+    ADMIN_USER,
+    SecurityPaths,
+    client_file_text,
+)
+from safeloop.infra.kafka.clients import admin_client
+from safeloop.infra.kafka.roles import Role, apply_grants, role_grants, upsert_users
+from safeloop.infra.kafka.secret_files import ensure_password, write_private
+from safeloop.infra.settings import Settings
+
+
+def admin_settings(settings: Settings, paths: SecurityPaths) -> Settings:
+    """`settings` acting as the local broker's admin (the super user that sets things up)."""
+    return replace(
+        settings,
+        kafka_security="sasl_ssl",
+        kafka_username=ADMIN_USER,
+        kafka_password=ensure_password(paths.password_file(ADMIN_USER)),
+        kafka_ca_file=paths.tls.ca_cert.resolve(),
+    )
+
+
+def role_settings(settings: Settings, paths: SecurityPaths, role: Role) -> Settings:
+    """`settings` acting as `role`'s default user, as its client file says."""
+    return replace(
+        admin_settings(settings, paths),
+        kafka_username=role.value,
+        kafka_password=ensure_password(paths.password_file(role.value)),
+    )
+
+
+def provision_roles(settings: Settings, paths: SecurityPaths) -> None:
+    """Create each role's user and ACLs (for `settings`' topic names) and its client file."""
+    admin_view = admin_settings(settings, paths)
+    passwords = {role.value: ensure_password(paths.password_file(role.value)) for role in Role}
+    admin = admin_client(admin_view)
+    upsert_users(admin, settings.kafka_sasl_mechanism, passwords)
+    grant_roles(admin_view)
+    write_private(
+        paths.client_file(ADMIN_USER),
+        client_file_text(settings, paths, ADMIN_USER, "the admin (super user: setup only)"),
+    )
+    for role in Role:
+        write_private(
+            paths.client_file(role.value),
+            client_file_text(settings, paths, role.value, f"the {role.value} role"),
+        )
+
+
+def grant_roles(admin_view: Settings) -> None:
+    """The role ACLs for `admin_view`'s topic names (another topic prefix needs its own)."""
+    usernames = {role: role.value for role in Role}
+    apply_grants(admin_client(admin_view), role_grants(admin_view), usernames)
