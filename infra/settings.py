@@ -16,6 +16,15 @@ _TRUE = {"1", "true", "yes", "on"}
 # How clients reach Kafka and how `safeloop kafka start` runs the local broker.
 KAFKA_SECURITY_CHOICES = ("plaintext", "sasl_ssl")
 SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256")
+KAFKA_CLIENT_VARIABLES = (
+    "SAFELOOP_KAFKA_SECURITY",
+    "SAFELOOP_KAFKA_SASL_MECHANISM",
+    "SAFELOOP_KAFKA_USERNAME",
+    "SAFELOOP_KAFKA_PASSWORD",
+    "SAFELOOP_KAFKA_PASSWORD_FILE",
+    "SAFELOOP_KAFKA_CA_FILE",
+    "SAFELOOP_KAFKA_CLIENT_FILE",
+)
 _FALSE = {"0", "false", "no", "off", ""}
 
 
@@ -123,6 +132,9 @@ class Settings:
     control_key_id: str = ""
     # Empty means: `<hostname>-<pid>`, chosen when the replica starts.
     replica_id: str = ""
+    # The dashboard's HTTP Basic credentials; required to bind it beyond loopback.
+    dashboard_user: str = "safeloop"
+    dashboard_password: Secret = Secret("")
     serving_host: str = "127.0.0.1"
     serving_port: int = 8080
     status_heartbeat_ms: int = 2000
@@ -229,6 +241,8 @@ class Settings:
             control_key=Secret(reader.text("SAFELOOP_CONTROL_KEY", "")),
             control_key_id=reader.text("SAFELOOP_CONTROL_KEY_ID", defaults.control_key_id),
             replica_id=reader.text("SAFELOOP_REPLICA_ID", defaults.replica_id),
+            dashboard_user=reader.text("SAFELOOP_DASHBOARD_USER", defaults.dashboard_user),
+            dashboard_password=reader.secret("SAFELOOP_DASHBOARD_PASSWORD"),
             serving_host=reader.text("SAFELOOP_SERVING_HOST", defaults.serving_host),
             serving_port=reader.port("SAFELOOP_SERVING_PORT", defaults.serving_port),
             status_heartbeat_ms=reader.positive_int(
@@ -247,6 +261,10 @@ class Settings:
             join_windows_ms=reader.model_millis("SAFELOOP_JOIN_WINDOWS"),
             outcome_wait_ms=reader.optional_positive_int("SAFELOOP_OUTCOME_WAIT_MS"),
         )
+
+    def kafka_client_env(self) -> dict[str, str]:
+        """The variables that say how a child process authenticates to Kafka (holds secrets)."""
+        return {key: value for key, value in self.to_env().items() if key in KAFKA_CLIENT_VARIABLES}
 
     def to_env(self) -> dict[str, str]:
         """The variables that make `from_env` return these settings, for child processes.
@@ -283,6 +301,9 @@ class Settings:
             "SAFELOOP_CONTROL_KEY": self.control_key.value,
             "SAFELOOP_CONTROL_KEY_ID": self.control_key_id,
             "SAFELOOP_REPLICA_ID": self.replica_id,
+            "SAFELOOP_DASHBOARD_USER": self.dashboard_user,
+            "SAFELOOP_DASHBOARD_PASSWORD": self.dashboard_password.value,
+            "SAFELOOP_DASHBOARD_PASSWORD_FILE": "",
             "SAFELOOP_SERVING_HOST": self.serving_host,
             "SAFELOOP_SERVING_PORT": str(self.serving_port),
             "SAFELOOP_STATUS_HEARTBEAT_MS": str(self.status_heartbeat_ms),

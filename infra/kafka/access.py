@@ -54,14 +54,20 @@ class ClientErrors:
         self._lock = threading.Lock()
         self.refusal: KafkaError | None = None
         self.refusals = 0
+        # No broker answered (down, or it speaks another security protocol than this client).
+        self.unreachable = False
 
     def __call__(self, error: KafkaError) -> None:
         if is_refusal(error):
             with self._lock:
                 self.refusal = error
                 self.refusals += 1
-            log.warning("kafka client refused: %s", error)
+            # The client retries every reconnect: say it once, count the rest.
+            level = logging.WARNING if self.refusals == 1 else logging.DEBUG
+            log.log(level, "kafka client refused: %s", error)
             return
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self.unreachable = True
         log.debug("kafka client: %s", error)
 
 
@@ -83,6 +89,19 @@ class SafeloopConsumer(Consumer):
         super().__init__({**config, "error_cb": self.errors})
         self.principal = principal
         self.bootstrap = bootstrap
+
+
+def silence_reason(client: object) -> str | None:
+    """Why a client heard nothing, when it knows: no broker answered its principal."""
+    errors = getattr(client, "errors", None)
+    if not isinstance(errors, ClientErrors) or not errors.unreachable:
+        return None
+    principal = getattr(client, "principal", "this client")
+    bootstrap = getattr(client, "bootstrap", "the configured brokers")
+    return (
+        f"no broker at {bootstrap} answered {principal}: it is down, or it expects another "
+        "security protocol (SAFELOOP_KAFKA_SECURITY; a secured broker refuses plaintext clients)"
+    )
 
 
 def refusal_of(

@@ -53,6 +53,18 @@ def provision_roles(settings: Settings, paths: SecurityPaths) -> None:
         )
 
 
+def client_file_env(paths: SecurityPaths, name: str) -> dict[str, str]:
+    """A child's environment entries that make it act as `name` (a role or the admin) and no
+    one else: its client file, with any credentials inherited from the parent blanked."""
+    return {
+        "SAFELOOP_KAFKA_USERNAME": "",
+        "SAFELOOP_KAFKA_PASSWORD": "",
+        "SAFELOOP_KAFKA_PASSWORD_FILE": "",
+        "SAFELOOP_KAFKA_CA_FILE": "",
+        "SAFELOOP_KAFKA_CLIENT_FILE": str(paths.client_file(name).resolve()),
+    }
+
+
 def grant_roles(admin_view: Settings) -> None:
     """The role ACLs for `admin_view`'s topic names (another topic prefix needs its own)."""
     usernames = {role: role.value for role in Role}
