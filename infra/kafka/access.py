@@ -25,13 +25,21 @@ _AUTHORIZATION_CODES = frozenset(
     }
 )
 _AUTHENTICATION_CODES = frozenset(
-    {KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError._SSL}
+    {KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED}
 )
 
 
 def is_refusal(error: KafkaError) -> bool:
     """True for an authentication or authorization refusal (retrying will not help)."""
-    return error.code() in _AUTHORIZATION_CODES or error.code() in _AUTHENTICATION_CODES
+    return error.code() in _AUTHORIZATION_CODES or _is_authentication_failure(error)
+
+
+def _is_authentication_failure(error: KafkaError) -> bool:
+    if error.code() in _AUTHENTICATION_CODES:
+        return True
+    # A TLS error is a refusal when a certificate failed to verify (a wrong CA file, say);
+    # a handshake cut short by a restarting broker is not.
+    return error.code() == KafkaError._SSL and "certificate" in error.str().lower()
 
 
 def access_error(
@@ -41,7 +49,7 @@ def access_error(
     code = error.code()
     if code in _AUTHORIZATION_CODES:
         return KafkaAuthorizationError(principal, operation, resource, error.str())
-    if code in _AUTHENTICATION_CODES:
+    if _is_authentication_failure(error):
         return KafkaAuthenticationError(principal, bootstrap, error.str())
     return None
 
