@@ -26,6 +26,7 @@ from safeloop.infra.kafka.provisioning import grant_roles, role_settings
 from safeloop.infra.kafka.roles import Role
 from safeloop.infra.settings import Secret, Settings
 from safeloop.schemas.codec import OUTCOME_CODEC, PREDICTION_CODEC
+from safeloop.services.cli.main import main
 from safeloop.services.control.clients import make_broadcast_reader
 
 pytestmark = pytest.mark.integration
@@ -204,3 +205,41 @@ def test_secrets_are_readable_by_their_owner_only_and_never_logged(
     log = (kafka_security.root / "logs" / "server.log").read_text(errors="replace")
     for path in private[: 1 + len(Role)]:
         assert path.read_text().strip() not in log
+
+
+def test_an_operator_adds_a_label_pipeline_s_credentials_with_the_cli(
+    fresh: Settings,
+    base_settings: Settings,
+    kafka_security: SecurityPaths,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name in (
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "SAFELOOP_KAFKA_CLIENT_FILE",
+        "SAFELOOP_KAFKA_USERNAME",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SAFELOOP_STATE_DIR", str(base_settings.state_dir))
+    monkeypatch.setenv("SAFELOOP_KAFKA_SECURITY", "sasl_ssl")
+    monkeypatch.setenv("SAFELOOP_KAFKA_PORT", str(fresh.kafka_port))
+    monkeypatch.setenv("SAFELOOP_TOPIC_PREFIX", fresh.topic_prefix)
+    user = f"labels-{uuid.uuid4().hex[:6]}"
+
+    assert main(["kafka", "grant", "labels", "--user", user]) == 0
+    out = capsys.readouterr().out
+    client_file = kafka_security.client_file(user)
+    assert f"User:{user} has the labels role's 1 ACLs" in out
+    assert str(client_file) in out
+    assert stat.S_IMODE(kafka_security.password_file(user).stat().st_mode) == 0o600
+
+    pipeline = Settings.from_env(
+        {
+            "SAFELOOP_KAFKA_CLIENT_FILE": str(client_file),
+            "KAFKA_BOOTSTRAP_SERVERS": fresh.bootstrap_servers,
+            "SAFELOOP_TOPIC_PREFIX": fresh.topic_prefix,
+        }
+    )
+    assert write(pipeline, pipeline.topics.outcomes) == 1
+    with pytest.raises(KafkaAuthorizationError, match=f"User:{user} may not read topic"):
+        read(pipeline, pipeline.topics.predictions, "replica-pipeline")
