@@ -91,3 +91,39 @@ class RecordRejectedError(InfraError):
         self.topic = topic
         self.partition = partition
         self.offset = offset
+
+
+class KafkaAccessError(InfraError):
+    """The broker refused this client; the message names the principal and what it tried."""
+
+    def __init__(self, message: str, principal: str) -> None:
+        super().__init__(message)
+        self.principal = principal
+
+
+class KafkaAuthenticationError(KafkaAccessError):
+    """The broker did not accept who this client says it is (or that it said nothing)."""
+
+    def __init__(self, principal: str, bootstrap: str, reason: str) -> None:
+        super().__init__(
+            f"Kafka at {bootstrap} refused to authenticate {principal}: {reason}. Check "
+            "SAFELOOP_KAFKA_SECURITY and the role's SAFELOOP_KAFKA_USERNAME / "
+            "SAFELOOP_KAFKA_PASSWORD_FILE (or SAFELOOP_KAFKA_CLIENT_FILE)",
+            principal,
+        )
+        self.bootstrap = bootstrap
+        self.reason = reason
+
+
+class KafkaAuthorizationError(KafkaAccessError):
+    """An ACL refused `principal` the `operation` on `resource` (a topic or a group)."""
+
+    def __init__(self, principal: str, operation: str, resource: str, reason: str) -> None:
+        super().__init__(
+            f"{principal} may not {operation} {resource}: {reason} (the role's ACLs do not "
+            "allow it; see README, Security)",
+            principal,
+        )
+        self.operation = operation
+        self.resource = resource
+        self.reason = reason

@@ -16,6 +16,18 @@ _ALERT_KINDS = ("webhook", "slack", "pagerduty")
 _SEVERITIES = ("info", "warning", "critical")
 
 _TRUE = {"1", "true", "yes", "on"}
+# How clients reach Kafka and how `safeloop kafka start` runs the local broker.
+KAFKA_SECURITY_CHOICES = ("plaintext", "sasl_ssl")
+SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256")
+KAFKA_CLIENT_VARIABLES = (
+    "SAFELOOP_KAFKA_SECURITY",
+    "SAFELOOP_KAFKA_SASL_MECHANISM",
+    "SAFELOOP_KAFKA_USERNAME",
+    "SAFELOOP_KAFKA_PASSWORD",
+    "SAFELOOP_KAFKA_PASSWORD_FILE",
+    "SAFELOOP_KAFKA_CA_FILE",
+    "SAFELOOP_KAFKA_CLIENT_FILE",
+)
 _FALSE = {"0", "false", "no", "off", ""}
 
 
@@ -95,6 +107,14 @@ class Settings:
     kafka_port: int = 9092
     kafka_controller_port: int = 9093
     kafka_version: str = "4.4.0"
+    # "plaintext" (anyone who reaches the port may do anything) or "sasl_ssl" (TLS, SCRAM
+    # users, ACLs per role); the local broker listens the same way its clients connect.
+    kafka_security: str = "plaintext"
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_username: str = ""
+    kafka_password: Secret = Secret("")
+    # The CA that signed the brokers' certificates (PEM); None: the system's trust store.
+    kafka_ca_file: Path | None = None
     topic_prefix: str = ""
     partitions: int = 4
     replication_factor: int = 1
@@ -115,6 +135,9 @@ class Settings:
     control_key_id: str = ""
     # Empty means: `<hostname>-<pid>`, chosen when the replica starts.
     replica_id: str = ""
+    # The dashboard's HTTP Basic credentials; required to bind it beyond loopback.
+    dashboard_user: str = "safeloop"
+    dashboard_password: Secret = Secret("")
     serving_host: str = "127.0.0.1"
     serving_port: int = 8080
     status_heartbeat_ms: int = 2000
@@ -150,6 +173,18 @@ class Settings:
         return f"{self.kafka_host}:{self.kafka_port}"
 
     @property
+    def kafka_secured(self) -> bool:
+        """True when clients authenticate with SASL over TLS."""
+        return self.kafka_security == "sasl_ssl"
+
+    @property
+    def kafka_principal(self) -> str:
+        """The Kafka principal these settings act as, for error messages and ACLs."""
+        if self.kafka_secured and self.kafka_username:
+            return f"User:{self.kafka_username}"
+        return "User:ANONYMOUS"
+
+    @property
     def models_path(self) -> Path:
         """Where the model store lives."""
         return self.model_dir if self.model_dir is not None else self.state_dir / "models"
@@ -173,6 +208,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Parse the environment (or `env`) once; invalid values raise `SettingsError`."""
         source = os.environ if env is None else env
+        source = _with_client_file(source)
         reader = _EnvReader(source)
         defaults = cls()
         url = reader.text("CLICKHOUSE_URL", "") or None
@@ -188,6 +224,15 @@ class Settings:
                 "SAFELOOP_KAFKA_CONTROLLER_PORT", defaults.kafka_controller_port
             ),
             kafka_version=reader.text("SAFELOOP_KAFKA_VERSION", defaults.kafka_version),
+            kafka_security=reader.choice(
+                "SAFELOOP_KAFKA_SECURITY", defaults.kafka_security, KAFKA_SECURITY_CHOICES
+            ).lower(),
+            kafka_sasl_mechanism=reader.choice(
+                "SAFELOOP_KAFKA_SASL_MECHANISM", defaults.kafka_sasl_mechanism, SASL_MECHANISMS
+            ),
+            kafka_username=reader.text("SAFELOOP_KAFKA_USERNAME", defaults.kafka_username),
+            kafka_password=reader.secret("SAFELOOP_KAFKA_PASSWORD"),
+            kafka_ca_file=reader.path("SAFELOOP_KAFKA_CA_FILE"),
             topic_prefix=reader.text("SAFELOOP_TOPIC_PREFIX", defaults.topic_prefix),
             partitions=reader.positive_int("SAFELOOP_PARTITIONS", defaults.partitions),
             replication_factor=reader.positive_int(
@@ -209,6 +254,8 @@ class Settings:
             control_key=Secret(reader.text("SAFELOOP_CONTROL_KEY", "")),
             control_key_id=reader.text("SAFELOOP_CONTROL_KEY_ID", defaults.control_key_id),
             replica_id=reader.text("SAFELOOP_REPLICA_ID", defaults.replica_id),
+            dashboard_user=reader.text("SAFELOOP_DASHBOARD_USER", defaults.dashboard_user),
+            dashboard_password=reader.secret("SAFELOOP_DASHBOARD_PASSWORD"),
             serving_host=reader.text("SAFELOOP_SERVING_HOST", defaults.serving_host),
             serving_port=reader.port("SAFELOOP_SERVING_PORT", defaults.serving_port),
             status_heartbeat_ms=reader.positive_int(
@@ -235,6 +282,10 @@ class Settings:
             ),
         )
 
+    def kafka_client_env(self) -> dict[str, str]:
+        """The variables that say how a child process authenticates to Kafka (holds secrets)."""
+        return {key: value for key, value in self.to_env().items() if key in KAFKA_CLIENT_VARIABLES}
+
     def to_env(self) -> dict[str, str]:
         """The variables that make `from_env` return these settings, for child processes.
 
@@ -248,6 +299,13 @@ class Settings:
             "SAFELOOP_KAFKA_PORT": str(self.kafka_port),
             "SAFELOOP_KAFKA_CONTROLLER_PORT": str(self.kafka_controller_port),
             "SAFELOOP_KAFKA_VERSION": self.kafka_version,
+            "SAFELOOP_KAFKA_SECURITY": self.kafka_security,
+            "SAFELOOP_KAFKA_SASL_MECHANISM": self.kafka_sasl_mechanism,
+            "SAFELOOP_KAFKA_USERNAME": self.kafka_username,
+            "SAFELOOP_KAFKA_PASSWORD": self.kafka_password.value,
+            "SAFELOOP_KAFKA_PASSWORD_FILE": "",
+            "SAFELOOP_KAFKA_CA_FILE": str(self.kafka_ca_file or ""),
+            "SAFELOOP_KAFKA_CLIENT_FILE": "",
             "SAFELOOP_TOPIC_PREFIX": self.topic_prefix,
             "SAFELOOP_PARTITIONS": str(self.partitions),
             "SAFELOOP_REPLICATION_FACTOR": str(self.replication_factor),
@@ -263,6 +321,9 @@ class Settings:
             "SAFELOOP_CONTROL_KEY": self.control_key.value,
             "SAFELOOP_CONTROL_KEY_ID": self.control_key_id,
             "SAFELOOP_REPLICA_ID": self.replica_id,
+            "SAFELOOP_DASHBOARD_USER": self.dashboard_user,
+            "SAFELOOP_DASHBOARD_PASSWORD": self.dashboard_password.value,
+            "SAFELOOP_DASHBOARD_PASSWORD_FILE": "",
             "SAFELOOP_SERVING_HOST": self.serving_host,
             "SAFELOOP_SERVING_PORT": str(self.serving_port),
             "SAFELOOP_STATUS_HEARTBEAT_MS": str(self.status_heartbeat_ms),
@@ -380,15 +441,51 @@ class _EnvReader:
 
     def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
         value = self.text(name, default).upper()
-        if value not in allowed:
+        if value not in {choice.upper() for choice in allowed}:
             raise SettingsError(name, value, "one of " + ", ".join(allowed))
         return value
+
+    def secret(self, name: str) -> Secret:
+        """`NAME`, or the first line of the file `NAME_FILE` names (the file wins if both)."""
+        file_name = f"{name}_FILE"
+        path = self.path(file_name)
+        if path is None:
+            return Secret(self.text(name, ""))
+        try:
+            lines = path.read_text().splitlines()
+        except OSError as exc:
+            raise SettingsError(file_name, str(path), f"a readable file ({exc.strerror})") from exc
+        return Secret(lines[0].strip() if lines else "")
 
     def identifier(self, name: str, default: str) -> str:
         value = self.text(name, default)
         if not value or not all(ch.isalnum() or ch == "_" for ch in value):
             raise SettingsError(name, value, "letters, digits and underscores")
         return value
+
+
+def _with_client_file(env: Mapping[str, str]) -> Mapping[str, str]:
+    """`env` over the `KEY=VALUE` lines of SAFELOOP_KAFKA_CLIENT_FILE (a role's client file)."""
+    name = "SAFELOOP_KAFKA_CLIENT_FILE"
+    raw = env.get(name, "").strip()
+    if not raw:
+        return env
+    try:
+        text = Path(raw).read_text()
+    except OSError as exc:
+        raise SettingsError(name, raw, f"a readable file ({exc.strerror})") from exc
+    merged: dict[str, str] = {}
+    for raw_line in text.splitlines():
+        line = raw_line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise SettingsError(name, raw, f"KEY=VALUE lines (bad: {key[:40]!r})")
+        merged[key.strip()] = value.strip()
+    # What the environment says explicitly wins over the file.
+    merged.update({key: value for key, value in env.items() if value.strip()})
+    return merged
 
 
 def _check_url(name: str, url: str) -> None:

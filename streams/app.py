@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,19 @@ def app_id_for(settings: Settings, config: StreamConfig) -> str:
     return config.app_id or f"{settings.topic_prefix}safeloop-streams"
 
 
+def broker_credentials(settings: Settings) -> Any:
+    """faust's (aiokafka's) SASL_SSL credentials from the same settings as every other client."""
+    if not settings.kafka_secured:
+        return None
+    cafile = str(settings.kafka_ca_file) if settings.kafka_ca_file else None
+    return faust.SASLCredentials(
+        username=settings.kafka_username,
+        password=settings.kafka_password.value,
+        ssl_context=ssl.create_default_context(cafile=cafile),
+        mechanism=settings.kafka_sasl_mechanism,
+    )
+
+
 def create_app(settings: Settings, config: StreamConfig) -> StreamApp:
     """A faust App over `predictions` + `outcomes` with the RocksDB (rocksdict) join tables."""
     app_id = app_id_for(settings, config)
@@ -79,6 +93,7 @@ def create_app(settings: Settings, config: StreamConfig) -> StreamApp:
     app = faust.App(
         app_id,
         broker=f"kafka://{settings.bootstrap_servers}",
+        broker_credentials=broker_credentials(settings),
         # faust picks rocksdict when python-rocksdb is not installed.
         store="rocksdb://",
         datadir=str(data_dir),

@@ -17,7 +17,9 @@ import pytest
 
 from safeloop.infra.clickhouse.migrate import migrate
 from safeloop.infra.kafka.broker import LocalKafkaBroker
-from safeloop.infra.kafka.clients import cluster_answers
+from safeloop.infra.kafka.broker_security import SecurityPaths
+from safeloop.infra.kafka.clients import cluster_answers, security_config
+from safeloop.infra.kafka.provisioning import admin_settings
 from safeloop.infra.kafka.topics import TopicAdmin, topic_specs
 from safeloop.infra.portcheck import free_port
 from safeloop.infra.settings import Settings
@@ -38,6 +40,10 @@ class Stack:
 def _base_settings(state_dir: Path) -> Settings:
     run_id = uuid.uuid4().hex[:8]
     base = Settings.from_env()
+    # The integration tier runs against the secured broker (SASL_SSL, ACLs) unless told otherwise.
+    security = os.environ.get("SAFELOOP_KAFKA_SECURITY") or (
+        base.kafka_security if base.kafka_bootstrap_servers else "sasl_ssl"
+    )
     cache_dir = base.cache_dir if base.cache_dir.is_absolute() else PROJECT_ROOT / base.cache_dir
     return replace(
         base,
@@ -48,6 +54,7 @@ def _base_settings(state_dir: Path) -> Settings:
         warehouse_port=free_port(),
         topic_prefix=f"t{run_id}.",
         clickhouse_database=f"test_{run_id}",
+        kafka_security=security.lower(),
     )
 
 
@@ -58,9 +65,14 @@ def base_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 @pytest.fixture(scope="session")
 def kafka(base_settings: Settings) -> Iterator[Settings]:
-    """A running Kafka: the local Apache Kafka broker, or the configured cluster."""
+    """A running Kafka: the local Apache Kafka broker, or the configured cluster.
+
+    Secured, the settings act as the broker's admin (tests create topics under their own
+    prefixes); tests/integration/test_kafka_security.py acts as each role instead.
+    """
     if not base_settings.uses_local_kafka:
-        if not cluster_answers(base_settings.bootstrap_servers, 15.0):
+        security = security_config(base_settings)
+        if not cluster_answers(base_settings.bootstrap_servers, 15.0, security=security):
             pytest.fail(
                 f"KAFKA_BOOTSTRAP_SERVERS={base_settings.bootstrap_servers} does not answer"
             )
@@ -69,9 +81,20 @@ def kafka(base_settings: Settings) -> Iterator[Settings]:
     broker = LocalKafkaBroker(base_settings, start_timeout=180.0)
     broker.start()
     try:
-        yield base_settings
+        if base_settings.kafka_secured:
+            yield admin_settings(base_settings, broker.paths.security)
+        else:
+            yield base_settings
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_security(kafka: Settings, base_settings: Settings) -> SecurityPaths:
+    """Where the secured local broker keeps its CA, passwords and client files."""
+    if not (base_settings.uses_local_kafka and base_settings.kafka_secured):
+        pytest.fail("the security tests need the local broker secured (SAFELOOP_KAFKA_SECURITY)")
+    return LocalKafkaBroker(base_settings).paths.security
 
 
 @pytest.fixture(scope="session")
@@ -123,6 +146,7 @@ def artifacts_dir() -> Path:
 
 def pytest_report_header(config: pytest.Config) -> str:
     where = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or "local Apache Kafka broker (started)"
+    where += f", {os.environ.get('SAFELOOP_KAFKA_SECURITY') or 'sasl_ssl'}"
     clickhouse = os.environ.get("CLICKHOUSE_URL") or "embedded chDB endpoint (started)"
     return f"safeloop: kafka={where}; clickhouse={clickhouse}"
 

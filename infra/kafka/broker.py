@@ -23,8 +23,16 @@ from safeloop.infra.kafka.broker_config import (
     render_properties,
 )
 from safeloop.infra.kafka.broker_process import JVM_FLAGS
-from safeloop.infra.kafka.clients import cluster_answers
+from safeloop.infra.kafka.broker_security import (
+    ADMIN_USER,
+    prepare_broker_security,
+    scram_format_argument,
+    secured_properties,
+)
+from safeloop.infra.kafka.clients import cluster_answers, security_config
 from safeloop.infra.kafka.jars import fetch_kafka_jars, jars_present, require_tool
+from safeloop.infra.kafka.provisioning import admin_settings, provision_roles
+from safeloop.infra.kafka.secret_files import write_private
 from safeloop.infra.portcheck import port_accepts_connections, port_is_free
 from safeloop.infra.settings import Settings
 
@@ -60,10 +68,12 @@ class BrokerStatus:
     bootstrap: str
     version: str | None
     data_dir: Path | None
+    security: str = "plaintext"
 
     def as_dict(self) -> dict[str, object]:
         return {
             "running": self.running,
+            "security": self.security,
             "pid": self.pid,
             "bootstrap": self.bootstrap,
             "version": self.version,
@@ -98,6 +108,7 @@ class LocalKafkaBroker:
         if not jars_present(self._settings):
             report("fetching Kafka jars from Maven Central…")
         libs = fetch_kafka_jars(self._settings)
+        self._check_format_mode()
         self._write_config()
         if not self.paths.meta_properties.is_file():
             report("formatting storage…")
@@ -110,13 +121,29 @@ class LocalKafkaBroker:
         pid = self._launch(java, libs)
         report("waiting for broker…")
         self._wait_until_ready(pid, log_offsets)
-        log.info(
-            "Kafka %s ready on %s in %.1fs (pid %d)",
-            self._settings.kafka_version,
-            self._settings.bootstrap_servers,
-            time.monotonic() - started,
-            pid,
-        )
+        if self._settings.kafka_secured:
+            report("creating users and ACLs…")
+            provision_roles(self._settings, self.paths.security)
+            log.info(
+                "Kafka %s ready on %s in %.1fs (pid %d): SASL_SSL (%s), ACLs per role; "
+                "client files in %s",
+                self._settings.kafka_version,
+                self._settings.bootstrap_servers,
+                time.monotonic() - started,
+                pid,
+                self._settings.kafka_sasl_mechanism,
+                self.paths.security.clients,
+            )
+        else:
+            log.warning(
+                "Kafka %s ready on %s in %.1fs (pid %d): PLAINTEXT, no authentication, no "
+                "encryption, no ACLs: for local experiments only (SAFELOOP_KAFKA_SECURITY=sasl_ssl "
+                "secures it)",
+                self._settings.kafka_version,
+                self._settings.bootstrap_servers,
+                time.monotonic() - started,
+                pid,
+            )
         return self.status()
 
     def stop(self) -> BrokerStatus:
@@ -142,8 +169,12 @@ class LocalKafkaBroker:
         """Whether the broker runs; for an external cluster, whether it answers."""
         settings = self._settings
         if not settings.uses_local_kafka:
-            reachable = cluster_answers(settings.bootstrap_servers, timeout=5.0)
-            return BrokerStatus(reachable, None, settings.bootstrap_servers, None, None)
+            reachable = cluster_answers(
+                settings.bootstrap_servers, timeout=5.0, security=security_config(settings)
+            )
+            return BrokerStatus(
+                reachable, None, settings.bootstrap_servers, None, None, settings.kafka_security
+            )
         pid = process.owned_pid(self.paths)
         version = process.running_version(pid) if pid is not None else None
         return BrokerStatus(
@@ -152,6 +183,7 @@ class LocalKafkaBroker:
             bootstrap=settings.bootstrap_servers,
             version=version or settings.kafka_version,
             data_dir=self.paths.data,
+            security=settings.kafka_security,
         )
 
     def _refuse_external(self, action: str) -> None:
@@ -187,11 +219,28 @@ class LocalKafkaBroker:
             if not port_is_free(host, port):
                 raise PortInUseError(host, port, what)
 
+    def _check_format_mode(self) -> None:
+        """Storage formatted for plaintext has no admin user: it cannot be run secured."""
+        if not self._settings.kafka_secured or not self.paths.meta_properties.is_file():
+            return
+        mode_file = self.paths.security.format_mode
+        mode = mode_file.read_text().strip() if mode_file.is_file() else "plaintext"
+        if mode != "sasl_ssl":
+            raise StartupError(
+                f"Kafka storage in {self.paths.data} was formatted for plaintext, so it has no "
+                "SCRAM admin user; remove that directory (its topics go with it) to re-format "
+                "it secured, or set SAFELOOP_KAFKA_SECURITY=plaintext"
+            )
+
     def _write_config(self) -> None:
         for directory in (self.paths.data, self.paths.logs):
             directory.mkdir(parents=True, exist_ok=True)
         properties = broker_properties(self._settings, self.paths.data)
-        self.paths.server_properties.write_text(render_properties(properties))
+        if self._settings.kafka_secured:
+            security = prepare_broker_security(self.paths.security, self._settings)
+            properties.update(secured_properties(self._settings, security))
+        # The secured configuration holds the admin's password: readable by its owner only.
+        write_private(self.paths.server_properties, render_properties(properties))
         self.paths.log4j_config.write_text(log4j2_properties(self.paths.log_file))
 
     def _format_storage(self, java: str, libs: Path) -> None:
@@ -207,11 +256,22 @@ class LocalKafkaBroker:
             "--config",
             str(self.paths.server_properties),
         )
+        settings = self._settings
+        if settings.kafka_secured:
+            # The admin exists from the first metadata record on; only its salted form is passed.
+            admin = admin_settings(settings, self.paths.security)
+            command += [
+                "--add-scram",
+                scram_format_argument(
+                    settings.kafka_sasl_mechanism, ADMIN_USER, admin.kafka_password
+                ),
+            ]
         result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
         if result.returncode != 0:
             output = (result.stdout + result.stderr).strip()
             raise StartupError(f"formatting Kafka storage in {self.paths.data} failed:\n{output}")
-        log.info("formatted Kafka storage in %s", self.paths.data)
+        self.paths.security.format_mode.write_text(f"{settings.kafka_security}\n")
+        log.info("formatted Kafka storage in %s (%s)", self.paths.data, settings.kafka_security)
 
     def _launch(self, java: str, libs: Path) -> int:
         command = process.broker_command(java, libs, self.paths, self._settings.kafka_version)
@@ -222,6 +282,12 @@ class LocalKafkaBroker:
 
     def _wait_until_ready(self, pid: int, log_offsets: tuple[int, int]) -> None:
         settings = self._settings
+        # The secured broker answers its admin; whoever runs `start` may hold another role.
+        probe = (
+            security_config(admin_settings(settings, self.paths.security))
+            if settings.kafka_secured
+            else None
+        )
         deadline = time.monotonic() + self._start_timeout
         while time.monotonic() < deadline:
             if not daemon_process.is_alive(pid):
@@ -231,7 +297,7 @@ class LocalKafkaBroker:
                 )
             # Probe the socket first so librdkafka does not log a refused connection per poll.
             if port_accepts_connections(settings.kafka_host, settings.kafka_port) and (
-                cluster_answers(settings.bootstrap_servers, timeout=2.0)
+                cluster_answers(settings.bootstrap_servers, timeout=2.0, security=probe)
             ):
                 return
             time.sleep(_POLL_S)

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from safeloop.infra.kafka.broker_security import SecurityPaths
 from safeloop.infra.settings import Settings
 
 NODE_ID = 1
@@ -58,6 +59,10 @@ class BrokerPaths:
     @property
     def meta_properties(self) -> Path:
         return self.data / "meta.properties"
+
+    @property
+    def security(self) -> SecurityPaths:
+        return SecurityPaths(self.root)
 
 
 def broker_properties(settings: Settings, data_dir: Path) -> dict[str, str]:

@@ -8,6 +8,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
+from safeloop.infra.kafka.access import SafeloopConsumer, SafeloopProducer
 from safeloop.infra.settings import Settings
 
 ConfigValue = str | int | float | bool
@@ -22,10 +23,32 @@ def _dotted(overrides: dict[str, ConfigValue]) -> dict[str, ConfigValue]:
     return {key.replace("_", "."): value for key, value in overrides.items()}
 
 
+def security_config(settings: Settings) -> dict[str, ConfigValue]:
+    """How a client authenticates and encrypts: nothing for plaintext, SASL_SSL otherwise."""
+    if not settings.kafka_secured:
+        return {}
+    config: dict[str, ConfigValue] = {
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanisms": settings.kafka_sasl_mechanism,
+        "sasl.username": settings.kafka_username,
+        "sasl.password": settings.kafka_password.value,
+        # The broker's certificate must name the host we dialled (librdkafka's default, kept).
+        "ssl.endpoint.identification.algorithm": "https",
+    }
+    if settings.kafka_ca_file is not None:
+        config["ssl.ca.location"] = str(settings.kafka_ca_file)
+    return config
+
+
+def connection_config(settings: Settings) -> dict[str, ConfigValue]:
+    """Where and how every client connects: bootstrap servers plus `security_config`."""
+    return {"bootstrap.servers": settings.bootstrap_servers, **security_config(settings)}
+
+
 def producer_config(settings: Settings, **overrides: ConfigValue) -> dict[str, ConfigValue]:
     """Idempotent, acks=all producer that batches for 5 ms and compresses with lz4."""
     return {
-        "bootstrap.servers": settings.bootstrap_servers,
+        **connection_config(settings),
         "acks": "all",
         "enable.idempotence": True,
         # A few ms of batching buys far fewer requests at prediction rates; lz4 is cheap on CPU.
@@ -43,7 +66,7 @@ def consumer_config(
 ) -> dict[str, ConfigValue]:
     """Group consumer that reads from the start and commits only when told to."""
     return {
-        "bootstrap.servers": settings.bootstrap_servers,
+        **connection_config(settings),
         "group.id": group_id,
         "auto.offset.reset": "earliest",
         # Offsets are committed after the side effect (DESIGN: nothing consumed is lost).
@@ -54,13 +77,15 @@ def consumer_config(
 
 def admin_client(settings: Settings, **overrides: ConfigValue) -> AdminClient:
     """An AdminClient for the configured cluster."""
-    return AdminClient({"bootstrap.servers": settings.bootstrap_servers, **_dotted(overrides)})
+    return AdminClient(with_client_logging({**connection_config(settings), **_dotted(overrides)}))
 
 
-def cluster_answers(bootstrap: str, timeout: float) -> bool:
+def cluster_answers(
+    bootstrap: str, timeout: float, security: dict[str, ConfigValue] | None = None
+) -> bool:
     """True when the cluster at `bootstrap` answers a metadata request and lists brokers."""
     # log_level 0: "not reachable" is an expected answer here, not an error to print.
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, **(security or {})})
     try:
         metadata = admin.list_topics(timeout=timeout)
     except KafkaException:
@@ -70,12 +95,20 @@ def cluster_answers(bootstrap: str, timeout: float) -> bool:
 
 def make_producer(settings: Settings, **overrides: ConfigValue) -> Producer:
     """A producer from `producer_config`, logging through `logging` rather than stderr."""
-    return Producer(with_client_logging(producer_config(settings, **overrides)))
+    return SafeloopProducer(
+        with_client_logging(producer_config(settings, **overrides)),
+        principal=settings.kafka_principal,
+        bootstrap=settings.bootstrap_servers,
+    )
 
 
 def make_consumer(settings: Settings, group_id: str, **overrides: ConfigValue) -> Consumer:
     """A consumer from `consumer_config`, logging through `logging` rather than stderr."""
-    return Consumer(with_client_logging(consumer_config(settings, group_id, **overrides)))
+    return SafeloopConsumer(
+        with_client_logging(consumer_config(settings, group_id, **overrides)),
+        principal=settings.kafka_principal,
+        bootstrap=settings.bootstrap_servers,
+    )
 
 
 def with_client_logging(config: dict[str, Any]) -> dict[str, Any]:

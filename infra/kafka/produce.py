@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Message
 
 from safeloop.infra.exceptions import DeliveryError
+from safeloop.infra.kafka.access import refusal_of, silence_reason
 
 DELIVERY_TIMEOUT_S = 15.0
+_FLUSH_SLICE_S = 0.5
 
 
 class DeliveryCallback(Protocol):
@@ -52,8 +55,26 @@ def produce_confirmed(
         # The record that failed to enqueue is pending, and so is any that failed delivery.
         producer.flush(timeout_s)
         raise DeliveryError(topic, sent + 1, 1 + len(errors), str(exc)) from exc
-    remaining = producer.flush(timeout_s)
+    remaining = _flush_unless_refused(producer, topic, timeout_s)
     if remaining or errors:
-        reason = str(errors[0]) if errors else f"not acknowledged within {timeout_s:g}s"
+        # A refusal (ACL, credentials) will not heal by retrying: name the principal and topic.
+        refusal = refusal_of(
+            producer, errors[0] if errors else None, operation="write", resource=f"topic {topic}"
+        )
+        if refusal is not None:
+            raise refusal
+        silence = silence_reason(producer) or f"not acknowledged within {timeout_s:g}s"
+        reason = str(errors[0]) if errors else silence
         raise DeliveryError(topic, sent, max(remaining, len(errors)), reason)
     return sent
+
+
+def _flush_unless_refused(producer: ConfirmingProducer, topic: str, timeout_s: float) -> int:
+    """flush(), in slices, giving up early once the broker refused this client's credentials."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        remaining = producer.flush(min(_FLUSH_SLICE_S, max(0.0, deadline - time.monotonic())))
+        if not remaining or time.monotonic() >= deadline:
+            return remaining
+        if refusal_of(producer, None, operation="write", resource=f"topic {topic}") is not None:
+            return remaining

@@ -18,20 +18,30 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Serve the dashboard page and its JSON API; it reads ClickHouse "
         "(CLICKHOUSE_URL or the embedded endpoint) with readonly=1 and refreshes by itself.",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (127.0.0.1); beyond loopback SAFELOOP_DASHBOARD_PASSWORD is "
+        "required and every page asks for it (HTTP Basic, user SAFELOOP_DASHBOARD_USER)",
+    )
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port ({DEFAULT_PORT})")
     parser.set_defaults(func=_serve)
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
+    from starlette.types import ASGIApp
 
+    from safeloop.services.dashboard.access import BasicAuth, check_dashboard_bind
     from safeloop.services.dashboard.app import create_app
     from safeloop.services.dashboard.assets import plotly_js
     from safeloop.services.dashboard.reader import Reader
 
+    check_dashboard_bind(args.host, settings.dashboard_password)
     plotly_js()  # fail now, with the fix in the message, rather than on the first page load
-    app = create_app(Reader(settings))
+    app: ASGIApp = create_app(Reader(settings))
+    if settings.dashboard_password:
+        app = BasicAuth(app, settings.dashboard_user, settings.dashboard_password)
     sys.stdout.write(
         f"dashboard on http://{args.host}:{args.port}/ reading {settings.clickhouse_endpoint} "
         f"database {settings.clickhouse_database} (Ctrl-C to stop)\n"

@@ -42,6 +42,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="keep the dashboard open after the summary until Ctrl-C (default: yes)",
     )  # fmt: skip
     demo.add_argument(
+        "--kafka-security", choices=("sasl_ssl", "plaintext"), default="sasl_ssl",
+        help="the local broker's security: sasl_ssl (TLS, SCRAM users, ACLs; each process acts "
+        "as its own role) or plaintext (local experiments only) (default: sasl_ssl)",
+    )  # fmt: skip
+    demo.add_argument(
         "--state-dir", type=Path, default=None,
         help="data and logs go under <dir>/demo (default: SAFELOOP_STATE_DIR)",
     )  # fmt: skip
@@ -59,6 +64,7 @@ def _run_demo(args: argparse.Namespace, settings: Settings) -> int:
         rate=args.rate,
         keep_open=args.keep_open,
         state_dir=args.state_dir or settings.state_dir,
+        kafka_security=args.kafka_security,
     )
     # Ctrl-C works even when started from a script that ignores SIGINT in background jobs.
     signal.signal(signal.SIGINT, signal.default_int_handler)

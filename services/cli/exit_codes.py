@@ -10,6 +10,7 @@ from safeloop import SafeloopError
 from safeloop.infra.exceptions import SettingsError
 from safeloop.services.cli.exceptions import UsageError
 from safeloop.services.control.exceptions import WaitTimeoutError
+from safeloop.services.dashboard.exceptions import DashboardBindError
 from safeloop.services.guard.exceptions import PolicyError
 from safeloop.services.retraining.exceptions import RetrainingPolicyError
 from safeloop.services.rollout.exceptions import PlanError
@@ -38,6 +39,7 @@ _USAGE_ERRORS: tuple[type[SafeloopError], ...] = (
     PolicyError,
     RetrainingPolicyError,
     WindowConfigError,
+    DashboardBindError,
 )
 
 

@@ -5,13 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from safeloop.infra.settings import Settings
+from safeloop.infra.settings import Secret, Settings
+from safeloop.services.cli.exceptions import UsageError
 from safeloop.services.cli.exit_codes import ExitCode
 
 if TYPE_CHECKING:
     from safeloop.infra.kafka.broker import BrokerStatus
+
+# infra.kafka.roles' Role values (tests/unit/test_cli_imports.py checks them), spelled out so
+# that building the parser does not import confluent-kafka.
+ROLES = ("operator", "replica", "labels", "processor", "metrics")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,6 +36,34 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         parser = kafka_commands.add_parser(name, help=help_text, description=help_text)
         parser.add_argument("--json", action="store_true", help="print the status as JSON")
         parser.set_defaults(func=func)
+    grant = kafka_commands.add_parser(
+        "grant",
+        help="create a Kafka user with a role's ACLs (e.g. a label pipeline's credentials)",
+        description="Create (or reset) a SCRAM user and give it exactly the ACLs of ROLE on "
+        "this deployment's topic names. Runs as the admin: on the secured local broker "
+        "automatically; elsewhere with the admin's SAFELOOP_KAFKA_USERNAME/PASSWORD(_FILE).",
+    )
+    grant.add_argument("role", choices=ROLES, help="the user's role")
+    grant.add_argument("--user", help="user name (default: the role's name)")
+    grant.add_argument(
+        "--password-file",
+        type=Path,
+        help="the user's password (first line); default on the local broker: a new random one "
+        "in <state>/kafka/secrets/<user>.password, with a client file beside the others",
+    )
+    grant.set_defaults(func=_grant)
+    pki = kafka_commands.add_parser(
+        "pki",
+        help="make a CA, broker certificate and passwords for a cluster run elsewhere (compose)",
+        description="Write <out>/ca.pem, <out>/broker.pem (key + chain, names every --hosts "
+        "entry) and <out>/<user>.password for the admin and each role, readable by their "
+        "owner only; existing files are kept. docker-compose.yml reads them from ./kafka-secrets.",
+    )
+    pki.add_argument("--out", type=Path, default=Path("kafka-secrets"), help="directory")
+    pki.add_argument(
+        "--hosts", default="kafka-1,kafka-2,kafka-3", help="broker host names, comma-separated"
+    )
+    pki.set_defaults(func=_pki)
 
     topics = subparsers.add_parser("topics", help="create and list safeloop's Kafka topics")
     topic_commands = topics.add_subparsers(dest="topics_command", metavar="ACTION", required=True)
@@ -94,15 +128,58 @@ def _write_status(status: BrokerStatus, settings: Settings, as_json: bool) -> No
     elif status.running:
         sys.stdout.write(
             f"Kafka {status.version} running on {status.bootstrap} "
-            f"(pid {status.pid}, data in {status.data_dir})\n"
+            f"(pid {status.pid}, {status.security}, data in {status.data_dir})\n"
         )
     else:
         sys.stdout.write(f"Kafka is not running (data in {status.data_dir})\n")
 
 
+def _grant(args: argparse.Namespace, settings: Settings) -> int:
+    from safeloop.infra.kafka.broker_security import SecurityPaths, client_file_text
+    from safeloop.infra.kafka.provisioning import add_user, local_admin_view
+    from safeloop.infra.kafka.roles import Role
+    from safeloop.infra.kafka.secret_files import ensure_password, write_private
+
+    role = Role(args.role)
+    user = args.user or role.value
+    admin_view = local_admin_view(settings)
+    if not admin_view.kafka_secured:
+        raise UsageError("users and ACLs need a secured Kafka (SAFELOOP_KAFKA_SECURITY=sasl_ssl)")
+    paths = SecurityPaths(settings.state_dir.resolve() / "kafka")
+    if args.password_file is not None:
+        lines = args.password_file.read_text().splitlines()
+        password = Secret(lines[0].strip() if lines else "")
+        if not password:
+            raise UsageError(f"{args.password_file} holds no password")
+    elif settings.uses_local_kafka:
+        password = ensure_password(paths.password_file(user))
+    else:
+        raise UsageError("--password-file is required for a cluster other than the local broker")
+    count = add_user(admin_view, role, user, password)
+    sys.stdout.write(f"User:{user} has the {role.value} role's {count} ACLs\n")
+    if settings.uses_local_kafka and args.password_file is None:
+        client_file = paths.client_file(user)
+        write_private(client_file, client_file_text(settings, paths, user, f"{user} ({role})"))
+        sys.stdout.write(f"client settings: SAFELOOP_KAFKA_CLIENT_FILE={client_file}\n")
+    return ExitCode.OK
+
+
+def _pki(args: argparse.Namespace, settings: Settings) -> int:
+    from safeloop.infra.kafka.provisioning import write_cluster_secrets
+
+    hosts = [host.strip() for host in args.hosts.split(",") if host.strip()]
+    if not hosts:
+        raise UsageError("--hosts names no host")
+    for path in write_cluster_secrets(args.out, hosts):
+        sys.stdout.write(f"{path}\n")
+    return ExitCode.OK
+
+
 def _create_topics(args: argparse.Namespace, settings: Settings) -> int:
+    from safeloop.infra.kafka.provisioning import local_admin_view
     from safeloop.infra.kafka.topics import TopicAdmin, topic_specs
 
+    settings = local_admin_view(settings)
     specs = topic_specs(settings)
     created = set(TopicAdmin.from_settings(settings).ensure(specs))
     for spec in specs:
@@ -115,9 +192,10 @@ def _create_topics(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _list_topics(args: argparse.Namespace, settings: Settings) -> int:
+    from safeloop.infra.kafka.provisioning import local_admin_view
     from safeloop.infra.kafka.topics import TopicAdmin
 
-    admin = TopicAdmin.from_settings(settings)
+    admin = TopicAdmin.from_settings(local_admin_view(settings))
     descriptions = admin.describe(admin.topic_names(include_internal=args.all))
     if args.json:
         rows = [

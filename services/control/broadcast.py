@@ -15,6 +15,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from safeloop.infra.kafka.access import is_refusal, refusal_of
 from safeloop.services.control.exceptions import ControlTopicError
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ class BroadcastReader:
         except KafkaException as exc:
             raise ControlTopicError(f"cannot reach Kafka to read {self.topic}: {exc}") from exc
         topic = metadata.topics.get(self.topic)
+        if topic is not None and topic.error is not None:
+            self._raise_if_refused(topic.error)
         if topic is None or topic.error is not None or not topic.partitions:
             reason = "it does not exist" if topic is None or not topic.partitions else topic.error
             raise ControlTopicError(f"cannot read topic {self.topic}: {reason}")
@@ -77,6 +80,15 @@ class BroadcastReader:
                     raise ControlTopicError(f"cannot find the end of {self.topic}: {exc}") from exc
                 time.sleep(0.1)
 
+    def _raise_if_refused(self, error: KafkaError) -> None:
+        """An ACL or credential refusal ends the reader: it will not heal by polling on."""
+        if is_refusal(error):
+            refusal = refusal_of(
+                self._consumer, error, operation="read", resource=f"topic {self.topic}"
+            )
+            if refusal is not None:
+                raise refusal
+
     @property
     def caught_up(self) -> bool:
         return not self._pending
@@ -94,6 +106,7 @@ class BroadcastReader:
         for message in batch:
             error = message.error()
             if error is not None:
+                self._raise_if_refused(error)
                 if error.code() != KafkaError._PARTITION_EOF:
                     logger.warning("reading %s: %s", self.topic, error)
                 continue

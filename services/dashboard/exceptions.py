@@ -19,3 +19,7 @@ class AssetMissingError(DashboardError):
 
 class BadRequestError(DashboardError, ValueError):
     """A request parameter is out of range or missing (HTTP 400)."""
+
+
+class DashboardBindError(DashboardError):
+    """The dashboard was asked to listen beyond loopback without a password to check."""

@@ -32,6 +32,8 @@ class DemoConfig:
     rate: float = DEFAULT_RATE
     keep_open: bool = True
     state_dir: Path = Path(".state")
+    # The local broker's security; every process acts as its own role when it is secured.
+    kafka_security: str = "sasl_ssl"
 
     @property
     def run_dir(self) -> Path:
@@ -91,6 +93,7 @@ def demo_settings(config: DemoConfig, ports: DemoPorts, base: Settings) -> Setti
     is kept."""
     return dataclasses.replace(
         base,
+        kafka_security=config.kafka_security if base.uses_local_kafka else base.kafka_security,
         state_dir=config.run_dir,
         cache_dir=base.cache_dir.resolve(),
         kafka_port=ports.kafka,

@@ -14,6 +14,9 @@ from clickhouse_connect.driver import Client
 
 from safeloop.infra.clickhouse.client import clickhouse_client
 from safeloop.infra.kafka.broker import LocalKafkaBroker
+from safeloop.infra.kafka.broker_security import ADMIN_USER, SecurityPaths
+from safeloop.infra.kafka.provisioning import client_file_env, role_settings
+from safeloop.infra.kafka.roles import Role
 from safeloop.infra.settings import Settings
 from safeloop.services.demo.config import (
     MIN_LABELLED,
@@ -96,18 +99,28 @@ def run_demo(config: DemoConfig, base: Settings, out: TextIO) -> StoryResult:
 def _start_stack(
     stack: LocalStack, settings: Settings, config: DemoConfig, ports: DemoPorts, progress: Progress
 ) -> Client:
+    roles = _RoleEnvironments(None)
     if settings.uses_local_kafka:
         broker = LocalKafkaBroker(settings, start_timeout=180.0)
         broker.start()
         stack.adopt("kafka", broker.stop)
-        progress.event(f"Kafka broker on {settings.bootstrap_servers}")
+        if settings.kafka_secured:
+            roles = _RoleEnvironments(broker.paths.security)
+            # The story's CLI commands are the operator's.
+            stack.env.update(roles.of(Role.OPERATOR.value))
+            progress.event(
+                f"Kafka broker on {settings.bootstrap_servers} (SASL_SSL; every process acts "
+                "as its own role)"
+            )
+        else:
+            progress.event(f"Kafka broker on {settings.bootstrap_servers} (plaintext)")
     if settings.uses_embedded_clickhouse:
         stack.start(ServiceSpec(
             "warehouse", ["warehouse", "start", "--foreground"],
             http_ok(f"{settings.clickhouse_endpoint}/ping"), 120.0,
         ))  # fmt: skip
         progress.event(f"ClickHouse endpoint on {settings.clickhouse_endpoint}")
-    stack.run("topics", ["topics", "create"])
+    stack.run("topics", ["topics", "create"], env=roles.of(ADMIN_USER))
     stack.run("migrate", ["migrate"])
     key_file = settings.control_key_file
     assert key_file is not None
@@ -118,12 +131,13 @@ def _start_stack(
     stack.start(ServiceSpec(
         "processor", ["process", "--web-port", str(ports.processor_web)],
         http_ok(f"http://127.0.0.1:{ports.processor_web}/metrics"), 120.0,
+        roles.of(Role.PROCESSOR.value),
     ))  # fmt: skip
     for index, port in enumerate(ports.replicas):
         name = f"replica-{'ab'[index]}"
         stack.start(ServiceSpec(
             name, ["serve", "--replica-id", name, "--port", str(port)],
-            http_ok(f"http://127.0.0.1:{port}/readyz"),
+            http_ok(f"http://127.0.0.1:{port}/readyz"), env=roles.of(Role.REPLICA.value),
         ))  # fmt: skip
     progress.event("stream processor and two replicas ready")
     stack.start(ServiceSpec(
@@ -136,13 +150,37 @@ def _start_stack(
             "--min-requests", str(MIN_REQUESTS), "--min-labelled", str(MIN_LABELLED),
         ],
         log_says(config.log_dir / "metrics.log", "metrics running"),
+        env=roles.of(Role.METRICS.value),
     ))  # fmt: skip
     stack.start(ServiceSpec(
         "dashboard", ["dashboard", "--port", str(ports.dashboard)],
-        http_ok(f"http://127.0.0.1:{ports.dashboard}/healthz"),
+        http_ok(f"http://127.0.0.1:{ports.dashboard}/healthz"), env=roles.nobody(),
     ))  # fmt: skip
     progress.event(f"metrics service and dashboard (http://127.0.0.1:{ports.dashboard}) ready")
     return clickhouse_client(settings)
+
+
+@dataclass(frozen=True)
+class _RoleEnvironments:
+    """Each child's Kafka identity: its role's client file when the broker is secured."""
+
+    paths: SecurityPaths | None
+
+    def of(self, name: str) -> dict[str, str]:
+        return {} if self.paths is None else client_file_env(self.paths, name)
+
+    def nobody(self) -> dict[str, str]:
+        """No Kafka credentials at all (the dashboard reads ClickHouse only)."""
+        if self.paths is None:
+            return {}
+        return {**client_file_env(self.paths, ADMIN_USER), "SAFELOOP_KAFKA_CLIENT_FILE": ""}
+
+
+def _as_labels(settings: Settings) -> Settings:
+    """The demo's label pipeline publishes as the labels role on a secured local broker."""
+    if not (settings.uses_local_kafka and settings.kafka_secured):
+        return settings
+    return role_settings(settings, LocalKafkaBroker(settings).paths.security, Role.LABELS)
 
 
 def _tell(
@@ -158,7 +196,7 @@ def _tell(
     out: TextIO,
 ) -> StoryResult:
     assert live.figures is not None
-    labels = LabelFeed(settings, DEFAULT_FEATURES, config.label_delay_s)
+    labels = LabelFeed(_as_labels(settings), DEFAULT_FEATURES, config.label_delay_s)
     replicas = [("127.0.0.1", port) for port in ports.replicas]
     traffic = TrafficDriver(
         replicas, MODEL, DEFAULT_FEATURES, rate=config.rate, on_answer=labels.submit

@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Protocol
@@ -47,6 +47,8 @@ class ServiceSpec:
     args: Sequence[str]
     ready: Probe
     timeout_s: float = 90.0
+    # Over the stack's environment: who this service is to Kafka (its role's client file).
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 class ChildService:
@@ -114,7 +116,7 @@ class LocalStack:
     def start(self, spec: ServiceSpec) -> ChildService:
         log_path = self.log_dir / f"{spec.name}.log"
         with log_path.open("ab") as log_file:
-            process = self._spawn(spec.args, log_file)
+            process = self._spawn(spec.args, log_file, spec.env)
         child = ChildService(spec.name, process, log_path)
         self.services.append(child)
         deadline = time.monotonic() + spec.timeout_s
@@ -133,13 +135,19 @@ class LocalStack:
         logger.info("%s ready (pid %s, log %s)", spec.name, process.pid, log_path)
         return child
 
-    def run(self, name: str, args: Sequence[str], timeout_s: float = 120.0) -> str:
+    def run(
+        self,
+        name: str,
+        args: Sequence[str],
+        timeout_s: float = 120.0,
+        env: Mapping[str, str] | None = None,
+    ) -> str:
         """Run one setup command to completion; its stdout is returned, stderr goes to its log."""
         log_path = self.log_dir / f"{name}.log"
         with log_path.open("ab") as log_file:
             done = subprocess.run(
                 [*CLI, *args],
-                env=self.env,
+                env={**self.env, **(env or {})},
                 stdout=subprocess.PIPE,
                 stderr=log_file,
                 timeout=timeout_s,
@@ -176,10 +184,12 @@ class LocalStack:
                 except Exception:
                     logger.exception("stopping %s failed", service.name)
 
-    def _spawn(self, args: Sequence[str], log_file: IO[bytes]) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, args: Sequence[str], log_file: IO[bytes], env: Mapping[str, str]
+    ) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [*CLI, *args],
-            env=self.env,
+            env={**self.env, **env},
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,

@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from safeloop.infra.exceptions import RecordRejectedError
+from safeloop.infra.kafka.access import is_refusal, refusal_of
 from safeloop.infra.kafka.dead_letters import SourceRecord, dead_letter, decode_or_reject
 from safeloop.schemas.codec import DEAD_LETTER_CODEC, EventCodec
 from safeloop.schemas.events import DeadLetter
@@ -108,6 +109,12 @@ class EventConsumer(Generic[E]):
         for message in messages:
             error = message.error()
             if error is not None:
+                if is_refusal(error):
+                    refusal = refusal_of(
+                        self._consumer, error, operation="read", resource=f"topic {self.topic}"
+                    )
+                    if refusal is not None:
+                        raise refusal
                 if error.code() != KafkaError._PARTITION_EOF:
                     logger.warning("%s reading %s: %s", self.name, self.topic, error)
                 continue

@@ -94,8 +94,9 @@ def serving_stack(state_dir: Path, kafka: Settings | None = None) -> Iterator[Se
         "SAFELOOP_REPLICA_LIVENESS_MS": "3000",
         "SAFELOOP_LOG_LEVEL": "INFO",
     }
-    if bootstrap:
+    if kafka is not None:
         env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
+        env.update(kafka.kafka_client_env())
     else:
         env["SAFELOOP_KAFKA_PORT"] = str(free_port())
         env["SAFELOOP_KAFKA_CONTROLLER_PORT"] = str(free_port())

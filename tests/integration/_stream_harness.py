@@ -21,6 +21,7 @@ import clickhouse_connect
 from _waiting import now_ms, wait_for  # noqa: F401 (the tests import wait_for from here)
 from confluent_kafka import Consumer, Producer
 
+from safeloop.infra.kafka.clients import connection_config
 from safeloop.infra.settings import Settings
 from safeloop.schemas.codec import OUTCOME_CODEC, PREDICTION_CODEC
 from safeloop.schemas.events import OutcomeEvent, PredictionEvent, Route
@@ -108,7 +109,7 @@ class Run:
         if self.producer is None:
             self.producer = Producer(
                 {
-                    "bootstrap.servers": self.settings.bootstrap_servers,
+                    **connection_config(self.settings),
                     "linger.ms": 5,
                     "partitioner": "murmur2_random",
                 }
@@ -140,7 +141,7 @@ class Run:
     def consume_all(self, topic: str, expected: int, timeout_s: float = 60) -> list[Any]:
         consumer = Consumer(
             {
-                "bootstrap.servers": self.settings.bootstrap_servers,
+                **connection_config(self.settings),
                 "group.id": f"check-{uuid.uuid4().hex}",
                 "auto.offset.reset": "earliest",
                 "enable.auto.commit": False,
@@ -171,6 +172,7 @@ def new_run(fresh: Settings, tmp: Path, window_ms: int = 600_000) -> Run:
             if not k.startswith(("SAFELOOP_", "KAFKA_", "CLICKHOUSE_"))
         },
         "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        **settings.kafka_client_env(),
         "CLICKHOUSE_URL": settings.clickhouse_endpoint,
         "CLICKHOUSE_DATABASE": settings.clickhouse_database,
         "SAFELOOP_TOPIC_PREFIX": settings.topic_prefix,

@@ -12,7 +12,7 @@ from confluent_kafka import Producer
 from conftest import Stack
 
 from safeloop.infra.clickhouse.client import clickhouse_client
-from safeloop.infra.kafka.clients import make_producer
+from safeloop.infra.kafka.clients import connection_config, make_producer
 from safeloop.infra.settings import Settings
 from safeloop.schemas.codec import CONTROL_CODEC
 from safeloop.schemas.events import CommandKind, ControlCommand, Route
@@ -193,7 +193,7 @@ def test_forged_replayed_and_unsigned_commands_are_refused(
     )
     forged = sign(evil, attacker)
     unsigned = dataclasses.replace(evil, command_id="evil-2", key_id="", signature="")
-    producer = Producer({"bootstrap.servers": serving.settings.bootstrap_servers})
+    producer = Producer(connection_config(serving.settings))
     for command in (forged, older, unsigned):
         producer.produce(
             serving.settings.topics.control, key=b"churn", value=CONTROL_CODEC.encode(command)

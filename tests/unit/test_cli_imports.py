@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+from safeloop.infra.kafka.roles import Role
+from safeloop.services.cli.kafka_commands import ROLES
 from safeloop.services.cli.metrics_commands import APPROVALS, DEADLINE_ACTIONS, FAIL_ACTIONS
 from safeloop.services.rollout.plan import Approval, DeadlineAction, FailAction
 
@@ -57,3 +59,4 @@ def test_rollout_choices_spelled_out_in_the_parser_match_the_plan() -> None:
     assert tuple(action.value for action in FailAction) == FAIL_ACTIONS
     assert tuple(action.value for action in DeadlineAction) == DEADLINE_ACTIONS
     assert tuple(approval.value for approval in Approval) == APPROVALS
+    assert tuple(role.value for role in Role) == ROLES

@@ -55,7 +55,9 @@ def test_services_use_the_settings_names_of_the_local_run() -> None:
     env = OURS["processor"]["environment"]
     for variable in env:
         assert f'"{variable}"' in settings_source, f"{variable} is not a safeloop setting"
-    parsed = Settings.from_env({k: str(v) for k, v in env.items() if "${" not in str(v)})
+    parsed = Settings.from_env(
+        {k: str(v) for k, v in env.items() if "${" not in str(v) and not k.endswith("_FILE")}
+    )
     assert parsed.replication_factor == 3
     assert not parsed.uses_local_kafka
 
@@ -75,6 +77,42 @@ def test_mounted_files_exist_and_no_secret_is_inlined() -> None:
             if source.startswith("./"):
                 assert (ROOT / source).exists(), f"{source} is mounted but not in the repo"
         for key, value in (spec.get("environment") or {}).items():
-            if "PASSWORD" in key:
+            if "PASSWORD" in key and key.endswith("_FILE"):
+                assert str(value).startswith("/run/secrets/"), f"{key} must be a Docker secret"
+            elif "PASSWORD" in key:
                 assert str(value).startswith("${"), f"{key} must come from .env"
     assert (ROOT / "Dockerfile").exists()
+
+
+def test_kafka_is_secured_like_the_local_broker() -> None:
+    for n in (1, 2, 3):
+        env = SERVICES[f"kafka-{n}"]["environment"]
+        assert env["KAFKA_LISTENERS"] == "SASL_SSL://:9092,CONTROLLER://:9093"
+        assert env["KAFKA_ADVERTISED_LISTENERS"] == f"SASL_SSL://kafka-{n}:9092"
+        assert env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"] == "CONTROLLER:SSL,SASL_SSL:SASL_SSL"
+        assert env["KAFKA_LISTENER_NAME_CONTROLLER_SSL_CLIENT_AUTH"] == "required"
+        assert env["KAFKA_SUPER_USERS"] == "User:admin;User:safeloop-broker"
+        assert env["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
+        assert "--add-scram" in " ".join(SERVICES[f"kafka-{n}"]["command"])
+
+
+@pytest.mark.parametrize(
+    ("name", "role"),
+    [("processor", "processor"), ("replica-a", "replica"), ("replica-b", "replica"),
+     ("metrics", "metrics")],
+)  # fmt: skip
+def test_each_service_holds_its_own_role_s_password_only(name: str, role: str) -> None:
+    spec = OURS[name]
+    assert spec["environment"]["SAFELOOP_KAFKA_USERNAME"] == role
+    passwords = [s for s in spec["secrets"] if str(s).endswith("_password")]
+    assert passwords == [f"kafka_{role}_password"]
+
+
+def test_only_setup_is_the_kafka_admin_and_it_grants_every_role() -> None:
+    admins = [n for n, spec in OURS.items() if "kafka_admin_password" in spec.get("secrets", [])]
+    assert admins == ["setup"]
+    grants = [
+        argv for argv in _safeloop_invocations(OURS["setup"]) if argv[:2] == ["kafka", "grant"]
+    ]
+    assert {argv[2] for argv in grants} == {"operator", "replica", "labels", "processor", "metrics"}
+    assert OURS["dashboard"]["secrets"] == []
