@@ -124,6 +124,8 @@ class Settings:
     join_windows_ms: tuple[tuple[str, int], ...] = ()
     # How long an outcome that came before its prediction waits; None: the longest window.
     outcome_wait_ms: int | None = None
+    # The bearer token the HTTP ingest checks; required to bind it beyond loopback.
+    ingest_token: Secret = Secret("")
 
     @property
     def topics(self) -> TopicNames:
@@ -213,6 +215,7 @@ class Settings:
             join_window_ms=reader.positive_int("SAFELOOP_JOIN_WINDOW_MS", defaults.join_window_ms),
             join_windows_ms=reader.model_millis("SAFELOOP_JOIN_WINDOWS"),
             outcome_wait_ms=reader.optional_positive_int("SAFELOOP_OUTCOME_WAIT_MS"),
+            ingest_token=Secret(reader.text("SAFELOOP_INGEST_TOKEN", "")),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -254,6 +257,7 @@ class Settings:
             "SAFELOOP_OUTCOME_WAIT_MS": ""
             if self.outcome_wait_ms is None
             else str(self.outcome_wait_ms),
+            "SAFELOOP_INGEST_TOKEN": self.ingest_token.value,
         }
 
 

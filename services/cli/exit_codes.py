@@ -11,6 +11,11 @@ from safeloop.infra.exceptions import SettingsError
 from safeloop.services.cli.exceptions import UsageError
 from safeloop.services.control.exceptions import WaitTimeoutError
 from safeloop.services.guard.exceptions import PolicyError
+from safeloop.services.publishing.exceptions import (
+    CheckpointError,
+    IngestBindError,
+    InputFileError,
+)
 from safeloop.services.retraining.exceptions import RetrainingPolicyError
 from safeloop.services.rollout.exceptions import PlanError
 from safeloop.streams.exceptions import WindowConfigError
@@ -36,6 +41,9 @@ _USAGE_ERRORS: tuple[type[SafeloopError], ...] = (
     PolicyError,
     RetrainingPolicyError,
     WindowConfigError,
+    InputFileError,
+    CheckpointError,
+    IngestBindError,
 )
 
 
