@@ -148,7 +148,7 @@ def test_predictions_over_http_join_outcomes_from_the_python_publisher(
          "prediction": 0.4, "features": {"age": 3}}
         for i in range(5)
     ]  # fmt: skip
-    status, body = post(f"{ingest}/predictions", rows + [{"model_name": "churn"}])
+    status, body = post(f"{ingest}/predictions", [*rows, {"model_name": "churn"}])
     assert status == 200
     assert (body["accepted"], body["rejected"]) == (5, 1)
     assert body["results"][5]["reason"] == "model_version: is missing"
