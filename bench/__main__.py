@@ -11,6 +11,7 @@ BENCHMARKS = (
     "metrics_throughput",
     "warehouse_insert",
     "serving_overhead",
+    "publishing",
     "control_propagation",
     "rollback_latency",
     "stream_join",

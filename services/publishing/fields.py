@@ -55,7 +55,10 @@ def number(row: Mapping[str, Any], field: str, *, required: bool = True) -> floa
     if isinstance(value, bool):
         return 1.0 if value else 0.0
     if isinstance(value, int | float):
-        result = float(value)
+        try:
+            result = float(value)
+        except OverflowError:
+            raise invalid(field, "must be a finite number", value) from None
     elif isinstance(value, str):
         lowered = value.strip().lower()
         if lowered in _TRUE:
@@ -90,7 +93,7 @@ def timestamp_ms(row: Mapping[str, Any], field: str, *, required: bool = True) -
         return _datetime_ms(value)
     if isinstance(value, str):
         stripped = value.strip()
-        if stripped.lstrip("-").isdigit():
+        if stripped.isascii() and stripped.lstrip("-").isdigit():
             return int(stripped)
         try:
             return _datetime_ms(datetime.fromisoformat(stripped))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from confluent_kafka import KafkaError
+
 
 class FakeMessage:
     def __init__(self, topic: str, key: bytes | None, value: bytes) -> None:
@@ -39,6 +41,19 @@ class FakeProducer:
             if len(self.queued) >= self.capacity:
                 raise BufferError("Local: Queue full")
             self.queued.append((FakeMessage(topic, key, value), on_delivery))
+
+    def produce_batch(
+        self, topic: str, messages: list[dict[str, Any]], on_delivery: Any = None
+    ) -> int:
+        queued = 0
+        for message in messages:
+            try:
+                self.produce(topic, message["value"], message.get("key"), on_delivery)
+            except BufferError:
+                message["_error"] = KafkaError(KafkaError._QUEUE_FULL)
+                continue
+            queued += 1
+        return queued
 
     def _deliver(self) -> None:
         if self.hold:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from typing import Any
 
 import pytest
@@ -11,7 +12,11 @@ from safeloop.schemas.events import OutcomeEvent, Route
 from safeloop.schemas.exceptions import DecodeError
 from safeloop.schemas.validation import validate_outcome
 from safeloop.services.publishing.exceptions import InvalidRecordError
-from safeloop.services.publishing.outcome_rows import OutcomeDefaults, outcome_tuple
+from safeloop.services.publishing.outcome_rows import (
+    OutcomeDefaults,
+    checked_outcome_tuple,
+    outcome_tuple,
+)
 from safeloop.services.publishing.prediction_rows import prediction_event
 
 NOW = 1_764_460_000_000
@@ -164,3 +169,29 @@ def test_a_failed_request_may_carry_no_prediction() -> None:
         {"model_name": "m", "model_version": "v1", "error": "timeout"}, replica_id="r", now_ms=NOW
     )
     assert (event.prediction, event.error) == (None, "timeout")
+
+
+def test_the_fast_path_and_the_checked_path_agree_on_every_row() -> None:
+    rng = random.Random(3)
+    values: list[Any] = [None, "", " ", "1", " 0.5 ", "nan", "inf", "-inf", "true", "No", "x",
+                         "1_0", "²", "0012", "-5", 1, 0, -3, 1.5, math.nan, math.inf, True, [1],
+                         str(NOW), NOW, NOW + 10**9, 10**400, "2025-11-29T23:00:00Z",
+                         1.7e12]  # fmt: skip
+    for _ in range(5000):
+        row = {
+            name: rng.choice(values)
+            for name in ("prediction_id", "ground_truth", "timestamp", "source")
+            if rng.random() < 0.9
+        }
+        if rng.random() < 0.5:
+            row["prediction_id"] = rng.choice(["p", " p ", "p-1"])
+        fast = _outcome_or_reason(outcome_tuple, row)
+        checked = _outcome_or_reason(checked_outcome_tuple, row)
+        assert fast == checked, row
+
+
+def _outcome_or_reason(parse: Any, row: dict[str, Any]) -> object:
+    try:
+        return parse(row, DEFAULTS, NOW)
+    except InvalidRecordError as exc:
+        return exc.detail
