@@ -497,3 +497,31 @@ def test_in_process_server_with_password_and_restart(tmp_path: Path) -> None:
 def test_non_local_bind_refused_without_password(tmp_path: Path) -> None:
     with pytest.raises(WarehouseError, match="CLICKHOUSE_PASSWORD"):
         WarehouseServer(ServerConfig(tmp_path / "wh", host="0.0.0.0", port=0))
+
+
+# --- what a server would give readers --------------------------------------------------------
+
+
+def test_with_insert_with_inline_data_takes_the_insert_path(client: Client) -> None:
+    name = f"w_{uuid.uuid4().hex[:10]}"
+    client.command(f"CREATE TABLE {name} (x UInt8, s String) ENGINE = MergeTree ORDER BY x")
+    try:
+        client.command(f"WITH 1 AS one INSERT INTO {name} FORMAT TabSeparated\n5\ta\n6\tb\n")
+        client.command(f"WITH 7 AS seven INSERT INTO {name} SELECT seven, 'c'")
+        rows = client.query(f"SELECT x, s FROM {name} ORDER BY x").result_rows
+        assert rows == [(5, "a"), (6, "b"), (7, "c")]
+    finally:
+        client.command(f"DROP TABLE IF EXISTS {name}")
+
+
+def test_a_session_is_free_for_the_next_query_as_soon_as_an_answer_ends(url: str) -> None:
+    session_id = str(uuid.uuid4())
+    # Two clients, two connections, one session: each answer's end must find it released.
+    first, second = _client(url, session_id=session_id), _client(url, session_id=session_id)
+    try:
+        for index in range(300):
+            assert first.query(f"SELECT {index}, number FROM numbers(3)").row_count == 3
+            assert second.command(f"SELECT {index}") == index
+    finally:
+        first.close()
+        second.close()
