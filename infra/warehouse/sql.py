@@ -246,6 +246,25 @@ def output_format(sql: bytes) -> str | None:
     return None
 
 
+def without_format(sql: bytes) -> bytes:
+    """The statement without its trailing `FORMAT name` clause (and a final `;`)."""
+    try:
+        lexed = [t for t in tokens(sql) if t.depth == 0]
+    except _IncompleteError:
+        return sql
+    if lexed and sql[lexed[-1].start : lexed[-1].end] == b";":
+        sql, lexed = sql[: lexed[-1].start], lexed[:-1]
+    for i in range(len(lexed) - 2, -1, -1):
+        token = lexed[i]
+        if token.kind is not Kind.WORD or token.word(sql) != "FORMAT":
+            continue
+        name = lexed[i + 1]
+        if name.kind is Kind.PUNCT or not _ends_statement(sql, lexed[i + 2 :]):
+            continue
+        return sql[: token.start] + b" " + sql[name.end :]
+    return sql
+
+
 def _ends_statement(sql: bytes, rest: list[Token]) -> bool:
     if not rest:
         return True
