@@ -156,9 +156,29 @@ def _skip_prefix(reader: _Reader, kind: DataType) -> None:
                 _skip_prefix(reader, arg)
 
 
+_POINT: Final = DataType("Tuple", (DataType("Float64"), DataType("Float64")))
+_RING: Final = DataType("Array", (_POINT,))
+_POLYGON: Final = DataType("Array", (_RING,))
+# Types written as another one's layout.
+_ALIASES: Final = {
+    "Point": _POINT,
+    "Ring": _RING,
+    "LineString": _RING,
+    "Polygon": _POLYGON,
+    "MultiLineString": _POLYGON,
+    "MultiPolygon": DataType("Array", (_POLYGON,)),
+}
+
+
 def _skip_data(reader: _Reader, kind: DataType, rows: int) -> None:
     name = kind.name
-    size = _FIXED.get(name)
+    if name in _ALIASES:
+        kind = _ALIASES[name]
+        name = kind.name
+    elif name == "SimpleAggregateFunction":
+        kind = kind.args[-1]
+        name = kind.name
+    size = _FIXED.get(name) or (8 if name.startswith("Interval") else None)
     if size is not None:
         reader.skip(size * rows)
     elif name == "String":

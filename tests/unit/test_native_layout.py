@@ -53,3 +53,15 @@ def test_unknown_layouts_and_truncated_blocks_are_refused() -> None:
         NativeRewriter(54405, []).rewrite(b"\x01\x01\x01x\x07Dynamic\x00")
     with pytest.raises(NativeLayoutError):
         NativeRewriter(54405, TRUE_TYPES).rewrite(BLOCK[:-3])
+
+
+def test_geo_interval_and_simple_aggregate_columns_are_walked() -> None:
+    point = b"\x00" * 16
+    block = (
+        b"\x03\x01"
+        + b"\x01p\x05Point" + point
+        + b"\x01i\x0eIntervalSecond" + b"\x00" * 8
+        + b"\x01a\x2dSimpleAggregateFunction(sum, Nullable(UInt8))" + b"\x00\x07"
+    )  # fmt: skip
+    out = NativeRewriter(54405, []).rewrite(block)
+    assert out == b"\x01\x00\x02\xff\xff\xff\xff\x00" + block
