@@ -109,7 +109,8 @@ class PredictionLogger:
         self._wake = threading.Event()
         self._closed = False
         self._drop_lock = threading.Lock()
-        # Written by callers (logged, dropped: under the GIL, see `log`) or by the sender only.
+        # Callers only append to the deque (atomic) and count drops under `_drop_lock`; every
+        # other counter has one writer, the sender thread (`logged` = taken + still buffered).
         self._logged = 0
         self._dropped = 0
         self._sent = 0
@@ -169,8 +170,7 @@ class PredictionLogger:
                 error,
             )
         )
-        # `+= 1` is not atomic across threads; the sum of a deque's appends is: count drops
-        # under a lock (rare) and derive `logged` from what the sender took plus what waits.
+        # Wake the sender early only when a whole batch waits; otherwise it drains every linger.
         if len(self._buffer) == self._batch_size:
             self._wake.set()
         return prediction_id
