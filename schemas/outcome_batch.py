@@ -9,7 +9,7 @@ should the schema change, `encode_outcomes` falls back to the codec (tests compa
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Final
 
 from safeloop.schemas.codec import MARKER, OUTCOME_CODEC
@@ -98,8 +98,3 @@ def encode_outcomes(rows: Iterable[OutcomeTuple]) -> list[bytes]:
             stamp = varint(timestamp)
         append(join((header, length, data, double(ground_truth), stamp, encoded_source)))
     return out
-
-
-def encode_outcome_tuples(rows: Sequence[OutcomeTuple]) -> list[bytes]:
-    """`encode_outcomes` over a sequence (the publisher's batches)."""
-    return encode_outcomes(rows)

@@ -12,7 +12,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,6 @@ class FileSummary:
     already_delivered: int
     already_finished: bool = False
     seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
 
     @property
     def rejected_total(self) -> int:

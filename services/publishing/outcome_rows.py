@@ -17,8 +17,6 @@ from safeloop.schemas.validation import DEFAULT_MAX_FUTURE_SKEW_MS
 from safeloop.services.publishing import fields
 from safeloop.services.publishing.exceptions import InvalidRecordError
 
-OUTCOME_FIELDS = ("prediction_id", "ground_truth", "timestamp", "source")
-
 
 @dataclass(frozen=True, slots=True)
 class OutcomeDefaults:
