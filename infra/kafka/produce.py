@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Message
@@ -73,7 +73,7 @@ class BatchProducer(ConfirmingProducer, Protocol):
 def produce_batch_confirmed(
     producer: BatchProducer,
     topic: str,
-    records: Sequence[tuple[bytes | None, bytes]],
+    records: Iterable[tuple[bytes | None, bytes]],
     timeout_s: float = DELIVERY_TIMEOUT_S,
 ) -> int:
     """`produce_confirmed` through `produce_batch`: a third of the per-record cost.
@@ -88,27 +88,28 @@ def produce_batch_confirmed(
             errors.append(error)
 
     pending = [{"key": key, "value": value} for key, value in records]
+    total = len(pending)
     deadline = time.monotonic() + timeout_s
     while pending:
         try:
             producer.produce_batch(topic, pending, on_delivery=delivered)
         except (BufferError, KafkaException) as exc:
             producer.flush(timeout_s)
-            raise DeliveryError(topic, len(records), len(pending), str(exc)) from exc
+            raise DeliveryError(topic, total, len(pending), str(exc)) from exc
         refused = [message for message in pending if "_error" in message]
         if not refused:
             break
         refusal = refused[0]["_error"]
         if not _queue_full(refusal) or time.monotonic() > deadline:
             producer.flush(timeout_s)
-            raise DeliveryError(topic, len(records), len(refused), str(refusal))
+            raise DeliveryError(topic, total, len(refused), str(refusal))
         producer.poll(0.05)  # let librdkafka's queue drain, then offer the rest again
         pending = [{"key": m["key"], "value": m["value"]} for m in refused]
     remaining = producer.flush(max(0.0, deadline - time.monotonic()) or 0.001)
     if remaining or errors:
         reason = str(errors[0]) if errors else f"not acknowledged within {timeout_s:g}s"
-        raise DeliveryError(topic, len(records), max(remaining, len(errors)), reason)
-    return len(records)
+        raise DeliveryError(topic, total, max(remaining, len(errors)), reason)
+    return total
 
 
 def _queue_full(error: object) -> bool:

@@ -23,6 +23,7 @@ from safeloop.services.publishing.checkpoint import Checkpoint, FileIdentity
 from safeloop.services.publishing.delivered import TopicTail
 from safeloop.services.publishing.exceptions import CheckpointError
 from safeloop.services.publishing.outcome_publisher import OutcomePublisher
+from safeloop.services.publishing.outcome_rows import OUTCOME_COLUMNS
 from safeloop.services.publishing.readers import RowSource
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def publish_file(
     if state.in_flight_row is not None:
         delivered = tail.outcomes_since(state.in_flight_offsets)
     skipped = 0
-    rows = job.source.rows(skip=state.rows_done)
+    rows = job.source.rows(skip=state.rows_done, columns=OUTCOME_COLUMNS)
     while True:
         batch = list(islice(rows, job.batch_size))
         if not batch:

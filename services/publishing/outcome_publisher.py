@@ -23,6 +23,9 @@ from safeloop.schemas.outcome_batch import OutcomeTuple, encode_outcomes
 from safeloop.services.publishing.exceptions import InvalidRecordError
 from safeloop.services.publishing.outcome_rows import (
     OutcomeDefaults,
+    cells_as_row,
+    checked_outcome_tuple,
+    outcome_from_cells,
     outcome_tuple,
     prediction_id_of,
 )
@@ -142,7 +145,17 @@ class OutcomePublisher:
         append = valid.append
         for index, record in enumerate(records, first_index):
             try:
-                append(to_outcome_tuple(record, defaults, now_ms))
+                if type(record) is tuple and len(record) == 4:  # a file read by column
+                    plain = outcome_from_cells(record, defaults, now_ms)
+                    append(
+                        plain
+                        if plain is not None
+                        else checked_outcome_tuple(cells_as_row(record), defaults, now_ms)
+                    )
+                elif type(record) is dict:  # skip the dispatch below
+                    append(outcome_tuple(record, defaults, now_ms))
+                else:
+                    append(to_outcome_tuple(record, defaults, now_ms))
             except InvalidRecordError as exc:
                 rejected.append(rejection_of(exc, index, prediction_id_of(record)))
         return valid, rejected
@@ -161,7 +174,7 @@ class OutcomePublisher:
     def send(self, outcomes: list[OutcomeTuple]) -> int:
         """Produce already-validated outcome tuples and wait for Kafka to confirm them all."""
         values = encode_outcomes(outcomes)
-        records = [(o[0].encode(), value) for o, value in zip(outcomes, values, strict=True)]
+        records = zip([o[0].encode() for o in outcomes], values, strict=True)
         return produce_batch_confirmed(self._producer, self._topic, records, self._timeout_s)
 
     def close(self) -> None:

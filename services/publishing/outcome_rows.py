@@ -7,7 +7,6 @@ The checks are those of `schemas.validation.validate_outcome`, done inline on th
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +15,11 @@ from safeloop.schemas.outcome_batch import OutcomeTuple
 from safeloop.schemas.validation import DEFAULT_MAX_FUTURE_SKEW_MS
 from safeloop.services.publishing import fields
 from safeloop.services.publishing.exceptions import InvalidRecordError
+
+# The columns of an outcome row, in the order of `OutcomeCells`.
+OUTCOME_COLUMNS = ("prediction_id", "ground_truth", "timestamp", "source")
+# A row's values in that order, None where the input has no such column (files read by column).
+OutcomeCells = tuple[Any, Any, Any, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,43 +34,61 @@ class OutcomeDefaults:
 
 def outcome_tuple(row: Mapping[str, Any], defaults: OutcomeDefaults, now_ms: int) -> OutcomeTuple:
     """The outcome in `row`; `InvalidRecordError` names the field and the problem."""
-    # The hot path of a label file: plain values that are obviously fine, in a few type
-    # checks. Anything else takes `checked_outcome_tuple`, which accepts the same rows and says
-    # precisely what is wrong with the others.
     get = row.get
-    prediction_id = get("prediction_id")
-    truth: Any = get("ground_truth")
+    plain = outcome_from_cells(
+        (get("prediction_id"), get("ground_truth"), get("timestamp"), get("source")),
+        defaults,
+        now_ms,
+    )
+    return plain if plain is not None else checked_outcome_tuple(row, defaults, now_ms)
+
+
+def outcome_from_cells(
+    cells: OutcomeCells, defaults: OutcomeDefaults, now_ms: int
+) -> OutcomeTuple | None:
+    """The hot path of a label file: the outcome if its values are plainly fine, else None.
+
+    A few type checks instead of field-by-field parsing; None sends the row to
+    `checked_outcome_tuple`, which accepts the same rows and says what is wrong with the others.
+    """
+    prediction_id, truth, stamp, source = cells
     kind = type(truth)
-    if (
+    if not (
         type(prediction_id) is str
         and prediction_id
         and not prediction_id.isspace()
         and (kind is str or kind is float or kind is int)
     ):
-        try:
-            value = float(truth)
-        except (ValueError, OverflowError):
-            value = math.nan
-        stamp = get("timestamp")
-        if stamp is None or stamp == "":
-            timestamp = defaults.timestamp_ms
-        elif type(stamp) is int:
-            timestamp = stamp
-        elif type(stamp) is str and stamp.isascii() and stamp.isdigit():
-            timestamp = int(stamp)
-        else:
-            timestamp = None
-        source = get("source")
-        if (
-            value - value == 0.0  # finite: inf - inf and nan - nan are nan
-            and timestamp is not None
-            and 0 <= timestamp <= now_ms + defaults.max_future_skew_ms
-        ):
-            if source is None or source == "":
-                return (prediction_id, value, timestamp, defaults.source)
-            if type(source) is str and not source.isspace():
-                return (prediction_id, value, timestamp, source)
-    return checked_outcome_tuple(row, defaults, now_ms)
+        return None
+    try:
+        value = float(truth)
+    except (ValueError, OverflowError):
+        return None
+    if stamp is None or stamp == "":
+        timestamp = defaults.timestamp_ms
+    elif type(stamp) is int:
+        timestamp = stamp
+    elif type(stamp) is str and stamp.isascii() and stamp.isdigit():
+        timestamp = int(stamp)
+    else:
+        return None
+    if (
+        value - value == 0.0  # finite: inf - inf and nan - nan are nan
+        and timestamp is not None
+        and 0 <= timestamp <= now_ms + defaults.max_future_skew_ms
+    ):
+        if source is None or source == "":
+            return (prediction_id, value, timestamp, defaults.source)
+        if type(source) is str and not source.isspace():
+            return (prediction_id, value, timestamp, source)
+    return None
+
+
+def cells_as_row(cells: OutcomeCells) -> dict[str, Any]:
+    """A row of cells as the mapping `checked_outcome_tuple` reads (None: absent)."""
+    return {
+        name: value for name, value in zip(OUTCOME_COLUMNS, cells, strict=True) if value is not None
+    }
 
 
 def checked_outcome_tuple(
@@ -94,6 +116,8 @@ def checked_outcome_tuple(
 
 def prediction_id_of(row: object) -> str | None:
     """The row's prediction_id if it has a usable one (for the rejection report)."""
+    if type(row) is tuple:
+        return row[0] if row and isinstance(row[0], str) else None
     if isinstance(row, Mapping):
         value = row.get("prediction_id")
         if isinstance(value, str):

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from itertools import islice
+from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from safeloop.services.publishing.exceptions import InputFileError, InvalidRecordError
 
-Row = Mapping[str, Any] | InvalidRecordError
+Row = Mapping[str, Any] | tuple[Any, ...] | InvalidRecordError
 PARQUET_BATCH_ROWS = 65_536
 
 
@@ -58,15 +59,20 @@ class RowSource:
     format: FileFormat
     total_rows: int
 
-    def rows(self, skip: int = 0) -> Iterator[Row]:
-        """The rows after the first `skip`."""
+    def rows(self, skip: int = 0, columns: Sequence[str] | None = None) -> Iterator[Row]:
+        """The rows after the first `skip`.
+
+        With `columns`, CSV and Parquet rows are tuples of those columns' values (None where
+        the file has no such column): no dict per row on the hot path. JSON Lines rows stay
+        mappings (each line may name its own keys).
+        """
         try:
             if self.format is FileFormat.CSV:
-                yield from islice(_csv_rows(self.path), skip, None)
+                yield from islice(_csv_rows(self.path, columns), skip, None)
             elif self.format is FileFormat.JSONL:
                 yield from islice(_jsonl_rows(self.path), skip, None)
             else:
-                yield from _parquet_rows(self.path, skip)
+                yield from _parquet_rows(self.path, skip, columns)
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
             raise InputFileError(f"cannot read {self.path}: {exc}") from exc
 
@@ -96,7 +102,7 @@ def _count_lines(path: Path) -> int:
     return lines + (0 if last == b"\n" else 1)
 
 
-def _csv_rows(path: Path) -> Iterator[Row]:
+def _csv_rows(path: Path, columns: Sequence[str] | None) -> Iterator[Row]:
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
@@ -104,6 +110,7 @@ def _csv_rows(path: Path) -> Iterator[Row]:
             return
         names = [name.strip() for name in header]
         width = len(names)
+        pick = None if columns is None else _picker(names, columns)
         for values in reader:
             if not values:
                 continue
@@ -114,7 +121,7 @@ def _csv_rows(path: Path) -> Iterator[Row]:
                     f"line {reader.line_num}: {len(values)} columns, the header has {width}",
                 )
                 continue
-            yield dict(zip(names, values, strict=True))
+            yield dict(zip(names, values, strict=True)) if pick is None else pick(values)
 
 
 def _jsonl_rows(path: Path) -> Iterator[Row]:
@@ -147,12 +154,34 @@ def _parquet_file(path: Path) -> Any:
         raise InputFileError(f"{path} is not a readable Parquet file: {exc}") from exc
 
 
-def _parquet_rows(path: Path, skip: int) -> Iterator[Row]:
+def _parquet_rows(path: Path, skip: int, columns: Sequence[str] | None) -> Iterator[Row]:
     parquet = _parquet_file(path)
-    for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
-        if skip >= batch.num_rows:
-            skip -= batch.num_rows
+    for whole in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+        if skip >= whole.num_rows:
+            skip -= whole.num_rows
             continue
-        rows = batch.slice(skip).to_pylist()
+        batch = whole.slice(skip)
         skip = 0
-        yield from rows
+        if columns is None:
+            yield from batch.to_pylist()
+            continue
+        present = set(batch.schema.names)
+        yield from zip(
+            *(
+                batch.column(name).to_pylist() if name in present else [None] * len(batch)
+                for name in columns
+            ),
+            strict=True,
+        )
+
+
+def _picker(names: list[str], columns: Sequence[str]) -> Callable[[list[str]], tuple[Any, ...]]:
+    """A function from a CSV line's values to the wanted columns' values, in C when it can."""
+    where = [names.index(column) if column in names else None for column in columns]
+    if all(index is not None for index in where) and len(where) > 1:
+        return cast(Callable[[list[str]], tuple[Any, ...]], itemgetter(*where))
+
+    def pick(values: list[str]) -> tuple[Any, ...]:
+        return tuple(None if index is None else values[index] for index in where)
+
+    return pick

@@ -225,3 +225,42 @@ def test_publish_reports_rejections_and_sends_the_rest(tmp_path: Path) -> None:
     ]
     assert delivered_ids(producer) == ["a", "d"]
     assert json.dumps(result.rejected[0].to_json())
+
+
+def test_rows_by_column_are_tuples_in_the_asked_order_with_none_for_absent_columns(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "l.csv"
+    path.write_text("ground_truth,extra,prediction_id\n1,x,a\n0,y\nnan,z,c\n")
+    columns = ("prediction_id", "ground_truth", "timestamp", "source")
+    rows = list(open_rows(path).rows(columns=columns))
+    assert rows[0] == ("a", "1", None, None)
+    assert isinstance(rows[1], InvalidRecordError)
+    assert rows[2] == ("c", "nan", None, None)
+    table = pa.table({"source": ["s1", "s2"], "prediction_id": ["p1", "p2"]})
+    pq.write_table(table, tmp_path / "l.parquet")
+    assert list(open_rows(tmp_path / "l.parquet").rows(skip=1, columns=columns)) == [
+        ("p2", None, None, "s2")
+    ]
+
+
+def test_cells_and_mappings_validate_to_the_same_outcomes_and_reasons(tmp_path: Path) -> None:
+    publisher = publisher_over(FakeProducer())
+    cells: list[Any] = [
+        ("a", "1", None, None),
+        ("b", "nan", None, "crm"),
+        (None, "1", "5", None),
+        ("d", "0", "2025-11-29T23:00:00Z", " "),
+        ("e", True, NOW_ISH, "s"),
+    ]
+    names = ("prediction_id", "ground_truth", "timestamp", "source")
+    mappings = [{k: v for k, v in zip(names, c, strict=True) if v is not None} for c in cells]
+    by_cells = publisher.validate(cells, default_timestamp_ms=NOW_ISH)
+    by_mappings = publisher.validate(mappings, default_timestamp_ms=NOW_ISH)
+    assert by_cells == by_mappings
+    assert [r.reason for r in by_cells[1]] == [
+        "ground_truth: must be a finite number",
+        "prediction_id: is missing",
+        "source: must not be empty",
+    ]
+    assert [r.prediction_id for r in by_cells[1]] == ["b", None, "d"]
