@@ -12,6 +12,7 @@ BENCHMARKS = (
     "metrics_throughput",
     "warehouse_insert",
     "serving_overhead",
+    "publishing",
     "control_propagation",
     "rollback_latency",
     "stream_join",

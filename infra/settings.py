@@ -160,6 +160,8 @@ class Settings:
     dashboard_url: str = "http://127.0.0.1:8050"
     # Dead letters per minute above which the metrics service raises an alert.
     alert_dead_letters_per_minute: int = 100
+    # The bearer token the HTTP ingest checks; required to bind it beyond loopback.
+    ingest_token: Secret = Secret("")
 
     @property
     def topics(self) -> TopicNames:
@@ -280,6 +282,7 @@ class Settings:
             alert_dead_letters_per_minute=reader.positive_int(
                 "SAFELOOP_ALERT_DEAD_LETTERS_PER_MINUTE", defaults.alert_dead_letters_per_minute
             ),
+            ingest_token=Secret(reader.text("SAFELOOP_INGEST_TOKEN", "")),
         )
 
     def kafka_client_env(self) -> dict[str, str]:
@@ -342,6 +345,7 @@ class Settings:
             "SAFELOOP_PAGERDUTY_ROUTING_KEY": self.pagerduty_routing_key.value,
             "SAFELOOP_DASHBOARD_URL": self.dashboard_url,
             "SAFELOOP_ALERT_DEAD_LETTERS_PER_MINUTE": str(self.alert_dead_letters_per_minute),
+            "SAFELOOP_INGEST_TOKEN": self.ingest_token.value,
         }
 
 

@@ -88,6 +88,11 @@ class ServerError(InfraError):
         return match.group(1) if match else _NAMES.get(self.code, "")
 
 
+class NativeLayoutError(InfraError):
+    """A Native result whose layout the endpoint cannot walk (native.py); answered as
+    NOT_IMPLEMENTED rather than sent in a form the client would misread."""
+
+
 def server_error(code: int, message: str) -> ServerError:
     """Build an error raised by the endpoint itself, worded like ClickHouse's own."""
     name = _NAMES.get(code, "UNKNOWN_EXCEPTION")

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 
-from safeloop.infra.warehouse import exceptions, framing, sql
+from safeloop.infra.warehouse import exceptions, framing, native, sql
 from safeloop.infra.warehouse.body import QueryStream
 from safeloop.infra.warehouse.engine import Engine, EngineConnection, quote_identifier
+from safeloop.infra.warehouse.exceptions import NativeLayoutError
+from safeloop.infra.warehouse.native import NativeRewriter
 from safeloop.infra.warehouse.params import RequestParams
 from safeloop.infra.warehouse.reply import Reply
 from safeloop.infra.warehouse.results import Stats
@@ -102,15 +105,21 @@ class Executor:
         fmt = (sql.output_format(plan.text) if plan.has_result else None) or default_format
         framer = framing.framer_for(fmt) if plan.streamable else None
         if framer is None:
+            rewrite = self._native_rewriter(conn, plan, params, fmt)
             data, stats = conn.run(plan.text, default_format, params.query_params)
+            if rewrite is not None and data:
+                data = _native(rewrite, data)
             reply.summary = stats.summary()
             reply.format = fmt if plan.has_result or data else None
             reply.body = iter((data,) if data else ())
             return
         reply.format = fmt
+        rewrite = self._native_rewriter(conn, plan, params, fmt)
         stream = conn.stream(plan.text, default_format, params.query_params)
         stack.callback(stream.close)
         blocks = _framed(stream, framer)
+        if rewrite is not None:
+            blocks = _rewritten(blocks, rewrite)
         if params.wait_end_of_query:
             body, empty = _spool(blocks, stack)
         else:
@@ -123,6 +132,46 @@ class Executor:
             body = iter((data,))
         reply.body = body
         reply.summary = stream.stats.summary()
+
+    def _native_rewriter(
+        self, conn: EngineConnection, plan: QueryPlan, params: RequestParams, fmt: str
+    ) -> NativeRewriter | None:
+        """For Native output to a client that declared its revision: how to rewrite it."""
+        if fmt.lower() != "native" or not params.client_protocol_version or not plan.has_result:
+            return None
+        types: list[str] = []
+        if params.client_protocol_version >= native.WITH_TIME_ZONE and plan.streamable:
+            types = _result_types(conn, plan, params)
+        return NativeRewriter(params.client_protocol_version, types)
+
+
+def _result_types(conn: EngineConnection, plan: QueryPlan, params: RequestParams) -> list[str]:
+    """The query's column types as the server knows them (chDB's Native drops DateTime zones)."""
+    describe = b"DESCRIBE (" + sql.without_format(plan.text) + b"\n)"
+    try:
+        data, _ = conn.run(describe, "JSONCompactEachRow", params.query_params)
+    except exceptions.ServerError:
+        # The query itself will say what is wrong with it; the types only refine the answer.
+        log.debug("cannot describe the result of a query; Native types as chDB writes them")
+        return []
+    return [str(json.loads(line)[1]) for line in data.splitlines() if line.strip()]
+
+
+def _native(rewrite: NativeRewriter, data: bytes) -> bytes:
+    try:
+        return rewrite.rewrite(data)
+    except NativeLayoutError as exc:
+        raise exceptions.server_error(
+            exceptions.NOT_IMPLEMENTED,
+            f"the embedded endpoint cannot lay out this Native result for client_protocol_version "
+            f"{rewrite.revision}: {exc}; query without client_protocol_version or in another "
+            "format",
+        ) from exc
+
+
+def _rewritten(blocks: Iterator[bytes], rewrite: NativeRewriter) -> Iterator[bytes]:
+    for block in blocks:
+        yield _native(rewrite, block)
 
 
 def _framed(blocks: Iterator[bytes], framer: framing.Framer) -> Iterator[bytes]:

@@ -218,7 +218,11 @@ class Handler(BaseHTTPRequestHandler):
                 log.exception("query %s failed while streaming", reply.query_id)
                 failure = exceptions.server_error(exceptions.UNKNOWN_EXCEPTION, repr(exc))
                 self._chunk(encoder.encode(exceptions.exception_block(failure, tag, info.version)))
-            self._chunk(encoder.finish())
+            tail = encoder.finish()
+            # Release the connection or session before the client can see the end of the
+            # response: a follow-up query on the same session_id must find it free.
+            reply.close()
+            self._chunk(tail)
             if self._chunked:
                 self.wfile.write(b"0\r\n\r\n")
         except OSError as exc:

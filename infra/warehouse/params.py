@@ -74,6 +74,8 @@ class RequestParams:
     default_format: str | None = None
     wait_end_of_query: bool = False
     native_compression: bool = False  # compress/decompress=1: ClickHouse's own block format
+    # The client's protocol revision: how Native output is laid out for it (native.py).
+    client_protocol_version: int = 0
     user: str | None = None
     password: str | None = field(default=None, repr=False)
     settings: dict[str, str] = field(default_factory=dict)
@@ -113,6 +115,7 @@ def parse_params(
         default_format=values.get("default_format") or None,
         wait_end_of_query=_flag(values.get("wait_end_of_query")),
         native_compression=_flag(values.get("compress")) or _flag(values.get("decompress")),
+        client_protocol_version=_revision(values.get("client_protocol_version")),
         user=values.get("user"),
         password=values.get("password"),
         settings=settings,
@@ -128,6 +131,11 @@ def parse_params(
             for name, data in file_list
         ),
     )
+
+
+def _revision(raw: str | None) -> int:
+    # As the server does: a revision that is not a number is none at all.
+    return int(raw) if raw is not None and raw.strip().isdigit() else 0
 
 
 def _external_keys(names: Set[str]) -> set[str]:

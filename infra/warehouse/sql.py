@@ -16,6 +16,8 @@ RESULT_KEYWORDS = frozenset(
     {"SELECT", "WITH", "SHOW", "DESC", "DESCRIBE", "EXISTS", "EXPLAIN", "CHECK", "WATCH"}
 )
 STREAMABLE_KEYWORDS = frozenset({"SELECT", "WITH"})
+# Words that start the statement a WITH clause belongs to.
+_STATEMENTS = frozenset({"SELECT", "INSERT"})
 READ_ONLY_KEYWORDS = frozenset(
     {"SELECT", "WITH", "SHOW", "DESC", "DESCRIBE", "EXISTS", "EXPLAIN", "CHECK", "SET", "USE"}
 )
@@ -145,6 +147,10 @@ def split_insert(head: bytes, complete: bool) -> InsertSplit | Verdict:
 def _split_insert(head: bytes, complete: bool) -> InsertSplit | Verdict:
     lexed = tokens(head, complete)
     first = next(lexed, None)
+    if first is not None and first.kind is Kind.WORD and first.word(head) == "WITH":
+        # `WITH … INSERT INTO t FORMAT f` + data: the INSERT is the first statement keyword
+        # at depth 0 (a SELECT there first makes it a query).
+        first = _statement_after_with(head, lexed)
     if first is None or first.kind is not Kind.WORD or first.word(head) != "INSERT":
         return Verdict.NOT_INSERT if first is not None or complete else Verdict.NEED_MORE
     for token in lexed:
@@ -165,6 +171,13 @@ def _split_insert(head: bytes, complete: bool) -> InsertSplit | Verdict:
                 raise _IncompleteError
             return InsertSplit(_text(head[: token.start]), _name(head, name), start)
     return Verdict.NOT_INSERT if complete else Verdict.NEED_MORE
+
+
+def _statement_after_with(head: bytes, lexed: Iterator[Token]) -> Token | None:
+    for token in lexed:
+        if token.kind is Kind.WORD and not token.depth and token.word(head) in _STATEMENTS:
+            return token
+    return None
 
 
 def _data_start(head: bytes, pos: int, complete: bool) -> int | None:
@@ -199,9 +212,16 @@ def _name(text: bytes, token: Token) -> str:
 def first_keyword(sql: bytes) -> str:
     """The statement's leading keyword, upper-cased ("" if none), skipping `(`."""
     try:
-        for token in tokens(sql):
+        lexed = tokens(sql)
+        for token in lexed:
             if token.kind is Kind.WORD:
-                return token.word(sql)
+                word = token.word(sql)
+                if word == "WITH":
+                    # `WITH … INSERT …` is an INSERT; `WITH … SELECT …` stays a WITH query.
+                    statement = _statement_after_with(sql, lexed)
+                    if statement is not None and statement.word(sql) == "INSERT":
+                        return "INSERT"
+                return word
             if sql[token.start] != 0x28:  # "("
                 return ""
     except _IncompleteError:
@@ -224,6 +244,25 @@ def output_format(sql: bytes) -> str | None:
             continue
         return _name(sql, name)
     return None
+
+
+def without_format(sql: bytes) -> bytes:
+    """The statement without its trailing `FORMAT name` clause (and a final `;`)."""
+    try:
+        lexed = [t for t in tokens(sql) if t.depth == 0]
+    except _IncompleteError:
+        return sql
+    if lexed and sql[lexed[-1].start : lexed[-1].end] == b";":
+        sql, lexed = sql[: lexed[-1].start], lexed[:-1]
+    for i in range(len(lexed) - 2, -1, -1):
+        token = lexed[i]
+        if token.kind is not Kind.WORD or token.word(sql) != "FORMAT":
+            continue
+        name = lexed[i + 1]
+        if name.kind is Kind.PUNCT or not _ends_statement(sql, lexed[i + 2 :]):
+            continue
+        return sql[: token.start] + b" " + sql[name.end :]
+    return sql
 
 
 def _ends_statement(sql: bytes, rest: list[Token]) -> bool:

@@ -12,6 +12,11 @@ from safeloop.services.cli.exceptions import UsageError
 from safeloop.services.control.exceptions import WaitTimeoutError
 from safeloop.services.dashboard.exceptions import DashboardBindError
 from safeloop.services.guard.exceptions import PolicyError
+from safeloop.services.publishing.exceptions import (
+    CheckpointError,
+    IngestBindError,
+    InputFileError,
+)
 from safeloop.services.retraining.exceptions import RetrainingPolicyError
 from safeloop.services.rollout.exceptions import PlanError
 from safeloop.streams.exceptions import WindowConfigError
@@ -40,6 +45,9 @@ _USAGE_ERRORS: tuple[type[SafeloopError], ...] = (
     RetrainingPolicyError,
     WindowConfigError,
     DashboardBindError,
+    InputFileError,
+    CheckpointError,
+    IngestBindError,
 )
 
 

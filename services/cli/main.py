@@ -23,6 +23,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "safeloop.services.cli.dashboard_commands",
     "safeloop.services.cli.metrics_commands",
     "safeloop.services.cli.demo_commands",
+    "safeloop.services.cli.outcomes_commands",
+    "safeloop.services.cli.ingest_commands",
 )
 
 

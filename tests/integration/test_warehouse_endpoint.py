@@ -497,3 +497,74 @@ def test_in_process_server_with_password_and_restart(tmp_path: Path) -> None:
 def test_non_local_bind_refused_without_password(tmp_path: Path) -> None:
     with pytest.raises(WarehouseError, match="CLICKHOUSE_PASSWORD"):
         WarehouseServer(ServerConfig(tmp_path / "wh", host="0.0.0.0", port=0))
+
+
+# --- what a server would give readers --------------------------------------------------------
+
+
+def test_with_insert_with_inline_data_takes_the_insert_path(client: Client) -> None:
+    name = f"w_{uuid.uuid4().hex[:10]}"
+    client.command(f"CREATE TABLE {name} (x UInt8, s String) ENGINE = MergeTree ORDER BY x")
+    try:
+        client.command(f"WITH 1 AS one INSERT INTO {name} FORMAT TabSeparated\n5\ta\n6\tb\n")
+        client.command(f"WITH 7 AS seven INSERT INTO {name} SELECT seven, 'c'")
+        rows = client.query(f"SELECT x, s FROM {name} ORDER BY x").result_rows
+        assert rows == [(5, "a"), (6, "b"), (7, "c")]
+    finally:
+        client.command(f"DROP TABLE IF EXISTS {name}")
+
+
+def test_a_session_is_free_for_the_next_query_as_soon_as_an_answer_ends(url: str) -> None:
+    session_id = str(uuid.uuid4())
+    # Two clients, two connections, one session: each answer's end must find it released.
+    first, second = _client(url, session_id=session_id), _client(url, session_id=session_id)
+    try:
+        for index in range(300):
+            assert first.query(f"SELECT {index}, number FROM numbers(3)").row_count == 3
+            assert second.command(f"SELECT {index}") == index
+    finally:
+        first.close()
+        second.close()
+
+
+NATIVE_MIX = (
+    "SELECT toDateTime('2024-07-01 12:00:00', 'America/Denver') AS t, "
+    "toDateTime64('2024-07-01 12:00:00.250', 3, 'Asia/Tokyo') AS t64, "
+    "toNullable(toDateTime('2024-07-01 12:00:00', 'America/Denver')) AS nt, "
+    "toLowCardinality(toString(number % 2)) AS lc, [number, 1] AS a, map('k', number) AS m, "
+    "toDecimal64(number, 2) AS d, number FROM numbers(5) ORDER BY number"
+)
+
+
+def test_native_results_keep_datetime_time_zones_for_the_declared_revision(url: str) -> None:
+    client = _client(url)
+    try:
+        # clickhouse-connect declares revision 54405 once the endpoint answers it as a server.
+        assert client.protocol_version == 54405
+        rows = client.query(NATIVE_MIX).result_rows
+        t, t64, nt, lc, a, m, d, number = rows[3]
+        assert (str(t.tzinfo), t.hour, t.minute) == ("America/Denver", 12, 0)
+        assert (str(t64.tzinfo), t64.hour, t64.microsecond) == ("Asia/Tokyo", 12, 250_000)
+        assert str(nt.tzinfo) == "America/Denver" and nt == t
+        assert (lc, a, m, float(d), number) == ("1", [3, 1], {"k": 3}, 3.0, 3)
+        frame = client.query_df(NATIVE_MIX)
+        assert str(frame["t"].dt.tz) == "America/Denver"
+        assert frame["t"].iloc[0].hour == 12 and list(frame["number"]) == [0, 1, 2, 3, 4]
+        # Many blocks, each with its block info, decode as one result.
+        big = client.query(
+            "SELECT toDateTime(number, 'America/Denver') AS t, toString(number) AS s "
+            "FROM numbers(200000) SETTINGS max_block_size = 7000"
+        )
+        assert big.row_count == 200_000 and str(big.result_rows[-1][0].tzinfo) == "America/Denver"
+    finally:
+        client.close()
+
+
+def test_without_a_declared_revision_native_is_written_as_for_revision_zero(url: str) -> None:
+    with httpx.Client(base_url=url, trust_env=False) as http:
+        query = "SELECT toDateTime(0, 'America/Denver') AS t FORMAT Native"
+        plain = http.post("/", content=query).content
+        declared = http.post("/?client_protocol_version=54405", content=query).content
+    assert b"DateTime('America/Denver')" not in plain and b"DateTime" in plain
+    assert declared.startswith(b"\x01\x00\x02\xff\xff\xff\xff\x00")
+    assert b"DateTime('America/Denver')" in declared

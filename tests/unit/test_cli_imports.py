@@ -7,8 +7,10 @@ import subprocess
 import sys
 
 from safeloop.infra.kafka.roles import Role
+from safeloop.services.cli import ingest_commands, outcomes_commands
 from safeloop.services.cli.kafka_commands import ROLES
 from safeloop.services.cli.metrics_commands import APPROVALS, DEADLINE_ACTIONS, FAIL_ACTIONS
+from safeloop.services.publishing import file_publish, ingest_app
 from safeloop.services.rollout.plan import Approval, DeadlineAction, FailAction
 
 # Each costs 0.1-1 s to import; an operator's `canary`, `rollback` or `status` needs none.
@@ -60,3 +62,6 @@ def test_rollout_choices_spelled_out_in_the_parser_match_the_plan() -> None:
     assert tuple(action.value for action in DeadlineAction) == DEADLINE_ACTIONS
     assert tuple(approval.value for approval in Approval) == APPROVALS
     assert tuple(role.value for role in Role) == ROLES
+    assert outcomes_commands.DEFAULT_FILE_BATCH == file_publish.DEFAULT_FILE_BATCH
+    assert ingest_commands.DEFAULT_MAX_BODY_BYTES == ingest_app.DEFAULT_MAX_BODY_BYTES
+    assert ingest_commands.DEFAULT_SOURCE == ingest_app.DEFAULT_SOURCE

@@ -13,12 +13,17 @@ from pathlib import Path
 import pytest
 
 from safeloop import SafeloopError
-from safeloop.infra.exceptions import SettingsError, WarehouseError
+from safeloop.infra.exceptions import DeliveryError, SettingsError, WarehouseError
 from safeloop.infra.settings import Settings
 from safeloop.services.cli import main as cli_main
 from safeloop.services.cli.exceptions import UsageError
 from safeloop.services.cli.exit_codes import ExitCode, exit_code_for
 from safeloop.services.control.exceptions import ControlTopicError, WaitTimeoutError
+from safeloop.services.publishing.exceptions import (
+    CheckpointError,
+    IngestBindError,
+    InputFileError,
+)
 from safeloop.services.rollout.exceptions import PlanError, TransitionError
 from safeloop.streams.exceptions import StreamError
 
@@ -79,6 +84,10 @@ def test_no_two_error_classes_share_a_name() -> None:
         (TransitionError("rollout already finished"), ExitCode.FAILURE),
         (StreamError("boom", topic="predictions", partition=1, offset=9), ExitCode.FAILURE),
         (WarehouseError("ClickHouse down"), ExitCode.FAILURE),
+        (InputFileError("labels.txt: use --format"), ExitCode.USAGE),
+        (CheckpointError("checkpoint of another file"), ExitCode.USAGE),
+        (IngestBindError("0.0.0.0 without a token"), ExitCode.USAGE),
+        (DeliveryError("outcomes", 10, 3, "broker down"), ExitCode.FAILURE),
     ],
 )
 def test_cli_maps_each_error_family_to_its_exit_code(error: SafeloopError, code: ExitCode) -> None:

@@ -324,6 +324,12 @@ def test_empty_query_is_syntax_error() -> None:
             b"{}",
         ),
         (
+            b"WITH (SELECT 1) AS one, 'FORMAT' AS f INSERT INTO t FORMAT TabSeparated\n5\ta\n",
+            "WITH (SELECT 1) AS one, 'FORMAT' AS f INSERT INTO t",
+            "TabSeparated",
+            b"5\ta\n",
+        ),
+        (
             b"INSERT INTO FUNCTION file('a FORMAT b', 'CSV') SELECT 1 FORMAT CSV\nx",
             "INSERT INTO FUNCTION file('a FORMAT b', 'CSV') SELECT 1",
             "CSV",
@@ -348,6 +354,10 @@ def test_split_insert(text: bytes, statement: str, fmt: str, data: bytes) -> Non
         (b"INSERT INTO t FORMAT Native", False, sql.Verdict.NEED_MORE),
         (b"INSERT INTO t (a, 'unterminated", False, sql.Verdict.NEED_MORE),
         (b"INS", False, sql.Verdict.NEED_MORE),
+        (b"WITH 1 AS x SELECT x FORMAT TabSeparated", True, sql.Verdict.NOT_INSERT),
+        (b"WITH (SELECT 1 FORMAT TSV) AS x SELECT x, ", False, sql.Verdict.NOT_INSERT),
+        (b"WITH 1 AS x INSERT INTO t SELECT x", True, sql.Verdict.NOT_INSERT),
+        (b"WITH 1 AS x INSERT INTO t FORMAT TabSep", False, sql.Verdict.NEED_MORE),
     ],
 )
 def test_split_insert_verdicts(text: bytes, complete: bool, verdict: sql.Verdict) -> None:
@@ -513,3 +523,16 @@ def test_credentials_checked_from_every_source() -> None:
 
 def test_no_password_configured_means_open_on_loopback() -> None:
     assert Credentials().check({}, None, None) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "keyword"),
+    [
+        (b"WITH 1 AS x SELECT x", "WITH"),
+        (b"WITH 1 AS x INSERT INTO t SELECT x", "INSERT"),
+        (b"WITH (SELECT 1) AS x INSERT INTO t SELECT x", "INSERT"),
+        (b"(SELECT 1)", "SELECT"),
+    ],
+)
+def test_a_with_clause_belongs_to_the_statement_after_it(text: bytes, keyword: str) -> None:
+    assert sql.first_keyword(text) == keyword
