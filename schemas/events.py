@@ -17,6 +17,16 @@ class Route(StrEnum):
     SHADOW = "shadow"
 
 
+class ErrorKind(StrEnum):
+    """Whose fault a failed request was: the model's side (5xx) or the caller's (4xx)."""
+
+    # 5xx, timeouts, model exceptions, injected faults: they count against the model.
+    SERVER = "server"
+    # 4xx: a request the model cannot answer (missing or invalid features); they count against
+    # a canary only relative to production's rate on the same traffic.
+    CLIENT = "client"
+
+
 class FeedbackStatus(StrEnum):
     """Whether a prediction found its outcome inside the join window."""
 
@@ -68,6 +78,18 @@ class PredictionEvent:
     routing_key: str
     routing_hash_version: int
     error: str | None = None
+    # None without an error; an error without a kind (an older writer's) counts as SERVER.
+    error_kind: ErrorKind | None = None
+
+    @property
+    def server_error(self) -> bool:
+        """Failed on the model's side (what the absolute error-rate limit counts)."""
+        return self.error is not None and self.error_kind is not ErrorKind.CLIENT
+
+    @property
+    def client_error(self) -> bool:
+        """Failed because of the request (what counts only relative to production)."""
+        return self.error is not None and self.error_kind is ErrorKind.CLIENT
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +171,8 @@ class ReplicaStatus:
     last_command_id: str | None
     refused_count: int
     last_refusal: str | None = None
+    # model name -> versions this replica has loaded (empty from replicas that predate it).
+    loaded_versions: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

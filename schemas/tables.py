@@ -107,6 +107,7 @@ def _prediction_row(p: PredictionEvent) -> Row:
         p.routing_key,
         p.routing_hash_version,
         p.error,
+        None if p.error_kind is None else p.error_kind.value,
     )
 
 
@@ -237,6 +238,7 @@ PREDICTIONS: Table[PredictionEvent] = Table(
         "routing_key",
         "routing_hash_version",
         "error",
+        "error_kind",
     ),
     _prediction_row,
     identity_columns=("model_name", "model_version", "route", "timestamp", "prediction_id"),

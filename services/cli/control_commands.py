@@ -17,6 +17,11 @@ from safeloop.infra.settings import Settings
 from safeloop.schemas.events import CommandKind, ControlCommand, ModelConfig
 from safeloop.services.cli.exceptions import UsageError
 from safeloop.services.cli.exit_codes import ExitCode
+from safeloop.services.cli.preflight_gate import (
+    GATED_COMMANDS,
+    add_force_flag,
+    check_before_publish,
+)
 from safeloop.services.control.audit import send_and_record
 from safeloop.services.control.clients import make_broadcast_reader
 from safeloop.services.control.exceptions import CommandError, ControlError, WaitTimeoutError
@@ -93,6 +98,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "(default: the model store's oldest version)",
         )
         parser.add_argument("--json", action="store_true", help="machine-readable output")
+        if name in GATED_COMMANDS:
+            add_force_flag(parser)
 
     status = subparsers.add_parser(
         "status",
@@ -229,6 +236,7 @@ def _run_change(args: argparse.Namespace, settings: Settings) -> int:
         command = publisher.next_command(
             view, args.model, kind, change, reason=args.reason, initial=initial, details=details
         )
+        checked = check_before_publish(settings, args, command)
         failure = send_and_record(publisher, command, lambda: clickhouse_client(settings))
     except (ControlError, ModelError) as exc:
         return _fail(args, str(exc), ExitCode.FAILURE)
@@ -240,8 +248,10 @@ def _run_change(args: argparse.Namespace, settings: Settings) -> int:
             f"safeloop: warning: {kind.value} for {args.model} (command {command.command_id}) "
             f"took effect but is missing from the control_log audit table: {failure}\n"
         )
-    result: dict[str, Any] = {"command": _command_json(command)}
+    result: dict[str, Any] = {"command": _command_json(command), "preflight": checked}
     if not args.json:
+        for note in checked.get("notes", []):
+            sys.stderr.write(f"safeloop: pre-flight: {note}\n")
         sys.stdout.write(
             f"published {kind.value} for {args.model}: sequence {command.sequence} "
             f"({_describe(command.config)})\n"

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn, Protocol
 
-from safeloop.schemas.events import ModelConfig, PredictionEvent, Route
+from safeloop.schemas.events import ErrorKind, ModelConfig, PredictionEvent, Route
 from safeloop.services.guard.local import routed_canary
 from safeloop.services.models.task import confidence_of
 from safeloop.services.serving.catalog import ModelCatalog
@@ -229,7 +229,16 @@ class Predictor:
     ) -> NoReturn:
         decision = request.decision
         self.metrics.errors.inc((request.model_name, decision.version, decision.route.value, kind))
-        self._publish(request, features, prediction=None, confidence=None, error=str(error))
+        # A 4xx is the caller's mistake; anything else failed on the model's side.
+        error_kind = ErrorKind.CLIENT if error.status_code < 500 else ErrorKind.SERVER
+        self._publish(
+            request,
+            features,
+            prediction=None,
+            confidence=None,
+            error=str(error),
+            error_kind=error_kind,
+        )
         raise error
 
     def _publish(
@@ -240,6 +249,7 @@ class Predictor:
         prediction: float | None,
         confidence: float | None,
         error: str | None,
+        error_kind: ErrorKind | None = None,
     ) -> None:
         decision = request.decision
         latency_ms = (time.perf_counter_ns() - request.started_ns) / 1e6
@@ -260,6 +270,7 @@ class Predictor:
             routing_key=request.routing_key,
             routing_hash_version=ROUTING_HASH_VERSION,
             error=error,
+            error_kind=error_kind,
         )
         self.sink.publish(event)
         if self.guard is not None:

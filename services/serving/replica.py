@@ -82,6 +82,8 @@ class Replica:
             self.catalog, self.sink, replica_id, shadow=self.shadow, guard=guard
         )
         self.guard_loop = None if guard is None else GuardLoop(guard, self.predictor)
+        # (model, version) -> why it could not be loaded; not retried (versions are immutable).
+        self.unloadable: dict[tuple[str, str], str] = {}
         self.state = ControlState(self.keys, check=self._check_versions)
         self.state.subscribe(self._install)
         self.reporter = StatusReporter(
@@ -90,6 +92,8 @@ class Replica:
             replica_id,
             self.state,
             settings.status_heartbeat_ms,
+            loaded_versions=self._loaded_versions,
+            before_beat=self.load_new_versions,
         )
         self.listener = ControlListener(
             lambda: make_broadcast_reader(settings, topics.control, f"replica-{replica_id}"),
@@ -126,6 +130,36 @@ class Replica:
             "refused_commands": self.state.refused_count,
             "models": {name: self.catalog.versions(name) for name in self.catalog.names()},
         }
+
+    def _loaded_versions(self) -> dict[str, list[str]]:
+        return {name: self.catalog.versions(name) for name in self.catalog.names()}
+
+    def load_new_versions(self) -> list[str]:
+        """Load versions of the served models added to the store since start-up (off the
+        request path), so `replica-status` tells pre-flight what this replica can serve.
+
+        Returns the versions newly loaded; a broken one is logged once and left out.
+        """
+        loaded: list[str] = []
+        for name in self.catalog.names():
+            try:
+                versions = self.store.versions(name)
+            except (ModelError, ValueError) as exc:
+                logger.warning("cannot list versions of %s in the model store: %s", name, exc)
+                continue
+            for version in versions:
+                if self.catalog.has(name, version) or (name, version) in self.unloadable:
+                    continue
+                try:
+                    self.catalog.add(self.store.load(name, version))
+                except (ModelError, ValueError) as exc:
+                    self.unloadable[(name, version)] = str(exc)
+                    logger.warning("version %s of %s cannot be loaded: %s", version, name, exc)
+                    continue
+                loaded.append(f"{name}/{version}")
+        if loaded:
+            logger.info("loaded new model versions: %s", ", ".join(loaded))
+        return loaded
 
     def _install(self, model_name: str, applied: AppliedConfig) -> None:
         self.predictor.apply_config(model_name, applied.config, applied.sequence)

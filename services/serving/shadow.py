@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from safeloop.schemas.events import PredictionEvent, Route
+from safeloop.schemas.events import ErrorKind, PredictionEvent, Route
 from safeloop.services.models.loaded import LoadedModel
 from safeloop.services.models.task import confidence_of
 from safeloop.services.serving.flags import ModelFlags, set_current_flags
@@ -118,5 +118,6 @@ class ShadowRunner:
                 routing_key=job.routing_key,
                 routing_hash_version=ROUTING_HASH_VERSION,
                 error=error,
+                error_kind=None if error is None else ErrorKind.SERVER,
             )
         )
