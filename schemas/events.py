@@ -42,6 +42,8 @@ class CommandKind(StrEnum):
     PROMOTE = "promote"
     SET_FLAG = "set_flag"
     SET_SHADOW = "set_shadow"
+    # A rehearsal: make one version fail or slow down on purpose, for a while.
+    INJECT = "inject"
 
 
 class Urgency(StrEnum):
@@ -124,6 +126,20 @@ class FeedbackRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class FaultInjection:
+    """Fail `error_rate` of `version`'s requests as server errors and add `latency_ms` to each,
+    until `until` (epoch ms); replicas stop by themselves then."""
+
+    version: str
+    error_rate: float
+    latency_ms: float
+    until: int
+
+    def active(self, now_ms: int) -> bool:
+        return now_ms < self.until
+
+
+@dataclass(frozen=True, slots=True)
 class ModelConfig:
     """The complete desired serving state of one model (control is compacted by model)."""
 
@@ -138,6 +154,8 @@ class ModelConfig:
     fallback_version: str | None = None
     # Values are JSON-encoded so one map carries booleans, numbers and strings.
     flags: dict[str, str] = field(default_factory=dict)
+    # A rehearsal fault (`safeloop inject`), in force until its own expiry.
+    injection: FaultInjection | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,12 +44,12 @@ def _optional(decode: _Convert) -> _Convert:
     return decode_optional
 
 
-def _optional_enum(hint: Any) -> type[StrEnum] | None:
-    """The enum of an `Enum | None` hint, else None."""
+def _optional_type(hint: Any) -> type[Any] | None:
+    """X of an `X | None` hint when X is a class, else None."""
     if not isinstance(hint, UnionType):
         return None
     members = [arg for arg in get_args(hint) if arg is not NoneType]
-    if len(members) == 1 and isinstance(members[0], type) and issubclass(members[0], StrEnum):
+    if len(members) == 1 and isinstance(members[0], type):
         return members[0]
     return None
 
@@ -72,8 +72,12 @@ class RecordMapper(Generic[T]):
             if isinstance(hint, type) and issubclass(hint, StrEnum):
                 # A StrEnum member is a str, so fastavro writes it as is; only reading converts.
                 decoders[name] = _enum_decoder(hint, cls.__name__, name)
-            elif (optional := _optional_enum(hint)) is not None:
+            elif (optional := _optional_type(hint)) is not None and issubclass(optional, StrEnum):
                 decoders[name] = _optional(_enum_decoder(optional, cls.__name__, name))
+            elif optional is not None and dataclasses.is_dataclass(optional):
+                maybe: RecordMapper[Any] = RecordMapper(optional)
+                self._encoders.append((name, _optional(maybe.to_record)))
+                decoders[name] = _optional(maybe.from_record)
             elif isinstance(hint, type) and dataclasses.is_dataclass(hint):
                 nested: RecordMapper[Any] = RecordMapper(hint)
                 self._encoders.append((name, nested.to_record))

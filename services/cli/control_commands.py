@@ -17,6 +17,11 @@ from safeloop.infra.settings import Settings
 from safeloop.schemas.events import CommandKind, ControlCommand, ModelConfig
 from safeloop.services.cli.exceptions import UsageError
 from safeloop.services.cli.exit_codes import ExitCode
+from safeloop.services.cli.fault_injection import (
+    add_inject_arguments,
+    describe_injection,
+    inject_change,
+)
 from safeloop.services.cli.preflight_gate import (
     GATED_COMMANDS,
     add_force_flag,
@@ -72,8 +77,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     shadow = command("shadow", "score a shadow version off the request path", _shadow)
     shadow.add_argument("state", choices=["on", "off"])
     shadow.add_argument("--version", help="the shadow version (default: the current one)")
+    add_inject_arguments(
+        command("inject", "rehearse: fail or slow down one version for a while", inject_change)
+    )
 
-    for name in ("rollback", "canary", "promote", "flag", "shadow"):
+    for name in ("rollback", "canary", "promote", "flag", "shadow", "inject"):
         parser = subparsers.choices[name]
         parser.add_argument(
             "--reason",
@@ -401,6 +409,8 @@ def _describe(config: ModelConfig) -> str:
         parts.append(f"KILL SWITCH -> {config.fallback_version or config.production_version}")
     if config.flags:
         parts.append("flags " + ",".join(f"{k}={v}" for k, v in sorted(config.flags.items())))
+    if config.injection is not None:
+        parts.append(describe_injection(config.injection, time.time_ns() // 1_000_000))
     return ", ".join(parts)
 
 

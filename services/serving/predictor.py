@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import threading
 import time
 from collections.abc import Mapping
@@ -15,6 +16,7 @@ from safeloop.services.guard.local import routed_canary
 from safeloop.services.models.task import confidence_of
 from safeloop.services.serving.catalog import ModelCatalog
 from safeloop.services.serving.exceptions import (
+    InjectedFaultError,
     InvalidRequestError,
     NotReadyError,
     PredictionFailedError,
@@ -39,6 +41,9 @@ class Prediction:
     route: Route
     prediction: float
     confidence: float | None
+    # Latency a rehearsal fault adds: the HTTP layer holds the answer back this long (without
+    # blocking other requests); the published latency_ms already includes it.
+    injected_delay_ms: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -171,13 +176,26 @@ class Predictor:
         except ServingError:
             self.metrics.errors.inc((model_name or "", "", "", "unknown_model"))
             raise
+        decision = choose_route(name, routing_key, config)
+        injection = config.injection
+        injected: InjectedFault | None = None
+        # Only the rehearsed version, and only until the injection expires by itself.
+        if (
+            injection is not None
+            and injection.version == decision.version
+            and injection.active(time.time_ns() // 1_000_000)
+        ):
+            # Which requests fail needs no secrecy, only the configured share.
+            fail = random.random() < injection.error_rate  # noqa: S311
+            injected = InjectedFault(injection.latency_ms, fail)
         request = _Request(
             name,
             routing_key,
-            choose_route(name, routing_key, config),
+            decision,
             _new_prediction_id(),
             started_ns,
             sequence,
+            0.0 if injected is None else injected.latency_ms,
         )
         loaded = self.catalog.get(name, request.decision.version)
         if loaded is None:
@@ -190,6 +208,9 @@ class Predictor:
             features = check_features(raw_features, loaded.metadata.feature_names)
         except InvalidRequestError as exc:
             self._fail(request, numeric_part(raw_features), exc, "invalid")
+        if injected is not None and injected.fail:
+            fault = InjectedFaultError(request.prediction_id, injected.latency_ms)
+            self._fail(request, features, fault, "injected")
         flags = self.flags.flags(name)
         set_current_flags(flags)
         try:
@@ -222,6 +243,7 @@ class Predictor:
             request.decision.route,
             score,
             confidence,
+            request.injected_delay_ms,
         )
 
     def _fail(
@@ -252,7 +274,7 @@ class Predictor:
         error_kind: ErrorKind | None = None,
     ) -> None:
         decision = request.decision
-        latency_ms = (time.perf_counter_ns() - request.started_ns) / 1e6
+        latency_ms = (time.perf_counter_ns() - request.started_ns) / 1e6 + request.injected_delay_ms
         labels = (request.model_name, decision.version, decision.route.value)
         self.metrics.requests.inc(labels)
         self.metrics.latency.observe(labels, latency_ms / 1000.0)
@@ -291,3 +313,12 @@ class _Request:
     started_ns: int
     # The config sequence the request was routed under.
     sequence: int
+    injected_delay_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class InjectedFault:
+    """What a rehearsal fault does to one request: hold it back, and maybe fail it."""
+
+    latency_ms: float
+    fail: bool

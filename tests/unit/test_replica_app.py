@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 from starlette.types import ASGIApp
 
-from safeloop.schemas.events import ModelConfig, PredictionEvent, Route
+from safeloop.schemas.events import ErrorKind, FaultInjection, ModelConfig, PredictionEvent, Route
 from safeloop.services.guard.local import ReplicaGuard
 from safeloop.services.guard.policy import GuardPolicy
 from safeloop.services.metrics.baseline import ModelBaseline
@@ -23,7 +24,7 @@ from safeloop.services.models.metadata import ModelMetadata
 from safeloop.services.models.task import ModelTask
 from safeloop.services.serving.app import create_app
 from safeloop.services.serving.catalog import ModelCatalog
-from safeloop.services.serving.exceptions import PredictionFailedError
+from safeloop.services.serving.exceptions import InjectedFaultError, PredictionFailedError
 from safeloop.services.serving.flags import current_flags
 from safeloop.services.serving.guard_loop import GuardLoop
 from safeloop.services.serving.predictor import Predictor
@@ -354,3 +355,72 @@ def test_local_guard_pulls_traffic_off_a_failing_canary(
 def _try_predict(predictor: Predictor, key: str) -> None:
     with contextlib.suppress(PredictionFailedError):
         predictor.predict("churn", key, ROW)
+
+
+def test_error_kinds_say_whose_fault_it_was(
+    client: AppClient, predictor: Predictor, sink: CollectingSink
+) -> None:
+    client.post("/predict", json={"routing_key": "u", "features": {"age": 1.0}})
+    predictor.apply_config("churn", ModelConfig("v-bad"), 1)
+    client.post("/predict", json={"routing_key": "u", "features": ROW})
+    assert [event.error_kind for event in sink.events] == [ErrorKind.CLIENT, ErrorKind.SERVER]
+    assert [event.client_error for event in sink.events] == [True, False]
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def test_an_injection_fails_only_its_version_as_server_errors(
+    client: AppClient, predictor: Predictor, sink: CollectingSink
+) -> None:
+    injection = FaultInjection("v2", error_rate=1.0, latency_ms=0.0, until=_now_ms() + 600_000)
+    predictor.apply_config("churn", ModelConfig("v1", injection=injection), 1)
+    assert client.post("/predict", json={"routing_key": "u", "features": ROW}).status_code == 200
+    predictor.apply_config("churn", ModelConfig("v1", "v2", 10_000, injection=injection), 2)
+    response = client.post("/predict", json={"routing_key": "u", "features": ROW})
+    assert response.status_code == 500
+    assert response.json()["detail"] == "injected"
+    failed = sink.events[-1]
+    assert (failed.model_version, failed.route) == ("v2", Route.CANARY)
+    assert (failed.error, failed.error_kind) == ("injected", ErrorKind.SERVER)
+    assert failed.prediction_id == response.json()["prediction_id"]
+    # A client's mistake stays the client's, injection or not.
+    client.post("/predict", json={"routing_key": "u", "features": {"age": 1.0}})
+    assert sink.events[-1].error_kind is ErrorKind.CLIENT
+
+
+def test_injected_latency_holds_the_answer_and_is_published(
+    client: AppClient, predictor: Predictor, sink: CollectingSink
+) -> None:
+    injection = FaultInjection("v1", error_rate=0.0, latency_ms=40.0, until=_now_ms() + 600_000)
+    predictor.apply_config("churn", ModelConfig("v1", injection=injection), 1)
+    started = time.perf_counter()
+    response = client.post("/predict", json={"routing_key": "u", "features": ROW})
+    assert response.status_code == 200
+    assert time.perf_counter() - started >= 0.040
+    assert sink.events[-1].latency_ms >= 40.0
+    assert sink.events[-1].error is None
+
+
+def test_an_expired_injection_is_not_applied(
+    client: AppClient, predictor: Predictor, sink: CollectingSink
+) -> None:
+    expired = FaultInjection("v1", error_rate=1.0, latency_ms=500.0, until=_now_ms() - 1)
+    predictor.apply_config("churn", ModelConfig("v1", injection=expired), 1)
+    started = time.perf_counter()
+    assert client.post("/predict", json={"routing_key": "u", "features": ROW}).status_code == 200
+    assert time.perf_counter() - started < 0.5
+    assert sink.events[-1].error is None and sink.events[-1].latency_ms < 500.0
+
+
+def test_an_injection_fails_about_its_share(predictor: Predictor) -> None:
+    injection = FaultInjection("v1", error_rate=0.3, latency_ms=0.0, until=_now_ms() + 600_000)
+    predictor.apply_config("churn", ModelConfig("v1", injection=injection), 1)
+    failed = 0
+    for index in range(2_000):
+        try:
+            predictor.predict("churn", f"u{index}", ROW)
+        except InjectedFaultError:
+            failed += 1
+    assert 500 < failed < 700  # 600 expected; 5 standard deviations either side

@@ -36,7 +36,7 @@ PUBLISHED = {
     "safeloop.v1.PredictionEvent": {"d50575b1ffa03eec", "4e881a4468aa7b95", "a5ff3ef427d5ade5"},
     "safeloop.v1.OutcomeEvent": {"05cf3ce1db821b49"},
     "safeloop.v1.FeedbackRecord": {"b232ef249e0b0d75"},
-    "safeloop.v1.ControlCommand": {"2d9d6ea8264f7816"},
+    "safeloop.v1.ControlCommand": {"2d9d6ea8264f7816", "ae0ca36d9561048d"},
     "safeloop.v1.ReplicaStatus": {"a232a7be4082d7d2", "bc2dbe1ee4b75ff8"},
     "safeloop.v1.RetrainingDecision": {"03d4efc7d250385e"},
     "safeloop.v1.DeadLetter": {"53f738fc1086f2cd"},
@@ -206,3 +206,33 @@ def test_a_v1_replica_status_is_read_with_no_loaded_versions() -> None:
     assert status.state is ReplicaState.READY
     assert status.config_versions == {"churn": 3}
     assert status.loaded_versions == {}
+
+
+def test_a_v1_control_command_is_read_without_an_injection() -> None:
+    v1 = _history("control_command.v1.avsc")
+    record = {
+        "command_id": "c1",
+        "model_name": "churn",
+        "kind": "set_canary",
+        "sequence": 4,
+        "issued_at": 1_700_000_000_000,
+        "issuer": "ops",
+        "reason": "",
+        "config": {
+            "production_version": "v1",
+            "canary_version": "v2",
+            "canary_basis_points": 500,
+            "canary_enabled": True,
+            "shadow_version": None,
+            "shadow_enabled": False,
+            "kill_switch": False,
+            "fallback_version": None,
+            "flags": {},
+        },
+        "key_id": "k",
+        "signature": "s",
+        "details": {},
+    }
+    command = codec_for(ControlCommand).decode(_write(v1, record))
+    assert command.config.canary_basis_points == 500
+    assert command.config.injection is None
