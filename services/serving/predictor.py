@@ -1,4 +1,5 @@
-"""The request path: route, validate, score, publish, and hand the shadow its copy."""
+"""The request path: route, validate, score, publish. Shadows are scored elsewhere, from the
+published event (`safeloop shadow-scorer`), so they cost the request nothing."""
 
 from __future__ import annotations
 
@@ -26,7 +27,6 @@ from safeloop.services.serving.exceptions import (
 from safeloop.services.serving.flags import FlagBook, set_current_flags
 from safeloop.services.serving.routing import ROUTING_HASH_VERSION, RouteDecision, choose_route
 from safeloop.services.serving.serving_metrics import ServingMetrics
-from safeloop.services.serving.shadow import ShadowJob, ShadowRunner
 from safeloop.services.serving.sink import EventSink
 from safeloop.services.serving.validation import check_features, numeric_part
 
@@ -79,7 +79,6 @@ class Predictor:
         replica_id: str,
         *,
         metrics: ServingMetrics | None = None,
-        shadow: ShadowRunner | None = None,
         guard: LocalGuard | None = None,
     ) -> None:
         self.catalog = catalog
@@ -87,7 +86,6 @@ class Predictor:
         self.replica_id = replica_id
         self.metrics = metrics or ServingMetrics()
         self.flags = FlagBook()
-        self.shadow = shadow
         self.guard = guard
         self.ready = False
         # Written by the control listener and the local guard; the request path only reads
@@ -223,19 +221,6 @@ class Predictor:
             self._fail(request, features, failure, "model")
         confidence = confidence_of(loaded.metadata.task, score)
         self._publish(request, features, prediction=score, confidence=confidence, error=None)
-        if config.shadow_enabled and config.shadow_version and self.shadow is not None:
-            shadow_model = self.catalog.get(name, config.shadow_version)
-            if shadow_model is not None:
-                self.shadow.submit(
-                    ShadowJob(
-                        shadow_model,
-                        features,
-                        flags,
-                        request.prediction_id,
-                        routing_key,
-                        self.replica_id,
-                    )
-                )
         return Prediction(
             request.prediction_id,
             name,

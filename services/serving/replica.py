@@ -23,7 +23,6 @@ from safeloop.services.serving.catalog import ModelCatalog
 from safeloop.services.serving.guard_loop import GuardLoop
 from safeloop.services.serving.kafka_sink import KafkaEventSink, event_producer_settings
 from safeloop.services.serving.predictor import Predictor
-from safeloop.services.serving.shadow import ShadowRunner
 
 logger = logging.getLogger(__name__)
 
@@ -77,10 +76,7 @@ class Replica:
             make_producer(settings, **event_producer_settings(settings.event_buffer_messages)),
             topics.predictions,
         )
-        self.shadow = ShadowRunner(self.sink, settings.shadow_queue_size)
-        self.predictor = Predictor(
-            self.catalog, self.sink, replica_id, shadow=self.shadow, guard=guard
-        )
+        self.predictor = Predictor(self.catalog, self.sink, replica_id, guard=guard)
         self.guard_loop = None if guard is None else GuardLoop(guard, self.predictor)
         # (model, version) -> why it could not be loaded; not retried (versions are immutable).
         self.unloadable: dict[tuple[str, str], str] = {}
@@ -119,7 +115,6 @@ class Replica:
             self.guard_loop.stop()
         self.listener.stop()
         self.reporter.stop()
-        self.shadow.close()
         self.sink.close()
 
     def health(self) -> dict[str, Any]:
@@ -198,18 +193,6 @@ class Replica:
             "safeloop_events_pending",
             "Prediction events buffered, not yet acknowledged by Kafka.",
             lambda: float(self.sink.pending()),
-        )
-        metrics.watch(
-            "safeloop_shadow_dropped_total",
-            "Shadow jobs dropped because the shadow queue was full.",
-            lambda: float(self.shadow.dropped_count),
-            kind="counter",
-        )
-        metrics.watch(
-            "safeloop_shadow_failed_total",
-            "Shadow predictions that raised.",
-            lambda: float(self.shadow.failed_count),
-            kind="counter",
         )
         metrics.watch(
             "safeloop_control_refused_total",

@@ -28,7 +28,6 @@ from safeloop.services.serving.exceptions import InjectedFaultError, PredictionF
 from safeloop.services.serving.flags import current_flags
 from safeloop.services.serving.guard_loop import GuardLoop
 from safeloop.services.serving.predictor import Predictor
-from safeloop.services.serving.shadow import ShadowRunner
 from safeloop.services.serving.sink import SinkStats
 
 FEATURES = ("age", "income")
@@ -138,12 +137,10 @@ def predictor(sink: CollectingSink, slow_model: BlockingModel) -> Iterator[Predi
     catalog.add(loaded(RaisingModel(), "v-bad"))
     catalog.add(loaded(slow_model, "v-slow"))
     catalog.add(loaded(FlagReadingModel(), "v-flags"))
-    shadow = ShadowRunner(sink, queue_size=2)
-    predictor = Predictor(catalog, sink, "replica-test", shadow=shadow)
+    predictor = Predictor(catalog, sink, "replica-test")
     predictor.mark_ready()
     yield predictor
     slow_model.release.set()
-    shadow.close()
 
 
 @pytest.fixture
@@ -236,35 +233,36 @@ def test_model_failure_is_500_with_prediction_id(
     assert sink.events[0].error is not None
 
 
-def test_failing_shadow_changes_nothing(
-    client: AppClient, predictor: Predictor, sink: CollectingSink
-) -> None:
+class CountingModel:
+    version = "v-shadow"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def predict(self, features: Mapping[str, float]) -> float:
+        self.calls += 1
+        return 0.5
+
+
+def test_a_replica_never_scores_a_shadow(sink: CollectingSink) -> None:
+    # Shadows are scored by `safeloop shadow-scorer` from the published event: the request
+    # path neither calls the shadow model nor publishes its answer.
+    shadow = CountingModel()
+    catalog = ModelCatalog()
+    catalog.add(loaded(LogisticModel("v1", FEATURES, np.array([1.0, 0.5]), 0.0), "v1"))
+    catalog.add(loaded(shadow, "v-shadow"))
+    predictor = Predictor(catalog, sink, "replica-test")
+    predictor.mark_ready()
+    client = AppClient(create_app(predictor))
     plain = client.post("/predict", json={"routing_key": "u", "features": ROW}).json()
     predictor.apply_config(
-        "churn", ModelConfig("v1", shadow_version="v-bad", shadow_enabled=True), 1
+        "churn", ModelConfig("v1", shadow_version="v-shadow", shadow_enabled=True), 1
     )
-    shadowed = client.post("/predict", json={"routing_key": "u", "features": ROW}).json()
-    assert shadowed["prediction"] == plain["prediction"]
-    assert predictor.shadow is not None and predictor.shadow.wait_idle()
-    shadow_events = [e for e in sink.events if e.route is Route.SHADOW]
-    assert len(shadow_events) == 1
-    assert shadow_events[0].prediction_id == shadowed["prediction_id"]
-    assert shadow_events[0].model_version == "v-bad"
-    assert shadow_events[0].error is not None and "shadow exploded" in shadow_events[0].error
-
-
-def test_slow_shadow_never_delays_and_drops_are_counted(
-    client: AppClient, predictor: Predictor, slow_model: BlockingModel
-) -> None:
-    config = ModelConfig("v1", shadow_version="v-slow", shadow_enabled=True)
-    predictor.apply_config("churn", config, 1)
-    for _ in range(10):
-        response = client.post("/predict", json={"routing_key": "u", "features": ROW})
-        assert response.status_code == 200
-    assert predictor.shadow is not None
-    # One job runs (blocked), two wait in the queue, the rest are dropped.
-    assert predictor.shadow.dropped_count >= 7
-    slow_model.release.set()
+    for _ in range(20):
+        shadowed = client.post("/predict", json={"routing_key": "u", "features": ROW}).json()
+        assert shadowed["prediction"] == plain["prediction"]
+    assert shadow.calls == 0
+    assert [e.route for e in sink.events] == [Route.PRODUCTION] * 21
 
 
 def test_flags_reach_model_code(client: AppClient, predictor: Predictor) -> None:
