@@ -14,12 +14,14 @@ import time
 
 from confluent_kafka import KafkaException, Producer, TopicPartition
 
-from safeloop.infra.exceptions import DeliveryError
+from safeloop.infra.exceptions import DeliveryError, WarehouseError
 from safeloop.infra.kafka.produce import produce_confirmed
 from safeloop.schemas.codec import PREDICTION_CODEC
 from safeloop.schemas.events import PredictionEvent
+from safeloop.schemas.tables import PERFORMANCE_METRICS
 from safeloop.services.control.follower import ControlFollower
 from safeloop.services.monitor.consumer import EventConsumer
+from safeloop.services.monitor.writer import MetricWriter
 from safeloop.services.shadow.exceptions import ShadowPublishError
 from safeloop.services.shadow.scorer import ShadowScorer
 
@@ -29,6 +31,7 @@ BATCH_RECORDS = 1_000
 POLL_TIMEOUT_S = 0.1
 RETRY_AFTER_FAILURE_S = 1.0
 LOG_EVERY_S = 60.0
+AGREEMENT_EVERY_S = 5.0
 
 
 class ShadowScorerProcess:
@@ -41,12 +44,17 @@ class ShadowScorerProcess:
         producer: Producer,
         topic: str,
         scorer: ShadowScorer,
+        *,
+        writer: MetricWriter | None = None,
     ) -> None:
+        """`writer`: where agreement rows go every few seconds (None: nowhere)."""
         self.consumer = consumer
         self.follower = follower
         self._producer = producer
         self._topic = topic
         self.scorer = scorer
+        self._writer = writer
+        self.agreement_write_failures = 0
         self.published = 0
         self.publish_failures = 0
         # Set once the consumer group has assigned partitions (what a health probe waits for).
@@ -55,7 +63,7 @@ class ShadowScorerProcess:
         self._pending: tuple[list[tuple[bytes, bytes]], list[TopicPartition]] | None = None
 
     def run(self, stop: threading.Event) -> None:
-        logged_at = time.monotonic()
+        logged_at = written_at = time.monotonic()
         logger.info("shadow scorer %s running", self.scorer.scorer_id)
         try:
             while not stop.is_set():
@@ -64,6 +72,9 @@ class ShadowScorerProcess:
                 except ShadowPublishError as exc:
                     logger.error("%s; retrying in %.0f s", exc, RETRY_AFTER_FAILURE_S)
                     stop.wait(RETRY_AFTER_FAILURE_S)
+                if time.monotonic() - written_at >= AGREEMENT_EVERY_S:
+                    written_at = time.monotonic()
+                    self.write_agreement()
                 if time.monotonic() - logged_at >= LOG_EVERY_S:
                     logged_at = time.monotonic()
                     counts = self.scorer.counts
@@ -86,6 +97,19 @@ class ShadowScorerProcess:
             self.consumer.close()
             self.follower.close()
             self._producer.flush(10.0)
+
+    def write_agreement(self) -> int:
+        """Write the agreement rows now; returns how many (0 on a ClickHouse failure, logged)."""
+        if self._writer is None:
+            return 0
+        rows = self.scorer.agreement.rows()
+        try:
+            self._writer.write(PERFORMANCE_METRICS, rows)
+        except WarehouseError as exc:
+            self.agreement_write_failures += 1
+            logger.warning("shadow agreement rows not written, next time: %s", exc)
+            return 0
+        return len(rows)
 
     def step(self) -> int:
         """One batch: follow control, read, score, publish, commit; returns answers published.

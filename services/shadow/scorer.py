@@ -17,6 +17,7 @@ from safeloop.services.models.exceptions import ModelError
 from safeloop.services.models.loaded import LoadedModel
 from safeloop.services.models.task import confidence_of
 from safeloop.services.serving.flags import ModelFlags, set_current_flags
+from safeloop.services.shadow.agreement import ShadowAgreement
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,8 @@ class ShadowScorer:
         self._config_of = config_of
         self.scorer_id = scorer_id
         self.counts = ShadowCounts()
+        # Production's and the shadow's answers side by side, for performance_metrics.
+        self.agreement = ShadowAgreement()
         self._flags: dict[str, tuple[ModelConfig, ModelFlags]] = {}
 
     def score(self, events: Sequence[PredictionEvent]) -> list[PredictionEvent]:
@@ -84,7 +87,9 @@ class ShadowScorer:
             if loaded is None:
                 self.counts.unloadable += 1
                 continue
-            answers.append(self._answer(event, loaded, self._flags_of(event.model_name, config)))
+            answer = self._answer(event, loaded, self._flags_of(event.model_name, config))
+            self.agreement.add(event, answer, loaded.metadata.task.value)
+            answers.append(answer)
         return answers
 
     def _flags_of(self, model_name: str, config: ModelConfig) -> ModelFlags:

@@ -3,6 +3,7 @@ the model store and the producer of shadow answers."""
 
 from __future__ import annotations
 
+from safeloop.infra.clickhouse.client import clickhouse_client
 from safeloop.infra.kafka.clients import ConfigValue, make_consumer, make_producer
 from safeloop.infra.settings import Settings
 from safeloop.schemas.codec import PREDICTION_CODEC
@@ -13,6 +14,7 @@ from safeloop.services.control.follower import ControlFollower
 from safeloop.services.control.keys import load_keyring
 from safeloop.services.models.store import ModelStore
 from safeloop.services.monitor.consumer import EventConsumer
+from safeloop.services.monitor.writer import MetricWriter
 from safeloop.services.shadow.process import ShadowScorerProcess
 from safeloop.services.shadow.scorer import ShadowModels, ShadowScorer
 
@@ -54,4 +56,7 @@ def build_shadow_scorer(
     store = ModelStore(settings.models_path)
     scorer = ShadowScorer(ShadowModels(store.load), config_of, scorer_id)
     producer = make_producer(settings, **{"linger.ms": 5})
-    return ShadowScorerProcess(consumer, follower, producer, topics.predictions, scorer)
+    writer = MetricWriter(clickhouse_client(settings))
+    return ShadowScorerProcess(
+        consumer, follower, producer, topics.predictions, scorer, writer=writer
+    )

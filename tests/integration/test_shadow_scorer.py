@@ -109,6 +109,21 @@ def test_shadow_answers_land_with_the_production_id_off_the_request_path(
             "SELECT count() FROM predictions WHERE route = 'production' AND model_version = 'v1'"
         ).result_rows[0][0]
         assert production >= len(found)
+        # Agreement with production, side by side, written by the scorer every few seconds.
+
+        def agreement() -> list[tuple[str, float]]:
+            return list(
+                client.query(
+                    "SELECT metric, value FROM performance_metrics WHERE model_version = 'v2' "
+                    "AND route = 'shadow' AND metric IN "
+                    "('shadow_agreement_rate', 'shadow_pair_count')"
+                ).result_rows
+            )
+
+        assert wait_for(lambda: len({m for m, _ in agreement()}) == 2, 30)
+        figures = dict(agreement())
+        assert 0.0 <= figures["shadow_agreement_rate"] <= 1.0
+        assert figures["shadow_pair_count"] >= 1
     finally:
         stop.set()
         if thread.is_alive():

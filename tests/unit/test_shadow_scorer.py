@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+import pytest
 
 from safeloop.schemas.events import ErrorKind, ModelConfig, PredictionEvent, Route
 from safeloop.services.metrics.baseline import ModelBaseline
@@ -139,3 +140,15 @@ def test_a_shadow_version_is_loaded_once_and_an_unloadable_one_is_skipped() -> N
     assert gone.score([event(1), event(2)]) == []
     assert gone.counts.unloadable == 2
     assert store.loads.count(("churn", "v-gone")) == 1
+
+
+def test_agreement_rows_put_production_and_shadow_side_by_side() -> None:
+    shadow = scorer(SHADOW_ON)  # the shadow answers 0.8 (2 x age); production said 0.7
+    shadow.score([event(1), event(2), event(3)])
+    rows = {row.metric: row for row in shadow.agreement.rows()}
+    assert rows["shadow_pair_count"].value == 3
+    assert rows["shadow_agreement_rate"].value == 1.0  # both above 0.5
+    assert rows["shadow_mean_difference"].value == pytest.approx(0.1)
+    row = rows["shadow_agreement_rate"]
+    assert (row.model_version, row.route) == ("v3", "shadow")
+    assert (row.window_start_ms, row.window_end_ms) == (1_700_000_000_001, 1_700_000_000_003)
