@@ -291,7 +291,7 @@ def _start_shadow_scorer(
         )  # fmt: skip
     # The group join takes a few seconds; the scorer then starts at the end of the topic.
     deadline = time.monotonic() + 60
-    while "running" not in log_path.read_text(errors="replace"):
+    while "shadow scorer bench-shadow running" not in log_path.read_text(errors="replace"):
         if process.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"shadow scorer did not start: {log_path.read_text()[-2000:]}")
         time.sleep(0.2)

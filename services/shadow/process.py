@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from confluent_kafka import KafkaException, Producer, TopicPartition
 
@@ -45,15 +46,17 @@ class ShadowScorerProcess:
         topic: str,
         scorer: ShadowScorer,
         *,
-        writer: MetricWriter | None = None,
+        writer: Callable[[], MetricWriter] | None = None,
     ) -> None:
-        """`writer`: where agreement rows go every few seconds (None: nowhere)."""
+        """`writer` makes where agreement rows go every few seconds (None: nowhere); it is
+        called when first needed, so ClickHouse being away never stops the scoring."""
         self.consumer = consumer
         self.follower = follower
         self._producer = producer
         self._topic = topic
         self.scorer = scorer
-        self._writer = writer
+        self._make_writer = writer
+        self._writer: MetricWriter | None = None
         self.agreement_write_failures = 0
         self.published = 0
         self.publish_failures = 0
@@ -100,10 +103,12 @@ class ShadowScorerProcess:
 
     def write_agreement(self) -> int:
         """Write the agreement rows now; returns how many (0 on a ClickHouse failure, logged)."""
-        if self._writer is None:
+        if self._make_writer is None:
             return 0
         rows = self.scorer.agreement.rows()
         try:
+            if self._writer is None:
+                self._writer = self._make_writer()
             self._writer.write(PERFORMANCE_METRICS, rows)
         except WarehouseError as exc:
             self.agreement_write_failures += 1

@@ -56,7 +56,11 @@ def build_shadow_scorer(
     store = ModelStore(settings.models_path)
     scorer = ShadowScorer(ShadowModels(store.load), config_of, scorer_id)
     producer = make_producer(settings, **{"linger.ms": 5})
-    writer = MetricWriter(clickhouse_client(settings))
     return ShadowScorerProcess(
-        consumer, follower, producer, topics.predictions, scorer, writer=writer
+        consumer,
+        follower,
+        producer,
+        topics.predictions,
+        scorer,
+        writer=lambda: MetricWriter(clickhouse_client(settings)),
     )
