@@ -5,6 +5,12 @@ route from the local config snapshot, check the features, read the flags, build 
 PredictionEvent, Avro-encode it and hand it to the confluent-kafka producer (real broker).
 Target on this machine: p99 < 100 us. Run: `python -m bench.serving_overhead [--requests N]`;
 writes bench/results/serving_overhead.json. Uses KAFKA_BOOTSTRAP_SERVERS or a private broker.
+
+Shadow: with a shadow version on, replicas do nothing more per request (shadows are scored by
+`safeloop shadow-scorer` from the published events), so the shadow case runs the same request
+path with the config's shadow on while a real scorer process consumes the topic and scores a
+trained logistic v3 for every request, on the same machine; the target is a request p99
+within 10 % of shadow off.
 """
 
 from __future__ import annotations
@@ -14,7 +20,11 @@ import gc
 import json
 import os
 import platform
+import re
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -28,11 +38,15 @@ from confluent_kafka import Producer
 from safeloop.infra.kafka.broker import LocalKafkaBroker
 from safeloop.infra.kafka.clients import make_producer
 from safeloop.infra.kafka.topics import TopicAdmin, topic_specs
-from safeloop.infra.settings import Settings
-from safeloop.schemas.events import ModelConfig
+from safeloop.infra.settings import Secret, Settings
+from safeloop.schemas.events import CommandKind, ModelConfig
+from safeloop.services.control.clients import make_broadcast_reader
+from safeloop.services.control.keys import KeyRing, SigningKey
+from safeloop.services.control.publisher import ControlPublisher, read_control_topic
 from safeloop.services.metrics.baseline import ModelBaseline
 from safeloop.services.models.loaded import LoadedModel
 from safeloop.services.models.metadata import ModelMetadata
+from safeloop.services.models.store import ModelStore
 from safeloop.services.models.task import ModelTask
 from safeloop.services.models.training import DEFAULT_FEATURES, make_dataset, train_model
 from safeloop.services.serving.catalog import ModelCatalog
@@ -40,12 +54,15 @@ from safeloop.services.serving.flags import FlagBook
 from safeloop.services.serving.kafka_sink import KafkaEventSink, event_producer_settings
 from safeloop.services.serving.predictor import Predictor
 from safeloop.services.serving.routing import choose_route
-from safeloop.services.serving.shadow import ShadowRunner
 from safeloop.services.serving.sink import EventSink, NullSink
 
 RESULTS = Path(__file__).parent / "results" / "serving_overhead.json"
 REPO = Path(__file__).resolve().parents[1]
 TARGET_P99_US = 100.0
+# Shadow on may cost the request at most this much more p99 than shadow off.
+SHADOW_P99_TOLERANCE = 0.10
+BENCH_KEY = SigningKey("bench", bytes(range(32)))
+SCORER_JOIN_S = 8.0
 FEATURES = {name: 0.5 + index for index, name in enumerate(DEFAULT_FEATURES)}
 CONFIG = ModelConfig(
     production_version="v1",
@@ -124,8 +141,8 @@ def _time_calls(
     return {**best, "rounds": [{k: r[k] for k in ("p50_us", "p99_us", "p999_us")} for r in results]}
 
 
-def _predictor(sink: EventSink, shadow: ShadowRunner | None = None) -> Predictor:
-    predictor = Predictor(_catalog(), sink, "bench-replica", shadow=shadow)
+def _predictor(sink: EventSink) -> Predictor:
+    predictor = Predictor(_catalog(), sink, "bench-replica")
     predictor.apply_config("churn", CONFIG, 1)
     predictor.mark_ready()
     return predictor
@@ -191,15 +208,17 @@ def run(requests: int, warmup: int) -> dict[str, Any]:
             producer = make_producer(settings, **event_producer_settings(1_000_000))
             sink = KafkaEventSink(producer, settings.topics.predictions)
             cases["request_kafka_sink"] = _time_calls(_request(_predictor(sink)), requests, warmup)
-            shadow = ShadowRunner(sink, queue_size=10_000)
-            shadowed = _predictor(sink, shadow)
-            shadowed.apply_config(
-                "churn", replace(CONFIG, shadow_version="v3", shadow_enabled=True), 2
-            )
-            cases["request_kafka_sink_with_shadow"] = _time_calls(
-                _request(shadowed), requests, warmup
-            )
-            shadow.close()
+            shadow_config = replace(CONFIG, shadow_version="v3", shadow_enabled=True)
+            scorer_log = Path(state_dir) / "shadow-scorer.log"
+            scorer = _start_shadow_scorer(settings, Path(state_dir), shadow_config, scorer_log)
+            try:
+                shadowed = _predictor(sink)
+                shadowed.apply_config("churn", shadow_config, 2)
+                cases["request_kafka_sink_with_shadow"] = _time_calls(
+                    _request(shadowed), requests, warmup
+                )
+            finally:
+                cases["shadow_scorer"] = _stop_shadow_scorer(scorer, scorer_log)
             sink.close(30.0)
             stats = sink.stats()
             cases["kafka_sink_stats"] = {
@@ -212,6 +231,7 @@ def run(requests: int, warmup: int) -> dict[str, Any]:
             if broker is not None:
                 broker.stop()
     headline = cases["request_kafka_sink"]["p99_us"]
+    shadow_ratio = cases["request_kafka_sink_with_shadow"]["p99_us"] / headline
     return {
         "benchmark": "serving_overhead",
         "what": "per-request time of Predictor.predict with a constant model: routing, "
@@ -219,6 +239,8 @@ def run(requests: int, warmup: int) -> dict[str, Any]:
         "target_p99_us": TARGET_P99_US,
         "p99_us": headline,
         "meets_target": headline < TARGET_P99_US,
+        "shadow_p99_ratio": round(shadow_ratio, 3),
+        "shadow_meets_target": shadow_ratio <= 1.0 + SHADOW_P99_TOLERANCE,
         "cases": cases,
         "machine": {
             "python": platform.python_version(),
@@ -231,6 +253,68 @@ def run(requests: int, warmup: int) -> dict[str, Any]:
     }
 
 
+def _start_shadow_scorer(
+    settings: Settings, state_dir: Path, config: ModelConfig, log_path: Path
+) -> subprocess.Popen[bytes]:
+    """A real `safeloop shadow-scorer` process scoring a trained v3, told by a signed command."""
+    settings = replace(
+        settings,
+        model_dir=state_dir / "models",
+        control_key=Secret(BENCH_KEY.secret.hex()),
+        control_key_id=BENCH_KEY.key_id,
+    )
+    dataset = make_dataset(ModelTask.CLASSIFICATION, 2000, DEFAULT_FEATURES, seed=3)
+    ModelStore(settings.models_path).save(
+        *train_model("churn", "v3", ModelTask.CLASSIFICATION, dataset)
+    )
+    keys = KeyRing.of(BENCH_KEY)
+    view = read_control_topic(
+        make_broadcast_reader(settings, settings.topics.control, "bench"), keys
+    )
+    publisher = ControlPublisher(make_producer(settings), settings.topics.control, keys)
+    publisher.send(
+        publisher.next_command(
+            view,
+            "churn",
+            CommandKind.SET_SHADOW,
+            lambda _: config,
+            reason="bench",
+            initial=ModelConfig(production_version="v1"),
+        )
+    )
+    env = {**os.environ, **settings.to_env()}
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "safeloop.services.cli.main", "shadow-scorer", "--scorer-id",
+             "bench-shadow"],
+            env=env, stdout=log, stderr=log, cwd=REPO,
+        )  # fmt: skip
+    # The group join takes a few seconds; the scorer then starts at the end of the topic.
+    deadline = time.monotonic() + 60
+    while "shadow scorer bench-shadow running" not in log_path.read_text(errors="replace"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"shadow scorer did not start: {log_path.read_text()[-2000:]}")
+        time.sleep(0.2)
+    time.sleep(SCORER_JOIN_S)
+    return process
+
+
+def _stop_shadow_scorer(process: subprocess.Popen[bytes], log_path: Path) -> dict[str, Any]:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    text = log_path.read_text(errors="replace")
+    found = re.findall(r"shadow scorer stopped: (\d+) scored, (\d+) failed, \d+ unloadable, "
+                       r"(\d+) published", text)  # fmt: skip
+    if not found:
+        return {"error": text[-2000:]}
+    scored, failed, published = (int(value) for value in found[-1])
+    return {"scored": scored, "failed": failed, "published": published}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=200_000)
@@ -241,6 +325,7 @@ def main() -> None:
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result["cases"], indent=2))
     print(f"p99 {result['p99_us']} us (target < {TARGET_P99_US} us) -> {RESULTS}")
+    print(f"shadow on / off p99: {result['shadow_p99_ratio']} (target <= 1.1)")
 
 
 if __name__ == "__main__":

@@ -144,7 +144,6 @@ class Settings:
     # A replica silent for longer than this is no longer waited for by `--wait`.
     replica_liveness_ms: int = 10_000
     event_buffer_messages: int = 100_000
-    shadow_queue_size: int = 1000
     # How long a prediction waits for its outcome: the default, and per model name.
     join_window_ms: int = 30 * _DAY_MS
     join_windows_ms: tuple[tuple[str, int], ...] = ()
@@ -269,9 +268,6 @@ class Settings:
             event_buffer_messages=reader.positive_int(
                 "SAFELOOP_EVENT_BUFFER_MESSAGES", defaults.event_buffer_messages
             ),
-            shadow_queue_size=reader.positive_int(
-                "SAFELOOP_SHADOW_QUEUE_SIZE", defaults.shadow_queue_size
-            ),
             join_window_ms=reader.positive_int("SAFELOOP_JOIN_WINDOW_MS", defaults.join_window_ms),
             join_windows_ms=reader.model_millis("SAFELOOP_JOIN_WINDOWS"),
             outcome_wait_ms=reader.optional_positive_int("SAFELOOP_OUTCOME_WAIT_MS"),
@@ -332,7 +328,6 @@ class Settings:
             "SAFELOOP_STATUS_HEARTBEAT_MS": str(self.status_heartbeat_ms),
             "SAFELOOP_REPLICA_LIVENESS_MS": str(self.replica_liveness_ms),
             "SAFELOOP_EVENT_BUFFER_MESSAGES": str(self.event_buffer_messages),
-            "SAFELOOP_SHADOW_QUEUE_SIZE": str(self.shadow_queue_size),
             "SAFELOOP_JOIN_WINDOW_MS": str(self.join_window_ms),
             "SAFELOOP_JOIN_WINDOWS": ",".join(f"{m}={ms}" for m, ms in self.join_windows_ms),
             "SAFELOOP_OUTCOME_WAIT_MS": ""

@@ -17,6 +17,16 @@ class Route(StrEnum):
     SHADOW = "shadow"
 
 
+class ErrorKind(StrEnum):
+    """Whose fault a failed request was: the model's side (5xx) or the caller's (4xx)."""
+
+    # 5xx, timeouts, model exceptions, injected faults: they count against the model.
+    SERVER = "server"
+    # 4xx: a request the model cannot answer (missing or invalid features); they count against
+    # a canary only relative to production's rate on the same traffic.
+    CLIENT = "client"
+
+
 class FeedbackStatus(StrEnum):
     """Whether a prediction found its outcome inside the join window."""
 
@@ -32,6 +42,8 @@ class CommandKind(StrEnum):
     PROMOTE = "promote"
     SET_FLAG = "set_flag"
     SET_SHADOW = "set_shadow"
+    # A rehearsal: make one version fail or slow down on purpose, for a while.
+    INJECT = "inject"
 
 
 class Urgency(StrEnum):
@@ -68,6 +80,18 @@ class PredictionEvent:
     routing_key: str
     routing_hash_version: int
     error: str | None = None
+    # None without an error; an error without a kind (an older writer's) counts as SERVER.
+    error_kind: ErrorKind | None = None
+
+    @property
+    def server_error(self) -> bool:
+        """Failed on the model's side (what the absolute error-rate limit counts)."""
+        return self.error is not None and self.error_kind is not ErrorKind.CLIENT
+
+    @property
+    def client_error(self) -> bool:
+        """Failed because of the request (what counts only relative to production)."""
+        return self.error is not None and self.error_kind is ErrorKind.CLIENT
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +126,20 @@ class FeedbackRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class FaultInjection:
+    """Fail `error_rate` of `version`'s requests as server errors and add `latency_ms` to each,
+    until `until` (epoch ms); replicas stop by themselves then."""
+
+    version: str
+    error_rate: float
+    latency_ms: float
+    until: int
+
+    def active(self, now_ms: int) -> bool:
+        return now_ms < self.until
+
+
+@dataclass(frozen=True, slots=True)
 class ModelConfig:
     """The complete desired serving state of one model (control is compacted by model)."""
 
@@ -116,6 +154,8 @@ class ModelConfig:
     fallback_version: str | None = None
     # Values are JSON-encoded so one map carries booleans, numbers and strings.
     flags: dict[str, str] = field(default_factory=dict)
+    # A rehearsal fault (`safeloop inject`), in force until its own expiry.
+    injection: FaultInjection | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +189,8 @@ class ReplicaStatus:
     last_command_id: str | None
     refused_count: int
     last_refusal: str | None = None
+    # model name -> versions this replica has loaded (empty from replicas that predate it).
+    loaded_versions: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

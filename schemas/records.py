@@ -10,8 +10,8 @@ import dataclasses
 from collections.abc import Callable
 from enum import StrEnum
 from operator import attrgetter
-from types import MemberDescriptorType
-from typing import Any, Generic, TypeVar, cast, get_type_hints
+from types import MemberDescriptorType, NoneType, UnionType
+from typing import Any, Generic, TypeVar, cast, get_args, get_type_hints
 
 from safeloop.schemas.exceptions import DecodeError, DecodeReason
 
@@ -37,6 +37,23 @@ def _enum_decoder(enum_type: type[StrEnum], owner: str, name: str) -> _Convert:
     return decode
 
 
+def _optional(decode: _Convert) -> _Convert:
+    def decode_optional(value: Any) -> Any:
+        return None if value is None else decode(value)
+
+    return decode_optional
+
+
+def _optional_type(hint: Any) -> type[Any] | None:
+    """X of an `X | None` hint when X is a class, else None."""
+    if not isinstance(hint, UnionType):
+        return None
+    members = [arg for arg in get_args(hint) if arg is not NoneType]
+    if len(members) == 1 and isinstance(members[0], type):
+        return members[0]
+    return None
+
+
 class RecordMapper(Generic[T]):
     """Turns one dataclass type into Avro records and back."""
 
@@ -55,6 +72,12 @@ class RecordMapper(Generic[T]):
             if isinstance(hint, type) and issubclass(hint, StrEnum):
                 # A StrEnum member is a str, so fastavro writes it as is; only reading converts.
                 decoders[name] = _enum_decoder(hint, cls.__name__, name)
+            elif (optional := _optional_type(hint)) is not None and issubclass(optional, StrEnum):
+                decoders[name] = _optional(_enum_decoder(optional, cls.__name__, name))
+            elif optional is not None and dataclasses.is_dataclass(optional):
+                maybe: RecordMapper[Any] = RecordMapper(optional)
+                self._encoders.append((name, _optional(maybe.to_record)))
+                decoders[name] = _optional(maybe.from_record)
             elif isinstance(hint, type) and dataclasses.is_dataclass(hint):
                 nested: RecordMapper[Any] = RecordMapper(hint)
                 self._encoders.append((name, nested.to_record))

@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 from safeloop.schemas.events import (
     ControlCommand,
     DeadLetter,
+    FaultInjection,
     FeedbackRecord,
     OutcomeEvent,
     PredictionEvent,
@@ -107,6 +108,7 @@ def _prediction_row(p: PredictionEvent) -> Row:
         p.routing_key,
         p.routing_hash_version,
         p.error,
+        None if p.error_kind is None else p.error_kind.value,
     )
 
 
@@ -156,6 +158,17 @@ class ControlLogEntry:
     entry_type: str
 
 
+def _injection_map(injection: FaultInjection | None) -> dict[str, str]:
+    if injection is None:
+        return {}
+    return {
+        "version": injection.version,
+        "error_rate": repr(injection.error_rate),
+        "latency_ms": repr(injection.latency_ms),
+        "until": str(injection.until),
+    }
+
+
 def _control_log_row(entry: ControlLogEntry) -> Row:
     command = entry.command
     config = command.config
@@ -177,6 +190,7 @@ def _control_log_row(entry: ControlLogEntry) -> Row:
         config.kill_switch,
         config.fallback_version,
         dict(config.flags),
+        _injection_map(config.injection),
         command.key_id,
         command.signature,
         dict(command.details),
@@ -237,6 +251,7 @@ PREDICTIONS: Table[PredictionEvent] = Table(
         "routing_key",
         "routing_hash_version",
         "error",
+        "error_kind",
     ),
     _prediction_row,
     identity_columns=("model_name", "model_version", "route", "timestamp", "prediction_id"),
@@ -306,6 +321,7 @@ CONTROL_LOG: Table[ControlLogEntry] = Table(
         "kill_switch",
         "fallback_version",
         "flags",
+        "injection",
         "key_id",
         "signature",
         "details",

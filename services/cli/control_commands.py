@@ -15,6 +15,16 @@ from safeloop.infra.settings import Settings
 from safeloop.schemas.events import CommandKind, ControlCommand, ModelConfig
 from safeloop.services.cli.exceptions import UsageError
 from safeloop.services.cli.exit_codes import ExitCode
+from safeloop.services.cli.fault_injection import (
+    add_inject_arguments,
+    describe_injection,
+    inject_change,
+)
+from safeloop.services.cli.preflight_gate import (
+    GATED_COMMANDS,
+    add_force_flag,
+    check_before_publish,
+)
 from safeloop.services.control.exceptions import CommandError, ControlError
 from safeloop.services.models.exceptions import ModelError
 from safeloop.services.serving.flags import FlagValue, decode_flag, encode_flag
@@ -68,8 +78,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     shadow = command("shadow", "score a shadow version off the request path", _shadow)
     shadow.add_argument("state", choices=["on", "off"])
     shadow.add_argument("--version", help="the shadow version (default: the current one)")
+    add_inject_arguments(
+        command("inject", "rehearse: fail or slow down one version for a while", inject_change)
+    )
 
-    for name in ("rollback", "canary", "promote", "flag", "shadow"):
+    for name in ("rollback", "canary", "promote", "flag", "shadow", "inject"):
         parser = subparsers.choices[name]
         parser.add_argument(
             "--reason",
@@ -96,6 +109,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "(default: the model store's oldest version)",
         )
         parser.add_argument("--json", action="store_true", help="machine-readable output")
+        if name in GATED_COMMANDS:
+            add_force_flag(parser)
 
     status = subparsers.add_parser(
         "status",
@@ -240,13 +255,16 @@ def _run_change(args: argparse.Namespace, settings: Settings) -> int:
         command = publisher.next_command(
             view, args.model, kind, change, reason=args.reason, initial=initial, details=details
         )
+        checked = check_before_publish(settings, args, command)
         publisher.send(command)
     except (ControlError, ModelError) as exc:
         return _fail(args, str(exc), ExitCode.FAILURE)
     # Published: it takes effect now. The audit row and the wait follow, side by side.
     audit = AuditJob(settings, command)
-    result: dict[str, Any] = {"command": _command_json(command)}
+    result: dict[str, Any] = {"command": _command_json(command), "preflight": checked}
     if not args.json:
+        for note in checked.get("notes", []):
+            sys.stderr.write(f"safeloop: pre-flight: {note}\n")
         sys.stdout.write(
             f"published {kind.value} for {args.model}: sequence {command.sequence} "
             f"({_describe(command.config)})\n"
@@ -404,6 +422,8 @@ def _describe(config: ModelConfig) -> str:
         parts.append(f"KILL SWITCH -> {config.fallback_version or config.production_version}")
     if config.flags:
         parts.append("flags " + ",".join(f"{k}={v}" for k, v in sorted(config.flags.items())))
+    if config.injection is not None:
+        parts.append(describe_injection(config.injection, time.time_ns() // 1_000_000))
     return ", ".join(parts)
 
 

@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "safeloop.services.cli.process_commands",
     "safeloop.services.cli.control_commands",
     "safeloop.services.cli.serve_commands",
+    "safeloop.services.cli.shadow_scorer_commands",
     "safeloop.services.cli.dashboard_commands",
     "safeloop.services.cli.metrics_commands",
     "safeloop.services.cli.demo_commands",

@@ -47,6 +47,12 @@ def _guard_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-p99-latency-ratio", type=float, default=2.0, help="0 = rule off")
     parser.add_argument("--max-performance-drop", type=float, default=0.05, help="0 = rule off")
     parser.add_argument(
+        "--max-client-error-excess",
+        type=float,
+        default=0.05,
+        help="canary 4xx rate minus production's (default 0.05; 0 = rule off)",
+    )
+    parser.add_argument(
         "--min-requests", type=int, default=100, help="canary requests before the guard judges"
     )
     parser.add_argument(
@@ -62,6 +68,7 @@ def _guard_policy(args: argparse.Namespace) -> GuardPolicy:
         max_p99_latency_ms=_ratio(args.max_p99_latency_ms),
         max_p99_latency_ratio=_ratio(args.max_p99_latency_ratio),
         max_performance_drop=_ratio(args.max_performance_drop),
+        max_client_error_excess=_ratio(args.max_client_error_excess),
         min_requests=args.min_requests,
         min_labelled=args.min_labelled,
     )

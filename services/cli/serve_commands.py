@@ -160,15 +160,23 @@ def run_list(args: argparse.Namespace, settings: Settings) -> int:
         names = [args.name] if args.name else store.names()
         listing = {name: store.versions(name) for name in names}
         default = {name: store.default_version(name) for name in names}
+        features = {
+            name: {v: list(store.load_metadata(name, v).feature_names) for v in versions}
+            for name, versions in listing.items()
+        }
     except ModelError as exc:
         sys.stderr.write(f"safeloop model list: {exc}\n")
         return ExitCode.FAILURE
     if args.json:
-        sys.stdout.write(json.dumps({"store": str(store.root), "models": listing}) + "\n")
+        payload = {"store": str(store.root), "models": listing, "features": features}
+        sys.stdout.write(json.dumps(payload) + "\n")
         return ExitCode.OK
     if not listing:
         sys.stdout.write(f"no models in {store.root}; create one with `safeloop model train`\n")
     for name, versions in listing.items():
-        marked = [f"{v} (default)" if v == default[name] else v for v in versions]
-        sys.stdout.write(f"{name}: {', '.join(marked)}\n")
+        sys.stdout.write(f"{name}:\n")
+        for version in versions:
+            mark = " (default)" if version == default[name] else ""
+            feature_list = ", ".join(features[name][version])
+            sys.stdout.write(f"  {version}{mark}  features: {feature_list}\n")
     return ExitCode.OK

@@ -38,3 +38,15 @@ class WaitTimeoutError(ControlError):
         self.model_name = model_name
         self.sequence = sequence
         self.laggards = tuple(laggards)
+
+
+class PreflightError(ControlError):
+    """A canary, shadow or promotion was refused before any traffic: `problems` say why."""
+
+    def __init__(self, model_name: str, problems: Sequence[str]):
+        super().__init__(
+            f"pre-flight refused the change to {model_name}: {'; '.join(problems)} "
+            "(--force sends it anyway)"
+        )
+        self.model_name = model_name
+        self.problems = tuple(problems)

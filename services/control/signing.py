@@ -12,12 +12,18 @@ from safeloop.services.control.exceptions import SignatureError
 from safeloop.services.control.keys import KeyRing, SigningKey
 
 _CANONICAL_PREFIX = b"safeloop-control-command-v1\n"
+# Config fields added after v1, left out while unset: commands signed before they existed
+# (still on the compacted control topic) must keep verifying.
+_ADDED_CONFIG_FIELDS = ("injection",)
 
 
 def canonical_bytes(command: ControlCommand) -> bytes:
     """Every field but `signature`, as compact JSON with sorted keys (so any writer agrees)."""
     fields = dataclasses.asdict(command)
     del fields["signature"]
+    for name in _ADDED_CONFIG_FIELDS:
+        if fields["config"][name] is None:
+            del fields["config"][name]
     body = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return _CANONICAL_PREFIX + body.encode()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
@@ -30,15 +31,23 @@ class StatusReporter:
         replica_id: str,
         state: ControlState,
         heartbeat_ms: int,
+        *,
+        loaded_versions: Callable[[], dict[str, list[str]]] | None = None,
+        before_beat: Callable[[], object] | None = None,
     ) -> None:
+        """`loaded_versions` says which model versions are servable here (cheap: it runs on
+        every report); `before_beat` runs on the heartbeat thread first (e.g. a store rescan)."""
         self._producer = producer
         self._topic = topic
         self._replica_id = replica_id
         self._state = state
         self._heartbeat_s = heartbeat_ms / 1000.0
+        self._loaded_versions = loaded_versions
+        self._before_beat = before_beat
         self.started_at = now_ms()
         self.lifecycle = ReplicaState.STARTING
         self.failed_reports = 0
+        self.failed_hooks = 0
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="status-heartbeat", daemon=True)
 
@@ -57,6 +66,7 @@ class StatusReporter:
             last_command_id=self._state.last_command_id,
             refused_count=self._state.refused_count,
             last_refusal=self._state.last_refusal,
+            loaded_versions={} if self._loaded_versions is None else self._loaded_versions(),
         )
         try:
             self._producer.produce(
@@ -82,6 +92,12 @@ class StatusReporter:
 
     def _beat(self) -> None:
         while not self._stopping.wait(self._heartbeat_s):
+            if self._before_beat is not None:
+                try:
+                    self._before_beat()
+                except Exception:  # the heartbeat must go on; the hook logs its own failures
+                    self.failed_hooks += 1
+                    logger.exception("status heartbeat hook failed")
             self.report()
             self._producer.poll(0)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from safeloop.services.guard.policy import GuardPolicy
 from safeloop.services.guard.verdict import Breach, GuardRule, GuardVerdict, VerdictKind
 from safeloop.services.metrics.health import HealthSnapshot
@@ -16,6 +18,26 @@ def _exceeds(value: float, limit: float) -> bool:
     return value > limit + _ROUNDING * abs(limit)
 
 
+def client_error_excess(
+    canary: HealthSnapshot, production: HealthSnapshot
+) -> tuple[float, float] | None:
+    """(canary 4xx rate - production's, its z-score); None when either side has no requests.
+
+    The z-score is the one-sided two-proportion test's: the excess over its pooled standard
+    error (0 when both sides are all-or-nothing alike, so there is no spread to measure).
+    """
+    n1, n2 = canary.request_count, production.request_count
+    if n1 == 0 or n2 == 0:
+        return None
+    p1, p2 = canary.client_error_count / n1, production.client_error_count / n2
+    excess = p1 - p2
+    pooled = (canary.client_error_count + production.client_error_count) / (n1 + n2)
+    standard_error = math.sqrt(pooled * (1.0 - pooled) * (1.0 / n1 + 1.0 / n2))
+    if standard_error == 0.0:
+        return excess, 0.0
+    return excess, excess / standard_error
+
+
 def judge(
     canary: HealthSnapshot,
     production: HealthSnapshot | None,
@@ -27,6 +49,8 @@ def judge(
 
     Relative rules are skipped (not failed) when production lacks `min_requests` requests or
     either side lacks `min_labelled` labels; the canary alone must reach `min_requests`.
+    Server errors count against `max_error_rate`; client errors (4xx) only against production's
+    client-error rate (`max_client_error_excess`, significant at `client_error_min_z`).
     """
     labelled = 0 if canary_performance is None else canary_performance.labelled_count
     if canary.request_count < policy.min_requests:
@@ -35,6 +59,16 @@ def judge(
     limit = policy.max_error_rate
     if limit is not None and canary.error_rate is not None and _exceeds(canary.error_rate, limit):
         breaches.append(Breach(GuardRule.ERROR_RATE, canary.error_rate, limit))
+    limit = policy.max_client_error_excess
+    if (
+        limit is not None
+        and production is not None
+        and production.request_count >= policy.min_requests
+        and (compared := client_error_excess(canary, production)) is not None
+    ):
+        excess, z = compared
+        if _exceeds(excess, limit) and z >= policy.client_error_min_z:
+            breaches.append(Breach(GuardRule.CLIENT_ERROR_EXCESS, excess, limit))
     p99 = canary.latency_p99_ms
     limit = policy.max_p99_latency_ms
     if limit is not None and p99 is not None and _exceeds(p99, limit):

@@ -18,6 +18,8 @@ class GuardRule(StrEnum):
     """Which threshold a breach crossed."""
 
     ERROR_RATE = "error_rate"
+    # Canary 4xx rate minus production's, on the same traffic.
+    CLIENT_ERROR_EXCESS = "client_error_excess"
     P99_LATENCY_MS = "p99_latency_ms"
     P99_LATENCY_RATIO = "p99_latency_ratio"
     PERFORMANCE_DROP = "performance_drop"

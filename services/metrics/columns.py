@@ -51,7 +51,8 @@ def health_batch(events: Sequence[PredictionEvent]) -> tuple[list[WindowKey], Ba
     batch: Batch = {
         TIMESTAMP_COLUMN: np.fromiter((e.timestamp for e in events), np.int64, count),
         "latency_ms": np.fromiter((e.latency_ms for e in events), np.float64, count),
-        "error": np.fromiter((e.error is not None for e in events), np.bool_, count),
+        "error": np.fromiter((e.server_error for e in events), np.bool_, count),
+        "client_error": np.fromiter((e.client_error for e in events), np.bool_, count),
     }
     return keys, batch
 

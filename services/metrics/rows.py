@@ -58,6 +58,7 @@ def health_rows(context: RowContext, snapshot: HealthSnapshot) -> list[MetricRow
             ("request_count", n, n),
             ("error_count", snapshot.error_count, n),
             ("error_rate", snapshot.error_rate, n),
+            ("client_error_rate", snapshot.client_error_rate, n),
             ("latency_p50_ms", snapshot.latency_p50_ms, n),
             ("latency_p95_ms", snapshot.latency_p95_ms, n),
             ("latency_p99_ms", snapshot.latency_p99_ms, n),

@@ -1,1 +1,1 @@
-"""Serving replicas: canary routing, shadow scoring, flags, event publishing, the ASGI app."""
+"""Serving replicas: canary routing, flags, fault injection, event publishing, the ASGI app."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable
@@ -28,6 +29,12 @@ async def _json_body(request: Request) -> Any:
         raise MalformedRequestError(f"body is not valid JSON: {exc}") from None
 
 
+async def _hold(delay_ms: float) -> None:
+    """Injected latency: hold this answer back without blocking the replica's other requests."""
+    if delay_ms > 0:
+        await asyncio.sleep(delay_ms / 1000.0)
+
+
 def _error(exc: ServingError) -> JSONResponse:
     payload: dict[str, Any] = {"error": type(exc).__name__, "detail": str(exc)}
     prediction_id = getattr(exc, "prediction_id", None)
@@ -46,7 +53,9 @@ def create_app(
             parsed = parse_request(await _json_body(request))
             result = predictor.predict(parsed.model_name, parsed.routing_key, parsed.features)
         except ServingError as exc:
+            await _hold(getattr(exc, "injected_delay_ms", 0.0))
             return _error(exc)
+        await _hold(result.injected_delay_ms)
         return JSONResponse(result.to_json())
 
     async def predict_batch(request: Request) -> Response:
@@ -55,13 +64,16 @@ def create_app(
         except ServingError as exc:
             return _error(exc)
         results: list[dict[str, Any]] = []
+        held_ms = 0.0
         for index, row in enumerate(rows):
             try:
                 prediction = predictor.predict(
                     row.model_name or model_name, row.routing_key, row.features
                 )
                 results.append(prediction.to_json())
+                held_ms = max(held_ms, prediction.injected_delay_ms)
             except ServingError as exc:
+                held_ms = max(held_ms, getattr(exc, "injected_delay_ms", 0.0))
                 # One bad row does not sink the batch; it is answered with its own error.
                 results.append(
                     {
@@ -71,6 +83,7 @@ def create_app(
                         "status": exc.status_code,
                     }
                 )
+        await _hold(held_ms)
         return JSONResponse({"predictions": results})
 
     async def healthz(request: Request) -> Response:

@@ -45,3 +45,13 @@ class PredictionFailedError(ServingError):
     def __init__(self, model_name: str, version: str, prediction_id: str, cause: str) -> None:
         super().__init__(f"model {model_name} version {version} failed: {cause}")
         self.prediction_id = prediction_id
+
+
+class InjectedFaultError(ServingError):
+    """A rehearsal fault (`safeloop inject`) failed this request on purpose (HTTP 500)."""
+
+    def __init__(self, prediction_id: str, delay_ms: float = 0.0) -> None:
+        super().__init__("injected")
+        self.prediction_id = prediction_id
+        # The injected latency the HTTP layer still holds the answer back by.
+        self.injected_delay_ms = delay_ms

@@ -1,20 +1,23 @@
-"""The request path: route, validate, score, publish, and hand the shadow its copy."""
+"""The request path: route, validate, score, publish. Shadows are scored elsewhere, from the
+published event (`safeloop shadow-scorer`), so they cost the request nothing."""
 
 from __future__ import annotations
 
 import logging
 import os
+import random
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn, Protocol
 
-from safeloop.schemas.events import ModelConfig, PredictionEvent, Route
+from safeloop.schemas.events import ErrorKind, ModelConfig, PredictionEvent, Route
 from safeloop.services.guard.local import routed_canary
 from safeloop.services.models.task import confidence_of
 from safeloop.services.serving.catalog import ModelCatalog
 from safeloop.services.serving.exceptions import (
+    InjectedFaultError,
     InvalidRequestError,
     NotReadyError,
     PredictionFailedError,
@@ -24,7 +27,6 @@ from safeloop.services.serving.exceptions import (
 from safeloop.services.serving.flags import FlagBook, set_current_flags
 from safeloop.services.serving.routing import ROUTING_HASH_VERSION, RouteDecision, choose_route
 from safeloop.services.serving.serving_metrics import ServingMetrics
-from safeloop.services.serving.shadow import ShadowJob, ShadowRunner
 from safeloop.services.serving.sink import EventSink
 from safeloop.services.serving.validation import check_features, numeric_part
 
@@ -39,6 +41,9 @@ class Prediction:
     route: Route
     prediction: float
     confidence: float | None
+    # Latency a rehearsal fault adds: the HTTP layer holds the answer back this long (without
+    # blocking other requests); the published latency_ms already includes it.
+    injected_delay_ms: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -74,7 +79,6 @@ class Predictor:
         replica_id: str,
         *,
         metrics: ServingMetrics | None = None,
-        shadow: ShadowRunner | None = None,
         guard: LocalGuard | None = None,
     ) -> None:
         self.catalog = catalog
@@ -82,7 +86,6 @@ class Predictor:
         self.replica_id = replica_id
         self.metrics = metrics or ServingMetrics()
         self.flags = FlagBook()
-        self.shadow = shadow
         self.guard = guard
         self.ready = False
         # Written by the control listener and the local guard; the request path only reads
@@ -171,13 +174,26 @@ class Predictor:
         except ServingError:
             self.metrics.errors.inc((model_name or "", "", "", "unknown_model"))
             raise
+        decision = choose_route(name, routing_key, config)
+        injection = config.injection
+        injected: InjectedFault | None = None
+        # Only the rehearsed version, and only until the injection expires by itself.
+        if (
+            injection is not None
+            and injection.version == decision.version
+            and injection.active(time.time_ns() // 1_000_000)
+        ):
+            # Which requests fail needs no secrecy, only the configured share.
+            fail = random.random() < injection.error_rate  # noqa: S311
+            injected = InjectedFault(injection.latency_ms, fail)
         request = _Request(
             name,
             routing_key,
-            choose_route(name, routing_key, config),
+            decision,
             _new_prediction_id(),
             started_ns,
             sequence,
+            0.0 if injected is None else injected.latency_ms,
         )
         loaded = self.catalog.get(name, request.decision.version)
         if loaded is None:
@@ -190,6 +206,9 @@ class Predictor:
             features = check_features(raw_features, loaded.metadata.feature_names)
         except InvalidRequestError as exc:
             self._fail(request, numeric_part(raw_features), exc, "invalid")
+        if injected is not None and injected.fail:
+            fault = InjectedFaultError(request.prediction_id, injected.latency_ms)
+            self._fail(request, features, fault, "injected")
         flags = self.flags.flags(name)
         set_current_flags(flags)
         try:
@@ -202,19 +221,6 @@ class Predictor:
             self._fail(request, features, failure, "model")
         confidence = confidence_of(loaded.metadata.task, score)
         self._publish(request, features, prediction=score, confidence=confidence, error=None)
-        if config.shadow_enabled and config.shadow_version and self.shadow is not None:
-            shadow_model = self.catalog.get(name, config.shadow_version)
-            if shadow_model is not None:
-                self.shadow.submit(
-                    ShadowJob(
-                        shadow_model,
-                        features,
-                        flags,
-                        request.prediction_id,
-                        routing_key,
-                        self.replica_id,
-                    )
-                )
         return Prediction(
             request.prediction_id,
             name,
@@ -222,6 +228,7 @@ class Predictor:
             request.decision.route,
             score,
             confidence,
+            request.injected_delay_ms,
         )
 
     def _fail(
@@ -229,7 +236,16 @@ class Predictor:
     ) -> NoReturn:
         decision = request.decision
         self.metrics.errors.inc((request.model_name, decision.version, decision.route.value, kind))
-        self._publish(request, features, prediction=None, confidence=None, error=str(error))
+        # A 4xx is the caller's mistake; anything else failed on the model's side.
+        error_kind = ErrorKind.CLIENT if error.status_code < 500 else ErrorKind.SERVER
+        self._publish(
+            request,
+            features,
+            prediction=None,
+            confidence=None,
+            error=str(error),
+            error_kind=error_kind,
+        )
         raise error
 
     def _publish(
@@ -240,9 +256,10 @@ class Predictor:
         prediction: float | None,
         confidence: float | None,
         error: str | None,
+        error_kind: ErrorKind | None = None,
     ) -> None:
         decision = request.decision
-        latency_ms = (time.perf_counter_ns() - request.started_ns) / 1e6
+        latency_ms = (time.perf_counter_ns() - request.started_ns) / 1e6 + request.injected_delay_ms
         labels = (request.model_name, decision.version, decision.route.value)
         self.metrics.requests.inc(labels)
         self.metrics.latency.observe(labels, latency_ms / 1000.0)
@@ -260,6 +277,7 @@ class Predictor:
             routing_key=request.routing_key,
             routing_hash_version=ROUTING_HASH_VERSION,
             error=error,
+            error_kind=error_kind,
         )
         self.sink.publish(event)
         if self.guard is not None:
@@ -280,3 +298,12 @@ class _Request:
     started_ns: int
     # The config sequence the request was routed under.
     sequence: int
+    injected_delay_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class InjectedFault:
+    """What a rehearsal fault does to one request: hold it back, and maybe fail it."""
+
+    latency_ms: float
+    fail: bool

@@ -26,7 +26,6 @@ from safeloop.services.serving.catalog import ModelCatalog
 from safeloop.services.serving.guard_loop import GuardLoop
 from safeloop.services.serving.kafka_sink import KafkaEventSink, event_producer_settings
 from safeloop.services.serving.predictor import Predictor
-from safeloop.services.serving.shadow import ShadowRunner
 
 logger = logging.getLogger(__name__)
 
@@ -95,11 +94,10 @@ class Replica:
         self._warm_up = threading.Thread(
             target=self._warm_up_events, name="event-warm-up", daemon=True
         )
-        self.shadow = ShadowRunner(self.sink, settings.shadow_queue_size)
-        self.predictor = Predictor(
-            self.catalog, self.sink, replica_id, shadow=self.shadow, guard=guard
-        )
+        self.predictor = Predictor(self.catalog, self.sink, replica_id, guard=guard)
         self.guard_loop = None if guard is None else GuardLoop(guard, self.predictor)
+        # (model, version) -> why it could not be loaded; not retried (versions are immutable).
+        self.unloadable: dict[tuple[str, str], str] = {}
         self.state = ControlState(self.keys, check=self._check_versions)
         self.state.subscribe(self._install)
         self.reporter = StatusReporter(
@@ -108,6 +106,8 @@ class Replica:
             replica_id,
             self.state,
             settings.status_heartbeat_ms,
+            loaded_versions=self._loaded_versions,
+            before_beat=self.load_new_versions,
         )
         self.listener = ControlListener(
             lambda: make_broadcast_reader(settings, topics.control, f"replica-{replica_id}"),
@@ -136,7 +136,6 @@ class Replica:
             self.guard_loop.stop()
         self.listener.stop()
         self.reporter.stop()
-        self.shadow.close()
         self.sink.close()
 
     def health(self) -> dict[str, Any]:
@@ -147,6 +146,36 @@ class Replica:
             "refused_commands": self.state.refused_count,
             "models": {name: self.catalog.versions(name) for name in self.catalog.names()},
         }
+
+    def _loaded_versions(self) -> dict[str, list[str]]:
+        return {name: self.catalog.versions(name) for name in self.catalog.names()}
+
+    def load_new_versions(self) -> list[str]:
+        """Load versions of the served models added to the store since start-up (off the
+        request path), so `replica-status` tells pre-flight what this replica can serve.
+
+        Returns the versions newly loaded; a broken one is logged once and left out.
+        """
+        loaded: list[str] = []
+        for name in self.catalog.names():
+            try:
+                versions = self.store.versions(name)
+            except (ModelError, ValueError) as exc:
+                logger.warning("cannot list versions of %s in the model store: %s", name, exc)
+                continue
+            for version in versions:
+                if self.catalog.has(name, version) or (name, version) in self.unloadable:
+                    continue
+                try:
+                    self.catalog.add(self.store.load(name, version))
+                except (ModelError, ValueError) as exc:
+                    self.unloadable[(name, version)] = str(exc)
+                    logger.warning("version %s of %s cannot be loaded: %s", version, name, exc)
+                    continue
+                loaded.append(f"{name}/{version}")
+        if loaded:
+            logger.info("loaded new model versions: %s", ", ".join(loaded))
+        return loaded
 
     def _install(self, model_name: str, applied: AppliedConfig) -> None:
         self.predictor.apply_config(model_name, applied.config, applied.sequence)
@@ -216,18 +245,6 @@ class Replica:
             "safeloop_events_pending",
             "Prediction events buffered, not yet acknowledged by Kafka.",
             lambda: float(self.sink.pending()),
-        )
-        metrics.watch(
-            "safeloop_shadow_dropped_total",
-            "Shadow jobs dropped because the shadow queue was full.",
-            lambda: float(self.shadow.dropped_count),
-            kind="counter",
-        )
-        metrics.watch(
-            "safeloop_shadow_failed_total",
-            "Shadow predictions that raised.",
-            lambda: float(self.shadow.failed_count),
-            kind="counter",
         )
         metrics.watch(
             "safeloop_control_refused_total",

@@ -98,5 +98,5 @@ class ServingMetrics:
     def watch(
         self, name: str, help_text: str, read: Callable[[], float], kind: CallbackKind = "gauge"
     ) -> None:
-        """Expose a number owned elsewhere (shadow drops, control refusals), read at scrape time."""
+        """Expose a number owned elsewhere (sink backlog, control refusals), read at scrape time."""
         self.registry.register(CallbackGauge(name, help_text, lambda: {(): read()}, (), kind))

@@ -143,6 +143,8 @@ class Traffic:
     fleet: Fleet
     rate_per_s: float
     on_prediction: OnPrediction | None = None
+    # Every Nth request leaves out a feature (a client's mistake: HTTP 422); 0 = never.
+    malformed_every: int = 0
     sent: int = 0
     failed: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -165,8 +167,11 @@ class Traffic:
         while not self._stop.is_set():
             replica = replicas[self.sent % len(replicas)]
             key = uuid.uuid4().hex
+            features = FEATURES
+            if self.malformed_every and self.sent % self.malformed_every == 0:
+                features = {name: v for name, v in FEATURES.items() if name != "age"}
             try:
-                answer = replica.predictor.predict(MODEL, key, FEATURES)
+                answer = replica.predictor.predict(MODEL, key, features)
             except Exception:
                 self.failed += 1
             else:

@@ -58,10 +58,14 @@ def _predictions() -> list[list[Any]]:
                 f"k{i}",
                 1,
                 error,
+                None if error is None else "server",
             ]
         )
     rows.append(
-        ["p0", "fraud", "v1s", NOW, {"amount": 0.0}, 0.9, 0.9, 7.0, "shadow", "r", "k0", 1, None]
+        [
+            *("p0", "fraud", "v1s", NOW, {"amount": 0.0}, 0.9, 0.9, 7.0, "shadow", "r", "k0", 1),
+            *(None, None),
+        ]
     )
     return rows
 
@@ -157,6 +161,7 @@ def _control(client: Client) -> None:
             True,
             False,
             None,
+            {},
             {},
             "k1",
             "sig",

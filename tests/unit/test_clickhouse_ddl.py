@@ -28,7 +28,8 @@ DDL_DIR = Path(__file__).resolve().parents[2] / "schemas" / "clickhouse"
 FILES = sorted(DDL_DIR.glob("*.sql"))
 IDEMPOTENT = re.compile(
     r"^\s*(CREATE TABLE IF NOT EXISTS|CREATE OR REPLACE VIEW"
-    r"|CREATE MATERIALIZED VIEW IF NOT EXISTS)\s",
+    r"|CREATE MATERIALIZED VIEW IF NOT EXISTS"
+    r"|ALTER TABLE \w+ ADD COLUMN IF NOT EXISTS)\s",
     re.IGNORECASE,
 )
 TABLES = {

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
 
 from safeloop.services.guard.exceptions import PolicyError
-from safeloop.services.guard.judge import judge
+from safeloop.services.guard.judge import client_error_excess, judge
 from safeloop.services.guard.policy import GuardPolicy
 from safeloop.services.guard.verdict import Breach, GuardRule, VerdictKind
 from safeloop.services.metrics.health import HealthSnapshot
@@ -28,7 +29,9 @@ POLICY = GuardPolicy(
 )
 
 
-def health(requests: int = 1_000, errors: int = 0, p99_ms: float | None = 100.0) -> HealthSnapshot:
+def health(
+    requests: int = 1_000, errors: int = 0, p99_ms: float | None = 100.0, client_errors: int = 0
+) -> HealthSnapshot:
     return HealthSnapshot(
         request_count=requests,
         error_count=errors,
@@ -39,6 +42,8 @@ def health(requests: int = 1_000, errors: int = 0, p99_ms: float | None = 100.0)
         requests_per_s=None,
         window_start_ms=None,
         window_end_ms=None,
+        client_error_count=client_errors,
+        client_error_rate=client_errors / requests if requests else None,
     )
 
 
@@ -177,3 +182,71 @@ def test_empty_canary_window_is_insufficient_not_a_crash() -> None:
 def test_policy_validation(kwargs: dict[str, float]) -> None:
     with pytest.raises(PolicyError):
         GuardPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_client_errors_at_productions_rate_are_not_a_breach() -> None:
+    # 30 % malformed requests from the callers: production sees them too, the canary is fine.
+    verdict = judge(health(client_errors=300), health(5_000, client_errors=1_500), POLICY)
+    assert verdict.kind is VerdictKind.HEALTHY
+
+
+def test_client_errors_never_count_against_the_absolute_error_limit() -> None:
+    # 20 % 4xx against production's 20 %: far above max_error_rate, yet no error_rate breach.
+    verdict = judge(health(client_errors=200), health(client_errors=200), POLICY)
+    assert verdict.kind is VerdictKind.HEALTHY
+
+
+def test_a_canary_rejecting_what_production_answers_breaches() -> None:
+    # The canary needs a feature the callers do not send: every request is a 422 there.
+    verdict = judge(health(client_errors=1_000), health(client_errors=10), POLICY)
+    assert verdict.kind is VerdictKind.BREACH
+    (breach,) = verdict.breaches
+    assert breach.rule is GuardRule.CLIENT_ERROR_EXCESS
+    assert breach.observed == pytest.approx(0.99)
+
+
+@pytest.mark.parametrize(
+    ("canary_4xx", "kind"), [(150, VerdictKind.HEALTHY), (151, VerdictKind.BREACH)]
+)
+def test_client_error_excess_margin_edge(canary_4xx: int, kind: VerdictKind) -> None:
+    # 15.0 % against 10 % is exactly the 0.05 margin: only strictly above breaches.
+    verdict = judge(health(client_errors=canary_4xx), health(10_000, client_errors=1_000), POLICY)
+    assert verdict.kind is kind
+
+
+def test_an_excess_within_noise_is_not_a_breach() -> None:
+    # 16 of 100 against 10 of 100: above the margin, but only ~1.3 standard errors.
+    small = replace(POLICY, min_requests=100)
+    verdict = judge(health(100, client_errors=16), health(100, client_errors=10), small)
+    assert verdict.kind is VerdictKind.HEALTHY
+    # The same rates over 10x the traffic are significant.
+    verdict = judge(health(1_000, client_errors=160), health(1_000, client_errors=100), small)
+    assert [b.rule for b in verdict.breaches] == [GuardRule.CLIENT_ERROR_EXCESS]
+
+
+def test_client_error_rule_waits_for_productions_sample() -> None:
+    verdict = judge(health(client_errors=1_000), health(99), POLICY)
+    assert verdict.kind is VerdictKind.HEALTHY
+
+
+def test_client_error_rule_can_be_switched_off() -> None:
+    off = replace(POLICY, max_client_error_excess=None)
+    assert judge(health(client_errors=1_000), health(), off).kind is VerdictKind.HEALTHY
+
+
+def test_client_error_excess_of_identical_all_or_nothing_sides_is_zero() -> None:
+    assert client_error_excess(health(client_errors=0), health(client_errors=0)) == (0.0, 0.0)
+    assert client_error_excess(health(client_errors=1_000), health(client_errors=1_000)) == (
+        0.0,
+        0.0,
+    )
+    excess, z = client_error_excess(health(client_errors=1_000), health(client_errors=0)) or (0, 0)
+    assert excess == 1.0 and z == pytest.approx(math.sqrt(2_000 / 4) * 2)
+
+
+@pytest.mark.parametrize(
+    "field", [{"max_client_error_excess": 1.5}, {"max_client_error_excess": -0.1}]
+)
+def test_client_error_margin_must_be_a_rate(field: dict[str, float]) -> None:
+    with pytest.raises(PolicyError, match="max_client_error_excess"):
+        GuardPolicy(**field)  # type: ignore[arg-type]

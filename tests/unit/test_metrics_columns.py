@@ -7,7 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from safeloop.schemas.events import FeedbackRecord, FeedbackStatus, PredictionEvent, Route
+from safeloop.schemas.events import (
+    ErrorKind,
+    FeedbackRecord,
+    FeedbackStatus,
+    PredictionEvent,
+    Route,
+)
 from safeloop.services.metrics.columns import (
     ScoreConvention,
     feedback_batch,
@@ -21,7 +27,9 @@ from safeloop.services.metrics.performance import FEEDBACK_COLUMNS
 from safeloop.services.metrics.windows import CountWindow
 
 
-def prediction(index: int, route: Route, error: str | None = None) -> PredictionEvent:
+def prediction(
+    index: int, route: Route, error: str | None = None, kind: ErrorKind | None = None
+) -> PredictionEvent:
     return PredictionEvent(
         prediction_id=f"p{index}",
         model_name="m",
@@ -36,6 +44,7 @@ def prediction(index: int, route: Route, error: str | None = None) -> Prediction
         routing_key="k",
         routing_hash_version=1,
         error=error,
+        error_kind=kind,
     )
 
 
@@ -84,6 +93,23 @@ def test_health_batch_feeds_keyed_windows() -> None:
     assert (canary.request_count, canary.error_count) == (2, 1)
     production = health_of_window(windows.window(WindowKey("m", "1", Route.PRODUCTION)).view())
     assert production.latency_p50_ms == 1.0
+
+
+def test_health_batch_tells_server_errors_from_client_errors() -> None:
+    events = [
+        prediction(0, Route.CANARY, error="model failed", kind=ErrorKind.SERVER),
+        prediction(1, Route.CANARY, error="missing features: age", kind=ErrorKind.CLIENT),
+        prediction(2, Route.CANARY, error="from a writer without kinds"),
+        prediction(3, Route.CANARY),
+    ]
+    keys, batch = health_batch(events)
+    assert batch["error"].tolist() == [True, False, True, False]
+    assert batch["client_error"].tolist() == [False, True, False, False]
+    windows = KeyedWindows(lambda: CountWindow(10, HEALTH_COLUMNS))
+    windows.append(keys, batch)
+    canary = health_of_window(windows.window(WindowKey("m", "2", Route.CANARY)).view())
+    assert (canary.error_count, canary.error_rate) == (2, 0.5)
+    assert (canary.client_error_count, canary.client_error_rate) == (1, 0.25)
 
 
 def test_feedback_batch_marks_expired_rows_unlabelled() -> None:

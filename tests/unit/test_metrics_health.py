@@ -53,11 +53,13 @@ def test_health_of_time_window() -> None:
             "timestamp_ms": np.array([0, 600, 1_500]),
             "latency_ms": np.array([1.0, 2.0, 3.0]),
             "error": np.array([True, False, False]),
+            "client_error": np.array([False, True, True]),
         }
     )
     snapshot = health_of_window(window.view(), span_ms=window.span_ms)
     assert snapshot.request_count == 2
     assert snapshot.error_count == 0
+    assert (snapshot.client_error_count, snapshot.client_error_rate) == (2, 1.0)
     assert snapshot.requests_per_s == pytest.approx(2.0)
 
 

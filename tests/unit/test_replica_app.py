@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 from starlette.types import ASGIApp
 
-from safeloop.schemas.events import ModelConfig, PredictionEvent, Route
+from safeloop.schemas.events import ErrorKind, FaultInjection, ModelConfig, PredictionEvent, Route
 from safeloop.services.guard.local import ReplicaGuard
 from safeloop.services.guard.policy import GuardPolicy
 from safeloop.services.metrics.baseline import ModelBaseline
@@ -23,11 +24,10 @@ from safeloop.services.models.metadata import ModelMetadata
 from safeloop.services.models.task import ModelTask
 from safeloop.services.serving.app import create_app
 from safeloop.services.serving.catalog import ModelCatalog
-from safeloop.services.serving.exceptions import PredictionFailedError
+from safeloop.services.serving.exceptions import InjectedFaultError, PredictionFailedError
 from safeloop.services.serving.flags import current_flags
 from safeloop.services.serving.guard_loop import GuardLoop
 from safeloop.services.serving.predictor import Predictor
-from safeloop.services.serving.shadow import ShadowRunner
 from safeloop.services.serving.sink import SinkStats
 
 FEATURES = ("age", "income")
@@ -137,12 +137,10 @@ def predictor(sink: CollectingSink, slow_model: BlockingModel) -> Iterator[Predi
     catalog.add(loaded(RaisingModel(), "v-bad"))
     catalog.add(loaded(slow_model, "v-slow"))
     catalog.add(loaded(FlagReadingModel(), "v-flags"))
-    shadow = ShadowRunner(sink, queue_size=2)
-    predictor = Predictor(catalog, sink, "replica-test", shadow=shadow)
+    predictor = Predictor(catalog, sink, "replica-test")
     predictor.mark_ready()
     yield predictor
     slow_model.release.set()
-    shadow.close()
 
 
 @pytest.fixture
@@ -235,35 +233,36 @@ def test_model_failure_is_500_with_prediction_id(
     assert sink.events[0].error is not None
 
 
-def test_failing_shadow_changes_nothing(
-    client: AppClient, predictor: Predictor, sink: CollectingSink
-) -> None:
+class CountingModel:
+    version = "v-shadow"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def predict(self, features: Mapping[str, float]) -> float:
+        self.calls += 1
+        return 0.5
+
+
+def test_a_replica_never_scores_a_shadow(sink: CollectingSink) -> None:
+    # Shadows are scored by `safeloop shadow-scorer` from the published event: the request
+    # path neither calls the shadow model nor publishes its answer.
+    shadow = CountingModel()
+    catalog = ModelCatalog()
+    catalog.add(loaded(LogisticModel("v1", FEATURES, np.array([1.0, 0.5]), 0.0), "v1"))
+    catalog.add(loaded(shadow, "v-shadow"))
+    predictor = Predictor(catalog, sink, "replica-test")
+    predictor.mark_ready()
+    client = AppClient(create_app(predictor))
     plain = client.post("/predict", json={"routing_key": "u", "features": ROW}).json()
     predictor.apply_config(
-        "churn", ModelConfig("v1", shadow_version="v-bad", shadow_enabled=True), 1
+        "churn", ModelConfig("v1", shadow_version="v-shadow", shadow_enabled=True), 1
     )
-    shadowed = client.post("/predict", json={"routing_key": "u", "features": ROW}).json()
-    assert shadowed["prediction"] == plain["prediction"]
-    assert predictor.shadow is not None and predictor.shadow.wait_idle()
-    shadow_events = [e for e in sink.events if e.route is Route.SHADOW]
-    assert len(shadow_events) == 1
-    assert shadow_events[0].prediction_id == shadowed["prediction_id"]
-    assert shadow_events[0].model_version == "v-bad"
-    assert shadow_events[0].error is not None and "shadow exploded" in shadow_events[0].error
-
-
-def test_slow_shadow_never_delays_and_drops_are_counted(
-    client: AppClient, predictor: Predictor, slow_model: BlockingModel
-) -> None:
-    config = ModelConfig("v1", shadow_version="v-slow", shadow_enabled=True)
-    predictor.apply_config("churn", config, 1)
-    for _ in range(10):
-        response = client.post("/predict", json={"routing_key": "u", "features": ROW})
-        assert response.status_code == 200
-    assert predictor.shadow is not None
-    # One job runs (blocked), two wait in the queue, the rest are dropped.
-    assert predictor.shadow.dropped_count >= 7
-    slow_model.release.set()
+    for _ in range(20):
+        shadowed = client.post("/predict", json={"routing_key": "u", "features": ROW}).json()
+        assert shadowed["prediction"] == plain["prediction"]
+    assert shadow.calls == 0
+    assert [e.route for e in sink.events] == [Route.PRODUCTION] * 21
 
 
 def test_flags_reach_model_code(client: AppClient, predictor: Predictor) -> None:
@@ -354,3 +353,72 @@ def test_local_guard_pulls_traffic_off_a_failing_canary(
 def _try_predict(predictor: Predictor, key: str) -> None:
     with contextlib.suppress(PredictionFailedError):
         predictor.predict("churn", key, ROW)
+
+
+def test_error_kinds_say_whose_fault_it_was(
+    client: AppClient, predictor: Predictor, sink: CollectingSink
+) -> None:
+    client.post("/predict", json={"routing_key": "u", "features": {"age": 1.0}})
+    predictor.apply_config("churn", ModelConfig("v-bad"), 1)
+    client.post("/predict", json={"routing_key": "u", "features": ROW})
+    assert [event.error_kind for event in sink.events] == [ErrorKind.CLIENT, ErrorKind.SERVER]
+    assert [event.client_error for event in sink.events] == [True, False]
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def test_an_injection_fails_only_its_version_as_server_errors(
+    client: AppClient, predictor: Predictor, sink: CollectingSink
+) -> None:
+    injection = FaultInjection("v2", error_rate=1.0, latency_ms=0.0, until=_now_ms() + 600_000)
+    predictor.apply_config("churn", ModelConfig("v1", injection=injection), 1)
+    assert client.post("/predict", json={"routing_key": "u", "features": ROW}).status_code == 200
+    predictor.apply_config("churn", ModelConfig("v1", "v2", 10_000, injection=injection), 2)
+    response = client.post("/predict", json={"routing_key": "u", "features": ROW})
+    assert response.status_code == 500
+    assert response.json()["detail"] == "injected"
+    failed = sink.events[-1]
+    assert (failed.model_version, failed.route) == ("v2", Route.CANARY)
+    assert (failed.error, failed.error_kind) == ("injected", ErrorKind.SERVER)
+    assert failed.prediction_id == response.json()["prediction_id"]
+    # A client's mistake stays the client's, injection or not.
+    client.post("/predict", json={"routing_key": "u", "features": {"age": 1.0}})
+    assert sink.events[-1].error_kind is ErrorKind.CLIENT
+
+
+def test_injected_latency_holds_the_answer_and_is_published(
+    client: AppClient, predictor: Predictor, sink: CollectingSink
+) -> None:
+    injection = FaultInjection("v1", error_rate=0.0, latency_ms=40.0, until=_now_ms() + 600_000)
+    predictor.apply_config("churn", ModelConfig("v1", injection=injection), 1)
+    started = time.perf_counter()
+    response = client.post("/predict", json={"routing_key": "u", "features": ROW})
+    assert response.status_code == 200
+    assert time.perf_counter() - started >= 0.040
+    assert sink.events[-1].latency_ms >= 40.0
+    assert sink.events[-1].error is None
+
+
+def test_an_expired_injection_is_not_applied(
+    client: AppClient, predictor: Predictor, sink: CollectingSink
+) -> None:
+    expired = FaultInjection("v1", error_rate=1.0, latency_ms=500.0, until=_now_ms() - 1)
+    predictor.apply_config("churn", ModelConfig("v1", injection=expired), 1)
+    started = time.perf_counter()
+    assert client.post("/predict", json={"routing_key": "u", "features": ROW}).status_code == 200
+    assert time.perf_counter() - started < 0.5
+    assert sink.events[-1].error is None and sink.events[-1].latency_ms < 500.0
+
+
+def test_an_injection_fails_about_its_share(predictor: Predictor) -> None:
+    injection = FaultInjection("v1", error_rate=0.3, latency_ms=0.0, until=_now_ms() + 600_000)
+    predictor.apply_config("churn", ModelConfig("v1", injection=injection), 1)
+    failed = 0
+    for index in range(2_000):
+        try:
+            predictor.predict("churn", f"u{index}", ROW)
+        except InjectedFaultError:
+            failed += 1
+    assert 500 < failed < 700  # 600 expected; 5 standard deviations either side

@@ -12,9 +12,11 @@ from safeloop.schemas.codec import MARKER, PREDICTION_CODEC, EventCodec, codec_f
 from safeloop.schemas.events import (
     ControlCommand,
     DeadLetter,
+    ErrorKind,
     FeedbackRecord,
     OutcomeEvent,
     PredictionEvent,
+    ReplicaState,
     ReplicaStatus,
     RetrainingDecision,
     Route,
@@ -31,11 +33,11 @@ from safeloop.schemas.registry import (
 # Every fingerprint ever published. Changing a schema in place fails here: copy the old
 # .avsc into schemas/avro/history/ first, then add the new fingerprint below.
 PUBLISHED = {
-    "safeloop.v1.PredictionEvent": {"d50575b1ffa03eec", "4e881a4468aa7b95"},
+    "safeloop.v1.PredictionEvent": {"d50575b1ffa03eec", "4e881a4468aa7b95", "a5ff3ef427d5ade5"},
     "safeloop.v1.OutcomeEvent": {"05cf3ce1db821b49"},
     "safeloop.v1.FeedbackRecord": {"b232ef249e0b0d75"},
-    "safeloop.v1.ControlCommand": {"2d9d6ea8264f7816"},
-    "safeloop.v1.ReplicaStatus": {"a232a7be4082d7d2"},
+    "safeloop.v1.ControlCommand": {"2d9d6ea8264f7816", "ae0ca36d9561048d"},
+    "safeloop.v1.ReplicaStatus": {"a232a7be4082d7d2", "bc2dbe1ee4b75ff8"},
     "safeloop.v1.RetrainingDecision": {"03d4efc7d250385e"},
     "safeloop.v1.DeadLetter": {"53f738fc1086f2cd"},
 }
@@ -68,12 +70,16 @@ def _write(entry: WriterSchema, record: dict[str, Any]) -> bytes:
     return out.getvalue()
 
 
-def _v1() -> WriterSchema:
+def _history(file_name: str) -> WriterSchema:
     entry = default_registry().get(
-        SchemaRegistry().register(load_avsc(HISTORY_DIR / "prediction_event.v1.avsc")).fingerprint
+        SchemaRegistry().register(load_avsc(HISTORY_DIR / file_name)).fingerprint
     )
-    assert entry is not None, "v1 of PredictionEvent must stay in the registry"
+    assert entry is not None, f"{file_name} must stay in the registry"
     return entry
+
+
+def _v1() -> WriterSchema:
+    return _history("prediction_event.v1.avsc")
 
 
 def test_v1_prediction_is_read_with_current_defaults() -> None:
@@ -146,3 +152,87 @@ def test_fields_added_since_an_old_version_have_defaults(event_type: type[Any]) 
         for field in codec.schema.source["fields"]:
             if field["name"] not in old_names:
                 assert "default" in field, f"{field['name']} is new since {old.fingerprint.hex()}"
+
+
+def test_a_v2_error_without_a_kind_is_read_as_a_server_error() -> None:
+    # v2 writers (before error_kind) published every failure alike: the guard keeps counting
+    # them against the model, as it did when they were written.
+    v2 = _history("prediction_event.v2.avsc")
+    record = {
+        **V1_RECORD,
+        "prediction": None,
+        "route": "canary",
+        "replica_id": "r",
+        "routing_key": "k",
+        "routing_hash_version": 1,
+        "error": "model churn version v2 failed: boom",
+    }
+    event = PREDICTION_CODEC.decode(_write(v2, record))
+    assert event.error_kind is None
+    assert event.server_error and not event.client_error
+
+
+def test_current_error_kinds_round_trip_as_enums() -> None:
+    event = PREDICTION_CODEC.decode(_write(_v1(), V1_RECORD))
+    for kind in ErrorKind:
+        failed = PREDICTION_CODEC.decode(
+            PREDICTION_CODEC.encode(
+                PredictionEvent(
+                    **{
+                        **{n: getattr(event, n) for n in PredictionEvent.__dataclass_fields__},
+                        "error": "x",
+                        "error_kind": kind,
+                    }
+                )
+            )
+        )
+        assert failed.error_kind is kind
+        assert failed.client_error is (kind is ErrorKind.CLIENT)
+
+
+def test_a_v1_replica_status_is_read_with_no_loaded_versions() -> None:
+    v1 = _history("replica_status.v1.avsc")
+    record = {
+        "replica_id": "old",
+        "timestamp": 1_700_000_000_000,
+        "state": "ready",
+        "started_at": 1_699_999_000_000,
+        "config_versions": {"churn": 3},
+        "last_command_id": None,
+        "refused_count": 0,
+        "last_refusal": None,
+    }
+    status = codec_for(ReplicaStatus).decode(_write(v1, record))
+    assert status.state is ReplicaState.READY
+    assert status.config_versions == {"churn": 3}
+    assert status.loaded_versions == {}
+
+
+def test_a_v1_control_command_is_read_without_an_injection() -> None:
+    v1 = _history("control_command.v1.avsc")
+    record = {
+        "command_id": "c1",
+        "model_name": "churn",
+        "kind": "set_canary",
+        "sequence": 4,
+        "issued_at": 1_700_000_000_000,
+        "issuer": "ops",
+        "reason": "",
+        "config": {
+            "production_version": "v1",
+            "canary_version": "v2",
+            "canary_basis_points": 500,
+            "canary_enabled": True,
+            "shadow_version": None,
+            "shadow_enabled": False,
+            "kill_switch": False,
+            "fallback_version": None,
+            "flags": {},
+        },
+        "key_id": "k",
+        "signature": "s",
+        "details": {},
+    }
+    command = codec_for(ControlCommand).decode(_write(v1, record))
+    assert command.config.canary_basis_points == 500
+    assert command.config.injection is None

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from safeloop.infra.settings import Secret, Settings
-from safeloop.schemas.events import CommandKind, ControlCommand, ModelConfig
+from safeloop.schemas.events import CommandKind, ControlCommand, FaultInjection, ModelConfig
 from safeloop.services.control.exceptions import SignatureError, SigningKeyError
 from safeloop.services.control.keys import KeyRing, SigningKey, load_keyring, parse_key_file
 from safeloop.services.control.signing import canonical_bytes, sign, verify
@@ -127,3 +127,30 @@ def test_load_keyring_without_keys_explains() -> None:
 
 def test_secret_not_in_repr() -> None:
     assert "\\x00\\x01" not in repr(KEY)
+
+
+def test_commands_signed_before_injections_existed_still_verify() -> None:
+    # The signature safeloop computed for `command()` before ModelConfig.injection existed:
+    # such commands stay on the compacted control topic and must keep verifying.
+    before = dataclasses.replace(
+        command(),
+        key_id=KEY.key_id,
+        signature="2a0cf8dc9ea9b40b5ebce7ba4bd19bf32e914d047db8c3a52d77b79eb57ff426",
+    )
+    verify(before, KeyRing.of(KEY))
+    assert b"injection" not in canonical_bytes(command())
+
+
+def test_an_injection_is_signed() -> None:
+    injected = command(
+        kind=CommandKind.INJECT,
+        config=ModelConfig("v1", injection=FaultInjection("v2", 0.2, 0.0, 1_700_000_300_000)),
+    )
+    signed = sign(injected, KEY)
+    verify(signed, KeyRing.of(KEY))
+    longer = dataclasses.replace(
+        signed.config,
+        injection=FaultInjection("v2", 0.2, 0.0, 1_700_000_900_000),
+    )
+    with pytest.raises(SignatureError):
+        verify(dataclasses.replace(signed, config=longer), KeyRing.of(KEY))
