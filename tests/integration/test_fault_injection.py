@@ -79,10 +79,12 @@ def test_an_injected_error_rate_gets_the_canary_rolled_back(
         traffic = Traffic(replicas, 400).start()
         try:
             assert wait_for(lambda: service.health.keys(), 20)
-            code, _ = cli(
+            code, out = cli(
                 "inject", MODEL, "v2", "--error-rate", "0.3", "--for", "10m", "--wait", "--json"
             )
-            assert code == ExitCode.OK
+            # The injection works so fast that the guard's rollback may supersede it on a
+            # replica before the wait sees it applied there: --wait then says so, truthfully.
+            assert code in (ExitCode.OK, ExitCode.SUPERSEDED), out
             rolled_back = wait_for(
                 lambda: all(c is not None and c.canary_version is None for c in replicas.configs()),
                 30,
