@@ -68,6 +68,11 @@ class TopicNames:
     def dead_letter(self) -> str:
         return self._name("dead-letter")
 
+    @property
+    def repartition(self) -> str:
+        """The processor's internal topic: records re-routed to their prediction_id's partition."""
+        return self._name("join-repartition")
+
     def all(self) -> tuple[str, ...]:
         return (
             self.predictions,
@@ -77,6 +82,7 @@ class TopicNames:
             self.replica_status,
             self.retraining,
             self.dead_letter,
+            self.repartition,
         )
 
 

@@ -30,6 +30,8 @@ class StreamSnapshot:
     pending_predictions: Mapping[int, int] = field(default_factory=dict)
     early_outcomes: Mapping[int, int] = field(default_factory=dict)
     consumed: Mapping[str, int] = field(default_factory=dict)
+    # source topic -> records consumed off their home partition and re-routed
+    rerouted: Mapping[str, int] = field(default_factory=dict)
     buffered_rows: int = 0
     # Assigned source partitions whose lag cannot be read yet (nothing fetched from them).
     lag_unknown_partitions: int = 0
@@ -67,6 +69,13 @@ def stream_registry(snapshot: StreamSnapshot) -> Registry:
         "counter",
         "Records consumed per topic.",
         lambda: {(t,): v for t, v in snapshot.consumed.items()},
+        ("topic",),
+    )
+    add(
+        "safeloop_stream_rerouted_total",
+        "counter",
+        "Records consumed off their prediction_id's home partition and re-routed, per topic.",
+        lambda: {(t,): v for t, v in snapshot.rerouted.items()},
         ("topic",),
     )
     add(
