@@ -128,8 +128,9 @@ class Settings:
     # How long a prediction waits for its outcome: the default, and per model name.
     join_window_ms: int = 30 * _DAY_MS
     join_windows_ms: tuple[tuple[str, int], ...] = ()
-    # How long an outcome that came before its prediction waits; None: the longest window.
-    outcome_wait_ms: int | None = None
+    # How long an outcome that came before its prediction waits for it (and how long a closed
+    # prediction_id is remembered, so an outcome after its window counts as late at once).
+    early_outcome_wait_ms: int = 60 * 60 * 1000
 
     @property
     def topics(self) -> TopicNames:
@@ -218,7 +219,9 @@ class Settings:
             ),
             join_window_ms=reader.positive_int("SAFELOOP_JOIN_WINDOW_MS", defaults.join_window_ms),
             join_windows_ms=reader.model_millis("SAFELOOP_JOIN_WINDOWS"),
-            outcome_wait_ms=reader.optional_positive_int("SAFELOOP_OUTCOME_WAIT_MS"),
+            early_outcome_wait_ms=reader.positive_int(
+                "SAFELOOP_EARLY_OUTCOME_WAIT_MS", defaults.early_outcome_wait_ms
+            ),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -257,9 +260,7 @@ class Settings:
             "SAFELOOP_SHADOW_QUEUE_SIZE": str(self.shadow_queue_size),
             "SAFELOOP_JOIN_WINDOW_MS": str(self.join_window_ms),
             "SAFELOOP_JOIN_WINDOWS": ",".join(f"{m}={ms}" for m, ms in self.join_windows_ms),
-            "SAFELOOP_OUTCOME_WAIT_MS": ""
-            if self.outcome_wait_ms is None
-            else str(self.outcome_wait_ms),
+            "SAFELOOP_EARLY_OUTCOME_WAIT_MS": str(self.early_outcome_wait_ms),
         }
 
 
@@ -298,12 +299,6 @@ class _EnvReader:
         if value <= 0:
             raise SettingsError(name, raw, "a positive integer")
         return value
-
-    def optional_positive_int(self, name: str) -> int | None:
-        raw = self._env.get(name)
-        if raw is None or not raw.strip():
-            return None
-        return self.positive_int(name, 0)
 
     def model_millis(self, name: str) -> tuple[tuple[str, int], ...]:
         """`model=ms,model=ms` (empty: none) as (model, ms) pairs; a repeated model: last wins."""

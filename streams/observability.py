@@ -99,8 +99,20 @@ def stream_registry(snapshot: StreamSnapshot) -> Registry:
     add(
         "safeloop_join_late_outcomes_total",
         "counter",
-        "Outcomes after their window closed.",
+        "Outcomes after their prediction's window (stored in outcomes, paired by feedback_late).",
         one(join.late_outcomes),
+    )
+    add(
+        "safeloop_join_early_outcomes_total",
+        "counter",
+        "Outcomes that came before their prediction and were kept to wait for it.",
+        one(join.early_outcomes),
+    )
+    add(
+        "safeloop_join_early_outcomes_dropped_total",
+        "counter",
+        "Early outcomes whose prediction did not come within SAFELOOP_EARLY_OUTCOME_WAIT_MS.",
+        one(join.early_outcomes_dropped),
     )
     add(
         "safeloop_join_duplicate_predictions_total",
@@ -117,7 +129,8 @@ def stream_registry(snapshot: StreamSnapshot) -> Registry:
     add(
         "safeloop_join_pending",
         "gauge",
-        "Predictions waiting for an outcome.",
+        "Prediction ids in the join state: waiting for an outcome, or closed and remembered "
+        "for the early-outcome wait.",
         per_partition(snapshot.pending_predictions),
         ("partition",),
     )
