@@ -14,7 +14,7 @@ import enum
 from dataclasses import dataclass
 
 from safeloop.infra.kafka.dead_letters import SourceRecord, reject
-from safeloop.infra.kafka.partitioner import default_partition
+from safeloop.infra.kafka.partitioner import murmur2
 
 # The header naming what a repartition record holds (its value is a `RecordKind`).
 KIND_HEADER = "safeloop-kind"
@@ -50,7 +50,8 @@ class HomePartitions:
         self.partitions = partitions
 
     def of(self, prediction_id: str) -> int:
-        return default_partition(prediction_id.encode(), self.partitions)
+        # default_partition inlined: this runs once per consumed record.
+        return (murmur2(prediction_id.encode()) & 0x7FFFFFFF) % self.partitions
 
 
 def kind_of(record: SourceRecord) -> RecordKind:

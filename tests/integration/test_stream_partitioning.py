@@ -201,3 +201,37 @@ def test_a_worker_refuses_to_start_when_outcomes_have_another_partition_count(
     assert f"{topics.outcomes} 6" in done.stderr
     assert "SAFELOOP_PARTITIONS=6" in done.stderr and "--partitions 6" in done.stderr
     assert topics.repartition not in TopicAdmin.from_settings(settings).topic_names()
+
+
+def test_two_workers_pair_misrouted_records_whichever_worker_reads_them(
+    stack: Any, tmp_path: Path
+) -> None:
+    current = new_run(stack.fresh("partitioning_two"), tmp_path, window_ms=600_000)
+    ports = [free_port(), free_port()]
+    try:
+        for index, port in enumerate(ports):
+            current.start_worker(index, port)
+        foreign = Publisher(current, "consistent_random")
+        spread = Publisher(current, "murmur2_random", lambda k, i: i % PARTITIONS)
+        total = 400
+        for i in range(total):
+            pid = f"two-{i}"
+            event = prediction(pid, ts=now_ms())
+            spread.publish(current.topics.predictions, pid, PREDICTION_CODEC.encode(event))
+            foreign.publish(
+                current.topics.outcomes, pid, OUTCOME_CODEC.encode(outcome(pid, truth=1.0))
+            )
+        spread.flush()
+        foreign.flush()
+        joined = (
+            "SELECT count(), uniqExact(prediction_id) FROM feedback FINAL "
+            "WHERE status = 'joined' AND prediction_id LIKE 'two-%'"
+        )
+        assert wait_for(lambda: current.query(joined)[0] == (total, total), 180), (
+            current.query(joined),
+            current.worker_log("worker-0"),
+            current.worker_log("worker-1"),
+        )
+        assert current.count("SELECT count() FROM outcomes FINAL") == total
+    finally:
+        current.stop_all()
