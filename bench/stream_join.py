@@ -88,7 +88,7 @@ def make_outcome(i: int, ts: int) -> OutcomeEvent:
 class Bench:
     """A broker and an endpoint for the whole run, and one topic set + database per phase."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, partitioner: str = "murmur2_random") -> None:
         self.state_dir = state_dir
         self.stoppers: list[Any] = []
         base = replace(Settings.from_env(), state_dir=state_dir, cache_dir=REPO / ".cache")
@@ -112,6 +112,10 @@ class Bench:
                 "compression.type": "lz4",
                 "batch.num.messages": 10000,
                 "queue.buffering.max.messages": 2_000_000,
+                # murmur2_random: every record on its prediction_id's home partition, as
+                # safeloop's own producers write; consistent_random (librdkafka's default):
+                # ~(N-1)/N of them re-routed by the processor.
+                "partitioner": partitioner,
             }
         )
 
@@ -495,12 +499,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="one-worker throughput only (for tuning; not saved)"
     )
+    parser.add_argument(
+        "--partitioner",
+        default="murmur2_random",
+        help="the bench producer's librdkafka partitioner (consistent_random: most re-routed)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.only = "throughput"
     with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
-        bench = Bench(Path(tmp))
-        results: dict[str, Any] = {"benchmark": "stream_join", "partitions": PARTITIONS}
+        bench = Bench(Path(tmp), args.partitioner)
+        results: dict[str, Any] = {
+            "benchmark": "stream_join",
+            "partitions": PARTITIONS,
+            "partitioner": args.partitioner,
+        }
         try:
             if args.only in (None, "baseline"):
                 results["baseline_sqlite"] = sqlite_baseline(args.baseline_pairs, Path(tmp))

@@ -83,6 +83,11 @@ class TopicNames:
     def dead_letter(self) -> str:
         return self._name("dead-letter")
 
+    @property
+    def repartition(self) -> str:
+        """The processor's internal topic: records re-routed to their prediction_id's partition."""
+        return self._name("join-repartition")
+
     def all(self) -> tuple[str, ...]:
         return (
             self.predictions,
@@ -92,6 +97,7 @@ class TopicNames:
             self.replica_status,
             self.retraining,
             self.dead_letter,
+            self.repartition,
         )
 
 
@@ -147,8 +153,9 @@ class Settings:
     # How long a prediction waits for its outcome: the default, and per model name.
     join_window_ms: int = 30 * _DAY_MS
     join_windows_ms: tuple[tuple[str, int], ...] = ()
-    # How long an outcome that came before its prediction waits; None: the longest window.
-    outcome_wait_ms: int | None = None
+    # How long an outcome that came before its prediction waits for it (and how long a closed
+    # prediction_id is remembered, so an outcome after its window counts as late at once).
+    early_outcome_wait_ms: int = 60 * 60 * 1000
     # Alert targets as (kind, minimum severity, URL); kinds: webhook, slack, pagerduty. Not in
     # the repr: a Slack incoming-webhook URL is itself a secret.
     alert_targets: tuple[tuple[str, str, str], ...] = field(default=(), repr=False)
@@ -270,7 +277,9 @@ class Settings:
             ),
             join_window_ms=reader.positive_int("SAFELOOP_JOIN_WINDOW_MS", defaults.join_window_ms),
             join_windows_ms=reader.model_millis("SAFELOOP_JOIN_WINDOWS"),
-            outcome_wait_ms=reader.optional_positive_int("SAFELOOP_OUTCOME_WAIT_MS"),
+            early_outcome_wait_ms=reader.positive_int(
+                "SAFELOOP_EARLY_OUTCOME_WAIT_MS", defaults.early_outcome_wait_ms
+            ),
             alert_targets=reader.alert_targets("SAFELOOP_ALERT_TARGETS"),
             alert_webhook_secret=Secret(reader.text("SAFELOOP_ALERT_WEBHOOK_SECRET", "")),
             pagerduty_routing_key=Secret(reader.text("SAFELOOP_PAGERDUTY_ROUTING_KEY", "")),
@@ -330,9 +339,7 @@ class Settings:
             "SAFELOOP_EVENT_BUFFER_MESSAGES": str(self.event_buffer_messages),
             "SAFELOOP_JOIN_WINDOW_MS": str(self.join_window_ms),
             "SAFELOOP_JOIN_WINDOWS": ",".join(f"{m}={ms}" for m, ms in self.join_windows_ms),
-            "SAFELOOP_OUTCOME_WAIT_MS": ""
-            if self.outcome_wait_ms is None
-            else str(self.outcome_wait_ms),
+            "SAFELOOP_EARLY_OUTCOME_WAIT_MS": str(self.early_outcome_wait_ms),
             "SAFELOOP_ALERT_TARGETS": ",".join(
                 f"{kind}@{severity}={url}" for kind, severity, url in self.alert_targets
             ),
@@ -379,12 +386,6 @@ class _EnvReader:
         if value <= 0:
             raise SettingsError(name, raw, "a positive integer")
         return value
-
-    def optional_positive_int(self, name: str) -> int | None:
-        raw = self._env.get(name)
-        if raw is None or not raw.strip():
-            return None
-        return self.positive_int(name, 0)
 
     def model_millis(self, name: str) -> tuple[tuple[str, int], ...]:
         """`model=ms,model=ms` (empty: none) as (model, ms) pairs; a repeated model: last wins."""

@@ -1,4 +1,5 @@
-"""The faust App: source topics, the two RocksDB join tables and their changelogs."""
+"""The faust App: source topics (predictions, outcomes and the join's repartition topic), the
+two RocksDB join tables and their changelogs."""
 
 from __future__ import annotations
 
@@ -86,7 +87,8 @@ def broker_credentials(settings: Settings) -> Any:
 
 
 def create_app(settings: Settings, config: StreamConfig) -> StreamApp:
-    """A faust App over `predictions` + `outcomes` with the RocksDB (rocksdict) join tables."""
+    """A faust App over `predictions` + `outcomes` + the repartition topic with the RocksDB
+    (rocksdict) join tables; partition p of every one is owned by the same worker."""
     app_id = app_id_for(settings, config)
     data_dir = config.data_dir or settings.state_dir / "streams" / config.worker_name
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -126,6 +128,7 @@ def create_app(settings: Settings, config: StreamConfig) -> StreamApp:
     source = app.topic(
         topics.predictions,
         topics.outcomes,
+        topics.repartition,
         schema=RawSchema(
             key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
         ),

@@ -1,4 +1,7 @@
-"""The join's inputs: a prediction or an outcome decoded, validated and checked against its key."""
+"""The join's inputs: a prediction or an outcome decoded and validated.
+
+The record's key is not checked: where a record belongs comes from its body's prediction_id
+(`streams/routing.py`), so unkeyed records and records under another key are joined too."""
 
 from __future__ import annotations
 
@@ -20,7 +23,6 @@ def decode_prediction(
         record,
         PREDICTION_CODEC,
         validate=lambda event: validate_prediction(event, now_ms, max_future_skew_ms),
-        key_of=_prediction_id,
     )
 
 
@@ -32,9 +34,4 @@ def decode_outcome(
         record,
         OUTCOME_CODEC,
         validate=lambda event: validate_outcome(event, now_ms, max_future_skew_ms),
-        key_of=_prediction_id,
     )
-
-
-def _prediction_id(event: PredictionEvent | OutcomeEvent) -> str:
-    return event.prediction_id

@@ -29,3 +29,7 @@ class SinkUnavailableError(StreamError):
 
 class WindowConfigError(StreamError):
     """A join-window specification cannot be parsed."""
+
+
+class PartitionCountError(StreamError):
+    """The join's topics do not all have the same partition count; the worker refuses to start."""

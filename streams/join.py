@@ -22,11 +22,23 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Release:
-    """State to delete once the rows emitted before it are safely in ClickHouse."""
+    """State to delete (or to replace by `replacement`) once the rows emitted before it are
+    safely in ClickHouse."""
 
     partition: int
     key: str
     expected: PendingPrediction | EarlyOutcome
+    replacement: PendingPrediction | None = None
+
+
+def closed_marker(expires_at_ms: int) -> PendingPrediction:
+    """What stays of a prediction_id after its window closed, until `expires_at_ms`: enough to
+    know that an outcome for it is late."""
+    return PendingPrediction((), None, expires_at_ms)
+
+
+def is_closed(entry: PendingPrediction) -> bool:
+    return not entry.predictions
 
 
 @dataclass(slots=True)
@@ -63,6 +75,13 @@ class JoinWindow:
     Every route (production, canary, shadow) of a prediction_id waits in one entry; an outcome
     pairs with all of them. Output is idempotent: replaying any input re-emits the same rows,
     and state is deleted only after the rows that depend on it were flushed (see `Release`).
+
+    Late is late: an outcome after its prediction's window (the window closed, or the outcome's
+    time is past the window's end) is counted late and not paired here (the sink stores it in
+    `outcomes`; the `feedback_late` view pairs it). A closed prediction_id is remembered for
+    `early_outcome_wait_ms` after its window, so such an outcome is not parked as early. An
+    early outcome waits at most `early_outcome_wait_ms`, and never past the longest window
+    after its own time: no prediction could still take it then.
     """
 
     def __init__(
@@ -97,6 +116,10 @@ class JoinWindow:
         now_ms = self.clock_ms()
         out = JoinOutput()
         entry = self.pending.get(partition, key)
+        if entry is not None and is_closed(entry):
+            # Its window closed already: a replay after a crash, or a route too late to wait.
+            self.counters.duplicate_predictions += 1
+            return out
         if entry is not None:
             if entry.for_route(prediction.route) is not None:
                 self.counters.duplicate_predictions += 1
@@ -117,6 +140,11 @@ class JoinWindow:
 
         expires_at_ms = prediction.timestamp + self.windows.window_ms(prediction.model_name)
         waiting = self.early.get(partition, key)
+        if waiting is not None and waiting.outcome.timestamp > expires_at_ms:
+            # The outcome's time is past this prediction's window: late, not a pair.
+            self.counters.late_outcomes += 1
+            self._release_early(out, partition, key, waiting)
+            waiting = None
         outcome = waiting.outcome if waiting is not None else None
         entry = PendingPrediction(
             (prediction,),
@@ -130,9 +158,14 @@ class JoinWindow:
         if outcome is not None and waiting is not None:
             out.feedback.append(self._joined(prediction, outcome, now_ms))
             # The early outcome now lives in `entry`; drop its copy once the row is flushed.
-            out.releases.append(Release(partition, key, waiting))
-            self._releasing.add((partition, "early:" + key))
+            self._release_early(out, partition, key, waiting)
         return out
+
+    def _release_early(
+        self, out: JoinOutput, partition: int, key: str, waiting: EarlyOutcome
+    ) -> None:
+        out.releases.append(Release(partition, key, waiting))
+        self._releasing.add((partition, "early:" + key))
 
     def on_outcome(
         self, partition: int, outcome: OutcomeEvent, raw: bytes | None = None
@@ -146,8 +179,13 @@ class JoinWindow:
         now_ms = self.clock_ms()
         out = JoinOutput()
         entry = self.pending.get(partition, key)
-        if entry is not None and now_ms >= entry.expires_at_ms:
-            # The window has closed (expiry just has not run yet): the view pairs it later.
+        if entry is not None and (
+            is_closed(entry)
+            or now_ms >= entry.expires_at_ms
+            or outcome.timestamp > entry.expires_at_ms
+        ):
+            # The window has closed (or is remembered as closed), or the outcome's time is past
+            # its end: late. The sink stores it in `outcomes`; the feedback_late view pairs it.
             self.counters.late_outcomes += 1
             return out
         if entry is not None:
@@ -163,13 +201,21 @@ class JoinWindow:
             out.feedback.extend(self._joined(p, outcome, now_ms) for p in entry.predictions)
             return out
 
+        windows = self.windows
+        if outcome.timestamp + windows.max_window_ms <= now_ms:
+            # Older than the longest window: any prediction it could pair with has closed.
+            self.counters.late_outcomes += 1
+            return out
         waiting = self.early.get(partition, key)
         if waiting is not None and _newer(waiting.outcome, outcome):
             self.counters.stale_outcomes += 1
             return out
         if waiting is None:
             self.counters.early_outcomes += 1
-            expires_at_ms = now_ms + self.windows.early_outcome_wait_ms
+            expires_at_ms = min(
+                now_ms + windows.early_outcome_wait_ms,
+                outcome.timestamp + windows.max_window_ms,
+            )
             self.early_index.add(partition, key, expires_at_ms)
         else:
             expires_at_ms = waiting.expires_at_ms
@@ -190,10 +236,15 @@ class JoinWindow:
                 continue
             if entry.expires_at_ms > now_ms:
                 continue
-            if entry.outcome is None:
-                self.counters.expired += len(entry.predictions)
-                out.feedback.extend(self._expired(p, now_ms) for p in entry.predictions)
-            out.releases.append(Release(partition, key, entry))
+            if is_closed(entry):
+                out.releases.append(Release(partition, key, entry))
+            else:
+                if entry.outcome is None:
+                    self.counters.expired += len(entry.predictions)
+                    out.feedback.extend(self._expired(p, now_ms) for p in entry.predictions)
+                # Remembered as closed a while, so a late outcome is not parked as early.
+                closed = closed_marker(entry.expires_at_ms + self.windows.early_outcome_wait_ms)
+                out.releases.append(Release(partition, key, entry, closed))
             self._releasing.add((partition, key))
         for key in self.early_index.due(partition, now_ms):
             marker = (partition, "early:" + key)
@@ -208,7 +259,8 @@ class JoinWindow:
         return out
 
     def release(self, releases: list[Release]) -> int:
-        """Delete released state that did not change since; call after the flush. Returns count."""
+        """Delete (or close) released state that did not change since; call after the flush.
+        Returns how many entries were released."""
         deleted = 0
         for item in releases:
             if isinstance(item.expected, PendingPrediction):
@@ -226,8 +278,12 @@ class JoinWindow:
             if current != item.expected:
                 # Changed since (an outcome arrived): the next tick looks at it again.
                 continue
-            store.delete(item.partition, item.key)
             index.discard(item.partition, item.key, item.expected.expires_at_ms)
+            if item.replacement is not None:
+                self.pending.put(item.partition, item.key, item.replacement)
+                self.pending_index.add(item.partition, item.key, item.replacement.expires_at_ms)
+            else:
+                store.delete(item.partition, item.key)
             deleted += 1
         return deleted
 

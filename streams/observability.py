@@ -30,6 +30,8 @@ class StreamSnapshot:
     pending_predictions: Mapping[int, int] = field(default_factory=dict)
     early_outcomes: Mapping[int, int] = field(default_factory=dict)
     consumed: Mapping[str, int] = field(default_factory=dict)
+    # source topic -> records consumed off their home partition and re-routed
+    rerouted: Mapping[str, int] = field(default_factory=dict)
     buffered_rows: int = 0
     # Assigned source partitions whose lag cannot be read yet (nothing fetched from them).
     lag_unknown_partitions: int = 0
@@ -70,6 +72,13 @@ def stream_registry(snapshot: StreamSnapshot) -> Registry:
         ("topic",),
     )
     add(
+        "safeloop_stream_rerouted_total",
+        "counter",
+        "Records consumed off their prediction_id's home partition and re-routed, per topic.",
+        lambda: {(t,): v for t, v in snapshot.rerouted.items()},
+        ("topic",),
+    )
+    add(
         "safeloop_join_joined_total",
         "counter",
         "Feedback rows emitted as joined.",
@@ -90,8 +99,20 @@ def stream_registry(snapshot: StreamSnapshot) -> Registry:
     add(
         "safeloop_join_late_outcomes_total",
         "counter",
-        "Outcomes after their window closed.",
+        "Outcomes after their prediction's window (stored in outcomes, paired by feedback_late).",
         one(join.late_outcomes),
+    )
+    add(
+        "safeloop_join_early_outcomes_total",
+        "counter",
+        "Outcomes that came before their prediction and were kept to wait for it.",
+        one(join.early_outcomes),
+    )
+    add(
+        "safeloop_join_early_outcomes_dropped_total",
+        "counter",
+        "Early outcomes whose prediction did not come within SAFELOOP_EARLY_OUTCOME_WAIT_MS.",
+        one(join.early_outcomes_dropped),
     )
     add(
         "safeloop_join_duplicate_predictions_total",
@@ -108,7 +129,8 @@ def stream_registry(snapshot: StreamSnapshot) -> Registry:
     add(
         "safeloop_join_pending",
         "gauge",
-        "Predictions waiting for an outcome.",
+        "Prediction ids in the join state: waiting for an outcome, or closed and remembered "
+        "for the early-outcome wait.",
         per_partition(snapshot.pending_predictions),
         ("partition",),
     )

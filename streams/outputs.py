@@ -1,4 +1,5 @@
-"""The worker's output topics (feedback, dead-letter) through one confluent-kafka producer."""
+"""The worker's output topics (feedback, dead-letter, changelogs, repartition) through one
+confluent-kafka producer."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from confluent_kafka import KafkaError, Message, Producer
 from safeloop.streams.exceptions import StreamError
 
 log = logging.getLogger(__name__)
+
+Headers = list[tuple[str, str | bytes | None]]
 
 DEFAULT_PRODUCER_CONFIG: dict[str, object] = {
     "acks": "all",
@@ -27,22 +30,37 @@ class OutputTopics:
 
     def __init__(self, config: dict[str, Any]) -> None:
         self._producer = Producer({**DEFAULT_PRODUCER_CONFIG, **config})
-        self._failed: list[tuple[str, bytes | None, bytes | None, int]] = []
+        self._failed: list[tuple[str, bytes | None, bytes | None, int, Headers | None]] = []
         self._lock = threading.Lock()
         self.sent = 0
         self.failures = 0
 
     def send(
-        self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None = None,
+        headers: Headers | None = None,
     ) -> None:
-        """Queue one record; `partition` None lets the key choose (changelogs pass theirs)."""
+        """Queue one record; `partition` None lets the key choose (changelogs and re-routed
+        records pass theirs)."""
         while True:
             try:
                 if partition is None:
                     self._producer.produce(topic, value, key, on_delivery=self._delivered)
-                else:
+                elif headers is None:
                     self._producer.produce(
                         topic, value, key, partition=partition, on_delivery=self._delivered
+                    )
+                else:
+                    self._producer.produce(
+                        topic,
+                        value,
+                        key,
+                        partition=partition,
+                        headers=headers,
+                        on_delivery=self._delivered,
                     )
                 break
             except BufferError:
@@ -58,8 +76,15 @@ class OutputTopics:
         self.failures += 1
         log.warning("delivery to %s failed, will re-send: %s", message.topic(), error)
         with self._lock:
+            headers = message.headers()
             self._failed.append(
-                (message.topic() or "", message.key(), message.value(), message.partition() or 0)
+                (
+                    message.topic() or "",
+                    message.key(),
+                    message.value(),
+                    message.partition() or 0,
+                    _header_list(headers),
+                )
             )
 
     def flush(self, timeout_s: float = 30.0) -> None:
@@ -67,8 +92,8 @@ class OutputTopics:
         remaining = self._producer.flush(timeout_s)
         with self._lock:
             failed, self._failed = self._failed, []
-        for topic, key, value, partition in failed:
-            self.send(topic, key, value, partition)
+        for topic, key, value, partition, headers in failed:
+            self.send(topic, key, value, partition, headers)
         if remaining or failed:
             remaining = self._producer.flush(timeout_s)
         if remaining:
@@ -76,3 +101,9 @@ class OutputTopics:
 
     def close(self) -> None:
         self._producer.flush(10.0)
+
+
+def _header_list(headers: dict[str, str | bytes | None] | Headers | None) -> Headers | None:
+    if not headers:
+        return None
+    return list(headers.items()) if isinstance(headers, dict) else list(headers)

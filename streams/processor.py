@@ -13,6 +13,7 @@ from safeloop.schemas.events import DeadLetter, FeedbackRecord, OutcomeEvent, Pr
 from safeloop.schemas.validation import DEFAULT_MAX_FUTURE_SKEW_MS
 from safeloop.streams.decoding import decode_outcome, decode_prediction
 from safeloop.streams.join import JoinWindow, Release
+from safeloop.streams.routing import HomePartitions, RecordKind, Reroute, kind_of
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +27,13 @@ class BatchResult:
     predictions: list[PredictionEvent] = field(default_factory=list)
     outcomes: list[OutcomeEvent] = field(default_factory=list)
     releases: list[Release] = field(default_factory=list)
+    # Records consumed off their home partition: sent to the repartition topic, joined there.
+    reroutes: list[Reroute] = field(default_factory=list)
 
 
 class BatchProcessor:
-    """Routes records by topic: predictions and outcomes to the join, bad ones to dead letters."""
+    """Routes records by topic: predictions and outcomes to the join (or, when consumed off
+    their home partition, to the repartition topic), bad ones to dead letters."""
 
     def __init__(
         self,
@@ -40,35 +44,58 @@ class BatchProcessor:
         *,
         clock_ms: Callable[[], int],
         max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS,
+        repartition_topic: str | None = None,
+        partitions: int | None = None,
     ) -> None:
         self.join = join
         self.predictions_topic = predictions_topic
         self.outcomes_topic = outcomes_topic
+        self.repartition_topic = repartition_topic
+        # None: every record is taken as on its home partition (no re-routing).
+        self.homes = None if partitions is None else HomePartitions(partitions)
         self.consumer_name = consumer_name
         self.clock_ms = clock_ms
         self.max_future_skew_ms = max_future_skew_ms
         self.dead_letter_counts = DeadLetterCounts()
         self.consumed: Counter[str] = Counter()
+        # Source topic -> records sent to their home partition through the repartition topic.
+        self.rerouted: Counter[str] = Counter()
 
     def process(self, records: Sequence[SourceRecord]) -> BatchResult:
-        """Decode, check and join `records` in order."""
+        """Decode, check and join `records` in order; re-route the misplaced ones."""
         result = BatchResult()
         now_ms = self.clock_ms()
         skew = self.max_future_skew_ms
         join = self.join
+        homes = self.homes
         for record in records:
-            self.consumed[record.topic] += 1
+            topic = record.topic
+            self.consumed[topic] += 1
             try:
-                if record.topic == self.predictions_topic:
+                if topic == self.predictions_topic:
+                    kind = RecordKind.PREDICTION
+                elif topic == self.outcomes_topic:
+                    kind = RecordKind.OUTCOME
+                elif topic == self.repartition_topic:
+                    kind = kind_of(record)
+                else:
+                    raise reject(record, "unknown_topic", f"no handler for topic {topic!r}")
+                if kind is RecordKind.PREDICTION:
                     prediction = decode_prediction(record, now_ms, skew)
+                    key = prediction.prediction_id
+                    if homes is not None and (home := homes.of(key)) != record.partition:
+                        self._reroute(result, record, home, key, kind)
+                        continue
                     out = join.on_prediction(record.partition, prediction, record.value)
                     result.predictions.append(prediction)
-                elif record.topic == self.outcomes_topic:
+                else:
                     outcome = decode_outcome(record, now_ms, skew)
+                    key = outcome.prediction_id
+                    if homes is not None and (home := homes.of(key)) != record.partition:
+                        self._reroute(result, record, home, key, kind)
+                        continue
                     out = join.on_outcome(record.partition, outcome, record.value)
                     result.outcomes.append(outcome)
-                else:
-                    raise reject(record, "unknown_topic", f"no handler for topic {record.topic!r}")
             except RecordRejectedError as exc:
                 letter = dead_letter(record, exc, self.consumer_name, now_ms)
                 self.dead_letter_counts.count(letter)
@@ -80,6 +107,13 @@ class BatchProcessor:
             if out.releases:
                 result.releases.extend(out.releases)
         return result
+
+    def _reroute(
+        self, result: BatchResult, record: SourceRecord, home: int, key: str, kind: RecordKind
+    ) -> None:
+        # Its rows are written when the copy is joined on `home`, not here: written once.
+        result.reroutes.append(Reroute(home, key.encode(), record.value or b"", kind))
+        self.rerouted[record.topic] += 1
 
     def expire(self, partitions: Sequence[int]) -> BatchResult:
         """Expired feedback and state to release, for the partitions this worker owns."""

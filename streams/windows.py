@@ -8,23 +8,24 @@ from dataclasses import dataclass, field
 from safeloop.infra.settings import Settings
 from safeloop.streams.exceptions import WindowConfigError
 
-DAY_MS = 24 * 60 * 60 * 1000
+HOUR_MS = 60 * 60 * 1000
+DAY_MS = 24 * HOUR_MS
 DEFAULT_WINDOW_MS = 30 * DAY_MS
+DEFAULT_EARLY_OUTCOME_WAIT_MS = HOUR_MS
 
 
 @dataclass(frozen=True, slots=True)
 class JoinWindows:
-    """The join window per model name, and how long an early outcome waits for its prediction."""
+    """The join window per model name, and how long an early outcome waits for its prediction
+    (also how long a closed prediction_id is remembered, so a late outcome is known as late)."""
 
     default_window_ms: int = DEFAULT_WINDOW_MS
     model_window_ms: Mapping[str, int] = field(default_factory=dict)
-    # None: an early outcome waits as long as the longest window.
-    outcome_wait_ms: int | None = None
+    early_outcome_wait_ms: int = DEFAULT_EARLY_OUTCOME_WAIT_MS
 
     def __post_init__(self) -> None:
         values = [self.default_window_ms, *self.model_window_ms.values()]
-        if self.outcome_wait_ms is not None:
-            values.append(self.outcome_wait_ms)
+        values.append(self.early_outcome_wait_ms)
         if any(value <= 0 for value in values):
             raise WindowConfigError(f"join windows must be positive, got {values}")
 
@@ -36,17 +37,12 @@ class JoinWindows:
     def max_window_ms(self) -> int:
         return max([self.default_window_ms, *self.model_window_ms.values()])
 
-    @property
-    def early_outcome_wait_ms(self) -> int:
-        """How long an outcome that arrived before its prediction is kept."""
-        return self.outcome_wait_ms if self.outcome_wait_ms is not None else self.max_window_ms
-
     @classmethod
     def parse(
         cls,
         spec: str,
         default_window_ms: int = DEFAULT_WINDOW_MS,
-        outcome_wait_ms: int | None = None,
+        early_outcome_wait_ms: int = DEFAULT_EARLY_OUTCOME_WAIT_MS,
     ) -> JoinWindows:
         """Parse `model=ms,model=ms` (empty for none) into windows over the given default."""
         models: dict[str, int] = {}
@@ -55,14 +51,16 @@ class JoinWindows:
             if not sep or not name.strip():
                 raise WindowConfigError(f"join window {item!r} is not MODEL=MILLISECONDS")
             models[name.strip()] = _positive_ms(raw, item)
-        return cls(default_window_ms, models, outcome_wait_ms)
+        return cls(default_window_ms, models, early_outcome_wait_ms)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JoinWindows:
         """The windows configured in `settings` (SAFELOOP_JOIN_WINDOW_MS, SAFELOOP_JOIN_WINDOWS,
-        SAFELOOP_OUTCOME_WAIT_MS, parsed and checked by `Settings.from_env`)."""
+        SAFELOOP_EARLY_OUTCOME_WAIT_MS, parsed and checked by `Settings.from_env`)."""
         return cls(
-            settings.join_window_ms, dict(settings.join_windows_ms), settings.outcome_wait_ms
+            settings.join_window_ms,
+            dict(settings.join_windows_ms),
+            settings.early_outcome_wait_ms,
         )
 
 

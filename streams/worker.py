@@ -15,10 +15,12 @@ import faust
 from safeloop.infra.clickhouse.client import clickhouse_client
 from safeloop.infra.kafka.clients import producer_config
 from safeloop.infra.kafka.dead_letters import SourceRecord
+from safeloop.infra.kafka.topics import TopicAdmin
 from safeloop.infra.settings import Settings
 from safeloop.schemas.codec import DEAD_LETTER_CODEC, FEEDBACK_CODEC
 from safeloop.schemas.tables import DEAD_LETTERS, FEEDBACK, OUTCOMES, PREDICTIONS
 from safeloop.streams.app import StreamApp, StreamConfig, create_app
+from safeloop.streams.exceptions import StreamError
 from safeloop.streams.faust_adapter import committed_offset, in_recovery, started_consumer
 from safeloop.streams.join import JoinWindow, Release
 from safeloop.streams.observability import (
@@ -38,6 +40,7 @@ from safeloop.streams.table_store import (
     encode_early,
     encode_pending,
 )
+from safeloop.streams.topology import check_join_topics
 from safeloop.streams.windows import JoinWindows
 
 log = logging.getLogger(__name__)
@@ -80,7 +83,10 @@ class StreamWorker:
             f"{self.parts.app_id}/{config.worker_name}",
             clock_ms=clock_ms,
             max_future_skew_ms=config.max_future_skew_ms,
+            repartition_topic=topics.repartition,
+            partitions=settings.partitions,
         )
+        self._sources = {topics.predictions, topics.outcomes, topics.repartition}
         self.sink = ClickHouseSink(
             writer,
             (PREDICTIONS, OUTCOMES, FEEDBACK, DEAD_LETTERS),
@@ -116,7 +122,7 @@ class StreamWorker:
             self._indexed.discard(partition)
 
     def _owned_partitions(self) -> set[int]:
-        source = {self.topics.predictions, self.topics.outcomes}
+        source = self._sources
         return {tp.partition for tp in self.app.consumer.assignment() if tp.topic in source}
 
     def _ensure_indexed(self, partitions: set[int]) -> None:
@@ -139,17 +145,31 @@ class StreamWorker:
         owned = self._owned_partitions()
         records: list[SourceRecord] = []
         kept: list[Any] = []
+        repartition = self.topics.repartition
         for event in events:
             message = event.message
             if message.partition not in owned:
                 # Revoked while buffered: the new owner reads it again from the committed offset.
                 continue
             kept.append(event)
-            records.append(
-                SourceRecord(
-                    message.topic, message.partition, message.offset, message.key, message.value
+            topic = message.topic
+            if topic == repartition:
+                records.append(
+                    SourceRecord(
+                        topic,
+                        message.partition,
+                        message.offset,
+                        message.key,
+                        message.value,
+                        tuple(message.headers or ()),
+                    )
                 )
-            )
+            else:
+                records.append(
+                    SourceRecord(
+                        topic, message.partition, message.offset, message.key, message.value
+                    )
+                )
         self._ensure_indexed({record.partition for record in records})
         result = self.processor.process(records)
         self._emit(result, kept, records)
@@ -177,6 +197,11 @@ class StreamWorker:
             send(feedback_topic, record.prediction_id.encode(), FEEDBACK_CODEC.encode(record))
         for letter in result.dead_letters:
             send(self.topics.dead_letter, letter.key, DEAD_LETTER_CODEC.encode(letter))
+        # The source offsets of re-routed records commit after the flush barrier, i.e. once
+        # their copies are on the repartition topic.
+        repartition = self.topics.repartition
+        for reroute in result.reroutes:
+            send(repartition, reroute.key, reroute.value, reroute.partition, reroute.headers)
         sink = self.sink
         if result.predictions:
             sink.add(PREDICTIONS, PREDICTIONS.rows(result.predictions))
@@ -210,7 +235,7 @@ class StreamWorker:
         unknown = 0
         consumer = started_consumer(self.app)
         if consumer is not None:
-            source = {self.topics.predictions, self.topics.outcomes}
+            source = self._sources
             for tp in consumer.assignment():
                 if tp.topic not in source:
                     continue
@@ -237,6 +262,7 @@ class StreamWorker:
             pending_predictions={p: self.join.pending_size(p) for p in partitions},
             early_outcomes={p: self.join.early_size(p) for p in partitions},
             consumed=dict(self.processor.consumed),
+            rerouted=dict(self.processor.rerouted),
             buffered_rows=self.sink.buffered_rows,
             lag_unknown_partitions=unknown,
         )
@@ -270,9 +296,20 @@ def clickhouse_writer(settings: Settings) -> ClickHouseWriter:
 
 
 def build_worker(settings: Settings, config: StreamConfig) -> StreamWorker:
-    """A worker wired to the real Kafka and ClickHouse of `settings`."""
+    """A worker wired to the real Kafka and ClickHouse of `settings`; PartitionCountError when
+    the join's topics disagree on their partition count."""
     outputs = OutputTopics(producer_config(settings, client_id=f"safeloop-{config.worker_name}"))
-    return StreamWorker(settings, config, clickhouse_writer(settings), outputs)
+    worker = StreamWorker(settings, config, clickhouse_writer(settings), outputs)
+    changelogs = [
+        table.changelog_topic.get_topic_name()
+        for table in (worker.parts.pending, worker.parts.early)
+    ]
+    try:
+        check_join_topics(TopicAdmin.from_settings(settings), settings, changelogs)
+    except StreamError:
+        outputs.close()
+        raise
+    return worker
 
 
 def worker_config(
@@ -309,7 +346,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = worker_config(
         args.worker_index, args.web_port, args.batch_max, args.flush_interval_ms, settings
     )
-    return build_worker(settings, config).run()
+    try:
+        worker = build_worker(settings, config)
+    except StreamError as exc:
+        log.error("%s", exc)
+        return 1
+    return worker.run()
 
 
 if __name__ == "__main__":

@@ -54,8 +54,9 @@ def producer_config(settings: Settings, **overrides: ConfigValue) -> dict[str, C
         # A few ms of batching buys far fewer requests at prediction rates; lz4 is cheap on CPU.
         "linger.ms": 5,
         "compression.type": "lz4",
-        # The Java client's (and aiokafka's) partitioner: a prediction and its outcome land on
-        # the same partition number whichever client produced them — the join depends on it.
+        # The Java client's (and aiokafka's) partitioner: records keyed by prediction_id land on
+        # their home partition for the join (partitioner.py). The join does not depend on it —
+        # the processor re-routes records from any other partitioner — but they skip that hop.
         "partitioner": "murmur2_random",
         **_dotted(overrides),
     }

@@ -19,8 +19,6 @@ from safeloop.schemas.exceptions import DecodeError
 
 E = TypeVar("E")
 
-KEY_MISMATCH = "key_mismatch"
-
 
 @dataclass(frozen=True, slots=True)
 class SourceRecord:
@@ -31,6 +29,8 @@ class SourceRecord:
     offset: int
     key: bytes | None
     value: bytes | None
+    # Kafka headers, when the consumer needs them (the processor's repartition topic).
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 def decode_or_reject(
@@ -38,10 +38,10 @@ def decode_or_reject(
     codec: EventCodec[E],
     *,
     validate: Callable[[E], None] | None = None,
-    key_of: Callable[[E], str] | None = None,
 ) -> E:
-    """The event in `record`, checked by `validate` (raises DecodeError) and, with `key_of`,
-    against the record's key; RecordRejectedError with a stable reason otherwise."""
+    """The event in `record`, checked by `validate` (raises DecodeError); RecordRejectedError
+    with a stable reason otherwise. The record's key is not checked: consumers that need the
+    event on a given partition derive it from the body (see `streams/routing.py`)."""
     try:
         event = codec.decode(record.value or b"")
         if validate is not None:
@@ -49,15 +49,6 @@ def decode_or_reject(
     except DecodeError as exc:
         detail = exc.message if exc.field is None else f"{exc.message} (field {exc.field})"
         raise reject(record, str(exc.reason), detail) from exc
-    if key_of is not None:
-        # The key decides the partition; a body under another id is joined in the wrong place.
-        expected = key_of(event)
-        if record.key != expected.encode():
-            raise reject(
-                record,
-                KEY_MISMATCH,
-                f"record key {record.key!r} does not match {expected!r}",
-            )
     return event
 
 

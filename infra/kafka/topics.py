@@ -88,6 +88,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         spec(names.retraining, 1, _deleted_after(7)),
         # Dead letters wait for a human: keep them a month.
         spec(names.dead_letter, data, _deleted_after(30)),
+        # The join's re-routed records: read by the processor as soon as written, kept like
+        # its sources so a processor that was down a while still finds them.
+        spec(names.repartition, data, _deleted_after(7), joined=True),
     ]
 
 
@@ -152,6 +155,10 @@ class TopicAdmin:
                 raise KafkaAdminError(f"deleting topic {name} failed: {exc}", topic=name) from exc
             log.info("deleted topic %s", name)
 
+    def partition_counts(self) -> dict[str, int]:
+        """Topic name -> partition count, for every topic on the cluster."""
+        return self._partition_counts()
+
     def topic_names(self, include_internal: bool = False) -> list[str]:
         """Sorted topic names; internal ones (`__consumer_offsets`, ...) only if asked."""
         names = self._partition_counts()
@@ -186,8 +193,9 @@ class TopicAdmin:
         if spec.co_partitioned:
             raise KafkaAdminError(
                 f"topic {spec.name} has {actual} partitions but {spec.partitions} are configured "
-                "(SAFELOOP_PARTITIONS); predictions and outcomes must have the same partition "
-                f"count for the join. Set SAFELOOP_PARTITIONS={actual} or recreate the topics.",
+                "(SAFELOOP_PARTITIONS); predictions, outcomes and join-repartition must have the "
+                f"same partition count for the join. Set SAFELOOP_PARTITIONS={actual} (and give "
+                "the others as many partitions) or recreate the topics.",
                 topic=spec.name,
             )
         log.warning(

@@ -1,5 +1,7 @@
--- FeedbackRecord: one current row per (prediction_id, route), the newest emission wins, so an
--- expired record is replaced when its label arrives late and a replayed record collapses.
+-- FeedbackRecord: one current row per (prediction_id, route), the newest emission wins, so a
+-- correction inside the window replaces the joined row and a replayed record collapses. A label
+-- after the window does not change it (an expired row stays expired, a joined row keeps its
+-- label): the feedback_late view (004) pairs such labels.
 -- Route is in the key because shadow predictions share the production prediction_id.
 -- Partitioned by the prediction's time (not the emission's): every version of a row lands in
 -- the same partition, which is where ReplacingMergeTree deduplicates. Read with FINAL.

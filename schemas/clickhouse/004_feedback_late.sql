@@ -1,8 +1,11 @@
 -- Labels the stream join did not deliver, so none is lost: each prediction paired with the
--- newest outcome for its id, unless a joined feedback row already carries that very outcome.
--- That covers outcomes that came after the join window (feedback expired, or never written)
--- and corrections that came after the join. Columns mirror `feedback` (status 'late'), so
--- readers can UNION ALL the two.
+-- newest outcome for its id, unless a joined feedback row already carries that very outcome
+-- (same timestamp, value and source). That covers outcomes that came after the join window
+-- (feedback expired, or never written) and corrections that came after it, whatever their
+-- timestamp. The newest outcome: the latest timestamp; among equal timestamps the later-
+-- arriving record wins (ingested_at), as in the stream join. Two versions inserted in the same
+-- batch share ingested_at; which of them wins here is then not defined. Columns mirror
+-- `feedback` (status 'late'), so readers can UNION ALL the two.
 CREATE OR REPLACE VIEW feedback_late AS
 SELECT
     p.prediction_id                                        AS prediction_id,
@@ -33,9 +36,14 @@ INNER JOIN
     FROM outcomes
     GROUP BY prediction_id
 ) AS o ON p.prediction_id = o.prediction_id
-WHERE (p.prediction_id, p.route, o.outcome_timestamp) NOT IN
+WHERE (p.prediction_id, p.route, o.outcome_timestamp, o.ground_truth, o.outcome_source) NOT IN
 (
-    SELECT prediction_id, route, assumeNotNull(outcome_timestamp)
+    SELECT
+        prediction_id,
+        route,
+        assumeNotNull(outcome_timestamp),
+        assumeNotNull(ground_truth),
+        assumeNotNull(outcome_source)
     FROM feedback FINAL
     WHERE status = 'joined' AND outcome_timestamp IS NOT NULL
 );

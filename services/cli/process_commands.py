@@ -21,7 +21,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="run the stream processor (join predictions and outcomes into ClickHouse)",
         description=(
             "Run the faust stream workers. Join windows come from SAFELOOP_JOIN_WINDOW_MS "
-            "(default 30 days) and SAFELOOP_JOIN_WINDOWS (model=ms,...)."
+            "(default 30 days) and SAFELOOP_JOIN_WINDOWS (model=ms,...); an outcome that came "
+            "before its prediction waits SAFELOOP_EARLY_OUTCOME_WAIT_MS (default 1 h). Refuses "
+            "to start unless predictions, outcomes and join-repartition have "
+            "SAFELOOP_PARTITIONS partitions."
         ),
     )
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")

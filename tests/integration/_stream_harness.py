@@ -47,6 +47,9 @@ class Run:
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     producer: Producer | None = None
     metrics_port: int = 0
+    # The test producer's librdkafka partitioner: murmur2_random puts every record on its
+    # prediction_id's home partition; consistent_random (librdkafka's default) mostly does not.
+    partitioner: str = "murmur2_random"
 
     @property
     def topics(self) -> Any:
@@ -111,7 +114,7 @@ class Run:
                 {
                     **connection_config(self.settings),
                     "linger.ms": 5,
-                    "partitioner": "murmur2_random",
+                    "partitioner": self.partitioner,
                 }
             )
         self.producer.produce(topic, value, key)

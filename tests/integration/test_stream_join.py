@@ -146,7 +146,6 @@ def test_each_kind_of_bad_input_becomes_a_counted_dead_letter(run: Run) -> None:
                 replace(good, prediction_id="dl-8", timestamp=now_ms() + 86_400_000)
             ),
         ),
-        "key-mismatch": (b"someone-else", encoded),
     }
     for key, value in bad.values():
         run.produce(run.topics.predictions, key, value)
@@ -166,7 +165,6 @@ def test_each_kind_of_bad_input_becomes_a_counted_dead_letter(run: Run) -> None:
         "inf": "invalid_field",
         "negative-latency": "invalid_field",
         "future": "invalid_field",
-        "key-mismatch": "key_mismatch",
     }
     for kind, (key, value) in bad.items():
         letter = by_value.get(value)
@@ -188,3 +186,50 @@ def test_each_kind_of_bad_input_becomes_a_counted_dead_letter(run: Run) -> None:
     assert total >= len(bad) + 1
     for name in ("safeloop_stream_lag{", "safeloop_join_pending{", "safeloop_join_expired_total"):
         assert name in metrics
+
+
+def metric_total(run: Run, name: str) -> float:
+    """The sum of every sample of `name` on the worker's /metrics."""
+    url = f"http://127.0.0.1:{run.metrics_port}/metrics"
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith((name + " ", name + "{"))
+    )
+
+
+def test_an_outcome_after_its_window_is_counted_late_stored_and_not_parked(run: Run) -> None:
+    run.send_prediction(prediction("late-1", model=FAST_MODEL))
+    run.flush()
+    assert wait_for(lambda: feedback(run, "late-1"), 60)
+    late_before = metric_total(run, "safeloop_join_late_outcomes_total")
+    parked_before = metric_total(run, "safeloop_join_early_outcomes_total")
+    run.send_outcome(outcome("late-1", truth=1.0))
+    run.flush()
+    stored = "SELECT count() FROM outcomes WHERE prediction_id = 'late-1'"
+    assert wait_for(lambda: run.count(stored) == 1, 60)
+    assert wait_for(
+        lambda: metric_total(run, "safeloop_join_late_outcomes_total") == late_before + 1, 30
+    )
+    assert metric_total(run, "safeloop_join_early_outcomes_total") == parked_before
+    assert feedback(run, "late-1") == [("production", "expired", None, "v1")]
+
+
+def test_a_late_correction_with_the_same_timestamp_shows_in_feedback_late(run: Run) -> None:
+    predicted_at = now_ms()
+    run.send_prediction(prediction("late-fix-1", model=FAST_MODEL, ts=predicted_at))
+    run.flush()
+    labelled_at = predicted_at + 1_000
+    run.send_outcome(outcome("late-fix-1", ts=labelled_at, truth=1.0))
+    run.flush()
+    assert wait_for(
+        lambda: feedback(run, "late-fix-1") == [("production", "joined", 1.0, "v1")], 60
+    )
+    # The window has closed; the correction keeps the label's timestamp.
+    assert wait_for(lambda: now_ms() > predicted_at + FAST_WINDOW_MS + 200, 10)
+    run.send_outcome(outcome("late-fix-1", ts=labelled_at, truth=0.0))
+    run.flush()
+    late = "SELECT status, ground_truth FROM feedback_late WHERE prediction_id = 'late-fix-1'"
+    assert wait_for(lambda: run.query(late) == [("late", 0.0)], 60), run.query(late)
+    assert feedback(run, "late-fix-1") == [("production", "joined", 1.0, "v1")]

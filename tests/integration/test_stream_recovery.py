@@ -42,7 +42,12 @@ def joined_counts(run: Run) -> tuple[int, int, int]:
     return int(row[0]), int(row[1]), int(row[2])
 
 
-def test_sigkill_mid_stream_then_restart_restores_state_with_exact_rows(run: Run) -> None:
+@pytest.mark.parametrize("partitioner", ["murmur2_random", "consistent_random"])
+def test_sigkill_mid_stream_then_restart_restores_state_with_exact_rows(
+    run: Run, partitioner: str
+) -> None:
+    # consistent_random: most records are re-routed, and the kill lands amid re-routes too.
+    run.partitioner = partitioner
     total = 6_000
     for i in range(total):
         run.send_prediction(prediction(f"k-{i}"))

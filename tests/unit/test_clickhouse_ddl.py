@@ -150,14 +150,20 @@ def _prediction_row(prediction_id: str, route: str, ts: int) -> str:
 
 
 def _feedback_row(
-    prediction_id: str, route: str, status: str, outcome_ts: int | None, emitted: int
+    prediction_id: str,
+    route: str,
+    status: str,
+    outcome_ts: int | None,
+    emitted: int,
+    truth: float = 1.0,
 ) -> str:
     outcome = "NULL" if outcome_ts is None else f"fromUnixTimestamp64Milli({outcome_ts}, 'UTC')"
-    truth = "NULL" if outcome_ts is None else "1.0"
+    truth_sql = "NULL" if outcome_ts is None else repr(truth)
+    source = "NULL" if outcome_ts is None else "'labels'"
     return (
         f"('{prediction_id}', 'fraud', 'v2', '{route}', 'replica-1', map('amount', 1.5), 0.7, "
-        f"0.9, fromUnixTimestamp64Milli(1000, 'UTC'), '{status}', {truth}, {outcome}, NULL, "
-        f"NULL, fromUnixTimestamp64Milli({emitted}, 'UTC'))"
+        f"0.9, fromUnixTimestamp64Milli(1000, 'UTC'), '{status}', {truth_sql}, {outcome}, NULL, "
+        f"{source}, fromUnixTimestamp64Milli({emitted}, 'UTC'))"
     )
 
 
@@ -212,6 +218,49 @@ def test_feedback_late_pairs_every_label_the_join_missed(warehouse: Warehouse) -
     assert by_id["corrected"]["outcome_source"] == "audit"
     assert by_id["expired"]["label_delay_ms"] == 30 * day - 1000
     assert {r["status"] for r in rows} == {"late"}
+
+
+def test_a_late_correction_with_the_same_timestamp_shows_the_later_arrival(
+    warehouse: Warehouse,
+) -> None:
+    prediction_columns = (
+        "prediction_id, model_name, model_version, timestamp, features, prediction, "
+        "confidence, latency_ms, route, replica_id, routing_key, routing_hash_version, error"
+    )
+    warehouse.run(
+        f"INSERT INTO predictions ({prediction_columns}) VALUES "
+        f"{_prediction_row('same-ts', 'production', 1000)}, "
+        f"{_prediction_row('same-ts-joined', 'production', 1000)}"
+    )
+    # Two versions of each label with one timestamp: the later-arriving one (ingested_at) wins.
+    warehouse.run(
+        "INSERT INTO outcomes (prediction_id, ground_truth, timestamp, source, ingested_at) "
+        "VALUES ('same-ts', 1, fromUnixTimestamp64Milli(5000, 'UTC'), 'labels', "
+        "fromUnixTimestamp64Milli(6000, 'UTC')), "
+        "('same-ts', 0, fromUnixTimestamp64Milli(5000, 'UTC'), 'labels', "
+        "fromUnixTimestamp64Milli(9000, 'UTC')), "
+        "('same-ts-joined', 1, fromUnixTimestamp64Milli(5000, 'UTC'), 'labels', "
+        "fromUnixTimestamp64Milli(6000, 'UTC')), "
+        "('same-ts-joined', 0, fromUnixTimestamp64Milli(5000, 'UTC'), 'labels', "
+        "fromUnixTimestamp64Milli(9000, 'UTC'))"
+    )
+    feedback_columns = (
+        "prediction_id, model_name, model_version, route, replica_id, features, prediction, "
+        "confidence, prediction_timestamp, status, ground_truth, outcome_timestamp, "
+        "label_delay_ms, outcome_source, emitted_at"
+    )
+    warehouse.run(
+        f"INSERT INTO feedback ({feedback_columns}) VALUES "
+        # The join took the first version; the correction came after its window.
+        f"{_feedback_row('same-ts', 'production', 'joined', 5000, 6000, truth=1.0)}, "
+        # The join took the correction itself: nothing is late.
+        f"{_feedback_row('same-ts-joined', 'production', 'joined', 5000, 9000, truth=0.0)}"
+    )
+    rows = warehouse.rows(
+        "SELECT prediction_id, ground_truth FROM feedback_late "
+        "WHERE prediction_id LIKE 'same-ts%' ORDER BY prediction_id"
+    )
+    assert [(r["prediction_id"], r["ground_truth"]) for r in rows] == [("same-ts", 0.0)]
 
 
 def test_feedback_newest_emission_wins(warehouse: Warehouse) -> None:

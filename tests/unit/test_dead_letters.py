@@ -33,6 +33,13 @@ def test_valid_prediction_and_outcome_decode() -> None:
     assert out.ground_truth == 1.0
 
 
+@pytest.mark.parametrize("key", [b"other", None, b"p1"])
+def test_a_key_other_than_the_prediction_id_is_no_reason_to_reject(key: bytes | None) -> None:
+    # Where the record belongs comes from its body (the processor re-routes it), not its key.
+    event = decode_prediction(record(PREDICTION_CODEC.encode(good()), key), NOW_MS)
+    assert event.prediction_id == "p1"
+
+
 @pytest.mark.parametrize(
     ("value", "key", "reason"),
     [
@@ -44,8 +51,6 @@ def test_valid_prediction_and_outcome_decode() -> None:
         (PREDICTION_CODEC.encode(good(prediction=math.inf)), b"p1", "invalid_field"),
         (PREDICTION_CODEC.encode(good(latency_ms=-1.0)), b"p1", "invalid_field"),
         (PREDICTION_CODEC.encode(good(timestamp=NOW_MS + 86_400_000)), b"p1", "invalid_field"),
-        (PREDICTION_CODEC.encode(good()), b"other", "key_mismatch"),
-        (PREDICTION_CODEC.encode(good()), None, "key_mismatch"),
         (None, b"p1", "bad_marker"),
     ],
 )

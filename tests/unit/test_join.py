@@ -5,7 +5,7 @@ from __future__ import annotations
 from _stream_events import outcome, prediction
 
 from safeloop.schemas.events import FeedbackStatus, Route
-from safeloop.streams.join import JoinWindow
+from safeloop.streams.join import JoinWindow, closed_marker
 from safeloop.streams.state import EarlyOutcome, InMemoryStateStore, PendingPrediction
 from safeloop.streams.windows import JoinWindows
 
@@ -18,12 +18,12 @@ class Clock:
         return self.now_ms
 
 
-def make_join(window_ms: int = 10_000) -> tuple[JoinWindow, Clock]:
+def make_join(window_ms: int = 10_000, wait_ms: int = 3_600_000) -> tuple[JoinWindow, Clock]:
     clock = Clock()
     join = JoinWindow(
         InMemoryStateStore[PendingPrediction](),
         InMemoryStateStore[EarlyOutcome](),
-        JoinWindows(default_window_ms=window_ms),
+        JoinWindows(default_window_ms=window_ms, early_outcome_wait_ms=wait_ms),
         clock,
     )
     return join, clock
@@ -113,6 +113,12 @@ def test_expiry_emits_expired_and_releases_state_only_after_confirmation() -> No
     assert join.expire(0, now_ms=6_500).feedback == []
     assert join.pending_size() == 1
     assert join.release(out.releases) == 1
+    # What stays is the closed marker, until the early-outcome wait after the window.
+    assert join.pending.get(0, "p1") == closed_marker(6_000 + 3_600_000)
+    assert join.expire(0, now_ms=6_000 + 3_599_999).releases == []
+    gone = join.expire(0, now_ms=6_000 + 3_600_000)
+    assert gone.feedback == []
+    assert join.release(gone.releases) == 1
     assert join.pending_size() == 0
     assert join.pending.get(0, "p1") is None
 
@@ -124,7 +130,7 @@ def test_joined_entry_is_released_silently_when_its_window_closes() -> None:
     out = join.expire(0, now_ms=7_000)
     assert out.feedback == []
     assert join.release(out.releases) == 1
-    assert join.pending_size() == 0
+    assert join.pending.get(0, "p1") == closed_marker(6_000 + 3_600_000)
 
 
 def test_outcome_after_window_closed_is_late_not_joined() -> None:
@@ -155,7 +161,7 @@ def test_early_outcome_is_dropped_after_its_wait() -> None:
     join = JoinWindow(
         InMemoryStateStore[PendingPrediction](),
         InMemoryStateStore[EarlyOutcome](),
-        JoinWindows(default_window_ms=10_000, outcome_wait_ms=2_000),
+        JoinWindows(default_window_ms=10_000, early_outcome_wait_ms=2_000),
         clock,
     )
     join.on_outcome(0, outcome())
@@ -198,3 +204,95 @@ def test_replay_of_the_whole_input_reproduces_the_same_rows() -> None:
     # repeat a row (the sink collapses those) but never lose or invent one.
     assert set(run()) == set(first)
     assert [pid for pid, _, _ in first] == ["a", "b"]
+
+
+def _closed_after_expiry(join: JoinWindow, now_ms: int) -> None:
+    out = join.expire(0, now_ms=now_ms)
+    assert join.release(out.releases) == len(out.releases) > 0
+
+
+def test_an_outcome_after_the_window_closed_is_late_and_not_parked() -> None:
+    join, clock = make_join(window_ms=5_000)
+    join.on_prediction(0, prediction(ts=1_000))
+    _closed_after_expiry(join, 6_000)
+    clock.now_ms = 7_000
+    assert join.on_outcome(0, outcome(ts=6_900)).feedback == []
+    assert join.counters.late_outcomes == 1
+    assert join.counters.early_outcomes == 0
+    assert join.early_size() == 0
+
+
+def test_an_outcome_whose_time_is_past_the_window_end_is_late_before_expiry_runs() -> None:
+    join, clock = make_join(window_ms=5_000)
+    join.on_prediction(0, prediction(ts=1_000))
+    clock.now_ms = 5_500
+    assert join.on_outcome(0, outcome(ts=6_001)).feedback == []
+    assert join.counters.late_outcomes == 1
+    entry = join.pending.get(0, "p1")
+    assert entry is not None and entry.outcome is None
+    # The prediction still expires unmatched; feedback_late pairs it with the outcome.
+    assert [r.status for r in join.expire(0, now_ms=6_000).feedback] == [FeedbackStatus.EXPIRED]
+
+
+def test_an_outcome_older_than_the_longest_window_is_late_without_any_state() -> None:
+    join, clock = make_join(window_ms=10_000)
+    clock.now_ms = 50_000
+    assert join.on_outcome(0, outcome(ts=40_000)).feedback == []
+    assert join.counters.late_outcomes == 1
+    assert join.early_size() == 0
+
+
+def test_an_early_outcome_waits_the_configured_wait_at_most() -> None:
+    join, clock = make_join(window_ms=10_000, wait_ms=2_000)
+    clock.now_ms = 1_500
+    join.on_outcome(0, outcome("a", ts=1_400))
+    waiting = join.early.get(0, "a")
+    assert waiting is not None and waiting.expires_at_ms == 3_500
+    # ...and not past the longest window after its own time: nothing could take it then.
+    clock.now_ms = 9_500
+    join.on_outcome(0, outcome("b", ts=1_000))
+    waiting = join.early.get(0, "b")
+    assert waiting is not None and waiting.expires_at_ms == 11_000
+    released = 0
+    for _ in range(2):  # a bucket whose keys are still being released holds the later ones
+        released += join.release(join.expire(0, now_ms=11_000).releases)
+    assert released == 2
+    assert join.early_size() == 0
+    assert join.counters.early_outcomes_dropped == 2
+
+
+def test_a_waiting_outcome_past_the_arriving_predictions_window_is_late() -> None:
+    join, clock = make_join(window_ms=10_000)
+    clock.now_ms = 9_000
+    join.on_outcome(0, outcome(ts=8_000))
+    # A prediction published late whose window ended before the outcome's time.
+    out = join.on_prediction(0, prediction(ts=-5_000))
+    assert out.feedback == []
+    assert join.counters.late_outcomes == 1
+    assert join.release(out.releases) == 1
+    assert join.early_size() == 0
+
+
+def test_a_prediction_replayed_after_its_window_closed_emits_nothing_again() -> None:
+    join, clock = make_join(window_ms=5_000)
+    join.on_prediction(0, prediction(ts=1_000))
+    join.on_outcome(0, outcome(ts=2_000))
+    _closed_after_expiry(join, 6_000)
+    clock.now_ms = 6_500
+    assert join.on_prediction(0, prediction(ts=1_000)).feedback == []
+    assert join.expire(0, now_ms=7_000).feedback == []
+    assert join.pending.get(0, "p1") == closed_marker(6_000 + 3_600_000)
+
+
+def test_state_is_bounded_by_the_windows_and_the_wait() -> None:
+    join, clock = make_join(window_ms=5_000, wait_ms=1_000)
+    for i in range(20):
+        clock.now_ms = 1_000 + i
+        join.on_prediction(0, prediction(f"p{i}", ts=1_000 + i))
+        join.on_outcome(0, outcome(f"o{i}", ts=1_000 + i))
+    now = 1_000 + 5_000 + 1_000 + 100
+    for _ in range(3):
+        out = join.expire(0, now_ms=now)
+        join.release(out.releases)
+    assert join.pending_size() == 0 and join.early_size() == 0
+    assert len(join.pending) == 0 and len(join.early) == 0  # type: ignore[arg-type]

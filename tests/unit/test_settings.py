@@ -31,7 +31,7 @@ def test_topic_prefix_applies_to_every_topic() -> None:
     topics = Settings.from_env({"SAFELOOP_TOPIC_PREFIX": "t1."}).topics
     assert topics.control == "t1.control"
     assert all(name.startswith("t1.") for name in topics.all())
-    assert len(set(topics.all())) == 7
+    assert len(set(topics.all())) == 8
 
 
 @pytest.mark.parametrize(
@@ -49,7 +49,7 @@ def test_topic_prefix_applies_to_every_topic() -> None:
         ("SAFELOOP_JOIN_WINDOWS", "=5"),
         ("SAFELOOP_JOIN_WINDOWS", "clicks=soon"),
         ("SAFELOOP_JOIN_WINDOWS", "clicks=-4"),
-        ("SAFELOOP_OUTCOME_WAIT_MS", "-1"),
+        ("SAFELOOP_EARLY_OUTCOME_WAIT_MS", "-1"),
     ],
 )
 def test_invalid_values_name_the_variable(variable: str, value: str) -> None:
@@ -85,11 +85,11 @@ def test_to_env_round_trips_for_child_processes() -> None:
             "SAFELOOP_PARTITIONS": "8",
             "SAFELOOP_JOIN_WINDOW_MS": "2000",
             "SAFELOOP_JOIN_WINDOWS": "clicks=60000, churn=7776000000",
-            "SAFELOOP_OUTCOME_WAIT_MS": "3000",
+            "SAFELOOP_EARLY_OUTCOME_WAIT_MS": "3000",
         }
     )
     assert settings.join_windows_ms == (("clicks", 60_000), ("churn", 7_776_000_000))
-    assert settings.outcome_wait_ms == 3000
+    assert settings.early_outcome_wait_ms == 3000
     assert Settings.from_env(settings.to_env()) == settings
     assert Settings.from_env(Settings().to_env()) == Settings()
 
@@ -98,4 +98,4 @@ def test_join_windows_default_to_thirty_days_and_no_overrides() -> None:
     settings = Settings.from_env({})
     assert settings.join_window_ms == 30 * 24 * 3600 * 1000
     assert settings.join_windows_ms == ()
-    assert settings.outcome_wait_ms is None
+    assert settings.early_outcome_wait_ms == 3600 * 1000

@@ -12,7 +12,8 @@ from safeloop.streams.windows import DEFAULT_WINDOW_MS, JoinWindows
 def test_default_is_thirty_days() -> None:
     windows = JoinWindows()
     assert windows.window_ms("any") == DEFAULT_WINDOW_MS == 30 * 24 * 3600 * 1000
-    assert windows.early_outcome_wait_ms == DEFAULT_WINDOW_MS
+    # An early outcome waits an hour for its prediction, not a whole window.
+    assert windows.early_outcome_wait_ms == 3600 * 1000
 
 
 def test_per_model_windows_parse_and_override() -> None:
@@ -28,7 +29,7 @@ def test_from_settings_reads_all_three() -> None:
         {
             "SAFELOOP_JOIN_WINDOW_MS": "2000",
             "SAFELOOP_JOIN_WINDOWS": "m=500",
-            "SAFELOOP_OUTCOME_WAIT_MS": "3000",
+            "SAFELOOP_EARLY_OUTCOME_WAIT_MS": "3000",
         }
     )
     windows = JoinWindows.from_settings(settings)

@@ -27,8 +27,9 @@ def test_predictions_and_outcomes_are_co_partitioned() -> None:
     settings = Settings(partitions=6)
     specs = _by_name(settings)
     predictions, outcomes = specs["predictions"], specs["outcomes"]
-    assert predictions.partitions == outcomes.partitions == 6
-    assert predictions.co_partitioned and outcomes.co_partitioned
+    repartition = specs["join-repartition"]
+    assert predictions.partitions == outcomes.partitions == repartition.partitions == 6
+    assert predictions.co_partitioned and outcomes.co_partitioned and repartition.co_partitioned
     assert not specs["feedback"].co_partitioned
 
 
