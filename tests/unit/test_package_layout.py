@@ -238,3 +238,12 @@ def test_pyproject_lists_every_package() -> None:
     assert set(listed) == expected, (
         f"missing: {sorted(expected - set(listed))}, not packages: {sorted(set(listed) - expected)}"
     )
+
+
+def test_test_files_have_names_of_their_own_across_tiers() -> None:
+    # The tiers are not packages: pytest imports each test file by its bare name, so a unit and
+    # an integration test of one name cannot both be collected in one run.
+    seen: dict[str, list[str]] = {}
+    for path in (ROOT / "tests").rglob("test_*.py"):
+        seen.setdefault(path.name, []).append(str(path.relative_to(ROOT)))
+    assert {name: paths for name, paths in seen.items() if len(paths) > 1} == {}

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 from test_rollout import GOOD, PLAN, accuracy, started
-from test_rollout_approval import RecordingIssuer
+from test_rollout_approval_machine import RecordingIssuer
 
 from safeloop.schemas.events import CommandKind, ControlCommand, ModelConfig
 from safeloop.services.control.audit import EntryType
