@@ -91,6 +91,9 @@ def role_grants(settings: Settings) -> list[Grant]:
         Grant(proc, r, topic, t.outcomes),
         Grant(proc, w, topic, t.feedback),
         Grant(proc, w, topic, t.dead_letter),
+        # Misrouted records take one hop through the join's repartition topic (streams/routing).
+        Grant(proc, r, topic, t.repartition),
+        Grant(proc, w, topic, t.repartition),
         Grant(proc, Access.ALL, topic, f"{app_id}-", prefixed=True),
         Grant(proc, r, group, app_id, prefixed=True),
         # The metrics service (and guard): what it consumes; retraining, control, dead letters.

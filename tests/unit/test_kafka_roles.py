@@ -39,7 +39,11 @@ def test_only_operators_and_the_guard_write_control() -> None:
 def test_each_role_writes_exactly_its_topics() -> None:
     assert _topics(Role.REPLICA, Access.WRITE) == {"p.predictions", "p.replica-status"}
     assert _topics(Role.LABELS, Access.WRITE) == {"p.outcomes"}
-    assert _topics(Role.PROCESSOR, Access.WRITE) == {"p.feedback", "p.dead-letter"}
+    assert _topics(Role.PROCESSOR, Access.WRITE) == {
+        "p.feedback",
+        "p.dead-letter",
+        "p.join-repartition",
+    }
     assert _topics(Role.METRICS, Access.WRITE) == {"p.retraining", "p.control", "p.dead-letter"}
     assert _topics(Role.OPERATOR, Access.WRITE) == {"p.control"}
 
@@ -47,7 +51,11 @@ def test_each_role_writes_exactly_its_topics() -> None:
 def test_each_role_reads_exactly_its_topics() -> None:
     assert _topics(Role.REPLICA, Access.READ) == {"p.control"}
     assert _topics(Role.LABELS, Access.READ) == set()
-    assert _topics(Role.PROCESSOR, Access.READ) == {"p.predictions", "p.outcomes"}
+    assert _topics(Role.PROCESSOR, Access.READ) == {
+        "p.predictions",
+        "p.outcomes",
+        "p.join-repartition",
+    }
     assert _topics(Role.METRICS, Access.READ) == {"p.predictions", "p.feedback", "p.control"}
     assert _topics(Role.OPERATOR, Access.READ) == {"p.control", "p.replica-status"}
 
