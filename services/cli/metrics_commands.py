@@ -261,7 +261,7 @@ def _rollout_start(args: argparse.Namespace, settings: Settings) -> int:
     try:
         plan = _plan(args)
         store = ModelStore(settings.models_path)
-        follower = start_follower(settings)
+        follower = start_follower(settings, label="cli")
         try:
             issuer = build_issuer(settings, follower, store, issuer=default_issuer())
             config = issuer.config_of(args.model)
@@ -355,7 +355,7 @@ def _change_rollout(args: argparse.Namespace, settings: Settings, change: Rollou
         transition = change(plan, state, time.time_ns() // 1_000_000)
         if not transition.intents:
             return _fail(args, f"{args.model}: rollout already {state.phase.value}")
-        follower = start_follower(settings)
+        follower = start_follower(settings, label="cli")
         try:
             issuer = build_issuer(
                 settings, follower, ModelStore(settings.models_path), issuer=default_issuer()

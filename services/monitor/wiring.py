@@ -63,8 +63,10 @@ def build_issuer(
     )
 
 
-def start_follower(settings: Settings) -> ControlFollower:
-    reader = make_broadcast_reader(settings, settings.topics.control, "metrics")
+def start_follower(settings: Settings, label: str = "metrics") -> ControlFollower:
+    """The control topic read to its end; `label` names the consumer group (its role's ACLs
+    allow `safeloop-<label>-*`: "metrics" for the service, "cli" for an operator)."""
+    reader = make_broadcast_reader(settings, settings.topics.control, label)
     follower = ControlFollower(reader, load_keyring(settings))
     follower.start()
     return follower
