@@ -18,6 +18,7 @@ import pytest
 from _stream_harness import REPO, Run, free_port, new_run, now_ms, outcome, prediction, wait_for
 from confluent_kafka import KafkaError, Message, Producer
 
+from safeloop.infra.kafka.clients import connection_config
 from safeloop.infra.kafka.partitioner import default_partition
 from safeloop.infra.kafka.topics import TopicAdmin, TopicSpec
 from safeloop.schemas.codec import OUTCOME_CODEC, PREDICTION_CODEC
@@ -49,7 +50,9 @@ class Publisher:
     ) -> None:
         self.producer = Producer(
             {
-                "bootstrap.servers": run.settings.bootstrap_servers,
+                # Only how to reach and authenticate to the broker comes from safeloop; the
+                # partitioning is the foreign client's own.
+                **connection_config(run.settings),
                 "partitioner": partitioner,
                 # Unkeyed records: a random partition each, not one partition per batch.
                 "sticky.partitioning.linger.ms": 0,
