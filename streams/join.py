@@ -104,6 +104,16 @@ class JoinWindow:
 
     # -- input ---------------------------------------------------------------------------
 
+    def begin_batch(self, keys: dict[int, list[str]]) -> None:
+        """The next calls are one batch over `keys` (prediction_ids by partition): their state
+        is read at once and written once, at `end_batch`."""
+        self.pending.begin_batch(keys)
+        self.early.begin_batch(keys)
+
+    def end_batch(self) -> None:
+        self.pending.end_batch()
+        self.early.end_batch()
+
     def on_prediction(
         self, partition: int, prediction: PredictionEvent, raw: bytes | None = None
     ) -> JoinOutput:

@@ -7,10 +7,11 @@ import functools
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import faust
+from faust.types import TP
 
 from safeloop.infra.clickhouse.client import clickhouse_client
 from safeloop.infra.kafka.clients import producer_config
@@ -21,7 +22,14 @@ from safeloop.schemas.codec import DEAD_LETTER_CODEC, FEEDBACK_CODEC
 from safeloop.schemas.tables import DEAD_LETTERS, FEEDBACK, OUTCOMES, PREDICTIONS
 from safeloop.streams.app import StreamApp, StreamConfig, create_app
 from safeloop.streams.exceptions import StreamError
-from safeloop.streams.faust_adapter import committed_offset, in_recovery, started_consumer
+from safeloop.streams.faust_adapter import (
+    committed_offset,
+    forget_done,
+    in_recovery,
+    install_batch_handler,
+    mark_done,
+    started_consumer,
+)
 from safeloop.streams.join import JoinWindow, Release
 from safeloop.streams.observability import (
     CONTENT_TYPE,
@@ -110,13 +118,17 @@ class StreamWorker:
         app.timer(self.config.log_interval_ms / 1000.0)(self._log_tick)
         app.page("/metrics")(self._metrics_page)
         app.on_partitions_revoked.connect(self._on_revoked)
+        install_batch_handler(app, self._sources, self._on_batch)
 
     async def _process(self, stream: Any) -> None:
+        # The source topics' records reach `_on_batch` beneath faust's conductor (see
+        # faust_adapter); the agent stays so faust subscribes to them and owns their partitions.
         within_s = self.config.batch_within_ms / 1000.0
         async for events in stream.noack_take(self.config.batch_max, within=within_s):
             await self.handle(events)
 
     async def _on_revoked(self, sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+        forget_done(self.app, revoked)
         for partition in {tp.partition for tp in revoked if tp.topic == self.topics.predictions}:
             self.join.revoke(partition)
             self._indexed.discard(partition)
@@ -140,40 +152,44 @@ class StreamWorker:
 
     # -- the stream ------------------------------------------------------------------------
 
-    async def handle(self, events: Sequence[Any]) -> None:
-        """Process one batch of faust events; they are acked after the sink flushed them."""
+    def _on_batch(self, batch: Mapping[Any, Sequence[Any]]) -> Awaitable[None]:
+        """One fetch round of the source topics, {TP: [ConsumerRecord, ...]}: join it, emit
+        its rows; its offsets commit once those rows are flushed."""
         owned = self._owned_partitions()
         records: list[SourceRecord] = []
-        kept: list[Any] = []
+        done: dict[tuple[str, int], int] = {}
         repartition = self.topics.repartition
+        append = records.append
+        for tp, tp_records in batch.items():
+            topic, partition = tp.topic, tp.partition
+            if partition not in owned:
+                # Revoked while fetched: the new owner reads it again from the committed offset.
+                continue
+            if topic == repartition:
+                for r in tp_records:
+                    append(
+                        SourceRecord(
+                            topic, partition, r.offset, r.key, r.value, tuple(r.headers or ())
+                        )
+                    )
+            else:
+                for r in tp_records:
+                    append(SourceRecord(topic, partition, r.offset, r.key, r.value))
+            done[(topic, partition)] = tp_records[-1].offset + 1
+        self._ensure_indexed({partition for _, partition in done})
+        result = self.processor.process(records)
+        self._emit(result, done)
+        return self.sink.maybe_flush()
+
+    async def handle(self, events: Sequence[Any]) -> None:
+        """Faust events of the source topics, should any reach the agent's stream (the batch
+        hand-off takes them all): processed as a batch, acked once flushed."""
+        batch: dict[tuple[str, int], list[Any]] = {}
         for event in events:
             message = event.message
-            if message.partition not in owned:
-                # Revoked while buffered: the new owner reads it again from the committed offset.
-                continue
-            kept.append(event)
-            topic = message.topic
-            if topic == repartition:
-                records.append(
-                    SourceRecord(
-                        topic,
-                        message.partition,
-                        message.offset,
-                        message.key,
-                        message.value,
-                        tuple(message.headers or ()),
-                    )
-                )
-            else:
-                records.append(
-                    SourceRecord(
-                        topic, message.partition, message.offset, message.key, message.value
-                    )
-                )
-        self._ensure_indexed({record.partition for record in records})
-        result = self.processor.process(records)
-        self._emit(result, kept, records)
-        await self.sink.maybe_flush()
+            batch.setdefault(TP(message.topic, message.partition), []).append(message)
+        await self._on_batch(batch)
+        self.sink.after_flush(functools.partial(_ack_all, events))
 
     async def _expiry_tick(self) -> None:
         if self.app.rebalancing or in_recovery(self.app):
@@ -182,7 +198,7 @@ class StreamWorker:
         self._ensure_indexed(owned)
         result = self.processor.expire(sorted(owned & self._indexed))
         if result.feedback or result.releases:
-            self._emit(result, [], [])
+            self._emit(result, {})
 
     async def _flush_tick(self) -> None:
         await self.sink.maybe_flush()
@@ -190,7 +206,7 @@ class StreamWorker:
     async def _log_tick(self) -> None:
         self.rate_logger.log(time.monotonic(), self.snapshot())
 
-    def _emit(self, result: BatchResult, events: list[Any], records: list[SourceRecord]) -> None:
+    def _emit(self, result: BatchResult, done: dict[tuple[str, int], int]) -> None:
         feedback_topic = self.topics.feedback
         send = self.outputs.send
         for record in result.feedback:
@@ -211,20 +227,19 @@ class StreamWorker:
             sink.add(FEEDBACK, FEEDBACK.rows(result.feedback))
         if result.dead_letters:
             sink.add(DEAD_LETTERS, DEAD_LETTERS.rows(result.dead_letters))
-        if events or result.releases:
-            sink.after_flush(functools.partial(self._flushed, events, records, result.releases))
+        if done or result.releases:
+            sink.after_flush(functools.partial(self._flushed, done, result.releases))
 
-    def _flushed(
-        self, events: list[Any], records: list[SourceRecord], releases: list[Release]
-    ) -> None:
-        # Everything these events caused is in ClickHouse and on the output topics: commit.
-        for event in events:
-            event.ack()
-        flushed = self.flushed
-        for record in records:
-            key = (record.topic, record.partition)
-            if record.offset + 1 > flushed.get(key, -1):
-                flushed[key] = record.offset + 1
+    def _flushed(self, done: dict[tuple[str, int], int], releases: list[Release]) -> None:
+        # Everything these records caused is in ClickHouse and on the output topics: commit.
+        if done:
+            owned = self._owned_partitions()
+            owned_done = {tp: offset for tp, offset in done.items() if tp[1] in owned}
+            mark_done(self.app, owned_done)
+            flushed = self.flushed
+            for key, offset in owned_done.items():
+                if offset > flushed.get(key, -1):
+                    flushed[key] = offset
         if releases:
             self.join.release([r for r in releases if r.partition in self._indexed])
 
@@ -288,6 +303,11 @@ class StreamWorker:
         finally:
             self.outputs.close()
         return 0
+
+
+def _ack_all(events: Sequence[Any]) -> None:
+    for event in events:
+        event.ack()
 
 
 def clickhouse_writer(settings: Settings) -> ClickHouseWriter:
