@@ -36,6 +36,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench.stream_join_limit import plain_hop
+from bench.stream_join_restart import restart
 from safeloop.infra.clickhouse.client import clickhouse_client
 from safeloop.infra.clickhouse.migrate import migrate
 from safeloop.infra.kafka.broker import LocalKafkaBroker
@@ -293,6 +294,7 @@ def throughput(
     cpu = phase.cpu_seconds()
     rows = phase.count("SELECT count() FROM feedback FINAL WHERE status = 'joined'")
     phase.stop_workers()
+    storage = clickhouse_bytes_per_row(phase)
     first = first or started
     elapsed = done - first
     return {
@@ -305,6 +307,35 @@ def throughput(
         # Includes startup; less noisy than wall time when the machine is shared.
         "worker_cpu_seconds": round(cpu, 1),
         "worker_cpu_us_per_event": round(cpu * 1e6 / (2 * pairs), 1),
+        "clickhouse_bytes_per_row": storage,
+    }
+
+
+def clickhouse_bytes_per_row(phase: Phase) -> dict[str, float]:
+    """Compressed bytes on disk per row of each table the join writes."""
+    try:
+        rows = phase.client.query(
+            "SELECT table, sum(rows), sum(bytes_on_disk) FROM system.parts "
+            "WHERE database = currentDatabase() AND active GROUP BY table"
+        ).result_rows
+    except Exception as exc:  # the endpoint may not expose system.parts
+        return {"error": str(exc)[:200]}  # type: ignore[dict-item]
+    return {str(t): round(int(b) / int(n), 1) for t, n, b in rows if int(n) > 0}
+
+
+def record_bytes() -> dict[str, int]:
+    """Bytes of one bench prediction, outcome and feedback record as they travel on Kafka."""
+    from safeloop.schemas.codec import FEEDBACK_CODEC
+    from safeloop.streams.join import _record
+
+    ts = now_ms()
+    p = make_prediction(1, ts)
+    o = make_outcome(1, ts + 1)
+    return {
+        "prediction": len(PREDICTION_CODEC.encode(p)),
+        "outcome": len(OUTCOME_CODEC.encode(o)),
+        "feedback": len(FEEDBACK_CODEC.encode(_record(p, ts + 2, o))),
+        "key": len(p.prediction_id),
     }
 
 
@@ -502,6 +533,9 @@ def main(argv: list[str] | None = None) -> int:
         "--latency-workers", type=int, default=None, help="(default: as the best throughput)"
     )
     parser.add_argument("--baseline-pairs", type=int, default=20_000)
+    parser.add_argument(
+        "--restart-pending", type=int, default=1_000_000, help="pending predictions at restart"
+    )
     parser.add_argument("--profile", type=Path, default=None, help="pyinstrument text report")
     parser.add_argument(
         "--only", choices=["limit", "throughput", "latency", "footprint", "restart", "baseline"]
@@ -561,6 +595,9 @@ def main(argv: list[str] | None = None) -> int:
                 # The floor: the flush interval plus Kafka, when the worker is not saturated.
                 results["latency_light"] = latency(bench, 1000, args.latency_seconds)
                 print("latency at 1000 events/s", results["latency_light"], flush=True)
+            if args.only in (None, "restart"):
+                results["restart"] = restart(bench, args.restart_pending)
+                print("restart", results["restart"], flush=True)
             if args.only in (None, "footprint"):
                 results["footprint"] = footprint(bench, args.pending)
                 print("footprint", results["footprint"], flush=True)
@@ -576,6 +613,7 @@ def main(argv: list[str] | None = None) -> int:
             results["share_of_plain_hop"] = round(
                 best / results["limit_plain_hop"]["events_per_second"], 3
             )
+    results["record_bytes"] = record_bytes()
     results["target"] = {
         "ratio_vs_sqlite": 30,
         "share_of_plain_hop": 0.25,

@@ -28,6 +28,7 @@ from safeloop.streams.faust_adapter import (
     in_recovery,
     install_batch_handler,
     mark_done,
+    set_persisted_offset,
     started_consumer,
 )
 from safeloop.streams.join import JoinWindow, Release
@@ -95,6 +96,11 @@ class StreamWorker:
             partitions=settings.partitions,
         )
         self._sources = {topics.predictions, topics.outcomes, topics.repartition}
+        self._changelog_tables = {
+            table.changelog_topic.get_topic_name(): table
+            for table in (self.parts.pending, self.parts.early)
+        }
+        outputs.track_offsets(set(self._changelog_tables))
         self.sink = ClickHouseSink(
             writer,
             (PREDICTIONS, OUTCOMES, FEEDBACK, DEAD_LETTERS),
@@ -242,6 +248,16 @@ class StreamWorker:
                     flushed[key] = offset
         if releases:
             self.join.release([r for r in releases if r.partition in self._indexed])
+        self._persist_changelog_offsets()
+
+    def _persist_changelog_offsets(self) -> None:
+        # The flush barrier saw every changelog record sent so far acknowledged, and each was
+        # written to RocksDB before it was sent: the local store holds its changelog up to
+        # these offsets, so a restart on this disk replays only what came after.
+        for (topic, partition), offset in self.outputs.take_offsets().items():
+            table = self._changelog_tables.get(topic)
+            if table is not None and partition in self._indexed:
+                set_persisted_offset(table, partition, offset)
 
     # -- observability ---------------------------------------------------------------------
 
