@@ -301,11 +301,15 @@ class JoinWindow:
 
     def assign(self, partition: int) -> None:
         """Index a newly assigned partition's state (after its changelog was restored)."""
+        self.pending.forget(partition)
+        self.early.forget(partition)
         self.pending_index.rebuild(partition, self.pending.expiries(partition))
         self.early_index.rebuild(partition, self.early.expiries(partition))
 
     def revoke(self, partition: int) -> None:
         """Forget a partition another worker now owns."""
+        self.pending.forget(partition)
+        self.early.forget(partition)
         self.pending_index.drop_partition(partition)
         self.early_index.drop_partition(partition)
         self._releasing = {item for item in self._releasing if item[0] != partition}

@@ -68,6 +68,10 @@ class StateStore(Protocol[V]):
         """Write what the batch changed (one write per key, its last value)."""
         ...
 
+    def forget(self, partition: int) -> None:
+        """Drop what is cached of `partition`: its state may change elsewhere (a rebalance)."""
+        ...
+
 
 class InMemoryStateStore(StateStore[V]):
     """A dict-backed store for unit tests and benchmarks of the join alone."""
@@ -95,6 +99,9 @@ class InMemoryStateStore(StateStore[V]):
         return None
 
     def end_batch(self) -> None:
+        return None
+
+    def forget(self, partition: int) -> None:
         return None
 
     def __len__(self) -> int:

@@ -114,6 +114,10 @@ class FaustTableStore(Generic[V]):
         self._read: dict[int, dict[bytes, bytes | None]] | None = None
         # Inside a batch: partition -> key -> value written (_DELETED: deleted).
         self._written: dict[int, dict[bytes, Any]] = {}
+        # What the previous batch wrote, decoded: an outcome a batch after its prediction pairs
+        # without decoding the stored entry again. Bounded by one batch; dropped on any write
+        # outside a batch.
+        self._recent: dict[int, dict[bytes, Any]] = {}
 
     def _db(self, partition: int) -> Any:
         db = partition_db(self.table, partition)
@@ -143,6 +147,7 @@ class FaustTableStore(Generic[V]):
     def end_batch(self) -> None:
         written, self._written = self._written, {}
         self._read = None
+        self._recent = written
         encode = self._encode
         for partition, values in written.items():
             if not values:
@@ -161,10 +166,15 @@ class FaustTableStore(Generic[V]):
             for raw_key, sent in sends:
                 self._send(partition, raw_key, sent)
 
+    def forget(self, partition: int) -> None:
+        self._recent.pop(partition, None)
+
     def get(self, partition: int, key: str) -> V | None:
         raw_key = key.encode()
         if self._read is not None:
             value = self._written.get(partition, {}).get(raw_key)
+            if value is None:
+                value = self._recent.get(partition, {}).get(raw_key)
             if value is not None:
                 return None if value is _DELETED else cast(V, value)
             read = self._read.setdefault(partition, {})
@@ -181,6 +191,7 @@ class FaustTableStore(Generic[V]):
         if self._read is not None:
             self._written.setdefault(partition, {})[raw_key] = value
             return
+        self._recent = {}
         raw = self._encode(value)
         self._db(partition).put(raw_key, raw)
         self._send(partition, raw_key, raw)
@@ -190,6 +201,7 @@ class FaustTableStore(Generic[V]):
         if self._read is not None:
             self._written.setdefault(partition, {})[raw_key] = _DELETED
             return
+        self._recent = {}
         self._db(partition).delete(raw_key)
         self._send(partition, raw_key, None)
 

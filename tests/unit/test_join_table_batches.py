@@ -86,3 +86,27 @@ def test_a_batch_writes_each_changed_key_once_with_its_last_value(tmp_path: Path
     store.put(0, "after", "z")
     assert changelog.sent[-1] == ("t-changelog", b"after", b"z", 0)
     assert store.get(0, "after") == "z"
+
+
+def test_the_next_batch_reads_the_previous_batchs_writes_until_anything_else_writes(
+    tmp_path: Path,
+) -> None:
+    store, _, data = _store(tmp_path)
+    store.begin_batch({0: ["a"]})
+    store.put(0, "a", "first")
+    store.end_batch()
+    # Changed behind the store's back (as a changelog restore would): the cache still answers
+    # until the partition is forgotten, as the join does on every assignment and revocation.
+    data._db_for_partition(0).put(b"a", b"restored")
+    store.begin_batch({0: ["a"]})
+    assert store.get(0, "a") == "first"
+    store.end_batch()
+    store.forget(0)
+    store.begin_batch({0: ["a"]})
+    assert store.get(0, "a") == "restored"
+    store.put(0, "a", "second")
+    store.end_batch()
+    store.delete(0, "a")  # a write outside a batch drops the cache
+    store.begin_batch({0: ["a"]})
+    assert store.get(0, "a") is None
+    store.end_batch()
