@@ -26,7 +26,6 @@ from faust.sensors.monitor import Monitor
 from faust.stores.rocksdb import Store
 from faust.tables.recovery import Recovery
 from faust.transport import base as transport_base
-from faust.transport import conductor as faust_conductor
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
@@ -87,13 +86,6 @@ COPIED_OR_MIRRORED: list[tuple[Callable[..., Any], str, str]] = [
         "42db531312dd776fc3937154a32f19eeb9ad7d4ebc2722a92d081a2d271baea1",
         "faust_adapter.install_consumer builds the consumer transport the way this does; "
         "build it with the same arguments",
-    ),
-    (
-        faust_conductor.Conductor._compile_message_handler,
-        "9fbc0538097aa4eca6113b99df8d17605ae72a6b5030482f041a183f4cc34df1",
-        "the inline hand-off runs the on_message compiled here up to its first suspension "
-        "outside wait_first; check it still only decodes and puts into stream queues, and "
-        "rarely suspends",
     ),
     (
         Monitor.on_message_in,
