@@ -15,6 +15,7 @@ BENCHMARKS = (
     "publishing",
     "control_propagation",
     "rollback_latency",
+    "tls_overhead",
     "stream_join",
     "dashboard_queries",
 )
