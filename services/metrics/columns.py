@@ -63,6 +63,7 @@ def feedback_batch(
     """Keys and `FEEDBACK_COLUMNS` of feedback records, timed by their prediction timestamp.
 
     Expired records keep NaN ground truth, so they count towards label coverage only.
+    Records with class probabilities (multi-class) also fill the probability columns.
     """
     keys = [WindowKey(record.model_name, record.model_version, record.route) for record in records]
     count = len(records)
@@ -83,4 +84,41 @@ def feedback_batch(
             count,
         ),
     }
+    batch.update(_probability_batch(records))
     return keys, batch
+
+
+_NAN3: tuple[float, float, float] = (math.nan, math.nan, math.nan)
+
+
+def _probability_figures(probabilities: Sequence[float], truth: float | None) -> tuple[float, ...]:
+    """(P(true class), top probability, sum of squares); NaN for P(true class) without a label
+    or with a label that is not one of the classes."""
+    if not probabilities:
+        return _NAN3
+    top = max(probabilities)
+    squared = math.fsum(p * p for p in probabilities)
+    valid = truth is not None and math.isfinite(truth) and truth == int(truth)
+    index = int(truth) if valid and truth is not None else -1
+    true_class = probabilities[index] if 0 <= index < len(probabilities) else math.nan
+    return true_class, top, squared
+
+
+def _probability_batch(records: Sequence[FeedbackRecord]) -> Batch:
+    count = len(records)
+    if not any(r.class_probabilities for r in records):
+        nan = np.full(count, math.nan)
+        return {
+            "true_class_probability": nan,
+            "top_probability": nan.copy(),
+            "probability_squared_sum": nan.copy(),
+        }
+    figures = np.array(
+        [_probability_figures(r.class_probabilities, r.ground_truth) for r in records],
+        dtype=np.float64,
+    ).reshape(count, 3)
+    return {
+        "true_class_probability": figures[:, 0].copy(),
+        "top_probability": figures[:, 1].copy(),
+        "probability_squared_sum": figures[:, 2].copy(),
+    }
