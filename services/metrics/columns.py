@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from enum import StrEnum
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -84,41 +85,35 @@ def feedback_batch(
             count,
         ),
     }
-    batch.update(_probability_batch(records))
+    batch.update(_probability_batch(records, batch["ground_truth"]))
     return keys, batch
 
 
-_NAN3: tuple[float, float, float] = (math.nan, math.nan, math.nan)
-
-
-def _probability_figures(probabilities: Sequence[float], truth: float | None) -> tuple[float, ...]:
-    """(P(true class), top probability, sum of squares); NaN for P(true class) without a label
-    or with a label that is not one of the classes."""
-    if not probabilities:
-        return _NAN3
-    top = max(probabilities)
-    squared = math.fsum(p * p for p in probabilities)
-    valid = truth is not None and math.isfinite(truth) and truth == int(truth)
-    index = int(truth) if valid and truth is not None else -1
-    true_class = probabilities[index] if 0 <= index < len(probabilities) else math.nan
-    return true_class, top, squared
-
-
-def _probability_batch(records: Sequence[FeedbackRecord]) -> Batch:
+def _probability_batch(records: Sequence[FeedbackRecord], truth: npt.NDArray[Any]) -> Batch:
+    """P(true class), the top probability and the sum of squared probabilities per record,
+    NaN without probabilities (and P(true class) NaN without a label that is one of the
+    classes); segment reductions over all records' probabilities flattened into one array."""
     count = len(records)
-    if not any(r.class_probabilities for r in records):
-        nan = np.full(count, math.nan)
-        return {
-            "true_class_probability": nan,
-            "top_probability": nan.copy(),
-            "probability_squared_sum": nan.copy(),
-        }
-    figures = np.array(
-        [_probability_figures(r.class_probabilities, r.ground_truth) for r in records],
-        dtype=np.float64,
-    ).reshape(count, 3)
+    lengths = np.fromiter((len(r.class_probabilities) for r in records), np.int64, count)
+    top = np.full(count, math.nan)
+    squared = np.full(count, math.nan)
+    true_class = np.full(count, math.nan)
+    has = lengths > 0
+    if bool(has.any()):
+        flat = np.fromiter(
+            chain.from_iterable(r.class_probabilities for r in records),
+            np.float64,
+            int(lengths.sum()),
+        )
+        starts = np.cumsum(lengths) - lengths
+        # Empty rows hold no values, so each non-empty row's segment ends at the next one.
+        top[has] = np.maximum.reduceat(flat, starts[has])
+        squared[has] = np.add.reduceat(flat * flat, starts[has])
+        with np.errstate(invalid="ignore"):
+            valid = has & (truth >= 0) & (truth < lengths) & (truth == np.floor(truth))
+        true_class[valid] = flat[starts[valid] + truth[valid].astype(np.int64)]
     return {
-        "true_class_probability": figures[:, 0].copy(),
-        "top_probability": figures[:, 1].copy(),
-        "probability_squared_sum": figures[:, 2].copy(),
+        "true_class_probability": true_class,
+        "top_probability": top,
+        "probability_squared_sum": squared,
     }
