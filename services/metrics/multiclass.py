@@ -60,6 +60,11 @@ class MulticlassMetrics:
     expected_calibration_error: float | None
     reliability: ReliabilityBins | None
 
+    @property
+    def correct_count(self) -> int:
+        """Rows whose predicted class is the true one."""
+        return int(np.trace(self.confusion))
+
 
 def as_classes(values: npt.ArrayLike, name: str) -> IntArray:
     """Class indices as int64; negative or fractional values are refused rather than guessed."""
