@@ -109,6 +109,7 @@ def _prediction_row(p: PredictionEvent) -> Row:
         p.routing_hash_version,
         p.error,
         None if p.error_kind is None else p.error_kind.value,
+        p.class_probabilities,
     )
 
 
@@ -133,6 +134,7 @@ def _feedback_row(f: FeedbackRecord) -> Row:
         f.label_delay_ms,
         f.outcome_source,
         f.emitted_at,
+        f.class_probabilities,
     )
 
 
@@ -252,6 +254,7 @@ PREDICTIONS: Table[PredictionEvent] = Table(
         "routing_hash_version",
         "error",
         "error_kind",
+        "class_probabilities",
     ),
     _prediction_row,
     identity_columns=("model_name", "model_version", "route", "timestamp", "prediction_id"),
@@ -280,6 +283,7 @@ FEEDBACK: Table[FeedbackRecord] = Table(
         "label_delay_ms",
         "outcome_source",
         "emitted_at",
+        "class_probabilities",
     ),
     _feedback_row,
     # (prediction_id, route) is the row; status and emitted_at make each version of it.

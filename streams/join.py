@@ -345,4 +345,5 @@ def _record(
         label_delay_ms=outcome.timestamp - prediction.timestamp if outcome is not None else None,
         outcome_source=outcome.source if outcome is not None else None,
         emitted_at=now_ms,
+        class_probabilities=prediction.class_probabilities,
     )

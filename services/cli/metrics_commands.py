@@ -29,6 +29,18 @@ DAY_MS = 86_400_000
 FAIL_ACTIONS = ("rollback", "pause")
 DEADLINE_ACTIONS = ("proceed", "pause", "rollback")
 APPROVALS = ("none", "promotion", "every_step")
+# guard.policy.TASK_METRICS of multi-class and regression models, spelled out likewise.
+MULTICLASS_METRICS = (
+    "macro_f1",
+    "micro_f1",
+    "weighted_f1",
+    "macro_precision",
+    "macro_recall",
+    "accuracy",
+    "log_loss",
+    "brier_score",
+)
+REGRESSION_METRICS = ("mae", "rmse", "r2")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -47,6 +59,18 @@ def _guard_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-p99-latency-ratio", type=float, default=2.0, help="0 = rule off")
     parser.add_argument("--max-performance-drop", type=float, default=0.05, help="0 = rule off")
     parser.add_argument(
+        "--multiclass-metric",
+        choices=MULTICLASS_METRICS,
+        default="macro_f1",
+        help="what multi-class canaries are judged on (relative drop from production's)",
+    )
+    parser.add_argument(
+        "--regression-metric",
+        choices=REGRESSION_METRICS,
+        default="mae",
+        help="what regression canaries are judged on (relative rise of mae/rmse, drop of r2)",
+    )
+    parser.add_argument(
         "--max-client-error-excess",
         type=float,
         default=0.05,
@@ -62,8 +86,11 @@ def _guard_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _guard_policy(args: argparse.Namespace) -> GuardPolicy:
     from safeloop.services.guard.policy import GuardPolicy
+    from safeloop.services.metrics.performance import PerformanceMetric
 
     return GuardPolicy(
+        multiclass_metric=PerformanceMetric(args.multiclass_metric),
+        regression_metric=PerformanceMetric(args.regression_metric),
         max_error_rate=_ratio(args.max_error_rate),
         max_p99_latency_ms=_ratio(args.max_p99_latency_ms),
         max_p99_latency_ratio=_ratio(args.max_p99_latency_ratio),

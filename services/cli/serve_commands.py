@@ -50,8 +50,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     train = actions.add_parser(
         "train",
         help="train a numpy model on generated data and save it as NAME/VERSION",
-        description="Trains logistic (classification) or linear (regression) regression on "
-        "generated rows and stores the artifact with its training baseline.",
+        description="Trains logistic (classification), softmax (multiclass) or linear "
+        "(regression) regression on generated rows and stores the artifact with its training "
+        "baseline.",
     )
     train.add_argument("name")
     train.add_argument("--version", required=True)
@@ -59,6 +60,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--task", choices=[task.value for task in ModelTask], default=ModelTask.CLASSIFICATION.value
     )
     train.add_argument("--rows", type=int, default=20_000, help="generated rows (default 20000)")
+    train.add_argument(
+        "--classes", type=int, default=3, help="classes of a multiclass model (default 3)"
+    )
     train.add_argument("--seed", type=int, default=0, help="data seed: versions differ by seed")
     train.add_argument(
         "--features",
@@ -120,7 +124,12 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_train(args: argparse.Namespace, settings: Settings) -> int:
     from safeloop.services.models.store import ModelStore, check_name
-    from safeloop.services.models.training import DEFAULT_FEATURES, make_dataset, train_model
+    from safeloop.services.models.training import (
+        DEFAULT_FEATURES,
+        make_dataset,
+        train_model,
+        train_multiclass_model,
+    )
 
     given = DEFAULT_FEATURES if args.features is None else args.features.split(",")
     features = tuple(name.strip() for name in given if name.strip())
@@ -134,11 +143,18 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
         sys.stderr.write("safeloop model train: need --rows >= 10 and at least one feature\n")
         return ExitCode.USAGE
     task = ModelTask(args.task)
-    dataset = make_dataset(task, args.rows, features, seed=args.seed)
-    model, metadata = train_model(args.name, args.version, task, dataset)
+    if args.classes < 2:
+        sys.stderr.write("safeloop model train: need --classes >= 2\n")
+        return ExitCode.USAGE
+    dataset = make_dataset(task, args.rows, features, seed=args.seed, n_classes=args.classes)
     store = ModelStore(settings.models_path)
     try:
-        path = store.save(model, metadata)
+        if task is ModelTask.MULTICLASS:
+            path = store.save(*train_multiclass_model(args.name, args.version, dataset))
+            metadata = store.load_metadata(args.name, args.version)
+        else:
+            model, metadata = train_model(args.name, args.version, task, dataset)
+            path = store.save(model, metadata)
     except FileExistsError as exc:
         sys.stderr.write(f"safeloop model train: {exc}\n")
         return ExitCode.FAILURE

@@ -14,7 +14,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from safeloop.services.dashboard import queries, shaping
+from safeloop.services.dashboard import queries, shaping, task_queries, task_shaping
 from safeloop.services.dashboard.assets import plotly_js
 from safeloop.services.dashboard.exceptions import BadRequestError, QueryFailedError
 from safeloop.services.dashboard.reader import Reader
@@ -95,6 +95,12 @@ def quality(request: Request, reader: Reader) -> dict[str, Any]:
     }
 
 
+def task(request: Request, reader: Reader) -> dict[str, Any]:
+    """Multi-class (per-class figures, confusion matrix) and regression (errors, residual
+    drift) views of the newest window; `task` is None for binary classifiers."""
+    return task_shaping.task_view(reader.rows(task_queries.task_figures(scope_of(request))))
+
+
 def labelling(request: Request, reader: Reader) -> dict[str, Any]:
     model = model_param(request)
     since = datetime.now(UTC) - timedelta(minutes=QUEUE_MINUTES)
@@ -134,6 +140,7 @@ def create_app(reader: Reader) -> Starlette:
         "series": series,
         "quality": quality,
         "labelling": labelling,
+        "task": task,
     }
     routes = [
         Route("/", index),

@@ -23,6 +23,15 @@ PERFORMANCE_METRICS: Final = (
     "label_coverage",
     "expected_calibration_error",
     "shadow_agreement_rate",
+    # Multi-class and regression models (services/dashboard/task_queries.TASK_SERIES).
+    "macro_f1",
+    "micro_f1",
+    "log_loss",
+    "mae",
+    "rmse",
+    "r2",
+    "residual_psi",
+    "residual_mean",
 )
 
 

@@ -14,6 +14,7 @@ from safeloop.services.models.exceptions import ModelLoadError, ModelNotFoundErr
 from safeloop.services.models.linear import LinearKind, LinearModel, LogisticModel
 from safeloop.services.models.loaded import LoadedModel
 from safeloop.services.models.metadata import ModelMetadata
+from safeloop.services.models.softmax import SOFTMAX_KIND, SoftmaxModel, load_softmax
 
 ARTIFACT_FILE = "model.npz"
 METADATA_FILE = "metadata.json"
@@ -40,7 +41,7 @@ class ModelStore:
     def path_of(self, name: str, version: str) -> Path:
         return self.root / check_name("model name", name) / check_name("version", version)
 
-    def save(self, model: LinearModel, metadata: ModelMetadata) -> Path:
+    def save(self, model: LinearModel | SoftmaxModel, metadata: ModelMetadata) -> Path:
         """Write one version atomically; an existing version is never overwritten."""
         target = self.path_of(metadata.name, metadata.version)
         if target.exists():
@@ -99,6 +100,9 @@ class ModelStore:
         """Load and validate one version; any defect raises `ModelLoadError` naming the file."""
         metadata = self.load_metadata(name, version)
         artifact_path = self.path_of(name, version) / ARTIFACT_FILE
+        if metadata.kind == SOFTMAX_KIND:
+            softmax = load_softmax(artifact_path, version, metadata.feature_names)
+            return LoadedModel(softmax, metadata)
         model_type = _MODEL_TYPES.get(metadata.kind)
         if model_type is None:
             raise ModelLoadError(artifact_path, f"unknown model kind {metadata.kind!r}")

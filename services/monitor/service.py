@@ -151,7 +151,10 @@ class MetricsService:
             issuer.listeners.append(self._alert_for_command)
         self.health = HealthTracker(config.health_window_rows, config.health_window_span_ms)
         self.performance = PerformanceTracker(
-            models.task_of, config.performance_window_rows, config.performance_window_span_ms
+            models.task_of,
+            config.performance_window_rows,
+            config.performance_window_span_ms,
+            residual_baseline_of=models.residual_baseline_of,
         )
         self.drift = DriftTracker(models, config.drift_window_rows)
         self.guard = CentralGuard(

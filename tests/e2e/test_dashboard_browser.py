@@ -223,7 +223,8 @@ def test_dashboard_renders_every_chart_with_data(dashboard_url: str, artifacts_d
         page.on("request", lambda request: requests.append(request.url))
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(dashboard_url + "?model=fraud")
+        # On a loaded machine a fresh browser can take over 30 s to load plotly.js.
+        page.goto(dashboard_url + "?model=fraud", timeout=120_000)
         page.wait_for_selector("body[data-loaded='true']", timeout=30_000)
         page.wait_for_function(
             "ids => ids.every(id => (document.getElementById(id).data || []).length > 0)",
@@ -260,15 +261,16 @@ def test_dashboard_says_no_data_yet_then_shows_errors(stack: Any) -> None:
     missing = replace(empty, clickhouse_database=f"{empty.clickhouse_database}_missing")
     with _browser() as browser, _dashboard(empty) as url:
         page = browser.new_page()
-        page.goto(url)
+        page.goto(url, timeout=120_000)
         page.wait_for_selector("body[data-loaded='true']", timeout=30_000)
-        messages = page.locator(".chart .message").all_inner_texts()
+        # Multi-class and regression panels stay hidden for a page without such a model.
+        messages = page.locator("section:not([hidden]) .chart .message").all_inner_texts()
         assert messages == ["no data yet"] * len(CHARTS)
     with _browser() as browser, _dashboard(missing) as url:
         page = browser.new_page()
-        page.goto(url)
+        page.goto(url, timeout=120_000)
         page.wait_for_selector("body[data-loaded='true']", timeout=30_000)
         assert "ClickHouse unavailable" in page.locator("#status").inner_text()
-        errors = page.locator(".chart .message.bad").all_inner_texts()
+        errors = page.locator("section:not([hidden]) .chart .message.bad").all_inner_texts()
         assert len(errors) == len(CHARTS)
         assert all(missing.clickhouse_database in e for e in errors), errors

@@ -59,12 +59,13 @@ def _predictions() -> list[list[Any]]:
                 1,
                 error,
                 None if error is None else "server",
+                [],
             ]
         )
     rows.append(
         [
             *("p0", "fraud", "v1s", NOW, {"amount": 0.0}, 0.9, 0.9, 7.0, "shadow", "r", "k0", 1),
-            *(None, None),
+            *(None, None, []),
         ]
     )
     return rows
@@ -93,6 +94,7 @@ def _feedback(client: Client) -> None:
                 5000,
                 "labels",
                 stamp + timedelta(seconds=5),
+                [],
             ]
         )
     client.insert(

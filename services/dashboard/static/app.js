@@ -123,6 +123,75 @@ function renderSeries(data) {
   draw("chart-shadow", (m.shadow_agreement_rate || []).map((x) => line(x.name, x.t, x.value,
        { mode: "lines+markers", marker: { size: 4 } })),
        { yaxis: { tickformat: ".0%", rangemode: "normal" } }, ev, range);
+  renderTaskSeries(m, ev, range);
+}
+
+// Two figures per series on one chart, told apart by line style (multi-class and regression).
+function pairChart(id, m, first, second, layout, ev, range) {
+  const traces = [];
+  const seen = new Set();
+  for (const [metric, dash] of [[first, "solid"], [second, "dash"]]) {
+    if (!metric) continue;
+    for (const x of m[metric] || []) {
+      traces.push(styled(x, metric, x.value, dash, 2, !seen.has(x.name)));
+      seen.add(x.name);
+    }
+  }
+  draw(id, traces, layout, ev, range);
+}
+
+function renderTaskSeries(m, ev, range) {
+  if (!document.getElementById("multiclass-panels").hidden) {
+    pairChart("chart-multiclass", m, "macro_f1", "micro_f1",
+              { yaxis: { tickformat: ".0%", rangemode: "normal" } }, ev, range);
+    pairChart("chart-logloss", m, "log_loss", null, {}, ev, range);
+  }
+  if (!document.getElementById("regression-panels").hidden) {
+    pairChart("chart-regression", m, "mae", "rmse", {}, ev, range);
+    pairChart("chart-r2", m, "r2", null, { yaxis: { rangemode: "normal" } }, ev, range);
+    pairChart("chart-residuals", m, "residual_psi", "residual_mean",
+              { yaxis: { rangemode: "normal" } }, ev, range);
+  }
+}
+
+function renderTask(data) {
+  const multi = data.series.filter((s) => s.kind === "multiclass");
+  const regression = data.series.filter((s) => s.kind === "regression");
+  document.getElementById("multiclass-panels").hidden = !multi.length;
+  document.getElementById("regression-panels").hidden = !regression.length;
+  document.body.dataset.task = data.task || "classification";
+  if (multi.length) {
+    // The production series first: that is the matrix an operator looks for.
+    const shown = multi.find((s) => s.route === "production") || multi[0];
+    const labels = shown.confusion.map((_, k) => `class ${k}`);
+    text("confusion-hint", `${shown.name} · rows: true class · columns: predicted`);
+    draw("chart-confusion", [{
+      type: "heatmap", z: shown.confusion, x: labels, y: labels, colorscale: "Blues",
+      hovertemplate: "true %{y} · predicted %{x}: %{z}<extra></extra>", showscale: false,
+    }], {
+      xaxis: { type: "category", title: { text: "predicted" } },
+      yaxis: { type: "category", autorange: "reversed", title: { text: "true" } },
+      hovermode: "closest", showlegend: false,
+      annotations: shown.confusion.flatMap((row, i) => row.map((n, j) => ({
+        x: labels[j], y: labels[i], text: String(n), showarrow: false, font: { size: 11 } }))),
+    });
+    const rows = multi.flatMap((s) => s.classes.map((c) => Object.assign({ name: s.name }, c)));
+    fillTable("class-table", rows, (c) => [
+      c.name, c.class, fixed(c.precision, 3), fixed(c.recall, 3), fixed(c.f1, 3), c.support,
+    ], "no per-class figures yet");
+    fillTable("multiclass-summary", multi, (s) => [
+      s.name, pct(s.summary.accuracy), fixed(s.summary.macro_f1, 3), fixed(s.summary.micro_f1, 3),
+      fixed(s.summary.log_loss, 3), fixed(s.summary.brier_score, 3),
+      fixed(s.summary.expected_calibration_error, 3),
+    ], "no multi-class figures yet");
+  }
+  if (regression.length) {
+    fillTable("regression-table", regression, (s) => [
+      s.name, fixed(s.summary.mae, 3), fixed(s.summary.rmse, 3), fixed(s.summary.r2, 3),
+      fixed(s.summary.residual_mean, 3), fixed(s.summary.residual_bias_shift, 3),
+      fixed(s.summary.residual_psi, 3),
+    ], "no regression figures yet");
+  }
 }
 
 function renderQuality(data) {
@@ -261,6 +330,12 @@ async function refresh() {
     return;
   }
   const params = { model: state.model, minutes: state.minutes };
+  // The task view first: it decides which of the multi-class or regression panels show.
+  try {
+    renderTask(await api("task", params));
+  } catch (e) {
+    showError("task", e.message);
+  }
   const parts = [
     ["overview", renderOverview], ["series", renderSeries],
     ["quality", renderQuality], ["labelling", renderQueue],
