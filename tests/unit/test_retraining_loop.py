@@ -329,11 +329,12 @@ class FakeSteps:
     def runs(self, model_name: str = "", run_id: str = "") -> list[RetrainRun]:
         latest: dict[str, RetrainRun] = {}
         for run in self.rows:
-            if (not model_name or run.model_name == model_name) and (
-                not run_id or run.run_id == run_id
-            ):
-                if run.run_id not in latest or latest[run.run_id].step < run.step:
-                    latest[run.run_id] = run
+            if model_name and run.model_name != model_name:
+                continue
+            if run_id and run.run_id != run_id:
+                continue
+            if run.run_id not in latest or latest[run.run_id].step < run.step:
+                latest[run.run_id] = run
         return list(latest.values())
 
     def find(self, run_id: str) -> RetrainRun | None:
