@@ -75,8 +75,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     from safeloop.services.guard.policy import GuardPolicy
+    from safeloop.services.retrain_loop.wiring import build_retrain_service
     from safeloop.services.retraining.loop_policy import LoopPolicy
-    from safeloop.services.retraining.wiring import build_retrain_service
     from safeloop.services.rollout.plan import RolloutPlan
 
     policy = LoopPolicy(
@@ -103,8 +103,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
     from safeloop.infra.clickhouse.client import clickhouse_client
+    from safeloop.services.retrain_loop.step_log import StepLog
     from safeloop.services.retraining.persist import run_to_json
-    from safeloop.services.retraining.step_log import StepLog
 
     runs = StepLog(clickhouse_client(settings)).runs(args.model)
     if args.json:
@@ -140,8 +140,8 @@ def _change(args: argparse.Namespace, settings: Settings, change: RunChange) -> 
     """Record a person's move on the model's newest run; `retrain run` acts on it."""
     from safeloop.infra.clickhouse.client import clickhouse_client
     from safeloop.services.control.publisher import default_issuer
+    from safeloop.services.retrain_loop.step_log import StepLog
     from safeloop.services.retraining.persist import run_to_json
-    from safeloop.services.retraining.step_log import StepLog
 
     log = StepLog(clickhouse_client(settings))
     try:

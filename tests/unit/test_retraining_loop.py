@@ -19,6 +19,7 @@ from safeloop.services.models.linear import LogisticModel
 from safeloop.services.models.loaded import LoadedModel
 from safeloop.services.models.task import ModelTask
 from safeloop.services.models.training import make_dataset, train_model
+from safeloop.services.retrain_loop.service import RetrainService
 from safeloop.services.retraining import machine
 from safeloop.services.retraining.candidate import CandidateSpec, build_candidate, candidate_version
 from safeloop.services.retraining.exceptions import (
@@ -43,7 +44,6 @@ from safeloop.services.retraining.machine import (
     TrainingFailed,
 )
 from safeloop.services.retraining.persist import run_from_json, run_to_json, step_of
-from safeloop.services.retraining.service import RetrainService
 from safeloop.services.retraining.trainer import TrainingWindow, load_trainer
 
 POLICY = LoopPolicy(shadow_bake_ms=1_000, shadow_deadline_ms=10_000, min_shadow_pairs=100)

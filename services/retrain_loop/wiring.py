@@ -11,11 +11,11 @@ from safeloop.schemas.events import RetrainingDecision
 from safeloop.services.models.store import ModelStore
 from safeloop.services.monitor.consumer import EventConsumer
 from safeloop.services.monitor.wiring import build_issuer, start_follower
-from safeloop.services.retraining.actions import LoopActions, TrainingConfig
+from safeloop.services.retrain_loop.actions import LoopActions, TrainingConfig
+from safeloop.services.retrain_loop.service import RetrainService
+from safeloop.services.retrain_loop.step_log import StepLog
 from safeloop.services.retraining.loop_policy import LoopPolicy
 from safeloop.services.retraining.registry import FolderRegistry
-from safeloop.services.retraining.service import RetrainService
-from safeloop.services.retraining.step_log import StepLog
 from safeloop.services.retraining.trainer import load_trainer
 from safeloop.services.rollout.plan import RolloutPlan
 
