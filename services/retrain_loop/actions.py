@@ -85,6 +85,10 @@ class LoopActions:
         self._training = training
         self._plan = plan
 
+    def production_version(self, model_name: str) -> str | None:
+        config = self._issuer.config_of(model_name)
+        return None if config is None else config.production_version
+
     def train(self, run: RetrainRun, now_ms: int) -> Trained | TrainingFailed:
         """Export the weighted window, call the trainer, register the candidate with lineage."""
         version = candidate_version(run.base_version, run.run_id)

@@ -40,6 +40,8 @@ RETRY_AFTER_FAILURE_S = 1.0
 
 
 class Actions(Protocol):
+    def production_version(self, model_name: str) -> str | None: ...
+
     def train(self, run: RetrainRun, now_ms: int) -> Trained | TrainingFailed: ...
 
     def shadow_evidence(self, run: RetrainRun) -> ShadowEvidence: ...
@@ -125,13 +127,18 @@ class RetrainService:
         if not decision.should_retrain:
             return None
         running = self.active.get(decision.model_name)
-        if running is not None or decision.decision_id in self.finished:
+        production = self._actions.production_version(decision.model_name)
+        why = None
+        if running is not None:
+            why = f"run {running.run_id} is going"
+        elif decision.decision_id in self.finished:
+            why = "already handled"
+        elif production is not None and production != decision.model_version:
+            # Judged a version that has left production since (a replayed or late decision).
+            why = f"{decision.model_version} is no longer production ({production} is)"
+        if why is not None:
             self.counts.decisions_skipped += 1
-            logger.info(
-                "retraining decision %s skipped: %s",
-                decision.decision_id,
-                "already handled" if running is None else f"run {running.run_id} is going",
-            )
+            logger.info("retraining decision %s skipped: %s", decision.decision_id, why)
             return None
         run = machine.begin(decision, self._clock())
         self._steps.record(run)

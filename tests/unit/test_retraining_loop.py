@@ -348,6 +348,10 @@ class FakeActions:
         self.trained = 0
         self.evidence = ShadowEvidence(0, None)
         self.rollout: tuple[RolloutPhase, str] | None = None
+        self.production = "v1"
+
+    def production_version(self, model_name: str) -> str | None:
+        return self.production
 
     def train(self, run: RetrainRun, now_ms: int) -> Trained:
         self.trained += 1
@@ -395,6 +399,14 @@ def test_the_process_closes_the_loop_and_records_every_step() -> None:
         Stage.PROMOTED,
     ]
     assert service.counts.decisions_skipped == 1
+
+
+def test_a_decision_about_a_version_no_longer_in_production_is_moot() -> None:
+    steps, actions = FakeSteps(), FakeActions()
+    actions.production = "v2"
+    service = _service(steps, actions)
+    assert service.accept(_decision()) is None
+    assert service.counts.decisions_skipped == 1 and steps.rows == []
 
 
 def test_a_restarted_process_resumes_from_the_recorded_stage() -> None:
