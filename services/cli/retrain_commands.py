@@ -55,6 +55,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     run.add_argument("--steps", default="5,10,25,50,100", help="canary percent per step")
     run.add_argument("--bake-s", type=float, default=60.0, help="canary bake time per step")
     run.add_argument("--min-sample", type=int, default=500, help="canary requests per step")
+    run.add_argument("--min-labelled", type=int, default=200, help="labels per step and side")
+    run.add_argument("--deadline-s", type=float, default=1800.0, help="a canary step's deadline")
+    run.add_argument("--max-p99-latency-ratio", type=float, default=2.0, help="0 = rule off")
+    run.add_argument(
+        "--latency-ratio-tolerance",
+        type=float,
+        default=1.5,
+        help="fail a canary step typically this many times slower (0 = not compared)",
+    )
     run.add_argument("--tick-s", type=float, default=1.0, help="how often runs are moved on")
     run.set_defaults(func=_run)
     status = actions.add_parser("status", help="retraining runs as recorded, newest last")
@@ -91,7 +100,14 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         steps_percent=tuple(float(step) for step in args.steps.split(",")),
         bake_ms=int(args.bake_s * 1000),
         min_sample_per_step=args.min_sample,
-        guard=GuardPolicy(),
+        min_labelled_per_step=args.min_labelled,
+        deadline_ms=int(args.deadline_s * 1000),
+        latency_ratio_tolerance=args.latency_ratio_tolerance or None,
+        guard=GuardPolicy(
+            max_p99_latency_ratio=args.max_p99_latency_ratio
+            if args.max_p99_latency_ratio > 0
+            else None
+        ),
     )
     service = build_retrain_service(settings, policy, plan, tick_ms=int(args.tick_s * 1000))
     stop = threading.Event()

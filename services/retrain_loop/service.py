@@ -108,6 +108,7 @@ class RetrainService:
     def run(self, stop: threading.Event) -> None:
         self.resume()
         self.ready.set()
+        logger.info("retrain running: %s, %d run(s) resumed", self.policy, len(self.active))
         next_tick = 0.0
         while not stop.is_set():
             if self._consumer is not None:
