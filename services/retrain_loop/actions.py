@@ -13,6 +13,7 @@ from clickhouse_connect.driver.exceptions import Error as ClickHouseError
 
 from safeloop.schemas.events import CommandKind, ModelConfig, Route
 from safeloop.services.control.exceptions import ControlError
+from safeloop.services.control.follower import ControlFollower
 from safeloop.services.control.issuer import CommandIssuer
 from safeloop.services.control.publisher import ConfigChange
 from safeloop.services.models.exceptions import ModelError
@@ -77,13 +78,20 @@ class LoopActions:
         registry: CandidateRegistry,
         issuer: CommandIssuer,
         training: TrainingConfig,
+        *,
         plan: RolloutPlan,
+        follower: ControlFollower,
     ) -> None:
+        self._follower = follower
         self._client = client
         self._registry = registry
         self._issuer = issuer
         self._training = training
         self._plan = plan
+
+    def refresh(self) -> None:
+        """Take in the control topic's new commands (the guard's, the rollout's, operators')."""
+        self._follower.poll()
 
     def production_version(self, model_name: str) -> str | None:
         config = self._issuer.config_of(model_name)

@@ -40,6 +40,10 @@ RETRY_AFTER_FAILURE_S = 1.0
 
 
 class Actions(Protocol):
+    def refresh(self) -> None:
+        """Catch up with what others did (the control topic) before judging anything."""
+        ...
+
     def production_version(self, model_name: str) -> str | None: ...
 
     def train(self, run: RetrainRun, now_ms: int) -> Trained | TrainingFailed: ...
@@ -150,6 +154,7 @@ class RetrainService:
 
     def tick(self, now_ms: int) -> None:
         """Move every active run as far as it can go now."""
+        self._actions.refresh()
         for model_name in list(self.active):
             try:
                 self._advance(model_name, now_ms)
@@ -220,6 +225,9 @@ class RetrainService:
         assert self._consumer is not None
         decisions = self._consumer.poll(BATCH_RECORDS, POLL_TIMEOUT_S)
         positions = self._consumer.positions()
+        if decisions:
+            # Which version is in production now decides whether a decision still stands.
+            self._actions.refresh()
         for decision in decisions:
             while not stop.is_set():
                 try:

@@ -44,7 +44,9 @@ def build_retrain_service(
         window_ms=settings.retrain_window_ms,
         half_life_ms=float(settings.retrain_half_life_ms),
     )
-    actions = LoopActions(client, FolderRegistry(store), issuer, training, plan)
+    actions = LoopActions(
+        client, FolderRegistry(store), issuer, training, plan=plan, follower=follower
+    )
     topics = settings.topics
     # A new group reads decisions from the start: one not yet acted on is still owed a run.
     consumer: EventConsumer[RetrainingDecision] = EventConsumer(

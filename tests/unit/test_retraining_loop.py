@@ -349,6 +349,10 @@ class FakeActions:
         self.evidence = ShadowEvidence(0, None)
         self.rollout: tuple[RolloutPhase, str] | None = None
         self.production = "v1"
+        self.refreshed = 0
+
+    def refresh(self) -> None:
+        self.refreshed += 1
 
     def production_version(self, model_name: str) -> str | None:
         return self.production
@@ -399,6 +403,7 @@ def test_the_process_closes_the_loop_and_records_every_step() -> None:
         Stage.PROMOTED,
     ]
     assert service.counts.decisions_skipped == 1
+    assert actions.refreshed >= 4  # the control topic is caught up with on every tick
 
 
 def test_a_decision_about_a_version_no_longer_in_production_is_moot() -> None:
