@@ -86,9 +86,8 @@ def test_demo_tells_the_whole_story(
     # window, shadowed, then rolled out to promotion (or rolled back if it was worse).
     assert "retrain loop" in report
     runs = client.query(
-        "SELECT run_id, groupArray(stage) FROM "
-        "(SELECT run_id, stage FROM retraining_steps FINAL WHERE model_name = 'churn' "
-        "ORDER BY step) GROUP BY run_id"
+        "SELECT run_id, arrayMap(s -> s.2, arraySort(groupArray((step, stage)))) "
+        "FROM retraining_steps FINAL WHERE model_name = 'churn' GROUP BY run_id"
     ).result_rows
     closed = [stages for _, stages in runs if stages[-1] in ("promoted", "rolled_back")]
     assert closed, runs
