@@ -166,6 +166,11 @@ def _change(args: argparse.Namespace, settings: Settings, change: RunChange) -> 
             return _fail(args, f"{args.model}: no retraining run recorded")
         moved = change(run, default_issuer(), time.time_ns() // 1_000_000).run
         log.record(moved)
+        # The loop may have taken that step first (same step number): then ours was dropped.
+        recorded = log.find(moved.run_id)
+        if recorded is None or (recorded.stage, recorded.actor) != (moved.stage, moved.actor):
+            now = "unknown" if recorded is None else recorded.stage.value
+            return _fail(args, f"{args.model} {moved.run_id}: the loop moved first ({now})")
     except RetrainingError as exc:
         return _fail(args, str(exc))
     report: dict[str, Any] = json.loads(run_to_json(moved))
