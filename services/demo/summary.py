@@ -59,10 +59,10 @@ def render(
             f"retrain loop  run {first.run_id}: {' -> '.join(s.stage for s in result.retraining)}"
         )
         if lineage:
-            half_life_h = float(lineage.get("half_life_ms", "0")) / 3_600_000
+            half_life = _duration(float(lineage.get("half_life_ms", "0")))
             lines.append(
                 f"              candidate {last.candidate_version} trained on "
-                f"{lineage.get('training_rows', '?')} labelled rows (half-life {half_life_h:g} h), "
+                f"{lineage.get('training_rows', '?')} labelled rows (half-life {half_life}), "
                 f"shadow agreement {shadow.get('shadow_agreement', '?')} over "
                 f"{shadow.get('shadow_pairs', '?')} pairs"
             )
@@ -78,3 +78,11 @@ def render(
         lines.append("every expected outcome happened")
     lines.append(f"dashboard     {dashboard_url}")
     return "\n".join(lines) + "\n"
+
+
+def _duration(ms: float) -> str:
+    """A half-life as people say it: minutes, hours or days."""
+    for unit, size in (("d", 86_400_000.0), ("h", 3_600_000.0)):
+        if ms >= size:
+            return f"{ms / size:g} {unit}"
+    return f"{ms / 60_000:g} min"
