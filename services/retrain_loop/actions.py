@@ -93,6 +93,9 @@ class LoopActions:
         """Take in the control topic's new commands (the guard's, the rollout's, operators')."""
         self._follower.poll()
 
+    def close(self) -> None:
+        self._follower.close()
+
     def production_version(self, model_name: str) -> str | None:
         config = self._issuer.config_of(model_name)
         return None if config is None else config.production_version

@@ -46,6 +46,8 @@ class Actions(Protocol):
 
     def production_version(self, model_name: str) -> str | None: ...
 
+    def close(self) -> None: ...
+
     def train(self, run: RetrainRun, now_ms: int) -> Trained | TrainingFailed: ...
 
     def shadow_evidence(self, run: RetrainRun) -> ShadowEvidence: ...
@@ -125,6 +127,7 @@ class RetrainService:
                 stop.wait(self._tick_ms / 1000)
         if self._consumer is not None:
             self._consumer.close()
+        self._actions.close()
 
     def accept(self, decision: RetrainingDecision) -> RetrainRun | None:
         """Start (and record) a run for a `should_retrain` decision, or say why not (None)."""

@@ -354,6 +354,9 @@ class FakeActions:
     def refresh(self) -> None:
         self.refreshed += 1
 
+    def close(self) -> None:
+        pass
+
     def production_version(self, model_name: str) -> str | None:
         return self.production
 
