@@ -168,6 +168,11 @@ class Settings:
     alert_dead_letters_per_minute: int = 100
     # The bearer token the HTTP ingest checks; required to bind it beyond loopback.
     ingest_token: Secret = Secret("")
+    # The retraining loop: the training entry point (`module:function`, taking the window and
+    # returning a model), how far back the labelled window reaches, the recency half-life.
+    retrain_trainer: str = "safeloop.services.retraining.linear_trainer:train"
+    retrain_window_ms: int = 30 * _DAY_MS
+    retrain_half_life_ms: int = 7 * _DAY_MS
 
     @property
     def topics(self) -> TopicNames:
@@ -288,6 +293,13 @@ class Settings:
                 "SAFELOOP_ALERT_DEAD_LETTERS_PER_MINUTE", defaults.alert_dead_letters_per_minute
             ),
             ingest_token=Secret(reader.text("SAFELOOP_INGEST_TOKEN", "")),
+            retrain_trainer=reader.text("SAFELOOP_RETRAIN_TRAINER", defaults.retrain_trainer),
+            retrain_window_ms=reader.positive_int(
+                "SAFELOOP_RETRAIN_WINDOW_MS", defaults.retrain_window_ms
+            ),
+            retrain_half_life_ms=reader.positive_int(
+                "SAFELOOP_RETRAIN_HALF_LIFE_MS", defaults.retrain_half_life_ms
+            ),
         )
 
     def kafka_client_env(self) -> dict[str, str]:
@@ -348,6 +360,9 @@ class Settings:
             "SAFELOOP_DASHBOARD_URL": self.dashboard_url,
             "SAFELOOP_ALERT_DEAD_LETTERS_PER_MINUTE": str(self.alert_dead_letters_per_minute),
             "SAFELOOP_INGEST_TOKEN": self.ingest_token.value,
+            "SAFELOOP_RETRAIN_TRAINER": self.retrain_trainer,
+            "SAFELOOP_RETRAIN_WINDOW_MS": str(self.retrain_window_ms),
+            "SAFELOOP_RETRAIN_HALF_LIFE_MS": str(self.retrain_half_life_ms),
         }
 
 

@@ -214,6 +214,37 @@ def _retraining_row(d: RetrainingDecision) -> Row:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class RetrainingStep:
+    """One transition of a retraining run; `state` is the run after it, as JSON (resumable)."""
+
+    run_id: str
+    model_name: str
+    base_version: str
+    candidate_version: str
+    stage: str
+    step: int
+    timestamp_ms: int
+    actor: str
+    reason: str
+    state: str
+
+
+def _retraining_step_row(s: RetrainingStep) -> Row:
+    return (
+        s.run_id,
+        s.model_name,
+        s.base_version,
+        s.candidate_version,
+        s.stage,
+        s.step,
+        s.timestamp_ms,
+        s.actor,
+        s.reason,
+        s.state,
+    )
+
+
 _METRIC_HEAD = ("model_name", "model_version", "route", "window_start", "window_end", "metric")
 _METRIC_TAIL = ("value", "sample_count", "labels")
 
@@ -350,6 +381,23 @@ RETRAINING_DECISIONS: Table[RetrainingDecision] = Table(
     _retraining_row,
     identity_columns=("decision_id",),
 )
+RETRAINING_STEPS: Table[RetrainingStep] = Table(
+    "retraining_steps",
+    (
+        "run_id",
+        "model_name",
+        "base_version",
+        "candidate_version",
+        "stage",
+        "step",
+        "timestamp",
+        "actor",
+        "reason",
+        "state",
+    ),
+    _retraining_step_row,
+    identity_columns=("run_id", "step"),
+)
 # Metric rows are re-computed figures: every column is part of what makes a row the same row.
 HEALTH_METRICS: Table[MetricRow] = Table(
     "health_metrics",
@@ -380,6 +428,7 @@ TABLES: Mapping[str, Table[Any]] = {
         DEAD_LETTERS,
         CONTROL_LOG,
         RETRAINING_DECISIONS,
+        RETRAINING_STEPS,
         HEALTH_METRICS,
         PERFORMANCE_METRICS,
         DRIFT_METRICS,

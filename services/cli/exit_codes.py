@@ -17,7 +17,7 @@ from safeloop.services.publishing.exceptions import (
     IngestBindError,
     InputFileError,
 )
-from safeloop.services.retraining.exceptions import RetrainingPolicyError
+from safeloop.services.retraining.exceptions import RetrainingPolicyError, TrainerLoadError
 from safeloop.services.rollout.exceptions import PlanError
 from safeloop.streams.exceptions import WindowConfigError
 
@@ -43,6 +43,7 @@ _USAGE_ERRORS: tuple[type[SafeloopError], ...] = (
     PlanError,
     PolicyError,
     RetrainingPolicyError,
+    TrainerLoadError,
     WindowConfigError,
     DashboardBindError,
     InputFileError,

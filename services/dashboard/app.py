@@ -92,6 +92,7 @@ def quality(request: Request, reader: Reader) -> dict[str, Any]:
         "reliability": shaping.reliability_curves(reader.rows(queries.reliability(scope))),
         "drift": shaping.drift_table(reader.rows(queries.drift_table(scope))),
         "retraining": shaping.retraining(reader.rows(queries.retraining(scope))),
+        "retraining_steps": shaping.retraining_steps(reader.rows(queries.retraining_steps(scope))),
     }
 
 

@@ -316,6 +316,23 @@ def retraining(scope: Scope, limit: int = 50) -> Query:
     )
 
 
+def retraining_steps(scope: Scope, limit: int = 100) -> Query:
+    """The retraining loop's steps in the range, newest first, with each candidate's lineage."""
+    return bind(
+        "retraining_steps",
+        """
+        SELECT timestamp, run_id, stage, step, base_version, candidate_version, actor, reason,
+               JSONExtract(state, 'lineage', 'Map(String, String)') AS lineage
+        FROM retraining_steps FINAL
+        WHERE model_name = {model:String}
+          AND timestamp >= {since:DateTime('UTC')} AND timestamp <= {until:DateTime('UTC')}
+        ORDER BY timestamp DESC, step DESC
+        LIMIT {limit:UInt32}
+        """,
+        {**scope.parameters(), "limit": limit},
+    )
+
+
 def labelling_queue(model: str, since: datetime, limit: int = 20) -> Query:
     """The least confident recent answers that have no outcome yet.
 

@@ -235,6 +235,23 @@ def retraining(rows: Iterable[Row]) -> list[JSON]:
     ]
 
 
+def retraining_steps(rows: Iterable[Row]) -> list[JSON]:
+    return [
+        {
+            "t": iso(r["timestamp"]),
+            "run_id": r["run_id"],
+            "stage": r["stage"],
+            "step": int(r["step"]),
+            "base_version": r["base_version"],
+            "candidate_version": r["candidate_version"],
+            "actor": r["actor"],
+            "reason": r["reason"],
+            "lineage": dict(r["lineage"]),
+        }
+        for r in rows
+    ]
+
+
 def labelling_queue(rows: Iterable[Row]) -> list[JSON]:
     return [
         {

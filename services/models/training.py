@@ -94,7 +94,7 @@ def train_model(
     else:
         model = train_linear(train_rows, train_targets, dataset.feature_names, version)
     holdout_scores = model.predict_batch(holdout_rows)
-    primary, metrics = _holdout_metrics(task, holdout_scores, holdout_targets)
+    primary, metrics = holdout_metrics(task, holdout_scores, holdout_targets)
     # Regressors keep their holdout residuals, for residual drift.
     residual = holdout_targets - holdout_scores if task is ModelTask.REGRESSION else None
     baseline = ModelBaseline.from_training_data(
@@ -117,9 +117,10 @@ def train_model(
     return model, metadata
 
 
-def _holdout_metrics(
+def holdout_metrics(
     task: ModelTask, scores: FloatArray, targets: FloatArray
 ) -> tuple[str, dict[str, float]]:
+    """The primary metric's name and every holdout metric: accuracy or RMSE first."""
     if task is ModelTask.CLASSIFICATION:
         clipped = np.clip(scores, 1e-12, 1.0 - 1e-12)
         log_loss = -np.mean(targets * np.log(clipped) + (1.0 - targets) * np.log(1.0 - clipped))

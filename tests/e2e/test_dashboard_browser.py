@@ -140,6 +140,17 @@ STORY = [
         should_retrain, urgency, reason, max_psi, performance_drop, drifted_features)
     VALUES ('d1', 'fraud', 'v2', {end} - toIntervalMinute(3), true, 'elevated',
         'PSI of amount 0.33 above 0.25', 0.33, 0.012, ['amount'])""",
+    # The retraining loop acting on that decision: a candidate with its lineage, in shadow.
+    """INSERT INTO retraining_steps (run_id, model_name, base_version, candidate_version, stage,
+        step, timestamp, actor, reason, state)
+    SELECT 'd1', 'fraud', 'v2', s.2, s.1, s.3, {end} - toIntervalMinute(s.4), 'safeloop-retrain',
+        s.5, s.6
+    FROM (SELECT arrayJoin([
+        ('received', '', 0, 3, 'retraining asked (elevated)', '{{}}'),
+        ('registered', 'v2-r1a2b3c4d', 1, 2, 'candidate v2-r1a2b3c4d registered',
+         '{{"lineage": {{"decision_id": "d1", "training_rows": "4800", "train_from_ms": "0",
+           "evaluation_to_ms": "86400000", "half_life_ms": "604800000"}}}}'),
+        ('shadowing', 'v2-r1a2b3c4d', 2, 1, 'v2-r1a2b3c4d in shadow', '{{}}')]) AS s)""",
 ]
 
 
@@ -239,6 +250,9 @@ def test_dashboard_renders_every_chart_with_data(dashboard_url: str, artifacts_d
         assert page.locator("#drift-table .band.major").count() >= 1
         assert page.locator("#queue-table tbody tr").count() == 20
         assert page.locator("#events-table .kind.rollback").count() == 1
+        steps = page.locator("#retraining-steps-table tbody tr")
+        assert steps.count() == 3
+        assert "4800 rows" in steps.nth(1).inner_text()  # the candidate's lineage
         assert "v2" in page.locator("#prod-version").inner_text()
         marks = page.evaluate("() => document.getElementById('chart-errors').layout.shapes.length")
         assert marks == 7  # every control event marked on the charts

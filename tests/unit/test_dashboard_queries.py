@@ -27,6 +27,7 @@ def every_query(model: str = "fraud", minutes: int = 60) -> list[Query]:
         queries.reliability(scope),
         queries.drift_table(scope),
         queries.retraining(scope),
+        queries.retraining_steps(scope),
         queries.labelling_queue(model, NOW - timedelta(minutes=15)),
     ]
 

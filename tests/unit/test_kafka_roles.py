@@ -56,7 +56,12 @@ def test_each_role_reads_exactly_its_topics() -> None:
         "p.outcomes",
         "p.join-repartition",
     }
-    assert _topics(Role.METRICS, Access.READ) == {"p.predictions", "p.feedback", "p.control"}
+    assert _topics(Role.METRICS, Access.READ) == {
+        "p.predictions",
+        "p.feedback",
+        "p.control",
+        "p.retraining",
+    }
     assert _topics(Role.OPERATOR, Access.READ) == {"p.control", "p.replica-status"}
 
 

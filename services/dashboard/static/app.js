@@ -218,6 +218,20 @@ function renderQuality(data) {
     r.performance_drop === null ? "–" : `${(100 * r.performance_drop).toFixed(1)} %`,
     r.drifted_features.join(", "), r.reason,
   ], "no retraining decisions yet");
+  fillTable("retraining-steps-table", data.retraining_steps || [], (r) => [
+    when(r.t), r.stage, r.candidate_version || "–", r.base_version, r.actor,
+    lineageText(r.lineage), r.reason,
+  ], "no retraining runs yet");
+}
+
+// A candidate's lineage in one line: its decision, data window and weights' half-life.
+function lineageText(lineage) {
+  if (!lineage || !lineage.decision_id) return "–";
+  const day = 86400000;
+  const from = new Date(Number(lineage.train_from_ms)).toISOString().slice(0, 16);
+  const to = new Date(Number(lineage.evaluation_to_ms)).toISOString().slice(0, 16);
+  const halfLife = (Number(lineage.half_life_ms) / day).toFixed(2);
+  return `${lineage.training_rows} rows ${from}…${to} UTC, half-life ${halfLife} d`;
 }
 
 function renderOverview(data) {
