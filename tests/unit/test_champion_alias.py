@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -76,11 +77,12 @@ def test_the_thread_applies_the_newest_command_and_skips_unknown_versions(
     sync.on_command(command(2, CommandKind.PROMOTE, "v2", "promoted"))
     sync.on_command(command(1, CommandKind.PROMOTE, "v1", "older: ignored"))
     sync.start()
+    pause = threading.Event()
     try:
-        deadline = 200
-        while not (sync.idle() and sync.moves) and deadline:
-            deadline -= 1
-            sync._stop.wait(0.05)
+        for _ in range(200):
+            if sync.idle() and sync.moves:
+                break
+            pause.wait(0.05)
     finally:
         sync.stop()
     assert store.alias_version("churn", CHAMPION_ALIAS) == "v2"
