@@ -205,10 +205,11 @@ class MlflowModelStore:
         )
 
         def move() -> None:
-            self._client.set_registered_model_alias(name, alias, version)
+            # The story first: whoever sees the alias moved also finds why.
             for key, value in tags.items():
                 self._client.set_model_version_tag(name, version, key, _clip(value))
             self._client.set_registered_model_tag(name, history_key, _clip(summary))
+            self._client.set_registered_model_alias(name, alias, version)
 
         self._call(move)
         logger.info("alias %s of %s now points at version %s", alias, name, version)

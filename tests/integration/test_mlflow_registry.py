@@ -200,3 +200,17 @@ def test_serve_by_alias_then_promotion_and_rollback_move_the_alias_with_tags(
         follower.close()
         server.terminate()
         server.communicate(timeout=30)
+
+
+def test_model_train_and_list_use_the_registry(registry: Registry, cli: Cli) -> None:
+    code, out, err = cli("model", "train", "churn", "--version", "v3", "--rows", "500", "--json")
+    assert code == 0, err
+    trained = json.loads(out)
+    assert trained["version"] == "3"
+    assert registry.store.version_tags("churn", "3")["safeloop.trained_as"] == "v3"
+    code, out, err = cli("model", "list", "--json")
+    assert code == 0, err
+    listing = json.loads(out)
+    assert listing["models"] == {"churn": ["1", "2", "3"]}
+    assert listing["champion"] == {"churn": "1"}
+    assert listing["store"].startswith("sqlite:///")
