@@ -40,7 +40,8 @@ def metrics_consumer(settings: Settings, group: str, **overrides: Any) -> Consum
 
 
 def initial_config_from(store: ModelStoreProtocol) -> Any:
-    """What replicas serve before any command: the store's oldest version of the model."""
+    """What replicas serve before any command: the store's default version (the oldest, or
+    in MLflow the champion)."""
 
     def initial(model_name: str) -> ModelConfig | None:
         try:
