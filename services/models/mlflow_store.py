@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from mlflow.entities import Metric, Param
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -90,16 +91,22 @@ class MlflowModelStore:
                 experiment_id, run_name=f"{name}-{metadata.version}", tags=run_tags
             )
             run_id = run.info.run_id
-            for metric, value in metadata.metrics.items():
-                self._client.log_metric(run_id, f"holdout_{metric}", value)
-            for param, text in (
-                ("task", metadata.task.value),
-                ("kind", metadata.kind),
-                ("training_rows", str(metadata.training_rows)),
-                ("primary_metric", metadata.primary_metric),
-                ("features", ",".join(metadata.feature_names)),
-            ):
-                self._client.log_param(run_id, param, _clip(text))
+            params = {
+                "task": metadata.task.value,
+                "kind": metadata.kind,
+                "training_rows": str(metadata.training_rows),
+                "primary_metric": metadata.primary_metric,
+                "features": ",".join(metadata.feature_names),
+            }
+            # One round trip: the holdout metrics (what the UI charts) and the training facts.
+            self._client.log_batch(
+                run_id,
+                metrics=[
+                    Metric(f"holdout_{metric}", value, metadata.created_at_ms, 0)
+                    for metric, value in metadata.metrics.items()
+                ],
+                params=[Param(key, _clip(text)) for key, text in params.items()],
+            )
             with tempfile.TemporaryDirectory(prefix="safeloop-model-") as staging:
                 write_artifact(Path(staging), model, metadata)
                 self._client.log_artifacts(run_id, staging, artifact_path=ARTIFACT_PATH)

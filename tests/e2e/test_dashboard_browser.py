@@ -258,6 +258,8 @@ def test_dashboard_renders_every_chart_with_data(dashboard_url: str, artifacts_d
 def test_the_range_fits_the_data_and_a_chosen_range_stays_in_the_url(dashboard_url: str) -> None:
     with _browser() as browser:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        # A loaded machine takes a while to hand over plotly.min.js (3.5 MB).
+        page.set_default_navigation_timeout(120_000)
         page.goto(dashboard_url + "?model=fraud")
         page.wait_for_selector("body[data-loaded='true']", timeout=30_000)
         # The story spans the last hour: the fitted range shows all of it, with a little room.
