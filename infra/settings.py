@@ -18,6 +18,7 @@ _SEVERITIES = ("info", "warning", "critical")
 _TRUE = {"1", "true", "yes", "on"}
 # How clients reach Kafka and how `safeloop kafka start` runs the local broker.
 KAFKA_SECURITY_CHOICES = ("plaintext", "sasl_ssl")
+MODEL_STORE_CHOICES = ("folder", "mlflow")
 SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256")
 KAFKA_CLIENT_VARIABLES = (
     "SAFELOOP_KAFKA_SECURITY",
@@ -134,6 +135,12 @@ class Settings:
     log_level: str = "INFO"
     # None means: `<state_dir>/models`.
     model_dir: Path | None = None
+    # Where models are registered: "folder" (`models_path`, no dependency) or "mlflow".
+    model_store: str = "folder"
+    # MLflow's tracking (and registry) server; None means: the embedded SQLite registry under
+    # `<state_dir>/mlflow`, no server. Not in the repr: the URI may carry credentials.
+    mlflow_tracking_uri: str | None = field(default=None, repr=False)
+    mlflow_experiment: str = "safeloop"
     # Operator keys for signed control commands: a file of `key_id:hexsecret` lines (or JSON),
     # and/or one hex key from the environment; `control_key_id` picks the signing key.
     control_key_file: Path | None = None
@@ -203,6 +210,18 @@ class Settings:
         return self.model_dir if self.model_dir is not None else self.state_dir / "models"
 
     @property
+    def mlflow_uri(self) -> str:
+        """The MLflow tracking/registry URI: the configured server or the embedded SQLite file."""
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{(self.state_dir / 'mlflow' / 'mlflow.db').resolve()}"
+
+    @property
+    def mlflow_artifact_root(self) -> Path | None:
+        """Where the embedded registry keeps artifacts; a server decides its own (None)."""
+        return None if self.mlflow_tracking_uri else self.state_dir / "mlflow" / "artifacts"
+
+    @property
     def uses_local_kafka(self) -> bool:
         return not self.kafka_bootstrap_servers
 
@@ -263,6 +282,11 @@ class Settings:
                 "SAFELOOP_LOG_LEVEL", defaults.log_level, ("DEBUG", "INFO", "WARNING", "ERROR")
             ),
             model_dir=reader.path("SAFELOOP_MODEL_DIR"),
+            model_store=reader.choice(
+                "SAFELOOP_MODEL_STORE", defaults.model_store, MODEL_STORE_CHOICES
+            ).lower(),
+            mlflow_tracking_uri=reader.text("MLFLOW_TRACKING_URI", "") or None,
+            mlflow_experiment=reader.text("SAFELOOP_MLFLOW_EXPERIMENT", defaults.mlflow_experiment),
             control_key_file=reader.path("SAFELOOP_CONTROL_KEY_FILE"),
             control_key=Secret(reader.text("SAFELOOP_CONTROL_KEY", "")),
             control_key_id=reader.text("SAFELOOP_CONTROL_KEY_ID", defaults.control_key_id),
@@ -337,6 +361,9 @@ class Settings:
             "SAFELOOP_WAREHOUSE_PORT": str(self.warehouse_port),
             "SAFELOOP_LOG_LEVEL": self.log_level,
             "SAFELOOP_MODEL_DIR": str(self.model_dir) if self.model_dir else "",
+            "SAFELOOP_MODEL_STORE": self.model_store,
+            "MLFLOW_TRACKING_URI": self.mlflow_tracking_uri or "",
+            "SAFELOOP_MLFLOW_EXPERIMENT": self.mlflow_experiment,
             "SAFELOOP_CONTROL_KEY_FILE": str(self.control_key_file or ""),
             "SAFELOOP_CONTROL_KEY": self.control_key.value,
             "SAFELOOP_CONTROL_KEY_ID": self.control_key_id,

@@ -367,11 +367,11 @@ def _initial_config(
     if args.production_version:
         return ModelConfig(production_version=args.production_version)
     # Imported here: the model store needs numpy, and only a model's first command reads it.
-    from safeloop.services.models.store import ModelStore
+    from safeloop.services.models.open_store import open_model_store
 
     try:
         return ModelConfig(
-            production_version=ModelStore(settings.models_path).default_version(args.model)
+            production_version=open_model_store(settings).default_version(args.model)
         )
     except (ModelError, ValueError):
         return None

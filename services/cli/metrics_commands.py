@@ -279,7 +279,7 @@ def _plan(args: argparse.Namespace) -> RolloutPlan:
 
 def _rollout_start(args: argparse.Namespace, settings: Settings) -> int:
     from safeloop.services.control.publisher import default_issuer
-    from safeloop.services.models.store import ModelStore
+    from safeloop.services.models.open_store import open_model_store
     from safeloop.services.monitor.wiring import build_issuer, start_follower
     from safeloop.services.rollout.controller import publish_transition
     from safeloop.services.rollout.machine import start
@@ -287,7 +287,7 @@ def _rollout_start(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         plan = _plan(args)
-        store = ModelStore(settings.models_path)
+        store = open_model_store(settings)
         follower = start_follower(settings, label="cli")
         try:
             issuer = build_issuer(settings, follower, store, issuer=default_issuer())
@@ -368,7 +368,7 @@ def _change_rollout(args: argparse.Namespace, settings: Settings, change: Rollou
     """Apply an operator's transition to the model's recorded rollout and publish it."""
     from safeloop.infra.clickhouse.client import clickhouse_client
     from safeloop.services.control.publisher import default_issuer
-    from safeloop.services.models.store import ModelStore
+    from safeloop.services.models.open_store import open_model_store
     from safeloop.services.monitor.wiring import build_issuer, start_follower
     from safeloop.services.rollout.controller import publish_transition
     from safeloop.services.rollout.history import latest_rollout
@@ -385,7 +385,7 @@ def _change_rollout(args: argparse.Namespace, settings: Settings, change: Rollou
         follower = start_follower(settings, label="cli")
         try:
             issuer = build_issuer(
-                settings, follower, ModelStore(settings.models_path), issuer=default_issuer()
+                settings, follower, open_model_store(settings), issuer=default_issuer()
             )
             commands = publish_transition(issuer, plan, transition)
         finally:
@@ -426,11 +426,11 @@ def _register_export(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
 
 def _export_queue(args: argparse.Namespace, settings: Settings) -> int:
     from safeloop.infra.clickhouse.client import clickhouse_client
-    from safeloop.services.models.store import ModelStore
+    from safeloop.services.models.open_store import open_model_store
     from safeloop.services.monitor.exports import labelling_queue, write_queue_csv
     from safeloop.services.monitor.model_info import ModelInfoCache
 
-    models = ModelInfoCache(ModelStore(settings.models_path))
+    models = ModelInfoCache(open_model_store(settings))
     queue = labelling_queue(
         clickhouse_client(settings), models, args.limit, model_name=args.model, scan=args.scan
     )

@@ -25,6 +25,8 @@ MAX_MINUTES: Final = 31 * 24 * 60
 MAX_MODEL_NAME: Final = 200
 # The labelling queue looks at recent answers only: that is what labellers can still act on.
 QUEUE_MINUTES: Final = 15
+# The default range fits the data, up to a day: older data is there for a chosen range.
+FIT_MAX_MINUTES: Final = 24 * 60
 NO_STORE: Final = {"Cache-Control": "no-store"}
 
 Handler = Callable[[Request, Reader], dict[str, Any]]
@@ -102,6 +104,14 @@ def task(request: Request, reader: Reader) -> dict[str, Any]:
     return task_shaping.task_view(reader.rows(task_queries.task_figures(scope_of(request))))
 
 
+def extent(request: Request, reader: Reader) -> dict[str, Any]:
+    """When the model's data starts and ends (within a day) and the range that fits it."""
+    model = model_param(request)
+    now = datetime.now(UTC)
+    rows = reader.rows(queries.data_extent(model, now - timedelta(minutes=FIT_MAX_MINUTES)))
+    return {"model": model, **shaping.data_extent(rows, now)}
+
+
 def labelling(request: Request, reader: Reader) -> dict[str, Any]:
     model = model_param(request)
     since = datetime.now(UTC) - timedelta(minutes=QUEUE_MINUTES)
@@ -137,6 +147,7 @@ def create_app(reader: Reader) -> Starlette:
 
     api = {
         "models": models,
+        "extent": extent,
         "overview": overview,
         "series": series,
         "quality": quality,

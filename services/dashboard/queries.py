@@ -135,6 +135,26 @@ def models(since: datetime) -> Query:
     )
 
 
+def data_extent(model: str, since: datetime) -> Query:
+    """The first and last moment the model has serving rows or control entries since `since`:
+    what the default range is fitted to."""
+    return bind(
+        "data_extent",
+        """
+        SELECT count() AS found, min(t) AS earliest, max(t) AS latest
+        FROM
+        (
+            SELECT minute AS t FROM serving_minutes_agg
+            WHERE model_name = {model:String} AND minute >= {since:DateTime('UTC')}
+            UNION ALL
+            SELECT toDateTime(issued_at, 'UTC') AS t FROM control_events
+            WHERE model_name = {model:String} AND issued_at >= {since:DateTime('UTC')}
+        )
+        """,
+        {"model": model, "since": since.astimezone(UTC).replace(tzinfo=None)},
+    )
+
+
 def traffic_mix(scope: Scope) -> Query:
     """Requests, errors and latency per version and route over the whole range."""
     rollup = scope.rollup

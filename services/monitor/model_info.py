@@ -9,7 +9,7 @@ from safeloop.services.metrics.baseline import Baseline
 from safeloop.services.metrics.model_source import ModelInfo
 from safeloop.services.metrics.performance import PerformanceMetric, Task
 from safeloop.services.models.exceptions import ModelError
-from safeloop.services.models.store import ModelStore
+from safeloop.services.models.store_protocol import ModelStoreProtocol
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +19,7 @@ MISS_RETRY_S = 30.0
 class ModelInfoCache:
     """`get` reads metadata.json once per version; a missing version is retried after a while."""
 
-    def __init__(self, store: ModelStore | None) -> None:
+    def __init__(self, store: ModelStoreProtocol | None) -> None:
         self._store = store
         self._found: dict[tuple[str, str], ModelInfo] = {}
         self._missing: dict[tuple[str, str], float] = {}

@@ -13,13 +13,15 @@ from safeloop.schemas.codec import FEEDBACK_CODEC, PREDICTION_CODEC
 from safeloop.schemas.events import ModelConfig, PredictionEvent
 from safeloop.schemas.validation import validate_prediction
 from safeloop.services.alerts.notifier import notifier_from_settings
+from safeloop.services.control.champion_alias import ChampionAliasSync
 from safeloop.services.control.clients import make_broadcast_reader
 from safeloop.services.control.follower import ControlFollower
 from safeloop.services.control.issuer import CommandIssuer
 from safeloop.services.control.keys import load_keyring
 from safeloop.services.control.publisher import ControlPublisher
 from safeloop.services.models.exceptions import ModelError
-from safeloop.services.models.store import ModelStore
+from safeloop.services.models.open_store import open_model_store
+from safeloop.services.models.store_protocol import ModelStoreProtocol
 from safeloop.services.monitor.consumer import EventConsumer
 from safeloop.services.monitor.dead_letter_watch import DeadLetterWatch
 from safeloop.services.monitor.label_counts import ClickHouseLabelCounts
@@ -37,8 +39,9 @@ def metrics_consumer(settings: Settings, group: str, **overrides: Any) -> Consum
     return make_consumer(settings, group, **{"fetch.wait.max.ms": 10, **overrides})
 
 
-def initial_config_from(store: ModelStore) -> Any:
-    """What replicas serve before any command: the store's oldest version of the model."""
+def initial_config_from(store: ModelStoreProtocol) -> Any:
+    """What replicas serve before any command: the store's default version (the oldest, or
+    in MLflow the champion)."""
 
     def initial(model_name: str) -> ModelConfig | None:
         try:
@@ -50,7 +53,11 @@ def initial_config_from(store: ModelStore) -> Any:
 
 
 def build_issuer(
-    settings: Settings, follower: ControlFollower, store: ModelStore, *, issuer: str = ISSUER
+    settings: Settings,
+    follower: ControlFollower,
+    store: ModelStoreProtocol,
+    *,
+    issuer: str = ISSUER,
 ) -> CommandIssuer:
     publisher = ControlPublisher(
         make_producer(settings, **{"linger.ms": 0}),
@@ -61,6 +68,20 @@ def build_issuer(
     return CommandIssuer(
         publisher, follower, clickhouse_client(settings), initial_config_from(store)
     )
+
+
+def follow_champion(
+    store: ModelStoreProtocol, follower: ControlFollower, issuer: CommandIssuer
+) -> ChampionAliasSync:
+    """Move the store's champion alias with every command: ours, others', and (at start)
+    whatever the control topic says production is now."""
+    champion = ChampionAliasSync(store)
+    for command in follower.view.latest.values():
+        champion.on_command(command)
+    follower.listeners.append(champion.on_command)
+    issuer.listeners.append(champion.on_command)
+    champion.start()
+    return champion
 
 
 def start_follower(settings: Settings, label: str = "metrics") -> ControlFollower:
@@ -77,7 +98,7 @@ def build_metrics_service(
 ) -> MetricsService:
     """Everything `safeloop metrics run` needs, connected; the control topic is read to its end."""
     topics = settings.topics
-    store = ModelStore(settings.models_path)
+    store = open_model_store(settings)
     dead_letters = make_producer(settings)
 
     def valid_prediction(event: PredictionEvent, now_ms: int) -> None:
@@ -102,6 +123,7 @@ def build_metrics_service(
     )
     follower = start_follower(settings)
     issuer = build_issuer(settings, follower, store)
+    follow_champion(store, follower, issuer)
     client = clickhouse_client(settings)
     alerts = notifier_from_settings(settings)
     return MetricsService(

@@ -270,6 +270,40 @@ def test_dashboard_renders_every_chart_with_data(dashboard_url: str, artifacts_d
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium package")
+def test_the_range_fits_the_data_and_a_chosen_range_stays_in_the_url(dashboard_url: str) -> None:
+    with _browser() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        # A loaded machine takes a while to hand over plotly.min.js (3.5 MB).
+        page.set_default_navigation_timeout(120_000)
+        page.goto(dashboard_url + "?model=fraud")
+        page.wait_for_selector("body[data-loaded='true']", timeout=30_000)
+        # The story spans the last hour: the fitted range shows all of it, with a little room.
+        fitted = int(page.evaluate("() => document.body.dataset.minutes"))
+        assert 60 <= fitted <= 75, fitted
+        assert "range=auto" in page.url and "model=fraud" in page.url
+        assert "fits the data" in page.locator("#range-shown").inner_text()
+        assert page.locator("#range").input_value() == "auto"
+        span_s = page.evaluate(
+            """() => { const r = document.getElementById('chart-traffic').layout.xaxis.range;
+                       return (new Date(r[1]) - new Date(r[0])) / 1000; }"""
+        )
+        assert abs(span_s - fitted * 60) < 5, span_s
+        # A chosen range goes into the URL and comes back on reload (or from a shared link).
+        page.evaluate("() => { document.body.dataset.loaded = 'false'; }")
+        page.select_option("#range", "360")
+        page.wait_for_selector("body[data-loaded='true'][data-minutes='360']", timeout=30_000)
+        assert "range=360" in page.url
+        page.reload()
+        page.wait_for_selector("body[data-loaded='true']", timeout=30_000)
+        assert page.locator("#range").input_value() == "360"
+        assert page.evaluate("() => document.body.dataset.minutes") == "360"
+        page.goto(dashboard_url + "?model=fraud&range=45")
+        page.wait_for_selector("body[data-loaded='true']", timeout=30_000)
+        assert page.locator("#range").input_value() == "45"
+        assert page.evaluate("() => document.body.dataset.minutes") == "45"
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium package")
 def test_dashboard_says_no_data_yet_then_shows_errors(stack: Any) -> None:
     empty: Settings = stack.fresh("dashempty")
     missing = replace(empty, clickhouse_database=f"{empty.clickhouse_database}_missing")

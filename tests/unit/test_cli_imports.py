@@ -14,7 +14,19 @@ from safeloop.services.publishing import file_publish, ingest_app
 from safeloop.services.rollout.plan import Approval, DeadlineAction, FailAction
 
 # Each costs 0.1-1 s to import; an operator's `canary`, `rollback` or `status` needs none.
-HEAVY = ("chdb", "clickhouse_connect", "faust", "numpy", "starlette", "uvicorn", "mode")
+HEAVY = (
+    "chdb",
+    "clickhouse_connect",
+    "faust",
+    "numpy",
+    "starlette",
+    "uvicorn",
+    "mode",
+    # Seconds to import; only the processes that use the MLflow registry load it.
+    "mlflow",
+    "sqlalchemy",
+    "alembic",
+)
 # Only the commands that talk to Kafka need these.
 KAFKA = ("confluent_kafka", "fastavro")
 

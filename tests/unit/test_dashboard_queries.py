@@ -19,6 +19,7 @@ def every_query(model: str = "fraud", minutes: int = 60) -> list[Query]:
     scope = Scope.last(model, minutes, now=NOW)
     return [
         queries.models(scope.since),
+        queries.data_extent(model, scope.since),
         queries.traffic_mix(scope),
         queries.serving_config(model),
         queries.control_events(scope),

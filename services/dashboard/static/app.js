@@ -5,7 +5,41 @@ const REFRESH_MS = 5000;
 const PALETTE = ["#2f6fde", "#e39b21", "#8e5bd6", "#2e9d5b", "#d64545", "#1aa3b8", "#a0522d"];
 const EVENT_COLORS = { rollback: "#d64545", promote: "#2e9d5b", set_canary: "#e39b21" };
 const colors = new Map();
-const state = { model: null, minutes: 60, timer: null };
+// `range` is what the user chose ("auto": fit the data, up to a day; or minutes), kept in the
+// URL with the model (?model=…&range=…) so a reload or a shared link shows the same view.
+const MAX_MINUTES = 31 * 24 * 60;
+const state = { model: null, range: "auto", minutes: 60, timer: null };
+
+function rangeFromUrl() {
+  const raw = new URLSearchParams(location.search).get("range");
+  if (raw === null || raw === "auto") return "auto";
+  const minutes = Number(raw);
+  return Number.isInteger(minutes) && minutes >= 1 && minutes <= MAX_MINUTES ? String(minutes) : "auto";
+}
+
+function showRange() {
+  const select = document.getElementById("range");
+  if (![...select.options].some((o) => o.value === state.range)) {
+    select.appendChild(new Option(`${state.range} min`, state.range));
+  }
+  select.value = state.range;
+}
+
+function keepInUrl() {
+  const query = new URLSearchParams(location.search);
+  if (state.model) query.set("model", state.model);
+  query.set("range", state.range);
+  const url = `${location.pathname}?${query.toString()}${location.hash}`;
+  if (url !== `${location.pathname}${location.search}${location.hash}`) history.replaceState(null, "", url);
+}
+
+function describeRange(fitted) {
+  const m = state.minutes;
+  const text = m % 1440 === 0 ? `${m / 1440} d` : m % 60 === 0 ? `${m / 60} h` : `${m} min`;
+  document.getElementById("range-shown").textContent =
+    fitted ? `showing the last ${text} (fits the data)` : `showing the last ${text}`;
+  document.body.dataset.minutes = String(m);
+}
 
 function colorFor(name) {
   const key = name.replace(/ \(.*\)$/, "");  // one colour per version, whatever the route
@@ -343,6 +377,17 @@ async function refresh() {
     document.body.dataset.loaded = "true";
     return;
   }
+  keepInUrl();
+  if (state.range === "auto") {
+    try {
+      state.minutes = (await api("extent", { model: state.model })).minutes;
+    } catch (e) {
+      state.minutes = 60;
+    }
+  } else {
+    state.minutes = Number(state.range);
+  }
+  describeRange(state.range === "auto");
   const params = { model: state.model, minutes: state.minutes };
   // The task view first: it decides which of the multi-class or regression panels show.
   try {
@@ -377,7 +422,9 @@ function schedule() {
 }
 
 document.getElementById("model").addEventListener("change", (e) => { state.model = e.target.value; refresh(); });
-document.getElementById("range").addEventListener("change", (e) => { state.minutes = Number(e.target.value); refresh(); });
+document.getElementById("range").addEventListener("change", (e) => { state.range = e.target.value; refresh(); });
+state.range = rangeFromUrl();
+showRange();
 document.getElementById("auto").addEventListener("change", schedule);
 refresh();
 schedule();
