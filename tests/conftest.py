@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -27,6 +28,9 @@ from safeloop.infra.settings import Settings
 from safeloop.infra.warehouse.process import WarehouseProcess
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The chaos tier (tests/chaos) drives the loop with the integration tier's harnesses; pytest
+# puts only a test's own folder on sys.path, so that folder goes on it for every tier.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "integration"))
 ARTIFACTS_DIR = PROJECT_ROOT / "test-artifacts"
 
 
@@ -206,5 +210,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         parts = Path(str(item.path)).parts
         if "integration" in parts:
             item.add_marker(pytest.mark.integration)
+        elif "chaos" in parts:
+            item.add_marker(pytest.mark.chaos)
         elif "e2e" in parts:
             item.add_marker(pytest.mark.e2e)
