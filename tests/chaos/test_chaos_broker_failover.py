@@ -26,7 +26,8 @@ from safeloop.schemas.codec import OUTCOME_CODEC, PREDICTION_CODEC
 
 wait_for = poller(180.0, 0.5)
 RESULTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "chaos-broker-failover.json"
-PAIRS_PER_SECOND = 200
+# Modest: the tier runs on a shared 2-core machine beside three brokers and two workers.
+PAIRS_PER_SECOND = 50
 
 
 @dataclass
@@ -105,7 +106,8 @@ def test_sigkill_of_the_partition_leader_loses_and_doubles_nothing(
     producing.start()
     try:
         joined = "SELECT count() FROM feedback WHERE status = 'joined'"
-        assert wait_for(lambda: run.count(joined) >= 500), run.worker_log("worker-0")
+        # The workers' first rebalances on a busy machine take minutes, not seconds.
+        assert wait_for(lambda: run.count(joined) >= 200, 420), run.worker_log("worker-0")
         topic = settings.topics.predictions
         victim = _leaders(settings, topic)[0][0]
         acked_at_kill = len(load.predictions)
