@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -113,6 +113,10 @@ class Settings:
     kafka_host: str = "127.0.0.1"
     kafka_port: int = 9092
     kafka_controller_port: int = 9093
+    # Nodes of the local cluster (`safeloop kafka start --brokers N`); node k listens on
+    # kafka_port + 2(k-1) and kafka_controller_port + 2(k-1). Unset, the count the local
+    # cluster was formatted with (<state_dir>/kafka/brokers), else 1.
+    kafka_brokers: int = 1
     kafka_version: str = "4.4.0"
     # "plaintext" (anyone who reaches the port may do anything) or "sasl_ssl" (TLS, SCRAM
     # users, ACLs per role); the local broker listens the same way its clients connect.
@@ -190,7 +194,23 @@ class Settings:
         """Where Kafka clients connect: the configured cluster or the local broker."""
         if self.kafka_bootstrap_servers:
             return self.kafka_bootstrap_servers
-        return f"{self.kafka_host}:{self.kafka_port}"
+        # Every node, so a client started while one is down still finds the cluster.
+        nodes = range(1, self.kafka_brokers + 1)
+        return ",".join(f"{self.kafka_host}:{self.kafka_node_port(node)}" for node in nodes)
+
+    def kafka_node_port(self, node_id: int) -> int:
+        """The client listener of local node `node_id` (1-based)."""
+        return self.kafka_port + 2 * (node_id - 1)
+
+    def kafka_node_controller_port(self, node_id: int) -> int:
+        """The controller listener of local node `node_id` (1-based)."""
+        return self.kafka_controller_port + 2 * (node_id - 1)
+
+    def with_kafka_brokers(self, count: int) -> Settings:
+        """These settings for a local cluster of `count` nodes: replication factor min(3, N)."""
+        return replace(
+            self, kafka_brokers=count, replication_factor=local_replication_factor(count)
+        )
 
     @property
     def kafka_secured(self) -> bool:
@@ -246,10 +266,18 @@ class Settings:
         url = reader.text("CLICKHOUSE_URL", "") or None
         if url is not None:
             _check_url("CLICKHOUSE_URL", url)
+        state_dir = Path(reader.text("SAFELOOP_STATE_DIR", str(defaults.state_dir)))
+        bootstrap = reader.text("KAFKA_BOOTSTRAP_SERVERS", "") or None
+        brokers = reader.positive_int(
+            "SAFELOOP_KAFKA_BROKERS", recorded_kafka_brokers(state_dir) or defaults.kafka_brokers
+        )
+        # The local cluster replicates as far as its nodes allow; an external one as told.
+        replication = local_replication_factor(brokers) if bootstrap is None else 1
         return cls(
-            state_dir=Path(reader.text("SAFELOOP_STATE_DIR", str(defaults.state_dir))),
+            state_dir=state_dir,
             cache_dir=Path(reader.text("SAFELOOP_CACHE_DIR", str(defaults.cache_dir))),
-            kafka_bootstrap_servers=reader.text("KAFKA_BOOTSTRAP_SERVERS", "") or None,
+            kafka_bootstrap_servers=bootstrap,
+            kafka_brokers=brokers,
             kafka_host=reader.text("SAFELOOP_KAFKA_HOST", defaults.kafka_host),
             kafka_port=reader.port("SAFELOOP_KAFKA_PORT", defaults.kafka_port),
             kafka_controller_port=reader.port(
@@ -267,9 +295,7 @@ class Settings:
             kafka_ca_file=reader.path("SAFELOOP_KAFKA_CA_FILE"),
             topic_prefix=reader.text("SAFELOOP_TOPIC_PREFIX", defaults.topic_prefix),
             partitions=reader.positive_int("SAFELOOP_PARTITIONS", defaults.partitions),
-            replication_factor=reader.positive_int(
-                "SAFELOOP_REPLICATION_FACTOR", defaults.replication_factor
-            ),
+            replication_factor=reader.positive_int("SAFELOOP_REPLICATION_FACTOR", replication),
             clickhouse_url=url,
             clickhouse_user=reader.text("CLICKHOUSE_USER", defaults.clickhouse_user),
             clickhouse_password=Secret(reader.text("CLICKHOUSE_PASSWORD", "")),
@@ -342,6 +368,7 @@ class Settings:
             "SAFELOOP_KAFKA_HOST": self.kafka_host,
             "SAFELOOP_KAFKA_PORT": str(self.kafka_port),
             "SAFELOOP_KAFKA_CONTROLLER_PORT": str(self.kafka_controller_port),
+            "SAFELOOP_KAFKA_BROKERS": str(self.kafka_brokers),
             "SAFELOOP_KAFKA_VERSION": self.kafka_version,
             "SAFELOOP_KAFKA_SECURITY": self.kafka_security,
             "SAFELOOP_KAFKA_SASL_MECHANISM": self.kafka_sasl_mechanism,
@@ -504,6 +531,24 @@ class _EnvReader:
         if not value or not all(ch.isalnum() or ch == "_" for ch in value):
             raise SettingsError(name, value, "letters, digits and underscores")
         return value
+
+
+def local_replication_factor(brokers: int) -> int:
+    """Replicas per partition on a local cluster of `brokers` nodes: three once there are three."""
+    return min(3, brokers)
+
+
+def local_min_insync_replicas(replication_factor: int) -> int:
+    """With acks=all a write reaches all but one replica: one node may be down (or restarting)."""
+    return replication_factor - 1 if replication_factor > 1 else 1
+
+
+def recorded_kafka_brokers(state_dir: Path) -> int | None:
+    """The node count the local cluster under `state_dir` was formatted with, if any."""
+    try:
+        return int((state_dir / "kafka" / "brokers").read_text().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def _with_client_file(env: Mapping[str, str]) -> Mapping[str, str]:

@@ -17,7 +17,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from safeloop.infra.exceptions import KafkaAdminError
 from safeloop.infra.kafka.clients import admin_client
-from safeloop.infra.settings import Settings
+from safeloop.infra.settings import Settings, local_min_insync_replicas
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +95,11 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 
 
 def _durability(replication_factor: int) -> dict[str, str]:
-    # With acks=all, a write must reach two replicas once there are three to choose from.
-    return {"min.insync.replicas": "2"} if replication_factor >= 3 else {}
+    # With acks=all a write must reach all replicas but one: one node may be down (a restart,
+    # a crash) without stopping writes, and an acknowledged write survives losing any one.
+    if replication_factor <= 1:
+        return {}
+    return {"min.insync.replicas": str(local_min_insync_replicas(replication_factor))}
 
 
 class TopicAdmin:

@@ -65,13 +65,9 @@ class LoggerStats:
 
 
 def producer_overrides(buffer_size: int) -> dict[str, Any]:
-    """On top of `producer_config`: bounded librdkafka queue, short timeout, no idempotence.
-
-    Idempotence could turn an outage's message timeouts into a fatal producer error; a
-    duplicate prediction is harmless (rows are identified by prediction_id and route).
-    """
+    """On top of `producer_config` (idempotent, acks=all): a bounded librdkafka queue and a
+    short timeout, so an outage costs counted drops, never memory without limit."""
     return {
-        "enable.idempotence": False,
         "linger.ms": 20,
         "queue.buffering.max.messages": buffer_size,
         "queue.buffering.max.kbytes": 256 * 1024,
