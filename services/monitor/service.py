@@ -3,7 +3,12 @@ retraining decisions in one process, on one thread, with ClickHouse writes off t
 
 The loop polls predictions (briefly blocking), feedback and the control topic; after every
 batch the guard judges the canaries, so a breach is acted on within one poll of becoming
-measurable. At `snapshot_interval_ms` the windows become rows, which a worker thread inserts;
+measurable. Windows survive restarts and rebalances: each assignment first re-reads the
+partitions' recent past (`rebuild`: the health span of predictions, the performance span of
+feedback, and at least the current step of every running rollout), and neither the guard nor
+the rollouts judge before every consumer has rebuilt its windows.
+
+At `snapshot_interval_ms` the windows become rows, which a worker thread inserts;
 only once the insert succeeded are the offsets of everything those rows cover committed.
 """
 
@@ -79,6 +84,11 @@ class MetricsConfig:
     retraining_policy: RetrainingPolicy = field(default_factory=RetrainingPolicy)
     poll_max_records: int = 5_000
     poll_timeout_ms: int = 20
+    # Rebuild the windows on assignment by re-reading the topics' recent past (False: start
+    # empty, as before rebuilds existed; the guard is then blind until the windows refill).
+    rebuild_windows: bool = True
+    # How far back a rebuild may reach for a long-running rollout step (bounds the re-read).
+    rebuild_max_span_ms: int = 3_600_000
 
 
 @dataclass
@@ -92,6 +102,8 @@ class MetricsCounts:
     decisions: int = 0
     loop_errors: int = 0
     control_warm_up_failures: int = 0
+    # Iterations whose judging (guard, rollout gates) waited for the windows to be rebuilt.
+    judging_deferred: int = 0
     decisions_by_urgency: dict[Urgency, int] = field(
         default_factory=lambda: dict.fromkeys(Urgency, 0)
     )
@@ -166,6 +178,10 @@ class MetricsService:
         # Resume rollouts in flight: the newest command of each model carries its state.
         for command in follower.view.latest.values():
             self.rollouts.on_command(command)
+        if config.rebuild_windows:
+            predictions.replay_from = lambda: self._replay_from_ms(config.health_window_span_ms)
+            feedback.replay_from = lambda: self._replay_from_ms(config.performance_window_span_ms)
+        self._rebuilt = False
         self.counts = MetricsCounts()
         self.loop = LoopState()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="metrics-writer")
@@ -229,16 +245,30 @@ class MetricsService:
             if self.alerts is not None:
                 # Others' commands (operators, other instances); our own come from the issuer.
                 self._alert_for_command(command)
-        if config.guard_enabled and (events or records):
+        rebuilt = self.rebuilt()
+        if not rebuilt:
+            self.counts.judging_deferred += 1
+        elif config.guard_enabled and (events or records or not self._rebuilt):
             self.guard.check()
+        self._rebuilt = rebuilt
         now = time.monotonic()
-        if (now - self._last_tick) * 1000 >= config.rollout_tick_ms:
+        if rebuilt and (now - self._last_tick) * 1000 >= config.rollout_tick_ms:
             self._last_tick = now
             self.rollouts.tick(time.time_ns() // 1_000_000)
         self._finish_snapshot()
         if (now - self._last_snapshot) * 1000 >= config.snapshot_interval_ms:
             self._last_snapshot = now
             self.snapshot()
+
+    def rebuilt(self) -> bool:
+        """Whether every consumer's windows hold what was read before its assignment."""
+        return self.predictions.rebuilt and self.feedback.rebuilt
+
+    def _replay_from_ms(self, span_ms: int) -> int:
+        """Re-read from `span_ms` ago, or from the start of the oldest running rollout step."""
+        now_ms = time.time_ns() // 1_000_000
+        oldest_ms = now_ms - max(span_ms, self.config.rebuild_max_span_ms)
+        return max(oldest_ms, min([now_ms - span_ms, *self.rollouts.step_starts_ms()]))
 
     def snapshot(self) -> bool:
         """Hand the current windows' rows to the writer thread; False if one is still running."""
