@@ -103,6 +103,9 @@ def role_grants(settings: Settings) -> list[Grant]:
         Grant(met, w, topic, t.control),
         Grant(met, w, topic, t.retraining),
         Grant(met, w, topic, t.dead_letter),
+        # Instances sharing the partitions exchange their guard summaries.
+        Grant(met, r, topic, t.metrics_summaries),
+        Grant(met, w, topic, t.metrics_summaries),
         Grant(met, r, group, "safeloop-metrics", prefixed=True),
     ]
 

@@ -95,6 +95,8 @@ class EventConsumer(Generic[E]):
         self._dead_letter_topic = dead_letter_topic
         self.name = name
         self._validate = validate
+        # The partition of each event the last `poll` returned, in the same order.
+        self.last_partitions: list[int] = []
         # When set: the event time from which each assignment re-reads its partitions.
         self.replay_from: ReplayFrom | None = None
         self.replay = ReplayTracker()
@@ -116,6 +118,7 @@ class EventConsumer(Generic[E]):
         """Up to `max_records` decoded events, waiting at most `timeout_s` for the first."""
         messages = self._consumer.consume(num_messages=max_records, timeout=timeout_s)
         events: list[E] = []
+        partitions: list[int] = []
         now_ms = time.time_ns() // 1_000_000
         for message in messages:
             error = message.error()
@@ -137,6 +140,8 @@ class EventConsumer(Generic[E]):
             event = self._decode(message, now_ms, replayed=replayed)
             if event is not None:
                 events.append(event)
+                partitions.append(partition)
+        self.last_partitions = partitions
         self.counts.events += len(events)
         now = time.monotonic()
         self.membership.polled_at = now

@@ -4,23 +4,15 @@ and let the guard roll back a canary whose breach needs evidence read before the
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from _metrics_harness import MODEL, Fleet, Traffic, fleet, metrics_settings, wait_for
+from _metrics_process import metrics_process
 from confluent_kafka import TopicPartition
 
 from safeloop.infra.kafka.clients import make_consumer
-from safeloop.infra.portcheck import free_port
 from safeloop.infra.settings import Settings
 from safeloop.schemas.events import CommandKind, ControlCommand, Route
 from safeloop.services.control.clients import make_broadcast_reader
@@ -32,14 +24,12 @@ from safeloop.services.serving.predictor import Prediction
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 # The guard needs more canary requests than either phase sends on its own: only windows
 # rebuilt from what was read before the kill let it judge.
 GUARD_MIN_REQUESTS = 200
 STEP_CANARY_REQUESTS = 150
 FAILING_REQUESTS = 60
-METRICS_RUN = [
-    sys.executable, "-m", "safeloop.services.cli.main", "metrics", "run",
+METRICS_ARGS = [
     "--snapshot-interval-s", "0.3", "--rollout-tick-s", "0.2",
     "--min-requests", str(GUARD_MIN_REQUESTS),
     "--max-p99-latency-ratio", "0", "--max-performance-drop", "0",
@@ -48,41 +38,6 @@ ROLLOUT = [
     "rollout", "start", MODEL, "--candidate", "v2", "--steps", "50,100", "--bake-s", "60",
     "--min-sample", "100", "--max-p99-latency-ratio", "0", "--latency-ratio-tolerance", "0",
 ]  # fmt: skip
-
-
-def _readyz(port: int) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as answer:
-            return int(answer.status)
-    except urllib.error.HTTPError as error:
-        return int(error.code)
-    except OSError:
-        return 0
-
-
-@contextmanager
-def metrics_process(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
-    """`safeloop metrics run` in its own process, ready; killed (SIGKILL) if still running."""
-    port = free_port()
-    process = subprocess.Popen(
-        [*METRICS_RUN, "--http-port", str(port)],
-        cwd=REPO,
-        env={**os.environ, **settings.to_env()},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        assert wait_for(lambda: _readyz(port) == 200, 120), "metrics service never ready"
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(30)
-
-
-def _kill(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGKILL)
-    process.wait(30)
 
 
 def _committed_everything(settings: Settings) -> bool:
@@ -124,7 +79,7 @@ def test_killed_mid_rollout_the_step_and_the_guard_carry_on(
     from safeloop.services.cli.main import main
 
     with fleet(settings, local_guard=False) as replicas:
-        first = metrics_process(settings)
+        first = metrics_process(settings, *METRICS_ARGS)
         process = first.__enter__()
         try:
             assert main(ROLLOUT) == 0, capsys.readouterr().out
@@ -144,19 +99,19 @@ def test_killed_mid_rollout_the_step_and_the_guard_carry_on(
             # On a loaded box the snapshot (and so the commit) can take tens of seconds.
             assert wait_for(lambda: _committed_everything(settings), 45)
             assert _canary_percent(replicas) == [5_000, 5_000], "step passed before the kill"
-            _kill(process)
+            process.kill()
         finally:
             first.__exit__(None, None, None)
         assert canary[0] < GUARD_MIN_REQUESTS
 
         # Restarted, with no traffic at all: only the rebuilt evidence can pass the step.
-        with metrics_process(settings) as process:
+        with metrics_process(settings, *METRICS_ARGS) as process:
             assert wait_for(lambda: _canary_percent(replicas) == [10_000, 10_000], 120), (
                 f"step not finished after the restart: {replicas.configs()}"
             )
             # The step went on (one more command), it did not start over at 50 %.
             assert min(replicas.applied_sequence()) == started + 1
-            _kill(process)
+            process.kill()
         passed = _latest_command(settings)
         carried = rollout_of(passed.details)
         assert carried is not None
@@ -173,7 +128,7 @@ def test_killed_mid_rollout_the_step_and_the_guard_carry_on(
         finally:
             traffic.stop()
         assert traffic.failed < GUARD_MIN_REQUESTS
-        with metrics_process(settings):
+        with metrics_process(settings, *METRICS_ARGS):
             assert wait_for(
                 lambda: all(c is not None and c.canary_version is None for c in replicas.configs()),
                 30,
