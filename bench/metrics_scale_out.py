@@ -36,7 +36,6 @@ from bench.rollback_latency import (
     _publish_canary,
     _settings,
 )
-from safeloop.infra.clickhouse.client import clickhouse_client
 from safeloop.infra.kafka.broker import LocalKafkaBroker
 from safeloop.infra.kafka.clients import make_producer
 from safeloop.infra.kafka.topics import TopicAdmin, topic_specs
@@ -44,6 +43,9 @@ from safeloop.infra.settings import Secret, Settings
 from safeloop.infra.warehouse.process import WarehouseProcess
 from safeloop.schemas.codec import FEEDBACK_CODEC, PREDICTION_CODEC
 from safeloop.schemas.events import FeedbackRecord, FeedbackStatus, PredictionEvent, Route
+from safeloop.services.control.clients import make_broadcast_reader
+from safeloop.services.control.keys import load_keyring
+from safeloop.services.control.publisher import ControlPublisher, read_control_topic
 
 RESULTS = Path(__file__).parent / "results" / "metrics_scale_out.json"
 REPO = Path(__file__).resolve().parents[1]
@@ -73,7 +75,7 @@ def worker(prefix: str, status_path: Path, stop_path: Path) -> None:
         if now - written >= STATUS_EVERY_S:
             written = now
             events = _fresh_events(service)
-            samples.append((time.time(), events))
+            samples.append((time.time(), events, time.process_time()))
             status = {
                 "partitions": sorted(service.predictions.membership.partitions),
                 "rebuilt": service.rebuilt(),
@@ -157,9 +159,6 @@ def run_setup(
 ) -> dict[str, Any]:
     settings = dataclasses.replace(base, topic_prefix=f"{base.topic_prefix}n{instances}.")
     TopicAdmin.from_settings(settings).ensure(topic_specs(settings))
-    from safeloop.services.control.keys import load_keyring
-    from safeloop.services.control.publisher import ControlPublisher
-
     publisher = ControlPublisher(
         make_producer(settings, **{"linger.ms": 0}), settings.topics.control, load_keyring(settings)
     )
@@ -210,19 +209,18 @@ def run_setup(
         stop_path.touch()
         for process in processes:
             process.wait(60)
-    at_produced = sum(_count_at(f["samples"], produced) for f in found)
-    finished = max(_time_reaching(f["samples"], int(f["events"])) for f in found)
+    starts = [_at(f["samples"], produced) for f in found]
+    ends = [_reaching(f["samples"], int(f["events"])) for f in found]
+    at_produced = sum(int(start[1]) for start in starts)
+    finished = max(float(end[0]) for end in ends)
     read_after = sum(int(f["events"]) for f in found) - at_produced
     elapsed = finished - produced
-    rollbacks = (
-        clickhouse_client(settings)
-        .query(
-            "SELECT issuer, reason, details FROM control_log WHERE model_name = {m:String} "
-            "AND kind = 'rollback' AND entry_type = 'command' AND issued_at >= {t:Int64}",
-            parameters={"m": MODEL, "t": int(started * 1000) - 60_000},
-        )
-        .result_rows
-    )
+    # CPU seconds of every instance (all its threads) while draining: the work per event,
+    # which contention from other jobs on the box does not change.
+    cpu_s = sum(float(end[2]) - float(start[2]) for start, end in zip(starts, ends, strict=True))
+    reader = make_broadcast_reader(settings, settings.topics.control, "bench")
+    view = read_control_topic(reader, load_keyring(settings))
+    commands = view.latest.get(MODEL)
     return {
         "instances": instances,
         "events": sum(int(f["events"]) for f in found),
@@ -232,22 +230,31 @@ def run_setup(
         "read_after_produced": read_after,
         "drain_s": round(elapsed, 2),
         "events_per_s": round(read_after / elapsed) if elapsed > 0 else None,
+        "instance_cpu_s": round(cpu_s, 2),
+        "events_per_cpu_s": round(read_after / cpu_s) if cpu_s > 0 else None,
         "partitions_per_instance": [f["partitions"] for f in found],
         "guard_rollbacks_per_instance": [f["rollbacks"] for f in found],
-        "rollback_commands": [
-            {"reason": str(reason), "canary_version": dict(details).get("canary_version")}
-            for _issuer, reason, details in rollbacks
-        ],
+        "latest_command": None
+        if commands is None
+        else {
+            "kind": commands.kind.value,
+            "sequence": commands.sequence,
+            "reason": commands.reason,
+            "canary_version": commands.details.get("canary_version"),
+            "rules": sorted(k for k in commands.details if k.endswith("_limit")),
+        },
     }
 
 
-def _count_at(samples: list[list[float]], at: float) -> int:
-    before = [int(count) for when, count in samples if when <= at]
-    return before[-1] if before else 0
+def _at(samples: list[list[float]], at: float) -> list[float]:
+    """The last sample taken at or before `at` (wall time, events, CPU seconds)."""
+    before = [sample for sample in samples if sample[0] <= at]
+    return before[-1] if before else [at, 0, 0.0]
 
 
-def _time_reaching(samples: list[list[float]], count: int) -> float:
-    return min(float(when) for when, seen in samples if int(seen) >= count)
+def _reaching(samples: list[list[float]], count: int) -> list[float]:
+    """The first sample with `count` events read."""
+    return next(sample for sample in samples if int(sample[1]) >= count)
 
 
 def main() -> None:
@@ -279,16 +286,27 @@ def main() -> None:
             if broker is not None:
                 broker.stop()
     one, two = setups
-    ratio = None
+    ratio = cpu_ratio = None
     if one["events_per_s"] and two["events_per_s"]:
         ratio = round(two["events_per_s"] / one["events_per_s"], 2)
+    if one["events_per_cpu_s"] and two["events_per_cpu_s"]:
+        cpu_ratio = round(two["events_per_cpu_s"] / one["events_per_cpu_s"], 2)
     result = {
         "benchmark": "metrics_scale_out",
         "what": __doc__.split("\n\n")[1].replace("\n", " "),
         "setups": setups,
         "two_vs_one": ratio,
         "target": ">= 1.5",
-        "same_verdicts": [len(s["rollback_commands"]) for s in setups] == [1, 1],
+        # Per CPU second: 1.0 means splitting costs nothing, so on 2 idle cores 2 instances
+        # would read about 2x what one does.
+        "two_vs_one_per_cpu_s": cpu_ratio,
+        "same_verdicts": all(
+            s["latest_command"] is not None
+            and (s["latest_command"]["kind"], s["latest_command"]["sequence"]) == ("rollback", 2)
+            and s["latest_command"]["rules"] == one["latest_command"]["rules"]
+            and sum(s["guard_rollbacks_per_instance"]) == 1
+            for s in setups
+        ),
         "machine": {
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
