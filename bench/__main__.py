@@ -15,6 +15,7 @@ BENCHMARKS = (
     "publishing",
     "control_propagation",
     "rollback_latency",
+    "metrics_scale_out",
     "stream_join",
     "dashboard_queries",
 )
