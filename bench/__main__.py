@@ -17,6 +17,7 @@ BENCHMARKS = (
     "control_propagation",
     "rollback_latency",
     "tls_overhead",
+    "metrics_scale_out",
     "stream_join",
     "dashboard_queries",
 )

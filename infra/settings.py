@@ -85,6 +85,11 @@ class TopicNames:
         return self._name("dead-letter")
 
     @property
+    def metrics_summaries(self) -> str:
+        """The guard's per-partition window summaries, shared by the metrics instances."""
+        return self._name("metrics-summaries")
+
+    @property
     def repartition(self) -> str:
         """The processor's internal topic: records re-routed to their prediction_id's partition."""
         return self._name("join-repartition")
@@ -99,6 +104,7 @@ class TopicNames:
             self.retraining,
             self.dead_letter,
             self.repartition,
+            self.metrics_summaries,
         )
 
 

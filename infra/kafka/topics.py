@@ -91,6 +91,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         # The join's re-routed records: read by the processor as soon as written, kept like
         # its sources so a processor that was down a while still finds them.
         spec(names.repartition, data, _deleted_after(7), joined=True),
+        # Newest guard summary per partition of predictions; one partition: the judge reads all.
+        spec(names.metrics_summaries, 1, _compacted()),
     ]
 
 

@@ -131,6 +131,12 @@ def _register_metrics(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         "--guard-window-rows", type=int, default=1_000, help="the guard's newest requests per side"
     )
     run.add_argument("--no-guard", action="store_true", help="compute metrics, never roll back")
+    run.add_argument(
+        "--no-rebuild",
+        action="store_true",
+        help="start with empty windows instead of re-reading the topics' recent past "
+        "(the guard is blind until they refill)",
+    )
     run.add_argument("--rollout-tick-s", type=float, default=1.0, help="rollout gate period")
     run.add_argument(
         "--retraining-interval-s", type=float, default=300.0, help="retraining decision period"
@@ -158,6 +164,7 @@ def _run_metrics(args: argparse.Namespace, settings: Settings) -> int:
         guard_window_rows=args.guard_window_rows,
         guard_policy=_guard_policy(args),
         guard_enabled=not args.no_guard,
+        rebuild_windows=not args.no_rebuild,
         rollout_tick_ms=int(args.rollout_tick_s * 1000),
         retraining_interval_ms=int(args.retraining_interval_s * 1000),
     )

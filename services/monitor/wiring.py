@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import socket
+import uuid
 from typing import Any
 
 from confluent_kafka import Consumer
@@ -27,6 +31,7 @@ from safeloop.services.monitor.dead_letter_watch import DeadLetterWatch
 from safeloop.services.monitor.label_counts import ClickHouseLabelCounts
 from safeloop.services.monitor.model_info import ModelInfoCache
 from safeloop.services.monitor.service import MetricsConfig, MetricsService
+from safeloop.services.monitor.summary_exchange import SummaryExchange
 from safeloop.services.monitor.writer import MetricWriter
 from safeloop.services.retraining.publisher import RetrainingPublisher
 
@@ -34,9 +39,36 @@ GROUP_PREFIX = "safeloop-metrics"
 ISSUER = "safeloop-metrics"
 
 
+# A dead instance's partitions go to the others after this long (librdkafka's default is 45 s,
+# during which nobody reads them; the broker's minimum is 6 s).
+SESSION_TIMEOUT_MS = 10_000
+
+
 def metrics_consumer(settings: Settings, group: str, **overrides: Any) -> Consumer:
     """A group consumer that hands over records as soon as they exist (the guard's latency)."""
-    return make_consumer(settings, group, **{"fetch.wait.max.ms": 10, **overrides})
+    return make_consumer(
+        settings,
+        group,
+        **{
+            "fetch.wait.max.ms": 10,
+            "session.timeout.ms": SESSION_TIMEOUT_MS,
+            "heartbeat.interval.ms": SESSION_TIMEOUT_MS // 4,
+            **overrides,
+        },
+    )
+
+
+def start_exchange(settings: Settings) -> SummaryExchange:
+    """This instance's link to the others of its group: their guard summaries and its own."""
+    topic = settings.topics.metrics_summaries
+    exchange = SummaryExchange(
+        make_producer(settings, **{"linger.ms": 5}),
+        make_broadcast_reader(settings, topic, "metrics"),
+        topic,
+        instance=f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
+    )
+    exchange.start()
+    return exchange
 
 
 def initial_config_from(store: ModelStoreProtocol) -> Any:
@@ -98,6 +130,8 @@ def build_metrics_service(
 ) -> MetricsService:
     """Everything `safeloop metrics run` needs, connected; the control topic is read to its end."""
     topics = settings.topics
+    # The topics are created with settings.partitions (infra/kafka/topics.py).
+    config = dataclasses.replace(config, guard_partitions=settings.partitions)
     store = open_model_store(settings)
     dead_letters = make_producer(settings)
 
@@ -140,4 +174,5 @@ def build_metrics_service(
         if alerts is None
         else DeadLetterWatch(client, settings.alert_dead_letters_per_minute),
         labels=ClickHouseLabelCounts(client),
+        exchange=start_exchange(settings),
     )

@@ -31,7 +31,7 @@ def test_topic_prefix_applies_to_every_topic() -> None:
     topics = Settings.from_env({"SAFELOOP_TOPIC_PREFIX": "t1."}).topics
     assert topics.control == "t1.control"
     assert all(name.startswith("t1.") for name in topics.all())
-    assert len(set(topics.all())) == 8
+    assert len(set(topics.all())) == 9
 
 
 @pytest.mark.parametrize(
