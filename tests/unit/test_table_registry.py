@@ -23,7 +23,7 @@ from safeloop.schemas.events import (
     Route,
     Urgency,
 )
-from safeloop.schemas.tables import TABLES, ControlLogEntry, MetricRow, Table
+from safeloop.schemas.tables import TABLES, ControlLogEntry, MetricRow, ProgressMark, Table
 
 chdb_session = pytest.importorskip("chdb.session")
 
@@ -78,6 +78,7 @@ SAMPLES: dict[str, object] = {
     "drift_metrics": MetricRow(
         "churn", "v1", "production", NOW, NOW + 1, "psi", 0.2, 10, feature="x"
     ),
+    "stream_progress": ProgressMark("safeloop-streams", "predictions", 3, 1_234),
 }
 
 
