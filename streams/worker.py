@@ -108,6 +108,8 @@ class StreamWorker:
         # Partition -> when its last expiry sweep started (exactly_once's expiry coordinates).
         self._last_sweep_ms: dict[int, int] = {}
         self._indexing = asyncio.Lock()
+        # Partitions being revoked: their buffered input is left to the next owner.
+        self._revoking: set[int] = set()
         self.rate_logger = RateLogger()
         # Partitions whose state is indexed here; rebuilt after assignment, dropped on revoke.
         self._indexed: set[int] = set()
@@ -125,6 +127,7 @@ class StreamWorker:
         app.timer(self.config.log_interval_ms / 1000.0)(self._log_tick)
         app.page("/metrics")(self._metrics_page)
         app.on_partitions_revoked.connect(self._on_revoked)
+        app.on_partitions_assigned.connect(self._on_assigned)
 
     async def _process(self, stream: Any) -> None:
         within_s = self.config.batch_within_ms / 1000.0
@@ -133,7 +136,9 @@ class StreamWorker:
 
     async def _on_revoked(self, sender: Any, revoked: set[Any], **kwargs: Any) -> None:
         # Flush before letting go: the next owner reads the marks and checks its replay against
-        # the tables, so no insert of ours may land after that.
+        # the tables, so no insert of ours may land after that; input of these partitions still
+        # buffered is left to the next owner (handle skips it meanwhile).
+        self._revoking |= {tp.partition for tp in revoked if tp.topic in self._sources}
         try:
             await self.sink.flush()
         except Exception as exc:
@@ -143,19 +148,31 @@ class StreamWorker:
             self._indexed.discard(partition)
             self._last_sweep_ms.pop(partition, None)
 
+    async def _on_assigned(self, sender: Any, assigned: set[Any], **kwargs: Any) -> None:
+        # faust seeks assigned partitions to their committed offsets: input skipped while they
+        # were being revoked is read again.
+        self._revoking -= {tp.partition for tp in assigned if tp.topic in self._sources}
+
     def _owned_partitions(self) -> set[int]:
         source = self._sources
-        return {tp.partition for tp in self.app.consumer.assignment() if tp.topic in source}
+        owned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic in source}
+        return owned - self._revoking
 
-    async def _ensure_indexed(self, partitions: set[int]) -> None:
+    async def _ensure_indexed(self, partitions: set[int]) -> bool:
+        """Read the marks of and index newly assigned `partitions`; False if a rebalance ran
+        meanwhile (the caller drops its input: the rebalance's seek delivers it again)."""
         if partitions <= self._indexed:
-            return
+            return True
+        generation: int = self.app.rebalancing_count
         async with self._indexing:
             new = sorted(partitions - self._indexed)
             if new:
                 # Before any input of theirs: rows at or below the marks read here are checked.
                 await self.sink.recover(new)
+                if self.app.rebalancing_count != generation:
+                    return False
                 self._index(new)
+        return bool(self.app.rebalancing_count == generation)
 
     def _index(self, partitions: list[int]) -> None:
         for partition in partitions:
@@ -174,6 +191,9 @@ class StreamWorker:
 
     async def handle(self, events: Sequence[Any]) -> None:
         """Process one batch of faust events; they are acked after the sink flushed them."""
+        owned = self._owned_partitions()
+        if not await self._ensure_indexed({event.message.partition for event in events} & owned):
+            return
         owned = self._owned_partitions()
         records: list[SourceRecord] = []
         kept: list[Any] = []
@@ -202,7 +222,6 @@ class StreamWorker:
                         topic, message.partition, message.offset, message.key, message.value
                     )
                 )
-        await self._ensure_indexed({record.partition for record in records})
         result = self.processor.process(records)
         self._emit(result, kept, records)
         sink = self.sink
@@ -227,7 +246,8 @@ class StreamWorker:
         if self.app.rebalancing or in_recovery(self.app):
             return
         owned = self._owned_partitions()
-        await self._ensure_indexed(owned)
+        if not await self._ensure_indexed(owned):
+            return
         partitions = sorted(owned & self._indexed)
         started_ms = self.clock_ms()
         result = self.processor.expire(partitions)
