@@ -71,8 +71,6 @@ class ReplayGuard:
         self.recovered: dict[SourceKey, int] = {}
         # Marks in ClickHouse from this process; writing lower ones again is useless.
         self.written: dict[SourceKey, int] = {}
-        self.checked_flushes = 0
-        self.mark_writes = 0
 
     def recover(self, partitions: Collection[int], marks: Mapping[SourceKey, int]) -> None:
         """Take the marks read back for newly assigned `partitions` (absent: nothing stored)."""
@@ -101,8 +99,6 @@ class ReplayGuard:
         written = self.written
         for source, mark in marks.items():
             written[source] = max(written.get(source, mark), mark)
-        if marks:
-            self.mark_writes += 1
 
     def _lead(self, source: str) -> int:
         return self.expiry_lead_ms if source == EXPIRY_SOURCE else self.offset_lead

@@ -64,8 +64,11 @@ class SinkStats:
     last_error: str | None = None
     last_flush_ms: float = 0.0
     flush_ms_total: float = 0.0
-    # Rows of replayed input found in ClickHouse already, so not inserted again.
+    # Exactly once: batches checked against ClickHouse, rows found there already (so not
+    # inserted again), and writes of stream_progress marks.
+    checked_batches: int = 0
     replayed_rows: int = 0
+    progress_writes: int = 0
 
 
 @dataclass(slots=True)
@@ -276,9 +279,10 @@ class ClickHouseSink:
                 loop, "stream progress", functools.partial(progress.write_marks, marks)
             )
             self.guard.wrote(marks)
+            self.stats.progress_writes += 1
         if not plan.check:
             return batch.rows
-        self.guard.checked_flushes += 1
+        self.stats.checked_batches += 1
         kept: dict[str, list[Row]] = {}
         for name, rows in batch.rows.items():
             table = self.tables[name]

@@ -111,6 +111,7 @@ def test_a_restart_inserts_only_the_replayed_rows_that_are_missing() -> None:
         await second.flush()
         assert store.calls == ["look-up t 4", "insert t 2"]
         assert second.stats.replayed_rows == 2
+        assert (second.stats.checked_batches, second.stats.progress_writes) == (1, 0)
         # Beyond the mark (11): no look-up, and the mark is raised before the insert.
         store.calls.clear()
         second.add(T, [("e", 1, 30)])
@@ -123,6 +124,7 @@ def test_a_restart_inserts_only_the_replayed_rows_that_are_missing() -> None:
         second.derived_from(SOURCE, 13, 13, suspect=True)
         await second.flush()
         assert store.calls == ["look-up t 1"]
+        assert (second.stats.checked_batches, second.stats.progress_writes) == (2, 1)
         assert sorted(r[:2] for r in store.rows["t"]) == [
             ("a", 1),
             ("b", 1),
