@@ -137,7 +137,9 @@ class Run:
             }
         )
         try:
-            produce_batch_confirmed(producer, topic, records)
+            # In chunks, each confirmed: a loaded machine acknowledges 100,000s slowly.
+            for start in range(0, len(records), 50_000):
+                produce_batch_confirmed(producer, topic, records[start : start + 50_000], 300.0)
         finally:
             producer.flush(30)
 
