@@ -29,6 +29,8 @@ class BatchResult:
     releases: list[Release] = field(default_factory=list)
     # Records consumed off their home partition: sent to the repartition topic, joined there.
     reroutes: list[Reroute] = field(default_factory=list)
+    # Some input was seen before (replayed or duplicated): its rows may be stored already.
+    repeated: bool = False
 
 
 class BatchProcessor:
@@ -106,6 +108,8 @@ class BatchProcessor:
                 result.feedback.extend(out.feedback)
             if out.releases:
                 result.releases.extend(out.releases)
+            if out.repeated:
+                result.repeated = True
         return result
 
     def _reroute(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import functools
 import logging
 import sys
@@ -19,7 +20,8 @@ from safeloop.infra.kafka.topics import TopicAdmin
 from safeloop.infra.settings import Settings
 from safeloop.schemas.codec import DEAD_LETTER_CODEC, FEEDBACK_CODEC
 from safeloop.schemas.tables import DEAD_LETTERS, FEEDBACK, OUTCOMES, PREDICTIONS
-from safeloop.streams.app import StreamApp, StreamConfig, create_app
+from safeloop.streams.app import StreamApp, StreamConfig, app_id_for, create_app
+from safeloop.streams.exactly_once import EXPIRY_SOURCE
 from safeloop.streams.exceptions import StreamError
 from safeloop.streams.faust_adapter import committed_offset, in_recovery, started_consumer
 from safeloop.streams.join import JoinWindow, Release
@@ -31,7 +33,13 @@ from safeloop.streams.observability import (
 )
 from safeloop.streams.outputs import OutputTopics
 from safeloop.streams.processor import BatchProcessor, BatchResult
-from safeloop.streams.sink import BatchWriter, ClickHouseSink, ClickHouseWriter, SinkConfig
+from safeloop.streams.sink import (
+    BatchWriter,
+    ClickHouseSink,
+    ClickHouseWriter,
+    ProgressStore,
+    SinkConfig,
+)
 from safeloop.streams.state import EarlyOutcome, PendingPrediction
 from safeloop.streams.table_store import (
     FaustTableStore,
@@ -60,6 +68,8 @@ class StreamWorker:
         writer: BatchWriter,
         outputs: OutputTopics,
         clock_ms: Callable[[], int] = _now_ms,
+        *,
+        progress: ProgressStore | None = None,
     ) -> None:
         self.settings = settings
         self.config = config
@@ -92,7 +102,14 @@ class StreamWorker:
             (PREDICTIONS, OUTCOMES, FEEDBACK, DEAD_LETTERS),
             config.sink,
             barrier=outputs.flush,
+            progress=progress,
         )
+        self.clock_ms = clock_ms
+        # Partition -> when its last expiry sweep started (exactly_once's expiry coordinates).
+        self._last_sweep_ms: dict[int, int] = {}
+        self._indexing = asyncio.Lock()
+        # Partitions being revoked: their buffered input is left to the next owner.
+        self._revoking: set[int] = set()
         self.rate_logger = RateLogger()
         # Partitions whose state is indexed here; rebuilt after assignment, dropped on revoke.
         self._indexed: set[int] = set()
@@ -110,6 +127,7 @@ class StreamWorker:
         app.timer(self.config.log_interval_ms / 1000.0)(self._log_tick)
         app.page("/metrics")(self._metrics_page)
         app.on_partitions_revoked.connect(self._on_revoked)
+        app.on_partitions_assigned.connect(self._on_assigned)
 
     async def _process(self, stream: Any) -> None:
         within_s = self.config.batch_within_ms / 1000.0
@@ -117,16 +135,47 @@ class StreamWorker:
             await self.handle(events)
 
     async def _on_revoked(self, sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+        # Flush before letting go: the next owner reads the marks and checks its replay against
+        # the tables, so no insert of ours may land after that; input of these partitions still
+        # buffered is left to the next owner (handle skips it meanwhile).
+        self._revoking |= {tp.partition for tp in revoked if tp.topic in self._sources}
+        try:
+            await self.sink.flush()
+        except Exception as exc:
+            log.error("flush on revoke failed; the next owner replays what is missing: %s", exc)
         for partition in {tp.partition for tp in revoked if tp.topic == self.topics.predictions}:
             self.join.revoke(partition)
             self._indexed.discard(partition)
+            self._last_sweep_ms.pop(partition, None)
+
+    async def _on_assigned(self, sender: Any, assigned: set[Any], **kwargs: Any) -> None:
+        # faust seeks assigned partitions to their committed offsets: input skipped while they
+        # were being revoked is read again.
+        self._revoking -= {tp.partition for tp in assigned if tp.topic in self._sources}
 
     def _owned_partitions(self) -> set[int]:
         source = self._sources
-        return {tp.partition for tp in self.app.consumer.assignment() if tp.topic in source}
+        owned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic in source}
+        return owned - self._revoking
 
-    def _ensure_indexed(self, partitions: set[int]) -> None:
-        for partition in partitions - self._indexed:
+    async def _ensure_indexed(self, partitions: set[int]) -> bool:
+        """Read the marks of and index newly assigned `partitions`; False if a rebalance ran
+        meanwhile (the caller drops its input: the rebalance's seek delivers it again)."""
+        if partitions <= self._indexed:
+            return True
+        generation: int = self.app.rebalancing_count
+        async with self._indexing:
+            new = sorted(partitions - self._indexed)
+            if new:
+                # Before any input of theirs: rows at or below the marks read here are checked.
+                await self.sink.recover(new)
+                if self.app.rebalancing_count != generation:
+                    return False
+                self._index(new)
+        return bool(self.app.rebalancing_count == generation)
+
+    def _index(self, partitions: list[int]) -> None:
+        for partition in partitions:
             started = time.monotonic()
             self.join.assign(partition)
             self._indexed.add(partition)
@@ -142,6 +191,9 @@ class StreamWorker:
 
     async def handle(self, events: Sequence[Any]) -> None:
         """Process one batch of faust events; they are acked after the sink flushed them."""
+        owned = self._owned_partitions()
+        if not await self._ensure_indexed({event.message.partition for event in events} & owned):
+            return
         owned = self._owned_partitions()
         records: list[SourceRecord] = []
         kept: list[Any] = []
@@ -170,19 +222,46 @@ class StreamWorker:
                         topic, message.partition, message.offset, message.key, message.value
                     )
                 )
-        self._ensure_indexed({record.partition for record in records})
         result = self.processor.process(records)
         self._emit(result, kept, records)
-        await self.sink.maybe_flush()
+        sink = self.sink
+        spans: dict[tuple[str, int], tuple[int, int]] = {}
+        for record in records:
+            key = (record.topic, record.partition)
+            span = spans.get(key)
+            offset = record.offset
+            if span is None:
+                spans[key] = (offset, offset)
+            elif offset > span[1]:
+                spans[key] = (span[0], offset)
+            elif offset < span[0]:
+                spans[key] = (offset, span[1])
+        for key, (first, last) in spans.items():
+            sink.derived_from(key, first, last)
+        if result.repeated:
+            sink.mark_suspect()
+        await sink.maybe_flush()
 
     async def _expiry_tick(self) -> None:
         if self.app.rebalancing or in_recovery(self.app):
             return
         owned = self._owned_partitions()
-        self._ensure_indexed(owned)
-        result = self.processor.expire(sorted(owned & self._indexed))
+        if not await self._ensure_indexed(owned):
+            return
+        partitions = sorted(owned & self._indexed)
+        started_ms = self.clock_ms()
+        result = self.processor.expire(partitions)
         if result.feedback or result.releases:
             self._emit(result, [], [])
+        swept_ms = self.clock_ms()
+        last_sweep = self._last_sweep_ms
+        for partition in partitions:
+            # This sweep emits what expires after the previous sweep began (everything, on
+            # the first sweep of a newly assigned partition).
+            if result.feedback:
+                first = last_sweep.get(partition, 0)
+                self.sink.derived_from((EXPIRY_SOURCE, partition), first, swept_ms)
+            last_sweep[partition] = started_ms
 
     async def _flush_tick(self) -> None:
         await self.sink.maybe_flush()
@@ -290,16 +369,20 @@ class StreamWorker:
         return 0
 
 
-def clickhouse_writer(settings: Settings) -> ClickHouseWriter:
-    """A writer over the configured ClickHouse (server or embedded endpoint)."""
-    return ClickHouseWriter(clickhouse_client(settings, compress="lz4"))
+def clickhouse_writer(settings: Settings, group: str = "") -> ClickHouseWriter:
+    """A writer over the configured ClickHouse (server or embedded endpoint), keeping the
+    exactly-once marks of consumer group `group`."""
+    # Form-encoded parameters: a replay's look-ups carry thousands of ids, too long for a URL.
+    client = clickhouse_client(settings, compress="lz4", form_encode_query_params=True)
+    return ClickHouseWriter(client, group)
 
 
 def build_worker(settings: Settings, config: StreamConfig) -> StreamWorker:
     """A worker wired to the real Kafka and ClickHouse of `settings`; PartitionCountError when
     the join's topics disagree on their partition count."""
     outputs = OutputTopics(producer_config(settings, client_id=f"safeloop-{config.worker_name}"))
-    worker = StreamWorker(settings, config, clickhouse_writer(settings), outputs)
+    writer = clickhouse_writer(settings, app_id_for(settings, config))
+    worker = StreamWorker(settings, config, writer, outputs, progress=writer)
     changelogs = [
         table.changelog_topic.get_topic_name()
         for table in (worker.parts.pending, worker.parts.early)

@@ -23,7 +23,14 @@ from safeloop.schemas.events import (
     Route,
     Urgency,
 )
-from safeloop.schemas.tables import TABLES, ControlLogEntry, MetricRow, RetrainingStep, Table
+from safeloop.schemas.tables import (
+    TABLES,
+    ControlLogEntry,
+    MetricRow,
+    ProgressMark,
+    RetrainingStep,
+    Table,
+)
 
 chdb_session = pytest.importorskip("chdb.session")
 
@@ -81,6 +88,7 @@ SAMPLES: dict[str, object] = {
     "drift_metrics": MetricRow(
         "churn", "v1", "production", NOW, NOW + 1, "psi", 0.2, 10, feature="x"
     ),
+    "stream_progress": ProgressMark("safeloop-streams", "predictions", 3, 1_234),
 }
 
 
