@@ -233,7 +233,7 @@ def logger_cases(settings: Settings, calls: int) -> dict[str, Any]:
         "delivery_failed": stats.delivery_failed,
     }
     # Baseline: build, encode and produce on the calling thread (safeloop's replicas' way).
-    producer = make_producer(settings, **{"linger.ms": 20, "enable.idempotence": False})
+    producer = make_producer(settings, **{"linger.ms": 20})
     topic = settings.topics.predictions
 
     def inline(index: int) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -18,6 +18,7 @@ _SEVERITIES = ("info", "warning", "critical")
 _TRUE = {"1", "true", "yes", "on"}
 # How clients reach Kafka and how `safeloop kafka start` runs the local broker.
 KAFKA_SECURITY_CHOICES = ("plaintext", "sasl_ssl")
+MODEL_STORE_CHOICES = ("folder", "mlflow")
 SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256")
 KAFKA_CLIENT_VARIABLES = (
     "SAFELOOP_KAFKA_SECURITY",
@@ -84,6 +85,11 @@ class TopicNames:
         return self._name("dead-letter")
 
     @property
+    def metrics_summaries(self) -> str:
+        """The guard's per-partition window summaries, shared by the metrics instances."""
+        return self._name("metrics-summaries")
+
+    @property
     def repartition(self) -> str:
         """The processor's internal topic: records re-routed to their prediction_id's partition."""
         return self._name("join-repartition")
@@ -98,6 +104,7 @@ class TopicNames:
             self.retraining,
             self.dead_letter,
             self.repartition,
+            self.metrics_summaries,
         )
 
 
@@ -112,6 +119,10 @@ class Settings:
     kafka_host: str = "127.0.0.1"
     kafka_port: int = 9092
     kafka_controller_port: int = 9093
+    # Nodes of the local cluster (`safeloop kafka start --brokers N`); node k listens on
+    # kafka_port + 2(k-1) and kafka_controller_port + 2(k-1). Unset, the count the local
+    # cluster was formatted with (<state_dir>/kafka/brokers), else 1.
+    kafka_brokers: int = 1
     kafka_version: str = "4.4.0"
     # "plaintext" (anyone who reaches the port may do anything) or "sasl_ssl" (TLS, SCRAM
     # users, ACLs per role); the local broker listens the same way its clients connect.
@@ -134,6 +145,12 @@ class Settings:
     log_level: str = "INFO"
     # None means: `<state_dir>/models`.
     model_dir: Path | None = None
+    # Where models are registered: "folder" (`models_path`, no dependency) or "mlflow".
+    model_store: str = "folder"
+    # MLflow's tracking (and registry) server; None means: the embedded SQLite registry under
+    # `<state_dir>/mlflow`, no server. Not in the repr: the URI may carry credentials.
+    mlflow_tracking_uri: str | None = field(default=None, repr=False)
+    mlflow_experiment: str = "safeloop"
     # Operator keys for signed control commands: a file of `key_id:hexsecret` lines (or JSON),
     # and/or one hex key from the environment; `control_key_id` picks the signing key.
     control_key_file: Path | None = None
@@ -168,6 +185,11 @@ class Settings:
     alert_dead_letters_per_minute: int = 100
     # The bearer token the HTTP ingest checks; required to bind it beyond loopback.
     ingest_token: Secret = Secret("")
+    # The retraining loop: the training entry point (`module:function`, taking the window and
+    # returning a model), how far back the labelled window reaches, the recency half-life.
+    retrain_trainer: str = "safeloop.services.retraining.linear_trainer:train"
+    retrain_window_ms: int = 30 * _DAY_MS
+    retrain_half_life_ms: int = 7 * _DAY_MS
 
     @property
     def topics(self) -> TopicNames:
@@ -178,7 +200,23 @@ class Settings:
         """Where Kafka clients connect: the configured cluster or the local broker."""
         if self.kafka_bootstrap_servers:
             return self.kafka_bootstrap_servers
-        return f"{self.kafka_host}:{self.kafka_port}"
+        # Every node, so a client started while one is down still finds the cluster.
+        nodes = range(1, self.kafka_brokers + 1)
+        return ",".join(f"{self.kafka_host}:{self.kafka_node_port(node)}" for node in nodes)
+
+    def kafka_node_port(self, node_id: int) -> int:
+        """The client listener of local node `node_id` (1-based)."""
+        return self.kafka_port + 2 * (node_id - 1)
+
+    def kafka_node_controller_port(self, node_id: int) -> int:
+        """The controller listener of local node `node_id` (1-based)."""
+        return self.kafka_controller_port + 2 * (node_id - 1)
+
+    def with_kafka_brokers(self, count: int) -> Settings:
+        """These settings for a local cluster of `count` nodes: replication factor min(3, N)."""
+        return replace(
+            self, kafka_brokers=count, replication_factor=local_replication_factor(count)
+        )
 
     @property
     def kafka_secured(self) -> bool:
@@ -196,6 +234,18 @@ class Settings:
     def models_path(self) -> Path:
         """Where the model store lives."""
         return self.model_dir if self.model_dir is not None else self.state_dir / "models"
+
+    @property
+    def mlflow_uri(self) -> str:
+        """The MLflow tracking/registry URI: the configured server or the embedded SQLite file."""
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{(self.state_dir / 'mlflow' / 'mlflow.db').resolve()}"
+
+    @property
+    def mlflow_artifact_root(self) -> Path | None:
+        """Where the embedded registry keeps artifacts; a server decides its own (None)."""
+        return None if self.mlflow_tracking_uri else self.state_dir / "mlflow" / "artifacts"
 
     @property
     def uses_local_kafka(self) -> bool:
@@ -222,10 +272,18 @@ class Settings:
         url = reader.text("CLICKHOUSE_URL", "") or None
         if url is not None:
             _check_url("CLICKHOUSE_URL", url)
+        state_dir = Path(reader.text("SAFELOOP_STATE_DIR", str(defaults.state_dir)))
+        bootstrap = reader.text("KAFKA_BOOTSTRAP_SERVERS", "") or None
+        brokers = reader.positive_int(
+            "SAFELOOP_KAFKA_BROKERS", recorded_kafka_brokers(state_dir) or defaults.kafka_brokers
+        )
+        # The local cluster replicates as far as its nodes allow; an external one as told.
+        replication = local_replication_factor(brokers) if bootstrap is None else 1
         return cls(
-            state_dir=Path(reader.text("SAFELOOP_STATE_DIR", str(defaults.state_dir))),
+            state_dir=state_dir,
             cache_dir=Path(reader.text("SAFELOOP_CACHE_DIR", str(defaults.cache_dir))),
-            kafka_bootstrap_servers=reader.text("KAFKA_BOOTSTRAP_SERVERS", "") or None,
+            kafka_bootstrap_servers=bootstrap,
+            kafka_brokers=brokers,
             kafka_host=reader.text("SAFELOOP_KAFKA_HOST", defaults.kafka_host),
             kafka_port=reader.port("SAFELOOP_KAFKA_PORT", defaults.kafka_port),
             kafka_controller_port=reader.port(
@@ -243,9 +301,7 @@ class Settings:
             kafka_ca_file=reader.path("SAFELOOP_KAFKA_CA_FILE"),
             topic_prefix=reader.text("SAFELOOP_TOPIC_PREFIX", defaults.topic_prefix),
             partitions=reader.positive_int("SAFELOOP_PARTITIONS", defaults.partitions),
-            replication_factor=reader.positive_int(
-                "SAFELOOP_REPLICATION_FACTOR", defaults.replication_factor
-            ),
+            replication_factor=reader.positive_int("SAFELOOP_REPLICATION_FACTOR", replication),
             clickhouse_url=url,
             clickhouse_user=reader.text("CLICKHOUSE_USER", defaults.clickhouse_user),
             clickhouse_password=Secret(reader.text("CLICKHOUSE_PASSWORD", "")),
@@ -258,6 +314,11 @@ class Settings:
                 "SAFELOOP_LOG_LEVEL", defaults.log_level, ("DEBUG", "INFO", "WARNING", "ERROR")
             ),
             model_dir=reader.path("SAFELOOP_MODEL_DIR"),
+            model_store=reader.choice(
+                "SAFELOOP_MODEL_STORE", defaults.model_store, MODEL_STORE_CHOICES
+            ).lower(),
+            mlflow_tracking_uri=reader.text("MLFLOW_TRACKING_URI", "") or None,
+            mlflow_experiment=reader.text("SAFELOOP_MLFLOW_EXPERIMENT", defaults.mlflow_experiment),
             control_key_file=reader.path("SAFELOOP_CONTROL_KEY_FILE"),
             control_key=Secret(reader.text("SAFELOOP_CONTROL_KEY", "")),
             control_key_id=reader.text("SAFELOOP_CONTROL_KEY_ID", defaults.control_key_id),
@@ -288,6 +349,13 @@ class Settings:
                 "SAFELOOP_ALERT_DEAD_LETTERS_PER_MINUTE", defaults.alert_dead_letters_per_minute
             ),
             ingest_token=Secret(reader.text("SAFELOOP_INGEST_TOKEN", "")),
+            retrain_trainer=reader.text("SAFELOOP_RETRAIN_TRAINER", defaults.retrain_trainer),
+            retrain_window_ms=reader.positive_int(
+                "SAFELOOP_RETRAIN_WINDOW_MS", defaults.retrain_window_ms
+            ),
+            retrain_half_life_ms=reader.positive_int(
+                "SAFELOOP_RETRAIN_HALF_LIFE_MS", defaults.retrain_half_life_ms
+            ),
         )
 
     def kafka_client_env(self) -> dict[str, str]:
@@ -306,6 +374,7 @@ class Settings:
             "SAFELOOP_KAFKA_HOST": self.kafka_host,
             "SAFELOOP_KAFKA_PORT": str(self.kafka_port),
             "SAFELOOP_KAFKA_CONTROLLER_PORT": str(self.kafka_controller_port),
+            "SAFELOOP_KAFKA_BROKERS": str(self.kafka_brokers),
             "SAFELOOP_KAFKA_VERSION": self.kafka_version,
             "SAFELOOP_KAFKA_SECURITY": self.kafka_security,
             "SAFELOOP_KAFKA_SASL_MECHANISM": self.kafka_sasl_mechanism,
@@ -325,6 +394,9 @@ class Settings:
             "SAFELOOP_WAREHOUSE_PORT": str(self.warehouse_port),
             "SAFELOOP_LOG_LEVEL": self.log_level,
             "SAFELOOP_MODEL_DIR": str(self.model_dir) if self.model_dir else "",
+            "SAFELOOP_MODEL_STORE": self.model_store,
+            "MLFLOW_TRACKING_URI": self.mlflow_tracking_uri or "",
+            "SAFELOOP_MLFLOW_EXPERIMENT": self.mlflow_experiment,
             "SAFELOOP_CONTROL_KEY_FILE": str(self.control_key_file or ""),
             "SAFELOOP_CONTROL_KEY": self.control_key.value,
             "SAFELOOP_CONTROL_KEY_ID": self.control_key_id,
@@ -348,6 +420,9 @@ class Settings:
             "SAFELOOP_DASHBOARD_URL": self.dashboard_url,
             "SAFELOOP_ALERT_DEAD_LETTERS_PER_MINUTE": str(self.alert_dead_letters_per_minute),
             "SAFELOOP_INGEST_TOKEN": self.ingest_token.value,
+            "SAFELOOP_RETRAIN_TRAINER": self.retrain_trainer,
+            "SAFELOOP_RETRAIN_WINDOW_MS": str(self.retrain_window_ms),
+            "SAFELOOP_RETRAIN_HALF_LIFE_MS": str(self.retrain_half_life_ms),
         }
 
 
@@ -462,6 +537,24 @@ class _EnvReader:
         if not value or not all(ch.isalnum() or ch == "_" for ch in value):
             raise SettingsError(name, value, "letters, digits and underscores")
         return value
+
+
+def local_replication_factor(brokers: int) -> int:
+    """Replicas per partition on a local cluster of `brokers` nodes: three once there are three."""
+    return min(3, brokers)
+
+
+def local_min_insync_replicas(replication_factor: int) -> int:
+    """With acks=all a write reaches all but one replica: one node may be down (or restarting)."""
+    return replication_factor - 1 if replication_factor > 1 else 1
+
+
+def recorded_kafka_brokers(state_dir: Path) -> int | None:
+    """The node count the local cluster under `state_dir` was formatted with, if any."""
+    try:
+        return int((state_dir / "kafka" / "brokers").read_text().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def _with_client_file(env: Mapping[str, str]) -> Mapping[str, str]:

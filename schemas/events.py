@@ -82,6 +82,8 @@ class PredictionEvent:
     error: str | None = None
     # None without an error; an error without a kind (an older writer's) counts as SERVER.
     error_kind: ErrorKind | None = None
+    # Multi-class models: P(class k) at index k; empty for binary and regression models.
+    class_probabilities: list[float] = field(default_factory=list)
 
     @property
     def server_error(self) -> bool:
@@ -123,6 +125,8 @@ class FeedbackRecord:
     label_delay_ms: int | None
     outcome_source: str | None
     emitted_at: int
+    # Copied from the prediction: P(class k) at index k for multi-class models, else empty.
+    class_probabilities: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,6 +59,22 @@ class MetricRow:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplayKey:
+    """How a row emitted again by a replay is recognised among the rows a table holds.
+
+    Stored rows are looked up by `lookup` (values of type `lookup_type`, the sorting key's
+    leading column where it can be) and compared on `columns`, which leave out emission times:
+    a replay emits the same row at another time. `millis` are DateTime64 columns that rows
+    carry as epoch milliseconds.
+    """
+
+    lookup: str
+    lookup_type: str
+    columns: tuple[str, ...]
+    millis: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
 class Table(Generic[T]):
     """One table: its name, insert columns, how an item becomes a row, what identifies a row."""
 
@@ -66,7 +82,11 @@ class Table(Generic[T]):
     columns: tuple[str, ...]
     build: Callable[[T], Row]
     identity_columns: tuple[str, ...]
+    # None: rows of this table are not checked against what it holds (not written by a replay).
+    replay: ReplayKey | None = None
     _identity_at: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    _replay_at: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    _lookup_at: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         missing = [c for c in self.identity_columns if c not in self.columns]
@@ -74,6 +94,24 @@ class Table(Generic[T]):
             raise ValueError(f"{self.name}: identity columns {missing} are not columns")
         positions = tuple(self.columns.index(c) for c in self.identity_columns)
         object.__setattr__(self, "_identity_at", positions)
+        replay_columns = () if self.replay is None else (self.replay.lookup, *self.replay.columns)
+        missing = [c for c in replay_columns if c not in self.columns]
+        if missing:
+            raise ValueError(f"{self.name}: replay key columns {missing} are not columns")
+        replay_at = () if self.replay is None else self.replay.columns
+        object.__setattr__(self, "_replay_at", tuple(self.columns.index(c) for c in replay_at))
+        lookup_at = -1 if self.replay is None else self.columns.index(self.replay.lookup)
+        object.__setattr__(self, "_lookup_at", lookup_at)
+
+    def replay_identity(self, row: Row) -> tuple[object, ...]:
+        """`row`'s values of the replay key's columns: equal for a row and its replay."""
+        return tuple(row[i] for i in self._replay_at)
+
+    def lookup_value(self, row: Row) -> object:
+        """The value `row` is looked up by (its replay key's `lookup` column)."""
+        if self._lookup_at < 0:
+            raise ValueError(f"{self.name} has no replay key")
+        return row[self._lookup_at]
 
     def rows(self, items: Iterable[T]) -> list[Row]:
         """The rows of `items`, in `columns` order (DateTime64 columns take epoch ms)."""
@@ -109,6 +147,7 @@ def _prediction_row(p: PredictionEvent) -> Row:
         p.routing_hash_version,
         p.error,
         None if p.error_kind is None else p.error_kind.value,
+        p.class_probabilities,
     )
 
 
@@ -133,6 +172,7 @@ def _feedback_row(f: FeedbackRecord) -> Row:
         f.label_delay_ms,
         f.outcome_source,
         f.emitted_at,
+        f.class_probabilities,
     )
 
 
@@ -212,6 +252,37 @@ def _retraining_row(d: RetrainingDecision) -> Row:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class RetrainingStep:
+    """One transition of a retraining run; `state` is the run after it, as JSON (resumable)."""
+
+    run_id: str
+    model_name: str
+    base_version: str
+    candidate_version: str
+    stage: str
+    step: int
+    timestamp_ms: int
+    actor: str
+    reason: str
+    state: str
+
+
+def _retraining_step_row(s: RetrainingStep) -> Row:
+    return (
+        s.run_id,
+        s.model_name,
+        s.base_version,
+        s.candidate_version,
+        s.stage,
+        s.step,
+        s.timestamp_ms,
+        s.actor,
+        s.reason,
+        s.state,
+    )
+
+
 _METRIC_HEAD = ("model_name", "model_version", "route", "window_start", "window_end", "metric")
 _METRIC_TAIL = ("value", "sample_count", "labels")
 
@@ -252,15 +323,28 @@ PREDICTIONS: Table[PredictionEvent] = Table(
         "routing_hash_version",
         "error",
         "error_kind",
+        "class_probabilities",
     ),
     _prediction_row,
     identity_columns=("model_name", "model_version", "route", "timestamp", "prediction_id"),
+    replay=ReplayKey(
+        "prediction_id",
+        "String",
+        ("prediction_id", "route", "model_name", "model_version", "timestamp"),
+        frozenset({"timestamp"}),
+    ),
 )
 OUTCOMES: Table[OutcomeEvent] = Table(
     "outcomes",
     ("prediction_id", "ground_truth", "timestamp", "source"),
     _outcome_row,
     identity_columns=("prediction_id", "timestamp", "source", "ground_truth"),
+    replay=ReplayKey(
+        "prediction_id",
+        "String",
+        ("prediction_id", "timestamp", "source", "ground_truth"),
+        frozenset({"timestamp"}),
+    ),
 )
 FEEDBACK: Table[FeedbackRecord] = Table(
     "feedback",
@@ -280,10 +364,26 @@ FEEDBACK: Table[FeedbackRecord] = Table(
         "label_delay_ms",
         "outcome_source",
         "emitted_at",
+        "class_probabilities",
     ),
     _feedback_row,
     # (prediction_id, route) is the row; status and emitted_at make each version of it.
     identity_columns=("prediction_id", "route", "status", "emitted_at"),
+    # A replay emits the same version again later: its content, not emitted_at, recognises it.
+    # A correction carries another outcome, so it stays a version of its own.
+    replay=ReplayKey(
+        "prediction_id",
+        "String",
+        (
+            "prediction_id",
+            "route",
+            "status",
+            "ground_truth",
+            "outcome_timestamp",
+            "outcome_source",
+        ),
+        frozenset({"outcome_timestamp"}),
+    ),
 )
 DEAD_LETTERS: Table[DeadLetter] = Table(
     "dead_letters",
@@ -300,6 +400,10 @@ DEAD_LETTERS: Table[DeadLetter] = Table(
     ),
     _dead_letter_row,
     identity_columns=("source_topic", "consumer", "source_partition", "source_offset"),
+    # One input is one dead letter, whichever worker of the group replays it.
+    replay=ReplayKey(
+        "source_offset", "Int64", ("source_topic", "source_partition", "source_offset")
+    ),
 )
 CONTROL_LOG: Table[ControlLogEntry] = Table(
     "control_log",
@@ -346,6 +450,45 @@ RETRAINING_DECISIONS: Table[RetrainingDecision] = Table(
     _retraining_row,
     identity_columns=("decision_id",),
 )
+RETRAINING_STEPS: Table[RetrainingStep] = Table(
+    "retraining_steps",
+    (
+        "run_id",
+        "model_name",
+        "base_version",
+        "candidate_version",
+        "stage",
+        "step",
+        "timestamp",
+        "actor",
+        "reason",
+        "state",
+    ),
+    _retraining_step_row,
+    identity_columns=("run_id", "step"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressMark:
+    """A stream_progress row: derived rows of `source` at or below `mark` may be stored."""
+
+    consumer_group: str
+    source: str
+    partition: int
+    mark: int
+
+
+def _progress_row(m: ProgressMark) -> Row:
+    return (m.consumer_group, m.source, m.partition, m.mark)
+
+
+STREAM_PROGRESS: Table[ProgressMark] = Table(
+    "stream_progress",
+    ("consumer_group", "source", "partition", "mark"),
+    _progress_row,
+    identity_columns=("consumer_group", "source", "partition", "mark"),
+)
 # Metric rows are re-computed figures: every column is part of what makes a row the same row.
 HEALTH_METRICS: Table[MetricRow] = Table(
     "health_metrics",
@@ -376,8 +519,10 @@ TABLES: Mapping[str, Table[Any]] = {
         DEAD_LETTERS,
         CONTROL_LOG,
         RETRAINING_DECISIONS,
+        RETRAINING_STEPS,
         HEALTH_METRICS,
         PERFORMANCE_METRICS,
         DRIFT_METRICS,
+        STREAM_PROGRESS,
     )
 }

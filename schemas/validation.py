@@ -75,6 +75,23 @@ def validate_prediction(
             f"{owner}.features[{name!r}]={value!r}: must be a finite number",
             field="features",
         )
+    probabilities = event.class_probabilities
+    if probabilities:
+        _require_class_probabilities(owner, probabilities)
+
+
+# Producers outside safeloop may round (float32): a sum this close to 1 is one.
+PROBABILITY_SUM_TOLERANCE: Final = 1e-3
+
+
+def _require_class_probabilities(owner: str, probabilities: list[float]) -> None:
+    name = "class_probabilities"
+    if len(probabilities) < 2:
+        raise _invalid(owner, name, probabilities, "needs at least two classes")
+    if not all(0.0 <= p <= 1.0 for p in probabilities):
+        raise _invalid(owner, name, probabilities, "must hold probabilities within [0, 1]")
+    if abs(math.fsum(probabilities) - 1.0) > PROBABILITY_SUM_TOLERANCE:
+        raise _invalid(owner, name, probabilities, "must sum to 1")
 
 
 def validate_outcome(

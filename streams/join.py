@@ -63,10 +63,13 @@ class JoinOutput:
 
     feedback: list[FeedbackRecord] = field(default_factory=list)
     releases: list[Release] = field(default_factory=list)
+    # The input was seen before (a replay, or a duplicate): what it emits may be stored already.
+    repeated: bool = False
 
     def extend(self, other: JoinOutput) -> None:
         self.feedback.extend(other.feedback)
         self.releases.extend(other.releases)
+        self.repeated = self.repeated or other.repeated
 
 
 class JoinWindow:
@@ -129,10 +132,12 @@ class JoinWindow:
         if entry is not None and is_closed(entry):
             # Its window closed already: a replay after a crash, or a route too late to wait.
             self.counters.duplicate_predictions += 1
+            out.repeated = True
             return out
         if entry is not None:
             if entry.for_route(prediction.route) is not None:
                 self.counters.duplicate_predictions += 1
+                out.repeated = True
                 # Re-emit what this route already produced: the first emission may not have
                 # reached ClickHouse before a crash, and the sink is idempotent.
                 prediction = entry.for_route(prediction.route) or prediction
@@ -208,6 +213,8 @@ class JoinWindow:
             if current != outcome:
                 entry = replace(entry, outcome=outcome, raw_outcome=raw)
                 self.pending.put(partition, key, entry)
+            else:
+                out.repeated = True
             out.feedback.extend(self._joined(p, outcome, now_ms) for p in entry.predictions)
             return out
 
@@ -220,6 +227,8 @@ class JoinWindow:
         if waiting is not None and _newer(waiting.outcome, outcome):
             self.counters.stale_outcomes += 1
             return out
+        if waiting is not None and waiting.outcome == outcome:
+            out.repeated = True
         if waiting is None:
             self.counters.early_outcomes += 1
             expires_at_ms = min(
@@ -359,4 +368,5 @@ def _record(
         label_delay_ms=outcome.timestamp - prediction.timestamp if outcome is not None else None,
         outcome_source=outcome.source if outcome is not None else None,
         emitted_at=now_ms,
+        class_probabilities=prediction.class_probabilities,
     )

@@ -157,6 +157,18 @@ def stream_registry(snapshot: StreamSnapshot) -> Registry:
         one(sink.retries),
     )
     add(
+        "safeloop_sink_replayed_rows_total",
+        "counter",
+        "Rows of replayed input found in ClickHouse already, so not inserted again.",
+        one(sink.replayed_rows),
+    )
+    add(
+        "safeloop_sink_checked_batches_total",
+        "counter",
+        "Batches looked up in ClickHouse before insert (replays after a restart or rebalance).",
+        one(sink.checked_batches),
+    )
+    add(
         "safeloop_sink_consecutive_failures",
         "gauge",
         "Failed attempts of steps still retrying.",

@@ -29,6 +29,8 @@ class BatchResult:
     releases: list[Release] = field(default_factory=list)
     # Records consumed off their home partition: sent to the repartition topic, joined there.
     reroutes: list[Reroute] = field(default_factory=list)
+    # Some input was seen before (replayed or duplicated): its rows may be stored already.
+    repeated: bool = False
 
 
 class BatchProcessor:
@@ -127,6 +129,8 @@ class BatchProcessor:
                     feedback.extend(out.feedback)
                 if out.releases:
                     releases.extend(out.releases)
+                if out.repeated:
+                    result.repeated = True
         finally:
             join.end_batch()
         return result

@@ -6,7 +6,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -14,7 +14,10 @@ from typing import Any, Protocol
 from clickhouse_connect.driver import Client
 
 from safeloop.infra.clickhouse.insert import insert_idempotent
+from safeloop.infra.clickhouse.progress import read_marks, write_marks
+from safeloop.infra.clickhouse.stored_rows import stored_identities
 from safeloop.schemas.tables import Row, Table
+from safeloop.streams.exactly_once import ReplayGuard, SourceKey, Span, add_span, unseen
 from safeloop.streams.exceptions import SinkUnavailableError
 
 log = logging.getLogger(__name__)
@@ -24,6 +27,16 @@ class BatchWriter(Protocol):
     """Writes one batch into one table; blocking (the sink calls it from a thread)."""
 
     def insert(self, table: Table[Any], rows: Sequence[Row], dedup_token: str) -> None: ...
+
+
+class ProgressStore(Protocol):
+    """Where the exactly-once marks live and what a table already holds; blocking."""
+
+    def read_marks(self, partitions: Sequence[int]) -> dict[SourceKey, int]: ...
+
+    def write_marks(self, marks: Mapping[SourceKey, int]) -> None: ...
+
+    def stored(self, table: Table[Any], rows: Sequence[Row]) -> set[tuple[object, ...]]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +64,11 @@ class SinkStats:
     last_error: str | None = None
     last_flush_ms: float = 0.0
     flush_ms_total: float = 0.0
+    # Exactly once: batches checked against ClickHouse, rows found there already (so not
+    # inserted again), and writes of stream_progress marks.
+    checked_batches: int = 0
+    replayed_rows: int = 0
+    progress_writes: int = 0
 
 
 @dataclass(slots=True)
@@ -59,6 +77,9 @@ class _Batch:
     callbacks: list[Callable[[], None]] = field(default_factory=list)
     started_ms: float | None = None
     size: int = 0
+    # What the rows derive from (see exactly_once), and whether a replay re-emitted some.
+    spans: dict[SourceKey, Span] = field(default_factory=dict)
+    suspect: bool = False
 
 
 class ClickHouseSink:
@@ -66,7 +87,9 @@ class ClickHouseSink:
 
     A batch's insert deduplication token is a digest of the identities of its rows (the table
     registry's), so a retry of a batch ClickHouse already took is dropped; callbacks registered with
-    `after_flush` run once every row added before them is in ClickHouse.
+    `after_flush` run once every row added before them is in ClickHouse. With a `progress` store,
+    replays are exact too (`exactly_once`): a flush first raises the marks of the sources its
+    rows derive from, and a batch that may repeat stored rows inserts only the missing ones.
     """
 
     def __init__(
@@ -78,6 +101,8 @@ class ClickHouseSink:
         executor: Executor | None = None,
         monotonic_ms: Callable[[], float] | None = None,
         barrier: Callable[[], None] | None = None,
+        progress: ProgressStore | None = None,
+        guard: ReplayGuard | None = None,
     ) -> None:
         # `barrier` (blocking, retried like an insert) must succeed before callbacks run:
         # e.g. flushing the Kafka producer of the feedback and dead-letter topics.
@@ -93,6 +118,8 @@ class ClickHouseSink:
         self._batch = _Batch()
         self._inflight: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self.progress = progress
+        self.guard = guard or ReplayGuard()
 
     # -- collecting ----------------------------------------------------------------------
 
@@ -107,6 +134,38 @@ class ClickHouseSink:
             batch.started_ms = self._monotonic_ms()
         batch.rows.setdefault(table.name, []).extend(rows)
         batch.size += len(rows)
+
+    def derived_from(
+        self, source: SourceKey, first: int, last: int, *, suspect: bool = False
+    ) -> None:
+        """Rows added to this batch derive from coordinates `first`..`last` of `source`;
+        `suspect`: some may repeat rows emitted (and maybe stored) before."""
+        batch = self._batch
+        add_span(batch.spans, source, first, last)
+        batch.suspect = batch.suspect or suspect
+
+    def mark_suspect(self) -> None:
+        """Check this batch's rows against ClickHouse before inserting them."""
+        self._batch.suspect = True
+
+    async def recover(self, partitions: Sequence[int]) -> None:
+        """Read back the marks of newly assigned `partitions` (before any of their input)."""
+        progress = self.progress
+        if progress is None or not partitions:
+            return
+        marks: dict[SourceKey, int] = {}
+
+        def read() -> None:
+            assert progress is not None
+            marks.update(progress.read_marks(partitions))
+
+        loop = asyncio.get_running_loop()
+        await self._with_retry(loop, f"stream progress of {list(partitions)}", read)
+        self.guard.recover(partitions, marks)
+        if marks:
+            log.info(
+                "partitions %s: rows at or below %s are checked before insert", partitions, marks
+            )
 
     def after_flush(self, callback: Callable[[], None]) -> None:
         """Run `callback` once everything added so far is in ClickHouse."""
@@ -178,6 +237,9 @@ class ClickHouseSink:
         async with self._lock:
             started = self._monotonic_ms()
             loop = asyncio.get_running_loop()
+            rows_by_table = batch.rows
+            if self.progress is not None:
+                rows_by_table = await self._exactly_once(loop, self.progress, batch)
             # Tables and the barrier are independent: run them side by side, then commit.
             steps = [
                 self._with_retry(
@@ -190,7 +252,8 @@ class ClickHouseSink:
                         self.tables[name].dedup_token(rows),
                     ),
                 )
-                for name, rows in batch.rows.items()
+                for name, rows in rows_by_table.items()
+                if rows
             ]
             if self.barrier is not None:
                 steps.append(self._with_retry(loop, "sink barrier", self.barrier))
@@ -203,6 +266,49 @@ class ClickHouseSink:
             self.stats.last_flush_ms = elapsed
             self.stats.flush_ms_total += elapsed
             log.debug("flushed %s rows in %.1f ms", batch.size, elapsed)
+
+    async def _exactly_once(
+        self, loop: asyncio.AbstractEventLoop, progress: ProgressStore, batch: _Batch
+    ) -> dict[str, list[Row]]:
+        """Raise the batch's marks; if it may repeat stored rows, keep only the missing ones."""
+        plan = self.guard.plan(batch.spans, batch.suspect)
+        if plan.marks:
+            # Before the rows: a crash after their insert must find them covered by a mark.
+            marks = dict(plan.marks)
+            await self._with_retry(
+                loop, "stream progress", functools.partial(progress.write_marks, marks)
+            )
+            self.guard.wrote(marks)
+            self.stats.progress_writes += 1
+        if not plan.check:
+            return batch.rows
+        self.stats.checked_batches += 1
+        kept: dict[str, list[Row]] = {}
+        for name, rows in batch.rows.items():
+            table = self.tables[name]
+            if table.replay is None:
+                kept[name] = rows
+                continue
+            stored: set[tuple[object, ...]] = set()
+
+            def look_up(
+                table: Table[Any] = table,
+                rows: list[Row] = rows,
+                stored: set[tuple[object, ...]] = stored,
+            ) -> None:
+                stored.update(progress.stored(table, rows))
+
+            await self._with_retry(loop, f"look-up in {name} ({len(rows)} rows)", look_up)
+            kept[name] = unseen(rows, table.replay_identity, stored)
+            if len(kept[name]) < len(rows):
+                self.stats.replayed_rows += len(rows) - len(kept[name])
+                log.info(
+                    "%s: %s of %s replayed rows were stored already",
+                    name,
+                    len(rows) - len(kept[name]),
+                    len(rows),
+                )
+        return kept
 
     async def _with_retry(
         self, loop: asyncio.AbstractEventLoop, what: str, call: Callable[[], None]
@@ -253,10 +359,21 @@ class ClickHouseSink:
 
 
 class ClickHouseWriter:
-    """A `BatchWriter` over a clickhouse-connect client (one insert per call, deduplicated)."""
+    """A `BatchWriter` and `ProgressStore` over a clickhouse-connect client (one insert per call,
+    deduplicated); `group` is the consumer group whose marks it keeps."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, group: str = "") -> None:
         self.client = client
+        self.group = group
 
     def insert(self, table: Table[Any], rows: Sequence[Row], dedup_token: str) -> None:
         insert_idempotent(self.client, table, rows, dedup_token)
+
+    def read_marks(self, partitions: Sequence[int]) -> dict[SourceKey, int]:
+        return read_marks(self.client, self.group, partitions)
+
+    def write_marks(self, marks: Mapping[SourceKey, int]) -> None:
+        write_marks(self.client, self.group, marks)
+
+    def stored(self, table: Table[Any], rows: Sequence[Row]) -> set[tuple[object, ...]]:
+        return stored_identities(self.client, table, rows)

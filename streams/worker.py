@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import functools
 import logging
 import sys
@@ -20,7 +21,8 @@ from safeloop.infra.kafka.topics import TopicAdmin
 from safeloop.infra.settings import Settings
 from safeloop.schemas.codec import DEAD_LETTER_CODEC, FEEDBACK_CODEC
 from safeloop.schemas.tables import DEAD_LETTERS, FEEDBACK, OUTCOMES, PREDICTIONS
-from safeloop.streams.app import StreamApp, StreamConfig, create_app
+from safeloop.streams.app import StreamApp, StreamConfig, app_id_for, create_app
+from safeloop.streams.exactly_once import EXPIRY_SOURCE
 from safeloop.streams.exceptions import StreamError
 from safeloop.streams.faust_adapter import (
     committed_offset,
@@ -40,7 +42,13 @@ from safeloop.streams.observability import (
 )
 from safeloop.streams.outputs import OutputTopics
 from safeloop.streams.processor import BatchProcessor, BatchResult
-from safeloop.streams.sink import BatchWriter, ClickHouseSink, ClickHouseWriter, SinkConfig
+from safeloop.streams.sink import (
+    BatchWriter,
+    ClickHouseSink,
+    ClickHouseWriter,
+    ProgressStore,
+    SinkConfig,
+)
 from safeloop.streams.state import EarlyOutcome, PendingPrediction
 from safeloop.streams.table_store import (
     FaustTableStore,
@@ -69,6 +77,8 @@ class StreamWorker:
         writer: BatchWriter,
         outputs: OutputTopics,
         clock_ms: Callable[[], int] = _now_ms,
+        *,
+        progress: ProgressStore | None = None,
     ) -> None:
         self.settings = settings
         self.config = config
@@ -106,7 +116,14 @@ class StreamWorker:
             (PREDICTIONS, OUTCOMES, FEEDBACK, DEAD_LETTERS),
             config.sink,
             barrier=outputs.flush,
+            progress=progress,
         )
+        self.clock_ms = clock_ms
+        # Partition -> when its last expiry sweep started (exactly_once's expiry coordinates).
+        self._last_sweep_ms: dict[int, int] = {}
+        self._indexing = asyncio.Lock()
+        # Partitions being revoked: their buffered input is left to the next owner.
+        self._revoking: set[int] = set()
         self.rate_logger = RateLogger()
         # Partitions whose state is indexed here; rebuilt after assignment, dropped on revoke.
         self._indexed: set[int] = set()
@@ -124,6 +141,7 @@ class StreamWorker:
         app.timer(self.config.log_interval_ms / 1000.0)(self._log_tick)
         app.page("/metrics")(self._metrics_page)
         app.on_partitions_revoked.connect(self._on_revoked)
+        app.on_partitions_assigned.connect(self._on_assigned)
         install_batch_handler(app, self._sources, self._on_batch)
 
     async def _process(self, stream: Any) -> None:
@@ -134,17 +152,48 @@ class StreamWorker:
             await self.handle(events)
 
     async def _on_revoked(self, sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+        # Flush before letting go: the next owner reads the marks and checks its replay against
+        # the tables, so no insert of ours may land after that; input of these partitions still
+        # fetched is left to the next owner (`_on_batch` skips it meanwhile).
+        self._revoking |= {tp.partition for tp in revoked if tp.topic in self._sources}
+        try:
+            await self.sink.flush()
+        except Exception as exc:
+            log.error("flush on revoke failed; the next owner replays what is missing: %s", exc)
         forget_done(self.app, revoked)
         for partition in {tp.partition for tp in revoked if tp.topic == self.topics.predictions}:
             self.join.revoke(partition)
             self._indexed.discard(partition)
+            self._last_sweep_ms.pop(partition, None)
+
+    async def _on_assigned(self, sender: Any, assigned: set[Any], **kwargs: Any) -> None:
+        # faust seeks assigned partitions to their committed offsets: input skipped while they
+        # were being revoked is read again.
+        self._revoking -= {tp.partition for tp in assigned if tp.topic in self._sources}
 
     def _owned_partitions(self) -> set[int]:
         source = self._sources
-        return {tp.partition for tp in self.app.consumer.assignment() if tp.topic in source}
+        owned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic in source}
+        return owned - self._revoking
 
-    def _ensure_indexed(self, partitions: set[int]) -> None:
-        for partition in partitions - self._indexed:
+    async def _ensure_indexed(self, partitions: set[int]) -> bool:
+        """Read the marks of and index newly assigned `partitions`; False if a rebalance ran
+        meanwhile (the caller drops its input: the rebalance's seek delivers it again)."""
+        if partitions <= self._indexed:
+            return True
+        generation: int = self.app.rebalancing_count
+        async with self._indexing:
+            new = sorted(partitions - self._indexed)
+            if new:
+                # Before any input of theirs: rows at or below the marks read here are checked.
+                await self.sink.recover(new)
+                if self.app.rebalancing_count != generation:
+                    return False
+                self._index(new)
+        return bool(self.app.rebalancing_count == generation)
+
+    def _index(self, partitions: list[int]) -> None:
+        for partition in partitions:
             started = time.monotonic()
             self.join.assign(partition)
             self._indexed.add(partition)
@@ -162,13 +211,35 @@ class StreamWorker:
         """One fetch round of the source topics, {TP: [ConsumerRecord, ...]}: join it, emit
         its rows; its offsets commit once those rows are flushed."""
         owned = self._owned_partitions()
+        if {tp.partition for tp in batch} & owned <= self._indexed:
+            # The hot path: every partition's marks are known and its state indexed.
+            self._process_batch(batch, owned)
+            return self.sink.maybe_flush()
+        return self._process_when_indexed(batch)
+
+    async def _process_when_indexed(self, batch: Mapping[Any, Sequence[Any]]) -> None:
+        # A partition new here: its marks are read before any of its input is joined, so its
+        # replay is checked. If a rebalance runs meanwhile (faust then cancels this wait), the
+        # batch is dropped with nothing marked done: after the rebalance faust seeks every
+        # partition back to its committed offset and the records are read again.
+        if not await self._ensure_indexed(
+            {tp.partition for tp in batch} & self._owned_partitions()
+        ):
+            log.info("a rebalance ran while reading marks: batch left to be read again")
+            return
+        self._process_batch(batch, self._owned_partitions())
+        await self.sink.maybe_flush()
+
+    def _process_batch(self, batch: Mapping[Any, Sequence[Any]], owned: set[int]) -> None:
         records: list[SourceRecord] = []
         done: dict[tuple[str, int], int] = {}
+        spans: dict[tuple[str, int], tuple[int, int]] = {}
         repartition = self.topics.repartition
         append = records.append
+        indexed = self._indexed
         for tp, tp_records in batch.items():
             topic, partition = tp.topic, tp.partition
-            if partition not in owned:
+            if partition not in owned or partition not in indexed or not tp_records:
                 # Revoked while fetched: the new owner reads it again from the committed offset.
                 continue
             if topic == repartition:
@@ -181,30 +252,56 @@ class StreamWorker:
             else:
                 for r in tp_records:
                     append(SourceRecord(topic, partition, r.offset, r.key, r.value))
-            done[(topic, partition)] = tp_records[-1].offset + 1
-        self._ensure_indexed({partition for _, partition in done})
+            first, last = tp_records[0].offset, tp_records[-1].offset
+            spans[(topic, partition)] = (min(first, last), max(first, last))
+            done[(topic, partition)] = last + 1
+        if not records:
+            return
         result = self.processor.process(records)
         self._emit(result, done)
-        return self.sink.maybe_flush()
+        sink = self.sink
+        for key, (first, last) in spans.items():
+            sink.derived_from(key, first, last)
+        if result.repeated:
+            sink.mark_suspect()
 
     async def handle(self, events: Sequence[Any]) -> None:
         """Faust events of the source topics, should any reach the agent's stream (the batch
         hand-off takes them all): processed as a batch, acked once flushed."""
-        batch: dict[tuple[str, int], list[Any]] = {}
+        batch: dict[TP, list[Any]] = {}
         for event in events:
             message = event.message
             batch.setdefault(TP(message.topic, message.partition), []).append(message)
-        await self._on_batch(batch)
-        self.sink.after_flush(functools.partial(_ack_all, events))
+        owned = self._owned_partitions()
+        if not await self._ensure_indexed({tp.partition for tp in batch} & owned):
+            # Not acked: read again after the rebalance's seek.
+            return
+        owned = self._owned_partitions() & self._indexed
+        self._process_batch(batch, owned)
+        kept = [event for event in events if event.message.partition in owned]
+        self.sink.after_flush(functools.partial(_ack_all, kept))
+        await self.sink.maybe_flush()
 
     async def _expiry_tick(self) -> None:
         if self.app.rebalancing or in_recovery(self.app):
             return
         owned = self._owned_partitions()
-        self._ensure_indexed(owned)
-        result = self.processor.expire(sorted(owned & self._indexed))
+        if not await self._ensure_indexed(owned):
+            return
+        partitions = sorted(owned & self._indexed)
+        started_ms = self.clock_ms()
+        result = self.processor.expire(partitions)
         if result.feedback or result.releases:
             self._emit(result, {})
+        swept_ms = self.clock_ms()
+        last_sweep = self._last_sweep_ms
+        for partition in partitions:
+            # This sweep emits what expires after the previous sweep began (everything, on
+            # the first sweep of a newly assigned partition).
+            if result.feedback:
+                first = last_sweep.get(partition, 0)
+                self.sink.derived_from((EXPIRY_SOURCE, partition), first, swept_ms)
+            last_sweep[partition] = started_ms
 
     async def _flush_tick(self) -> None:
         await self.sink.maybe_flush()
@@ -326,16 +423,20 @@ def _ack_all(events: Sequence[Any]) -> None:
         event.ack()
 
 
-def clickhouse_writer(settings: Settings) -> ClickHouseWriter:
-    """A writer over the configured ClickHouse (server or embedded endpoint)."""
-    return ClickHouseWriter(clickhouse_client(settings, compress="lz4"))
+def clickhouse_writer(settings: Settings, group: str = "") -> ClickHouseWriter:
+    """A writer over the configured ClickHouse (server or embedded endpoint), keeping the
+    exactly-once marks of consumer group `group`."""
+    # Form-encoded parameters: a replay's look-ups carry thousands of ids, too long for a URL.
+    client = clickhouse_client(settings, compress="lz4", form_encode_query_params=True)
+    return ClickHouseWriter(client, group)
 
 
 def build_worker(settings: Settings, config: StreamConfig) -> StreamWorker:
     """A worker wired to the real Kafka and ClickHouse of `settings`; PartitionCountError when
     the join's topics disagree on their partition count."""
     outputs = OutputTopics(producer_config(settings, client_id=f"safeloop-{config.worker_name}"))
-    worker = StreamWorker(settings, config, clickhouse_writer(settings), outputs)
+    writer = clickhouse_writer(settings, app_id_for(settings, config))
+    worker = StreamWorker(settings, config, writer, outputs, progress=writer)
     changelogs = [
         table.changelog_topic.get_topic_name()
         for table in (worker.parts.pending, worker.parts.early)

@@ -8,6 +8,8 @@ ClickHouse database, so runs never see each other's data.
 from __future__ import annotations
 
 import os
+import random
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -21,11 +23,14 @@ from safeloop.infra.kafka.broker_security import SecurityPaths
 from safeloop.infra.kafka.clients import cluster_answers, security_config
 from safeloop.infra.kafka.provisioning import admin_settings
 from safeloop.infra.kafka.topics import TopicAdmin, topic_specs
-from safeloop.infra.portcheck import free_port
+from safeloop.infra.portcheck import free_port, port_is_free
 from safeloop.infra.settings import Settings
 from safeloop.infra.warehouse.process import WarehouseProcess
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The chaos tier (tests/chaos) drives the loop with the integration tier's harnesses; pytest
+# puts only a test's own folder on sys.path, so that folder goes on it for every tier.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "integration"))
 ARTIFACTS_DIR = PROJECT_ROOT / "test-artifacts"
 
 
@@ -45,6 +50,9 @@ def _base_settings(state_dir: Path) -> Settings:
         base.kafka_security if base.kafka_bootstrap_servers else "sasl_ssl"
     )
     cache_dir = base.cache_dir if base.cache_dir.is_absolute() else PROJECT_ROOT / base.cache_dir
+    if base.uses_local_kafka:
+        # One node for the session, whatever cluster a developer runs from the repo's .state.
+        base = base.with_kafka_brokers(1)
     return replace(
         base,
         state_dir=state_dir,
@@ -85,6 +93,51 @@ def kafka(base_settings: Settings) -> Iterator[Settings]:
             yield admin_settings(base_settings, broker.paths.security)
         else:
             yield base_settings
+    finally:
+        broker.stop()
+
+
+# The replicated cluster the failover tests kill nodes of: as docker-compose runs it.
+CLUSTER_BROKERS = 3
+
+
+@dataclass(frozen=True)
+class KafkaCluster:
+    """A local cluster of CLUSTER_BROKERS nodes; `settings` act as its admin."""
+
+    settings: Settings
+    broker: LocalKafkaBroker
+
+
+def _free_port_block(count: int) -> int:
+    """A base port with `count` free ports from it on (node k uses base + 2(k-1), +1)."""
+    for _ in range(200):
+        base = random.randrange(20_000, 60_000, 2)
+        if all(port_is_free("127.0.0.1", base + offset) for offset in range(count)):
+            return base
+    raise RuntimeError(f"no block of {count} free ports found")
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """A replicated local cluster (RF 3, min ISR 2), started only for the tests that ask."""
+    state_dir = tmp_path_factory.mktemp("cluster")
+    base = _free_port_block(2 * CLUSTER_BROKERS)
+    # Always a local cluster: these tests kill its nodes.
+    settings = replace(
+        _base_settings(state_dir),
+        kafka_bootstrap_servers=None,
+        kafka_security=(os.environ.get("SAFELOOP_KAFKA_SECURITY") or "sasl_ssl").lower(),
+        kafka_port=base,
+        kafka_controller_port=base + 1,
+    ).with_kafka_brokers(CLUSTER_BROKERS)
+    broker = LocalKafkaBroker(settings, start_timeout=240.0)
+    broker.start()
+    try:
+        admin = (
+            admin_settings(settings, broker.paths.security) if settings.kafka_secured else settings
+        )
+        yield KafkaCluster(admin, broker)
     finally:
         broker.stop()
 
@@ -157,5 +210,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         parts = Path(str(item.path)).parts
         if "integration" in parts:
             item.add_marker(pytest.mark.integration)
+        elif "chaos" in parts:
+            item.add_marker(pytest.mark.chaos)
         elif "e2e" in parts:
             item.add_marker(pytest.mark.e2e)

@@ -6,7 +6,7 @@ import hashlib
 import logging
 import re
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from clickhouse_connect.driver import Client
@@ -14,6 +14,12 @@ from clickhouse_connect.driver.exceptions import Error as ClickHouseError
 
 from safeloop import schemas
 from safeloop.infra.clickhouse.client import clickhouse_client
+from safeloop.infra.clickhouse.cluster_ddl import (
+    ClusterTarget,
+    create_database,
+    render_statement,
+    table_names,
+)
 from safeloop.infra.exceptions import WarehouseError
 from safeloop.infra.settings import Settings
 
@@ -92,22 +98,56 @@ def load_migrations(directory: Path = SCHEMA_DIR) -> list[Migration]:
     return migrations
 
 
+def for_cluster(migrations: list[Migration], target: ClusterTarget) -> list[Migration]:
+    """`migrations` rendered for a replicated, sharded cluster (cluster_ddl.py); same names
+    and checksums, so a file is applied once whichever form it took."""
+    tables = table_names([s for m in migrations for s in m.statements])
+    return [
+        replace(
+            migration,
+            statements=tuple(
+                out for s in migration.statements for out in render_statement(s, tables, target)
+            ),
+        )
+        for migration in migrations
+    ]
+
+
+def cluster_ddl(database: str, cluster: str, directory: Path = SCHEMA_DIR) -> list[str]:
+    """Every statement `migrate(..., cluster=cluster)` would run, in order (for review)."""
+    target = ClusterTarget(cluster, _checked(database))
+    statements = [create_database(target), *render_statement(_CREATE_TABLE, set(), target)]
+    return statements + [
+        s for m in for_cluster(load_migrations(directory), target) for s in m.statements
+    ]
+
+
 def migrate(
-    settings: Settings, database: str | None = None, directory: Path = SCHEMA_DIR
+    settings: Settings,
+    database: str | None = None,
+    directory: Path = SCHEMA_DIR,
+    cluster: str | None = None,
 ) -> MigrationReport:
     """Create the database and apply each migration not yet applied; safe to run again.
 
     A file changed since it was applied is applied again (its DDL is idempotent) with a warning.
+    With `cluster`, the DDL runs ON CLUSTER in its replicated, sharded form (cluster_ddl.py).
     """
-    name = database or settings.clickhouse_database
-    if not _IDENTIFIER.match(name):
-        raise WarehouseError(f"invalid database name {name!r}")
+    name = _checked(database or settings.clickhouse_database)
     migrations = load_migrations(directory)
+    create = f"CREATE DATABASE IF NOT EXISTS `{name}`"
+    setup = [_CREATE_TABLE]
+    if cluster is not None:
+        target = ClusterTarget(cluster, name)
+        migrations = for_cluster(migrations, target)
+        create = create_database(target)
+        setup = render_statement(_CREATE_TABLE, set(), target)
     with closing(clickhouse_client(settings, database="")) as admin:
-        _run(admin, f"CREATE DATABASE IF NOT EXISTS `{name}`", f"CREATE DATABASE {name}:")
+        _run(admin, create, f"CREATE DATABASE {name}:")
     report = MigrationReport(database=name)
     with closing(clickhouse_client(settings, database=name)) as client:
-        _run(client, _CREATE_TABLE, f"CREATE TABLE {MIGRATIONS_TABLE}:")
+        for statement in setup:
+            _run(client, statement, f"CREATE TABLE {MIGRATIONS_TABLE}:")
         done = _applied(client)
         for migration in migrations:
             previous = done.get(migration.name)
@@ -130,6 +170,12 @@ def migrate(
         len(report.unchanged),
     )
     return report
+
+
+def _checked(database: str) -> str:
+    if not _IDENTIFIER.match(database):
+        raise WarehouseError(f"invalid database name {database!r}")
+    return database
 
 
 def _applied(client: Client) -> dict[str, str]:

@@ -49,7 +49,7 @@ def broker_command(java: str, libs: Path, paths: BrokerPaths, version: str) -> l
         libs,
         paths,
         *JVM_FLAGS,
-        f"{_HOME_PROPERTY}{paths.root}",
+        f"{_HOME_PROPERTY}{paths.node_root}",
         f"{_VERSION_PROPERTY}{version}",
         _MAIN_CLASS,
         str(paths.server_properties),
@@ -88,7 +88,7 @@ def owned_pid(paths: BrokerPaths) -> int | None:
     # Without /proc (not Linux) a live pid is the best evidence there is.
     if argv is None:
         return pid
-    ours = _MAIN_CLASS in argv and f"{_HOME_PROPERTY}{paths.root}" in argv
+    ours = _MAIN_CLASS in argv and f"{_HOME_PROPERTY}{paths.node_root}" in argv
     return pid if ours else None
 
 

@@ -68,17 +68,21 @@ def prepare_broker_security(paths: SecurityPaths, settings: Settings) -> BrokerS
     return BrokerSecurity(ensure_password(paths.password_file(ADMIN_USER)), paths.tls)
 
 
-def secured_properties(settings: Settings, security: BrokerSecurity) -> dict[str, str]:
-    """server.properties entries that replace the plaintext listeners with secured ones."""
+def secured_properties(
+    settings: Settings, security: BrokerSecurity, node_id: int = 1, controller: bool = True
+) -> dict[str, str]:
+    """server.properties entries that replace node `node_id`'s plaintext listeners with secured
+    ones; `controller`: the node is a KRaft voter and listens for its quorum too."""
     host = settings.kafka_host
     mechanism = settings.kafka_sasl_mechanism
     password = security.admin_password.value.replace("\\", "\\\\").replace('"', '\\"')
+    port = settings.kafka_node_port(node_id)
+    listeners = f"SASL_SSL://{host}:{port}"
+    if controller:
+        listeners += f",CONTROLLER://{host}:{settings.kafka_node_controller_port(node_id)}"
     return {
-        "listeners": (
-            f"SASL_SSL://{host}:{settings.kafka_port},"
-            f"CONTROLLER://{host}:{settings.kafka_controller_port}"
-        ),
-        "advertised.listeners": f"SASL_SSL://{host}:{settings.kafka_port}",
+        "listeners": listeners,
+        "advertised.listeners": f"SASL_SSL://{host}:{port}",
         "inter.broker.listener.name": "SASL_SSL",
         # SCRAM cannot authenticate a KRaft controller listener: the broker proves itself to
         # its controller with its certificate instead (mutual TLS, principal safeloop-broker).

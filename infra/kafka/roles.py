@@ -102,7 +102,12 @@ def role_grants(settings: Settings) -> list[Grant]:
         Grant(met, r, topic, t.control),
         Grant(met, w, topic, t.control),
         Grant(met, w, topic, t.retraining),
+        # ... and the retraining loop (`safeloop retrain run`, the metrics role) reads it back.
+        Grant(met, r, topic, t.retraining),
         Grant(met, w, topic, t.dead_letter),
+        # Instances sharing the partitions exchange their guard summaries.
+        Grant(met, r, topic, t.metrics_summaries),
+        Grant(met, w, topic, t.metrics_summaries),
         Grant(met, r, group, "safeloop-metrics", prefixed=True),
     ]
 

@@ -17,7 +17,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from safeloop.infra.exceptions import KafkaAdminError
 from safeloop.infra.kafka.clients import admin_client
-from safeloop.infra.settings import Settings
+from safeloop.infra.settings import Settings, local_min_insync_replicas
 
 log = logging.getLogger(__name__)
 
@@ -91,12 +91,17 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         # The join's re-routed records: read by the processor as soon as written, kept like
         # its sources so a processor that was down a while still finds them.
         spec(names.repartition, data, _deleted_after(7), joined=True),
+        # Newest guard summary per partition of predictions; one partition: the judge reads all.
+        spec(names.metrics_summaries, 1, _compacted()),
     ]
 
 
 def _durability(replication_factor: int) -> dict[str, str]:
-    # With acks=all, a write must reach two replicas once there are three to choose from.
-    return {"min.insync.replicas": "2"} if replication_factor >= 3 else {}
+    # With acks=all a write must reach all replicas but one: one node may be down (a restart,
+    # a crash) without stopping writes, and an acknowledged write survives losing any one.
+    if replication_factor <= 1:
+        return {}
+    return {"min.insync.replicas": str(local_min_insync_replicas(replication_factor))}
 
 
 class TopicAdmin:

@@ -1,7 +1,9 @@
 -- Every PredictionEvent: production, canary and shadow rows, failed requests included.
--- Sorted for the dashboards (one model, version and route over a time range). Replays of the
--- same event carry the same sorting key, so ReplacingMergeTree collapses them and the sink
--- may retry freely. Shadow rows reuse the production prediction_id and differ by route.
+-- Sorted for the dashboards (one model, version and route over a time range). The processor
+-- inserts each event once, replays included (stream_progress, 014), so count() needs no FINAL;
+-- ReplacingMergeTree still collapses an event its producer published twice, should the stream
+-- see the copy after the join forgot it. Shadow rows reuse the production prediction_id and
+-- differ by route.
 CREATE TABLE IF NOT EXISTS predictions
 (
     prediction_id        String,

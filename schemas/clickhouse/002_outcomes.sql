@@ -1,8 +1,9 @@
 -- Every OutcomeEvent, every version: a corrected label is a new row, never an update, so the
 -- history of a label stays auditable. Readers wanting the current label take the newest by
--- (timestamp, ingested_at). The same outcome delivered twice (a producer retry, or the stream
--- replaying after a crash in another batch, with another dedup token) has the same sorting key,
--- so ReplacingMergeTree collapses it; a correction differs in timestamp or value and stays.
+-- (timestamp, ingested_at). The processor inserts each outcome once, replays after a crash or a
+-- rebalance included (stream_progress, 014). The same outcome published twice by its producer
+-- has the same sorting key, so ReplacingMergeTree collapses it (FINAL); a correction differs in
+-- timestamp or value and stays.
 CREATE TABLE IF NOT EXISTS outcomes
 (
     prediction_id String,

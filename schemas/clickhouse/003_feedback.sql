@@ -1,5 +1,6 @@
 -- FeedbackRecord: one current row per (prediction_id, route), the newest emission wins, so a
--- correction inside the window replaces the joined row and a replayed record collapses. A label
+-- correction inside the window replaces the joined row (FINAL; without it both versions show).
+-- A replay after a crash or a rebalance inserts nothing twice (stream_progress, 014). A label
 -- after the window does not change it (an expired row stays expired, a joined row keeps its
 -- label): the feedback_late view (004) pairs such labels.
 -- Route is in the key because shadow predictions share the production prediction_id.

@@ -1,6 +1,7 @@
 -- Inputs the stream could not process, with the original bytes. One input (topic, partition,
--- offset) read by one consumer is one dead letter: replays collapse. Low volume, so sorted
--- for deduplication rather than for time scans.
+-- offset) read by one consumer group is one dead letter: a replay, on whichever worker, is
+-- recognised by the processor (stream_progress, 014) and not inserted again. Low volume, so
+-- sorted for deduplication rather than for time scans.
 CREATE TABLE IF NOT EXISTS dead_letters
 (
     source_topic     LowCardinality(String),

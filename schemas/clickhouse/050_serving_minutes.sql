@@ -3,9 +3,10 @@
 -- scanning up to 100 million predictions. t-digest states keep latency percentiles mergeable
 -- over any range with a bounded state (unlike the 8192-value reservoir of `quantiles`).
 -- `labelled` comes from joined feedback rows, by the minute of the prediction they label, so
--- coverage (labelled / requests) needs no join. Inserts skipped by insert deduplication never
--- reach a materialised view; rows replayed under another dedup token are counted again
--- (ReplacingMergeTree collapses them later in the base table, a view never sees that), which
+-- coverage (labelled / requests) needs no join. A view counts what is inserted: inserts skipped
+-- by insert deduplication never reach it, and the processor inserts each row once, replays
+-- after a crash or a rebalance included (stream_progress, 014), so each prediction is counted
+-- once. An in-window correction is a new feedback version and counts in `labelled` again, which
 -- is why coverage is capped at 1 by its readers.
 CREATE TABLE IF NOT EXISTS serving_minutes_agg
 (

@@ -42,7 +42,8 @@ AUDIT_TIMEOUT_S = 10.0
 EPILOG = (
     "exit codes: 0 ok (with --wait: in force on every live replica), 1 failure (no key, Kafka "
     "unreachable, nothing to promote, ...), 2 usage, 3 --wait timed out (laggards named), "
-    "4 --wait: superseded by a newer command, 5 --wait: refused by a replica. With --wait, "
+    "4 lost its sequence to a concurrent publisher (after --retries) or, with --wait, "
+    "superseded by a newer command, 5 --wait: refused by a replica. With --wait, "
     "one line per replica on stderr as it decides (not with --json)."
 )
 # Flag names that steer the model config itself rather than the free-form flag map.
@@ -107,6 +108,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             metavar="VERSION",
             help="production version if the model has no command yet "
             "(default: the model store's oldest version)",
+        )
+        parser.add_argument(
+            "--retries",
+            type=int,
+            default=3,
+            metavar="N",
+            help="if another publisher took the sequence first, apply the change again on its "
+            "config and republish, up to N times (default 3; 0: report it, exit 4)",
         )
         parser.add_argument("--json", action="store_true", help="machine-readable output")
         if name in GATED_COMMANDS:
@@ -237,31 +246,85 @@ def _run_change(args: argparse.Namespace, settings: Settings) -> int:
     from safeloop.services.cli.wait_report import wait_for_command
     from safeloop.services.control.clients import make_broadcast_reader
     from safeloop.services.control.keys import load_keyring
-    from safeloop.services.control.publisher import ControlPublisher, read_control_topic
+    from safeloop.services.control.publisher import (
+        ControlPublisher,
+        read_control_topic,
+    )
+    from safeloop.services.control.race import publish_settled, read_history
 
     try:
+        if args.retries < 0:
+            raise UsageError(f"--retries must be 0 or more, got {args.retries}")
         kind, change, details = args.build_change(args)
     except UsageError as exc:
         return _fail(args, str(exc), ExitCode.USAGE)
     try:
         keys = load_keyring(settings)
-        view = read_control_topic(
-            make_broadcast_reader(settings, settings.topics.control, "cli"), keys
-        )
-        initial = _initial_config(settings, args, view)
         publisher = ControlPublisher(
             make_producer(settings, acks="all", **{"linger.ms": 0}), settings.topics.control, keys
         )
-        command = publisher.next_command(
-            view, args.model, kind, change, reason=args.reason, initial=initial, details=details
+        checks: list[dict[str, Any]] = []
+
+        def read_view() -> ControlTopicView:
+            return read_control_topic(
+                make_broadcast_reader(settings, settings.topics.control, "cli"), keys
+            )
+
+        def build(view: ControlTopicView) -> ControlCommand:
+            initial = _initial_config(settings, args, view)
+            command = publisher.next_command(
+                view, args.model, kind, change, reason=args.reason, initial=initial, details=details
+            )
+            checks.append(check_before_publish(settings, args, command))
+            return command
+
+        def history_of(command: ControlCommand) -> list[ControlCommand]:
+            reader = make_broadcast_reader(settings, settings.topics.control, "cli")
+            return read_history(reader, keys, command.model_name)
+
+        settled = publish_settled(
+            read_view,
+            build,
+            publisher.send,
+            history_of,
+            retries=args.retries,
+            on_lost=None if args.json else _say_lost,
         )
-        checked = check_before_publish(settings, args, command)
-        publisher.send(command)
+        command = settled.command
+        checked = checks[-1]
     except (ControlError, ModelError) as exc:
         return _fail(args, str(exc), ExitCode.FAILURE)
+    if not settled.in_force:
+        rival = settled.lost_to[-1]
+        message = (
+            f"{kind.value} for {args.model} lost sequence {command.sequence} to command "
+            f"{rival.command_id} from {rival.issuer} ({rival.kind.value}) after "
+            f"{settled.attempts} attempt(s): replicas refuse it; nothing of it is in force"
+        )
+        if args.json:
+            sys.stdout.write(
+                json.dumps(
+                    {
+                        "error": message,
+                        "exit_code": ExitCode.SUPERSEDED,
+                        "command": _command_json(command),
+                        "lost_to": [_command_json(c) for c in settled.lost_to],
+                    },
+                    indent=2,
+                )
+                + "\n"
+            )
+        else:
+            sys.stderr.write(f"safeloop: {message}\n")
+        return ExitCode.SUPERSEDED
     # Published: it takes effect now. The audit row and the wait follow, side by side.
     audit = AuditJob(settings, command)
-    result: dict[str, Any] = {"command": _command_json(command), "preflight": checked}
+    result: dict[str, Any] = {
+        "command": _command_json(command),
+        "preflight": checked,
+        "attempts": settled.attempts,
+        "lost_to": [_command_json(c) for c in settled.lost_to],
+    }
     if not args.json:
         for note in checked.get("notes", []):
             sys.stderr.write(f"safeloop: pre-flight: {note}\n")
@@ -289,6 +352,13 @@ def _run_change(args: argparse.Namespace, settings: Settings) -> int:
     return code
 
 
+def _say_lost(command: ControlCommand, rival: ControlCommand) -> None:
+    sys.stderr.write(
+        f"safeloop: sequence {command.sequence} for {command.model_name} went to command "
+        f"{rival.command_id} from {rival.issuer} ({rival.kind.value}) first; rebasing on it\n"
+    )
+
+
 def _initial_config(
     settings: Settings, args: argparse.Namespace, view: ControlTopicView
 ) -> ModelConfig | None:
@@ -297,11 +367,11 @@ def _initial_config(
     if args.production_version:
         return ModelConfig(production_version=args.production_version)
     # Imported here: the model store needs numpy, and only a model's first command reads it.
-    from safeloop.services.models.store import ModelStore
+    from safeloop.services.models.open_store import open_model_store
 
     try:
         return ModelConfig(
-            production_version=ModelStore(settings.models_path).default_version(args.model)
+            production_version=open_model_store(settings).default_version(args.model)
         )
     except (ModelError, ValueError):
         return None

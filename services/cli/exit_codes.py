@@ -17,7 +17,7 @@ from safeloop.services.publishing.exceptions import (
     IngestBindError,
     InputFileError,
 )
-from safeloop.services.retraining.exceptions import RetrainingPolicyError
+from safeloop.services.retraining.exceptions import RetrainingPolicyError, TrainerLoadError
 from safeloop.services.rollout.exceptions import PlanError
 from safeloop.streams.exceptions import WindowConfigError
 
@@ -31,7 +31,7 @@ class ExitCode(IntEnum):
     FAILURE = 1  # the message says what to do
     USAGE = 2  # arguments or settings that make no sense
     TIMEOUT = 3  # `--wait` ran out; the laggards are named
-    SUPERSEDED = 4  # `--wait`: a newer command (named: sequence, issuer, reason) replaced it
+    SUPERSEDED = 4  # lost its sequence to a rival publisher, or `--wait`: a newer command won
     REFUSED = 5  # `--wait`: a replica refused the command (its refusal text is shown)
     INTERRUPTED = 130  # Ctrl-C
 
@@ -43,6 +43,7 @@ _USAGE_ERRORS: tuple[type[SafeloopError], ...] = (
     PlanError,
     PolicyError,
     RetrainingPolicyError,
+    TrainerLoadError,
     WindowConfigError,
     DashboardBindError,
     InputFileError,

@@ -13,7 +13,7 @@ from safeloop.services.cli.exceptions import UsageError
 from safeloop.services.cli.exit_codes import ExitCode
 
 if TYPE_CHECKING:
-    from safeloop.infra.kafka.broker import BrokerStatus
+    from safeloop.infra.kafka.broker import BrokerStatus, NodeStatus
 
 # infra.kafka.roles' Role values (tests/unit/test_cli_imports.py checks them), spelled out so
 # that building the parser does not import confluent-kafka.
@@ -36,6 +36,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         parser = kafka_commands.add_parser(name, help=help_text, description=help_text)
         parser.add_argument("--json", action="store_true", help="print the status as JSON")
         parser.set_defaults(func=func)
+        if name == "start":
+            parser.add_argument(
+                "--brokers",
+                type=_node_count,
+                default=None,
+                metavar="N",
+                help="KRaft nodes on this host (default: as formatted before, else 1); topics "
+                "get replication factor min(3, N) and min ISR RF-1; nodes listen on "
+                "SAFELOOP_KAFKA_PORT + 2(k-1)",
+            )
     grant = kafka_commands.add_parser(
         "grant",
         help="create a Kafka user with a role's ACLs (e.g. a label pipeline's credentials)",
@@ -85,6 +95,8 @@ def _progress(message: str) -> None:
 def _start(args: argparse.Namespace, settings: Settings) -> int:
     from safeloop.infra.kafka.broker import LocalKafkaBroker
 
+    if args.brokers is not None:
+        settings = settings.with_kafka_brokers(args.brokers)
     status = LocalKafkaBroker(settings).start(progress=None if args.json else _progress)
     _write_status(status, settings, args.json)
     return ExitCode.OK if status.running else ExitCode.FAILURE
@@ -125,6 +137,16 @@ def _write_status(status: BrokerStatus, settings: Settings, as_json: bool) -> No
     if not settings.uses_local_kafka:
         state = "reachable" if status.running else "NOT reachable"
         sys.stdout.write(f"external Kafka cluster at {status.bootstrap} is {state}\n")
+    elif len(status.nodes) > 1:
+        state = "running" if status.running else "NOT fully running"
+        sys.stdout.write(
+            f"Kafka {status.version} {state} on {status.bootstrap} "
+            f"({len(status.nodes)} nodes, {status.security}, node 1 data in {status.data_dir})\n"
+        )
+        for node in status.nodes:
+            sys.stdout.write(f"  {_node_line(node)}\n")
+        if status.offline_partitions:
+            sys.stdout.write(f"  {status.offline_partitions} partition(s) have no leader\n")
     elif status.running:
         sys.stdout.write(
             f"Kafka {status.version} running on {status.bootstrap} "
@@ -132,6 +154,28 @@ def _write_status(status: BrokerStatus, settings: Settings, as_json: bool) -> No
         )
     else:
         sys.stdout.write(f"Kafka is not running (data in {status.data_dir})\n")
+
+
+def _node_line(node: NodeStatus) -> str:
+    where = f"node {node.node_id} ({node.roles}) :{node.port}"
+    if not node.running:
+        return f"{where} DOWN"
+    if node.partitions_led is None:
+        return f"{where} pid {node.pid}, cluster not answering"
+    return (
+        f"{where} pid {node.pid}, leads {node.partitions_led} partition(s), "
+        f"{node.under_replicated} under-replicated"
+    )
+
+
+def _node_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of brokers") from exc
+    if count < 1:
+        raise argparse.ArgumentTypeError("at least one broker")
+    return count
 
 
 def _grant(args: argparse.Namespace, settings: Settings) -> int:

@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "safeloop.services.cli.outcomes_commands",
     "safeloop.services.cli.ingest_commands",
     "safeloop.services.cli.plan_commands",
+    "safeloop.services.cli.retrain_commands",
 )
 
 

@@ -29,6 +29,18 @@ DAY_MS = 86_400_000
 FAIL_ACTIONS = ("rollback", "pause")
 DEADLINE_ACTIONS = ("proceed", "pause", "rollback")
 APPROVALS = ("none", "promotion", "every_step")
+# guard.policy.TASK_METRICS of multi-class and regression models, spelled out likewise.
+MULTICLASS_METRICS = (
+    "macro_f1",
+    "micro_f1",
+    "weighted_f1",
+    "macro_precision",
+    "macro_recall",
+    "accuracy",
+    "log_loss",
+    "brier_score",
+)
+REGRESSION_METRICS = ("mae", "rmse", "r2")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -47,6 +59,18 @@ def _guard_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-p99-latency-ratio", type=float, default=2.0, help="0 = rule off")
     parser.add_argument("--max-performance-drop", type=float, default=0.05, help="0 = rule off")
     parser.add_argument(
+        "--multiclass-metric",
+        choices=MULTICLASS_METRICS,
+        default="macro_f1",
+        help="what multi-class canaries are judged on (relative drop from production's)",
+    )
+    parser.add_argument(
+        "--regression-metric",
+        choices=REGRESSION_METRICS,
+        default="mae",
+        help="what regression canaries are judged on (relative rise of mae/rmse, drop of r2)",
+    )
+    parser.add_argument(
         "--max-client-error-excess",
         type=float,
         default=0.05,
@@ -62,8 +86,11 @@ def _guard_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _guard_policy(args: argparse.Namespace) -> GuardPolicy:
     from safeloop.services.guard.policy import GuardPolicy
+    from safeloop.services.metrics.performance import PerformanceMetric
 
     return GuardPolicy(
+        multiclass_metric=PerformanceMetric(args.multiclass_metric),
+        regression_metric=PerformanceMetric(args.regression_metric),
         max_error_rate=_ratio(args.max_error_rate),
         max_p99_latency_ms=_ratio(args.max_p99_latency_ms),
         max_p99_latency_ratio=_ratio(args.max_p99_latency_ratio),
@@ -104,6 +131,12 @@ def _register_metrics(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         "--guard-window-rows", type=int, default=1_000, help="the guard's newest requests per side"
     )
     run.add_argument("--no-guard", action="store_true", help="compute metrics, never roll back")
+    run.add_argument(
+        "--no-rebuild",
+        action="store_true",
+        help="start with empty windows instead of re-reading the topics' recent past "
+        "(the guard is blind until they refill)",
+    )
     run.add_argument("--rollout-tick-s", type=float, default=1.0, help="rollout gate period")
     run.add_argument(
         "--retraining-interval-s", type=float, default=300.0, help="retraining decision period"
@@ -131,6 +164,7 @@ def _run_metrics(args: argparse.Namespace, settings: Settings) -> int:
         guard_window_rows=args.guard_window_rows,
         guard_policy=_guard_policy(args),
         guard_enabled=not args.no_guard,
+        rebuild_windows=not args.no_rebuild,
         rollout_tick_ms=int(args.rollout_tick_s * 1000),
         retraining_interval_ms=int(args.retraining_interval_s * 1000),
     )
@@ -252,7 +286,7 @@ def _plan(args: argparse.Namespace) -> RolloutPlan:
 
 def _rollout_start(args: argparse.Namespace, settings: Settings) -> int:
     from safeloop.services.control.publisher import default_issuer
-    from safeloop.services.models.store import ModelStore
+    from safeloop.services.models.open_store import open_model_store
     from safeloop.services.monitor.wiring import build_issuer, start_follower
     from safeloop.services.rollout.controller import publish_transition
     from safeloop.services.rollout.machine import start
@@ -260,7 +294,7 @@ def _rollout_start(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         plan = _plan(args)
-        store = ModelStore(settings.models_path)
+        store = open_model_store(settings)
         follower = start_follower(settings, label="cli")
         try:
             issuer = build_issuer(settings, follower, store, issuer=default_issuer())
@@ -341,7 +375,7 @@ def _change_rollout(args: argparse.Namespace, settings: Settings, change: Rollou
     """Apply an operator's transition to the model's recorded rollout and publish it."""
     from safeloop.infra.clickhouse.client import clickhouse_client
     from safeloop.services.control.publisher import default_issuer
-    from safeloop.services.models.store import ModelStore
+    from safeloop.services.models.open_store import open_model_store
     from safeloop.services.monitor.wiring import build_issuer, start_follower
     from safeloop.services.rollout.controller import publish_transition
     from safeloop.services.rollout.history import latest_rollout
@@ -358,7 +392,7 @@ def _change_rollout(args: argparse.Namespace, settings: Settings, change: Rollou
         follower = start_follower(settings, label="cli")
         try:
             issuer = build_issuer(
-                settings, follower, ModelStore(settings.models_path), issuer=default_issuer()
+                settings, follower, open_model_store(settings), issuer=default_issuer()
             )
             commands = publish_transition(issuer, plan, transition)
         finally:
@@ -399,11 +433,11 @@ def _register_export(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
 
 def _export_queue(args: argparse.Namespace, settings: Settings) -> int:
     from safeloop.infra.clickhouse.client import clickhouse_client
-    from safeloop.services.models.store import ModelStore
+    from safeloop.services.models.open_store import open_model_store
     from safeloop.services.monitor.exports import labelling_queue, write_queue_csv
     from safeloop.services.monitor.model_info import ModelInfoCache
 
-    models = ModelInfoCache(ModelStore(settings.models_path))
+    models = ModelInfoCache(open_model_store(settings))
     queue = labelling_queue(
         clickhouse_client(settings), models, args.limit, model_name=args.model, scan=args.scan
     )

@@ -37,7 +37,7 @@ def check_before_publish(
     from safeloop.services.control.clients import make_broadcast_reader
     from safeloop.services.control.fleet import FleetSnapshot, FleetWatcher
     from safeloop.services.control.preflight_evidence import preflight
-    from safeloop.services.models.store import ModelStore
+    from safeloop.services.models.open_store import open_model_store
 
     def fleet() -> FleetSnapshot:
         reader = make_broadcast_reader(settings, settings.topics.replica_status, "cli-preflight")
@@ -48,7 +48,7 @@ def check_before_publish(
         command.model_name,
         command.kind,
         command.config,
-        store=ModelStore(settings.models_path),
+        store=open_model_store(settings),
         fleet=fleet,
         warehouse=lambda: clickhouse_client(settings),
     )

@@ -45,6 +45,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=Path,
         help="directory of NNN_name.sql files (default: the package's schemas/clickhouse)",
     )
+    migrate_parser.add_argument(
+        "--cluster",
+        metavar="NAME",
+        help="a replicated, sharded ClickHouse: tables as Replicated*MergeTree ON CLUSTER NAME "
+        "plus Distributed tables under the same names (see README, ClickHouse beyond one server)",
+    )
+    migrate_parser.add_argument(
+        "--print",
+        action="store_true",
+        help="print the DDL that would run (with --cluster: its cluster form) and apply nothing",
+    )
     migrate_parser.set_defaults(func=_migrate)
 
 
@@ -115,9 +126,18 @@ def _report(status: WarehouseStatus, as_json: bool) -> None:
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from safeloop.infra.clickhouse.migrate import SCHEMA_DIR, migrate
+    from safeloop.infra.clickhouse.migrate import SCHEMA_DIR, cluster_ddl, load_migrations, migrate
 
-    report = migrate(settings, database=args.database, directory=args.dir or SCHEMA_DIR)
+    directory = args.dir or SCHEMA_DIR
+    if args.print:
+        database = args.database or settings.clickhouse_database
+        if args.cluster:
+            statements = cluster_ddl(database, args.cluster, directory)
+        else:
+            statements = [s for m in load_migrations(directory) for s in m.statements]
+        sys.stdout.write("".join(f"{statement};\n\n" for statement in statements))
+        return ExitCode.OK
+    report = migrate(settings, database=args.database, directory=directory, cluster=args.cluster)
     _write(
         f"database {report.database}: {len(report.applied)} applied, "
         f"{len(report.reapplied)} re-applied (changed), {len(report.unchanged)} unchanged"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from safeloop.schemas.codec import CONTROL_CODEC
 from safeloop.schemas.events import ControlCommand
@@ -34,6 +35,8 @@ class ControlFollower:
         self._unconfirmed: dict[str, str] = {}
         self.refused = 0
         self.lost_races = 0
+        # Told of each command `poll` takes in (the champion alias follows them).
+        self.listeners: list[Callable[[ControlCommand], None]] = []
 
     def start(self, timeout_s: float = 15.0) -> None:
         """Assign from the beginning and read up to the current end."""
@@ -48,6 +51,8 @@ class ControlFollower:
             command = self._take(message.value())
             if command is not None:
                 changed.append(command)
+                for listener in self.listeners:
+                    listener(command)
         return changed
 
     @property

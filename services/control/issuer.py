@@ -68,8 +68,11 @@ class CommandIssuer:
         reason: str,
         details: dict[str, str],
         entry_types: tuple[EntryType, ...] = (EntryType.COMMAND,),
+        command_id: str | None = None,
     ) -> ControlCommand:
-        """Build, sign, send (ControlError if the broker does not take it) and audit."""
+        """Build, sign, send (ControlError if the broker does not take it) and audit.
+
+        A `command_id` derived from the decision makes issuing it twice idempotent."""
         initial = None
         if self._follower.latest(model_name) is None:
             initial = self._initial_config(model_name)
@@ -81,6 +84,7 @@ class CommandIssuer:
             reason=reason,
             initial=initial,
             details=details,
+            command_id=command_id,
         )
         # Send, then audit with the same rows as the operator CLI's (control_log).
         failure = send_and_record(self._publisher, command, self._log_client_now, *entry_types)

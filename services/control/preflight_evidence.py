@@ -21,7 +21,7 @@ from safeloop.services.control.preflight import (
     versions_to_check,
 )
 from safeloop.services.models.exceptions import ModelError
-from safeloop.services.models.store import ModelStore
+from safeloop.services.models.store_protocol import ModelStoreProtocol
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def preflight(
     kind: CommandKind,
     config: ModelConfig,
     *,
-    store: ModelStore,
+    store: ModelStoreProtocol,
     fleet: Callable[[], FleetSnapshot],
     warehouse: Callable[[], Client],
     window_s: int = TRAFFIC_WINDOW_S,

@@ -114,6 +114,7 @@ class ControlPublisher:
         reason: str,
         initial: ModelConfig | None = None,
         details: dict[str, str] | None = None,
+        command_id: str | None = None,
     ) -> ControlCommand:
         """The signed command that applies `change` to the model's current config.
 
@@ -131,7 +132,7 @@ class ControlPublisher:
         if problem is not None:
             raise CommandError(f"{kind.value} for {model_name}: {problem}")
         command = ControlCommand(
-            command_id=uuid.uuid4().hex,
+            command_id=command_id or uuid.uuid4().hex,
             model_name=model_name,
             kind=kind,
             sequence=(current.sequence if current is not None else 0) + 1,

@@ -113,7 +113,8 @@ def status_producer_settings() -> dict[str, Any]:
         "linger.ms": 0,
         "acks": "all",
         "message.timeout.ms": 10_000,
-        # A duplicate report is harmless (the newest per replica wins), and an idempotent
-        # producer first waits for a producer id, which delays a new replica's first report.
-        "enable.idempotence": False,
+        # Idempotent: without it a retried older report can land after a newer one, and the
+        # compacted topic then keeps the stale one as this replica's status. The producer id it
+        # fetches first costs one round trip before the first report.
+        "enable.idempotence": True,
     }

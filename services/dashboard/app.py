@@ -14,7 +14,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from safeloop.services.dashboard import queries, shaping
+from safeloop.services.dashboard import queries, shaping, task_queries, task_shaping
 from safeloop.services.dashboard.assets import plotly_js
 from safeloop.services.dashboard.exceptions import BadRequestError, QueryFailedError
 from safeloop.services.dashboard.reader import Reader
@@ -25,6 +25,8 @@ MAX_MINUTES: Final = 31 * 24 * 60
 MAX_MODEL_NAME: Final = 200
 # The labelling queue looks at recent answers only: that is what labellers can still act on.
 QUEUE_MINUTES: Final = 15
+# The default range fits the data, up to a day: older data is there for a chosen range.
+FIT_MAX_MINUTES: Final = 24 * 60
 NO_STORE: Final = {"Cache-Control": "no-store"}
 
 Handler = Callable[[Request, Reader], dict[str, Any]]
@@ -92,7 +94,22 @@ def quality(request: Request, reader: Reader) -> dict[str, Any]:
         "reliability": shaping.reliability_curves(reader.rows(queries.reliability(scope))),
         "drift": shaping.drift_table(reader.rows(queries.drift_table(scope))),
         "retraining": shaping.retraining(reader.rows(queries.retraining(scope))),
+        "retraining_steps": shaping.retraining_steps(reader.rows(queries.retraining_steps(scope))),
     }
+
+
+def task(request: Request, reader: Reader) -> dict[str, Any]:
+    """Multi-class (per-class figures, confusion matrix) and regression (errors, residual
+    drift) views of the newest window; `task` is None for binary classifiers."""
+    return task_shaping.task_view(reader.rows(task_queries.task_figures(scope_of(request))))
+
+
+def extent(request: Request, reader: Reader) -> dict[str, Any]:
+    """When the model's data starts and ends (within a day) and the range that fits it."""
+    model = model_param(request)
+    now = datetime.now(UTC)
+    rows = reader.rows(queries.data_extent(model, now - timedelta(minutes=FIT_MAX_MINUTES)))
+    return {"model": model, **shaping.data_extent(rows, now)}
 
 
 def labelling(request: Request, reader: Reader) -> dict[str, Any]:
@@ -130,10 +147,12 @@ def create_app(reader: Reader) -> Starlette:
 
     api = {
         "models": models,
+        "extent": extent,
         "overview": overview,
         "series": series,
         "quality": quality,
         "labelling": labelling,
+        "task": task,
     }
     routes = [
         Route("/", index),

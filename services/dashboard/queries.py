@@ -23,6 +23,15 @@ PERFORMANCE_METRICS: Final = (
     "label_coverage",
     "expected_calibration_error",
     "shadow_agreement_rate",
+    # Multi-class and regression models (services/dashboard/task_queries.TASK_SERIES).
+    "macro_f1",
+    "micro_f1",
+    "log_loss",
+    "mae",
+    "rmse",
+    "r2",
+    "residual_psi",
+    "residual_mean",
 )
 
 
@@ -123,6 +132,26 @@ def models(since: datetime) -> Query:
         LIMIT 100
         """,
         {"since": since.astimezone(UTC).replace(tzinfo=None)},
+    )
+
+
+def data_extent(model: str, since: datetime) -> Query:
+    """The first and last moment the model has serving rows or control entries since `since`:
+    what the default range is fitted to."""
+    return bind(
+        "data_extent",
+        """
+        SELECT count() AS found, min(t) AS earliest, max(t) AS latest
+        FROM
+        (
+            SELECT minute AS t FROM serving_minutes_agg
+            WHERE model_name = {model:String} AND minute >= {since:DateTime('UTC')}
+            UNION ALL
+            SELECT toDateTime(issued_at, 'UTC') AS t FROM control_events
+            WHERE model_name = {model:String} AND issued_at >= {since:DateTime('UTC')}
+        )
+        """,
+        {"model": model, "since": since.astimezone(UTC).replace(tzinfo=None)},
     )
 
 
@@ -301,6 +330,23 @@ def retraining(scope: Scope, limit: int = 50) -> Query:
         WHERE model_name = {model:String}
           AND timestamp >= {since:DateTime('UTC')} AND timestamp <= {until:DateTime('UTC')}
         ORDER BY timestamp DESC
+        LIMIT {limit:UInt32}
+        """,
+        {**scope.parameters(), "limit": limit},
+    )
+
+
+def retraining_steps(scope: Scope, limit: int = 100) -> Query:
+    """The retraining loop's steps in the range, newest first, with each candidate's lineage."""
+    return bind(
+        "retraining_steps",
+        """
+        SELECT timestamp, run_id, stage, step, base_version, candidate_version, actor, reason,
+               JSONExtract(state, 'lineage', 'Map(String, String)') AS lineage
+        FROM retraining_steps FINAL
+        WHERE model_name = {model:String}
+          AND timestamp >= {since:DateTime('UTC')} AND timestamp <= {until:DateTime('UTC')}
+        ORDER BY timestamp DESC, step DESC
         LIMIT {limit:UInt32}
         """,
         {**scope.parameters(), "limit": limit},

@@ -235,6 +235,23 @@ def retraining(rows: Iterable[Row]) -> list[JSON]:
     ]
 
 
+def retraining_steps(rows: Iterable[Row]) -> list[JSON]:
+    return [
+        {
+            "t": iso(r["timestamp"]),
+            "run_id": r["run_id"],
+            "stage": r["stage"],
+            "step": int(r["step"]),
+            "base_version": r["base_version"],
+            "candidate_version": r["candidate_version"],
+            "actor": r["actor"],
+            "reason": r["reason"],
+            "lineage": dict(r["lineage"]),
+        }
+        for r in rows
+    ]
+
+
 def labelling_queue(rows: Iterable[Row]) -> list[JSON]:
     return [
         {
@@ -247,3 +264,36 @@ def labelling_queue(rows: Iterable[Row]) -> list[JSON]:
         }
         for r in rows
     ]
+
+
+def fitted_minutes(
+    earliest: datetime | None,
+    now: datetime,
+    *,
+    floor_minutes: int = 5,
+    ceiling_minutes: int = 24 * 60,
+    fallback_minutes: int = 60,
+) -> int:
+    """A range that shows all the data from `earliest` to now with a little room on the left
+    (a tenth, at least a minute): a three-minute demo fills the charts instead of a sliver at
+    the right edge; at most a day, and `fallback_minutes` when there is no data."""
+    if earliest is None:
+        return fallback_minutes
+    if earliest.tzinfo is None:
+        earliest = earliest.replace(tzinfo=UTC)
+    span_minutes = max((now - earliest).total_seconds(), 0.0) / 60.0
+    fitted = math.ceil(span_minutes + max(span_minutes / 10.0, 1.0))
+    return min(max(fitted, floor_minutes), ceiling_minutes)
+
+
+def data_extent(rows: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
+    """The extent row as the page reads it: first and last data, and the fitted range."""
+    row = rows[0] if rows else {}
+    found = int(row.get("found") or 0)
+    earliest = row.get("earliest") if found else None
+    latest = row.get("latest") if found else None
+    return {
+        "earliest": iso(earliest),
+        "latest": iso(latest),
+        "minutes": fitted_minutes(earliest if isinstance(earliest, datetime) else None, now),
+    }

@@ -31,6 +31,16 @@ class Decision:
     drifted_features: list[str]
 
 
+@dataclass(frozen=True, slots=True)
+class RetrainStep:
+    run_id: str
+    stage: str
+    candidate_version: str
+    reason: str
+    lineage: dict[str, str]
+    figures: dict[str, str]
+
+
 class StoryFigures:
     def __init__(self, client: Client, model: str, since_ms: int) -> None:
         self._client = client
@@ -98,3 +108,18 @@ class StoryFigures:
             return None
         version, urgency, reason, max_psi, drifted = rows[0]
         return Decision(str(version), str(urgency), str(reason), max_psi, list(drifted))
+
+    def retraining_steps(self) -> list[RetrainStep]:
+        """The retraining loop's recorded steps since the story started, oldest first."""
+        rows = self._client.query(
+            "SELECT run_id, stage, candidate_version, reason, "
+            "JSONExtract(state, 'lineage', 'Map(String, String)'), "
+            "JSONExtract(state, 'figures', 'Map(String, String)') "
+            "FROM retraining_steps FINAL WHERE model_name = {m:String} "
+            "AND timestamp >= toDateTime64({since:Float64}, 3) ORDER BY timestamp, step",
+            parameters=self._params,
+        ).result_rows
+        return [
+            RetrainStep(str(r), str(s), str(c), str(why), dict(lineage), dict(figures))
+            for r, s, c, why, lineage, figures in rows
+        ]

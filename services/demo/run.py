@@ -42,6 +42,9 @@ from safeloop.services.models.training import DEFAULT_FEATURES
 logger = logging.getLogger(__name__)
 
 FEEDBACK_GAUGE_EVERY_S = 3.0
+# The demo's data is minutes old: a two-minute half-life makes the newest labels count most.
+RETRAIN_HALF_LIFE_MS = 120_000
+RETRAIN_SHADOW_PAIRS = 30
 SETTLE_S = 8.0
 
 
@@ -83,12 +86,12 @@ def run_demo(config: DemoConfig, base: Settings, out: TextIO) -> StoryResult:
         progress.start()
         try:
             progress.phase(f"starting the stack (logs in {config.log_dir})")
-            client = _start_stack(stack, settings, config, ports, progress)
+            client, roles = _start_stack(stack, settings, config, ports, progress)
             since_ms = time.time_ns() // 1_000_000
             live.figures = StoryFigures(client, MODEL, since_ms)
             return _tell(
                 config, settings=settings, stack=stack, client=client, live=live,
-                ports=ports, progress=progress, stop=stop, out=out,
+                ports=ports, progress=progress, stop=stop, out=out, roles=roles,
             )  # fmt: skip
         finally:
             # Before the stack stops: the display must not query a stopped endpoint.
@@ -98,7 +101,7 @@ def run_demo(config: DemoConfig, base: Settings, out: TextIO) -> StoryResult:
 
 def _start_stack(
     stack: LocalStack, settings: Settings, config: DemoConfig, ports: DemoPorts, progress: Progress
-) -> Client:
+) -> tuple[Client, _RoleEnvironments]:
     roles = _RoleEnvironments(None)
     if settings.uses_local_kafka:
         broker = LocalKafkaBroker(settings, start_timeout=180.0)
@@ -156,8 +159,14 @@ def _start_stack(
         "dashboard", ["dashboard", "--port", str(ports.dashboard)],
         http_ok(f"http://127.0.0.1:{ports.dashboard}/healthz"), env=roles.nobody(),
     ))  # fmt: skip
+    # No role of its own yet (it reads and writes `predictions`): it runs as the admin.
+    stack.start(ServiceSpec(
+        "shadow-scorer", ["shadow-scorer", "--scorer-id", "shadow-demo"],
+        log_says(config.log_dir / "shadow-scorer.log", "shadow scorer shadow-demo running"),
+        env=roles.of(ADMIN_USER),
+    ))  # fmt: skip
     progress.event(f"metrics service and dashboard (http://127.0.0.1:{ports.dashboard}) ready")
-    return clickhouse_client(settings)
+    return clickhouse_client(settings), roles
 
 
 @dataclass(frozen=True)
@@ -194,8 +203,27 @@ def _tell(
     progress: Progress,
     stop: threading.Event,
     out: TextIO,
+    roles: _RoleEnvironments,
 ) -> StoryResult:
     assert live.figures is not None
+
+    def start_retraining() -> None:
+        # Started once the story's own rollouts are done: the loop's canary is the next one.
+        stack.start(ServiceSpec(
+            "retrain", [
+                "retrain", "run", "--shadow-bake-s", f"{config.bake_s:g}",
+                "--min-shadow-pairs", str(RETRAIN_SHADOW_PAIRS), "--performance-tolerance",
+                "0.05", "--steps", "50,100", "--bake-s", f"{config.bake_s:g}",
+                "--min-sample", str(config.min_sample), "--max-p99-latency-ratio", "0",
+                "--latency-ratio-tolerance", "0", "--tick-s", "0.5",
+            ],
+            log_says(config.log_dir / "retrain.log", "retrain running"),
+            env={
+                **roles.of(Role.METRICS.value),
+                "SAFELOOP_RETRAIN_HALF_LIFE_MS": str(RETRAIN_HALF_LIFE_MS),
+            },
+        ))  # fmt: skip
+
     labels = LabelFeed(_as_labels(settings), DEFAULT_FEATURES, config.label_delay_s)
     replicas = [("127.0.0.1", port) for port in ports.replicas]
     traffic = TrafficDriver(
@@ -209,7 +237,7 @@ def _tell(
     try:
         story = Story(
             config, stack=stack, client=client, figures=live.figures, traffic=traffic,
-            watcher=watcher, progress=progress, stop=stop,
+            watcher=watcher, progress=progress, stop=stop, start_retraining=start_retraining,
         )  # fmt: skip
         result = story.run()
     finally:

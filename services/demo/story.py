@@ -1,5 +1,6 @@
 """The scripted story: warm-up, a good canary walked to promotion, a bad canary rolled back by
-the guard on every replica, drift in one feature and the retraining decision it causes.
+the guard on every replica, drift in one feature and the retraining decision it causes, and the
+retraining loop closing the circle by itself: candidate -> shadow -> canary -> outcome.
 
 Each phase waits for its outcome with a deadline; a missing outcome is recorded (the story goes
 on with the next phase) and makes the demo exit 1.
@@ -24,7 +25,7 @@ from safeloop.services.demo.config import (
     MODEL,
     DemoConfig,
 )
-from safeloop.services.demo.figures import ControlEvent, Decision, StoryFigures
+from safeloop.services.demo.figures import ControlEvent, Decision, RetrainStep, StoryFigures
 from safeloop.services.demo.progress import Progress
 from safeloop.services.demo.stack import LocalStack
 from safeloop.services.demo.traffic import TrafficDriver
@@ -38,6 +39,9 @@ T = TypeVar("T")
 ROLLOUT_STEPS = "5,25,50,100"
 BAD_CANARY_PERCENT = 25
 POLL_S = 1.0
+# How a retraining run ends; the circle is closed when its canary was decided on traffic.
+RETRAIN_ENDS = frozenset({"promoted", "rolled_back", "rejected", "failed"})
+CIRCLE_CLOSED = frozenset({"promoted", "rolled_back"})
 
 
 @dataclass
@@ -49,6 +53,8 @@ class StoryResult:
     rollback_seconds: float | None = None
     rolled_back_on: list[str] = field(default_factory=list)
     decision: Decision | None = None
+    # The retraining run's recorded steps (the last one says how it ended).
+    retraining: list[RetrainStep] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
 
 
@@ -64,8 +70,10 @@ class Story:
         watcher: ReplicaWatcher,
         progress: Progress,
         stop: threading.Event,
+        start_retraining: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
+        self.start_retraining = start_retraining
         self.stack = stack
         self.client = client
         self.figures = figures
@@ -76,11 +84,12 @@ class Story:
         self.result = StoryResult()
 
     def run(self) -> StoryResult:
-        self.progress.phase("1/4 warm-up: v1 serves every request, labels follow")
+        self.progress.phase("1/5 warm-up: v1 serves every request, labels follow")
         self.stop.wait(self.config.warmup_s)
         self._good_canary()
         self._bad_canary()
         self._drift()
+        self._retrain()
         remaining = self.config.duration_s - (time.time() - self.result.started_at)
         if remaining > 1 and not self.stop.is_set():
             self.progress.phase(f"traffic goes on for the rest of --duration ({remaining:.0f} s)")
@@ -90,7 +99,7 @@ class Story:
     # -- phases -----------------------------------------------------------------------------
 
     def _good_canary(self) -> None:
-        self.progress.phase("2/4 progressive canary: v2 from 5 % up to promotion")
+        self.progress.phase("2/5 progressive canary: v2 from 5 % up to promotion")
         timeout = self.config.phase_timeout_s(0.45)
         self.stack.run("rollout-start", [
             "rollout", "start", MODEL, "--candidate", "v2", "--steps", ROLLOUT_STEPS,
@@ -119,7 +128,7 @@ class Story:
             self.progress.event(f"promoted v2 (sequence {self.result.promotion.sequence})")
 
     def _bad_canary(self) -> None:
-        self.progress.phase(f"3/4 bad canary: v3 at {BAD_CANARY_PERCENT} %, the guard must act")
+        self.progress.phase(f"3/5 bad canary: v3 at {BAD_CANARY_PERCENT} %, the guard must act")
         output = self.stack.run("canary-v3", [
             "canary", MODEL, "--percent", str(BAD_CANARY_PERCENT), "--version", "v3",
             "--reason", "demo: v3 trained on a corrupted label feed", "--wait", "--json",
@@ -148,7 +157,7 @@ class Story:
             self.progress.event(f"rollback applied on {', '.join(self.result.rolled_back_on)}")
 
     def _drift(self) -> None:
-        self.progress.phase(f"4/4 drift: {DRIFT_FEATURE} shifts by {DRIFT_SHIFT:+g} sd")
+        self.progress.phase(f"4/5 drift: {DRIFT_FEATURE} shifts by {DRIFT_SHIFT:+g} sd")
         self.traffic.shift(DRIFT_FEATURE, DRIFT_SHIFT)
         decision = self._wait_for(
             lambda: self.figures.retraining_decision(DRIFT_FEATURE),
@@ -159,6 +168,32 @@ class Story:
             self.result.missing.append(f"retraining decision naming {DRIFT_FEATURE}")
         else:
             self.progress.event(f"retraining {decision.model_version}: {decision.urgency}")
+
+    def _retrain(self) -> None:
+        self.progress.phase("5/5 retraining loop: candidate -> shadow -> canary, no hand on it")
+        if self.result.decision is None or self.start_retraining is None:
+            self.result.missing.append("retraining loop (no decision to act on)")
+            return
+        self.start_retraining()
+        seen = 0
+        deadline = time.monotonic() + self.config.phase_timeout_s(0.6)
+        steps: list[RetrainStep] = []
+        while time.monotonic() < deadline and not self.stop.is_set():
+            self.stack.check_alive()
+            try:
+                steps = self.figures.retraining_steps()
+            except Exception as exc:  # a query racing a restart: try again
+                logger.debug("retraining steps not read: %s", exc)
+            for step in steps[seen:]:
+                self.progress.event(f"retraining: {step.stage} - {step.reason}"[:120])
+            seen = len(steps)
+            if steps and steps[-1].stage in RETRAIN_ENDS:
+                break
+            self.stop.wait(POLL_S)
+        self.result.retraining = steps
+        if not steps or steps[-1].stage not in CIRCLE_CLOSED:
+            last = steps[-1].stage if steps else "never started"
+            self.result.missing.append(f"retrained candidate promoted or rolled back ({last})")
 
     # -- helpers ----------------------------------------------------------------------------
 

@@ -51,6 +51,22 @@ def render(
             f"retraining    {decision.model_version}: {decision.urgency} (max PSI {psi}, drifted "
             f"{', '.join(decision.drifted_features)})"
         )
+    if result.retraining:
+        first, last = result.retraining[0], result.retraining[-1]
+        lineage = next((s.lineage for s in result.retraining if s.lineage), {})
+        shadow = next((s.figures for s in reversed(result.retraining) if s.figures), {})
+        lines.append(
+            f"retrain loop  run {first.run_id}: {' -> '.join(s.stage for s in result.retraining)}"
+        )
+        if lineage:
+            half_life = _duration(float(lineage.get("half_life_ms", "0")))
+            lines.append(
+                f"              candidate {last.candidate_version} trained on "
+                f"{lineage.get('training_rows', '?')} labelled rows (half-life {half_life}), "
+                f"shadow agreement {shadow.get('shadow_agreement', '?')} over "
+                f"{shadow.get('shadow_pairs', '?')} pairs"
+            )
+        lines.append(f"              {last.reason[:100]}")
     lines.append("control log")
     for event in figures.control_events():
         at = time.strftime("%H:%M:%S", time.localtime(event.issued_at_ms / 1000))
@@ -62,3 +78,11 @@ def render(
         lines.append("every expected outcome happened")
     lines.append(f"dashboard     {dashboard_url}")
     return "\n".join(lines) + "\n"
+
+
+def _duration(ms: float) -> str:
+    """A half-life as people say it: minutes, hours or days."""
+    for unit, size in (("d", 86_400_000.0), ("h", 3_600_000.0)):
+        if ms >= size:
+            return f"{ms / size:g} {unit}"
+    return f"{ms / 60_000:g} min"

@@ -93,7 +93,7 @@ def judge(
         and canary_performance.labelled_count >= policy.min_labelled
         and production_performance.labelled_count >= policy.min_labelled
     ):
-        metric = policy.performance_metric
+        metric = policy.metric_for(canary_performance.task)
         drop = relative_drop(
             production_performance.metric(metric), canary_performance.metric(metric), metric
         )

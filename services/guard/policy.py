@@ -5,7 +5,37 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from safeloop.services.guard.exceptions import PolicyError
-from safeloop.services.metrics.performance import PerformanceMetric
+from safeloop.services.metrics.performance import PerformanceMetric, Task
+
+# The figures each task computes; a metric outside its task's set is never judged for it.
+TASK_METRICS: dict[Task, frozenset[PerformanceMetric]] = {
+    Task.CLASSIFICATION: frozenset(
+        {
+            PerformanceMetric.ACCURACY,
+            PerformanceMetric.PRECISION,
+            PerformanceMetric.RECALL,
+            PerformanceMetric.F1,
+            PerformanceMetric.ROC_AUC,
+            PerformanceMetric.LOG_LOSS,
+            PerformanceMetric.BRIER_SCORE,
+        }
+    ),
+    Task.MULTICLASS: frozenset(
+        {
+            PerformanceMetric.ACCURACY,
+            PerformanceMetric.MACRO_F1,
+            PerformanceMetric.MICRO_F1,
+            PerformanceMetric.WEIGHTED_F1,
+            PerformanceMetric.MACRO_PRECISION,
+            PerformanceMetric.MACRO_RECALL,
+            PerformanceMetric.LOG_LOSS,
+            PerformanceMetric.BRIER_SCORE,
+        }
+    ),
+    Task.REGRESSION: frozenset(
+        {PerformanceMetric.MAE, PerformanceMetric.RMSE, PerformanceMetric.R2}
+    ),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +56,10 @@ class GuardPolicy:
     # Relative drop of `performance_metric` from production's (0.05 = 5 % worse).
     max_performance_drop: float | None = 0.05
     performance_metric: PerformanceMetric = PerformanceMetric.ACCURACY
+    # Multi-class and regression models are judged on their own figure: a macro-F1 drop and an
+    # MAE rise by default. None: `performance_metric` if it is one of the task's, else the default.
+    multiclass_metric: PerformanceMetric | None = PerformanceMetric.MACRO_F1
+    regression_metric: PerformanceMetric | None = None
     # Below these, a side's figures are too noisy to act on.
     min_requests: int = 100
     min_labelled: int = 100
@@ -43,3 +77,29 @@ class GuardPolicy:
                 raise PolicyError(f"{name} must be positive, got {value}")
         if self.min_requests < 1 or self.min_labelled < 1:
             raise PolicyError("min_requests and min_labelled must be at least 1")
+        for task, metric in (
+            (Task.MULTICLASS, self.multiclass_metric),
+            (Task.REGRESSION, self.regression_metric),
+        ):
+            if metric is not None and metric not in TASK_METRICS[task]:
+                raise PolicyError(f"{metric.value} is not a {task.value} metric")
+
+    def metric_for(self, task: Task) -> PerformanceMetric:
+        """The figure a canary of this task is judged on."""
+        chosen = {
+            Task.CLASSIFICATION: self.performance_metric,
+            Task.MULTICLASS: self.multiclass_metric,
+            Task.REGRESSION: self.regression_metric,
+        }[task]
+        if chosen is not None:
+            return chosen
+        if self.performance_metric in TASK_METRICS[task]:
+            return self.performance_metric
+        return _TASK_DEFAULTS[task]
+
+
+_TASK_DEFAULTS = {
+    Task.CLASSIFICATION: PerformanceMetric.ACCURACY,
+    Task.MULTICLASS: PerformanceMetric.MACRO_F1,
+    Task.REGRESSION: PerformanceMetric.MAE,
+}

@@ -1,17 +1,27 @@
 """The central rollback guard: the replicas' rules (`judge`) over every replica's traffic.
 
 It watches `predictions` (and, through the performance tracker, `feedback`), keeps the last
-`window_rows` requests per (model, version, route), and judges each model's current canary
-against its production version after every batch. A breach publishes a signed ROLLBACK with
-the reason and the figures in `details`, audited in `control_log`.
+`window_rows / partitions` requests per (model, version, route) of each partition (records are
+spread evenly by prediction id, so together they are about the last `window_rows` requests,
+and the replicas' local guards still never trip before this one), and judges each model's
+current canary against its production version after every batch. The windows of each
+partition become mergeable `HealthSummary`s, summed per (model, version, route) before
+judging: with several metrics instances sharing the partitions, the judge adds the summaries
+the others publish (`monitor/summary_exchange.py`) for the partitions it does not own, so every
+instance count judges the same figures. A breach publishes a signed ROLLBACK with the reason
+and the figures in `details`, audited in `control_log`; its command id is derived from the
+model, the canary and the config sequence it replaces, so two judges that both see the breach
+during a rebalance publish the same command (replicas apply it once: a duplicate).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from safeloop.schemas.events import CommandKind, ControlCommand, ModelConfig, PredictionEvent, Route
@@ -21,7 +31,8 @@ from safeloop.services.guard.judge import judge
 from safeloop.services.guard.policy import GuardPolicy
 from safeloop.services.guard.verdict import GuardVerdict, VerdictKind
 from safeloop.services.metrics.columns import health_batch
-from safeloop.services.metrics.health import HEALTH_COLUMNS, health_of_window
+from safeloop.services.metrics.health import HEALTH_COLUMNS
+from safeloop.services.metrics.health_summary import HealthSummary
 from safeloop.services.metrics.keyed import KeyedWindows, WindowKey
 from safeloop.services.metrics.performance_tracker import PerformanceTracker
 from safeloop.services.metrics.windows import CountWindow
@@ -29,6 +40,16 @@ from safeloop.services.metrics.windows import CountWindow
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_FAILURE_S = 1.0
+# Events observed without a partition (tests, a single unpartitioned source).
+NO_PARTITION = -1
+
+PartitionSummaries = Mapping[int, Mapping[WindowKey, HealthSummary]]
+
+
+def guard_command_id(model_name: str, canary_version: str, replaces_sequence: int) -> str:
+    """The same rollback, decided twice, is the same command (replicas apply it once)."""
+    text = f"guard-rollback|{model_name}|{canary_version}|{replaces_sequence}"
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,43 +74,88 @@ class CentralGuard:
         *,
         performance: PerformanceTracker | None = None,
         window_rows: int = 1_000,
+        partitions: int = 1,
     ) -> None:
         self.policy = policy
         self._issuer = issuer
         self._performance = performance
-        self._windows = KeyedWindows(lambda: CountWindow(window_rows, HEALTH_COLUMNS))
+        self._window_rows = window_rows
+        self._partition_rows = max(1, -(-window_rows // max(1, partitions)))
+        # partition -> its windows
+        self._windows: dict[int, KeyedWindows[CountWindow]] = {}
         self._failed_at: dict[str, float] = {}
         self.rollbacks = 0
         self.rollback_failures = 0
         # Canary judgements since start, by verdict kind.
         self.verdicts: dict[VerdictKind, int] = dict.fromkeys(VerdictKind, 0)
 
-    def observe(self, events: Sequence[PredictionEvent]) -> None:
-        """Fold a batch of predictions into the windows (shadows cannot harm users: skipped)."""
-        served = [event for event in events if event.route is not Route.SHADOW]
-        if served:
-            keys, batch = health_batch(served)
-            self._windows.append(keys, batch)
+    def observe(
+        self, events: Sequence[PredictionEvent], partitions: Sequence[int] | None = None
+    ) -> None:
+        """Fold a batch of predictions (read from `partitions`, one per event) into the windows.
 
-    def check(self) -> list[GuardDecision]:
-        """Judge every current canary; roll back those in breach."""
+        Shadows are skipped: their answers reach no user, so they cannot harm one.
+        """
+        if partitions is None:
+            partitions = [NO_PARTITION] * len(events)
+        by_partition: dict[int, list[PredictionEvent]] = defaultdict(list)
+        for event, partition in zip(events, partitions, strict=True):
+            if event.route is not Route.SHADOW:
+                by_partition[partition].append(event)
+        for partition, served in by_partition.items():
+            keys, batch = health_batch(served)
+            self._partition(partition).append(keys, batch)
+
+    def retain(self, partitions: frozenset[int]) -> None:
+        """Forget the windows of partitions this instance no longer reads (their new owner
+        rebuilds them)."""
+        for partition in list(self._windows):
+            if partition != NO_PARTITION and partition not in partitions:
+                del self._windows[partition]
+
+    def summaries(self) -> dict[int, dict[WindowKey, HealthSummary]]:
+        """Partition -> the summary of each served key's window, stale canaries left out."""
+        out: dict[int, dict[WindowKey, HealthSummary]] = {}
+        for partition, windows in self._windows.items():
+            summaries = {}
+            for key, window in windows:
+                if key.route is Route.CANARY and not self._is_judged(key):
+                    # Rolled back, promoted or replaced: a later retry of it starts clean.
+                    windows.discard(key)
+                    continue
+                summaries[key] = HealthSummary.of_window(window.view())
+            out[partition] = summaries
+        return out
+
+    def check(self, others: PartitionSummaries | None = None) -> list[GuardDecision]:
+        """Judge every current canary over this instance's partitions plus `others` (the
+        summaries other instances published for partitions this one does not read); roll
+        back those in breach."""
+        merged: dict[WindowKey, HealthSummary] = {}
+        own = self.summaries()
+        for partition, summaries in (others or {}).items():
+            if partition in own:
+                continue
+            for key, summary in summaries.items():
+                merged[key] = merged[key] + summary if key in merged else summary
+        for summaries in own.values():
+            for key, summary in summaries.items():
+                merged[key] = merged[key] + summary if key in merged else summary
         decisions = []
-        for key, window in self._windows:
+        for key, canary in merged.items():
             if key.route is not Route.CANARY:
                 continue
             config = self._issuer.config_of(key.model_name)
             if config is None or not _is_current_canary(config, key.model_version):
-                # Rolled back, promoted or replaced: a later retry of it starts clean.
-                self._windows.discard(key)
                 continue
             production_key = WindowKey(key.model_name, config.production_version, Route.PRODUCTION)
-            production = health_of_window(self._windows.window(production_key).view())
+            production = merged.get(production_key, HealthSummary.empty()).snapshot()
             canary_performance = production_performance = None
             if self._performance is not None and self.policy.max_performance_drop is not None:
                 canary_performance = self._performance.count_snapshot(key)
                 production_performance = self._performance.count_snapshot(production_key)
             verdict = judge(
-                health_of_window(window.view()),
+                canary.snapshot(),
                 production,
                 self.policy,
                 canary_performance,
@@ -99,6 +165,23 @@ class CentralGuard:
             if verdict.kind is VerdictKind.BREACH and self._may_try(key.model_name):
                 decisions.append(self._roll_back(key, config, verdict))
         return decisions
+
+    def _partition(self, partition: int) -> KeyedWindows[CountWindow]:
+        found = self._windows.get(partition)
+        if found is None:
+            rows = self._window_rows if partition == NO_PARTITION else self._partition_rows
+            found = self._windows[partition] = KeyedWindows(
+                lambda: CountWindow(rows, HEALTH_COLUMNS)
+            )
+        return found
+
+    def _is_judged(self, key: WindowKey) -> bool:
+        config = self._issuer.config_of(key.model_name)
+        return config is not None and _is_current_canary(config, key.model_version)
+
+    def _discard(self, key: WindowKey) -> None:
+        for windows in self._windows.values():
+            windows.discard(key)
 
     def _may_try(self, model_name: str) -> bool:
         failed_at = self._failed_at.get(model_name)
@@ -119,9 +202,16 @@ class CentralGuard:
             return dataclasses.replace(current, canary_version=None, canary_basis_points=0)
 
         reason = f"rollback guard: {verdict.reason}"
+        latest = self._issuer.latest(key.model_name)
+        replaces = 0 if latest is None else latest.sequence
         try:
             command = self._issuer.issue(
-                key.model_name, CommandKind.ROLLBACK, change, reason=reason, details=details
+                key.model_name,
+                CommandKind.ROLLBACK,
+                change,
+                reason=reason,
+                details=details,
+                command_id=guard_command_id(key.model_name, canary, replaces),
             )
         except ControlError as exc:
             self._failed_at[key.model_name] = time.monotonic()
@@ -131,7 +221,7 @@ class CentralGuard:
             )
             return GuardDecision(key.model_name, canary, production, verdict, None, str(exc))
         self._failed_at.pop(key.model_name, None)
-        self._windows.discard(key)
+        self._discard(key)
         self.rollbacks += 1
         logger.warning(
             "rolled back %s canary %s (sequence %s): %s",

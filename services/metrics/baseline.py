@@ -142,6 +142,8 @@ class ModelBaseline:
 
     features: Mapping[str, Baseline]
     score: Baseline | None = None
+    # Regressors: the holdout residuals (truth - prediction), for residual drift.
+    residual: Baseline | None = None
 
     @classmethod
     def from_training_data(
@@ -149,6 +151,7 @@ class ModelBaseline:
         features: Mapping[str, npt.ArrayLike],
         score: npt.ArrayLike | None = None,
         n_bins: int = 10,
+        residual: npt.ArrayLike | None = None,
     ) -> ModelBaseline:
         """Baselines of every training feature column (and the training scores, if given)."""
         return cls(
@@ -157,15 +160,19 @@ class ModelBaseline:
                 for name, values in features.items()
             },
             score=None if score is None else Baseline.from_training_sample(score, n_bins),
+            residual=None if residual is None else Baseline.from_training_sample(residual, n_bins),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {
+        """JSON-ready form; `residual` only when present, so older readers see no change."""
+        data: dict[str, Any] = {
             "format": FORMAT_VERSION,
             "features": {name: baseline.to_dict() for name, baseline in self.features.items()},
             "score": None if self.score is None else self.score.to_dict(),
         }
+        if self.residual is not None:
+            data["residual"] = self.residual.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelBaseline:
@@ -176,7 +183,9 @@ class ModelBaseline:
         if not isinstance(features, Mapping):
             raise BaselineError("a model baseline needs a 'features' object")
         score = data.get("score")
+        residual = data.get("residual")
         return cls(
             features={str(name): Baseline.from_dict(item) for name, item in features.items()},
             score=None if score is None else Baseline.from_dict(score),
+            residual=None if residual is None else Baseline.from_dict(residual),
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from enum import StrEnum
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -63,6 +64,7 @@ def feedback_batch(
     """Keys and `FEEDBACK_COLUMNS` of feedback records, timed by their prediction timestamp.
 
     Expired records keep NaN ground truth, so they count towards label coverage only.
+    Records with class probabilities (multi-class) also fill the probability columns.
     """
     keys = [WindowKey(record.model_name, record.model_version, record.route) for record in records]
     count = len(records)
@@ -83,4 +85,35 @@ def feedback_batch(
             count,
         ),
     }
+    batch.update(_probability_batch(records, batch["ground_truth"]))
     return keys, batch
+
+
+def _probability_batch(records: Sequence[FeedbackRecord], truth: npt.NDArray[Any]) -> Batch:
+    """P(true class), the top probability and the sum of squared probabilities per record,
+    NaN without probabilities (and P(true class) NaN without a label that is one of the
+    classes); segment reductions over all records' probabilities flattened into one array."""
+    count = len(records)
+    lengths = np.fromiter((len(r.class_probabilities) for r in records), np.int64, count)
+    top = np.full(count, math.nan)
+    squared = np.full(count, math.nan)
+    true_class = np.full(count, math.nan)
+    has = lengths > 0
+    if bool(has.any()):
+        flat = np.fromiter(
+            chain.from_iterable(r.class_probabilities for r in records),
+            np.float64,
+            int(lengths.sum()),
+        )
+        starts = np.cumsum(lengths) - lengths
+        # Empty rows hold no values, so each non-empty row's segment ends at the next one.
+        top[has] = np.maximum.reduceat(flat, starts[has])
+        squared[has] = np.add.reduceat(flat * flat, starts[has])
+        with np.errstate(invalid="ignore"):
+            valid = has & (truth >= 0) & (truth < lengths) & (truth == np.floor(truth))
+        true_class[valid] = flat[starts[valid] + truth[valid].astype(np.int64)]
+    return {
+        "true_class_probability": true_class,
+        "top_probability": top,
+        "probability_squared_sum": squared,
+    }

@@ -14,6 +14,7 @@ import numpy as np
 
 from safeloop.schemas.events import FeedbackRecord
 from safeloop.schemas.tables import MetricRow
+from safeloop.services.metrics.baseline import Baseline
 from safeloop.services.metrics.columns import ScoreConvention, feedback_batch
 from safeloop.services.metrics.estimation import compare_estimate, estimate_performance
 from safeloop.services.metrics.health_tracker import COUNT_SUFFIX, suffixed
@@ -28,15 +29,23 @@ from safeloop.services.metrics.rows import RowContext, estimate_rows, performanc
 from safeloop.services.metrics.windows import TIMESTAMP_COLUMN, Columns, CountWindow, TimeWindow
 
 TaskOf = Callable[[str, str], Task]
+# A regressor version's training residual baseline (residual drift), None when unknown.
+ResidualBaselineOf = Callable[[str, str], Baseline | None]
 
 
 class PerformanceTracker:
     """Feedback records (joined or expired) per key, in a last-N and a last-T window."""
 
     def __init__(
-        self, task_of: TaskOf, window_rows: int, window_span_ms: int, max_rows: int = 1 << 20
+        self,
+        task_of: TaskOf,
+        window_rows: int,
+        window_span_ms: int,
+        max_rows: int = 1 << 20,
+        residual_baseline_of: ResidualBaselineOf | None = None,
     ) -> None:
         self._task_of = task_of
+        self._residual_baseline_of = residual_baseline_of
         self.window_rows = window_rows
         self.window_span_ms = window_span_ms
         self._count = KeyedWindows(lambda: CountWindow(window_rows, FEEDBACK_COLUMNS))
@@ -55,7 +64,9 @@ class PerformanceTracker:
         if key not in {k for k, _ in self._count}:
             return None
         task = self._task_of(key.model_name, key.model_version)
-        return performance_of_window(task, self._count.window(key).view())
+        return performance_of_window(
+            task, self._count.window(key).view(), residual_baseline=self._residuals(key, task)
+        )
 
     def rows(self, now_ms: int) -> list[MetricRow]:
         rows: list[MetricRow] = []
@@ -73,7 +84,7 @@ class PerformanceTracker:
         if stamps.shape[0] == 0:
             return []
         task = self._task_of(key.model_name, key.model_version)
-        snapshot = performance_of_window(task, view)
+        snapshot = performance_of_window(task, view, residual_baseline=self._residuals(key, task))
         context = RowContext(key, int(stamps.min()), int(stamps.max()), {"window": label})
         rows = performance_rows(context, snapshot)
         measured = snapshot.classification
@@ -88,3 +99,8 @@ class PerformanceTracker:
                 for row in estimate_rows(context, estimate, comparison)
             ]
         return rows
+
+    def _residuals(self, key: WindowKey, task: Task) -> Baseline | None:
+        if task is not Task.REGRESSION or self._residual_baseline_of is None:
+            return None
+        return self._residual_baseline_of(key.model_name, key.model_version)

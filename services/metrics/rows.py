@@ -11,12 +11,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from safeloop.schemas.tables import MetricRow
+from safeloop.services.metrics.calibration import ReliabilityBins
 from safeloop.services.metrics.drift import SCORE_NAME, DriftMetrics, ModelDrift
 from safeloop.services.metrics.estimation import EstimateComparison, PerformanceEstimate
 from safeloop.services.metrics.health import HealthSnapshot
 from safeloop.services.metrics.keyed import WindowKey
+from safeloop.services.metrics.multiclass import MulticlassMetrics
 from safeloop.services.metrics.performance import PerformanceSnapshot
+from safeloop.services.metrics.residuals import ResidualDrift
 from safeloop.services.metrics.shadow import ShadowComparison
 
 Figure = tuple[str, float | int | None, int]
@@ -91,15 +96,7 @@ def performance_rows(context: RowContext, snapshot: PerformanceSnapshot) -> list
             ("brier_score", classification.brier_score, n),
             ("expected_calibration_error", classification.expected_calibration_error, n),
         ]
-        bins = classification.reliability
-        for index, count in enumerate(bins.counts.tolist()):
-            if count:
-                name = f"reliability_bin_{index:02d}"
-                figures += [
-                    (f"{name}_count", count, count),
-                    (f"{name}_mean_predicted", float(bins.mean_predicted[index]), count),
-                    (f"{name}_observed_rate", float(bins.observed_rate[index]), count),
-                ]
+        figures += _reliability_figures(classification.reliability)
     regression = snapshot.regression
     if regression is not None:
         n = regression.count
@@ -108,7 +105,75 @@ def performance_rows(context: RowContext, snapshot: PerformanceSnapshot) -> list
             ("rmse", regression.rmse, n),
             ("r2", regression.r2, n),
         ]
+    if snapshot.multiclass is not None:
+        figures += multiclass_figures(snapshot.multiclass)
+    if snapshot.residuals is not None:
+        figures += residual_figures(snapshot.residuals)
     return context.rows(figures)
+
+
+def multiclass_figures(metrics: MulticlassMetrics) -> list[Figure]:
+    """Averages, per-class figures (`<metric>_class_KK`), the non-zero confusion cells
+    (`confusion_TT_PP`: true class TT predicted as PP) and top-label reliability bins."""
+    n = metrics.count
+    figures: list[Figure] = [
+        ("accuracy", metrics.accuracy, n),
+        ("macro_precision", metrics.macro_precision, n),
+        ("macro_recall", metrics.macro_recall, n),
+        ("macro_f1", metrics.macro_f1, n),
+        ("micro_f1", metrics.micro_f1, n),
+        ("weighted_f1", metrics.weighted_f1, n),
+        ("log_loss", metrics.log_loss, n),
+        ("brier_score", metrics.brier_score, n),
+        ("expected_calibration_error", metrics.expected_calibration_error, n),
+        ("class_count", metrics.n_classes, n),
+    ]
+    for k, support in enumerate(metrics.support):
+        figures += [
+            (f"support_class_{k:02d}", support, n),
+            (f"precision_class_{k:02d}", metrics.precision_per_class[k], n),
+            (f"recall_class_{k:02d}", metrics.recall_per_class[k], support),
+            (f"f1_class_{k:02d}", metrics.f1_per_class[k], n),
+        ]
+    truth, predicted = np.nonzero(metrics.confusion)
+    for i, j in zip(truth.tolist(), predicted.tolist(), strict=True):
+        figures.append((f"confusion_{i:02d}_{j:02d}", int(metrics.confusion[i, j]), n))
+    if metrics.reliability is not None:
+        figures += _reliability_figures(metrics.reliability)
+    return figures
+
+
+def residual_figures(residuals: ResidualDrift) -> list[Figure]:
+    """Residual mean (bias) and spread, and their drift from the training residuals."""
+    n = residuals.count
+    figures: list[Figure] = [
+        ("residual_mean", residuals.mean, n),
+        ("residual_std", residuals.std, n),
+    ]
+    if residuals.baseline_mean is not None and residuals.mean is not None:
+        figures.append(("residual_bias_shift", residuals.mean - residuals.baseline_mean, n))
+    drift = residuals.drift
+    if drift is not None:
+        figures += [
+            ("residual_psi", drift.psi, drift.sample_count),
+            ("residual_ks", drift.ks, drift.sample_count),
+            ("residual_js_divergence", drift.js_divergence, drift.sample_count),
+            ("residual_wasserstein", drift.wasserstein, drift.sample_count),
+        ]
+    return figures
+
+
+def _reliability_figures(bins: ReliabilityBins) -> list[Figure]:
+    figures: list[Figure] = []
+    for index, count in enumerate(bins.counts.tolist()):
+        if count:
+            name = f"reliability_bin_{index:02d}"
+            figures += [
+                (f"{name}_count", count, count),
+                (f"{name}_mean_predicted", float(bins.mean_predicted[index]), count),
+                (f"{name}_observed_rate", float(bins.observed_rate[index]), count),
+            ]
+    return figures
 
 
 def estimate_rows(

@@ -111,4 +111,10 @@ def _side_by_side(
             confusion(truth, production, threshold).accuracy,
             confusion(truth, shadow, threshold).accuracy,
         )
+    if task is Task.MULTICLASS:
+        # Predictions are class indices: accuracy is the share predicted exactly.
+        count = truth.shape[0]
+        if count == 0:
+            return None, None
+        return float(np.mean(production == truth)), float(np.mean(shadow == truth))
     return regression_metrics(truth, production).rmse, regression_metrics(truth, shadow).rmse

@@ -30,5 +30,22 @@ class ModelNotFoundError(ModelError):
         self.version = version
 
 
+class ModelRegistryError(ModelError):
+    """The model registry (MLflow) refused or could not be reached; `location` names it."""
+
+    def __init__(self, location: str, reason: str) -> None:
+        super().__init__(f"model registry at {location}: {reason}")
+        self.location = location
+        self.reason = reason
+
+
+class ModelReferenceError(ModelError, ValueError):
+    """A model URI is not `models:/NAME/VERSION` or `models:/NAME@ALIAS`."""
+
+    def __init__(self, uri: str) -> None:
+        super().__init__(f"{uri!r} is not models:/NAME/VERSION or models:/NAME@ALIAS")
+        self.uri = uri
+
+
 class TrainingError(ModelError):
     """Training data cannot produce a model (wrong shapes, too few rows, non-finite values)."""

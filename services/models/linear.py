@@ -84,12 +84,18 @@ def _check_training_data(
 
 
 def train_linear(
-    rows: FloatArray, targets: FloatArray, feature_names: Sequence[str], version: str
+    rows: FloatArray,
+    targets: FloatArray,
+    feature_names: Sequence[str],
+    version: str,
+    *,
+    sample_weight: FloatArray | None = None,
 ) -> LinearModel:
-    """Ordinary least squares with an intercept."""
+    """(Weighted) least squares with an intercept."""
     _check_training_data(rows, targets, feature_names)
-    design = np.hstack([rows, np.ones((rows.shape[0], 1))])
-    solution, *_ = np.linalg.lstsq(design, targets, rcond=None)
+    root = np.sqrt(_weights(sample_weight, rows.shape[0]))
+    design = np.hstack([rows, np.ones((rows.shape[0], 1))]) * root[:, None]
+    solution, *_ = np.linalg.lstsq(design, targets * root, rcond=None)
     weights = np.asarray(solution[:-1], dtype=np.float64)
     return LinearModel(version, tuple(feature_names), weights, float(solution[-1]))
 
@@ -103,17 +109,31 @@ def train_logistic(
     learning_rate: float = 0.5,
     epochs: int = 500,
     l2: float = 1e-3,
+    sample_weight: FloatArray | None = None,
 ) -> LogisticModel:
-    """Full-batch gradient descent on the L2-regularised log loss; targets are 0/1."""
+    """Full-batch gradient descent on the L2-regularised (weighted) log loss; targets are 0/1."""
     _check_training_data(rows, targets, feature_names)
     if not np.isin(targets, (0.0, 1.0)).all():
         raise TrainingError("logistic regression targets must be 0 or 1")
-    n_rows = rows.shape[0]
+    row_weights = _weights(sample_weight, rows.shape[0])
+    row_weights = row_weights / row_weights.sum()
     weights = np.zeros(rows.shape[1])
     bias = 0.0
     for _ in range(epochs):
         probabilities = 1.0 / (1.0 + np.exp(-np.clip(rows @ weights + bias, -500, 500)))
-        error = probabilities - targets
-        weights -= learning_rate * (rows.T @ error / n_rows + l2 * weights)
-        bias -= learning_rate * float(error.mean())
+        error = (probabilities - targets) * row_weights
+        weights -= learning_rate * (rows.T @ error + l2 * weights)
+        bias -= learning_rate * float(error.sum())
     return LogisticModel(version, tuple(feature_names), weights, bias)
+
+
+def _weights(sample_weight: FloatArray | None, n_rows: int) -> FloatArray:
+    """Per-row weights (all 1 by default); they must be finite, non-negative, not all 0."""
+    if sample_weight is None:
+        return np.ones(n_rows)
+    weights = np.asarray(sample_weight, dtype=np.float64)
+    if weights.shape != (n_rows,):
+        raise TrainingError(f"sample_weight must be ({n_rows},), got {weights.shape}")
+    if not np.isfinite(weights).all() or (weights < 0).any() or not weights.sum() > 0:
+        raise TrainingError("sample_weight must be finite, non-negative and not all zero")
+    return weights

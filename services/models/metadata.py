@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from safeloop.services.metrics.baseline import ModelBaseline
@@ -17,7 +17,8 @@ class ModelMetadata:
     """The contents of `metadata.json`; `kind` names the artifact format (e.g. `logistic`).
 
     `baseline` holds each feature's and the score's training distribution (quantile bins, for
-    drift); `metrics` the holdout metrics, `primary_metric` the one performance is judged by.
+    drift); `metrics` the holdout metrics, `primary_metric` the one performance is judged by;
+    `lineage` where a retrained version came from (decision id, data window, half-life).
     """
 
     name: str
@@ -30,12 +31,14 @@ class ModelMetadata:
     baseline: ModelBaseline
     primary_metric: str
     metrics: dict[str, float]
+    lineage: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def primary_metric_value(self) -> float:
         return self.metrics[self.primary_metric]
 
     def to_json(self) -> dict[str, Any]:
+        lineage = {"lineage": dict(self.lineage)} if self.lineage else {}
         return {
             "format_version": METADATA_FORMAT_VERSION,
             "name": self.name,
@@ -48,6 +51,7 @@ class ModelMetadata:
             "baseline": self.baseline.to_dict(),
             "primary_metric": self.primary_metric,
             "metrics": dict(self.metrics),
+            **lineage,
         }
 
     @classmethod
@@ -74,4 +78,5 @@ class ModelMetadata:
             baseline=baseline,
             primary_metric=primary_metric,
             metrics=metrics,
+            lineage={str(key): str(value) for key, value in raw.get("lineage", {}).items()},
         )

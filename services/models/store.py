@@ -1,27 +1,36 @@
-"""A versioned model store on disk: `<root>/<name>/<version>/{model.npz, metadata.json}`."""
+"""The folder model store, zero dependencies: `<root>/<name>/<version>/{model.npz, metadata.json}`.
+
+Tags live in `<version>/tags.json`, aliases in `<root>/<name>/aliases.json`.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
-
+from safeloop.services.models.artifact import (
+    ARTIFACT_FILE,
+    METADATA_FILE,
+    read_artifact,
+    read_metadata,
+    write_artifact,
+)
 from safeloop.services.models.exceptions import ModelLoadError, ModelNotFoundError
-from safeloop.services.models.linear import LinearKind, LinearModel, LogisticModel
+from safeloop.services.models.linear import LinearModel
 from safeloop.services.models.loaded import LoadedModel
 from safeloop.services.models.metadata import ModelMetadata
+from safeloop.services.models.softmax import SoftmaxModel
 
-ARTIFACT_FILE = "model.npz"
-METADATA_FILE = "metadata.json"
+__all__ = ["ARTIFACT_FILE", "METADATA_FILE", "ModelStore", "check_name"]
+
+TAGS_FILE = "tags.json"
+ALIASES_FILE = "aliases.json"
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_MODEL_TYPES: dict[str, type[LinearModel]] = {
-    LinearKind.LINEAR.value: LinearModel,
-    LinearKind.LOGISTIC.value: LogisticModel,
-}
 
 
 def check_name(what: str, value: str) -> str:
@@ -37,10 +46,19 @@ class ModelStore:
     def __init__(self, root: Path) -> None:
         self.root = root
 
+    @property
+    def location(self) -> str:
+        return str(self.root)
+
     def path_of(self, name: str, version: str) -> Path:
         return self.root / check_name("model name", name) / check_name("version", version)
 
-    def save(self, model: LinearModel, metadata: ModelMetadata) -> Path:
+    def save(
+        self,
+        model: LinearModel | SoftmaxModel,
+        metadata: ModelMetadata,
+        tags: Mapping[str, str] | None = None,
+    ) -> str:
         """Write one version atomically; an existing version is never overwritten."""
         target = self.path_of(metadata.name, metadata.version)
         if target.exists():
@@ -48,13 +66,14 @@ class ModelStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{metadata.version}.", dir=target.parent))
         try:
-            np.savez(staging / ARTIFACT_FILE, weights=model.weights, bias=np.array(model.bias))
-            (staging / METADATA_FILE).write_text(json.dumps(metadata.to_json(), indent=2) + "\n")
+            write_artifact(staging, model, metadata)
+            if tags:
+                (staging / TAGS_FILE).write_text(json.dumps(dict(tags), indent=2) + "\n")
             staging.rename(target)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        return target
+        return metadata.version
 
     def names(self) -> list[str]:
         if not self.root.is_dir():
@@ -79,18 +98,12 @@ class ModelStore:
 
     def load_metadata(self, name: str, version: str) -> ModelMetadata:
         path = self.path_of(name, version)
-        metadata_path = path / METADATA_FILE
         if not path.is_dir():
             raise ModelNotFoundError(name, version)
-        try:
-            metadata = ModelMetadata.from_json(json.loads(metadata_path.read_text()))
-        except FileNotFoundError as exc:
-            raise ModelLoadError(metadata_path, "metadata.json is missing") from exc
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ModelLoadError(metadata_path, f"metadata.json is invalid: {exc!r}") from exc
+        metadata = read_metadata(path)
         if (metadata.name, metadata.version) != (name, version):
             raise ModelLoadError(
-                metadata_path,
+                path / METADATA_FILE,
                 f"metadata names {metadata.name}/{metadata.version}, not {name}/{version}",
             )
         return metadata
@@ -98,32 +111,49 @@ class ModelStore:
     def load(self, name: str, version: str) -> LoadedModel:
         """Load and validate one version; any defect raises `ModelLoadError` naming the file."""
         metadata = self.load_metadata(name, version)
-        artifact_path = self.path_of(name, version) / ARTIFACT_FILE
-        model_type = _MODEL_TYPES.get(metadata.kind)
-        if model_type is None:
-            raise ModelLoadError(artifact_path, f"unknown model kind {metadata.kind!r}")
-        try:
-            with np.load(artifact_path, allow_pickle=False) as artifact:
-                weights = np.asarray(artifact["weights"], dtype=np.float64)
-                bias = float(artifact["bias"])
-        except FileNotFoundError as exc:
-            raise ModelLoadError(artifact_path, "model.npz is missing") from exc
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ModelLoadError(artifact_path, f"model.npz is unreadable: {exc!r}") from exc
-        if weights.shape != (len(metadata.feature_names),):
-            raise ModelLoadError(
-                artifact_path,
-                f"{weights.shape[0] if weights.ndim else 0} weights for "
-                f"{len(metadata.feature_names)} features",
-            )
-        if not (np.isfinite(weights).all() and np.isfinite(bias)):
-            raise ModelLoadError(artifact_path, "weights hold NaN or infinite values")
-        model = model_type(version, metadata.feature_names, weights, bias)
-        return LoadedModel(model, metadata)
+        return read_artifact(self.path_of(name, version), metadata)
 
     def load_all(self, name: str) -> dict[str, LoadedModel]:
         """Every version of `name`, validated, keyed by version."""
         return {version: self.load(name, version) for version in self.versions(name)}
+
+    def version_tags(self, name: str, version: str) -> dict[str, str]:
+        path = self.path_of(name, version)
+        if not path.is_dir():
+            raise ModelNotFoundError(name, version)
+        return _read_json_object(path / TAGS_FILE)
+
+    def alias_version(self, name: str, alias: str) -> str | None:
+        aliases = _read_json_object(self.root / check_name("model name", name) / ALIASES_FILE)
+        return aliases.get(alias)
+
+    def set_alias(self, name: str, alias: str, version: str, tags: Mapping[str, str]) -> None:
+        """Point `alias` at `version` and merge `tags` into the version's tags."""
+        path = self.path_of(name, version)
+        if not path.is_dir():
+            raise ModelNotFoundError(name, version)
+        _write_json_object(path / TAGS_FILE, {**_read_json_object(path / TAGS_FILE), **tags})
+        aliases_path = path.parent / ALIASES_FILE
+        _write_json_object(aliases_path, {**_read_json_object(aliases_path), alias: version})
+
+
+def _read_json_object(path: Path) -> dict[str, str]:
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except ValueError as exc:
+        raise ModelLoadError(path, f"{path.name} is invalid: {exc!r}") from exc
+    if not isinstance(raw, dict):
+        raise ModelLoadError(path, f"{path.name} must hold a JSON object")
+    return {str(key): str(value) for key, value in raw.items()}
+
+
+def _write_json_object(path: Path, content: Mapping[str, str]) -> None:
+    """Replace the file atomically, so a reader never sees half of it."""
+    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    staging.write_text(json.dumps(dict(content), indent=2, sort_keys=True) + "\n")
+    staging.replace(path)
 
 
 def _is_store_dir(path: Path) -> bool:

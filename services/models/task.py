@@ -8,6 +8,8 @@ from enum import StrEnum
 class ModelTask(StrEnum):
     CLASSIFICATION = "classification"
     REGRESSION = "regression"
+    # Classes 0..K-1; the model also gives every class's probability (`predict_proba`).
+    MULTICLASS = "multiclass"
 
 
 def confidence_of(task: ModelTask, score: float) -> float | None:

@@ -3,6 +3,10 @@
 Offsets are not committed automatically: `positions()` says how far the caller has read, and
 `commit(positions)` is called by the caller once what it derived from those records (a
 snapshot in ClickHouse) is stored, after the dead letters are acknowledged by Kafka.
+
+With `replay_from` set, every assignment first re-reads the partitions' recent past to rebuild
+the caller's windows (see `rebuild`): those records are returned like any other but never
+dead-lettered again, and `positions()` never goes below the committed offsets.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from safeloop.infra.kafka.access import is_refusal, refusal_of
 from safeloop.infra.kafka.dead_letters import SourceRecord, dead_letter, decode_or_reject
 from safeloop.schemas.codec import DEAD_LETTER_CODEC, EventCodec
 from safeloop.schemas.events import DeadLetter
+from safeloop.services.monitor.rebuild import ReplayFrom, ReplayTracker, replay_starts
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +69,9 @@ class GroupMembership:
     caught_up_at: float | None = None
     # Records still to read to get there; None until measured.
     catch_up_remaining: int | None = None
+    # Monotonic time the windows were rebuilt from the records read before the current
+    # assignment (at once when nothing needed re-reading); None until then.
+    rebuilt_at: float | None = None
 
 
 class EventConsumer(Generic[E]):
@@ -87,6 +95,11 @@ class EventConsumer(Generic[E]):
         self._dead_letter_topic = dead_letter_topic
         self.name = name
         self._validate = validate
+        # The partition of each event the last `poll` returned, in the same order.
+        self.last_partitions: list[int] = []
+        # When set: the event time from which each assignment re-reads its partitions.
+        self.replay_from: ReplayFrom | None = None
+        self.replay = ReplayTracker()
         # partition -> next offset to read (last returned + 1)
         self._positions: dict[int, int] = {}
         self.counts = ConsumerCounts()
@@ -105,6 +118,7 @@ class EventConsumer(Generic[E]):
         """Up to `max_records` decoded events, waiting at most `timeout_s` for the first."""
         messages = self._consumer.consume(num_messages=max_records, timeout=timeout_s)
         events: list[E] = []
+        partitions: list[int] = []
         now_ms = time.time_ns() // 1_000_000
         for message in messages:
             error = message.error()
@@ -119,13 +133,20 @@ class EventConsumer(Generic[E]):
                     logger.warning("%s reading %s: %s", self.name, self.topic, error)
                 continue
             self.counts.records += 1
-            self._positions[_partition(message)] = _offset(message) + 1
-            event = self._decode(message, now_ms)
+            partition, offset = _partition(message), _offset(message)
+            replayed = self.replay.is_replay(partition, offset)
+            if not replayed:
+                self._positions[partition] = offset + 1
+            event = self._decode(message, now_ms, replayed=replayed)
             if event is not None:
                 events.append(event)
+                partitions.append(partition)
+        self.last_partitions = partitions
         self.counts.events += len(events)
         now = time.monotonic()
         self.membership.polled_at = now
+        if self.membership.rebuilt_at is None and self.membership.assigned_at is not None:
+            self._follow_rebuild(now)
         if self.membership.caught_up_at is None and self.membership.assigned_at is not None:
             self._follow_catch_up(now)
         if now - self._lag_refreshed >= LAG_REFRESH_S:
@@ -157,17 +178,80 @@ class EventConsumer(Generic[E]):
         self._dead_letters.flush(DEAD_LETTER_FLUSH_TIMEOUT_S)
         self._consumer.close()
 
+    @property
+    def rebuilt(self) -> bool:
+        """Assigned, and the windows hold what was read before the assignment."""
+        return self.membership.rebuilt_at is not None
+
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         membership = self.membership
         membership.assigned_at = time.monotonic()
         membership.unassigned_at = None
+        membership.rebuilt_at = None
         membership.partitions = frozenset(tp.partition for tp in partitions)
+        self._start_replay(consumer, partitions)
+
+    def _start_replay(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Assign the partitions that must be re-read at the offset of `replay_from`."""
+        if self.replay_from is None or not partitions:
+            return
+        from_ms = self.replay_from()
+        if from_ms is None:
+            return
+        try:
+            starts = replay_starts(
+                consumer, self.topic, [tp.partition for tp in partitions], from_ms
+            )
+        except KafkaException as exc:
+            # Judging on windows that refill is what happened before rebuilds existed.
+            self.replay.failures += 1
+            logger.error("%s: cannot rebuild windows from %s: %s", self.name, self.topic, exc)
+            return
+        if not starts:
+            return
+        offsets = {start.partition: start.offset for start in starts}
+        # Eager protocol: the assignment made in this callback is the one that counts.
+        consumer.assign(
+            [
+                TopicPartition(self.topic, tp.partition, offsets.get(tp.partition, tp.offset))
+                for tp in partitions
+            ]
+        )
+        self.replay.begin(starts)
+        for start in starts:
+            self._positions[start.partition] = start.until
+        logger.info(
+            "%s: re-reading %s records of %s to rebuild the windows",
+            self.name,
+            sum(start.until - start.offset for start in starts),
+            self.topic,
+        )
+
+    def _follow_rebuild(self, now: float) -> None:
+        pending = self.replay.pending()
+        if pending:
+            tps = [TopicPartition(self.topic, p) for p in pending]
+            try:
+                positions = {tp.partition: tp.offset for tp in self._consumer.position(tps)}
+            except KafkaException:
+                return
+            self.replay.reached(positions)
+        if self.replay.done:
+            self.membership.rebuilt_at = now
+            if self.replay.replayed:
+                logger.info("%s: windows rebuilt from %s", self.name, self.topic)
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         membership = self.membership
         membership.unassigned_at = time.monotonic()
+        membership.rebuilt_at = None
         membership.partitions = frozenset()
         self.lag = {}
+        # Another member owns them now: their progress is its to commit.
+        revoked = [tp.partition for tp in partitions]
+        self.replay.drop(revoked)
+        for partition in revoked:
+            self._positions.pop(partition, None)
 
     def _follow_catch_up(self, now: float) -> None:
         """Measure the end offsets once after the first assignment, then watch them reached."""
@@ -236,7 +320,7 @@ class EventConsumer(Generic[E]):
                 lag[partition] = max(high - position, 0)
         self.lag = lag
 
-    def _decode(self, message: Message, now_ms: int) -> E | None:
+    def _decode(self, message: Message, now_ms: int, *, replayed: bool = False) -> E | None:
         record = SourceRecord(
             topic=message.topic() or self.topic,
             partition=_partition(message),
@@ -252,7 +336,8 @@ class EventConsumer(Generic[E]):
                 validate=None if validate is None else lambda event: validate(event, now_ms),
             )
         except RecordRejectedError as exc:
-            self._dead_letter(dead_letter(record, exc, self.name, now_ms))
+            if not replayed:  # a replayed record's dead letter was sent the first time
+                self._dead_letter(dead_letter(record, exc, self.name, now_ms))
             return None
 
     def _dead_letter(self, letter: DeadLetter) -> None:

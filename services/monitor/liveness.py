@@ -82,6 +82,8 @@ def check_liveness(
     details = {
         "loop_running": loop.running,
         "control_producer_ready": loop.control_ready_at is not None,
+        # Judges for its group (guard, rollouts, retraining): reads partition 0 of predictions.
+        "judge": loop.judge,
         "control_warm_up_s": loop.control_warm_up_s,
         "last_iteration_age_s": loop_age,
         "last_snapshot_age_s": _age(now, loop.snapshot_written_at),

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import time
 
+from safeloop.services.metrics.baseline import Baseline
 from safeloop.services.metrics.model_source import ModelInfo
 from safeloop.services.metrics.performance import PerformanceMetric, Task
 from safeloop.services.models.exceptions import ModelError
-from safeloop.services.models.store import ModelStore
+from safeloop.services.models.store_protocol import ModelStoreProtocol
 
 logger = logging.getLogger(__name__)
 
@@ -18,7 +19,7 @@ MISS_RETRY_S = 30.0
 class ModelInfoCache:
     """`get` reads metadata.json once per version; a missing version is retried after a while."""
 
-    def __init__(self, store: ModelStore | None) -> None:
+    def __init__(self, store: ModelStoreProtocol | None) -> None:
         self._store = store
         self._found: dict[tuple[str, str], ModelInfo] = {}
         self._missing: dict[tuple[str, str], float] = {}
@@ -50,6 +51,11 @@ class ModelInfoCache:
         )
         self._found[key] = info
         return info
+
+    def residual_baseline_of(self, model_name: str, version: str) -> Baseline | None:
+        """A regressor's training residual baseline; None when unknown or never recorded."""
+        info = self.get(model_name, version)
+        return info.baseline.residual if info is not None else None
 
     def task_of(self, model_name: str, version: str) -> Task:
         """The version's task; classification when the store does not know the version."""

@@ -3,7 +3,17 @@ retraining decisions in one process, on one thread, with ClickHouse writes off t
 
 The loop polls predictions (briefly blocking), feedback and the control topic; after every
 batch the guard judges the canaries, so a breach is acted on within one poll of becoming
-measurable. At `snapshot_interval_ms` the windows become rows, which a worker thread inserts;
+measurable. Windows survive restarts and rebalances: each assignment first re-reads the
+partitions' recent past (`rebuild`: the health span of predictions, the performance span of
+feedback, and at least the current step of every running rollout), and neither the guard nor
+the rollouts judge before every consumer has rebuilt its windows.
+
+Several instances may share the group's partitions (`summary_exchange`): each publishes the
+guard summaries of the partitions it reads; only the judge — the instance reading partition 0
+of predictions, elected by the group protocol — checks the guard over all partitions, ticks
+the rollouts and publishes retraining decisions, so no verdict is doubled.
+
+At `snapshot_interval_ms` the windows become rows, which a worker thread inserts;
 only once the insert succeeded are the offsets of everything those rows cover committed.
 """
 
@@ -47,6 +57,7 @@ from safeloop.services.metrics.performance_tracker import PerformanceTracker
 from safeloop.services.monitor.consumer import EventConsumer
 from safeloop.services.monitor.dead_letter_watch import DeadLetterWatch
 from safeloop.services.monitor.model_info import ModelInfoCache
+from safeloop.services.monitor.summary_exchange import SummaryExchange
 from safeloop.services.monitor.writer import MetricWriter
 from safeloop.services.retraining.decision import decide
 from safeloop.services.retraining.policy import RetrainingPolicy
@@ -57,6 +68,8 @@ from safeloop.services.rollout.labels import LabelCounts
 logger = logging.getLogger(__name__)
 
 Commit = Callable[[list[TopicPartition]], None]
+# The instance reading this partition of predictions is its group's judge.
+JUDGE_PARTITION = 0
 
 
 @dataclass(frozen=True)
@@ -70,6 +83,8 @@ class MetricsConfig:
     performance_window_span_ms: int = 3_600_000
     drift_window_rows: int = 10_000
     guard_window_rows: int = 1_000
+    # Partitions of predictions the guard's window is spread over (one share per partition).
+    guard_partitions: int = 1
     guard_policy: GuardPolicy = field(default_factory=GuardPolicy)
     guard_enabled: bool = True
     rollout_tick_ms: int = 1_000
@@ -79,6 +94,11 @@ class MetricsConfig:
     retraining_policy: RetrainingPolicy = field(default_factory=RetrainingPolicy)
     poll_max_records: int = 5_000
     poll_timeout_ms: int = 20
+    # Rebuild the windows on assignment by re-reading the topics' recent past (False: start
+    # empty, as before rebuilds existed; the guard is then blind until the windows refill).
+    rebuild_windows: bool = True
+    # How far back a rebuild may reach for a long-running rollout step (bounds the re-read).
+    rebuild_max_span_ms: int = 3_600_000
 
 
 @dataclass
@@ -92,6 +112,8 @@ class MetricsCounts:
     decisions: int = 0
     loop_errors: int = 0
     control_warm_up_failures: int = 0
+    # Iterations whose judging (guard, rollout gates) waited for the windows to be rebuilt.
+    judging_deferred: int = 0
     decisions_by_urgency: dict[Urgency, int] = field(
         default_factory=lambda: dict.fromkeys(Urgency, 0)
     )
@@ -109,6 +131,8 @@ class LoopState:
     # took: until then a rollback would wait for the producer, so the service is not ready.
     control_ready_at: float | None = None
     control_warm_up_s: float | None = None
+    # Whether this instance judges (guard, rollouts, retraining) for its group.
+    judge: bool = False
 
 
 @dataclass
@@ -136,8 +160,10 @@ class MetricsService:
         alerts: AlertNotifier | None = None,
         dead_letter_watch: DeadLetterWatch | None = None,
         labels: LabelCounts | None = None,
+        exchange: SummaryExchange | None = None,
     ) -> None:
         self.config = config
+        self.exchange = exchange
         self.predictions = predictions
         self.feedback = feedback
         self.follower = follower
@@ -151,7 +177,10 @@ class MetricsService:
             issuer.listeners.append(self._alert_for_command)
         self.health = HealthTracker(config.health_window_rows, config.health_window_span_ms)
         self.performance = PerformanceTracker(
-            models.task_of, config.performance_window_rows, config.performance_window_span_ms
+            models.task_of,
+            config.performance_window_rows,
+            config.performance_window_span_ms,
+            residual_baseline_of=models.residual_baseline_of,
         )
         self.drift = DriftTracker(models, config.drift_window_rows)
         self.guard = CentralGuard(
@@ -159,6 +188,7 @@ class MetricsService:
             issuer,
             performance=self.performance,
             window_rows=config.guard_window_rows,
+            partitions=config.guard_partitions,
         )
         self.rollouts = RolloutController(
             issuer, models.task_of, labels, recheck_interval_ms=config.provisional_recheck_ms
@@ -166,6 +196,10 @@ class MetricsService:
         # Resume rollouts in flight: the newest command of each model carries its state.
         for command in follower.view.latest.values():
             self.rollouts.on_command(command)
+        if config.rebuild_windows:
+            predictions.replay_from = lambda: self._replay_from_ms(config.health_window_span_ms)
+            feedback.replay_from = lambda: self._replay_from_ms(config.performance_window_span_ms)
+        self._rebuilt = False
         self.counts = MetricsCounts()
         self.loop = LoopState()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="metrics-writer")
@@ -218,7 +252,7 @@ class MetricsService:
         if events:
             self.health.add(events)
             self.drift.add(events)
-            self.guard.observe(events)
+            self.guard.observe(events, self.predictions.last_partitions)
             self.rollouts.observe_predictions(events)
         records = self.feedback.poll(config.poll_max_records, 0.0)
         if records:
@@ -229,16 +263,56 @@ class MetricsService:
             if self.alerts is not None:
                 # Others' commands (operators, other instances); our own come from the issuer.
                 self._alert_for_command(command)
-        if config.guard_enabled and (events or records):
-            self.guard.check()
+        others = self._exchange_summaries()
+        judge = self.loop.judge = self.is_judge()
+        rebuilt = self.rebuilt()
+        if not rebuilt:
+            self.counts.judging_deferred += 1
+        elif judge and config.guard_enabled and (events or records or others or not self._rebuilt):
+            others_summaries = (
+                None if self.exchange is None else self.exchange.others(self._owned())
+            )
+            for decision in self.guard.check(others_summaries):
+                if decision.command is not None:
+                    # The rollout ends now, not when the command comes back from the topic:
+                    # its gate must not send a second rollback in this same iteration.
+                    self.rollouts.on_command(decision.command)
+        self._rebuilt = rebuilt
         now = time.monotonic()
-        if (now - self._last_tick) * 1000 >= config.rollout_tick_ms:
+        if judge and rebuilt and (now - self._last_tick) * 1000 >= config.rollout_tick_ms:
             self._last_tick = now
             self.rollouts.tick(time.time_ns() // 1_000_000)
         self._finish_snapshot()
         if (now - self._last_snapshot) * 1000 >= config.snapshot_interval_ms:
             self._last_snapshot = now
             self.snapshot()
+
+    def is_judge(self) -> bool:
+        """Alone, or reading the judge partition: this instance decides for its group."""
+        return self.exchange is None or JUDGE_PARTITION in self._owned()
+
+    def _owned(self) -> frozenset[int]:
+        return self.predictions.membership.partitions
+
+    def _exchange_summaries(self) -> int:
+        """Publish this instance's guard summaries (when due); read the others'."""
+        if self.exchange is None:
+            return 0
+        self.guard.retain(self._owned())
+        if self.exchange.due() and self.rebuilt():
+            # Until rebuilt, the partitions' previous summaries on the topic are the better ones.
+            self.exchange.publish(self.guard.summaries())
+        return self.exchange.poll()
+
+    def rebuilt(self) -> bool:
+        """Whether every consumer's windows hold what was read before its assignment."""
+        return self.predictions.rebuilt and self.feedback.rebuilt
+
+    def _replay_from_ms(self, span_ms: int) -> int:
+        """Re-read from `span_ms` ago, or from the start of the oldest running rollout step."""
+        now_ms = time.time_ns() // 1_000_000
+        oldest_ms = now_ms - max(span_ms, self.config.rebuild_max_span_ms)
+        return max(oldest_ms, min([now_ms - span_ms, *self.rollouts.step_starts_ms()]))
 
     def snapshot(self) -> bool:
         """Hand the current windows' rows to the writer thread; False if one is still running."""
@@ -253,7 +327,10 @@ class MetricsService:
             DRIFT_METRICS: drift_rows,
         }
         decisions: list[RetrainingDecision] = []
-        if (time.monotonic() - self._last_retraining) * 1000 >= self.config.retraining_interval_ms:
+        retraining_due = (
+            time.monotonic() - self._last_retraining
+        ) * 1000 >= self.config.retraining_interval_ms
+        if retraining_due and self.is_judge():
             self._last_retraining = time.monotonic()
             decisions = self.retraining_decisions(now_ms)
         positions: list[tuple[Commit, str, list[TopicPartition]]] = [
@@ -311,6 +388,8 @@ class MetricsService:
         self.predictions.close()
         self.feedback.close()
         self.follower.close()
+        if self.exchange is not None:
+            self.exchange.close()
 
     def _write(self, snapshot: _Snapshot) -> int:
         written = self.writer.write_all(snapshot.rows)

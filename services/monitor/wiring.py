@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import socket
+import uuid
 from typing import Any
 
 from confluent_kafka import Consumer
@@ -13,18 +17,21 @@ from safeloop.schemas.codec import FEEDBACK_CODEC, PREDICTION_CODEC
 from safeloop.schemas.events import ModelConfig, PredictionEvent
 from safeloop.schemas.validation import validate_prediction
 from safeloop.services.alerts.notifier import notifier_from_settings
+from safeloop.services.control.champion_alias import ChampionAliasSync
 from safeloop.services.control.clients import make_broadcast_reader
 from safeloop.services.control.follower import ControlFollower
 from safeloop.services.control.issuer import CommandIssuer
 from safeloop.services.control.keys import load_keyring
 from safeloop.services.control.publisher import ControlPublisher
 from safeloop.services.models.exceptions import ModelError
-from safeloop.services.models.store import ModelStore
+from safeloop.services.models.open_store import open_model_store
+from safeloop.services.models.store_protocol import ModelStoreProtocol
 from safeloop.services.monitor.consumer import EventConsumer
 from safeloop.services.monitor.dead_letter_watch import DeadLetterWatch
 from safeloop.services.monitor.label_counts import ClickHouseLabelCounts
 from safeloop.services.monitor.model_info import ModelInfoCache
 from safeloop.services.monitor.service import MetricsConfig, MetricsService
+from safeloop.services.monitor.summary_exchange import SummaryExchange
 from safeloop.services.monitor.writer import MetricWriter
 from safeloop.services.retraining.publisher import RetrainingPublisher
 
@@ -32,13 +39,41 @@ GROUP_PREFIX = "safeloop-metrics"
 ISSUER = "safeloop-metrics"
 
 
+# A dead instance's partitions go to the others after this long (librdkafka's default is 45 s,
+# during which nobody reads them; the broker's minimum is 6 s).
+SESSION_TIMEOUT_MS = 10_000
+
+
 def metrics_consumer(settings: Settings, group: str, **overrides: Any) -> Consumer:
     """A group consumer that hands over records as soon as they exist (the guard's latency)."""
-    return make_consumer(settings, group, **{"fetch.wait.max.ms": 10, **overrides})
+    return make_consumer(
+        settings,
+        group,
+        **{
+            "fetch.wait.max.ms": 10,
+            "session.timeout.ms": SESSION_TIMEOUT_MS,
+            "heartbeat.interval.ms": SESSION_TIMEOUT_MS // 4,
+            **overrides,
+        },
+    )
 
 
-def initial_config_from(store: ModelStore) -> Any:
-    """What replicas serve before any command: the store's oldest version of the model."""
+def start_exchange(settings: Settings) -> SummaryExchange:
+    """This instance's link to the others of its group: their guard summaries and its own."""
+    topic = settings.topics.metrics_summaries
+    exchange = SummaryExchange(
+        make_producer(settings, **{"linger.ms": 5}),
+        make_broadcast_reader(settings, topic, "metrics"),
+        topic,
+        instance=f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
+    )
+    exchange.start()
+    return exchange
+
+
+def initial_config_from(store: ModelStoreProtocol) -> Any:
+    """What replicas serve before any command: the store's default version (the oldest, or
+    in MLflow the champion)."""
 
     def initial(model_name: str) -> ModelConfig | None:
         try:
@@ -50,7 +85,11 @@ def initial_config_from(store: ModelStore) -> Any:
 
 
 def build_issuer(
-    settings: Settings, follower: ControlFollower, store: ModelStore, *, issuer: str = ISSUER
+    settings: Settings,
+    follower: ControlFollower,
+    store: ModelStoreProtocol,
+    *,
+    issuer: str = ISSUER,
 ) -> CommandIssuer:
     publisher = ControlPublisher(
         make_producer(settings, **{"linger.ms": 0}),
@@ -61,6 +100,20 @@ def build_issuer(
     return CommandIssuer(
         publisher, follower, clickhouse_client(settings), initial_config_from(store)
     )
+
+
+def follow_champion(
+    store: ModelStoreProtocol, follower: ControlFollower, issuer: CommandIssuer
+) -> ChampionAliasSync:
+    """Move the store's champion alias with every command: ours, others', and (at start)
+    whatever the control topic says production is now."""
+    champion = ChampionAliasSync(store)
+    for command in follower.view.latest.values():
+        champion.on_command(command)
+    follower.listeners.append(champion.on_command)
+    issuer.listeners.append(champion.on_command)
+    champion.start()
+    return champion
 
 
 def start_follower(settings: Settings, label: str = "metrics") -> ControlFollower:
@@ -77,7 +130,9 @@ def build_metrics_service(
 ) -> MetricsService:
     """Everything `safeloop metrics run` needs, connected; the control topic is read to its end."""
     topics = settings.topics
-    store = ModelStore(settings.models_path)
+    # The topics are created with settings.partitions (infra/kafka/topics.py).
+    config = dataclasses.replace(config, guard_partitions=settings.partitions)
+    store = open_model_store(settings)
     dead_letters = make_producer(settings)
 
     def valid_prediction(event: PredictionEvent, now_ms: int) -> None:
@@ -102,6 +157,7 @@ def build_metrics_service(
     )
     follower = start_follower(settings)
     issuer = build_issuer(settings, follower, store)
+    follow_champion(store, follower, issuer)
     client = clickhouse_client(settings)
     alerts = notifier_from_settings(settings)
     return MetricsService(
@@ -118,4 +174,5 @@ def build_metrics_service(
         if alerts is None
         else DeadLetterWatch(client, settings.alert_dead_letters_per_minute),
         labels=ClickHouseLabelCounts(client),
+        exchange=start_exchange(settings),
     )

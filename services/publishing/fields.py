@@ -7,7 +7,7 @@ summary can group rejects; the detail carries the value.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -116,6 +116,23 @@ def features(row: Mapping[str, Any], field: str) -> dict[str, float]:
         if not math.isfinite(item):
             raise invalid(field, "must hold finite numbers", {name: item})
         parsed[name] = float(item)
+    return parsed
+
+
+def numbers(row: Mapping[str, Any], field: str) -> list[float]:
+    """A list of finite floats (a JSON array); absent is empty."""
+    value = raw(row, field, required=False)
+    if value is None:
+        return []
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Sequence):
+        raise invalid(field, "must be an array of numbers", value)
+    parsed: list[float] = []
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, int | float):
+            raise invalid(field, "must be an array of numbers", item)
+        if not math.isfinite(item):
+            raise invalid(field, "must hold finite numbers", item)
+        parsed.append(float(item))
     return parsed
 
 

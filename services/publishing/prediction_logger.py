@@ -19,7 +19,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -46,7 +46,7 @@ EXTERNAL_HASH_VERSION = 0
 # What `log` buffers: the PredictionEvent's fields in order, built off the request path.
 _Pending = tuple[
     str, str, str, int, Mapping[str, float], "float | None", "float | None", float, str, str, str,
-    "str | None",
+    "str | None", Sequence[float],
 ]  # fmt: skip
 
 
@@ -65,13 +65,9 @@ class LoggerStats:
 
 
 def producer_overrides(buffer_size: int) -> dict[str, Any]:
-    """On top of `producer_config`: bounded librdkafka queue, short timeout, no idempotence.
-
-    Idempotence could turn an outage's message timeouts into a fatal producer error; a
-    duplicate prediction is harmless (rows are identified by prediction_id and route).
-    """
+    """On top of `producer_config` (idempotent, acks=all): a bounded librdkafka queue and a
+    short timeout, so an outage costs counted drops, never memory without limit."""
     return {
-        "enable.idempotence": False,
         "linger.ms": 20,
         "queue.buffering.max.messages": buffer_size,
         "queue.buffering.max.kbytes": 256 * 1024,
@@ -140,11 +136,14 @@ class PredictionLogger:
         route: Route | str = Route.PRODUCTION,
         timestamp_ms: int | None = None,
         error: str | None = None,
+        class_probabilities: Sequence[float] = (),
     ) -> str:
         """Buffer one prediction and return its prediction_id (generated unless given).
 
         Never blocks and never raises for a full buffer or a broker outage (the prediction is
         dropped and counted); invalid values are counted as `rejected_invalid` off this thread.
+        Multi-class models pass `class_probabilities` (P(class k) at index k) with `prediction`
+        the chosen class index.
         """
         if self._closed:
             raise LoggerClosedError("PredictionLogger.log called after close()")
@@ -168,6 +167,7 @@ class PredictionLogger:
                 self.replica_id,
                 routing_key or prediction_id,
                 error,
+                class_probabilities,
             )
         )
         # Wake the sender early only when a whole batch waits; otherwise it drains every linger.
@@ -351,7 +351,7 @@ class PredictionLogger:
 
 def _event(fields: _Pending) -> PredictionEvent:
     (pid, model, version, ts, features, prediction, confidence, latency, route, replica, key,
-     error) = fields  # fmt: skip
+     error, probabilities) = fields  # fmt: skip
     return PredictionEvent(
         prediction_id=pid,
         model_name=model,
@@ -366,6 +366,7 @@ def _event(fields: _Pending) -> PredictionEvent:
         routing_key=key,
         routing_hash_version=EXTERNAL_HASH_VERSION,
         error=error,
+        class_probabilities=[float(p) for p in probabilities],
     )
 
 

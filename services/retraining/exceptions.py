@@ -19,3 +19,15 @@ class ExportError(RetrainingError, ValueError):
 
 class DecisionPublishError(RetrainingError):
     """Decisions did not reach Kafka or ClickHouse; the message says which and why."""
+
+
+class TrainerLoadError(RetrainingError, ValueError):
+    """The configured training entry point cannot be imported or is not callable."""
+
+
+class CandidateError(RetrainingError):
+    """A candidate could not be trained, evaluated or registered; the message says why."""
+
+
+class RunTransitionError(RetrainingError):
+    """A move the run's stage does not allow (e.g. approving a run that is not waiting)."""

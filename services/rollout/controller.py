@@ -107,6 +107,12 @@ class RolloutController:
         active = self._active.get(model_name)
         return active.state if active is not None else self.finished.get(model_name)
 
+    def step_starts_ms(self) -> list[int]:
+        """When the current step of each running rollout began: its evidence starts there."""
+        return [
+            a.state.step_started_ms for a in self._active.values() if a.state.phase is Phase.RUNNING
+        ]
+
     def on_command(self, command: ControlCommand) -> None:
         """Adopt a rollout a command carries, or end one a foreign command interrupted."""
         watched = self.provisional.get(command.model_name)

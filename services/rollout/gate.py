@@ -189,7 +189,9 @@ def _compare_accuracy(
     production = evidence.production_performance
     if canary is None or production is None:
         return False
-    canary_metrics, production_metrics = canary.classification, production.classification
+    # Binary and multi-class figures alike: correct answers out of labelled ones.
+    canary_metrics = canary.classification or canary.multiclass
+    production_metrics = production.classification or production.multiclass
     if canary_metrics is None or production_metrics is None:
         return False
     if min(canary_metrics.count, production_metrics.count) < plan.min_labelled_per_step:

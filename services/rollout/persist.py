@@ -102,6 +102,10 @@ def _object(text: str) -> dict[str, Any]:
 def _guard_from(raw: Mapping[str, Any]) -> GuardPolicy:
     fields = dict(raw)
     fields["performance_metric"] = PerformanceMetric(fields["performance_metric"])
+    # Plans recorded before per-task metrics have neither (the defaults apply).
+    for name in ("multiclass_metric", "regression_metric"):
+        if fields.get(name) is not None:
+            fields[name] = PerformanceMetric(fields[name])
     return GuardPolicy(**fields)
 
 

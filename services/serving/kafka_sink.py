@@ -25,9 +25,12 @@ def event_producer_settings(buffer_messages: int) -> dict[str, Any]:
         "linger.ms": 5,
         "compression.type": "lz4",
         "acks": "all",
-        # Idempotence could turn an outage's message timeouts into a fatal, permanent producer
-        # error; duplicates are harmless (everything downstream dedupes by prediction_id).
-        "enable.idempotence": False,
+        # Idempotent: a retry after a lost acknowledgement (a leader failover) neither doubles
+        # nor reorders an event. librdkafka bumps the epoch when queued events time out in an
+        # outage (KIP-360) instead of failing the producer: tests/integration/
+        # test_replica_outage.py shows an outage longer than the timeout costing the counted
+        # timed-out events only, and the producer delivering each later event once.
+        "enable.idempotence": True,
         "queue.buffering.max.messages": buffer_messages,
         "queue.buffering.max.kbytes": 256 * 1024,
         "message.timeout.ms": 30_000,

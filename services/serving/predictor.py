@@ -14,7 +14,7 @@ from typing import Any, NoReturn, Protocol
 
 from safeloop.schemas.events import ErrorKind, ModelConfig, PredictionEvent, Route
 from safeloop.services.guard.local import routed_canary
-from safeloop.services.models.task import confidence_of
+from safeloop.services.models.answer import Answer, answer
 from safeloop.services.serving.catalog import ModelCatalog
 from safeloop.services.serving.exceptions import (
     InjectedFaultError,
@@ -44,9 +44,11 @@ class Prediction:
     # Latency a rehearsal fault adds: the HTTP layer holds the answer back this long (without
     # blocking other requests); the published latency_ms already includes it.
     injected_delay_ms: float = 0.0
+    # Multi-class models: P(class k) at index k (prediction is the class index); else empty.
+    class_probabilities: tuple[float, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "prediction_id": self.prediction_id,
             "model": self.model_name,
             "model_version": self.model_version,
@@ -54,6 +56,9 @@ class Prediction:
             "prediction": self.prediction,
             "confidence": self.confidence,
         }
+        if self.class_probabilities:
+            body["class_probabilities"] = list(self.class_probabilities)
+        return body
 
 
 class LocalGuard(Protocol):
@@ -212,23 +217,30 @@ class Predictor:
         flags = self.flags.flags(name)
         set_current_flags(flags)
         try:
-            score = float(loaded.model.predict(features))
+            answered: Answer = answer(loaded, features)
         except Exception as exc:
             cause = f"{type(exc).__name__}: {exc}"
             failure = PredictionFailedError(
                 name, request.decision.version, request.prediction_id, cause
             )
             self._fail(request, features, failure, "model")
-        confidence = confidence_of(loaded.metadata.task, score)
-        self._publish(request, features, prediction=score, confidence=confidence, error=None)
+        self._publish(
+            request,
+            features,
+            prediction=answered.prediction,
+            confidence=answered.confidence,
+            error=None,
+            class_probabilities=answered.class_probabilities,
+        )
         return Prediction(
             request.prediction_id,
             name,
             request.decision.version,
             request.decision.route,
-            score,
-            confidence,
+            answered.prediction,
+            answered.confidence,
             request.injected_delay_ms,
+            tuple(answered.class_probabilities),
         )
 
     def _fail(
@@ -257,6 +269,7 @@ class Predictor:
         confidence: float | None,
         error: str | None,
         error_kind: ErrorKind | None = None,
+        class_probabilities: list[float] | None = None,
     ) -> None:
         decision = request.decision
         latency_ms = (time.perf_counter_ns() - request.started_ns) / 1e6 + request.injected_delay_ms
@@ -278,6 +291,7 @@ class Predictor:
             routing_hash_version=ROUTING_HASH_VERSION,
             error=error,
             error_kind=error_kind,
+            class_probabilities=class_probabilities or [],
         )
         self.sink.publish(event)
         if self.guard is not None:

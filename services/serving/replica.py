@@ -20,7 +20,9 @@ from safeloop.services.control.state import AppliedConfig, ApplyOutcome, ApplyRe
 from safeloop.services.control.status_reporter import StatusReporter, status_producer_settings
 from safeloop.services.guard.local import ReplicaGuard
 from safeloop.services.models.exceptions import ModelError, ModelNotFoundError
-from safeloop.services.models.store import ModelStore
+from safeloop.services.models.open_store import open_model_store
+from safeloop.services.models.reference import is_model_uri, parse_model_uri, resolve
+from safeloop.services.models.store_protocol import ModelStoreProtocol
 from safeloop.services.serving.app import create_app
 from safeloop.services.serving.catalog import ModelCatalog
 from safeloop.services.serving.guard_loop import GuardLoop
@@ -39,16 +41,26 @@ def default_replica_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def load_catalog(store: ModelStore, model_names: list[str] | None = None) -> ModelCatalog:
-    """Load and validate every version of the served models now, so a broken artifact stops
-    the replica at start-up instead of failing requests later."""
+def load_catalog(store: ModelStoreProtocol, model_names: list[str] | None = None) -> ModelCatalog:
+    """Load and validate the served models now, so a broken artifact stops the replica at
+    start-up instead of failing requests later.
+
+    A plain NAME loads every version (the store's default served first); a `models:/NAME/V`
+    or `models:/NAME@ALIAS` URI loads that version, served before any control command (the
+    other versions load in the background, see `Replica.load_new_versions`).
+    """
     names = model_names or store.names()
     if not names:
         raise ModelNotFoundError("(any)")
     catalog = ModelCatalog()
-    for name in names:
-        default = store.default_version(name)
-        for version, loaded in store.load_all(name).items():
+    for given in names:
+        if is_model_uri(given):
+            reference = parse_model_uri(given)
+            version = resolve(store, reference)
+            catalog.add(store.load(reference.name, version), default=True)
+            continue
+        default = store.default_version(given)
+        for version, loaded in store.load_all(given).items():
             catalog.add(loaded, default=version == default)
     return catalog
 
@@ -73,10 +85,11 @@ class Replica:
         catalog: ModelCatalog | None = None,
         keys: KeyRing | None = None,
         guard: ReplicaGuard | None = None,
+        store: ModelStoreProtocol | None = None,
     ) -> None:
         self.settings = settings
         self.replica_id = replica_id
-        self.store = ModelStore(settings.models_path)
+        self.store = store if store is not None else open_model_store(settings)
         self.catalog = catalog if catalog is not None else load_catalog(self.store, model_names)
         self.keys = keys if keys is not None else load_keyring(settings)
         topics = settings.topics

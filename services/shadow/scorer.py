@@ -13,9 +13,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from safeloop.schemas.events import ErrorKind, ModelConfig, PredictionEvent, Route
+from safeloop.services.models.answer import Answer, answer
 from safeloop.services.models.exceptions import ModelError
 from safeloop.services.models.loaded import LoadedModel
-from safeloop.services.models.task import confidence_of
 from safeloop.services.serving.flags import ModelFlags, set_current_flags
 from safeloop.services.shadow.agreement import ShadowAgreement
 
@@ -103,11 +103,11 @@ class ShadowScorer:
         self, event: PredictionEvent, loaded: LoadedModel, flags: ModelFlags
     ) -> PredictionEvent:
         started_ns = time.perf_counter_ns()
-        prediction: float | None = None
+        answered: Answer | None = None
         error: str | None = None
         set_current_flags(flags)
         try:
-            prediction = float(loaded.model.predict(event.features))
+            answered = answer(loaded, event.features)
         except Exception as exc:  # a failing shadow is recorded in its answer, never raised
             error = f"{type(exc).__name__}: {exc}"
             logger.debug("shadow %s/%s failed: %s", loaded.name, loaded.version, error)
@@ -122,10 +122,8 @@ class ShadowScorer:
             model_version=loaded.version,
             timestamp=event.timestamp,
             features=event.features,
-            prediction=prediction,
-            confidence=None
-            if prediction is None
-            else confidence_of(loaded.metadata.task, prediction),
+            prediction=None if answered is None else answered.prediction,
+            confidence=None if answered is None else answered.confidence,
             latency_ms=latency_ms,
             route=Route.SHADOW,
             replica_id=self.scorer_id,
@@ -133,4 +131,5 @@ class ShadowScorer:
             routing_hash_version=event.routing_hash_version,
             error=error,
             error_kind=None if error is None else ErrorKind.SERVER,
+            class_probabilities=[] if answered is None else answered.class_probabilities,
         )

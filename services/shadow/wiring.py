@@ -12,7 +12,7 @@ from safeloop.schemas.validation import validate_prediction
 from safeloop.services.control.clients import make_broadcast_reader
 from safeloop.services.control.follower import ControlFollower
 from safeloop.services.control.keys import load_keyring
-from safeloop.services.models.store import ModelStore
+from safeloop.services.models.open_store import open_model_store
 from safeloop.services.monitor.consumer import EventConsumer
 from safeloop.services.monitor.writer import MetricWriter
 from safeloop.services.shadow.process import ShadowScorerProcess
@@ -53,7 +53,7 @@ def build_shadow_scorer(
         name="shadow-scorer",
         validate=valid,
     )
-    store = ModelStore(settings.models_path)
+    store = open_model_store(settings)
     scorer = ShadowScorer(ShadowModels(store.load), config_of, scorer_id)
     producer = make_producer(settings, **{"linger.ms": 5})
     return ShadowScorerProcess(

@@ -140,6 +140,17 @@ STORY = [
         should_retrain, urgency, reason, max_psi, performance_drop, drifted_features)
     VALUES ('d1', 'fraud', 'v2', {end} - toIntervalMinute(3), true, 'elevated',
         'PSI of amount 0.33 above 0.25', 0.33, 0.012, ['amount'])""",
+    # The retraining loop acting on that decision: a candidate with its lineage, in shadow.
+    """INSERT INTO retraining_steps (run_id, model_name, base_version, candidate_version, stage,
+        step, timestamp, actor, reason, state)
+    SELECT 'd1', 'fraud', 'v2', s.2, s.1, s.3, {end} - toIntervalMinute(s.4), 'safeloop-retrain',
+        s.5, s.6
+    FROM (SELECT arrayJoin([
+        ('received', '', 0, 3, 'retraining asked (elevated)', '{{}}'),
+        ('registered', 'v2-r1a2b3c4d', 1, 2, 'candidate v2-r1a2b3c4d registered',
+         '{{"lineage": {{"decision_id": "d1", "training_rows": "4800", "train_from_ms": "0",
+           "evaluation_to_ms": "86400000", "half_life_ms": "604800000"}}}}'),
+        ('shadowing', 'v2-r1a2b3c4d', 2, 1, 'v2-r1a2b3c4d in shadow', '{{}}')]) AS s)""",
 ]
 
 
@@ -223,7 +234,8 @@ def test_dashboard_renders_every_chart_with_data(dashboard_url: str, artifacts_d
         page.on("request", lambda request: requests.append(request.url))
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(dashboard_url + "?model=fraud")
+        # On a loaded machine a fresh browser can take over 30 s to load plotly.js.
+        page.goto(dashboard_url + "?model=fraud", timeout=120_000)
         page.wait_for_selector("body[data-loaded='true']", timeout=30_000)
         page.wait_for_function(
             "ids => ids.every(id => (document.getElementById(id).data || []).length > 0)",
@@ -238,6 +250,9 @@ def test_dashboard_renders_every_chart_with_data(dashboard_url: str, artifacts_d
         assert page.locator("#drift-table .band.major").count() >= 1
         assert page.locator("#queue-table tbody tr").count() == 20
         assert page.locator("#events-table .kind.rollback").count() == 1
+        steps = page.locator("#retraining-steps-table tbody tr")
+        assert steps.count() == 3
+        assert "4800 rows" in steps.nth(1).inner_text()  # the candidate's lineage
         assert "v2" in page.locator("#prod-version").inner_text()
         marks = page.evaluate("() => document.getElementById('chart-errors').layout.shapes.length")
         assert marks == 7  # every control event marked on the charts
@@ -255,20 +270,55 @@ def test_dashboard_renders_every_chart_with_data(dashboard_url: str, artifacts_d
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium package")
+def test_the_range_fits_the_data_and_a_chosen_range_stays_in_the_url(dashboard_url: str) -> None:
+    with _browser() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        # A loaded machine takes a while to hand over plotly.min.js (3.5 MB).
+        page.set_default_navigation_timeout(120_000)
+        page.goto(dashboard_url + "?model=fraud")
+        page.wait_for_selector("body[data-loaded='true']", timeout=30_000)
+        # The story spans the last hour: the fitted range shows all of it, with a little room.
+        fitted = int(page.evaluate("() => document.body.dataset.minutes"))
+        assert 60 <= fitted <= 75, fitted
+        assert "range=auto" in page.url and "model=fraud" in page.url
+        assert "fits the data" in page.locator("#range-shown").inner_text()
+        assert page.locator("#range").input_value() == "auto"
+        span_s = page.evaluate(
+            """() => { const r = document.getElementById('chart-traffic').layout.xaxis.range;
+                       return (new Date(r[1]) - new Date(r[0])) / 1000; }"""
+        )
+        assert abs(span_s - fitted * 60) < 5, span_s
+        # A chosen range goes into the URL and comes back on reload (or from a shared link).
+        page.evaluate("() => { document.body.dataset.loaded = 'false'; }")
+        page.select_option("#range", "360")
+        page.wait_for_selector("body[data-loaded='true'][data-minutes='360']", timeout=30_000)
+        assert "range=360" in page.url
+        page.reload()
+        page.wait_for_selector("body[data-loaded='true']", timeout=30_000)
+        assert page.locator("#range").input_value() == "360"
+        assert page.evaluate("() => document.body.dataset.minutes") == "360"
+        page.goto(dashboard_url + "?model=fraud&range=45")
+        page.wait_for_selector("body[data-loaded='true']", timeout=30_000)
+        assert page.locator("#range").input_value() == "45"
+        assert page.evaluate("() => document.body.dataset.minutes") == "45"
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium package")
 def test_dashboard_says_no_data_yet_then_shows_errors(stack: Any) -> None:
     empty: Settings = stack.fresh("dashempty")
     missing = replace(empty, clickhouse_database=f"{empty.clickhouse_database}_missing")
     with _browser() as browser, _dashboard(empty) as url:
         page = browser.new_page()
-        page.goto(url)
+        page.goto(url, timeout=120_000)
         page.wait_for_selector("body[data-loaded='true']", timeout=30_000)
-        messages = page.locator(".chart .message").all_inner_texts()
+        # Multi-class and regression panels stay hidden for a page without such a model.
+        messages = page.locator("section:not([hidden]) .chart .message").all_inner_texts()
         assert messages == ["no data yet"] * len(CHARTS)
     with _browser() as browser, _dashboard(missing) as url:
         page = browser.new_page()
-        page.goto(url)
+        page.goto(url, timeout=120_000)
         page.wait_for_selector("body[data-loaded='true']", timeout=30_000)
         assert "ClickHouse unavailable" in page.locator("#status").inner_text()
-        errors = page.locator(".chart .message.bad").all_inner_texts()
+        errors = page.locator("section:not([hidden]) .chart .message.bad").all_inner_texts()
         assert len(errors) == len(CHARTS)
         assert all(missing.clickhouse_database in e for e in errors), errors

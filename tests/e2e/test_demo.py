@@ -82,6 +82,16 @@ def test_demo_tells_the_whole_story(
         "WHERE model_name = 'churn' AND should_retrain"
     ).result_rows
     assert any("income" in drifted for _, _, drifted in decisions), decisions
+    # The retraining loop closed the circle by itself: a candidate trained on the labelled
+    # window, shadowed, then rolled out to promotion (or rolled back if it was worse).
+    assert "retrain loop" in report
+    runs = client.query(
+        "SELECT run_id, arrayMap(s -> s.2, arraySort(groupArray((step, stage)))) "
+        "FROM retraining_steps FINAL WHERE model_name = 'churn' GROUP BY run_id"
+    ).result_rows
+    closed = [stages for _, stages in runs if stages[-1] in ("promoted", "rolled_back")]
+    assert closed, runs
+    assert closed[0][:5] == ["received", "registered", "shadowing", "approved", "canary"]
     # The demo stopped every process it started: nothing still writes into its state dir.
     leftovers = subprocess.run(
         ["pgrep", "-f", str(tmp_path / "state")], capture_output=True, text=True, check=False

@@ -22,6 +22,7 @@ from _waiting import now_ms, wait_for  # noqa: F401 (the tests import wait_for f
 from confluent_kafka import Consumer, Producer
 
 from safeloop.infra.kafka.clients import connection_config
+from safeloop.infra.kafka.produce import produce_batch_confirmed
 from safeloop.infra.settings import Settings
 from safeloop.schemas.codec import OUTCOME_CODEC, PREDICTION_CODEC
 from safeloop.schemas.events import OutcomeEvent, PredictionEvent, Route
@@ -63,7 +64,11 @@ class Run:
     # -- workers ---------------------------------------------------------------------------
 
     def start_worker(
-        self, index: int, web_port: int, extra_env: dict[str, str] | None = None
+        self,
+        index: int,
+        web_port: int,
+        extra_env: dict[str, str] | None = None,
+        batch_max: int = 2000,
     ) -> str:
         """Start `safeloop process --worker-index index` as its own process; returns its name."""
         name = f"worker-{index}"
@@ -78,7 +83,7 @@ class Run:
             "--flush-interval-ms",
             "100",
             "--batch-max",
-            "2000",
+            str(batch_max),
         ]
         # The child keeps its own copy of the descriptor; ours closes at once.
         with (self.state_dir / f"{name}.log").open("ab") as log:
@@ -118,6 +123,25 @@ class Run:
                 }
             )
         self.producer.produce(topic, value, key)
+
+    def send_batch(self, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+        """Publish `records` (key, value) through librdkafka's batch API, confirmed."""
+        producer = Producer(
+            {
+                **connection_config(self.settings),
+                "linger.ms": 20,
+                "batch.num.messages": 10_000,
+                "queue.buffering.max.messages": 1_000_000,
+                "compression.type": "lz4",
+                "partitioner": self.partitioner,
+            }
+        )
+        try:
+            # In chunks, each confirmed: a loaded machine acknowledges 100,000s slowly.
+            for start in range(0, len(records), 50_000):
+                produce_batch_confirmed(producer, topic, records[start : start + 50_000], 300.0)
+        finally:
+            producer.flush(30)
 
     def send_prediction(self, event: PredictionEvent) -> None:
         self.produce(

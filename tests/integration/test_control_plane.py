@@ -277,3 +277,65 @@ def test_promote_and_shadow(serving: ServingStack, replicas: list[Replica], cli:
     assert cli("shadow", "churn", "off", "--wait")[0] == 0
     assert cli("rollback", "churn", "--to", "v1", "--reason", "reset", "--wait")[0] == 0
     assert routes(replicas[0], 50) == {(Route.PRODUCTION, "v1")}
+
+
+def test_cli_command_that_loses_its_sequence_is_rebased_or_reported(
+    serving: ServingStack,
+    replicas: list[Replica],
+    cli: Cli,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert cli("canary", "churn", "--percent", "10", "--version", "v2", "--wait")[0] == 0
+    original_send = ControlPublisher.send
+    rivals: list[ControlCommand] = []
+
+    def rival_first(
+        self: ControlPublisher, command: ControlCommand, timeout_s: float = 15.0
+    ) -> None:
+        # Another operator, who read the same state, publishes the same sequence just before us.
+        if len(rivals) < rivals_to_send:
+            rival = dataclasses.replace(
+                command,
+                command_id=f"rival-{command.command_id}",
+                issuer="other-operator",
+                config=dataclasses.replace(command.config, flags={"from": "rival"}),
+                signature="",
+            )
+            rival = sign(rival, serving.keys.signing_key)
+            original_send(self, rival, timeout_s)
+            rivals.append(rival)
+        original_send(self, command, timeout_s)
+
+    monkeypatch.setattr(ControlPublisher, "send", rival_first)
+    rivals_to_send = 1
+    code, out, err = cli("canary", "churn", "--percent", "30", "--wait", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["attempts"] == 2
+    assert [lost["command_id"] for lost in result["lost_to"]] == [rivals[0].command_id]
+    command = result["command"]
+    assert command["sequence"] == rivals[0].sequence + 1
+    # Rebased on the winner: its flag kept, our change applied on top.
+    assert command["config"]["flags"] == {"from": "rival"}
+    assert command["config"]["canary_basis_points"] == 3000
+    assert result["wait"]["outcome"] == "in_force"
+    for replica in replicas:
+        applied = replica.state.applied("churn")
+        assert applied is not None and applied.sequence == command["sequence"]
+
+    # Without retries the loss is reported with its own exit code, and nothing of it applies.
+    rivals.clear()
+    code, _, err = cli("canary", "churn", "--percent", "40", "--retries", "0")
+    assert code == 4, err
+    assert "lost sequence" in err and "other-operator" in err
+    assert wait_for(
+        lambda: all(
+            (applied := replica.state.applied("churn")) is not None
+            and applied.command_id == rivals[0].command_id
+            for replica in replicas
+        ),
+        timeout_s=20,
+    ), "replicas did not apply the rival that won the sequence"
+    for replica in replicas:
+        applied = replica.state.applied("churn")
+        assert applied is not None and applied.sequence == rivals[0].sequence

@@ -23,6 +23,7 @@ from safeloop.schemas.tables import (
     OUTCOMES,
     PERFORMANCE_METRICS,
     PREDICTIONS,
+    RETRAINING_STEPS,
 )
 from safeloop.services.dashboard.app import create_app
 from safeloop.services.dashboard.exceptions import QueryFailedError
@@ -59,12 +60,13 @@ def _predictions() -> list[list[Any]]:
                 1,
                 error,
                 None if error is None else "server",
+                [],
             ]
         )
     rows.append(
         [
             *("p0", "fraud", "v1s", NOW, {"amount": 0.0}, 0.9, 0.9, 7.0, "shadow", "r", "k0", 1),
-            *(None, None),
+            *(None, None, []),
         ]
     )
     return rows
@@ -93,6 +95,7 @@ def _feedback(client: Client) -> None:
                 5000,
                 "labels",
                 stamp + timedelta(seconds=5),
+                [],
             ]
         )
     client.insert(
@@ -203,6 +206,18 @@ def _control(client: Client) -> None:
             "drifted_features",
         ],
     )
+    state = (
+        '{"lineage": {"decision_id": "d1", "half_life_ms": "86400000", "training_rows": "480",'
+        ' "train_from_ms": "0", "evaluation_to_ms": "1"}}'
+    )
+    client.insert(
+        "retraining_steps",
+        [
+            ["d1", "fraud", "v1", "", "received", 0, NOW, "safeloop-retrain", "asked", "{}"],
+            ["d1", "fraud", "v1", "v1-r1", "registered", 1, NOW, "safeloop-retrain", "ok", state],
+        ],
+        column_names=RETRAINING_STEPS.columns,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -300,6 +315,10 @@ def test_quality_and_labelling_queue(dash: Settings) -> None:
     assert curve["count"] == [4, 6]
     assert [d["feature"] for d in quality["drift"]] == ["amount", "age"]
     assert quality["retraining"][0]["drifted_features"] == ["amount"]
+    newest, oldest = quality["retraining_steps"]
+    assert (newest["stage"], oldest["stage"]) == ("registered", "received")
+    assert newest["candidate_version"] == "v1-r1"
+    assert newest["lineage"]["half_life_ms"] == "86400000" and oldest["lineage"] == {}
     queue = api(dash, "/api/labelling?model=fraud")["items"]
     ids = [q["prediction_id"] for q in queue]
     labelled = {"p0", *(f"p{i}" for i in range(2, 10))}

@@ -187,8 +187,9 @@ def test_a_version_no_replica_can_load_is_refused_naming_the_replicas(
 ) -> None:
     store = ModelStore(serving.settings.models_path)
     dataset = make_dataset(ModelTask.CLASSIFICATION, 500, tuple(FEATURES), seed=5)
-    path = store.save(*train_model("churn", "v5", ModelTask.CLASSIFICATION, dataset))
-    (path / ARTIFACT_FILE).unlink()  # the metadata is fine; the artifact is gone
+    version = store.save(*train_model("churn", "v5", ModelTask.CLASSIFICATION, dataset))
+    # The metadata is fine; the artifact is gone.
+    (store.path_of("churn", version) / ARTIFACT_FILE).unlink()
     # Each replica rescans the store on its heartbeat and notes that v5 does not load.
     assert wait_for(lambda: all(("churn", "v5") in r.unloadable for r in replicas))
     code, _, err = cli("shadow", "churn", "on", "--version", "v5")

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Iterator
 
 import httpx
 import pytest
 from _serving_harness import FEATURES, ServingStack, serving_stack, wait_for
 
+from safeloop.infra.kafka.clients import make_consumer, make_producer
+from safeloop.schemas.events import PredictionEvent, Route
+from safeloop.services.serving.kafka_sink import KafkaEventSink, event_producer_settings
 from safeloop.services.serving.replica import Replica
 
 pytestmark = pytest.mark.integration
@@ -85,3 +89,81 @@ def test_predictions_survive_kafka_outage_and_drops_are_counted(
     delivered_before = replica.sink.stats().delivered
     hammer(replica, 0.5)
     assert wait_for(lambda: replica.sink.stats().delivered > delivered_before, timeout_s=60)
+
+
+def _events(count: int) -> list[PredictionEvent]:
+    now_ms = int(time.time() * 1000)
+    ids = [uuid.uuid4().hex for _ in range(count)]
+    route, features = Route.PRODUCTION, dict(FEATURES)
+    return [
+        PredictionEvent(pid, "churn", "v1", now_ms, features, 0.5, 0.9, 1.0, route, "o", pid, 0)
+        for pid in ids
+    ]
+
+
+def _keys_on_topic(stack: ServingStack, wanted: set[str], timeout_s: float = 30.0) -> list[str]:
+    """Every record key of `wanted` on the predictions topic, duplicates included."""
+    consumer = make_consumer(stack.settings, f"outage-{uuid.uuid4().hex[:6]}")
+    consumer.subscribe([stack.settings.topics.predictions])
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        idle_polls = 0
+        while time.monotonic() < deadline and (len(set(seen)) < len(wanted) or idle_polls < 4):
+            message = consumer.poll(0.5)
+            if message is None or message.error() is not None:
+                idle_polls += 1
+                continue
+            idle_polls = 0
+            key = (message.key() or b"").decode()
+            if key in wanted:
+                seen.append(key)
+    finally:
+        consumer.close()
+    return seen
+
+
+def test_the_idempotent_sink_survives_an_outage_longer_than_its_message_timeout(
+    stack: ServingStack,
+) -> None:
+    """The consequence of idempotence measured: events that time out in an outage are counted
+    as failed (as without it); the producer is not left fatally failed, and what it sends after
+    the restart lands once each."""
+    assert stack.broker is not None
+    stack.broker.start()
+    settings = {**event_producer_settings(10_000), "message.timeout.ms": 5000}
+    sink = KafkaEventSink(
+        make_producer(stack.settings, **settings), stack.settings.topics.predictions
+    )
+
+    def delivered_one() -> bool:
+        # The first events wait for a producer id (on a busy machine, past a short timeout).
+        if sink.pending() == 0 and sink.stats().delivered > 0:
+            return True
+        if sink.pending() == 0:
+            sink.publish(_events(1)[0])
+        return False
+
+    try:
+        assert wait_for(delivered_one, timeout_s=60, every_s=1.0)
+        before = sink.stats()
+
+        stack.broker.stop()
+        for event in _events(200):
+            sink.publish(event)
+        assert wait_for(lambda: sink.pending() == 0, timeout_s=30)
+        assert sink.stats().delivery_failed - before.delivery_failed == 200
+
+        stack.broker.start()
+        after = _events(100)
+        for event in after:
+            sink.publish(event)
+        assert wait_for(lambda: sink.pending() == 0, timeout_s=60)
+        stats = sink.stats()
+        assert stats.delivery_failed - before.delivery_failed == 200, stats
+        assert stats.delivered - before.delivered == 100, stats
+    finally:
+        sink.close()
+    wanted = {event.prediction_id for event in after}
+    keys = _keys_on_topic(stack, wanted)
+    assert sorted(keys) == sorted(wanted)  # every one, none twice

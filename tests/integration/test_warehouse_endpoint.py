@@ -11,7 +11,9 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import clickhouse_connect
 import httpx
@@ -27,6 +29,7 @@ from safeloop.infra.exceptions import PortInUseError, WarehouseError
 from safeloop.infra.settings import Secret, Settings
 from safeloop.infra.warehouse import ServerConfig, WarehouseProcess, WarehouseServer
 from safeloop.infra.warehouse.engine import Engine
+from safeloop.infra.warehouse.sessions import SessionStore
 
 pytestmark = pytest.mark.integration
 
@@ -514,17 +517,44 @@ def test_with_insert_with_inline_data_takes_the_insert_path(client: Client) -> N
         client.command(f"DROP TABLE IF EXISTS {name}")
 
 
-def test_a_session_is_free_for_the_next_query_as_soon_as_an_answer_ends(url: str) -> None:
-    session_id = str(uuid.uuid4())
-    # Two clients, two connections, one session: each answer's end must find it released.
-    first, second = _client(url, session_id=session_id), _client(url, session_id=session_id)
-    try:
-        for index in range(300):
-            assert first.query(f"SELECT {index}, number FROM numbers(3)").row_count == 3
-            assert second.command(f"SELECT {index}") == index
-    finally:
-        first.close()
-        second.close()
+def test_a_session_is_free_for_the_next_query_as_soon_as_an_answer_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The release of a session is made slow, so a server that releases it after the answer's
+    # last chunk (the client already reading the next query's answer) is caught every time,
+    # not once in thousands of queries.
+    release_s = 0.3
+    acquire = SessionStore.acquire
+
+    @contextmanager
+    def slow_release(
+        store: SessionStore, session_id: str, timeout: float, check: bool
+    ) -> Iterator[Any]:
+        with acquire(store, session_id, timeout, check) as connection:
+            yield connection
+            time.sleep(release_s)
+
+    monkeypatch.setattr(SessionStore, "acquire", slow_release)
+    with WarehouseServer(ServerConfig(tmp_path / "wh", port=0)) as server:
+        session_id = str(uuid.uuid4())
+        # Two clients, two connections (clickhouse-connect's shared pool would carry both on one
+        # keep-alive connection, served in turn), one session: each answer's end must find it
+        # released.
+        first = _client(server.url, session_id=session_id, dedicated_pool=True)
+        second = _client(server.url, session_id=session_id, dedicated_pool=True)
+        try:
+            for index in range(3):
+                started = time.monotonic()
+                assert first.query(f"SELECT {index}, number FROM numbers(3)").row_count == 3
+                answered = time.monotonic()
+                # At once, on another connection: SESSION_IS_LOCKED had the session not been
+                # released before the answer ended.
+                assert second.command(f"SELECT {index}") == index
+                assert answered - started >= release_s
+                assert first.command(f"SELECT {index} + 1") == index + 1
+        finally:
+            first.close()
+            second.close()
 
 
 NATIVE_MIX = (

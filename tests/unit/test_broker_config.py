@@ -6,10 +6,11 @@ import base64
 import os
 import socket
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from safeloop.infra.exceptions import ExternalClusterError, PortInUseError
+from safeloop.infra.exceptions import ExternalClusterError, PortInUseError, StartupError
 from safeloop.infra.kafka.broker import (
     LocalKafkaBroker,
     broker_properties,
@@ -17,8 +18,12 @@ from safeloop.infra.kafka.broker import (
     new_cluster_id,
     render_properties,
 )
+from safeloop.infra.kafka.broker_config import controller_ids
+from safeloop.infra.kafka.broker_security import BrokerSecurity, secured_properties
+from safeloop.infra.kafka.certificates import TlsFiles
+from safeloop.infra.kafka.cluster_status import summarise
 from safeloop.infra.portcheck import free_port
-from safeloop.infra.settings import Settings
+from safeloop.infra.settings import Secret, Settings
 
 
 def _settings(tmp_path: Path, **changes: object) -> Settings:
@@ -111,3 +116,88 @@ def test_pid_file_naming_another_program_is_stale(tmp_path: Path) -> None:
     assert not broker.status().running
     assert not broker.stop().running
     assert not broker.paths.pid_file.exists()
+
+
+@pytest.mark.parametrize(
+    ("brokers", "voters"), [(1, [1]), (2, [1]), (3, [1, 2, 3]), (4, [1, 2, 3]), (7, [1, 2, 3])]
+)
+def test_the_quorum_is_an_odd_number_of_voters(brokers: int, voters: list[int]) -> None:
+    assert controller_ids(brokers) == voters
+
+
+def test_three_nodes_share_one_quorum_on_their_own_ports(tmp_path: Path) -> None:
+    settings = _settings(tmp_path).with_kafka_brokers(3)
+    nodes = [broker_properties(settings, tmp_path / f"d{n}", n) for n in (1, 2, 3)]
+    voters = "1@127.0.0.1:19093,2@127.0.0.1:19095,3@127.0.0.1:19097"
+    assert {props["controller.quorum.voters"] for props in nodes} == {voters}
+    assert [props["node.id"] for props in nodes] == ["1", "2", "3"]
+    assert nodes[2]["listeners"] == "PLAINTEXT://127.0.0.1:19096,CONTROLLER://127.0.0.1:19097"
+    assert settings.bootstrap_servers == "127.0.0.1:19092,127.0.0.1:19094,127.0.0.1:19096"
+    for props in nodes:
+        assert props["default.replication.factor"] == "3"
+        assert props["min.insync.replicas"] == "2"
+        assert props["offsets.topic.replication.factor"] == "3"
+        assert props["transaction.state.log.min.isr"] == "2"
+
+
+def test_nodes_beyond_the_quorum_are_brokers_only(tmp_path: Path) -> None:
+    settings = _settings(tmp_path).with_kafka_brokers(4)
+    props = broker_properties(settings, tmp_path, 4)
+    assert props["process.roles"] == "broker"
+    assert props["listeners"] == "PLAINTEXT://127.0.0.1:19098"
+    security = BrokerSecurity(Secret("pw"), TlsFiles(tmp_path))
+    secured = secured_properties(settings, security, 4, controller=False)
+    assert secured["listeners"] == "SASL_SSL://127.0.0.1:19098"
+    assert secured["advertised.listeners"] == "SASL_SSL://127.0.0.1:19098"
+
+
+def test_each_node_keeps_its_own_data_and_pid_but_shares_security(tmp_path: Path) -> None:
+    broker = LocalKafkaBroker(_settings(tmp_path).with_kafka_brokers(3))
+    first, third = broker.node_paths(1), broker.node_paths(3)
+    assert first.data == broker.paths.data  # node 1 keeps the single-node layout
+    assert third.data == broker.paths.root / "node-3" / "data"
+    assert third.pid_file != first.pid_file
+    assert third.security == first.security
+
+
+def test_the_formatted_node_count_is_what_later_commands_see(tmp_path: Path) -> None:
+    (tmp_path / "kafka").mkdir()
+    (tmp_path / "kafka" / "brokers").write_text("3\n")
+    settings = Settings.from_env({"SAFELOOP_STATE_DIR": str(tmp_path)})
+    assert settings.kafka_brokers == 3 and settings.replication_factor == 3
+    explicit = {"SAFELOOP_STATE_DIR": str(tmp_path), "SAFELOOP_REPLICATION_FACTOR": "1"}
+    assert Settings.from_env(explicit).replication_factor == 1
+    assert Settings.from_env({**explicit, "SAFELOOP_KAFKA_BROKERS": "2"}).kafka_brokers == 2
+
+
+def test_restarting_with_another_node_count_is_refused(tmp_path: Path) -> None:
+    broker = LocalKafkaBroker(_settings(tmp_path))
+    broker.paths.data.mkdir(parents=True)
+    broker.paths.meta_properties.write_text("cluster.id=x\n")
+    broker.paths.node_count_file.write_text("1\n")
+    settings = _settings(tmp_path, kafka_port=free_port(), kafka_controller_port=free_port())
+    with pytest.raises(StartupError, match="formatted with 1 node"):
+        LocalKafkaBroker(settings.with_kafka_brokers(3)).start()
+
+
+def test_status_counts_leadership_and_under_replication_per_leader() -> None:
+    def partition(leader: int, replicas: list[int], isrs: list[int]) -> SimpleNamespace:
+        return SimpleNamespace(leader=leader, replicas=replicas, isrs=isrs)
+
+    topic = SimpleNamespace(
+        partitions={
+            0: partition(1, [1, 2, 3], [1, 2, 3]),
+            1: partition(2, [2, 3, 1], [2, 3]),
+            2: partition(2, [2, 1, 3], [2, 1, 3]),
+            3: partition(-1, [3, 1, 2], []),
+        }
+    )
+    load = summarise([topic], {1, 2}, [1, 2, 3])
+    assert [
+        (n.node_id, n.registered, n.partitions_led, n.under_replicated) for n in load.nodes
+    ] == [
+        (1, True, 1, 0),
+        (2, True, 2, 1),
+        (3, False, 0, 0),
+    ]
+    assert load.offline_partitions == 1

@@ -14,7 +14,19 @@ from safeloop.services.publishing import file_publish, ingest_app
 from safeloop.services.rollout.plan import Approval, DeadlineAction, FailAction
 
 # Each costs 0.1-1 s to import; an operator's `canary`, `rollback` or `status` needs none.
-HEAVY = ("chdb", "clickhouse_connect", "faust", "numpy", "starlette", "uvicorn", "mode")
+HEAVY = (
+    "chdb",
+    "clickhouse_connect",
+    "faust",
+    "numpy",
+    "starlette",
+    "uvicorn",
+    "mode",
+    # Seconds to import; only the processes that use the MLflow registry load it.
+    "mlflow",
+    "sqlalchemy",
+    "alembic",
+)
 # Only the commands that talk to Kafka need these.
 KAFKA = ("confluent_kafka", "fastavro")
 
@@ -65,3 +77,12 @@ def test_rollout_choices_spelled_out_in_the_parser_match_the_plan() -> None:
     assert outcomes_commands.DEFAULT_FILE_BATCH == file_publish.DEFAULT_FILE_BATCH
     assert ingest_commands.DEFAULT_MAX_BODY_BYTES == ingest_app.DEFAULT_MAX_BODY_BYTES
     assert ingest_commands.DEFAULT_SOURCE == ingest_app.DEFAULT_SOURCE
+
+
+def test_guard_metric_choices_spelled_out_in_the_parser_match_the_policy() -> None:
+    from safeloop.services.cli.metrics_commands import MULTICLASS_METRICS, REGRESSION_METRICS
+    from safeloop.services.guard.policy import TASK_METRICS
+    from safeloop.services.metrics.performance import Task
+
+    assert set(MULTICLASS_METRICS) == {m.value for m in TASK_METRICS[Task.MULTICLASS]}
+    assert set(REGRESSION_METRICS) == {m.value for m in TASK_METRICS[Task.REGRESSION]}

@@ -10,7 +10,12 @@ from typing import Any
 import pytest
 import yaml
 
-from safeloop.infra.settings import Settings
+# The size of the local cluster the failover tests start: docker-compose must run that cluster.
+from conftest import CLUSTER_BROKERS
+
+from safeloop.infra.kafka.broker_config import broker_properties, controller_ids
+from safeloop.infra.kafka.topics import topic_specs
+from safeloop.infra.settings import Settings, local_min_insync_replicas
 from safeloop.services.cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,3 +121,87 @@ def test_only_setup_is_the_kafka_admin_and_it_grants_every_role() -> None:
     ]
     assert {argv[2] for argv in grants} == {"operator", "replica", "labels", "processor", "metrics"}
     assert OURS["dashboard"]["secrets"] == []
+
+
+def _kafka_env_to_property(variable: str) -> str:
+    """The apache/kafka image's rule: KAFKA_A_B -> a.b, `__` -> `_`, `___` -> `-`."""
+    name = variable.removeprefix("KAFKA_").lower()
+    return (
+        name.replace("___", "\0")
+        .replace("__", "\1")
+        .replace("_", ".")
+        .replace("\0", "-")
+        .replace("\1", "_")
+    )
+
+
+# Per node or per network (names, ports, paths, listeners) or set in the image's own way.
+_NODE_SPECIFIC = {
+    "node.id",
+    "listeners",
+    "advertised.listeners",
+    "listener.security.protocol.map",
+    "inter.broker.listener.name",
+    "controller.quorum.voters",
+    "log.dirs",
+    "num.partitions",
+}
+
+
+@pytest.mark.parametrize("node", [1, 2, 3])
+def test_compose_brokers_run_as_the_tested_local_three_node_cluster(node: int) -> None:
+    tested = Settings().with_kafka_brokers(CLUSTER_BROKERS)
+    local = broker_properties(tested, Path("/data"), node)
+    env = SERVICES[f"kafka-{node}"]["environment"]
+    compose = {_kafka_env_to_property(k): str(v) for k, v in env.items() if k.startswith("KAFKA_")}
+    for key, value in local.items():
+        if key in _NODE_SPECIFIC:
+            continue
+        assert compose.get(key) == value, (
+            f"kafka-{node}: {key} is {compose.get(key)}, tested {value}"
+        )
+    voters = compose["controller.quorum.voters"].split(",")
+    assert [v.split("@")[0] for v in voters] == [str(i) for i in controller_ids(CLUSTER_BROKERS)]
+
+
+def test_compose_topics_get_the_tested_replication_and_min_isr() -> None:
+    env = OURS["setup"]["environment"]
+    parsed = Settings.from_env(
+        {k: str(v) for k, v in env.items() if "${" not in str(v) and not k.endswith("_FILE")}
+    )
+    tested = Settings().with_kafka_brokers(CLUSTER_BROKERS)
+    assert {
+        (s.replication_factor, s.config.get("min.insync.replicas")) for s in topic_specs(parsed)
+    } == {(tested.replication_factor, str(local_min_insync_replicas(tested.replication_factor)))}
+
+
+def test_the_clickhouse_cluster_profile_is_optional_and_complete() -> None:
+    profiled = {
+        n for n, spec in SERVICES.items() if "clickhouse-cluster" in spec.get("profiles", [])
+    }
+    assert profiled == {"clickhouse-keeper", "clickhouse-r1", "clickhouse-r2", "cluster-setup"}
+    version = SERVICES["clickhouse"]["image"].split(":")[1]
+    assert SERVICES["clickhouse-keeper"]["image"] == f"clickhouse/clickhouse-keeper:{version}"
+    replicas = [SERVICES["clickhouse-r1"], SERVICES["clickhouse-r2"]]
+    assert {r["image"] for r in replicas} == {SERVICES["clickhouse"]["image"]}
+    assert {r["environment"]["CLICKHOUSE_REPLICA"] for r in replicas} == {
+        "clickhouse-r1",
+        "clickhouse-r2",
+    }
+    for name in ("clickhouse-keeper", "clickhouse-r1", "clickhouse-r2"):
+        assert "test" in SERVICES[name]["healthcheck"], name
+    config = (ROOT / "infra/clickhouse_server/cluster/config.d/cluster.xml").read_text()
+    for replica in ("clickhouse-r1", "clickhouse-r2"):
+        assert f"<host>{replica}</host>" in config
+        assert (
+            SERVICES[replica]["depends_on"]["clickhouse-keeper"]["condition"] == "service_healthy"
+        )
+    assert "<host>clickhouse-keeper</host><port>9181</port>" in config
+    keeper = (ROOT / "infra/clickhouse_server/keeper/keeper.xml").read_text()
+    assert "<tcp_port>9181</tcp_port>" in keeper and "<port>9182</port>" in keeper
+    # The cluster's DDL is applied under the name remote_servers gives the cluster.
+    argv = _safeloop_invocations(SERVICES["cluster-setup"])[0]
+    cluster = argv[argv.index("--cluster") + 1]
+    assert f"<{cluster}>" in config
+    setup_waits = SERVICES["setup"]["depends_on"]["cluster-setup"]
+    assert setup_waits == {"condition": "service_completed_successfully", "required": False}

@@ -14,6 +14,7 @@ import safeloop.infra.clickhouse.client as clickhouse_client_module
 import safeloop.infra.kafka.clients as kafka_clients
 import safeloop.services.control.clients as control_clients
 import safeloop.services.control.publisher as control_publisher
+import safeloop.services.control.race as control_race
 from safeloop.infra.exceptions import InsertError, WarehouseError
 from safeloop.infra.settings import Settings
 from safeloop.schemas.codec import CONTROL_CODEC
@@ -157,6 +158,12 @@ def cli_env(monkeypatch: pytest.MonkeyPatch) -> tuple[FakeProducer, list[FakeCli
     monkeypatch.setattr(control_clients, "make_broadcast_reader", lambda *a, **kw: None)
     monkeypatch.setattr(
         control_publisher, "read_control_topic", lambda *a, **kw: ControlTopicView({}, 0)
+    )
+    # The topic after the send holds exactly what this producer sent: no rival publisher.
+    monkeypatch.setattr(
+        control_race,
+        "read_history",
+        lambda *a, **kw: [CONTROL_CODEC.decode(value) for value in producer.sent],
     )
 
     def connect(settings: Settings) -> FakeClient:

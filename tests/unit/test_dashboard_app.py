@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -58,6 +58,17 @@ def test_page_and_its_assets_are_served_locally() -> None:
 def test_models_lists_models_busiest_first() -> None:
     reader = FakeReader({"models": [{"model_name": "fraud", "requests": 9}]})
     assert get(reader, "/api/models?minutes=60").json() == {"models": ["fraud"]}
+
+
+def test_extent_fits_the_range_to_the_models_data() -> None:
+    earliest = datetime.now(UTC).replace(tzinfo=None) - timedelta(minutes=30)
+    reader = FakeReader({"data_extent": [{"found": 5, "earliest": earliest, "latest": earliest}]})
+    answer = get(reader, "/api/extent?model=fraud").json()
+    assert answer["model"] == "fraud"
+    assert answer["minutes"] in (33, 34)  # 30 minutes and a tenth, the clock moving on
+    assert reader.asked[0].parameters["model"] == "fraud"
+    assert get(FakeReader({}), "/api/extent?model=fraud").json()["minutes"] == 60
+    assert get(FakeReader({}), "/api/extent").status_code == 400
 
 
 def test_series_shapes_every_panel() -> None:

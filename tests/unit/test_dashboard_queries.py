@@ -19,6 +19,7 @@ def every_query(model: str = "fraud", minutes: int = 60) -> list[Query]:
     scope = Scope.last(model, minutes, now=NOW)
     return [
         queries.models(scope.since),
+        queries.data_extent(model, scope.since),
         queries.traffic_mix(scope),
         queries.serving_config(model),
         queries.control_events(scope),
@@ -27,6 +28,7 @@ def every_query(model: str = "fraud", minutes: int = 60) -> list[Query]:
         queries.reliability(scope),
         queries.drift_table(scope),
         queries.retraining(scope),
+        queries.retraining_steps(scope),
         queries.labelling_queue(model, NOW - timedelta(minutes=15)),
     ]
 
@@ -80,3 +82,15 @@ def test_queries_only_read() -> None:
     for query in every_query():
         assert re.match(r"\s*(SELECT|WITH)\b", query.sql)
         assert not re.search(r"\b(INSERT|ALTER|DROP|CREATE|TRUNCATE|OPTIMIZE)\b", query.sql)
+
+
+def test_task_series_are_charted_and_task_figures_bind_the_scope() -> None:
+    from datetime import UTC, datetime
+
+    from safeloop.services.dashboard import queries, task_queries
+
+    assert set(task_queries.TASK_SERIES) <= set(queries.PERFORMANCE_METRICS)
+    scope = queries.Scope.last("species", 60, datetime(2026, 1, 1, tzinfo=UTC))
+    query = task_queries.task_figures(scope)
+    assert query.parameters["model"] == "species"
+    assert list(query.parameters["figures"]) == list(task_queries.TASK_FIGURES)

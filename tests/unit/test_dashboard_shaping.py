@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from safeloop.services.dashboard import shaping
 
@@ -239,3 +239,30 @@ def test_the_newest_bucket_rate_counts_only_the_seconds_it_covers() -> None:
     until = datetime(2026, 1, 2, 12, 1, 15, tzinfo=UTC)
     (series,) = shaping.serving_series(rows, step_seconds=60, until=until)
     assert series["rps"] == [2.0, 2.0]
+
+
+def test_the_default_range_fits_the_data_up_to_a_day() -> None:
+    now = datetime(2026, 1, 2, 12, 0, tzinfo=UTC)
+    # A three-minute demo: the whole of it plus a minute of room, never under five minutes.
+    assert shaping.fitted_minutes(now - timedelta(minutes=3), now) == 5
+    assert shaping.fitted_minutes(now - timedelta(minutes=7, seconds=30), now) == 9
+    # An hour of data: the hour and a tenth more.
+    assert shaping.fitted_minutes(now - timedelta(hours=1), now) == 66
+    # Naive datetimes from ClickHouse are UTC.
+    naive = (now - timedelta(hours=1)).replace(tzinfo=None)
+    assert shaping.fitted_minutes(naive, now) == 66
+    assert shaping.fitted_minutes(now - timedelta(days=3), now) == 1440
+    assert shaping.fitted_minutes(None, now) == 60
+
+
+def test_data_extent_of_no_rows_is_the_fallback() -> None:
+    now = datetime(2026, 1, 2, 12, 0, tzinfo=UTC)
+    empty = {"found": 0, "earliest": datetime(1970, 1, 1), "latest": datetime(1970, 1, 1)}
+    assert shaping.data_extent([empty], now) == {"earliest": None, "latest": None, "minutes": 60}
+    row = {"found": 3, "earliest": datetime(2026, 1, 2, 11, 50), "latest": datetime(2026, 1, 2, 12)}
+    extent = shaping.data_extent([row], now)
+    assert extent == {
+        "earliest": "2026-01-02 11:50:00.000",
+        "latest": "2026-01-02 12:00:00.000",
+        "minutes": 11,
+    }

@@ -250,3 +250,33 @@ def test_client_error_excess_of_identical_all_or_nothing_sides_is_zero() -> None
 def test_client_error_margin_must_be_a_rate(field: dict[str, float]) -> None:
     with pytest.raises(PolicyError, match="max_client_error_excess"):
         GuardPolicy(**field)  # type: ignore[arg-type]
+
+
+def test_a_multiclass_canary_is_judged_on_its_macro_f1_drop() -> None:
+    # Production gets every class right; the canary calls every class 2 a 1: per-class F1 is
+    # 1, 2/3 (precision 1/2, recall 1) and 0, so macro F1 = 5/9.
+    truth = [0.0, 1.0, 2.0] * 40
+    canary = performance_snapshot(Task.MULTICLASS, [0.0, 1.0, 1.0] * 40, truth)
+    production = performance_snapshot(Task.MULTICLASS, truth, truth)
+    assert POLICY.metric_for(Task.MULTICLASS) is PerformanceMetric.MACRO_F1
+    verdict = judge(health(), health(), POLICY, canary, production)
+    assert verdict.kind is VerdictKind.BREACH and verdict.performance_judged
+    expected_macro = (1.0 + 2 / 3 + 0.0) / 3
+    assert canary.metric(PerformanceMetric.MACRO_F1) == pytest.approx(expected_macro)
+    assert verdict.breaches[0].observed == pytest.approx(1.0 - expected_macro)
+
+
+def test_a_regression_canary_is_judged_on_its_mae_rise_by_default() -> None:
+    canary = performance_snapshot(Task.REGRESSION, [0.0] * 120, [1.25] * 120)
+    production = performance_snapshot(Task.REGRESSION, [0.0] * 120, [1.0] * 120)
+    assert POLICY.metric_for(Task.REGRESSION) is PerformanceMetric.MAE
+    verdict = judge(health(), health(), POLICY, canary, production)
+    assert verdict.kind is VerdictKind.BREACH
+    assert verdict.breaches[0].observed == pytest.approx(0.25)
+    within = performance_snapshot(Task.REGRESSION, [0.0] * 120, [1.08] * 120)
+    assert judge(health(), health(), POLICY, within, production).kind is VerdictKind.HEALTHY
+
+
+def test_a_metric_of_another_task_is_refused_for_multiclass() -> None:
+    with pytest.raises(PolicyError):
+        GuardPolicy(multiclass_metric=PerformanceMetric.ROC_AUC)

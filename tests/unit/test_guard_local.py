@@ -336,6 +336,9 @@ class ControlTopic:
     def config_of(self, model_name: str) -> ModelConfig | None:
         return self.config
 
+    def latest(self, model_name: str) -> ControlCommand | None:
+        return self.issued[-1] if self.issued else None
+
     def issue(
         self,
         model_name: str,
@@ -344,11 +347,13 @@ class ControlTopic:
         *,
         reason: str,
         details: dict[str, str],
+        command_id: str = "c",
     ) -> ControlCommand:
         sequence = self.send(change(self.config))
         command = ControlCommand(
-            "c", model_name, kind, sequence, 0, "central", reason, self.config, "k", "s", details
-        )
+            command_id, model_name, kind, sequence, 0, "central", reason, self.config, "k", "s",
+            details,
+        )  # fmt: skip
         self.issued.append(command)
         return command
 

@@ -206,6 +206,23 @@ def test_replay_of_the_whole_input_reproduces_the_same_rows() -> None:
     assert [pid for pid, _, _ in first] == ["a", "b"]
 
 
+def test_input_seen_before_is_flagged_repeated_first_input_is_not() -> None:
+    # `repeated` makes the sink check the batch against ClickHouse (exactly_once): set for
+    # what the state says was seen before, never for first input (the hot path).
+    join, _ = make_join()
+    assert not join.on_outcome(0, outcome("e")).repeated  # early
+    assert join.on_outcome(0, outcome("e")).repeated  # the same early outcome again
+    assert not join.on_prediction(0, prediction("e")).repeated  # pairs with it
+    assert not join.on_prediction(0, prediction("a")).repeated
+    assert not join.on_outcome(0, outcome("a", ts=2_000)).repeated
+    assert not join.on_outcome(0, outcome("a", ts=3_000, truth=0.0)).repeated  # a correction
+    replayed = join.on_outcome(0, outcome("a", ts=3_000, truth=0.0))
+    assert replayed.repeated and len(replayed.feedback) == 1
+    again = join.on_prediction(0, prediction("a"))
+    assert again.repeated and len(again.feedback) == 1
+    assert not join.on_prediction(0, prediction("a", route=Route.SHADOW)).repeated
+
+
 def _closed_after_expiry(join: JoinWindow, now_ms: int) -> None:
     out = join.expire(0, now_ms=now_ms)
     assert join.release(out.releases) == len(out.releases) > 0

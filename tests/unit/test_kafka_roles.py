@@ -44,7 +44,12 @@ def test_each_role_writes_exactly_its_topics() -> None:
         "p.dead-letter",
         "p.join-repartition",
     }
-    assert _topics(Role.METRICS, Access.WRITE) == {"p.retraining", "p.control", "p.dead-letter"}
+    assert _topics(Role.METRICS, Access.WRITE) == {
+        "p.retraining",
+        "p.control",
+        "p.dead-letter",
+        "p.metrics-summaries",
+    }
     assert _topics(Role.OPERATOR, Access.WRITE) == {"p.control"}
 
 
@@ -56,7 +61,13 @@ def test_each_role_reads_exactly_its_topics() -> None:
         "p.outcomes",
         "p.join-repartition",
     }
-    assert _topics(Role.METRICS, Access.READ) == {"p.predictions", "p.feedback", "p.control"}
+    assert _topics(Role.METRICS, Access.READ) == {
+        "p.predictions",
+        "p.feedback",
+        "p.control",
+        "p.retraining",
+        "p.metrics-summaries",
+    }
     assert _topics(Role.OPERATOR, Access.READ) == {"p.control", "p.replica-status"}
 
 

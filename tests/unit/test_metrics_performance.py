@@ -78,6 +78,9 @@ def test_empty_and_unlabelled_windows_are_defined() -> None:
             "score": np.array([0.3, 0.8]),
             "ground_truth": np.array([NAN, NAN]),
             "label_delay_ms": np.array([NAN, NAN]),
+            "true_class_probability": np.array([NAN, NAN]),
+            "top_probability": np.array([NAN, NAN]),
+            "probability_squared_sum": np.array([NAN, NAN]),
         }
     )
     unlabelled = performance_of_window(Task.CLASSIFICATION, window.view())

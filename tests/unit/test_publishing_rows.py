@@ -195,3 +195,31 @@ def _outcome_or_reason(parse: Any, row: dict[str, Any]) -> object:
         return parse(row, DEFAULTS, NOW)
     except InvalidRecordError as exc:
         return exc.detail
+
+
+def test_a_multiclass_prediction_row_carries_its_class_probabilities() -> None:
+    row = {"model_name": "species", "model_version": "v1", "prediction": 2}
+    event = prediction_event(
+        {**row, "class_probabilities": [0.1, 0.2, 0.7]}, replica_id="ingest", now_ms=NOW
+    )
+    assert event.class_probabilities == [0.1, 0.2, 0.7]
+    assert prediction_event(row, replica_id="ingest", now_ms=NOW).class_probabilities == []
+
+
+@pytest.mark.parametrize(
+    ("probabilities", "expected"),
+    [
+        ([0.5, 0.6], "class_probabilities: must sum to 1"),
+        ([1.0], "class_probabilities: needs at least two classes"),
+        ([1.5, -0.5], "class_probabilities: must hold probabilities within [0, 1]"),
+        ("0.5,0.5", "class_probabilities: must be an array of numbers"),
+        ([0.5, None], "class_probabilities: must be an array of numbers"),
+    ],
+)
+def test_class_probabilities_that_are_not_probabilities_are_rejected(
+    probabilities: Any, expected: str
+) -> None:
+    row = {"model_name": "m", "model_version": "v1", "prediction": 0}
+    with pytest.raises(InvalidRecordError) as caught:
+        prediction_event({**row, "class_probabilities": probabilities}, replica_id="i", now_ms=NOW)
+    assert f"{caught.value.field}: {caught.value.problem}" == expected

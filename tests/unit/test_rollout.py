@@ -278,3 +278,26 @@ def test_a_canary_typically_much_slower_fails_its_gate_on_latency() -> None:
     assert advance(PLAN, started(), alike, 1_000).gate.outcome is GateOutcome.PASS  # type: ignore[union-attr]
     off = replace(PLAN, latency_ratio_tolerance=None)
     assert advance(off, started(off), slower, 1_000).gate.outcome is GateOutcome.PASS  # type: ignore[union-attr]
+
+
+def multiclass_accuracy(correct: int, total: int) -> PerformanceSnapshot:
+    # Three classes; the wrong answers call class 2 a 0.
+    truth = [float(i % 3) for i in range(total)]
+    predicted = [t if i < correct else (t + 1) % 3 for i, t in enumerate(truth)]
+    return performance_snapshot(Task.MULTICLASS, predicted, truth)
+
+
+def test_a_multiclass_canary_is_gated_on_its_accuracy_too() -> None:
+    evidence = GateEvidence(
+        canary=health(1_000, 5),
+        production=health(20_000, 100),
+        canary_performance=multiclass_accuracy(300, 400),
+        production_performance=multiclass_accuracy(900, 1_000),
+    )
+    failed = advance(PLAN, started(), evidence, 1_000)
+    assert failed.gate is not None and failed.gate.outcome is GateOutcome.FAIL
+    assert float(failed.gate.numbers["canary_accuracy"]) == pytest.approx(0.75)
+    same = replace(evidence, canary_performance=multiclass_accuracy(360, 400))
+    ok = advance(PLAN, started(), same, 1_000)
+    assert ok.gate is not None and ok.gate.outcome is GateOutcome.PASS
+    assert ok.gate.reason.endswith("error rate and accuracy")

@@ -33,9 +33,14 @@ from safeloop.schemas.registry import (
 # Every fingerprint ever published. Changing a schema in place fails here: copy the old
 # .avsc into schemas/avro/history/ first, then add the new fingerprint below.
 PUBLISHED = {
-    "safeloop.v1.PredictionEvent": {"d50575b1ffa03eec", "4e881a4468aa7b95", "a5ff3ef427d5ade5"},
+    "safeloop.v1.PredictionEvent": {
+        "d50575b1ffa03eec",
+        "4e881a4468aa7b95",
+        "a5ff3ef427d5ade5",
+        "817af437e54c34da",
+    },
     "safeloop.v1.OutcomeEvent": {"05cf3ce1db821b49"},
-    "safeloop.v1.FeedbackRecord": {"b232ef249e0b0d75"},
+    "safeloop.v1.FeedbackRecord": {"b232ef249e0b0d75", "3b8960a1142da605"},
     "safeloop.v1.ControlCommand": {"2d9d6ea8264f7816", "ae0ca36d9561048d"},
     "safeloop.v1.ReplicaStatus": {"a232a7be4082d7d2", "bc2dbe1ee4b75ff8"},
     "safeloop.v1.RetrainingDecision": {"03d4efc7d250385e"},
@@ -236,3 +241,55 @@ def test_a_v1_control_command_is_read_without_an_injection() -> None:
     command = codec_for(ControlCommand).decode(_write(v1, record))
     assert command.config.canary_basis_points == 500
     assert command.config.injection is None
+
+
+def test_a_v3_prediction_from_an_old_producer_reads_with_no_class_probabilities() -> None:
+    # Producers built before multi-class support keep publishing v3 bytes on the same topic.
+    v3 = _history("prediction_event.v3.avsc")
+    assert v3.fingerprint != PREDICTION_CODEC.fingerprint
+    record = {
+        **V1_RECORD,
+        "route": "canary",
+        "replica_id": "r",
+        "routing_key": "k",
+        "routing_hash_version": 1,
+        "error": None,
+        "error_kind": None,
+    }
+    event = PREDICTION_CODEC.decode(_write(v3, record))
+    assert event.class_probabilities == []
+    assert event.prediction == 0.4 and event.route is Route.CANARY
+
+
+def test_a_v1_feedback_record_reads_with_no_class_probabilities() -> None:
+    v1 = _history("feedback_record.v1.avsc")
+    codec = codec_for(FeedbackRecord)
+    assert v1.fingerprint != codec.fingerprint
+    record = {
+        "prediction_id": "p",
+        "model_name": "churn",
+        "model_version": "v1",
+        "route": "production",
+        "replica_id": "r",
+        "features": {"x": 1.0},
+        "prediction": 0.7,
+        "confidence": 0.7,
+        "prediction_timestamp": 1_700_000_000_000,
+        "status": "joined",
+        "ground_truth": 1.0,
+        "outcome_timestamp": 1_700_000_000_005,
+        "label_delay_ms": 5,
+        "outcome_source": "labels",
+        "emitted_at": 1_700_000_000_006,
+    }
+    feedback = codec.decode(_write(v1, record))
+    assert feedback.class_probabilities == []
+    assert feedback.ground_truth == 1.0
+
+
+def test_class_probabilities_round_trip() -> None:
+    event = PREDICTION_CODEC.decode(_write(_v1(), V1_RECORD))
+    fields = {n: getattr(event, n) for n in PredictionEvent.__dataclass_fields__}
+    multi = PredictionEvent(**{**fields, "prediction": 2.0, "class_probabilities": [0.1, 0.2, 0.7]})
+    data = PREDICTION_CODEC.encode(multi)
+    assert PREDICTION_CODEC.decode(data).class_probabilities == [0.1, 0.2, 0.7]

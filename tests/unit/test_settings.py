@@ -31,7 +31,7 @@ def test_topic_prefix_applies_to_every_topic() -> None:
     topics = Settings.from_env({"SAFELOOP_TOPIC_PREFIX": "t1."}).topics
     assert topics.control == "t1.control"
     assert all(name.startswith("t1.") for name in topics.all())
-    assert len(set(topics.all())) == 8
+    assert len(set(topics.all())) == 9
 
 
 @pytest.mark.parametrize(
@@ -86,12 +86,30 @@ def test_to_env_round_trips_for_child_processes() -> None:
             "SAFELOOP_JOIN_WINDOW_MS": "2000",
             "SAFELOOP_JOIN_WINDOWS": "clicks=60000, churn=7776000000",
             "SAFELOOP_EARLY_OUTCOME_WAIT_MS": "3000",
+            "SAFELOOP_MODEL_STORE": "mlflow",
+            "MLFLOW_TRACKING_URI": "http://mlflow:5000",
         }
     )
     assert settings.join_windows_ms == (("clicks", 60_000), ("churn", 7_776_000_000))
     assert settings.early_outcome_wait_ms == 3000
     assert Settings.from_env(settings.to_env()) == settings
     assert Settings.from_env(Settings().to_env()) == Settings()
+
+
+def test_mlflow_registry_is_embedded_under_state_unless_a_server_is_named() -> None:
+    embedded = Settings.from_env({"SAFELOOP_STATE_DIR": "/tmp/s"})
+    assert embedded.model_store == "folder"
+    assert embedded.mlflow_uri == "sqlite:////tmp/s/mlflow/mlflow.db"
+    assert embedded.mlflow_artifact_root == Path("/tmp/s/mlflow/artifacts")
+    server = Settings.from_env(
+        {"SAFELOOP_MODEL_STORE": "MLflow", "MLFLOW_TRACKING_URI": "https://u:hunter2@ml:5000"}
+    )
+    assert server.model_store == "mlflow"
+    assert server.mlflow_uri == "https://u:hunter2@ml:5000"
+    assert server.mlflow_artifact_root is None
+    assert "hunter2" not in repr(server)
+    with pytest.raises(SettingsError, match="SAFELOOP_MODEL_STORE"):
+        Settings.from_env({"SAFELOOP_MODEL_STORE": "s3"})
 
 
 def test_join_windows_default_to_thirty_days_and_no_overrides() -> None:

@@ -23,7 +23,14 @@ from safeloop.schemas.events import (
     Route,
     Urgency,
 )
-from safeloop.schemas.tables import TABLES, ControlLogEntry, MetricRow, Table
+from safeloop.schemas.tables import (
+    TABLES,
+    ControlLogEntry,
+    MetricRow,
+    ProgressMark,
+    RetrainingStep,
+    Table,
+)
 
 chdb_session = pytest.importorskip("chdb.session")
 
@@ -73,11 +80,15 @@ SAMPLES: dict[str, object] = {
     "retraining_decisions": RetrainingDecision(
         "d1", "churn", "v1", NOW, True, Urgency.ELEVATED, "drift", 0.4, None, ["x"]
     ),
+    "retraining_steps": RetrainingStep(
+        "d1", "churn", "v1", "v1-rab", "shadowing", 2, NOW, "safeloop-retrain", "in shadow", "{}"
+    ),
     "health_metrics": MetricRow("churn", "v1", "production", NOW, NOW + 1, "error_rate", 0.1, 10),
     "performance_metrics": MetricRow("churn", "v1", "canary", NOW, NOW + 1, "accuracy", 0.9, 10),
     "drift_metrics": MetricRow(
         "churn", "v1", "production", NOW, NOW + 1, "psi", 0.2, 10, feature="x"
     ),
+    "stream_progress": ProgressMark("safeloop-streams", "predictions", 3, 1_234),
 }
 
 

@@ -62,6 +62,17 @@ def test_replication_factor_comes_from_settings() -> None:
     assert all("min.insync.replicas" not in spec.config for spec in single)
 
 
+@pytest.mark.parametrize(
+    ("brokers", "replicas", "min_isr"), [(1, 1, None), (2, 2, "1"), (5, 3, "2")]
+)
+def test_a_local_cluster_replicates_as_far_as_its_nodes_allow(
+    brokers: int, replicas: int, min_isr: str | None
+) -> None:
+    specs = topic_specs(Settings().with_kafka_brokers(brokers))
+    assert {spec.replication_factor for spec in specs} == {replicas}
+    assert {spec.config.get("min.insync.replicas") for spec in specs} == {min_isr}
+
+
 def test_specs_are_hashable_and_read_only() -> None:
     spec = topic_specs(Settings())[0]
     assert spec in {spec}

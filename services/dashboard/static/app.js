@@ -5,7 +5,41 @@ const REFRESH_MS = 5000;
 const PALETTE = ["#2f6fde", "#e39b21", "#8e5bd6", "#2e9d5b", "#d64545", "#1aa3b8", "#a0522d"];
 const EVENT_COLORS = { rollback: "#d64545", promote: "#2e9d5b", set_canary: "#e39b21" };
 const colors = new Map();
-const state = { model: null, minutes: 60, timer: null };
+// `range` is what the user chose ("auto": fit the data, up to a day; or minutes), kept in the
+// URL with the model (?model=…&range=…) so a reload or a shared link shows the same view.
+const MAX_MINUTES = 31 * 24 * 60;
+const state = { model: null, range: "auto", minutes: 60, timer: null };
+
+function rangeFromUrl() {
+  const raw = new URLSearchParams(location.search).get("range");
+  if (raw === null || raw === "auto") return "auto";
+  const minutes = Number(raw);
+  return Number.isInteger(minutes) && minutes >= 1 && minutes <= MAX_MINUTES ? String(minutes) : "auto";
+}
+
+function showRange() {
+  const select = document.getElementById("range");
+  if (![...select.options].some((o) => o.value === state.range)) {
+    select.appendChild(new Option(`${state.range} min`, state.range));
+  }
+  select.value = state.range;
+}
+
+function keepInUrl() {
+  const query = new URLSearchParams(location.search);
+  if (state.model) query.set("model", state.model);
+  query.set("range", state.range);
+  const url = `${location.pathname}?${query.toString()}${location.hash}`;
+  if (url !== `${location.pathname}${location.search}${location.hash}`) history.replaceState(null, "", url);
+}
+
+function describeRange(fitted) {
+  const m = state.minutes;
+  const text = m % 1440 === 0 ? `${m / 1440} d` : m % 60 === 0 ? `${m / 60} h` : `${m} min`;
+  document.getElementById("range-shown").textContent =
+    fitted ? `showing the last ${text} (fits the data)` : `showing the last ${text}`;
+  document.body.dataset.minutes = String(m);
+}
 
 function colorFor(name) {
   const key = name.replace(/ \(.*\)$/, "");  // one colour per version, whatever the route
@@ -123,6 +157,75 @@ function renderSeries(data) {
   draw("chart-shadow", (m.shadow_agreement_rate || []).map((x) => line(x.name, x.t, x.value,
        { mode: "lines+markers", marker: { size: 4 } })),
        { yaxis: { tickformat: ".0%", rangemode: "normal" } }, ev, range);
+  renderTaskSeries(m, ev, range);
+}
+
+// Two figures per series on one chart, told apart by line style (multi-class and regression).
+function pairChart(id, m, first, second, layout, ev, range) {
+  const traces = [];
+  const seen = new Set();
+  for (const [metric, dash] of [[first, "solid"], [second, "dash"]]) {
+    if (!metric) continue;
+    for (const x of m[metric] || []) {
+      traces.push(styled(x, metric, x.value, dash, 2, !seen.has(x.name)));
+      seen.add(x.name);
+    }
+  }
+  draw(id, traces, layout, ev, range);
+}
+
+function renderTaskSeries(m, ev, range) {
+  if (!document.getElementById("multiclass-panels").hidden) {
+    pairChart("chart-multiclass", m, "macro_f1", "micro_f1",
+              { yaxis: { tickformat: ".0%", rangemode: "normal" } }, ev, range);
+    pairChart("chart-logloss", m, "log_loss", null, {}, ev, range);
+  }
+  if (!document.getElementById("regression-panels").hidden) {
+    pairChart("chart-regression", m, "mae", "rmse", {}, ev, range);
+    pairChart("chart-r2", m, "r2", null, { yaxis: { rangemode: "normal" } }, ev, range);
+    pairChart("chart-residuals", m, "residual_psi", "residual_mean",
+              { yaxis: { rangemode: "normal" } }, ev, range);
+  }
+}
+
+function renderTask(data) {
+  const multi = data.series.filter((s) => s.kind === "multiclass");
+  const regression = data.series.filter((s) => s.kind === "regression");
+  document.getElementById("multiclass-panels").hidden = !multi.length;
+  document.getElementById("regression-panels").hidden = !regression.length;
+  document.body.dataset.task = data.task || "classification";
+  if (multi.length) {
+    // The production series first: that is the matrix an operator looks for.
+    const shown = multi.find((s) => s.route === "production") || multi[0];
+    const labels = shown.confusion.map((_, k) => `class ${k}`);
+    text("confusion-hint", `${shown.name} · rows: true class · columns: predicted`);
+    draw("chart-confusion", [{
+      type: "heatmap", z: shown.confusion, x: labels, y: labels, colorscale: "Blues",
+      hovertemplate: "true %{y} · predicted %{x}: %{z}<extra></extra>", showscale: false,
+    }], {
+      xaxis: { type: "category", title: { text: "predicted" } },
+      yaxis: { type: "category", autorange: "reversed", title: { text: "true" } },
+      hovermode: "closest", showlegend: false,
+      annotations: shown.confusion.flatMap((row, i) => row.map((n, j) => ({
+        x: labels[j], y: labels[i], text: String(n), showarrow: false, font: { size: 11 } }))),
+    });
+    const rows = multi.flatMap((s) => s.classes.map((c) => Object.assign({ name: s.name }, c)));
+    fillTable("class-table", rows, (c) => [
+      c.name, c.class, fixed(c.precision, 3), fixed(c.recall, 3), fixed(c.f1, 3), c.support,
+    ], "no per-class figures yet");
+    fillTable("multiclass-summary", multi, (s) => [
+      s.name, pct(s.summary.accuracy), fixed(s.summary.macro_f1, 3), fixed(s.summary.micro_f1, 3),
+      fixed(s.summary.log_loss, 3), fixed(s.summary.brier_score, 3),
+      fixed(s.summary.expected_calibration_error, 3),
+    ], "no multi-class figures yet");
+  }
+  if (regression.length) {
+    fillTable("regression-table", regression, (s) => [
+      s.name, fixed(s.summary.mae, 3), fixed(s.summary.rmse, 3), fixed(s.summary.r2, 3),
+      fixed(s.summary.residual_mean, 3), fixed(s.summary.residual_bias_shift, 3),
+      fixed(s.summary.residual_psi, 3),
+    ], "no regression figures yet");
+  }
 }
 
 function renderQuality(data) {
@@ -149,6 +252,20 @@ function renderQuality(data) {
     r.performance_drop === null ? "–" : `${(100 * r.performance_drop).toFixed(1)} %`,
     r.drifted_features.join(", "), r.reason,
   ], "no retraining decisions yet");
+  fillTable("retraining-steps-table", data.retraining_steps || [], (r) => [
+    when(r.t), r.stage, r.candidate_version || "–", r.base_version, r.actor,
+    lineageText(r.lineage), r.reason,
+  ], "no retraining runs yet");
+}
+
+// A candidate's lineage in one line: its decision, data window and weights' half-life.
+function lineageText(lineage) {
+  if (!lineage || !lineage.decision_id) return "–";
+  const day = 86400000;
+  const from = new Date(Number(lineage.train_from_ms)).toISOString().slice(0, 16);
+  const to = new Date(Number(lineage.evaluation_to_ms)).toISOString().slice(0, 16);
+  const halfLife = (Number(lineage.half_life_ms) / day).toFixed(2);
+  return `${lineage.training_rows} rows ${from}…${to} UTC, half-life ${halfLife} d`;
 }
 
 function renderOverview(data) {
@@ -260,7 +377,24 @@ async function refresh() {
     document.body.dataset.loaded = "true";
     return;
   }
+  keepInUrl();
+  if (state.range === "auto") {
+    try {
+      state.minutes = (await api("extent", { model: state.model })).minutes;
+    } catch (e) {
+      state.minutes = 60;
+    }
+  } else {
+    state.minutes = Number(state.range);
+  }
+  describeRange(state.range === "auto");
   const params = { model: state.model, minutes: state.minutes };
+  // The task view first: it decides which of the multi-class or regression panels show.
+  try {
+    renderTask(await api("task", params));
+  } catch (e) {
+    showError("task", e.message);
+  }
   const parts = [
     ["overview", renderOverview], ["series", renderSeries],
     ["quality", renderQuality], ["labelling", renderQueue],
@@ -288,7 +422,9 @@ function schedule() {
 }
 
 document.getElementById("model").addEventListener("change", (e) => { state.model = e.target.value; refresh(); });
-document.getElementById("range").addEventListener("change", (e) => { state.minutes = Number(e.target.value); refresh(); });
+document.getElementById("range").addEventListener("change", (e) => { state.range = e.target.value; refresh(); });
+state.range = rangeFromUrl();
+showRange();
 document.getElementById("auto").addEventListener("change", schedule);
 refresh();
 schedule();

@@ -1,0 +1,152 @@
+"""Mergeable health summaries: request and error counts plus a log-binned latency histogram.
+
+A summary of a window can be added to the summary of any other window (another partition,
+another instance) and the sum is the summary of the union, which is what lets several metrics
+instances share a topic's partitions and still judge a canary on all of its traffic. Latency
+quantiles come from the histogram: bins grow by `LATENCY_BIN_RATIO`, so a quantile is within
+±1 % of the exact order statistic's value (and exact in rank).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from safeloop.services.metrics.health import HealthSnapshot
+from safeloop.services.metrics.windows import TIMESTAMP_COLUMN, Columns
+
+LATENCY_BIN_RATIO = 1.02
+# Bin 0 holds everything below the smallest edge; the last bin everything above the largest.
+MIN_LATENCY_MS = 1e-3
+MAX_LATENCY_MS = 1e7
+_LOG_RATIO = math.log(LATENCY_BIN_RATIO)
+LATENCY_BINS = math.ceil(math.log(MAX_LATENCY_MS / MIN_LATENCY_MS) / _LOG_RATIO) + 2
+_QUANTILES = (0.50, 0.95, 0.99)
+
+
+def latency_bins(latency_ms: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+    """Counts per latency bin of the finite values."""
+    finite = latency_ms[np.isfinite(latency_ms)]
+    scaled = np.log(np.maximum(finite, MIN_LATENCY_MS * 0.5) / MIN_LATENCY_MS) / _LOG_RATIO
+    index = np.clip(np.floor(scaled).astype(np.int64) + 1, 0, LATENCY_BINS - 1)
+    return np.bincount(index, minlength=LATENCY_BINS).astype(np.int64)
+
+
+def _bin_value(index: int) -> float:
+    """The value a bin stands for: its geometric middle (0 for the underflow bin)."""
+    if index <= 0:
+        return 0.0
+    return float(MIN_LATENCY_MS * LATENCY_BIN_RATIO ** (index - 1 + 0.5))
+
+
+@dataclass(frozen=True, slots=True)
+class HealthSummary:
+    """Counts, time bounds and the latency histogram of some requests; `+` merges two."""
+
+    request_count: int
+    error_count: int
+    client_error_count: int
+    start_ms: int | None
+    end_ms: int | None
+    latency: npt.NDArray[np.int64]
+
+    @staticmethod
+    def empty() -> HealthSummary:
+        return HealthSummary(0, 0, 0, None, None, np.zeros(LATENCY_BINS, dtype=np.int64))
+
+    @staticmethod
+    def of_window(view: Columns) -> HealthSummary:
+        """The summary of a window holding `HEALTH_COLUMNS`."""
+        stamps = view[TIMESTAMP_COLUMN]
+        count = int(stamps.shape[0])
+        if count == 0:
+            return HealthSummary.empty()
+        return HealthSummary(
+            count,
+            int(np.count_nonzero(view["error"])),
+            int(np.count_nonzero(view["client_error"])),
+            int(stamps.min()),
+            int(stamps.max()),
+            latency_bins(np.asarray(view["latency_ms"], dtype=np.float64)),
+        )
+
+    def __add__(self, other: HealthSummary) -> HealthSummary:
+        return HealthSummary(
+            self.request_count + other.request_count,
+            self.error_count + other.error_count,
+            self.client_error_count + other.client_error_count,
+            _bound(min, self.start_ms, other.start_ms),
+            _bound(max, self.end_ms, other.end_ms),
+            self.latency + other.latency,
+        )
+
+    def snapshot(self) -> HealthSnapshot:
+        """The `HealthSnapshot` the guard judges, quantiles read off the histogram."""
+        count = self.request_count
+        p50, p95, p99 = self._quantiles()
+        rate = None
+        if self.start_ms is not None and self.end_ms is not None and self.end_ms > self.start_ms:
+            rate = count * 1000.0 / (self.end_ms - self.start_ms)
+        return HealthSnapshot(
+            request_count=count,
+            error_count=self.error_count,
+            error_rate=self.error_count / count if count else None,
+            latency_p50_ms=p50,
+            latency_p95_ms=p95,
+            latency_p99_ms=p99,
+            requests_per_s=rate,
+            window_start_ms=self.start_ms,
+            window_end_ms=self.end_ms,
+            client_error_count=self.client_error_count,
+            client_error_rate=self.client_error_count / count if count else None,
+        )
+
+    def _quantiles(self) -> tuple[float | None, float | None, float | None]:
+        total = int(self.latency.sum())
+        if total == 0:
+            return None, None, None
+        cumulative = np.cumsum(self.latency)
+        # The bin of the order statistic at rank q * (n - 1), as `latency.percentiles` ranks.
+        ranks = [math.floor(q * (total - 1)) + 1 for q in _QUANTILES]
+        found = np.searchsorted(cumulative, ranks, side="left")
+        p50, p95, p99 = (_bin_value(int(index)) for index in found)
+        return p50, p95, p99
+
+    def to_json(self) -> dict[str, Any]:
+        nonzero = np.flatnonzero(self.latency)
+        return {
+            "n": self.request_count,
+            "e": self.error_count,
+            "c": self.client_error_count,
+            "s": self.start_ms,
+            "t": self.end_ms,
+            "b": [[int(i), int(self.latency[i])] for i in nonzero],
+        }
+
+    @staticmethod
+    def from_json(raw: Mapping[str, Any]) -> HealthSummary:
+        latency = np.zeros(LATENCY_BINS, dtype=np.int64)
+        for index, count in raw["b"]:
+            latency[int(index)] = int(count)
+        start, end = raw.get("s"), raw.get("t")
+        return HealthSummary(
+            int(raw["n"]),
+            int(raw["e"]),
+            int(raw["c"]),
+            None if start is None else int(start),
+            None if end is None else int(end),
+            latency,
+        )
+
+
+def _bound(pick: Any, a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return int(pick(a, b))

@@ -1,0 +1,1 @@
+"""`safeloop retrain run`: the process around the retraining state machine (services.retraining)."""

@@ -1,0 +1,77 @@
+"""The central guard judges the sum of every partition's window, its own and other instances'."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from safeloop.schemas.events import CommandKind, ControlCommand, ModelConfig, PredictionEvent, Route
+from safeloop.services.guard.policy import GuardPolicy
+from safeloop.services.guard.runner import CentralGuard, guard_command_id
+
+CANARY = ModelConfig(production_version="v1", canary_version="v2", canary_basis_points=1_000)
+
+
+class FakeIssuer:
+    """Holds one model's config; `issue` applies the change and records the command."""
+
+    def __init__(self) -> None:
+        self.config = CANARY
+        self.sequence = 3
+        self.sent: list[ControlCommand] = []
+
+    def config_of(self, model_name: str) -> ModelConfig:
+        return self.config
+
+    def latest(self, model_name: str) -> ControlCommand | None:
+        return self.sent[-1] if self.sent else None
+
+    def issue(
+        self, model_name: str, kind: CommandKind, change: Any, **kwargs: Any
+    ) -> ControlCommand:
+        self.config = change(self.config)
+        command = ControlCommand(
+            kwargs["command_id"], model_name, kind, self.sequence + 1, 0, "guard",
+            kwargs["reason"], self.config, "", "", kwargs["details"],
+        )  # fmt: skip
+        self.sent.append(command)
+        return command
+
+
+def _events(version: str, route: Route, n: int, failing: int) -> list[PredictionEvent]:
+    def event(i: int) -> PredictionEvent:
+        error = "boom" if i < failing else None
+        return PredictionEvent(
+            f"{version}-{i}", "churn", version, 1_000 + i, {}, 0.5, 0.5, 5.0, route, "r", "k", 1,
+            error,
+        )  # fmt: skip
+
+    return [event(i) for i in range(n)]
+
+
+def test_a_breach_split_over_two_instances_is_seen_only_merged() -> None:
+    policy = GuardPolicy(max_p99_latency_ratio=None, max_performance_drop=None, min_requests=100)
+    mine, theirs = FakeIssuer(), FakeIssuer()
+    judge = CentralGuard(policy, mine)  # type: ignore[arg-type]
+    other = CentralGuard(policy, theirs)  # type: ignore[arg-type]
+    # 60 canary requests (20 failing) on partition 0, 60 (20 failing) on partition 1.
+    judge.observe(_events("v2", Route.CANARY, 60, 20), [0] * 60)
+    judge.observe(_events("v1", Route.PRODUCTION, 200, 0), [0] * 200)
+    other.observe(_events("v2", Route.CANARY, 60, 20), [1] * 60)
+    assert judge.check() == [], "60 requests alone are too few to judge"
+    decisions = judge.check(other.summaries())
+    assert len(decisions) == 1 and decisions[0].command is not None
+    assert decisions[0].verdict.canary_requests == 120
+    assert mine.sent[0].command_id == guard_command_id("churn", "v2", 0)
+    # Rolled back: the canary's windows are forgotten, nothing is decided twice.
+    assert judge.check(other.summaries()) == []
+    # Its own partitions' windows win over what another instance published for them.
+    stale = {0: dict(other.summaries()[1])}
+    mine.config = CANARY
+    assert judge.check(stale) == []
+
+
+def test_windows_of_partitions_read_elsewhere_now_are_dropped() -> None:
+    guard = CentralGuard(GuardPolicy(), FakeIssuer())  # type: ignore[arg-type]
+    guard.observe(_events("v1", Route.PRODUCTION, 5, 0), [0, 1, 2, 3, 3])
+    guard.retain(frozenset({1, 3}))
+    assert sorted(guard.summaries()) == [1, 3]
