@@ -5,84 +5,69 @@ Written against faust-streaming 0.15.3, which pyproject.toml pins exactly;
 tests/unit/test_faust_adapter.py fails loudly when that version or any internal used here
 changes (signatures, attributes, and hashes of the faust code copied or mirrored here).
 
-- `Consumer`, `Transport`, `install_consumer`: the aiokafka driver's consumer with a cheaper
-  per-message hand-off from the fetcher to the streams (overrides `Consumer._drain_messages`).
+- `Consumer`, `Transport`, `install_consumer`, `install_batch_handler`, `mark_done`,
+  `forget_done`: the aiokafka driver's consumer whose fetch loop hands the records of the
+  join's source topics to the worker in batches, beneath faust's per-message conductor.
 - `LeanMonitor`: faust's Monitor without its per-message bookkeeping.
-- `partition_db`, `visible_items`: the RocksDB store's database of one partition and its items,
-  for `table_store.FaustTableStore`'s direct reads and writes.
+- `partition_db`, `visible_items`, `persisted_offset`, `set_persisted_offset`: the RocksDB
+  store's database of one partition, its items, and the changelog offset it was restored to.
 - `started_consumer`, `committed_offset`, `in_recovery`: what the worker's /metrics and expiry
   read off the app and its consumer.
 
-The hand-off: faust 0.15's fetcher hands every message to the conductor with
-`await self.wait_first(callback(message), self.suspend_flow.wait())`: four asyncio tasks and
-an `asyncio.wait` per message, so at least one event-loop turn each. The profile put that at a
-fifth of the worker's CPU (bench/results/stream_join_profile.txt). Almost always the callback
-finishes without suspending (it decodes raw bytes and puts the event into a stream queue that
-has room), so here it runs inline first; only when it does suspend (flow control, producer
-buffer, a full queue), or while flow is suspended for a rebalance, does it go through
-`wait_first` exactly as in faust, so a rebalance still interrupts a blocked hand-off. And when
-a stream's queue is full, the fetcher first waits (up to ~50 ms) for it to drain to half before
-handing over the next message, instead of paying several asyncio tasks per message to wait for
-one slot each.
-Everything else in the loop is faust's `Consumer._drain_messages` as of 0.15.3.
+The batch hand-off: faust 0.15's fetcher turns every record into a ConsumerMessage, runs the
+conductor's callback for it under `wait_first` (four asyncio tasks and an `asyncio.wait` per
+message), decodes it, queues it into a stream, wraps it in an Event, and acks it one by one:
+about half the worker's CPU before the join ran at all (bench/results/stream_join_profile.txt).
+Here the records of the topics given to `install_batch_handler` skip all of that: each fetch
+round's records of those partitions go to the handler as one `{TP: [record, ...]}` batch (the
+aiokafka ConsumerRecords as fetched). The handler reports what it finished with `mark_done`
+(the next offset to read per partition) and faust's own commit timer commits it: `_new_offset`
+answers from those marks for the batch topics, from faust's acks for every other topic.
+Records of every other topic (the tables' changelogs during recovery) go through faust's
+per-message path exactly as in faust. faust keeps partition assignment, table recovery,
+flow control around rebalances, commits and the worker's lifecycle: a fetch round is handed
+over only while flow is active and the consumer generation has not changed, as faust's own
+`getmany` does.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Generator, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from time import monotonic
 from typing import Any, cast
 
 from faust.sensors.monitor import Monitor
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
 
 # The faust-streaming release this module was written against (pinned in pyproject.toml).
 FAUST_VERSION = "0.15.3"
 
 _FETCHING = "FETCHING"
-# A full stream queue is given up to ~50 ms to drain to half before the message is handed over.
-_DRAIN_POLLS = 25
-_DRAIN_POLL_S = 0.002
 
-
-class _Resume:
-    """Awaits the rest of a coroutine that already ran up to its first suspension."""
-
-    __slots__ = ("_coro", "_first")
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
-        self._coro = coro
-        self._first = first
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        # What `yield from coro` would do had the first step not run already.
-        coro = self._coro
-        value = self._first
-        while True:
-            try:
-                sent = yield value
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:  # thrown in by the task: cancellation
-                try:
-                    value = coro.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
-                continue
-            try:
-                value = coro.send(sent)
-            except StopIteration as stop:
-                return stop.value
+# One fetch round's records of the batch topics: {TP: [aiokafka ConsumerRecord, ...]}. The
+# handler runs them synchronously; what it returns (if anything) is awaited after, and may be
+# interrupted by a rebalance (e.g. waiting for the sink's backpressure to ease).
+BatchHandler = Callable[[Mapping[Any, Sequence[Any]]], Awaitable[None] | None]
 
 
 class Consumer(faust_aiokafka.Consumer):
-    """The aiokafka driver's consumer; only the fetch loop's hand-off differs."""
+    """The aiokafka driver's consumer; the fetch loop hands the batch topics over in batches."""
+
+    _batch_handler: BatchHandler | None = None
+    _batch_topics: frozenset[str] = frozenset()
+    _batch_done: dict[Any, int]
+
+    def _new_offset(self, tp: Any) -> int | None:
+        if tp.topic in self._batch_topics:
+            done = getattr(self, "_batch_done", None)
+            return None if done is None else done.pop(tp, None)
+        offset: int | None = super()._new_offset(tp)
+        return offset
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - faust's loop
         callback = self.callback
-        getmany = self.getmany
         consumer_should_stop = self._stopped.is_set
         fetcher_should_stop = fetcher._stopped.is_set
         suspend_flow = self.suspend_flow
@@ -94,65 +79,81 @@ class Consumer(faust_aiokafka.Consumer):
         unset_flag = self.diag.unset_flag
         commit_every = self._commit_every
         acks_enabled_for = self.app.topics.acks_enabled_for
-        channels_for = cast(Any, self.app.topics)._tp_index.get
-
-        yield_every = 100
-        num_since_yield = 0
-        sleep = asyncio.sleep
+        to_message = self._to_message
+        inbound_time = self.app.monitor.stream_inbound_time
 
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 set_flag(_FETCHING)
-                ait = getmany(timeout=1.0)
+                # faust's getmany, minus the per-record ConsumerMessage of the batch topics.
+                records, active = await self._wait_next_records(1.0)
                 await self.sleep(0)
-                if not self.should_stop:
-                    async for tp, message in ait:
-                        num_since_yield += 1
-                        if num_since_yield > yield_every:
-                            await sleep(0)
-                            num_since_yield = 0
-
-                        offset = message.offset
-                        r_offset = get_read_offset(tp)
-                        if r_offset is None or offset >= r_offset:
-                            gap = offset - (r_offset or 0)
-                            if gap > 1 and r_offset and acks_enabled_for(message.topic):
-                                await self._add_gap(tp, r_offset + 1, offset)
-                            if commit_every is not None and self._n_acked >= commit_every:
-                                self._n_acked = 0
-                                await self.commit()
-                            for channel in channels_for(tp) or ():
-                                queue = channel.queue
-                                if queue.full():
-                                    # Bounded: past it, faust's own blocking hand-off below.
-                                    half = queue.maxsize // 2
-                                    for _ in range(_DRAIN_POLLS):
-                                        if (
-                                            queue.qsize() <= half
-                                            or flow_suspended()
-                                            or self.should_stop
-                                        ):
-                                            break
-                                        await sleep(_DRAIN_POLL_S)
-                            if flow_suspended():
-                                await self.wait_first(callback(message), suspend_flow.wait())
-                            else:
-                                coro = cast(Coroutine[Any, Any, Any], callback(message))
-                                try:
-                                    first = coro.send(None)
-                                except StopIteration:
-                                    pass
-                                else:
-                                    await self.wait_first(_Resume(coro, first), suspend_flow.wait())
-                            set_read_offset(tp, offset)
-                        else:
-                            self.log.dev(
-                                "DROPPED MESSAGE ROFF %r: k=%r v=%r",
-                                offset,
-                                message.key,
-                                message.value,
-                            )
+                if records is None or self.should_stop:
                     unset_flag(_FETCHING)
+                    continue
+                if not self.flow_active:
+                    self.log.dev("fetched while flow not active. Seek back to committed offsets.")
+                    try:
+                        await self.perform_seek()
+                    except Exception as ex:
+                        self.log.warning("exception performing seek when flow not active %r", ex)
+                    unset_flag(_FETCHING)
+                    continue
+                generation_id = self.app.consumer_generation_id
+                handler = self._batch_handler
+                batch_topics = self._batch_topics
+                buffered = self._buffered_partitions
+                batch: dict[Any, Sequence[Any]] = {}
+                rest: dict[Any, Any] = {}
+                for tp, fetched in records.items():
+                    if active is not None and tp not in active and tp not in buffered:
+                        continue
+                    if handler is not None and tp.topic in batch_topics:
+                        r_offset = get_read_offset(tp)
+                        if r_offset is not None and fetched[0].offset < r_offset:
+                            # As faust's loop: never hand over an offset before the last read.
+                            fetched = [r for r in fetched if r.offset >= r_offset]  # noqa: PLW2901
+                        if fetched:
+                            batch[tp] = fetched
+                    else:
+                        rest[tp] = fetched
+                if batch and handler is not None:
+                    after = handler(batch)
+                    now = monotonic()
+                    for tp, handed in batch.items():
+                        set_read_offset(tp, handed[-1].offset)
+                        # The driver's "stream idle" check reads it (see LeanMonitor).
+                        inbound_time[tp] = now
+                    if after is not None:
+                        await self.wait_first(after, suspend_flow.wait())
+                # Everything else: faust's own per-message hand-off, unchanged.
+                for tp, record in self.scheduler.iterate(rest) if rest else ():
+                    if not self.flow_active:
+                        break
+                    if self.app.consumer_generation_id != generation_id:
+                        break
+                    message = to_message(tp, record)
+                    offset = message.offset
+                    r_offset = get_read_offset(tp)
+                    if r_offset is None or offset >= r_offset:
+                        gap = offset - (r_offset or 0)
+                        if gap > 1 and r_offset and acks_enabled_for(message.topic):
+                            await self._add_gap(tp, r_offset + 1, offset)
+                        if commit_every is not None and self._n_acked >= commit_every:
+                            self._n_acked = 0
+                            await self.commit()
+                        await self.wait_first(callback(message), suspend_flow.wait())
+                        set_read_offset(tp, offset)
+                    else:
+                        self.log.dev(
+                            "DROPPED MESSAGE ROFF %r: k=%r v=%r",
+                            offset,
+                            message.key,
+                            message.value,
+                        )
+                if flow_suspended():
+                    await asyncio.sleep(0)
+                unset_flag(_FETCHING)
 
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -183,6 +184,36 @@ def install_consumer(app: Any) -> None:
     Builds the transport as faust's `App._new_transport` does, with this module's class.
     """
     app.transport = Transport(app.conf.broker_consumer, app)
+
+
+def install_batch_handler(app: Any, topics: Iterable[str], handler: BatchHandler) -> None:
+    """Hand `topics`' records to `handler` in batches (see the module's doc); their offsets
+    commit only as far as `mark_done` says."""
+    consumer = cast(Consumer, app.consumer)
+    consumer._batch_done = {}
+    consumer._batch_topics = frozenset(topics)
+    consumer._batch_handler = handler
+
+
+def mark_done(app: Any, done: Mapping[tuple[str, int], int]) -> None:
+    """Let faust commit up to `done[(topic, partition)]` (the next offset to read) at its next
+    commit; batch topics only."""
+    consumer = cast(Consumer, app.consumer)
+    marks = consumer._batch_done
+    acked = consumer._acked
+    for (topic, partition), offset in done.items():
+        tp = TP(topic, partition)
+        if offset > marks.get(tp, -1):
+            marks[tp] = offset
+        # faust commits the partitions found in `_acked` (its defaultdict(list)).
+        acked[tp]
+
+
+def forget_done(app: Any, partitions: Iterable[Any]) -> None:
+    """Drop the marks of revoked partitions (their new owner commits them)."""
+    marks = cast(Consumer, app.consumer)._batch_done
+    for tp in partitions:
+        marks.pop(tp, None)
 
 
 class LeanMonitor(Monitor):
@@ -229,6 +260,21 @@ def visible_items(table: Any, db: Any) -> Iterator[tuple[bytes, bytes]]:
     offset record faust keeps among them."""
     items: Iterator[tuple[bytes, bytes]] = table.data._visible_items(db)
     return items
+
+
+def persisted_offset(table: Any, partition: int) -> int | None:
+    """The changelog offset `table`'s partition database says it holds everything up to."""
+    return cast(int | None, table.data.persisted_offset(_changelog_tp(table, partition)))
+
+
+def set_persisted_offset(table: Any, partition: int, offset: int) -> None:
+    """Record in the partition database that it holds the changelog up to `offset`, so a
+    restart on the same disk replays only what came after (faust reads it at recovery)."""
+    table.data.set_persisted_offset(_changelog_tp(table, partition), offset)
+
+
+def _changelog_tp(table: Any, partition: int) -> Any:
+    return TP(table.changelog_topic.get_topic_name(), partition)
 
 
 # -- the app and its consumer -------------------------------------------------------------

@@ -107,6 +107,16 @@ class JoinWindow:
 
     # -- input ---------------------------------------------------------------------------
 
+    def begin_batch(self, keys: dict[int, list[str]]) -> None:
+        """The next calls are one batch over `keys` (prediction_ids by partition): their state
+        is read at once and written once, at `end_batch`."""
+        self.pending.begin_batch(keys)
+        self.early.begin_batch(keys)
+
+    def end_batch(self) -> None:
+        self.pending.end_batch()
+        self.early.end_batch()
+
     def on_prediction(
         self, partition: int, prediction: PredictionEvent, raw: bytes | None = None
     ) -> JoinOutput:
@@ -300,11 +310,15 @@ class JoinWindow:
 
     def assign(self, partition: int) -> None:
         """Index a newly assigned partition's state (after its changelog was restored)."""
+        self.pending.forget(partition)
+        self.early.forget(partition)
         self.pending_index.rebuild(partition, self.pending.expiries(partition))
         self.early_index.rebuild(partition, self.early.expiries(partition))
 
     def revoke(self, partition: int) -> None:
         """Forget a partition another worker now owns."""
+        self.pending.forget(partition)
+        self.early.forget(partition)
         self.pending_index.drop_partition(partition)
         self.early_index.drop_partition(partition)
         self._releasing = {item for item in self._releasing if item[0] != partition}

@@ -34,6 +34,20 @@ class OutputTopics:
         self._lock = threading.Lock()
         self.sent = 0
         self.failures = 0
+        # Topics whose acknowledged offsets are tracked (the tables' changelogs), and the
+        # highest acknowledged offset per (topic, partition) since the last `take_offsets`.
+        self._tracked: frozenset[str] = frozenset()
+        self._offsets: dict[tuple[str, int], int] = {}
+
+    def track_offsets(self, topics: set[str]) -> None:
+        """Remember the highest acknowledged offset of each partition of `topics`."""
+        self._tracked = frozenset(topics)
+
+    def take_offsets(self) -> dict[tuple[str, int], int]:
+        """The highest offsets acknowledged since the last call, per tracked partition."""
+        with self._lock:
+            offsets, self._offsets = self._offsets, {}
+        return offsets
 
     def send(
         self,
@@ -72,6 +86,14 @@ class OutputTopics:
 
     def _delivered(self, error: KafkaError | None, message: Message) -> None:
         if error is None:
+            if self._tracked:
+                topic = message.topic()
+                if topic in self._tracked:
+                    key = (topic, message.partition() or 0)
+                    offset = message.offset() or 0
+                    with self._lock:
+                        if offset > self._offsets.get(key, -1):
+                            self._offsets[key] = offset
             return
         self.failures += 1
         log.warning("delivery to %s failed, will re-send: %s", message.topic(), error)

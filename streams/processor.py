@@ -64,15 +64,18 @@ class BatchProcessor:
         self.rerouted: Counter[str] = Counter()
 
     def process(self, records: Sequence[SourceRecord]) -> BatchResult:
-        """Decode, check and join `records` in order; re-route the misplaced ones."""
+        """Decode, check and join `records` in order; re-route the misplaced ones.
+
+        In three passes over the batch: decode and check every record, find every home
+        partition at once, then join with the batch's state read and written in one go."""
         result = BatchResult()
         now_ms = self.clock_ms()
         skew = self.max_future_skew_ms
-        join = self.join
-        homes = self.homes
+        consumed = self.consumed
+        decoded: list[tuple[SourceRecord, PredictionEvent | OutcomeEvent]] = []
         for record in records:
             topic = record.topic
-            self.consumed[topic] += 1
+            consumed[topic] += 1
             try:
                 if topic == self.predictions_topic:
                     kind = RecordKind.PREDICTION
@@ -83,33 +86,53 @@ class BatchProcessor:
                 else:
                     raise reject(record, "unknown_topic", f"no handler for topic {topic!r}")
                 if kind is RecordKind.PREDICTION:
-                    prediction = decode_prediction(record, now_ms, skew)
-                    key = prediction.prediction_id
-                    if homes is not None and (home := homes.of(key)) != record.partition:
-                        self._reroute(result, record, home, key, kind)
-                        continue
-                    out = join.on_prediction(record.partition, prediction, record.value)
-                    result.predictions.append(prediction)
+                    decoded.append((record, decode_prediction(record, now_ms, skew)))
                 else:
-                    outcome = decode_outcome(record, now_ms, skew)
-                    key = outcome.prediction_id
-                    if homes is not None and (home := homes.of(key)) != record.partition:
-                        self._reroute(result, record, home, key, kind)
-                        continue
-                    out = join.on_outcome(record.partition, outcome, record.value)
-                    result.outcomes.append(outcome)
+                    decoded.append((record, decode_outcome(record, now_ms, skew)))
             except RecordRejectedError as exc:
                 letter = dead_letter(record, exc, self.consumer_name, now_ms)
                 self.dead_letter_counts.count(letter)
                 result.dead_letters.append(letter)
                 log.debug("dead letter: %s", exc)
-                continue
-            if out.feedback:
-                result.feedback.extend(out.feedback)
-            if out.releases:
-                result.releases.extend(out.releases)
-            if out.repeated:
-                result.repeated = True
+        if self.homes is not None:
+            homes = self.homes.of_many([event.prediction_id for _, event in decoded])
+            joinable = []
+            for (record, event), home in zip(decoded, homes, strict=True):
+                if home != record.partition:
+                    # Its rows are written when the copy is joined on `home`: written once.
+                    kind = (
+                        RecordKind.PREDICTION
+                        if type(event) is PredictionEvent
+                        else RecordKind.OUTCOME
+                    )
+                    self._reroute(result, record, home, event.prediction_id, kind)
+                else:
+                    joinable.append((record, event))
+            decoded = joinable
+        keys: dict[int, list[str]] = {}
+        for record, event in decoded:
+            keys.setdefault(record.partition, []).append(event.prediction_id)
+        join = self.join
+        join.begin_batch(keys)
+        try:
+            feedback = result.feedback
+            releases = result.releases
+            for record, event in decoded:
+                if type(event) is PredictionEvent:
+                    out = join.on_prediction(record.partition, event, record.value)
+                    result.predictions.append(event)
+                else:
+                    assert isinstance(event, OutcomeEvent)
+                    out = join.on_outcome(record.partition, event, record.value)
+                    result.outcomes.append(event)
+                if out.feedback:
+                    feedback.extend(out.feedback)
+                if out.releases:
+                    releases.extend(out.releases)
+                if out.repeated:
+                    result.repeated = True
+        finally:
+            join.end_batch()
         return result
 
     def _reroute(

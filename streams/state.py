@@ -59,6 +59,19 @@ class StateStore(Protocol[V]):
         """(key, expires_at_ms) of every entry; rebuilding the expiry index needs no more."""
         ...
 
+    def begin_batch(self, keys: dict[int, list[str]]) -> None:
+        """Start a batch: `keys` (by partition) are about to be read; writes may be held
+        until `end_batch` (reads in between see them)."""
+        ...
+
+    def end_batch(self) -> None:
+        """Write what the batch changed (one write per key, its last value)."""
+        ...
+
+    def forget(self, partition: int) -> None:
+        """Drop what is cached of `partition`: its state may change elsewhere (a rebalance)."""
+        ...
+
 
 class InMemoryStateStore(StateStore[V]):
     """A dict-backed store for unit tests and benchmarks of the join alone."""
@@ -81,6 +94,15 @@ class InMemoryStateStore(StateStore[V]):
     def expiries(self, partition: int) -> Iterator[tuple[str, int]]:
         for key, value in self.items(partition):
             yield key, value.expires_at_ms  # type: ignore[attr-defined]
+
+    def begin_batch(self, keys: dict[int, list[str]]) -> None:
+        return None
+
+    def end_batch(self) -> None:
+        return None
+
+    def forget(self, partition: int) -> None:
+        return None
 
     def __len__(self) -> int:
         return sum(len(entries) for entries in self._partitions.values())

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterator
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast
+
+import rocksdict
 
 from safeloop.schemas.codec import OUTCOME_CODEC, PREDICTION_CODEC
 from safeloop.streams.exceptions import StreamError
@@ -77,6 +79,10 @@ class ChangelogSender(Protocol):
     ) -> None: ...
 
 
+# A key the current batch deleted.
+_DELETED: Any = object()
+
+
 class FaustTableStore(Generic[V]):
     """A `StateStore` over a faust Table with the RocksDB store, addressed by partition.
 
@@ -85,6 +91,11 @@ class FaustTableStore(Generic[V]):
     a crash or a rebalance. The changelog records go through `changelog` (confluent-kafka,
     flushed by the sink before offsets are committed) because faust's own producer path costs
     several times the rest of the join per record.
+
+    Within a batch (`begin_batch` .. `end_batch`) the batch's keys are read with one multi-get
+    per partition, reads and writes stay decoded in memory, and `end_batch` writes each changed
+    key once: one RocksDB WriteBatch per partition and one changelog record per key (its last
+    value; a prediction and its outcome in the same batch cost one write, not two).
     """
 
     def __init__(
@@ -99,6 +110,14 @@ class FaustTableStore(Generic[V]):
         self._decode = decode
         self._changelog = changelog
         self._topic: str | None = None
+        # Inside a batch: partition -> key -> raw bytes read (None: absent).
+        self._read: dict[int, dict[bytes, bytes | None]] | None = None
+        # Inside a batch: partition -> key -> value written (_DELETED: deleted).
+        self._written: dict[int, dict[bytes, Any]] = {}
+        # What the previous batch wrote, decoded: an outcome a batch after its prediction pairs
+        # without decoding the stored entry again. Bounded by one batch; dropped on any write
+        # outside a batch.
+        self._recent: dict[int, dict[bytes, Any]] = {}
 
     def _db(self, partition: int) -> Any:
         db = partition_db(self.table, partition)
@@ -116,18 +135,73 @@ class FaustTableStore(Generic[V]):
             self._topic = self.table.changelog_topic.get_topic_name()
         self._changelog.send(self._topic, key, value, partition)
 
+    def begin_batch(self, keys: dict[int, list[str]]) -> None:
+        read: dict[int, dict[bytes, bytes | None]] = {}
+        for partition, partition_keys in keys.items():
+            raw_keys = list(dict.fromkeys(key.encode() for key in partition_keys))
+            values = self._db(partition).get(raw_keys) if raw_keys else []
+            read[partition] = dict(zip(raw_keys, values, strict=True))
+        self._read = read
+        self._written = {}
+
+    def end_batch(self) -> None:
+        written, self._written = self._written, {}
+        self._read = None
+        self._recent = written
+        encode = self._encode
+        for partition, values in written.items():
+            if not values:
+                continue
+            batch = rocksdict.WriteBatch(raw_mode=True)
+            sends: list[tuple[bytes, bytes | None]] = []
+            for raw_key, value in values.items():
+                if value is _DELETED:
+                    batch.delete(raw_key)
+                    sends.append((raw_key, None))
+                else:
+                    body = encode(value)
+                    batch.put(raw_key, body)
+                    sends.append((raw_key, body))
+            self._db(partition).write(batch)
+            for raw_key, sent in sends:
+                self._send(partition, raw_key, sent)
+
+    def forget(self, partition: int) -> None:
+        self._recent.pop(partition, None)
+
     def get(self, partition: int, key: str) -> V | None:
-        raw = self._db(partition).get(key.encode())
+        raw_key = key.encode()
+        if self._read is not None:
+            value = self._written.get(partition, {}).get(raw_key)
+            if value is None:
+                value = self._recent.get(partition, {}).get(raw_key)
+            if value is not None:
+                return None if value is _DELETED else cast(V, value)
+            read = self._read.setdefault(partition, {})
+            if raw_key in read:
+                raw = read[raw_key]
+            else:
+                raw = read[raw_key] = self._db(partition).get(raw_key)
+            return None if raw is None else self._decode(raw)
+        raw = self._db(partition).get(raw_key)
         return None if raw is None else self._decode(raw)
 
     def put(self, partition: int, key: str, value: V) -> None:
         raw_key = key.encode()
+        if self._read is not None:
+            self._written.setdefault(partition, {})[raw_key] = value
+            return
+        self._recent = {}
         raw = self._encode(value)
         self._db(partition).put(raw_key, raw)
         self._send(partition, raw_key, raw)
 
     def delete(self, partition: int, key: str) -> None:
         raw_key = key.encode()
+        if self._read is not None:
+            self._written.setdefault(partition, {})[raw_key] = _DELETED
+            return
+        self._recent = {}
         self._db(partition).delete(raw_key)
         self._send(partition, raw_key, None)
 

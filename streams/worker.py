@@ -8,10 +8,11 @@ import functools
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import faust
+from faust.types import TP
 
 from safeloop.infra.clickhouse.client import clickhouse_client
 from safeloop.infra.kafka.clients import producer_config
@@ -23,7 +24,15 @@ from safeloop.schemas.tables import DEAD_LETTERS, FEEDBACK, OUTCOMES, PREDICTION
 from safeloop.streams.app import StreamApp, StreamConfig, app_id_for, create_app
 from safeloop.streams.exactly_once import EXPIRY_SOURCE
 from safeloop.streams.exceptions import StreamError
-from safeloop.streams.faust_adapter import committed_offset, in_recovery, started_consumer
+from safeloop.streams.faust_adapter import (
+    committed_offset,
+    forget_done,
+    in_recovery,
+    install_batch_handler,
+    mark_done,
+    set_persisted_offset,
+    started_consumer,
+)
 from safeloop.streams.join import JoinWindow, Release
 from safeloop.streams.observability import (
     CONTENT_TYPE,
@@ -97,6 +106,11 @@ class StreamWorker:
             partitions=settings.partitions,
         )
         self._sources = {topics.predictions, topics.outcomes, topics.repartition}
+        self._changelog_tables = {
+            table.changelog_topic.get_topic_name(): table
+            for table in (self.parts.pending, self.parts.early)
+        }
+        outputs.track_offsets(set(self._changelog_tables))
         self.sink = ClickHouseSink(
             writer,
             (PREDICTIONS, OUTCOMES, FEEDBACK, DEAD_LETTERS),
@@ -128,8 +142,11 @@ class StreamWorker:
         app.page("/metrics")(self._metrics_page)
         app.on_partitions_revoked.connect(self._on_revoked)
         app.on_partitions_assigned.connect(self._on_assigned)
+        install_batch_handler(app, self._sources, self._on_batch)
 
     async def _process(self, stream: Any) -> None:
+        # The source topics' records reach `_on_batch` beneath faust's conductor (see
+        # faust_adapter); the agent stays so faust subscribes to them and owns their partitions.
         within_s = self.config.batch_within_ms / 1000.0
         async for events in stream.noack_take(self.config.batch_max, within=within_s):
             await self.handle(events)
@@ -137,12 +154,13 @@ class StreamWorker:
     async def _on_revoked(self, sender: Any, revoked: set[Any], **kwargs: Any) -> None:
         # Flush before letting go: the next owner reads the marks and checks its replay against
         # the tables, so no insert of ours may land after that; input of these partitions still
-        # buffered is left to the next owner (handle skips it meanwhile).
+        # fetched is left to the next owner (`_on_batch` skips it meanwhile).
         self._revoking |= {tp.partition for tp in revoked if tp.topic in self._sources}
         try:
             await self.sink.flush()
         except Exception as exc:
             log.error("flush on revoke failed; the next owner replays what is missing: %s", exc)
+        forget_done(self.app, revoked)
         for partition in {tp.partition for tp in revoked if tp.topic == self.topics.predictions}:
             self.join.revoke(partition)
             self._indexed.discard(partition)
@@ -189,58 +207,80 @@ class StreamWorker:
 
     # -- the stream ------------------------------------------------------------------------
 
-    async def handle(self, events: Sequence[Any]) -> None:
-        """Process one batch of faust events; they are acked after the sink flushed them."""
+    def _on_batch(self, batch: Mapping[Any, Sequence[Any]]) -> Awaitable[None]:
+        """One fetch round of the source topics, {TP: [ConsumerRecord, ...]}: join it, emit
+        its rows; its offsets commit once those rows are flushed."""
         owned = self._owned_partitions()
-        if not await self._ensure_indexed({event.message.partition for event in events} & owned):
+        if {tp.partition for tp in batch} & owned <= self._indexed:
+            # The hot path: every partition's marks are known and its state indexed.
+            self._process_batch(batch, owned)
+            return self.sink.maybe_flush()
+        return self._process_when_indexed(batch)
+
+    async def _process_when_indexed(self, batch: Mapping[Any, Sequence[Any]]) -> None:
+        # A partition new here: its marks are read before any of its input is joined, so its
+        # replay is checked. If a rebalance runs meanwhile (faust then cancels this wait), the
+        # batch is dropped with nothing marked done: after the rebalance faust seeks every
+        # partition back to its committed offset and the records are read again.
+        if not await self._ensure_indexed(
+            {tp.partition for tp in batch} & self._owned_partitions()
+        ):
+            log.info("a rebalance ran while reading marks: batch left to be read again")
             return
-        owned = self._owned_partitions()
+        self._process_batch(batch, self._owned_partitions())
+        await self.sink.maybe_flush()
+
+    def _process_batch(self, batch: Mapping[Any, Sequence[Any]], owned: set[int]) -> None:
         records: list[SourceRecord] = []
-        kept: list[Any] = []
-        repartition = self.topics.repartition
-        for event in events:
-            message = event.message
-            if message.partition not in owned:
-                # Revoked while buffered: the new owner reads it again from the committed offset.
-                continue
-            kept.append(event)
-            topic = message.topic
-            if topic == repartition:
-                records.append(
-                    SourceRecord(
-                        topic,
-                        message.partition,
-                        message.offset,
-                        message.key,
-                        message.value,
-                        tuple(message.headers or ()),
-                    )
-                )
-            else:
-                records.append(
-                    SourceRecord(
-                        topic, message.partition, message.offset, message.key, message.value
-                    )
-                )
-        result = self.processor.process(records)
-        self._emit(result, kept, records)
-        sink = self.sink
+        done: dict[tuple[str, int], int] = {}
         spans: dict[tuple[str, int], tuple[int, int]] = {}
-        for record in records:
-            key = (record.topic, record.partition)
-            span = spans.get(key)
-            offset = record.offset
-            if span is None:
-                spans[key] = (offset, offset)
-            elif offset > span[1]:
-                spans[key] = (span[0], offset)
-            elif offset < span[0]:
-                spans[key] = (offset, span[1])
+        repartition = self.topics.repartition
+        append = records.append
+        indexed = self._indexed
+        for tp, tp_records in batch.items():
+            topic, partition = tp.topic, tp.partition
+            if partition not in owned or partition not in indexed or not tp_records:
+                # Revoked while fetched: the new owner reads it again from the committed offset.
+                continue
+            if topic == repartition:
+                for r in tp_records:
+                    append(
+                        SourceRecord(
+                            topic, partition, r.offset, r.key, r.value, tuple(r.headers or ())
+                        )
+                    )
+            else:
+                for r in tp_records:
+                    append(SourceRecord(topic, partition, r.offset, r.key, r.value))
+            first, last = tp_records[0].offset, tp_records[-1].offset
+            spans[(topic, partition)] = (min(first, last), max(first, last))
+            done[(topic, partition)] = last + 1
+        if not records:
+            return
+        result = self.processor.process(records)
+        self._emit(result, done)
+        sink = self.sink
         for key, (first, last) in spans.items():
             sink.derived_from(key, first, last)
         if result.repeated:
             sink.mark_suspect()
-        await sink.maybe_flush()
+
+    async def handle(self, events: Sequence[Any]) -> None:
+        """Faust events of the source topics, should any reach the agent's stream (the batch
+        hand-off takes them all): processed as a batch, acked once flushed."""
+        batch: dict[TP, list[Any]] = {}
+        for event in events:
+            message = event.message
+            batch.setdefault(TP(message.topic, message.partition), []).append(message)
+        owned = self._owned_partitions()
+        if not await self._ensure_indexed({tp.partition for tp in batch} & owned):
+            # Not acked: read again after the rebalance's seek.
+            return
+        owned = self._owned_partitions() & self._indexed
+        self._process_batch(batch, owned)
+        kept = [event for event in events if event.message.partition in owned]
+        self.sink.after_flush(functools.partial(_ack_all, kept))
+        await self.sink.maybe_flush()
 
     async def _expiry_tick(self) -> None:
         if self.app.rebalancing or in_recovery(self.app):
@@ -252,7 +292,7 @@ class StreamWorker:
         started_ms = self.clock_ms()
         result = self.processor.expire(partitions)
         if result.feedback or result.releases:
-            self._emit(result, [], [])
+            self._emit(result, {})
         swept_ms = self.clock_ms()
         last_sweep = self._last_sweep_ms
         for partition in partitions:
@@ -269,7 +309,7 @@ class StreamWorker:
     async def _log_tick(self) -> None:
         self.rate_logger.log(time.monotonic(), self.snapshot())
 
-    def _emit(self, result: BatchResult, events: list[Any], records: list[SourceRecord]) -> None:
+    def _emit(self, result: BatchResult, done: dict[tuple[str, int], int]) -> None:
         feedback_topic = self.topics.feedback
         send = self.outputs.send
         for record in result.feedback:
@@ -290,22 +330,31 @@ class StreamWorker:
             sink.add(FEEDBACK, FEEDBACK.rows(result.feedback))
         if result.dead_letters:
             sink.add(DEAD_LETTERS, DEAD_LETTERS.rows(result.dead_letters))
-        if events or result.releases:
-            sink.after_flush(functools.partial(self._flushed, events, records, result.releases))
+        if done or result.releases:
+            sink.after_flush(functools.partial(self._flushed, done, result.releases))
 
-    def _flushed(
-        self, events: list[Any], records: list[SourceRecord], releases: list[Release]
-    ) -> None:
-        # Everything these events caused is in ClickHouse and on the output topics: commit.
-        for event in events:
-            event.ack()
-        flushed = self.flushed
-        for record in records:
-            key = (record.topic, record.partition)
-            if record.offset + 1 > flushed.get(key, -1):
-                flushed[key] = record.offset + 1
+    def _flushed(self, done: dict[tuple[str, int], int], releases: list[Release]) -> None:
+        # Everything these records caused is in ClickHouse and on the output topics: commit.
+        if done:
+            owned = self._owned_partitions()
+            owned_done = {tp: offset for tp, offset in done.items() if tp[1] in owned}
+            mark_done(self.app, owned_done)
+            flushed = self.flushed
+            for key, offset in owned_done.items():
+                if offset > flushed.get(key, -1):
+                    flushed[key] = offset
         if releases:
             self.join.release([r for r in releases if r.partition in self._indexed])
+        self._persist_changelog_offsets()
+
+    def _persist_changelog_offsets(self) -> None:
+        # The flush barrier saw every changelog record sent so far acknowledged, and each was
+        # written to RocksDB before it was sent: the local store holds its changelog up to
+        # these offsets, so a restart on this disk replays only what came after.
+        for (topic, partition), offset in self.outputs.take_offsets().items():
+            table = self._changelog_tables.get(topic)
+            if table is not None and partition in self._indexed:
+                set_persisted_offset(table, partition, offset)
 
     # -- observability ---------------------------------------------------------------------
 
@@ -367,6 +416,11 @@ class StreamWorker:
         finally:
             self.outputs.close()
         return 0
+
+
+def _ack_all(events: Sequence[Any]) -> None:
+    for event in events:
+        event.ack()
 
 
 def clickhouse_writer(settings: Settings, group: str = "") -> ClickHouseWriter:

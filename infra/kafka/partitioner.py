@@ -9,11 +9,16 @@ partition of a prediction_id.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
+
+import numpy as np
 
 _SEED = 0x9747B28C
 _M = 0x5BD1E995
 _MASK = 0xFFFFFFFF
 _WORDS: dict[int, struct.Struct] = {}
+# Fewer keys of one length than this are hashed one by one (numpy's per-call cost).
+_VECTOR_MIN = 16
 
 
 def murmur2(data: bytes) -> int:
@@ -51,3 +56,45 @@ def default_partition(key: bytes, partitions: int) -> int:
         raise ValueError(f"partitions must be positive, got {partitions}")
     # Utils.toPositive: clear the sign bit (not abs()).
     return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def murmur2_many(keys: Sequence[bytes]) -> list[int]:
+    """`murmur2` of each key, in order: keys of one length are hashed together (numpy's uint32
+    arithmetic wraps mod 2^32 as the scalar version masks), a batch at a time."""
+    out = [0] * len(keys)
+    by_length: dict[int, list[int]] = {}
+    for index, key in enumerate(keys):
+        by_length.setdefault(len(key), []).append(index)
+    m = np.uint32(_M)
+    for length, indexes in by_length.items():
+        if len(indexes) < _VECTOR_MIN:
+            for index in indexes:
+                out[index] = murmur2(keys[index])
+            continue
+        data = np.frombuffer(b"".join([keys[i] for i in indexes]), dtype=np.uint8)
+        data = data.reshape(len(indexes), length)
+        h = np.full(len(indexes), (_SEED ^ length) & _MASK, dtype=np.uint32)
+        count = length // 4
+        if count:
+            words = np.ascontiguousarray(data[:, : count * 4]).view("<u4")
+            for column in range(count):
+                k = words[:, column] * m
+                k ^= k >> np.uint32(24)
+                k *= m
+                h *= m
+                h ^= k
+        tail = length & 3
+        if tail:
+            base = count * 4
+            if tail == 3:
+                h ^= data[:, base + 2].astype(np.uint32) << np.uint32(16)
+            if tail >= 2:
+                h ^= data[:, base + 1].astype(np.uint32) << np.uint32(8)
+            h ^= data[:, base].astype(np.uint32)
+            h *= m
+        h ^= h >> np.uint32(13)
+        h *= m
+        h ^= h >> np.uint32(15)
+        for index, value in zip(indexes, h.tolist(), strict=True):
+            out[index] = value
+    return out

@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "safeloop.services.cli.demo_commands",
     "safeloop.services.cli.outcomes_commands",
     "safeloop.services.cli.ingest_commands",
+    "safeloop.services.cli.plan_commands",
     "safeloop.services.cli.retrain_commands",
 )
 

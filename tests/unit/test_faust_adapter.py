@@ -26,7 +26,6 @@ from faust.sensors.monitor import Monitor
 from faust.stores.rocksdb import Store
 from faust.tables.recovery import Recovery
 from faust.transport import base as transport_base
-from faust.transport import conductor as faust_conductor
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
@@ -43,21 +42,50 @@ COPIED_OR_MIRRORED: list[tuple[Callable[..., Any], str, str]] = [
     (
         faust_consumer.Consumer._drain_messages,
         "44a2500309e83c630493f6828af50166ec8d96a0b3e4fb2bab735f704ae93417",
-        "faust_adapter.Consumer._drain_messages is a copy of it with an inline hand-off; port "
-        "faust's change into the copy (or drop the override if faust made the hand-off cheap)",
+        "faust_adapter.Consumer._drain_messages is a copy of it with the batch hand-off; port "
+        "faust's change into the copy",
+    ),
+    (
+        faust_consumer.Consumer.getmany,
+        "4b168d84882a70d6e3e2f9804430a63b92f8fd117d3187cbb4aeb54305bda34e",
+        "the batch hand-off in faust_adapter.Consumer._drain_messages mirrors it (flow check, "
+        "perform_seek, generation id, active and buffered partitions, scheduler, _to_message); "
+        "port the change",
+    ),
+    (
+        faust_consumer.Consumer._wait_next_records,
+        "6218e1969a636b3ff504ad1b8e7ad58a113572e43d746cc96d684ed5153032c6",
+        "the batch hand-off calls it for (records by TP, active partitions); check it still "
+        "returns that pair",
+    ),
+    (
+        faust_consumer.Consumer._new_offset,
+        "1d2c7ea89a7ad4f1a216c1d51936e569162cd66bd56f889e13fd29c910b58eb0",
+        "faust_adapter.Consumer._new_offset answers it for the batch topics from mark_done's "
+        "marks; check it is still the one place commit() asks for a partition's next offset",
+    ),
+    (
+        faust_consumer.Consumer._filter_tps_with_pending_acks,
+        "f6f9239774234e7e230eee7c40c686421a66302be95e59c59a9109c2bba5fbd6",
+        "mark_done puts each marked partition into `_acked` because commit() considers only "
+        "the partitions this iterates; check it still iterates `_acked`",
+    ),
+    (
+        Store.persisted_offset,
+        "6f2e502fb86043a1cf0adca5c2fffb197579db01b31dbba3b0415aaacc35a2ed",
+        "faust_adapter.persisted_offset reads it; recovery starts a partition's changelog after it",
+    ),
+    (
+        Store.set_persisted_offset,
+        "b4c811926678346ebb8c40486dbc46d0fbac2bbeaa592384bd955112556acf45",
+        "faust_adapter.set_persisted_offset records the changelog offsets the worker's own "
+        "writes reached; check it still stores one offset per partition database",
     ),
     (
         App._new_transport,
         "42db531312dd776fc3937154a32f19eeb9ad7d4ebc2722a92d081a2d271baea1",
         "faust_adapter.install_consumer builds the consumer transport the way this does; "
         "build it with the same arguments",
-    ),
-    (
-        faust_conductor.Conductor._compile_message_handler,
-        "9fbc0538097aa4eca6113b99df8d17605ae72a6b5030482f041a183f4cc34df1",
-        "the inline hand-off runs the on_message compiled here up to its first suspension "
-        "outside wait_first; check it still only decodes and puts into stream queues, and "
-        "rarely suspends",
     ),
     (
         Monitor.on_message_in,
@@ -243,18 +271,52 @@ def test_the_consumer_has_every_internal_the_copied_fetch_loop_reads(
     assert callable(consumer.commit)
 
 
-def test_the_conductor_indexes_channels_by_partition_and_hands_off_through_a_coroutine(
-    app: Any, consumer: Any
-) -> None:
+def test_the_conductor_hands_other_topics_off_through_a_coroutine(app: Any, consumer: Any) -> None:
     conductor = app.topics
-    assert callable(conductor._tp_index.get)
     assert callable(conductor.acks_enabled_for)
-    # The inline hand-off drives the callback's coroutine by hand (`coro.send(None)`).
     assert consumer.callback is conductor.on_message
     assert inspect.iscoroutinefunction(conductor.on_message)
-    queue = app.topic("faust-adapter-probe").queue
-    assert isinstance(queue.maxsize, int)
-    assert callable(queue.full) and callable(queue.qsize)
+
+
+def test_the_consumer_has_every_internal_the_batch_hand_off_reads(app: Any, consumer: Any) -> None:
+    assert inspect.iscoroutinefunction(consumer._wait_next_records)
+    assert [n for n, _, _ in _parameters(consumer._wait_next_records)] == ["timeout"]
+    assert isinstance(consumer._buffered_partitions, set)
+    assert callable(consumer.scheduler.iterate)
+    assert callable(consumer._to_message)
+    assert inspect.iscoroutinefunction(consumer.perform_seek)
+    assert isinstance(consumer.flow_active, bool)
+    assert isinstance(app.consumer_generation_id, int)
+    assert isinstance(app.monitor.stream_inbound_time, dict)
+    assert [n for n, _, _ in _parameters(faust_consumer.Consumer._new_offset)] == ["self", "tp"]
+    # Records as the aiokafka driver fetches them carry what the worker reads.
+    from aiokafka.structs import ConsumerRecord
+
+    fields = {f for f in ConsumerRecord.__dataclass_fields__}
+    assert {"topic", "partition", "offset", "key", "value", "headers"} <= fields
+
+
+def test_marked_offsets_commit_for_batch_topics_and_acks_for_the_others(
+    tmp_path: Path,
+) -> None:
+    with _worker_app(tmp_path) as app:
+        consumer = app.consumer
+        faust_adapter.install_batch_handler(app, ["source"], lambda batch: None)
+        faust_adapter.mark_done(app, {("source", 0): 10, ("source", 1): 5})
+        faust_adapter.mark_done(app, {("source", 0): 7})  # never backwards
+        assert set(consumer._filter_tps_with_pending_acks()) >= {TP("source", 0), TP("source", 1)}
+        assert consumer._filter_committable_offsets([TP("source", 0), TP("source", 1)]) == {
+            TP("source", 0): 10,
+            TP("source", 1): 5,
+        }
+        # Taken once: nothing new to commit until the next mark.
+        assert consumer._new_offset(TP("source", 0)) is None
+        faust_adapter.mark_done(app, {("source", 2): 3})
+        faust_adapter.forget_done(app, [TP("source", 2)])
+        assert consumer._new_offset(TP("source", 2)) is None
+        # Other topics: faust's acks, as before.
+        consumer._acked[TP("other", 0)].extend([0, 1, 2])
+        assert consumer._new_offset(TP("other", 0)) == 3
 
 
 # -- the monitor ---------------------------------------------------------------------------
@@ -298,6 +360,18 @@ def test_the_rocksdb_store_gives_partition_databases_and_their_visible_items(app
     assert list(faust_adapter.visible_items(table, db)) == [(b"key", b"value")]
     db.delete(b"key")
     db.delete(table.data.offset_key)
+
+
+def test_the_persisted_changelog_offset_is_what_recovery_starts_after(app: Any) -> None:
+    table = app.tables["pending-predictions"]
+    assert faust_adapter.persisted_offset(table, 2) is None
+    faust_adapter.set_persisted_offset(table, 2, 41)
+    assert faust_adapter.persisted_offset(table, 2) == 41
+    tp = TP(table.changelog_topic.get_topic_name(), 2)
+    assert table.persisted_offset(tp) == 41
+    recovery = inspect.getsource(Recovery)
+    assert "persisted_offset = table.persisted_offset(tp)" in recovery
+    faust_adapter.partition_db(table, 2).delete(table.data.offset_key)
 
 
 def test_a_table_without_the_rocksdb_store_has_no_partition_database() -> None:

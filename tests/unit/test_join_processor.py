@@ -68,3 +68,27 @@ def test_metrics_render_in_prometheus_text_format() -> None:
     assert "safeloop_sink_retries_total 1" in text
     assert "# TYPE safeloop_join_expired_total counter" in text
     assert text.endswith("\n")
+
+
+def test_a_batch_is_repeated_only_when_the_join_saw_some_of_its_input_before() -> None:
+    # `repeated` makes the sink check the batch against ClickHouse: the three-pass process must
+    # carry the join's flag, set for replayed input only, never for first input.
+    processor = make_processor()
+    pair = [
+        SourceRecord("outcomes", 0, 1, b"a", OUTCOME_CODEC.encode(outcome("a", ts=NOW_MS))),
+        SourceRecord(
+            "predictions", 0, 1, b"a", PREDICTION_CODEC.encode(prediction("a", ts=NOW_MS))
+        ),
+    ]
+    first = processor.process(pair)
+    assert len(first.feedback) == 1 and not first.repeated
+    fresh = SourceRecord(
+        "predictions", 0, 2, b"b", PREDICTION_CODEC.encode(prediction("b", ts=NOW_MS))
+    )
+    assert not processor.process([fresh]).repeated
+    replayed = processor.process([pair[1]])
+    assert replayed.repeated and len(replayed.feedback) == 1
+    # Within one batch too: the second copy of a prediction reads the first one's write.
+    copy = PREDICTION_CODEC.encode(prediction("c", ts=NOW_MS))
+    twice = [SourceRecord("predictions", 0, offset, b"c", copy) for offset in (3, 4)]
+    assert processor.process(twice).repeated

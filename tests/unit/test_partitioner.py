@@ -7,7 +7,7 @@ import random
 import pytest
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
-from safeloop.infra.kafka.partitioner import default_partition, murmur2
+from safeloop.infra.kafka.partitioner import default_partition, murmur2, murmur2_many
 
 
 def _signed(value: int) -> int:
@@ -47,3 +47,13 @@ def test_the_partition_clears_the_sign_bit_rather_than_taking_the_absolute_value
 def test_partitions_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         default_partition(b"x", 0)
+
+
+def test_murmur2_over_a_batch_equals_murmur2_of_each_key() -> None:
+    rng = random.Random(11)
+    # Every tail length, lengths with many keys (hashed together) and with few (one by one).
+    keys = [rng.randbytes(length) for length in range(0, 70) for _ in range(20)]
+    keys += [rng.randbytes(36) for _ in range(500)] + [b"", b"a"]
+    rng.shuffle(keys)
+    assert murmur2_many(keys) == [murmur2(key) for key in keys]
+    assert murmur2_many([]) == []

@@ -1,0 +1,112 @@
+"""FaustTableStore's batches: one multi-get, reads that see the batch's own writes, and one
+RocksDB write and one changelog record per changed key at the end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import rocksdict
+
+from safeloop.streams.table_store import FaustTableStore
+
+
+class _Store:
+    """What FaustTableStore reads off faust's RocksDB store: a database per partition."""
+
+    offset_key = b"__faust\0offset__"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.dbs: dict[int, Any] = {}
+
+    def _db_for_partition(self, partition: int) -> Any:
+        if partition not in self.dbs:
+            self.dbs[partition] = rocksdict.Rdict(
+                str(self.root / str(partition)), rocksdict.Options(raw_mode=True)
+            )
+        return self.dbs[partition]
+
+    def _visible_items(self, db: Any) -> Any:
+        return ((k, v) for k, v in db.items() if k != self.offset_key)
+
+
+class _Changelog:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes | None, int | None]] = []
+
+    def send(
+        self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None
+    ) -> None:
+        self.sent.append((topic, key, value, partition))
+
+
+def _store(tmp_path: Path) -> tuple[FaustTableStore[str], _Changelog, _Store]:
+    data = _Store(tmp_path)
+    table = SimpleNamespace(
+        name="t",
+        data=data,
+        changelog_topic=SimpleNamespace(get_topic_name=lambda: "t-changelog"),
+    )
+    changelog = _Changelog()
+    store = FaustTableStore[str](table, str.encode, bytes.decode, changelog)
+    return store, changelog, data
+
+
+def test_a_batch_writes_each_changed_key_once_with_its_last_value(tmp_path: Path) -> None:
+    store, changelog, data = _store(tmp_path)
+    store.put(0, "kept", "v0")
+    store.put(1, "gone", "x")
+    changelog.sent.clear()
+    store.begin_batch({0: ["kept", "new"], 1: ["gone"]})
+    assert store.get(0, "kept") == "v0"
+    assert store.get(0, "new") is None
+    store.put(0, "new", "a")
+    store.put(0, "new", "b")
+    assert store.get(0, "new") == "b"  # the batch reads its own writes
+    store.delete(1, "gone")
+    assert store.get(1, "gone") is None
+    store.put(0, "unlisted", "u")  # a key not announced is read and written all the same
+    # Nothing is written before the batch ends.
+    assert changelog.sent == []
+    assert data._db_for_partition(0).get(b"new") is None
+    store.end_batch()
+    assert sorted(changelog.sent, key=repr) == sorted(
+        [
+            ("t-changelog", b"new", b"b", 0),
+            ("t-changelog", b"unlisted", b"u", 0),
+            ("t-changelog", b"gone", None, 1),
+        ],
+        key=repr,
+    )
+    assert data._db_for_partition(0).get(b"new") == b"b"
+    assert data._db_for_partition(1).get(b"gone") is None
+    # Outside a batch, every write goes through at once again.
+    store.put(0, "after", "z")
+    assert changelog.sent[-1] == ("t-changelog", b"after", b"z", 0)
+    assert store.get(0, "after") == "z"
+
+
+def test_the_next_batch_reads_the_previous_batchs_writes_until_anything_else_writes(
+    tmp_path: Path,
+) -> None:
+    store, _, data = _store(tmp_path)
+    store.begin_batch({0: ["a"]})
+    store.put(0, "a", "first")
+    store.end_batch()
+    # Changed behind the store's back (as a changelog restore would): the cache still answers
+    # until the partition is forgotten, as the join does on every assignment and revocation.
+    data._db_for_partition(0).put(b"a", b"restored")
+    store.begin_batch({0: ["a"]})
+    assert store.get(0, "a") == "first"
+    store.end_batch()
+    store.forget(0)
+    store.begin_batch({0: ["a"]})
+    assert store.get(0, "a") == "restored"
+    store.put(0, "a", "second")
+    store.end_batch()
+    store.delete(0, "a")  # a write outside a batch drops the cache
+    store.begin_batch({0: ["a"]})
+    assert store.get(0, "a") is None
+    store.end_batch()
