@@ -51,10 +51,12 @@ class ControlTopicView:
         return None if command is None else command.config
 
 
-def read_control_topic(reader: BroadcastReader, keys: KeyRing | None) -> ControlTopicView:
-    """Read the whole control topic and keep, per model, the newest command that verifies
-    (without `keys`: the newest that decodes, and the view says it is unverified)."""
-    latest: dict[str, ControlCommand] = {}
+def read_commands(
+    reader: BroadcastReader, keys: KeyRing | None
+) -> tuple[list[ControlCommand], int]:
+    """Every command on the topic, in partition order, that decodes (and, with `keys`, verifies),
+    and how many records were refused; closes the reader."""
+    commands: list[ControlCommand] = []
     refused = 0
     try:
         reader.assign_from_beginning()
@@ -69,11 +71,21 @@ def read_control_topic(reader: BroadcastReader, keys: KeyRing | None) -> Control
             except (DecodeError, SignatureError):
                 refused += 1
                 continue
-            current = latest.get(command.model_name)
-            if current is None or command.sequence > current.sequence:
-                latest[command.model_name] = command
+            commands.append(command)
     finally:
         reader.close()
+    return commands, refused
+
+
+def read_control_topic(reader: BroadcastReader, keys: KeyRing | None) -> ControlTopicView:
+    """Read the whole control topic and keep, per model, the newest command that verifies
+    (without `keys`: the newest that decodes, and the view says it is unverified)."""
+    commands, refused = read_commands(reader, keys)
+    latest: dict[str, ControlCommand] = {}
+    for command in commands:
+        current = latest.get(command.model_name)
+        if current is None or command.sequence > current.sequence:
+            latest[command.model_name] = command
     return ControlTopicView(latest, refused, verified=keys is not None)
 
 

@@ -12,14 +12,11 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from safeloop.schemas.codec import CONTROL_CODEC
 from safeloop.schemas.events import ControlCommand
-from safeloop.schemas.exceptions import DecodeError
 from safeloop.services.control.broadcast import BroadcastReader
-from safeloop.services.control.exceptions import ControlTopicError, SignatureError
+from safeloop.services.control.exceptions import ControlTopicError
 from safeloop.services.control.keys import KeyRing
-from safeloop.services.control.publisher import READ_TIMEOUT_S, ControlTopicView
-from safeloop.services.control.signing import verify
+from safeloop.services.control.publisher import ControlTopicView, read_commands
 
 logger = logging.getLogger(__name__)
 
@@ -47,23 +44,8 @@ def rival_of(history: Iterable[ControlCommand], ours: ControlCommand) -> Control
 
 def read_history(reader: BroadcastReader, keys: KeyRing, model_name: str) -> list[ControlCommand]:
     """The model's verified commands on the control topic, in partition order (closes reader)."""
-    history: list[ControlCommand] = []
-    try:
-        reader.assign_from_beginning()
-        for message in reader.read_to_end(READ_TIMEOUT_S):
-            value = message.value()
-            if value is None:
-                continue
-            try:
-                command = CONTROL_CODEC.decode(value)
-                verify(command, keys)
-            except (DecodeError, SignatureError):
-                continue
-            if command.model_name == model_name:
-                history.append(command)
-    finally:
-        reader.close()
-    return history
+    commands, _ = read_commands(reader, keys)
+    return [command for command in commands if command.model_name == model_name]
 
 
 @dataclass(frozen=True, slots=True)
