@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,16 +28,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from safeloop.infra.portcheck import free_port
+
 RESULTS = Path(__file__).parent / "results" / "cli_startup.json"
 REPO = Path(__file__).resolve().parents[1]
 TARGET_MS = 300.0
 SERVE = [sys.executable, "-m", "safeloop.services.cli.main", "serve"]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -83,8 +78,8 @@ def _stack(env: dict[str, str]) -> Iterator[dict[str, str]]:
             "SAFELOOP_LOG_LEVEL": "WARNING",
         }
         if not env.get("KAFKA_BOOTSTRAP_SERVERS"):
-            stack_env["SAFELOOP_KAFKA_PORT"] = str(_free_port())
-            stack_env["SAFELOOP_KAFKA_CONTROLLER_PORT"] = str(_free_port())
+            stack_env["SAFELOOP_KAFKA_PORT"] = str(free_port())
+            stack_env["SAFELOOP_KAFKA_CONTROLLER_PORT"] = str(free_port())
         settings = Settings.from_env(stack_env)
         broker = None if settings.kafka_bootstrap_servers else LocalKafkaBroker(settings)
         if broker is not None:
@@ -114,7 +109,7 @@ def _stack(env: dict[str, str]) -> Iterator[dict[str, str]]:
                 )
             )
             replica = subprocess.Popen(
-                [*SERVE, "--replica-id", "bench-a", "--port", str(_free_port())],
+                [*SERVE, "--replica-id", "bench-a", "--port", str(free_port())],
                 cwd=REPO,
                 env=stack_env,
                 stdout=subprocess.DEVNULL,

@@ -15,7 +15,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ import numpy as np
 from safeloop.infra.kafka.broker import LocalKafkaBroker
 from safeloop.infra.kafka.clients import make_producer
 from safeloop.infra.kafka.topics import TopicAdmin, topic_specs
+from safeloop.infra.portcheck import free_port
 from safeloop.infra.settings import Settings
 from safeloop.schemas.codec import REPLICA_STATUS_CODEC
 from safeloop.schemas.events import CommandKind, ModelConfig, ReplicaState
@@ -46,12 +46,6 @@ TARGET_P99_MS = 100.0
 REPLICA_COUNTS = (1, 4, 8)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -66,8 +60,8 @@ def _environment(state_dir: Path) -> dict[str, str]:
         "SAFELOOP_LOG_LEVEL": "WARNING",
     }
     if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        env["SAFELOOP_KAFKA_PORT"] = str(_free_port())
-        env["SAFELOOP_KAFKA_CONTROLLER_PORT"] = str(_free_port())
+        env["SAFELOOP_KAFKA_PORT"] = str(free_port())
+        env["SAFELOOP_KAFKA_CONTROLLER_PORT"] = str(free_port())
     return env
 
 
@@ -109,7 +103,7 @@ def _start_replicas(env: dict[str, str], count: int, tag: str) -> list[subproces
                 "--replica-id",
                 f"{tag}-{index}",
                 "--port",
-                str(_free_port()),
+                str(free_port()),
             ],
             cwd=REPO,
             env={**os.environ, **env},

@@ -20,7 +20,6 @@ import gc
 import json
 import os
 import platform
-import socket
 import tempfile
 import time
 from dataclasses import replace
@@ -34,6 +33,7 @@ import pyarrow.parquet as pq
 from safeloop.infra.kafka.broker import LocalKafkaBroker
 from safeloop.infra.kafka.clients import make_producer
 from safeloop.infra.kafka.topics import TopicAdmin, topic_specs
+from safeloop.infra.portcheck import free_port
 from safeloop.infra.settings import Settings
 from safeloop.schemas.codec import OUTCOME_CODEC, PREDICTION_CODEC
 from safeloop.schemas.events import OutcomeEvent, PredictionEvent, Route
@@ -51,12 +51,6 @@ TARGET_LOG_P99_US = 20.0
 FEATURES = {f"f{index}": 0.5 + index for index in range(10)}
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _kafka(state_dir: Path) -> tuple[Settings, LocalKafkaBroker | None]:
     settings = replace(
         Settings.from_env(),
@@ -66,7 +60,7 @@ def _kafka(state_dir: Path) -> tuple[Settings, LocalKafkaBroker | None]:
     )
     if settings.kafka_bootstrap_servers:
         return settings, None
-    settings = replace(settings, kafka_port=_free_port(), kafka_controller_port=_free_port())
+    settings = replace(settings, kafka_port=free_port(), kafka_controller_port=free_port())
     broker = LocalKafkaBroker(settings)
     broker.start()
     return settings, broker

@@ -29,7 +29,6 @@ import os
 import platform
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -50,6 +49,7 @@ from safeloop.infra.clickhouse.migrate import migrate
 from safeloop.infra.kafka.broker import LocalKafkaBroker
 from safeloop.infra.kafka.clients import make_producer, producer_config
 from safeloop.infra.kafka.topics import TopicAdmin, topic_specs
+from safeloop.infra.portcheck import free_port
 from safeloop.infra.settings import Secret, Settings
 from safeloop.infra.warehouse.process import WarehouseProcess
 from safeloop.schemas.codec import FEEDBACK_CODEC, PREDICTION_CODEC
@@ -85,12 +85,6 @@ CANARY_BASIS_POINTS = 1_000
 MIN_REQUESTS = 100
 TARGET_S = 1.0
 RATES = (500, 5000)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class FailingModel:
@@ -176,10 +170,10 @@ def _settings(state_dir: Path) -> Settings:
         if os.environ.get(name):
             env[name] = os.environ[name]
     if "KAFKA_BOOTSTRAP_SERVERS" not in env:
-        env["SAFELOOP_KAFKA_PORT"] = str(_free_port())
-        env["SAFELOOP_KAFKA_CONTROLLER_PORT"] = str(_free_port())
+        env["SAFELOOP_KAFKA_PORT"] = str(free_port())
+        env["SAFELOOP_KAFKA_CONTROLLER_PORT"] = str(free_port())
     if "CLICKHOUSE_URL" not in env:
-        env["SAFELOOP_WAREHOUSE_PORT"] = str(_free_port())
+        env["SAFELOOP_WAREHOUSE_PORT"] = str(free_port())
     return Settings.from_env(env)
 
 
@@ -454,7 +448,7 @@ def _first_breach_after_start(
     """Start `metrics run` under production traffic; the moment its /readyz answers 200,
     publish the failing canary and time the rollback; then stop the process."""
     ids = [replica.replica_id for replica in replicas]
-    port = _free_port()
+    port = free_port()
     failing.reset()
     metrics = None
     try:

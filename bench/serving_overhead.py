@@ -22,7 +22,6 @@ import os
 import platform
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from confluent_kafka import Producer
 from safeloop.infra.kafka.broker import LocalKafkaBroker
 from safeloop.infra.kafka.clients import make_producer
 from safeloop.infra.kafka.topics import TopicAdmin, topic_specs
+from safeloop.infra.portcheck import free_port
 from safeloop.infra.settings import Secret, Settings
 from safeloop.schemas.events import CommandKind, ModelConfig
 from safeloop.services.control.clients import make_broadcast_reader
@@ -153,12 +153,6 @@ def _request(predictor: Predictor) -> Callable[[int], object]:
     return lambda index: predictor.predict("churn", keys[index % len(keys)], FEATURES)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _kafka_settings(state_dir: Path) -> tuple[Settings, LocalKafkaBroker | None]:
     settings = replace(
         Settings.from_env(),
@@ -168,7 +162,7 @@ def _kafka_settings(state_dir: Path) -> tuple[Settings, LocalKafkaBroker | None]
     )
     if settings.kafka_bootstrap_servers:
         return settings, None
-    settings = replace(settings, kafka_port=_free_port(), kafka_controller_port=_free_port())
+    settings = replace(settings, kafka_port=free_port(), kafka_controller_port=free_port())
     broker = LocalKafkaBroker(settings)
     broker.start()
     return settings, broker

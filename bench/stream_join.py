@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -40,6 +39,7 @@ from bench.stream_join_restart import restart
 from safeloop.infra.clickhouse.client import clickhouse_client
 from safeloop.infra.clickhouse.migrate import migrate
 from safeloop.infra.kafka.broker import LocalKafkaBroker
+from safeloop.infra.portcheck import free_port
 from safeloop.infra.settings import Settings
 from safeloop.infra.warehouse.process import WarehouseProcess
 from safeloop.schemas.codec import OUTCOME_CODEC, PREDICTION_CODEC
@@ -49,12 +49,6 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "stream_join.json"
 PARTITIONS = 4
 METRIC_CONSUMED = "safeloop_stream_consumed_total"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def now_ms() -> int:

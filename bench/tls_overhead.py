@@ -24,11 +24,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bench.serving_overhead import CONFIG, REPO, _catalog, _free_port, _request, _time_calls
+from bench.serving_overhead import CONFIG, REPO, _catalog, _request, _time_calls
 from safeloop.infra.kafka.broker import LocalKafkaBroker
 from safeloop.infra.kafka.clients import make_consumer, make_producer
 from safeloop.infra.kafka.provisioning import admin_settings
 from safeloop.infra.kafka.topics import TopicAdmin, topic_specs
+from safeloop.infra.portcheck import free_port
 from safeloop.infra.settings import Settings
 from safeloop.schemas.codec import PREDICTION_CODEC
 from safeloop.schemas.events import PredictionEvent, Route
@@ -46,8 +47,8 @@ def _broker(state_dir: Path, security: str) -> tuple[Settings, LocalKafkaBroker]
         state_dir=state_dir,
         cache_dir=REPO / ".cache",
         topic_prefix=f"bench-tls-{os.getpid()}.",
-        kafka_port=_free_port(),
-        kafka_controller_port=_free_port(),
+        kafka_port=free_port(),
+        kafka_controller_port=free_port(),
         kafka_security=security,
     )
     broker = LocalKafkaBroker(settings, start_timeout=180.0)

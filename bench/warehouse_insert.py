@@ -15,7 +15,6 @@ import gc
 import json
 import os
 import platform
-import socket
 import statistics
 import tempfile
 import time
@@ -30,6 +29,7 @@ import lz4.frame
 import numpy as np
 
 from safeloop.infra.clickhouse import clickhouse_client
+from safeloop.infra.portcheck import free_port
 from safeloop.infra.settings import Settings
 from safeloop.infra.warehouse import WarehouseProcess
 
@@ -39,12 +39,6 @@ PIECE = 1 << 20
 DDL = (
     f"CREATE TABLE IF NOT EXISTS {TABLE} (id UInt64, value Float64) ENGINE = MergeTree ORDER BY id"
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _timed(rounds: int, reset: Callable[[], object], run: Callable[[], object]) -> list[float]:
@@ -134,7 +128,7 @@ def measure(rows: int, rounds: int) -> dict[str, Any]:
         # Direct first, its engine closed before the daemon starts: no two engines compete.
         direct = _direct(native, rows, rounds, Path(tmp) / "direct")
         base = Settings.from_env({})
-        settings = replace(base, state_dir=Path(tmp) / "state", warehouse_port=_free_port())
+        settings = replace(base, state_dir=Path(tmp) / "state", warehouse_port=free_port())
         process = WarehouseProcess(settings)
         process.start()
         try:

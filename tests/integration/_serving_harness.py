@@ -6,7 +6,6 @@ for a private broker on free ports instead.
 
 from __future__ import annotations
 
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from _waiting import poller
 
 from safeloop.infra.kafka.broker import LocalKafkaBroker
 from safeloop.infra.kafka.topics import TopicAdmin, topic_specs
+from safeloop.infra.portcheck import free_port
 from safeloop.infra.settings import Secret, Settings
 from safeloop.schemas.events import ReplicaState
 from safeloop.services.control.clients import make_broadcast_reader
@@ -32,12 +32,6 @@ from safeloop.services.serving.replica import Replica
 REPO = Path(__file__).resolve().parents[2]
 KEY_HEX = "5a" * 32
 FEATURES = {"age": 0.3, "income": -1.2, "tenure_months": 0.8, "sessions_7d": 1.5}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 wait_for = poller(30.0, 0.05)

@@ -23,19 +23,12 @@ from confluent_kafka import Consumer, Producer
 
 from safeloop.infra.kafka.clients import connection_config
 from safeloop.infra.kafka.produce import produce_batch_confirmed
+from safeloop.infra.portcheck import free_port  # noqa: F401 (the tests import it from here)
 from safeloop.infra.settings import Settings
 from safeloop.schemas.codec import OUTCOME_CODEC, PREDICTION_CODEC
 from safeloop.schemas.events import OutcomeEvent, PredictionEvent, Route
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

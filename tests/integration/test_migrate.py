@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,15 +19,9 @@ from safeloop.infra.clickhouse.migrate import (
     split_statements,
 )
 from safeloop.infra.exceptions import WarehouseError
+from safeloop.infra.portcheck import free_port
 from safeloop.infra.settings import Settings
 from safeloop.infra.warehouse import WarehouseProcess
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
 
 # --- pure parts ------------------------------------------------------------------------------
 
@@ -72,7 +65,7 @@ def test_project_schema_files_load() -> None:
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     state = tmp_path_factory.mktemp("migrate-state")
     settings = dataclasses.replace(
-        Settings.from_env({}), state_dir=state, warehouse_port=_free_port()
+        Settings.from_env({}), state_dir=state, warehouse_port=free_port()
     )
     process = WarehouseProcess(settings)
     process.start()

@@ -5,7 +5,6 @@ the replica never calls the shadow model."""
 from __future__ import annotations
 
 import dataclasses
-import socket
 import threading
 import uuid
 from collections.abc import Mapping
@@ -15,6 +14,7 @@ import pytest
 from _metrics_harness import FEATURES, MODEL, metrics_settings, publish, wait_for
 from _stream_harness import new_run
 
+from safeloop.infra.portcheck import free_port
 from safeloop.infra.settings import Settings
 from safeloop.schemas.events import CommandKind
 from safeloop.services.models.loaded import LoadedModel
@@ -35,12 +35,6 @@ class CountingModel:
     def predict(self, features: Mapping[str, float]) -> float:
         self.calls += 1
         return float(self._inner.predict(features))  # type: ignore[attr-defined]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
@@ -73,7 +67,7 @@ def test_shadow_answers_land_with_the_production_id_off_the_request_path(
         assert wait_for(
             lambda: (a := replica.state.applied(MODEL)) is not None and a.sequence >= sequence
         )
-        run.start_worker(0, _free_port())
+        run.start_worker(0, free_port())
         thread.start()
         assert scorer.ready.wait(30), "the scorer's consumer group never assigned partitions"
         answered: dict[str, float] = {}

@@ -26,6 +26,7 @@ from clickhouse_connect.driver.external import ExternalData
 
 from safeloop.infra.clickhouse import clickhouse_client
 from safeloop.infra.exceptions import PortInUseError, WarehouseError
+from safeloop.infra.portcheck import free_port
 from safeloop.infra.settings import Secret, Settings
 from safeloop.infra.warehouse import ServerConfig, WarehouseProcess, WarehouseServer
 from safeloop.infra.warehouse.engine import Engine
@@ -40,15 +41,9 @@ MID_STREAM_FAILURE = (
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _settings(state_dir: Path, **changes: object) -> Settings:
     base = dataclasses.replace(
-        Settings.from_env({}), state_dir=state_dir, warehouse_port=_free_port()
+        Settings.from_env({}), state_dir=state_dir, warehouse_port=free_port()
     )
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
