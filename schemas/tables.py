@@ -148,6 +148,7 @@ def _prediction_row(p: PredictionEvent) -> Row:
         p.error,
         None if p.error_kind is None else p.error_kind.value,
         p.class_probabilities,
+        p.segments,
     )
 
 
@@ -173,6 +174,7 @@ def _feedback_row(f: FeedbackRecord) -> Row:
         f.outcome_source,
         f.emitted_at,
         f.class_probabilities,
+        f.segments,
     )
 
 
@@ -324,6 +326,7 @@ PREDICTIONS: Table[PredictionEvent] = Table(
         "error",
         "error_kind",
         "class_probabilities",
+        "segments",
     ),
     _prediction_row,
     identity_columns=("model_name", "model_version", "route", "timestamp", "prediction_id"),
@@ -365,6 +368,7 @@ FEEDBACK: Table[FeedbackRecord] = Table(
         "outcome_source",
         "emitted_at",
         "class_probabilities",
+        "segments",
     ),
     _feedback_row,
     # (prediction_id, route) is the row; status and emitted_at make each version of it.
