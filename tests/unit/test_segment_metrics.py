@@ -8,11 +8,15 @@ import math
 import numpy as np
 import pytest
 
+from safeloop.schemas.events import PredictionEvent, Route
+from safeloop.schemas.tables import SEGMENT_METRICS
 from safeloop.services.metrics.multiple_comparisons import (
     Correction,
     adjusted_p_values,
     rejections,
 )
+from safeloop.services.metrics.performance import Task
+from safeloop.services.metrics.segment_tracker import SegmentTracker
 from safeloop.services.metrics.segments import (
     SegmentCodes,
     correct_answers,
@@ -198,3 +202,57 @@ def test_rows_without_segments_add_nothing() -> None:
         found[:0], np.zeros(0, np.int64), np.zeros(0), np.zeros(0, bool), np.zeros(0, bool)
     )
     assert empty.codes.shape == (0,)
+
+
+def _event(i: int, version: str, country: str, latency: float, error: bool) -> PredictionEvent:
+    return PredictionEvent(
+        prediction_id=str(i),
+        model_name="fraud",
+        model_version=version,
+        timestamp=1_000 + i,
+        features={},
+        prediction=None if error else 0.4,
+        confidence=None,
+        latency_ms=latency,
+        route=Route.PRODUCTION,
+        replica_id="r",
+        routing_key=str(i),
+        routing_hash_version=1,
+        error="boom" if error else None,
+        segments={"country": country, "device": "ios" if i % 3 else "web"},
+    )
+
+
+def test_the_tracker_writes_rows_for_segments_with_enough_rows_only() -> None:
+    rng = np.random.default_rng(21)
+    countries = rng.choice(["BR", "DE", "US", "XX"], size=3_000, p=[0.3, 0.3, 0.38, 0.02])
+    latency = rng.lognormal(2.0, 0.5, 3_000)
+    error = rng.random(3_000) < 0.05
+    events = [
+        _event(i, "v1", str(c), float(latency[i]), bool(error[i])) for i, c in enumerate(countries)
+    ]
+    tracker = SegmentTracker(lambda name, version: Task.CLASSIFICATION, 2_000, min_sample=100)
+    for start in range(0, 3_000, 700):  # several batches
+        tracker.add_predictions(events[start : start + 700])
+    rows = tracker.rows()
+    # The window holds each segment key's last 2,000 (request, segment) rows.
+    last = events[-2_000:]
+    by_segment: dict[tuple[str, str], list[int]] = {}
+    for j, event in enumerate(last, start=1_000):
+        for key, value in event.segments.items():
+            by_segment.setdefault((key, value), []).append(j)
+    expected = {pair for pair, members in by_segment.items() if len(members) >= 100}
+    assert ("country", "XX") not in expected  # too few: no row
+    written = {(r.segment_key, r.segment_value) for r in rows}
+    assert written == expected
+    for row in rows:
+        members = by_segment[(row.segment_key, row.segment_value)]
+        assert row.sample_count == len(members)
+        assert row.labels == {"window": "count_2000"}
+        if row.metric == "error_rate":
+            assert row.value == pytest.approx(error[members].mean())
+        if row.metric == "latency_p99_ms":
+            assert row.value == pytest.approx(np.percentile(latency[members], 99))
+        assert (row.window_start_ms, row.window_end_ms) == (1_000 + members[0], 1_000 + members[-1])
+    [table_row] = SEGMENT_METRICS.rows(rows[:1])
+    assert table_row[SEGMENT_METRICS.columns.index("segment_key")] == rows[0].segment_key
