@@ -224,6 +224,12 @@ def _register_rollout(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         help="with --require-labels: pass a step on the label-free estimate; labels re-judge later",
     )
     begin.add_argument(
+        "--error-rate-tolerance",
+        type=float,
+        default=0.005,
+        help="fail a step whose canary error rate exceeds production's by more, with confidence",
+    )
+    begin.add_argument(
         "--min-segment-sample",
         type=int,
         default=200,
@@ -301,6 +307,7 @@ def _plan(args: argparse.Namespace) -> RolloutPlan:
         guard=GuardPolicy(max_p99_latency_ratio=_ratio(args.max_p99_latency_ratio)),
         approval=Approval(args.approval),
         dry_run=args.dry_run,
+        error_rate_tolerance=args.error_rate_tolerance,
         min_sample_per_segment=args.min_segment_sample,
         segment_correction=Correction(args.segment_correction),
     )
