@@ -66,7 +66,7 @@ class SegmentTracker:
         self.window_rows = window_rows
         self.min_sample = min_sample
         self._codes = SegmentCodes()
-        self._groups: dict[tuple[str, str, Route, str], int] = {}
+        self._slots: dict[tuple[str, str, Route], dict[str, tuple[int, dict[str, int]]]] = {}
         self._keys: list[SegmentWindowKey] = []
         self._health: dict[int, CountWindow] = {}
         self._feedback: dict[int, CountWindow] = {}
@@ -131,26 +131,42 @@ class SegmentTracker:
         rows: list[int] = []
         groups: list[int] = []
         codes: list[int] = []
-        code = self._codes.code
-        known = self._groups
+        owner: tuple[str, str, Route] | None = None
+        slots: dict[str, tuple[int, dict[str, int]]] = {}
         for index, item in enumerate(items):
             segments = item.segments
             if not segments:
                 continue
+            here = (item.model_name, item.model_version, item.route)
+            if here != owner:
+                # Batches come mostly from one model version and route: look it up on change.
+                owner, slots = here, self._slots_of(here)
             for key, value in segments.items():
-                where = (item.model_name, item.model_version, item.route, key)
-                group = known.get(where)
-                if group is None:
-                    group = known[where] = len(self._keys)
-                    self._keys.append(SegmentWindowKey(*where))
+                slot = slots.get(key)
+                if slot is None:
+                    slot = slots[key] = self._new_slot(here, key)
+                group, values = slot
+                code = values.get(value)
                 rows.append(index)
                 groups.append(group)
-                codes.append(code(key, value))
+                codes.append(self._codes.code(key, value) if code is None else code)
         return (
             np.array(rows, dtype=np.int64),
             np.array(groups, dtype=np.int64),
             np.array(codes, dtype=np.int64),
         )
+
+    def _slots_of(self, owner: tuple[str, str, Route]) -> dict[str, tuple[int, dict[str, int]]]:
+        """segment key -> (its window group, its value codes) for one model version and route."""
+        slots = self._slots.get(owner)
+        if slots is None:
+            slots = self._slots[owner] = {}
+        return slots
+
+    def _new_slot(self, owner: tuple[str, str, Route], key: str) -> tuple[int, dict[str, int]]:
+        group = len(self._keys)
+        self._keys.append(SegmentWindowKey(*owner, key))
+        return group, self._codes.values_of(key)
 
     def _append(
         self,

@@ -24,19 +24,27 @@ _LATENCY_QUANTILES = np.array([0.50, 0.95, 0.99])
 class SegmentCodes:
     """(segment key, value) pairs interned as small integers, first seen first numbered."""
 
-    __slots__ = ("_codes", "_pairs")
+    __slots__ = ("_by_key", "_pairs")
 
     def __init__(self) -> None:
-        self._codes: dict[tuple[str, str], int] = {}
+        # key -> value -> code: the hot loops look up a key's dict once per key, no tuples.
+        self._by_key: dict[str, dict[str, int]] = {}
         self._pairs: list[tuple[str, str]] = []
 
     def code(self, key: str, value: str) -> int:
-        pair = (key, value)
-        found = self._codes.get(pair)
+        values = self.values_of(key)
+        found = values.get(value)
         if found is None:
-            found = self._codes[pair] = len(self._pairs)
-            self._pairs.append(pair)
+            found = values[value] = len(self._pairs)
+            self._pairs.append((key, value))
         return found
+
+    def values_of(self, key: str) -> dict[str, int]:
+        """value -> code of one key (a live view: `code` adds to it)."""
+        values = self._by_key.get(key)
+        if values is None:
+            values = self._by_key[key] = {}
+        return values
 
     def pair(self, code: int) -> tuple[str, str]:
         """The (key, value) of a code this instance handed out."""
@@ -58,12 +66,12 @@ def explode(
     contribute nothing."""
     rows: list[int] = []
     found: list[int] = []
-    code = codes.code
     for index, row_segments in enumerate(segments):
         if row_segments:
             for key, value in row_segments.items():
+                code = codes.values_of(key).get(value)
                 rows.append(index)
-                found.append(code(key, value))
+                found.append(codes.code(key, value) if code is None else code)
     return np.array(rows, dtype=np.int64), np.array(found, dtype=np.int64)
 
 

@@ -89,7 +89,7 @@ def judge_segments(
         for i in np.flatnonzero(rejected):
             label = evidence.labels[i]
             failed.append(label)
-            numbers[f"segment {label} {family.what} adjusted_p"] = repr(float(adjusted[i]))
+            numbers[f"{family.what}_adjusted_p[{label}]"] = repr(float(adjusted[i]))
             failures.append(
                 f"segment {label}: {family.describe(int(i))} "
                 f"({plan.segment_correction.value}-adjusted p {adjusted[i]:.3g} over {m} segments)"
