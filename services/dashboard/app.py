@@ -16,8 +16,11 @@ from starlette.staticfiles import StaticFiles
 
 from safeloop.services.dashboard import queries, shaping, task_queries, task_shaping
 from safeloop.services.dashboard.assets import plotly_js
+from safeloop.services.dashboard.decisions import Decision, Writes, decision_endpoint
 from safeloop.services.dashboard.exceptions import BadRequestError, QueryFailedError
 from safeloop.services.dashboard.reader import Reader
+from safeloop.services.rollout.machine import Phase
+from safeloop.services.rollout.persist import STATE_KEY
 
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
 DEFAULT_MINUTES: Final = 60
@@ -119,6 +122,13 @@ def labelling(request: Request, reader: Reader) -> dict[str, Any]:
     return {"since": shaping.iso(since), "items": shaping.labelling_queue(rows)}
 
 
+def approvals(_: Request, reader: Reader) -> dict[str, Any]:
+    """Every model's rollout waiting for approval (all models: a person may be needed anywhere)."""
+    rows = reader.rows(queries.pending_approvals(STATE_KEY, Phase.AWAITING_APPROVAL.value))
+    pending = [shaped for r in rows if (shaped := shaping.pending_approval(r)) is not None]
+    return {"pending": pending}
+
+
 def _api(handler: Handler, reader: Reader) -> Callable[[Request], Response]:
     """A sync endpoint (Starlette runs it in a worker thread) that answers errors as JSON."""
 
@@ -133,8 +143,9 @@ def _api(handler: Handler, reader: Reader) -> Callable[[Request], Response]:
     return endpoint
 
 
-def create_app(reader: Reader) -> Starlette:
-    """The dashboard app over `reader` (closed when the app shuts down)."""
+def create_app(reader: Reader, writes: Writes | None = None) -> Starlette:
+    """The dashboard app over `reader` (closed when the app shuts down); approve and reject
+    answer 403 unless `writes` says who may act and how commands are published."""
 
     def index(_: Request) -> Response:
         return FileResponse(STATIC_DIR / "index.html", headers=NO_STORE)
@@ -154,11 +165,22 @@ def create_app(reader: Reader) -> Starlette:
         "labelling": labelling,
         "task": task,
     }
+
+    def approvals_and_writes(request: Request, reader: Reader) -> dict[str, Any]:
+        # The page shows the buttons only when they can work.
+        return {**approvals(request, reader), "writable": writes is not None}
+
+    api["approvals"] = approvals_and_writes
+
     routes = [
         Route("/", index),
         Route("/healthz", healthz),
         Route("/vendor/plotly.min.js", plotly),
         *(Route(f"/api/{name}", _api(handler, reader)) for name, handler in api.items()),
+        *(
+            Route(f"/api/rollout/{d.value}", decision_endpoint(d, writes), methods=["POST"])
+            for d in Decision
+        ),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
 

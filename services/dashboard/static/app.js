@@ -303,6 +303,87 @@ function renderQueue(data) {
   ], "nothing waiting for a label");
 }
 
+// Rollouts waiting for a person, every model: Approve / Reject ask for a reason, then POST it
+// with the operator token; the server publishes the signed command as the CLI does.
+function renderApprovals(data) {
+  const writable = data.writable;
+  document.getElementById("approvals-hint").textContent = writable
+    ? "all models · approve or reject with the operator token"
+    : "all models · read-only (SAFELOOP_DASHBOARD_OPERATOR_TOKEN not set): use `safeloop rollout approve|reject`";
+  fillTable("approvals-table", data.pending, (p) => [
+    p.model, p.candidate_version, p.known_good_version, `${p.canary_percent}%`, p.next,
+    when(p.since), p.gate ? `${p.gate.outcome}${p.provisional ? " (provisional)" : ""}` : "–",
+    p.reason, decisionButtons(p, writable),
+  ], "no rollout is waiting for approval");
+}
+
+function decisionButtons(pending, writable) {
+  const span = document.createElement("span");
+  for (const action of ["approve", "reject"]) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = action;
+    button.textContent = action;
+    button.dataset.model = pending.model;
+    button.disabled = !writable;
+    if (!writable) button.title = "the dashboard is read-only";
+    button.addEventListener("click", () => openDecision(action, pending));
+    span.appendChild(button);
+  }
+  return span;
+}
+
+// The token stays in this page's memory only (never in storage): a reload asks for it again.
+const decision = { action: null, model: null, token: "" };
+
+function openDecision(action, pending) {
+  decision.action = action;
+  decision.model = pending.model;
+  text("decide-title", `${action} the rollout of ${pending.model}`);
+  text("decide-what", action === "approve"
+    ? `${pending.candidate_version} goes on from ${pending.canary_percent}% to ${pending.next}`
+    : `${pending.candidate_version} is rolled back to ${pending.known_good_version} at once`);
+  document.getElementById("decide-operator").value = sessionStorage.getItem("safeloop-operator") || "";
+  document.getElementById("decide-token").value = decision.token;
+  document.getElementById("decide-reason").value = "";
+  text("decide-error", "");
+  document.getElementById("decide").showModal();
+}
+
+async function submitDecision(event) {
+  event.preventDefault();
+  const operator = document.getElementById("decide-operator").value.trim();
+  const token = document.getElementById("decide-token").value;
+  const reason = document.getElementById("decide-reason").value.trim();
+  const confirm = document.getElementById("decide-confirm");
+  confirm.disabled = true;
+  try {
+    const response = await fetch(`/api/rollout/${decision.action}`, {
+      method: "POST", cache: "no-store",
+      headers: { "Content-Type": "application/json", "X-Safeloop-Operator-Token": token },
+      body: JSON.stringify({ model: decision.model, operator, reason }),
+    });
+    let body;
+    try { body = await response.json(); } catch (e) { body = {}; }
+    if (!response.ok) {
+      text("decide-error", body.error || `HTTP ${response.status}`);
+      return;
+    }
+    // The name is kept for this tab, the token for this page, so a second decision asks less.
+    sessionStorage.setItem("safeloop-operator", operator);
+    decision.token = token;
+    document.getElementById("decide").close();
+    const status = document.getElementById("decision-status");
+    status.className = "decision-status";
+    status.textContent = `${decision.model}: ${decision.action}d by ${operator}, now ${body.phase} (sequence ${body.sequence})`;
+    refresh();
+  } catch (e) {
+    text("decide-error", e.message);
+  } finally {
+    confirm.disabled = false;
+  }
+}
+
 function rolloutState(cfg) {
   if (!cfg) return "no commands yet";
   if (cfg.kill_switch) return "kill switch on";
@@ -397,7 +478,7 @@ async function refresh() {
   }
   const parts = [
     ["overview", renderOverview], ["series", renderSeries],
-    ["quality", renderQuality], ["labelling", renderQueue],
+    ["quality", renderQuality], ["labelling", renderQueue], ["approvals", renderApprovals],
   ];
   const results = await Promise.allSettled(parts.map(([path]) => api(path, params)));
   let failures = 0;
@@ -426,5 +507,7 @@ document.getElementById("range").addEventListener("change", (e) => { state.range
 state.range = rangeFromUrl();
 showRange();
 document.getElementById("auto").addEventListener("change", schedule);
+document.getElementById("decide-form").addEventListener("submit", submitDecision);
+document.getElementById("decide-cancel").addEventListener("click", () => document.getElementById("decide").close());
 refresh();
 schedule();
