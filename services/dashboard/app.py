@@ -14,7 +14,14 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from safeloop.services.dashboard import queries, shaping, task_queries, task_shaping
+from safeloop.services.dashboard import (
+    fairness_queries,
+    fairness_shaping,
+    queries,
+    shaping,
+    task_queries,
+    task_shaping,
+)
 from safeloop.services.dashboard.assets import plotly_js
 from safeloop.services.dashboard.decisions import Decision, Writes, decision_endpoint
 from safeloop.services.dashboard.exceptions import BadRequestError, QueryFailedError
@@ -31,6 +38,10 @@ QUEUE_MINUTES: Final = 15
 # The default range fits the data, up to a day: older data is there for a chosen range.
 FIT_MAX_MINUTES: Final = 24 * 60
 NO_STORE: Final = {"Cache-Control": "no-store"}
+MAX_SEGMENT_KEY: Final = 100
+# Groups with fewer requests (or labels) than this are marked and left out of the gaps.
+DEFAULT_MIN_SAMPLE: Final = 30
+MAX_MIN_SAMPLE: Final = 1_000_000
 
 Handler = Callable[[Request, Reader], dict[str, Any]]
 
@@ -51,6 +62,24 @@ def model_param(request: Request) -> str:
     if not model or len(model) > MAX_MODEL_NAME:
         raise BadRequestError(f"model is required (at most {MAX_MODEL_NAME} characters)")
     return model
+
+
+def segment_key_param(request: Request) -> str:
+    key = request.query_params.get("key", "").strip()
+    if not key or len(key) > MAX_SEGMENT_KEY:
+        raise BadRequestError(f"key (a segment key) is required (at most {MAX_SEGMENT_KEY} chars)")
+    return key
+
+
+def min_sample_param(request: Request) -> int:
+    raw = request.query_params.get("min_sample", str(DEFAULT_MIN_SAMPLE))
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise BadRequestError(f"min_sample must be a whole number, got {raw[:20]!r}") from exc
+    if not 1 <= value <= MAX_MIN_SAMPLE:
+        raise BadRequestError(f"min_sample must be between 1 and {MAX_MIN_SAMPLE}")
+    return value
 
 
 def scope_of(request: Request) -> queries.Scope:
@@ -122,6 +151,24 @@ def labelling(request: Request, reader: Reader) -> dict[str, Any]:
     return {"since": shaping.iso(since), "items": shaping.labelling_queue(rows)}
 
 
+def segments(request: Request, reader: Reader) -> dict[str, Any]:
+    """The segment keys the model's predictions carry in the range, most used first."""
+    rows = reader.rows(fairness_queries.segment_keys(scope_of(request)))
+    return {"keys": [str(r["key"]) for r in rows]}
+
+
+def fairness(request: Request, reader: Reader) -> dict[str, Any]:
+    """Per version, the same figures for every group of segment `key`, and their gaps."""
+    scope = scope_of(request)
+    key = segment_key_param(request)
+    min_sample = min_sample_param(request)
+    task = fairness_shaping.task_of(reader.rows(fairness_queries.model_task(scope)))
+    serving = reader.rows(fairness_queries.group_serving(scope, key))
+    labels = reader.rows(fairness_queries.group_labels(scope, key))
+    view = fairness_shaping.fairness_view(key, task, serving, labels, min_sample)
+    return {"model": scope.model, **view}
+
+
 def approvals(_: Request, reader: Reader) -> dict[str, Any]:
     """Every model's rollout waiting for approval (all models: a person may be needed anywhere)."""
     rows = reader.rows(queries.pending_approvals(STATE_KEY, Phase.AWAITING_APPROVAL.value))
@@ -164,6 +211,8 @@ def create_app(reader: Reader, writes: Writes | None = None) -> Starlette:
         "quality": quality,
         "labelling": labelling,
         "task": task,
+        "segments": segments,
+        "fairness": fairness,
     }
 
     def approvals_and_writes(request: Request, reader: Reader) -> dict[str, Any]:

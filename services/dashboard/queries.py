@@ -400,19 +400,19 @@ def pending_approvals(state_key: str, phase: str, limit: int = 100) -> Query:
     return bind(
         "pending_approvals",
         """
-        SELECT model_name, issued_at, sequence, issuer, details
+        SELECT model_name, last_issued_at AS issued_at, last_sequence AS sequence,
+               last_details AS details
         FROM
         (
             SELECT model_name,
-                   argMax(details, (issued_at, sequence)) AS details,
-                   max(issued_at) AS issued_at,
-                   argMax(sequence, (issued_at, sequence)) AS sequence,
-                   argMax(issuer, (issued_at, sequence)) AS issuer
+                   argMax(details, (issued_at, sequence)) AS last_details,
+                   max(issued_at) AS last_issued_at,
+                   argMax(sequence, (issued_at, sequence)) AS last_sequence
             FROM control_events
             WHERE entry_type = 'rollout'
             GROUP BY model_name
         )
-        WHERE JSONExtractString(details[{state_key:String}], 'phase') = {phase:String}
+        WHERE JSONExtractString(last_details[{state_key:String}], 'phase') = {phase:String}
         ORDER BY issued_at, model_name
         LIMIT {limit:UInt32}
         """,

@@ -375,7 +375,8 @@ async function submitDecision(event) {
     document.getElementById("decide").close();
     const status = document.getElementById("decision-status");
     status.className = "decision-status";
-    status.textContent = `${decision.model}: ${decision.action}d by ${operator}, now ${body.phase} (sequence ${body.sequence})`;
+    const done = decision.action === "approve" ? "approved" : "rejected";
+    status.textContent = `${decision.model}: ${done} by ${operator}, now ${body.phase} (sequence ${body.sequence})`;
     refresh();
   } catch (e) {
     text("decide-error", e.message);
