@@ -8,7 +8,8 @@ const colors = new Map();
 // `range` is what the user chose ("auto": fit the data, up to a day; or minutes), kept in the
 // URL with the model (?model=…&range=…) so a reload or a shared link shows the same view.
 const MAX_MINUTES = 31 * 24 * 60;
-const state = { model: null, range: "auto", minutes: 60, timer: null };
+const state = { model: null, range: "auto", minutes: 60, timer: null,
+                segment: new URLSearchParams(location.search).get("segment") };
 
 function rangeFromUrl() {
   const raw = new URLSearchParams(location.search).get("range");
@@ -29,6 +30,7 @@ function keepInUrl() {
   const query = new URLSearchParams(location.search);
   if (state.model) query.set("model", state.model);
   query.set("range", state.range);
+  if (state.segment) query.set("segment", state.segment); else query.delete("segment");
   const url = `${location.pathname}?${query.toString()}${location.hash}`;
   if (url !== `${location.pathname}${location.search}${location.hash}`) history.replaceState(null, "", url);
 }
@@ -385,6 +387,78 @@ async function submitDecision(event) {
   }
 }
 
+// Fairness: the segment keys the model's predictions carry, then per version one row per
+// group of the chosen key and a gap row (best − worst among groups with enough sample).
+const FIGURE_LABELS = { error_rate: "error rate", accuracy: "accuracy", f1: "F1", mae: "MAE", rmse: "RMSE" };
+
+async function loadFairness(params) {
+  const select = document.getElementById("fairness-key");
+  const { keys } = await api("segments", params);
+  select.replaceChildren(...keys.map((k) => new Option(k, k)));
+  if (!keys.includes(state.segment)) state.segment = keys[0] || null;
+  keepInUrl();
+  if (!state.segment) {
+    text("fairness-task", "");
+    setFairnessHead([]);
+    fillTable("fairness-table", [], () => [], "no segments in range: replicas publish them when models declare segment keys");
+    return;
+  }
+  select.value = state.segment;
+  const minSample = document.getElementById("fairness-min").value || "30";
+  renderFairness(await api("fairness", Object.assign({ key: state.segment, min_sample: minSample }, params)));
+}
+
+function setFairnessHead(figures) {
+  const head = document.querySelector("#fairness-table thead tr");
+  const names = ["version", "group", "requests", "labelled", ...figures.map((f) => FIGURE_LABELS[f.name] || f.name)];
+  head.replaceChildren(...names.map((n) => { const th = document.createElement("th"); th.textContent = n; return th; }));
+}
+
+function figureText(figure, value) {
+  if (value === null || value === undefined) return "–";
+  return figure.name === "mae" || figure.name === "rmse" ? fixed(value, 3) : pct(value);
+}
+
+function renderFairness(data) {
+  text("fairness-task", `${data.task} · groups under ${data.min_sample} requests or labels are greyed and not in the gaps`);
+  setFairnessHead(data.figures);
+  const rows = [];
+  for (const s of data.series) {
+    for (const g of s.groups) rows.push({ series: s, group: g });
+    rows.push({ series: s, gap: true });
+  }
+  fillTable("fairness-table", rows, (r) => {
+    if (r.gap) {
+      return [r.series.name, "gap (best − worst)", "", "", ...data.figures.map((f) => gapCell(f, r.series.gaps[f.name]))];
+    }
+    const g = r.group;
+    return [r.series.name, g.group, sampleCell(g.requests, g.requests_enough), sampleCell(g.labelled, g.labelled_enough),
+      ...data.figures.map((f) => small(figureText(f, g[f.name]), g[`${f.basis}_enough`]))];
+  }, "no rows with this segment key in range");
+  document.querySelectorAll("#fairness-table tbody tr").forEach((tr, i) => {
+    if (rows[i] && rows[i].gap) tr.className = "gap";
+  });
+}
+
+function small(value, enough) {
+  const span = document.createElement("span");
+  span.textContent = enough ? value : `${value} (n < min)`;
+  if (!enough) span.className = "small";
+  return span;
+}
+
+function sampleCell(count, enough) {
+  return small(count.toLocaleString(), enough);
+}
+
+function gapCell(figure, gap) {
+  const span = document.createElement("span");
+  if (!gap) { span.textContent = "–"; span.title = "fewer than two groups with enough sample"; return span; }
+  span.textContent = `${figureText(figure, gap.gap)} (${gap.best} vs ${gap.worst})`;
+  span.title = `best ${gap.best}: ${figureText(figure, gap.best_value)} · worst ${gap.worst}: ${figureText(figure, gap.worst_value)} · over ${gap.groups} groups`;
+  return span;
+}
+
 function rolloutState(cfg) {
   if (!cfg) return "no commands yet";
   if (cfg.kill_switch) return "kill switch on";
@@ -493,6 +567,13 @@ async function refresh() {
       showError(source, result.reason.message);
     }
   });
+  try {
+    await loadFairness(params);
+    document.querySelectorAll('.error[data-for="fairness"]').forEach((e) => { e.textContent = ""; });
+  } catch (e) {
+    failures += 1;
+    showError("fairness", e.message);
+  }
   status.textContent = `${failures ? failures + " panel(s) failed · " : ""}updated ${new Date().toLocaleTimeString()}`;
   status.className = failures ? "status bad" : "status";
   document.body.dataset.loaded = "true";
@@ -508,6 +589,8 @@ document.getElementById("range").addEventListener("change", (e) => { state.range
 state.range = rangeFromUrl();
 showRange();
 document.getElementById("auto").addEventListener("change", schedule);
+document.getElementById("fairness-key").addEventListener("change", (e) => { state.segment = e.target.value; refresh(); });
+document.getElementById("fairness-min").addEventListener("change", () => refresh());
 document.getElementById("decide-form").addEventListener("submit", submitDecision);
 document.getElementById("decide-cancel").addEventListener("click", () => document.getElementById("decide").close());
 refresh();
