@@ -146,6 +146,12 @@ def _register_metrics(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         "--http-host", default="127.0.0.1", help="address of GET /metrics and GET /healthz"
     )
     run.add_argument("--http-port", type=int, default=6067, help="0 = no HTTP endpoint")
+    run.add_argument(
+        "--segment-min-sample",
+        type=int,
+        default=100,
+        help="rows a segment needs in its window before segment_metrics gets its figures",
+    )
     _guard_arguments(run)
     run.set_defaults(func=_run_metrics)
 
@@ -168,6 +174,7 @@ def _run_metrics(args: argparse.Namespace, settings: Settings) -> int:
         rebuild_windows=not args.no_rebuild,
         rollout_tick_ms=int(args.rollout_tick_s * 1000),
         retraining_interval_ms=int(args.retraining_interval_s * 1000),
+        segment_min_sample=args.segment_min_sample,
     )
     try:
         service = build_metrics_service(settings, config)
@@ -217,6 +224,18 @@ def _register_rollout(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         action="store_true",
         help="with --require-labels: pass a step on the label-free estimate; labels re-judge later",
     )
+    begin.add_argument(
+        "--min-segment-sample",
+        type=int,
+        default=200,
+        help="requests (labels) per side before a segment is compared on its own",
+    )
+    begin.add_argument(
+        "--segment-correction",
+        choices=("holm", "bonferroni"),
+        default="holm",
+        help="multiple-comparison correction over segments",
+    )
     begin.add_argument("--deadline-s", type=float, default=1800.0)
     begin.add_argument("--on-fail", choices=FAIL_ACTIONS, default="rollback")
     begin.add_argument("--on-deadline", choices=DEADLINE_ACTIONS, default="pause")
@@ -264,6 +283,7 @@ def _register_rollout(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
 
 def _plan(args: argparse.Namespace) -> RolloutPlan:
     from safeloop.services.guard.policy import GuardPolicy
+    from safeloop.services.metrics.multiple_comparisons import Correction
     from safeloop.services.rollout.plan import Approval, DeadlineAction, FailAction, RolloutPlan
 
     steps = tuple(float(step) for step in args.steps.split(","))
@@ -282,6 +302,8 @@ def _plan(args: argparse.Namespace) -> RolloutPlan:
         guard=GuardPolicy(max_p99_latency_ratio=_ratio(args.max_p99_latency_ratio)),
         approval=Approval(args.approval),
         dry_run=args.dry_run,
+        min_sample_per_segment=args.min_segment_sample,
+        segment_correction=Correction(args.segment_correction),
     )
 
 

@@ -40,6 +40,7 @@ from safeloop.schemas.tables import (
     DRIFT_METRICS,
     HEALTH_METRICS,
     PERFORMANCE_METRICS,
+    SEGMENT_METRICS,
     MetricRow,
     Table,
 )
@@ -54,6 +55,7 @@ from safeloop.services.metrics.drift_tracker import DriftTracker
 from safeloop.services.metrics.health_tracker import HealthTracker
 from safeloop.services.metrics.performance import relative_drop
 from safeloop.services.metrics.performance_tracker import PerformanceTracker
+from safeloop.services.metrics.segment_tracker import SegmentTracker
 from safeloop.services.monitor.consumer import EventConsumer
 from safeloop.services.monitor.dead_letter_watch import DeadLetterWatch
 from safeloop.services.monitor.model_info import ModelInfoCache
@@ -99,6 +101,9 @@ class MetricsConfig:
     rebuild_windows: bool = True
     # How far back a rebuild may reach for a long-running rollout step (bounds the re-read).
     rebuild_max_span_ms: int = 3_600_000
+    # Rows a segment needs in its window (requests; labelled rows for performance) before its
+    # figures are written to segment_metrics.
+    segment_min_sample: int = 100
 
 
 @dataclass
@@ -183,6 +188,9 @@ class MetricsService:
             residual_baseline_of=models.residual_baseline_of,
         )
         self.drift = DriftTracker(models, config.drift_window_rows)
+        self.segments = SegmentTracker(
+            models.task_of, config.health_window_rows, config.segment_min_sample
+        )
         self.guard = CentralGuard(
             config.guard_policy,
             issuer,
@@ -251,12 +259,14 @@ class MetricsService:
         events = self.predictions.poll(config.poll_max_records, config.poll_timeout_ms / 1000)
         if events:
             self.health.add(events)
+            self.segments.add_predictions(events)
             self.drift.add(events)
             self.guard.observe(events, self.predictions.last_partitions)
             self.rollouts.observe_predictions(events)
         records = self.feedback.poll(config.poll_max_records, 0.0)
         if records:
             self.performance.add(records)
+            self.segments.add_feedback(records)
             self.rollouts.observe_feedback(records)
         for command in self.follower.poll(0.0):
             self.rollouts.on_command(command)
@@ -325,6 +335,7 @@ class MetricsService:
             HEALTH_METRICS: self.health.rows(now_ms),
             PERFORMANCE_METRICS: self.performance.rows(now_ms) + estimate_rows,
             DRIFT_METRICS: drift_rows,
+            SEGMENT_METRICS: self.segments.rows(),
         }
         decisions: list[RetrainingDecision] = []
         retraining_due = (

@@ -135,6 +135,8 @@ def build_candidate(
             "train_to_ms": str(int(train_rows["prediction_timestamp"][-1])),
             "evaluation_to_ms": str(int(evaluation_rows["prediction_timestamp"][-1])),
         },
+        # A retrained version is judged on the same segments as the one it replaces.
+        segment_keys=() if production is None else production.metadata.segment_keys,
     )
     return Candidate(model, metadata, evaluation)
 
