@@ -75,3 +75,35 @@ def test_an_operator_rejects_a_waiting_rollout_from_the_page(
         ).result_rows[0]
     assert (kind, issuer) == ("rollback", "carol (dashboard)")
     assert "rejected by carol (dashboard): latency in DE" in reason
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium package")
+def test_the_fairness_panel_shows_each_group_and_the_gap(stack: Any, artifacts_dir: Path) -> None:
+    settings: Settings = stack.fresh("dashfair")
+    with closing(clickhouse_client(settings)) as client:
+        # 200 requests in DE (2 % failed), 100 in FR (10 % failed), 5 in SE (all failed).
+        client.command(
+            """INSERT INTO predictions (prediction_id, model_name, model_version, route,
+                timestamp, prediction, error, segments)
+            SELECT concat('p', toString(number)), 'fraud', 'v1', 'production',
+                now64(3) - toIntervalSecond(number), 0.7,
+                if(g.2 > 0 AND number % g.2 = 0, 'timeout', NULL), map('country', g.1)
+            FROM numbers(305)
+            ARRAY JOIN [multiIf(number < 200, ('DE', 50), number < 300, ('FR', 10), ('SE', 1))]
+                AS g"""
+        )
+    with _browser() as browser, _dashboard(settings) as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url + "?model=fraud", timeout=120_000)
+        page.wait_for_selector("body[data-loaded='true']", timeout=30_000)
+        page.wait_for_selector("#fairness-table tr.gap", timeout=30_000)
+        assert page.locator("#fairness-key").input_value() == "country"
+        assert "segment=country" in page.url
+        rows = page.locator("#fairness-table tbody tr")
+        texts = [rows.nth(i).inner_text() for i in range(rows.count())]
+        assert [t.split("\t")[1] for t in texts] == ["DE", "FR", "SE", "gap (best vs worst)"]
+        cells = [t.split("\t") for t in texts]
+        assert cells[0][2] == "200" and cells[2][2] == "5 (n < min)"  # SE: under the minimum
+        # Error rate gap over DE (2 %) and FR (10 %) only: 8 points.
+        assert "8.0% (DE vs FR)" in texts[3]
+        page.locator("#fairness").screenshot(path=str(artifacts_dir / "dashboard-fairness.png"))

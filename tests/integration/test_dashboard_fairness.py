@@ -1,5 +1,6 @@
-"""The fairness view against the real ClickHouse engine: rows with segments inserted, the API's
-per-group figures and gaps checked against a brute-force computation over the same rows."""
+"""The fairness view against the real ClickHouse engine: rows with segments inserted (joined
+labels, corrected ones, late ones), the API's per-group figures and gaps checked against a
+brute-force computation over the same rows."""
 
 from __future__ import annotations
 
@@ -82,7 +83,9 @@ def _story(rng: random.Random) -> list[Pair]:
 
 
 def _insert(settings: Settings, pairs: list[Pair]) -> None:
-    predictions, feedback = [], []
+    predictions: list[list[Any]] = []
+    feedback: list[list[Any]] = []
+    outcomes: list[list[Any]] = []
     for i, pair in enumerate(pairs):
         stamp = NOW - timedelta(seconds=i % 600)
         segments = {} if pair.group is None else {"country": pair.group, "tenant": f"t{i % 3}"}
@@ -94,15 +97,24 @@ def _insert(settings: Settings, pairs: list[Pair]) -> None:
         )
         if pair.truth is None:
             continue
+        later = stamp + timedelta(seconds=5)
+        if i % 11 == 0:
+            # A label after the join window: no feedback row, the feedback_late view pairs it.
+            outcomes.append([pid, pair.truth, later, "labels"])
+            continue
         if i % 7 == 0:
             # A first version of the pair with the opposite label, corrected later (FINAL).
             wrong = 1.0 - pair.truth if pair.model == "fraud" else pair.truth + 50
             feedback.append([*common, pair.prediction, wrong, stamp, "joined", stamp, segments])
-        later = stamp + timedelta(seconds=5)
         feedback.append([*common, pair.prediction, pair.truth, stamp, "joined", later, segments])
     with closing(clickhouse_client(settings)) as client:
         client.insert("predictions", predictions, column_names=PREDICTION_COLUMNS)
         client.insert("feedback", feedback, column_names=FEEDBACK_COLUMNS)
+        client.insert(
+            "outcomes",
+            outcomes,
+            column_names=["prediction_id", "ground_truth", "timestamp", "source"],
+        )
         # The regressor's metrics windows say what task it is.
         client.insert(
             "performance_metrics",

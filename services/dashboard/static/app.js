@@ -429,7 +429,7 @@ function renderFairness(data) {
   }
   fillTable("fairness-table", rows, (r) => {
     if (r.gap) {
-      return [r.series.name, "gap (best − worst)", "", "", ...data.figures.map((f) => gapCell(f, r.series.gaps[f.name]))];
+      return [r.series.name, "gap (best vs worst)", "", "", ...data.figures.map((f) => gapCell(f, r.series.gaps[f.name]))];
     }
     const g = r.group;
     return [r.series.name, g.group, sampleCell(g.requests, g.requests_enough), sampleCell(g.labelled, g.labelled_enough),
