@@ -134,7 +134,7 @@ def decision_endpoint(
             logger.warning("dashboard %s of %s failed: %s", decision.value, model, exc)
             return JSONResponse({"error": f"not published: {exc}"}, 503, headers=NO_STORE)
         logger.info(
-            "%s %sd the rollout of %s (sequence %s): %s",
+            "%s from the dashboard: %s the rollout of %s (sequence %s): %s",
             operator,
             decision.value,
             model,
