@@ -122,7 +122,8 @@ def rollout_row(model: str, sequence: int, minutes_ago: int, phase: Phase) -> li
     plan = RolloutPlan(steps_percent=(10.0, 100.0), approval=Approval.EVERY_STEP)
     gate = GateResult(GateOutcome.PASS, "healthy", {"canary_requests": "900"})
     stamp = datetime.now(UTC).replace(tzinfo=None) - timedelta(minutes=minutes_ago)
-    state = RolloutState(model, "v2", "v1", phase, 0, 0, 0, sequence, gate, f"{phase.value}")
+    stamp_ms = int(stamp.replace(tzinfo=UTC).timestamp() * 1000)
+    state = RolloutState(model, "v2", "v1", phase, 0, stamp_ms, stamp_ms, stamp_ms, gate, "r")
     details = {STATE_KEY: state_to_json(state), PLAN_KEY: plan_to_json(plan)}
     return [
         *("rollout", f"{model}-{sequence}", model, "pause", sequence, stamp, "metrics", "r"),

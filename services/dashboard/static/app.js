@@ -442,8 +442,10 @@ function renderFairness(data) {
 
 function small(value, enough) {
   const span = document.createElement("span");
-  span.textContent = enough ? value : `${value} (n < min)`;
-  if (!enough) span.className = "small";
+  // A figure with no value needs no warning about its sample.
+  const marked = !enough && value !== "–";
+  span.textContent = marked ? `${value} (n < min)` : value;
+  if (marked) span.className = "small";
   return span;
 }
 
