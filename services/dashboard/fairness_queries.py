@@ -57,27 +57,38 @@ def group_serving(scope: Scope, key: str) -> Query:
 def group_labels(scope: Scope, key: str) -> Query:
     """Labelled pairs per version, route and group of `key`, with the counts every task's
     figures are made of: binary confusion cells at THRESHOLD, exact matches (multi-class),
-    absolute and squared errors (regression). The stream join's pairs (FINAL: the newest
-    version of each), by prediction time. Labels after the join window (the feedback_late
-    view) are left out: that view pairs every outcome ever received, and over 10M predictions
-    this query then ran past the dashboard's 15 s limit (bench/dashboard_queries.py)."""
+    absolute and squared errors (regression). The stream join's pairs, by prediction time.
+
+    The newest version of each pair is picked per (prediction_id, route) among the range's
+    rows (all versions of a pair share its prediction time): FINAL would merge the whole
+    partition, as `feedback` is sorted by prediction_id. Labels after the join window (the
+    feedback_late view) are left out: that view pairs every outcome ever received, and over
+    10M predictions this query then ran past the dashboard's 15 s limit.
+    """
     return bind(
         "group_labels",
         """
-        SELECT model_version, route, segments[{key:String}] AS segment,
+        SELECT newest.1 AS model_version, route, newest.2 AS segment,
                count() AS labelled,
-               countIf(prediction >= {threshold:Float64} AND ground_truth = 1) AS tp,
-               countIf(prediction >= {threshold:Float64} AND ground_truth != 1) AS fp,
-               countIf(prediction < {threshold:Float64} AND ground_truth = 1) AS fn,
-               countIf(prediction = ground_truth) AS exact,
-               sum(abs(prediction - ground_truth)) AS abs_error_sum,
-               sum(pow(prediction - ground_truth, 2)) AS squared_error_sum
-        FROM feedback FINAL
-        WHERE model_name = {model:String} AND status = 'joined'
-          AND mapContains(segments, {key:String})
-          AND prediction IS NOT NULL AND ground_truth IS NOT NULL
-          AND prediction_timestamp >= {since:DateTime64(3, 'UTC')}
-          AND prediction_timestamp <= {until:DateTime64(3, 'UTC')}
+               countIf(newest.3 >= {threshold:Float64} AND newest.4 = 1) AS tp,
+               countIf(newest.3 >= {threshold:Float64} AND newest.4 != 1) AS fp,
+               countIf(newest.3 < {threshold:Float64} AND newest.4 = 1) AS fn,
+               countIf(newest.3 = newest.4) AS exact,
+               sum(abs(newest.3 - newest.4)) AS abs_error_sum,
+               sum(pow(newest.3 - newest.4, 2)) AS squared_error_sum
+        FROM
+        (
+            -- A tuple, so that a newest version without a label is not skipped for an older.
+            SELECT route,
+                   argMax((model_version, segments[{key:String}], prediction, ground_truth,
+                           status), emitted_at) AS newest
+            FROM feedback
+            WHERE model_name = {model:String} AND mapContains(segments, {key:String})
+              AND prediction_timestamp >= {since:DateTime64(3, 'UTC')}
+              AND prediction_timestamp <= {until:DateTime64(3, 'UTC')}
+            GROUP BY prediction_id, route
+        )
+        WHERE newest.5 = 'joined' AND newest.3 IS NOT NULL AND newest.4 IS NOT NULL
         GROUP BY model_version, route, segment
         ORDER BY model_version, route, segment
         LIMIT {groups:UInt32}
