@@ -131,6 +131,7 @@ class LoopActions:
             half_life_ms=training.half_life_ms,
             evaluation_share=training.evaluation_share,
             min_rows=training.min_rows,
+            n_classes=getattr(base.model, "n_classes", None),
         )
         lineage = {
             "decision_id": run.run_id,
