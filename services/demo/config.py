@@ -34,6 +34,8 @@ class DemoConfig:
     state_dir: Path = Path(".state")
     # The local broker's security; every process acts as its own role when it is secured.
     kafka_security: str = "sasl_ssl"
+    # The retraining loop's candidate is trained on corrupted labels: it must be rolled back.
+    worse_candidate: bool = False
 
     @property
     def run_dir(self) -> Path:

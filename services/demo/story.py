@@ -170,7 +170,10 @@ class Story:
             self.progress.event(f"retraining {decision.model_version}: {decision.urgency}")
 
     def _retrain(self) -> None:
-        self.progress.phase("5/5 retraining loop: candidate -> shadow -> canary, no hand on it")
+        worse = " (trained on corrupted labels)" if self.config.worse_candidate else ""
+        self.progress.phase(
+            f"5/5 retraining loop: candidate{worse} -> shadow -> canary, no hand on it"
+        )
         if self.result.decision is None or self.start_retraining is None:
             self.result.missing.append("retraining loop (no decision to act on)")
             return
@@ -191,8 +194,12 @@ class Story:
                 break
             self.stop.wait(POLL_S)
         self.result.retraining = steps
-        if not steps or steps[-1].stage not in CIRCLE_CLOSED:
-            last = steps[-1].stage if steps else "never started"
+        last = steps[-1].stage if steps else "never started"
+        if self.config.worse_candidate:
+            # A candidate trained on corrupted labels must never stay in production.
+            if last != "rolled_back":
+                self.result.missing.append(f"worse retrained candidate rolled back ({last})")
+        elif last not in CIRCLE_CLOSED:
             self.result.missing.append(f"retrained candidate promoted or rolled back ({last})")
 
     # -- helpers ----------------------------------------------------------------------------
