@@ -56,7 +56,8 @@ class Candidate:
 
 
 def candidate_version(base_version: str, run_id: str) -> str:
-    """A deterministic version for the run's candidate: a restart registers the same one."""
+    """The deterministic name the run's candidate is trained as (the folder store keeps it
+    under that name; a registry such as MLflow's numbers it and tags it `safeloop.trained_as`)."""
     digest = hashlib.blake2b(run_id.encode(), digest_size=4).hexdigest()
     return f"{base_version[:100]}-r{digest}"
 
