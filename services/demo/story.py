@@ -187,6 +187,8 @@ class Story:
                 steps = self.figures.retraining_steps()
             except Exception as exc:  # a query racing a restart: try again
                 logger.debug("retraining steps not read: %s", exc)
+            # The story follows the first run; a later decision may start another after it.
+            steps = [step for step in steps if step.run_id == steps[0].run_id] if steps else []
             for step in steps[seen:]:
                 self.progress.event(f"retraining: {step.stage} - {step.reason}"[:120])
             seen = len(steps)
