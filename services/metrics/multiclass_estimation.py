@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from safeloop.services.metrics._arrays import FloatArray
+from safeloop.services.metrics._arrays import FloatArray, as_float
 from safeloop.services.metrics.exceptions import InvalidInputError
 
 # How far a probability row may sum from 1 before it is refused rather than renormalised.
@@ -39,6 +39,29 @@ class MulticlassEstimate:
     expected_macro_f1: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class AccuracyEstimate:
+    """The expected accuracy of predictions from the probabilities of the classes they chose."""
+
+    count: int
+    expected_accuracy: float | None
+    accuracy_std: float | None
+
+
+def estimate_top_label_accuracy(top_probability: npt.ArrayLike) -> AccuracyEstimate:
+    """Each prediction is right with the probability of its chosen class: a Poisson-binomial
+    count of right answers (needs only the top probability per row; NaN rows left out)."""
+    top = as_float(top_probability, "top_probability")
+    top = top[~np.isnan(top)]
+    if bool(np.any((top < 0) | (top > 1))):
+        raise InvalidInputError("class probabilities must lie in [0, 1]")
+    count = top.shape[0]
+    if not count:
+        return AccuracyEstimate(0, None, None)
+    std = math.sqrt(float(np.sum(top * (1.0 - top)))) / count
+    return AccuracyEstimate(count, float(top.mean()), std)
+
+
 def estimate_multiclass_performance(probabilities: npt.ArrayLike) -> MulticlassEstimate:
     """Expected confusion matrix, accuracy and F1 of argmax predictions from an (N, K) matrix
     of calibrated class probabilities (rows with a NaN are left out)."""
@@ -55,9 +78,7 @@ def estimate_multiclass_performance(probabilities: npt.ArrayLike) -> MulticlassE
     confusion = np.zeros((n_classes, n_classes))
     # Column j gathers the probability rows of everything predicted as j.
     np.add.at(confusion.T, predicted, matrix)
-    top = matrix[np.arange(count), predicted]
-    accuracy = float(top.mean()) if count else None
-    std = math.sqrt(float(np.sum(top * (1.0 - top)))) / count if count else None
+    accuracy = estimate_top_label_accuracy(matrix[np.arange(count), predicted])
     hits = np.diag(confusion)
     precision = _ratios(hits, confusion.sum(axis=0))
     recall = _ratios(hits, confusion.sum(axis=1))
@@ -66,8 +87,8 @@ def estimate_multiclass_performance(probabilities: npt.ArrayLike) -> MulticlassE
         count=count,
         n_classes=n_classes,
         expected_confusion=confusion,
-        expected_accuracy=accuracy,
-        accuracy_std=std,
+        expected_accuracy=accuracy.expected_accuracy,
+        accuracy_std=accuracy.accuracy_std,
         expected_precision_per_class=precision,
         expected_recall_per_class=recall,
         expected_macro_f1=_macro_f1(precision, recall, present),

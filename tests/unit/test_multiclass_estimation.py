@@ -9,10 +9,16 @@ import math
 import numpy as np
 import pytest
 
+from safeloop.schemas.events import FeedbackRecord, FeedbackStatus, Route
 from safeloop.services.metrics.estimation import estimate_performance
 from safeloop.services.metrics.exceptions import InvalidInputError
 from safeloop.services.metrics.multiclass import multiclass_metrics
-from safeloop.services.metrics.multiclass_estimation import estimate_multiclass_performance
+from safeloop.services.metrics.multiclass_estimation import (
+    estimate_multiclass_performance,
+    estimate_top_label_accuracy,
+)
+from safeloop.services.metrics.performance import Task
+from safeloop.services.metrics.performance_tracker import PerformanceTracker
 
 
 def _probabilities(rows: int, classes: int, seed: int) -> np.ndarray:
@@ -102,3 +108,56 @@ def test_empty_nan_and_invalid_windows() -> None:
         estimate_multiclass_performance([0.5, 0.5])
     with pytest.raises(InvalidInputError, match=r"\[0, 1\]"):
         estimate_multiclass_performance([[1.5, -0.5]])
+
+
+def test_top_label_accuracy_needs_only_the_chosen_class_probability() -> None:
+    matrix = _probabilities(5, 3, 21)
+    _, accuracy, std = _enumerated(matrix)
+    estimate = estimate_top_label_accuracy([max(row) for row in matrix.tolist()] + [float("nan")])
+    assert estimate.count == 5
+    assert estimate.expected_accuracy == pytest.approx(accuracy)
+    assert estimate.accuracy_std == pytest.approx(std)
+
+
+def test_a_labelled_multiclass_window_reports_its_estimate_beside_the_measured_accuracy() -> None:
+    matrix = _probabilities(300, 3, 31)
+    rng = np.random.default_rng(32)
+    truth = (rng.random((300, 1)) > np.cumsum(matrix, axis=1)[:, :-1]).sum(axis=1)
+    records = [
+        FeedbackRecord(
+            prediction_id=f"p{i}",
+            model_name="species",
+            model_version="v1",
+            route=Route.PRODUCTION,
+            replica_id="r1",
+            features={},
+            prediction=float(np.argmax(row)),
+            confidence=float(max(row)),
+            prediction_timestamp=1_000 + i,
+            status=FeedbackStatus.JOINED,
+            ground_truth=float(label),
+            outcome_timestamp=2_000,
+            label_delay_ms=1_000,
+            outcome_source="labels",
+            emitted_at=3_000,
+            class_probabilities=row.tolist(),
+        )
+        for i, (row, label) in enumerate(zip(matrix, truth, strict=True))
+    ]
+    tracker = PerformanceTracker(lambda name, version: Task.MULTICLASS, 1_000, 3_600_000)
+    tracker.add(records)
+    rows = {
+        row.metric: row.value
+        for row in tracker.rows(10_000)
+        if row.labels.get("window") == "count_1000"
+    }
+    tops = [max(row) for row in matrix.tolist()]
+    expected = sum(tops) / 300
+    measured = sum(int(np.argmax(row)) == label for row, label in zip(matrix, truth, strict=True))
+    std = math.sqrt(sum(t * (1 - t) for t in tops)) / 300
+    assert rows["cbpe_labelled_expected_accuracy_last_n"] == pytest.approx(expected)
+    assert rows["cbpe_labelled_accuracy_std_last_n"] == pytest.approx(std)
+    assert rows["cbpe_labelled_accuracy_error_last_n"] == pytest.approx(expected - measured / 300)
+    assert rows["cbpe_labelled_accuracy_z_last_n"] == pytest.approx(
+        (expected - measured / 300) / std
+    )
