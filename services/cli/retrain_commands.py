@@ -56,6 +56,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     run.add_argument("--bake-s", type=float, default=60.0, help="canary bake time per step")
     run.add_argument("--min-sample", type=int, default=500, help="canary requests per step")
     run.add_argument("--min-labelled", type=int, default=200, help="labels per step and side")
+    run.add_argument(
+        "--require-labels",
+        action="store_true",
+        help="each canary step waits for --min-labelled labels and compares accuracy",
+    )
     run.add_argument("--deadline-s", type=float, default=1800.0, help="a canary step's deadline")
     run.add_argument("--max-p99-latency-ratio", type=float, default=2.0, help="0 = rule off")
     run.add_argument(
@@ -101,6 +106,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         bake_ms=int(args.bake_s * 1000),
         min_sample_per_step=args.min_sample,
         min_labelled_per_step=args.min_labelled,
+        require_labels=args.require_labels,
         deadline_ms=int(args.deadline_s * 1000),
         latency_ratio_tolerance=args.latency_ratio_tolerance or None,
         guard=GuardPolicy(
