@@ -48,6 +48,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="how much worse than production the candidate may score on the newest labels",
     )
     run.add_argument(
+        "--retry-after-s",
+        type=float,
+        default=3600.0,
+        help="after a run ends without promotion, no new run for the same version this long",
+    )
+    run.add_argument(
         "--approval",
         action="store_true",
         help="hold an accepted candidate for `retrain approve` before its canary starts",
@@ -100,6 +106,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         min_agreement=args.min_agreement,
         performance_tolerance=args.performance_tolerance,
         approval=args.approval,
+        retry_after_ms=int(args.retry_after_s * 1000),
     )
     plan = RolloutPlan(
         steps_percent=tuple(float(step) for step in args.steps.split(",")),
