@@ -75,6 +75,8 @@ class DemoPorts:
     replicas: tuple[int, int]
     processor_web: int
     dashboard: int
+    # The metrics service's /metrics endpoint: free, not its 6067 default another run may hold.
+    metrics_http: int
 
     @classmethod
     def pick(cls) -> DemoPorts:
@@ -86,6 +88,7 @@ class DemoPorts:
             replicas=(free_port(), free_port()),
             processor_web=free_port(),
             dashboard=dashboard,
+            metrics_http=free_port(),
         )
 
 

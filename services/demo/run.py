@@ -152,6 +152,7 @@ def _start_stack(
             "--retraining-interval-s", f"{max(5.0, config.bake_s * 2):g}",
             "--max-p99-latency-ratio", "0", "--max-performance-drop", "0.2",
             "--min-requests", str(MIN_REQUESTS), "--min-labelled", str(MIN_LABELLED),
+            "--http-port", str(ports.metrics_http),
         ],
         log_says(config.log_dir / "metrics.log", "metrics running"),
         env=roles.of(Role.METRICS.value),
