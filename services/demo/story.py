@@ -38,6 +38,9 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 ROLLOUT_STEPS = "5,25,50,100"
 BAD_CANARY_PERCENT = 25
+# `canary --wait`'s exit code (ExitCode.SUPERSEDED) when a newer command won before every
+# replica applied it: on a loaded machine the guard's rollback can be that newer command.
+SUPERSEDED_EXIT = 4
 POLL_S = 1.0
 # How a retraining run ends; the circle is closed when its canary was decided on traffic.
 RETRAIN_ENDS = frozenset({"promoted", "rolled_back", "rejected", "failed"})
@@ -132,7 +135,7 @@ class Story:
         output = self.stack.run("canary-v3", [
             "canary", MODEL, "--percent", str(BAD_CANARY_PERCENT), "--version", "v3",
             "--reason", "demo: v3 trained on a corrupted label feed", "--wait", "--json",
-        ])  # fmt: skip
+        ], ok_codes=(0, SUPERSEDED_EXIT))  # fmt: skip
         sequence = int(json.loads(output)["command"]["sequence"])
         self.result.bad_canary_sequence = sequence
         self.progress.event(f"canary v3 at {BAD_CANARY_PERCENT} % (sequence {sequence})")
