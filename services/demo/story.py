@@ -38,6 +38,9 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 ROLLOUT_STEPS = "5,25,50,100"
 BAD_CANARY_PERCENT = 25
+# `canary --wait`'s exit code (ExitCode.SUPERSEDED) when a newer command won before every
+# replica applied it: on a loaded machine the guard's rollback can be that newer command.
+SUPERSEDED_EXIT = 4
 POLL_S = 1.0
 # How a retraining run ends; the circle is closed when its canary was decided on traffic.
 RETRAIN_ENDS = frozenset({"promoted", "rolled_back", "rejected", "failed"})
@@ -132,7 +135,7 @@ class Story:
         output = self.stack.run("canary-v3", [
             "canary", MODEL, "--percent", str(BAD_CANARY_PERCENT), "--version", "v3",
             "--reason", "demo: v3 trained on a corrupted label feed", "--wait", "--json",
-        ])  # fmt: skip
+        ], ok_codes=(0, SUPERSEDED_EXIT))  # fmt: skip
         sequence = int(json.loads(output)["command"]["sequence"])
         self.result.bad_canary_sequence = sequence
         self.progress.event(f"canary v3 at {BAD_CANARY_PERCENT} % (sequence {sequence})")
@@ -170,7 +173,10 @@ class Story:
             self.progress.event(f"retraining {decision.model_version}: {decision.urgency}")
 
     def _retrain(self) -> None:
-        self.progress.phase("5/5 retraining loop: candidate -> shadow -> canary, no hand on it")
+        worse = " (trained on corrupted labels)" if self.config.worse_candidate else ""
+        self.progress.phase(
+            f"5/5 retraining loop: candidate{worse} -> shadow -> canary, no hand on it"
+        )
         if self.result.decision is None or self.start_retraining is None:
             self.result.missing.append("retraining loop (no decision to act on)")
             return
@@ -184,6 +190,8 @@ class Story:
                 steps = self.figures.retraining_steps()
             except Exception as exc:  # a query racing a restart: try again
                 logger.debug("retraining steps not read: %s", exc)
+            # The story follows the first run; a later decision may start another after it.
+            steps = [step for step in steps if step.run_id == steps[0].run_id] if steps else []
             for step in steps[seen:]:
                 self.progress.event(f"retraining: {step.stage} - {step.reason}"[:120])
             seen = len(steps)
@@ -191,8 +199,12 @@ class Story:
                 break
             self.stop.wait(POLL_S)
         self.result.retraining = steps
-        if not steps or steps[-1].stage not in CIRCLE_CLOSED:
-            last = steps[-1].stage if steps else "never started"
+        last = steps[-1].stage if steps else "never started"
+        if self.config.worse_candidate:
+            # A candidate trained on corrupted labels must never stay in production.
+            if last != "rolled_back":
+                self.result.missing.append(f"worse retrained candidate rolled back ({last})")
+        elif last not in CIRCLE_CLOSED:
             self.result.missing.append(f"retrained candidate promoted or rolled back ({last})")
 
     # -- helpers ----------------------------------------------------------------------------
