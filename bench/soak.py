@@ -40,7 +40,7 @@ from safeloop.services.demo.config import (
 )
 from safeloop.services.demo.labels import LabelFeed
 from safeloop.services.demo.progress import Progress
-from safeloop.services.demo.run import _as_labels, _start_stack
+from safeloop.services.demo.run import labels_role_settings, start_stack
 from safeloop.services.demo.stack import ChildService, LocalStack
 from safeloop.services.demo.traffic import TrafficDriver
 from safeloop.services.models.training import DEFAULT_FEATURES
@@ -228,14 +228,16 @@ def run(minutes: float, sample_s: float, judge_minutes: float, rate: float) -> d
             LocalStack(config.log_dir, child_environment(settings)) as stack,
         ):
             progress = Progress(quiet, lambda: None, live=False)  # type: ignore[arg-type,return-value]
-            _, roles = _start_stack(stack, settings, config, ports, progress)
+            _, roles = start_stack(stack, settings, config, ports, progress)
             admin = Settings.from_env({**child_environment(settings), **roles.of(ADMIN_USER)})
             broker = (
                 LocalKafkaBroker(settings, start_timeout=300.0)
                 if settings.uses_local_kafka
                 else None
             )
-            labels = LabelFeed(_as_labels(settings), DEFAULT_FEATURES, config.label_delay_s)
+            labels = LabelFeed(
+                labels_role_settings(settings), DEFAULT_FEATURES, config.label_delay_s
+            )
             replicas = [("127.0.0.1", port) for port in ports.replicas]
             traffic = TrafficDriver(
                 replicas, MODEL, DEFAULT_FEATURES, rate=rate, on_answer=labels.submit

@@ -87,7 +87,7 @@ def run_demo(config: DemoConfig, base: Settings, out: TextIO) -> StoryResult:
         progress.start()
         try:
             progress.phase(f"starting the stack (logs in {config.log_dir})")
-            client, roles = _start_stack(stack, settings, config, ports, progress)
+            client, roles = start_stack(stack, settings, config, ports, progress)
             since_ms = time.time_ns() // 1_000_000
             live.figures = StoryFigures(client, MODEL, since_ms)
             return _tell(
@@ -100,9 +100,11 @@ def run_demo(config: DemoConfig, base: Settings, out: TextIO) -> StoryResult:
             progress.stop()
 
 
-def _start_stack(
+def start_stack(
     stack: LocalStack, settings: Settings, config: DemoConfig, ports: DemoPorts, progress: Progress
 ) -> tuple[Client, _RoleEnvironments]:
+    """Start the whole loop (broker, ClickHouse, processor, replicas, metrics, dashboard, shadow
+    scorer) in `stack`; the demo and bench.soak run on it."""
     roles = _RoleEnvironments(None)
     if settings.uses_local_kafka:
         broker = LocalKafkaBroker(settings, start_timeout=180.0)
@@ -187,7 +189,7 @@ class _RoleEnvironments:
         return {**client_file_env(self.paths, ADMIN_USER), "SAFELOOP_KAFKA_CLIENT_FILE": ""}
 
 
-def _as_labels(settings: Settings) -> Settings:
+def labels_role_settings(settings: Settings) -> Settings:
     """The demo's label pipeline publishes as the labels role on a secured local broker."""
     if not (settings.uses_local_kafka and settings.kafka_secured):
         return settings
@@ -232,7 +234,7 @@ def _tell(
             env=env,
         ))  # fmt: skip
 
-    labels = LabelFeed(_as_labels(settings), DEFAULT_FEATURES, config.label_delay_s)
+    labels = LabelFeed(labels_role_settings(settings), DEFAULT_FEATURES, config.label_delay_s)
     replicas = [("127.0.0.1", port) for port in ports.replicas]
     traffic = TrafficDriver(
         replicas, MODEL, DEFAULT_FEATURES, rate=config.rate, on_answer=labels.submit
