@@ -196,24 +196,27 @@ def _env_of(settings: Settings) -> dict[str, str]:
     return env
 
 
-def _provision(settings: Settings) -> None:
+def _provision(settings: Settings, canaries: tuple[str, ...] = ()) -> None:
     TopicAdmin.from_settings(settings).ensure(topic_specs(settings))
     migrate(settings)
     store = ModelStore(settings.models_path)
-    for seed, version in enumerate(("v1", "v2")):
+    for seed, version in enumerate(("v1", "v2", *canaries)):
         dataset = make_dataset(ModelTask.CLASSIFICATION, 2000, seed=seed)
         store.save(*train_model(MODEL, version, ModelTask.CLASSIFICATION, dataset))
         time.sleep(0.002)
 
 
-def _replicas(settings: Settings, failing: FailingModel) -> list[Replica]:
+def _replicas(
+    settings: Settings, failing: FailingModel, canaries: tuple[str, ...] = ("v2",)
+) -> list[Replica]:
     store = ModelStore(settings.models_path)
     replicas = []
     for index in range(2):
         catalog = load_catalog(store, [MODEL])
-        loaded = catalog.get(MODEL, "v2")
-        assert loaded is not None
-        catalog.add(LoadedModel(failing, loaded.metadata))
+        for version in canaries:
+            loaded = catalog.get(MODEL, version)
+            assert loaded is not None
+            catalog.add(LoadedModel(failing, loaded.metadata))
         # No local fast path: it would suppress the canary on its own and this measures the
         # signed rollback (and see the report: its stale windows can starve the central guard).
         replica = Replica(settings, f"bench-{index}", catalog=catalog)
@@ -267,7 +270,7 @@ class AppliedClock:
         return max(times)
 
 
-def _publish_canary(settings: Settings, publisher: ControlPublisher) -> int:
+def _publish_canary(settings: Settings, publisher: ControlPublisher, version: str = "v2") -> int:
     keys = load_keyring(settings)
     view = read_control_topic(make_broadcast_reader(settings, settings.topics.control, "b"), keys)
     command = publisher.next_command(
@@ -275,7 +278,7 @@ def _publish_canary(settings: Settings, publisher: ControlPublisher) -> int:
         MODEL,
         CommandKind.SET_CANARY,
         lambda c: dataclasses.replace(
-            c, canary_version="v2", canary_basis_points=CANARY_BASIS_POINTS
+            c, canary_version=version, canary_basis_points=CANARY_BASIS_POINTS
         ),
         reason="bench: canary",
         initial=ModelConfig(production_version="v1"),
@@ -444,6 +447,7 @@ def _first_breach_after_start(
     failing: FailingModel,
     clock: AppliedClock,
     publisher: ControlPublisher,
+    canary: str,
 ) -> dict[str, float]:
     """Start `metrics run` under production traffic; the moment its /readyz answers 200,
     publish the failing canary and time the rollback; then stop the process."""
@@ -461,7 +465,7 @@ def _first_breach_after_start(
                     raise TimeoutError("metrics run never answered /readyz 200")
                 time.sleep(0.01)
             ready_s = time.monotonic() - started
-            sequence = _publish_canary(settings, publisher)
+            sequence = _publish_canary(settings, publisher, canary)
             deadline = time.monotonic() + BREACH_TIMEOUT_S
             applied = None
             while applied is None and time.monotonic() < deadline:
@@ -471,16 +475,21 @@ def _first_breach_after_start(
         if metrics is not None:
             metrics.send_signal(signal.SIGTERM)
             metrics.wait(30)
-    if applied is None or failing.first_s is None or failing.measurable_s is None:
+    if applied is None or failing.first_s is None:
         stats = [replica.sink.stats() for replica in replicas]
         raise TimeoutError(
             f"no rollback within {BREACH_TIMEOUT_S:g} s: canary sequence {sequence}, "
             f"{failing.failures} failing canary requests, event sinks {stats}"
         )
+    # Applied before the MIN_REQUESTS-th failing request: the guard acted before this bench's
+    # count called the breach measurable, so the round is 0 s late rather than missing (its
+    # failing_requests says how many it took).
+    measurable_s = applied if failing.measurable_s is None else failing.measurable_s
     return {
         "ready_after_start_s": ready_s,
-        "measurable_to_applied_s": applied - failing.measurable_s,
+        "measurable_to_applied_s": applied - measurable_s,
         "first_failure_to_applied_s": applied - failing.first_s,
+        "failing_requests": float(failing.failures),
     }
 
 
@@ -498,9 +507,13 @@ def cold_start(rounds: int) -> dict[str, Any]:
             warehouse.start()
         replicas: list[Replica] = []
         try:
-            _provision(settings)
+            # A new canary version per round: the guard keeps the newest requests per version,
+            # and a version rolled back in an earlier round would be judged on that round's
+            # failures the moment it is a canary again (after one failing request).
+            canaries = tuple(f"c{index + 1}" for index in range(rounds))
+            _provision(settings, canaries)
             failing = FailingModel(ModelStore(settings.models_path).load(MODEL, "v2").model)
-            replicas = _replicas(settings, failing)
+            replicas = _replicas(settings, failing, canaries)
             clock = AppliedClock(replicas)
             publisher = ControlPublisher(
                 make_producer(settings, **{"linger.ms": 0}),
@@ -512,7 +525,7 @@ def cold_start(rounds: int) -> dict[str, Any]:
             for index in range(rounds):
                 try:
                     sample = _first_breach_after_start(
-                        settings, replicas, failing, clock, publisher
+                        settings, replicas, failing, clock, publisher, canaries[index]
                     )
                 except TimeoutError as exc:
                     failures.append(str(exc))
