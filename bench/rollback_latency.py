@@ -228,16 +228,27 @@ def _replicas(
     return replicas
 
 
-def _metrics_process(settings: Settings, http_port: int = 0) -> subprocess.Popen[bytes]:
+def _metrics_process(
+    settings: Settings, http_port: int = 0, log: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """`safeloop metrics run`; with `log`, its INFO log goes there (stderr otherwise)."""
     argv = [
         sys.executable, "-m", "safeloop.services.cli.main", "metrics", "run",
         "--snapshot-interval-s", "1", "--max-p99-latency-ratio", "0",
         "--max-performance-drop", "0", "--min-requests", str(MIN_REQUESTS),
         "--http-port", str(http_port),
     ]  # fmt: skip
-    return subprocess.Popen(
-        argv, cwd=REPO, env={**os.environ, **_env_of(settings)}, stdout=subprocess.DEVNULL
-    )
+    env = {**os.environ, **_env_of(settings)}
+    if log is None:
+        return subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL)
+    with log.open("ab") as stderr:
+        return subprocess.Popen(
+            argv,
+            cwd=REPO,
+            env={**env, "SAFELOOP_LOG_LEVEL": "INFO"},
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
 
 
 class AppliedClock:
@@ -448,6 +459,7 @@ def _first_breach_after_start(
     clock: AppliedClock,
     publisher: ControlPublisher,
     canary: str,
+    log: Path,
 ) -> dict[str, float]:
     """Start `metrics run` under production traffic; the moment its /readyz answers 200,
     publish the failing canary and time the rollback; then stop the process."""
@@ -458,7 +470,7 @@ def _first_breach_after_start(
     try:
         with Traffic(replicas, COLD_RATE):
             started = time.monotonic()
-            metrics = _metrics_process(settings, port)
+            metrics = _metrics_process(settings, port, log)
             deadline = started + 120
             while not _ready(f"http://127.0.0.1:{port}/readyz"):
                 if time.monotonic() > deadline or metrics.poll() is not None:
@@ -497,6 +509,8 @@ def cold_start(rounds: int) -> dict[str, Any]:
     """Round 1 on a broker started moments before; every round a new `metrics run`."""
     samples: list[dict[str, float]] = []
     failures: list[str] = []
+    # Kept after the run: each round's `metrics run` log (INFO), to see where a late round went.
+    logs = Path(tempfile.mkdtemp(prefix="safeloop-cold-start-logs-"))
     with tempfile.TemporaryDirectory(prefix="safeloop-bench-") as state:
         settings = _settings(Path(state))
         broker = LocalKafkaBroker(settings) if settings.uses_local_kafka else None
@@ -525,7 +539,13 @@ def cold_start(rounds: int) -> dict[str, Any]:
             for index in range(rounds):
                 try:
                     sample = _first_breach_after_start(
-                        settings, replicas, failing, clock, publisher, canaries[index]
+                        settings,
+                        replicas,
+                        failing,
+                        clock,
+                        publisher,
+                        canaries[index],
+                        logs / f"metrics-round-{index + 1}.log",
                     )
                 except TimeoutError as exc:
                     failures.append(str(exc))
@@ -567,6 +587,7 @@ def cold_start(rounds: int) -> dict[str, Any]:
         "ready_after_start_s": stat("ready_after_start_s"),
         "meets_target": cold is not None and cold["max"] < TARGET_S and not failures,
         "rounds_without_rollback": failures,
+        "metrics_logs": str(logs),
         "samples": [{k: round(v, 4) for k, v in sample.items()} for sample in samples],
         "machine": {
             "python": platform.python_version(),
