@@ -480,13 +480,20 @@ def _first_breach_after_start(
             sequence = _publish_canary(settings, publisher, canary)
             deadline = time.monotonic() + BREACH_TIMEOUT_S
             applied = None
+            behind: dict[str, float] = {}
             while applied is None and time.monotonic() < deadline:
                 time.sleep(0.005)
                 applied = clock.all_after(ids, sequence)
+                if not behind and failing.measurable_s is not None:
+                    behind = _behind_at_measurable(replicas, port)
     finally:
         if metrics is not None:
             metrics.send_signal(signal.SIGTERM)
-            metrics.wait(30)
+            try:
+                metrics.wait(60)
+            except subprocess.TimeoutExpired:
+                metrics.kill()  # a loaded box: the next round must not wait on this one
+                metrics.wait()
     if applied is None or failing.first_s is None:
         stats = [replica.sink.stats() for replica in replicas]
         raise TimeoutError(
@@ -502,6 +509,26 @@ def _first_breach_after_start(
         "measurable_to_applied_s": applied - measurable_s,
         "first_failure_to_applied_s": applied - failing.first_s,
         "failing_requests": float(failing.failures),
+        **behind,
+    }
+
+
+def _behind_at_measurable(replicas: list[Replica], port: int) -> dict[str, float]:
+    """Where a late rollback waits, sampled when the breach becomes measurable: events the
+    replicas produced that Kafka has not acknowledged, and predictions `metrics run` has not
+    read yet (its /metrics consumer lag, refreshed each second; -1 if unreadable)."""
+    lag = -1.0
+    with contextlib.suppress(OSError, ValueError):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as answer:
+            text = answer.read().decode()
+        lag = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("safeloop_metrics_consumer_lag{") and "predictions" in line
+        )
+    return {
+        "replicas_unacknowledged_at_measurable": float(sum(r.sink.pending() for r in replicas)),
+        "metrics_predictions_lag_at_measurable": lag,
     }
 
 
