@@ -36,9 +36,6 @@ LAG_REFRESH_S = 1.0
 # Broker round trips measuring where "caught up" is, after the first assignment and again each
 # time the previous measure is reached.
 CATCH_UP_PROBE_TIMEOUT_S = 5.0
-# Caught up (windows primed, /readyz) once the records left behind the end would take at most
-# this long to read at the rate the last stretch was read: a rollback then waits on no backlog.
-CATCH_UP_ETA_S = 0.5
 
 
 @dataclass(slots=True)
@@ -68,9 +65,9 @@ class GroupMembership:
     partitions: frozenset[int] = frozenset()
     # Monotonic time `poll` last returned.
     polled_at: float | None = None
-    # Monotonic time this consumer first came within one poll's batch (and CATCH_UP_ETA_S of
-    # reading) of its partitions' end offsets, measured after the assignment and again each
-    # time the last measure was reached (windows primed: /readyz); None until then.
+    # Monotonic time this consumer first came within one poll's batch of its partitions' end
+    # offsets, measured after the assignment and again each time the last measure was
+    # reached (windows primed: /readyz); None until then.
     caught_up_at: float | None = None
     # Records still to read to get there; None until measured.
     catch_up_remaining: int | None = None
@@ -115,8 +112,6 @@ class EventConsumer(Generic[E]):
         # partition -> offset to reach (its high watermark when first assigned); None until
         # measured. Emptied as partitions reach it; then `membership.caught_up_at` is set.
         self._catch_up: dict[int, int] | None = None
-        # When the current targets were measured and how many records they were away.
-        self._catch_up_pass: tuple[float, int] = (0.0, 0)
         consumer.subscribe(
             [topic], on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._revoked
         )
@@ -262,13 +257,11 @@ class EventConsumer(Generic[E]):
 
     def _follow_catch_up(self, now: float, batch_records: int) -> None:
         """Measure the end offsets after the first assignment and watch them reached; then
-        measure again, until what is left is at most one poll's batch (`batch_records`) and,
-        at the rate the last stretch was read, readable within CATCH_UP_ETA_S."""
+        measure again, until the end is within one poll's batch (`batch_records`)."""
         if self._catch_up is None:
             self._catch_up = self._catch_up_targets()
             if self._catch_up is None:
                 return
-            self._catch_up_pass = (now, self._left_to_read(dict(self._catch_up)))
         remaining = self._left_to_read(self._catch_up)
         if self._catch_up:
             self.membership.catch_up_remaining = remaining
@@ -280,18 +273,12 @@ class EventConsumer(Generic[E]):
             return  # measured again on the next poll
         remaining = self._left_to_read(fresh)
         self.membership.catch_up_remaining = remaining
-        eta_s = _reading_time_s(remaining, *self._catch_up_pass, now)
-        if remaining > batch_records or eta_s is None or eta_s > CATCH_UP_ETA_S:
+        if remaining > batch_records:
             self._catch_up = fresh
-            self._catch_up_pass = (now, remaining)
             return
         self.membership.caught_up_at = now
         logger.info(
-            "%s caught up with %s (%d records behind its end, ~%.2fs to read)",
-            self.name,
-            self.topic,
-            remaining,
-            eta_s,
+            "%s caught up with %s (%d records behind its end)", self.name, self.topic, remaining
         )
 
     def _left_to_read(self, targets: dict[int, int]) -> int:
@@ -398,16 +385,6 @@ class EventConsumer(Generic[E]):
         if error is not None:
             self.counts.dead_letter_failures += 1
             logger.error("%s: dead letter lost: %s", self.name, error)
-
-
-def _reading_time_s(remaining: int, started_at: float, read: int, now: float) -> float | None:
-    """Seconds to read `remaining` records at the rate `read` records took since `started_at`;
-    None when nothing was read to measure a rate by."""
-    if remaining == 0:
-        return 0.0
-    if read == 0:
-        return None
-    return remaining * (now - started_at) / read
 
 
 def _partition(message: Message) -> int:
