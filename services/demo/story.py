@@ -1,6 +1,7 @@
-"""The scripted story: warm-up, a good canary walked to promotion, a bad canary rolled back by
-the guard on every replica, drift in one feature and the retraining decision it causes, and the
-retraining loop closing the circle by itself: candidate -> shadow -> canary -> outcome.
+"""The scripted story: warm-up, a good canary walked to promotion, a bad canary (with a fault
+injected by `safeloop inject`, the rehearsal path) rolled back by the guard on every replica,
+drift in one feature and the retraining decision it causes, and the retraining loop closing the
+circle by itself: candidate -> shadow -> canary -> outcome.
 
 Each phase waits for its outcome with a deadline; a missing outcome is recorded (the story goes
 on with the next phase) and makes the demo exit 1.
@@ -38,6 +39,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 ROLLOUT_STEPS = "5,25,50,100"
 BAD_CANARY_PERCENT = 25
+# `safeloop inject`'s share of v3's requests the replicas fail (the guard's limit is 5 %).
+INJECTED_ERROR_RATE = 0.3
 # `canary --wait`'s exit code (ExitCode.SUPERSEDED) when a newer command won before every
 # replica applied it: on a loaded machine the guard's rollback can be that newer command.
 SUPERSEDED_EXIT = 4
@@ -132,6 +135,17 @@ class Story:
 
     def _bad_canary(self) -> None:
         self.progress.phase(f"3/5 bad canary: v3 at {BAD_CANARY_PERCENT} %, the guard must act")
+        # A rehearsal on top of v3's bad labels: the replicas fail a share of v3's requests
+        # (signed, expiring by itself), so the guard's error-rate rule acts within seconds,
+        # before any label has arrived.
+        self.stack.run("inject-v3", [
+            "inject", MODEL, "v3", "--error-rate", f"{INJECTED_ERROR_RATE:g}",
+            "--for", f"{self.config.phase_timeout_s(0.2):.0f}s",
+            "--reason", "demo: rehearse a failing canary",
+        ])  # fmt: skip
+        self.progress.event(
+            f"injected {INJECTED_ERROR_RATE:.0%} errors into v3's requests (safeloop inject)"
+        )
         output = self.stack.run("canary-v3", [
             "canary", MODEL, "--percent", str(BAD_CANARY_PERCENT), "--version", "v3",
             "--reason", "demo: v3 trained on a corrupted label feed", "--wait", "--json",
