@@ -46,7 +46,6 @@ from safeloop.services.demo.traffic import TrafficDriver
 from safeloop.services.models.training import DEFAULT_FEATURES
 
 RESULTS = Path(__file__).parent / "results" / "soak.json"
-PLOT = RESULTS.with_suffix(".png")
 GROWTH_LIMIT = 0.05
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
