@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaException, TopicPartition
 
+from safeloop.infra.exceptions import WarehouseError
 from safeloop.schemas.events import (
     ControlCommand,
     FeedbackRecord,
@@ -119,6 +120,8 @@ class MetricsCounts:
     control_warm_up_failures: int = 0
     # Iterations whose judging (guard, rollout gates) waited for the windows to be rebuilt.
     judging_deferred: int = 0
+    # Control commands a predecessor published but never audited, written by this judge.
+    audit_caught_up: int = 0
     decisions_by_urgency: dict[Urgency, int] = field(
         default_factory=lambda: dict.fromkeys(Urgency, 0)
     )
@@ -208,6 +211,8 @@ class MetricsService:
             predictions.replay_from = lambda: self._replay_from_ms(config.health_window_span_ms)
             feedback.replay_from = lambda: self._replay_from_ms(config.performance_window_span_ms)
         self._rebuilt = False
+        # A new judge checks once that its predecessor's last commands were audited.
+        self._audit_catch_up_due = False
         self.counts = MetricsCounts()
         self.loop = LoopState()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="metrics-writer")
@@ -274,7 +279,10 @@ class MetricsService:
                 # Others' commands (operators, other instances); our own come from the issuer.
                 self._alert_for_command(command)
         others = self._exchange_summaries()
-        judge = self.loop.judge = self.is_judge()
+        judge = self.is_judge()
+        if judge and not self.loop.judge:
+            self._audit_catch_up_due = True
+        self.loop.judge = judge
         rebuilt = self.rebuilt()
         if not rebuilt:
             self.counts.judging_deferred += 1
@@ -352,7 +360,17 @@ class MetricsService:
         snapshot.future = self._executor.submit(self._write, snapshot)
         self._inflight = snapshot
         self.issuer.retry_audit()
+        if self._audit_catch_up_due and self.loop.judge:
+            self._catch_up_audit()
         return True
+
+    def _catch_up_audit(self) -> None:
+        try:
+            self.counts.audit_caught_up += self.issuer.catch_up_audit()
+        except WarehouseError as exc:
+            logger.warning("control_log catch-up deferred: %s", exc)
+            return
+        self._audit_catch_up_due = False
 
     def flush(self, timeout_s: float = 30.0) -> None:
         """Take a snapshot now and wait until it is written and committed."""
