@@ -252,10 +252,16 @@ class ChaosLoop:
 
     # -- the processes a scenario kills ----------------------------------------------------
 
-    def start_metrics(self) -> MetricsProcess:
-        """`safeloop metrics run` with the guard; returns once /readyz says 200."""
-        self.metrics = self.processes.enter_context(metrics_process(self.settings, *METRICS_ARGS))
+    def start_metrics(self, *, ready: bool = True) -> MetricsProcess:
+        """`safeloop metrics run` with the guard (once /readyz says 200 unless told otherwise)."""
+        log = self.run.state_dir / "metrics.log"
+        self.metrics = self.processes.enter_context(
+            metrics_process(self.settings, *METRICS_ARGS, ready=ready, log=log)
+        )
         return self.metrics
+
+    def metrics_log(self) -> str:
+        return (self.run.state_dir / "metrics.log").read_text(errors="replace")[-5000:]
 
     def metrics_ready(self) -> bool:
         return self.metrics is not None and get_json(self.metrics.port, "/readyz")[0] == 200
@@ -277,6 +283,15 @@ class ChaosLoop:
         assert self.replica is not None
         self.replica.send_signal(signal.SIGKILL)
         self.replica.wait(30)
+
+    def stop_replica(self) -> None:
+        if self.replica is not None and self.replica.poll() is None:
+            self.replica.terminate()
+            try:
+                self.replica.wait(30)
+            except subprocess.TimeoutExpired:
+                self.replica.kill()
+                self.replica.wait(30)
 
     def replica_ready(self) -> bool:
         return get_json(self.replica_port, "/readyz")[0] == 200
@@ -372,13 +387,13 @@ def build_loop(cluster: Settings, tmp: Path, stack: ExitStack) -> ChaosLoop:
     first = publish(settings, CommandKind.PROMOTE, lambda c: replace(c, production_version="v1"))
     assert wait_for(lambda: min(replicas.applied_sequence()) >= first, 60)
     loop.start_replica()
-    stack.callback(lambda: loop.replica.kill() if loop.replica else None)
+    stack.callback(loop.stop_replica)
     loop.start_metrics(ready=False)
     joined = (
         f"SELECT countIf(startsWith(prediction_id, '{LOAD_PREFIX}')) FROM {SOURCES['feedback']}"
     )
     # The workers' first rebalances on a busy machine take minutes, not seconds.
-    assert wait_for(lambda: loop.run.count(joined) >= 200, 420), loop.logs()
+    assert wait_for(lambda: loop.run.count(joined) >= 200, 600), loop.logs()
     assert wait_for(loop.metrics_ready, 300), loop.metrics_log()
     assert wait_for(loop.replica_ready, 120), "the replica process never became ready"
     return loop
