@@ -31,10 +31,12 @@ def _recovery(name: str, r: dict[str, Any]) -> str:
             f"after its breach became measurable (target {breach['target_s']:g} s)"
         )
     if name == "worker_kill":
-        return (
-            f"restarted {r['restarted_s']} s after the kill; every acknowledged event in "
-            f"ClickHouse {r['recover_s']} s after the kill"
+        caught_up = (
+            f"every acknowledged event in ClickHouse {r['recover_s']} s after the kill"
+            if not any(r["lost"].values())
+            else f"the processor had not caught up when the wait ended ({r['recover_s']} s)"
         )
+        return f"restarted {r['restarted_s']} s after the kill; {caught_up}"
     if name == "metrics_kill":
         return (
             f"down {r['down_s']} s; restarted service ready in "
@@ -51,6 +53,20 @@ def _recovery(name: str, r: dict[str, Any]) -> str:
     return f"everything landed {r['recover_s']} s after the endpoint was back"
 
 
+def _lost(r: dict[str, Any]) -> str:
+    lost = r["lost"]
+    if not any(lost.values()):
+        return "0"
+    counts = (
+        f"{lost['predictions']:,} / {lost['outcomes']:,} / {lost['feedback']:,} "
+        "(predictions / outcomes / joined)"
+    )
+    if r.get("landed_after_s") is None:
+        # The count gave up waiting: late (the processor behind) or lost, it cannot say which.
+        return f"not in ClickHouse when the 300 s wait ended: {counts}"
+    return counts
+
+
 def row(name: str, r: dict[str, Any]) -> str:
     load = r["load"]
     serving = r["serving"]
@@ -64,7 +80,7 @@ def row(name: str, r: dict[str, Any]) -> str:
         f"{load['pairs_per_s']} predictions + {load['pairs_per_s']} outcomes/s; "
         f"{load['requests_per_s']} requests/s on 2 replicas",
         f"{acked:,} prediction + outcome pairs during it ({total:,} since the loop started)",
-        str(sum(r["lost"].values())),
+        _lost(r),
         f"{sum(r['doubled'].values())} (predictions, outcomes, joined feedback)",
         errors,
         f"{serving['p99_ms']} ms ({serving['requests']:,} requests)",

@@ -149,8 +149,12 @@ class Tally:
     """ClickHouse counted without FINAL against what Kafka acknowledged."""
 
     acknowledged: dict[str, int]
+    # Acknowledged but not in ClickHouse when counted: lost, if everything had landed in time.
     lost: dict[str, int]
     doubled: dict[str, int]
+    # Seconds the count waited for ClickHouse to hold as many rows as were acknowledged; None
+    # if it never did within the wait (the processor still behind: `lost` then is an upper bound).
+    landed_after_s: float | None
 
 
 @dataclass
@@ -189,9 +193,11 @@ class ChaosLoop:
             "p99_ms": None if p99 is None else round(p99, 2),
         }
 
-    def wait_landed(self, timeout_s: float = 300.0) -> dict[str, set[str]]:
+    def wait_landed(self, timeout_s: float = 300.0) -> tuple[dict[str, set[str]], float | None]:
         """Wait until ClickHouse holds as many rows of the label feed as Kafka acknowledged so
-        far (in predictions, outcomes and joined feedback); those acknowledged ids by table."""
+        far (in predictions, outcomes and joined feedback); those acknowledged ids by table,
+        and how long that took (None: not within `timeout_s`)."""
+        started = time.monotonic()
         predictions, outcomes = self.load.acknowledged()
         wanted = {
             "predictions": predictions,
@@ -206,12 +212,13 @@ class ChaosLoop:
                 for t, ids in wanted.items()
             )
 
-        wait_for(landed, timeout_s)
-        return wanted
+        if not wait_for(landed, timeout_s):
+            return wanted, None
+        return wanted, round(time.monotonic() - started, 1)
 
     def tally(self, timeout_s: float = 300.0) -> Tally:
         """Every event acknowledged so far, counted in ClickHouse once it has all landed."""
-        wanted = self.wait_landed(timeout_s)
+        wanted, landed_after_s = self.wait_landed(timeout_s)
         lost, doubled = {}, {}
         for table, ids in wanted.items():
             source = SOURCES[table]
@@ -220,7 +227,8 @@ class ChaosLoop:
             doubled[table] = self.run.count(
                 f"SELECT count() - uniqExact(prediction_id) FROM {source}"
             )
-        return Tally({t: len(ids) for t, ids in wanted.items()}, lost, doubled)
+        acknowledged = {t: len(ids) for t, ids in wanted.items()}
+        return Tally(acknowledged, lost, doubled, landed_after_s)
 
     def report(self, scenario: str, mark: Mark, **figures: Any) -> Tally:
         """Count ClickHouse and write bench/results/chaos_<scenario>.json; the tally."""
@@ -239,6 +247,7 @@ class ChaosLoop:
             "acknowledged_during_scenario": self.load.acked_predictions() - mark.acked_predictions,
             "acknowledged_total": tally.acknowledged,
             "lost": tally.lost,
+            "landed_after_s": tally.landed_after_s,
             "doubled": tally.doubled,
             "producer_failures": self.load.failed,
             "serving": serving,

@@ -156,7 +156,7 @@ def test_sigkill_of_a_processor_worker_loses_and_doubles_nothing(loop: ChaosLoop
     loop.run.start_worker(1, free_port())
     restarted_s = _since(killed)
     # Recovered: everything acknowledged up to now is in ClickHouse.
-    loop.wait_landed()
+    assert loop.wait_landed()[1] is not None, loop.logs()
     recover_s = _since(killed)
     assert loop.run.workers["worker-1"].poll() is None, loop.run.worker_log("worker-1")
     tally = loop.report(
@@ -295,7 +295,7 @@ def test_clickhouse_down_then_back_loses_and_doubles_nothing(loop: ChaosLoop) ->
     down_s = _since(stopped)
     restarted = time.monotonic()
     loop.warehouse.start()
-    loop.wait_landed()
+    assert loop.wait_landed()[1] is not None, loop.logs()
     recover_s = _since(restarted)
     for name, worker in loop.run.workers.items():
         assert worker.poll() is None, loop.run.worker_log(name)
