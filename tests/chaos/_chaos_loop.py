@@ -320,7 +320,7 @@ class ChaosLoop:
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, **self.settings.to_env()}
         return subprocess.run(
-            [*CLI, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+            [*CLI, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
         )
 
     def logs(self) -> str:
