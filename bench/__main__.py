@@ -10,6 +10,7 @@ BENCHMARKS = (
     "cli_startup",
     "codec",
     "metrics_throughput",
+    "segments_throughput",
     "multiclass_metrics",
     "warehouse_insert",
     "serving_overhead",

@@ -196,24 +196,27 @@ def _env_of(settings: Settings) -> dict[str, str]:
     return env
 
 
-def _provision(settings: Settings) -> None:
+def _provision(settings: Settings, canaries: tuple[str, ...] = ()) -> None:
     TopicAdmin.from_settings(settings).ensure(topic_specs(settings))
     migrate(settings)
     store = ModelStore(settings.models_path)
-    for seed, version in enumerate(("v1", "v2")):
+    for seed, version in enumerate(("v1", "v2", *canaries)):
         dataset = make_dataset(ModelTask.CLASSIFICATION, 2000, seed=seed)
         store.save(*train_model(MODEL, version, ModelTask.CLASSIFICATION, dataset))
         time.sleep(0.002)
 
 
-def _replicas(settings: Settings, failing: FailingModel) -> list[Replica]:
+def _replicas(
+    settings: Settings, failing: FailingModel, canaries: tuple[str, ...] = ("v2",)
+) -> list[Replica]:
     store = ModelStore(settings.models_path)
     replicas = []
     for index in range(2):
         catalog = load_catalog(store, [MODEL])
-        loaded = catalog.get(MODEL, "v2")
-        assert loaded is not None
-        catalog.add(LoadedModel(failing, loaded.metadata))
+        for version in canaries:
+            loaded = catalog.get(MODEL, version)
+            assert loaded is not None
+            catalog.add(LoadedModel(failing, loaded.metadata))
         # No local fast path: it would suppress the canary on its own and this measures the
         # signed rollback (and see the report: its stale windows can starve the central guard).
         replica = Replica(settings, f"bench-{index}", catalog=catalog)
@@ -225,16 +228,27 @@ def _replicas(settings: Settings, failing: FailingModel) -> list[Replica]:
     return replicas
 
 
-def _metrics_process(settings: Settings, http_port: int = 0) -> subprocess.Popen[bytes]:
+def _metrics_process(
+    settings: Settings, http_port: int = 0, log: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """`safeloop metrics run`; with `log`, its INFO log goes there (stderr otherwise)."""
     argv = [
         sys.executable, "-m", "safeloop.services.cli.main", "metrics", "run",
         "--snapshot-interval-s", "1", "--max-p99-latency-ratio", "0",
         "--max-performance-drop", "0", "--min-requests", str(MIN_REQUESTS),
         "--http-port", str(http_port),
     ]  # fmt: skip
-    return subprocess.Popen(
-        argv, cwd=REPO, env={**os.environ, **_env_of(settings)}, stdout=subprocess.DEVNULL
-    )
+    env = {**os.environ, **_env_of(settings)}
+    if log is None:
+        return subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL)
+    with log.open("ab") as stderr:
+        return subprocess.Popen(
+            argv,
+            cwd=REPO,
+            env={**env, "SAFELOOP_LOG_LEVEL": "INFO"},
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
 
 
 class AppliedClock:
@@ -267,7 +281,7 @@ class AppliedClock:
         return max(times)
 
 
-def _publish_canary(settings: Settings, publisher: ControlPublisher) -> int:
+def _publish_canary(settings: Settings, publisher: ControlPublisher, version: str = "v2") -> int:
     keys = load_keyring(settings)
     view = read_control_topic(make_broadcast_reader(settings, settings.topics.control, "b"), keys)
     command = publisher.next_command(
@@ -275,7 +289,7 @@ def _publish_canary(settings: Settings, publisher: ControlPublisher) -> int:
         MODEL,
         CommandKind.SET_CANARY,
         lambda c: dataclasses.replace(
-            c, canary_version="v2", canary_basis_points=CANARY_BASIS_POINTS
+            c, canary_version=version, canary_basis_points=CANARY_BASIS_POINTS
         ),
         reason="bench: canary",
         initial=ModelConfig(production_version="v1"),
@@ -444,6 +458,8 @@ def _first_breach_after_start(
     failing: FailingModel,
     clock: AppliedClock,
     publisher: ControlPublisher,
+    canary: str,
+    log: Path,
 ) -> dict[str, float]:
     """Start `metrics run` under production traffic; the moment its /readyz answers 200,
     publish the failing canary and time the rollback; then stop the process."""
@@ -454,33 +470,65 @@ def _first_breach_after_start(
     try:
         with Traffic(replicas, COLD_RATE):
             started = time.monotonic()
-            metrics = _metrics_process(settings, port)
+            metrics = _metrics_process(settings, port, log)
             deadline = started + 120
             while not _ready(f"http://127.0.0.1:{port}/readyz"):
                 if time.monotonic() > deadline or metrics.poll() is not None:
                     raise TimeoutError("metrics run never answered /readyz 200")
                 time.sleep(0.01)
             ready_s = time.monotonic() - started
-            sequence = _publish_canary(settings, publisher)
+            sequence = _publish_canary(settings, publisher, canary)
             deadline = time.monotonic() + BREACH_TIMEOUT_S
             applied = None
+            behind: dict[str, float] = {}
             while applied is None and time.monotonic() < deadline:
                 time.sleep(0.005)
                 applied = clock.all_after(ids, sequence)
+                if not behind and failing.measurable_s is not None:
+                    behind = _behind_at_measurable(replicas, port)
     finally:
         if metrics is not None:
             metrics.send_signal(signal.SIGTERM)
-            metrics.wait(30)
-    if applied is None or failing.first_s is None or failing.measurable_s is None:
+            try:
+                metrics.wait(60)
+            except subprocess.TimeoutExpired:
+                metrics.kill()  # a loaded box: the next round must not wait on this one
+                metrics.wait()
+    if applied is None or failing.first_s is None:
         stats = [replica.sink.stats() for replica in replicas]
         raise TimeoutError(
             f"no rollback within {BREACH_TIMEOUT_S:g} s: canary sequence {sequence}, "
             f"{failing.failures} failing canary requests, event sinks {stats}"
         )
+    # Applied before the MIN_REQUESTS-th failing request: the guard acted before this bench's
+    # count called the breach measurable, so the round is 0 s late rather than missing (its
+    # failing_requests says how many it took).
+    measurable_s = applied if failing.measurable_s is None else failing.measurable_s
     return {
         "ready_after_start_s": ready_s,
-        "measurable_to_applied_s": applied - failing.measurable_s,
+        "measurable_to_applied_s": applied - measurable_s,
         "first_failure_to_applied_s": applied - failing.first_s,
+        "failing_requests": float(failing.failures),
+        **behind,
+    }
+
+
+def _behind_at_measurable(replicas: list[Replica], port: int) -> dict[str, float]:
+    """Where a late rollback waits, sampled when the breach becomes measurable: events the
+    replicas produced that Kafka has not acknowledged, and predictions `metrics run` has not
+    read yet (its /metrics consumer lag, refreshed each second; -1 if unreadable)."""
+    lag = -1.0
+    with contextlib.suppress(OSError, ValueError):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as answer:
+            text = answer.read().decode()
+        lag = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("safeloop_metrics_consumer_lag{") and "predictions" in line
+        )
+    return {
+        "replicas_unacknowledged_at_measurable": float(sum(r.sink.pending() for r in replicas)),
+        "metrics_predictions_lag_at_measurable": lag,
     }
 
 
@@ -488,6 +536,8 @@ def cold_start(rounds: int) -> dict[str, Any]:
     """Round 1 on a broker started moments before; every round a new `metrics run`."""
     samples: list[dict[str, float]] = []
     failures: list[str] = []
+    # Kept after the run: each round's `metrics run` log (INFO), to see where a late round went.
+    logs = Path(tempfile.mkdtemp(prefix="safeloop-cold-start-logs-"))
     with tempfile.TemporaryDirectory(prefix="safeloop-bench-") as state:
         settings = _settings(Path(state))
         broker = LocalKafkaBroker(settings) if settings.uses_local_kafka else None
@@ -498,9 +548,13 @@ def cold_start(rounds: int) -> dict[str, Any]:
             warehouse.start()
         replicas: list[Replica] = []
         try:
-            _provision(settings)
+            # A new canary version per round: the guard keeps the newest requests per version,
+            # and a version rolled back in an earlier round would be judged on that round's
+            # failures the moment it is a canary again (after one failing request).
+            canaries = tuple(f"c{index + 1}" for index in range(rounds))
+            _provision(settings, canaries)
             failing = FailingModel(ModelStore(settings.models_path).load(MODEL, "v2").model)
-            replicas = _replicas(settings, failing)
+            replicas = _replicas(settings, failing, canaries)
             clock = AppliedClock(replicas)
             publisher = ControlPublisher(
                 make_producer(settings, **{"linger.ms": 0}),
@@ -512,7 +566,13 @@ def cold_start(rounds: int) -> dict[str, Any]:
             for index in range(rounds):
                 try:
                     sample = _first_breach_after_start(
-                        settings, replicas, failing, clock, publisher
+                        settings,
+                        replicas,
+                        failing,
+                        clock,
+                        publisher,
+                        canaries[index],
+                        logs / f"metrics-round-{index + 1}.log",
                     )
                 except TimeoutError as exc:
                     failures.append(str(exc))
@@ -554,6 +614,7 @@ def cold_start(rounds: int) -> dict[str, Any]:
         "ready_after_start_s": stat("ready_after_start_s"),
         "meets_target": cold is not None and cold["max"] < TARGET_S and not failures,
         "rounds_without_rollback": failures,
+        "metrics_logs": str(logs),
         "samples": [{k: round(v, 4) for k, v in sample.items()} for sample in samples],
         "machine": {
             "python": platform.python_version(),

@@ -161,6 +161,8 @@ class Settings:
     # The dashboard's HTTP Basic credentials; required to bind it beyond loopback.
     dashboard_user: str = "safeloop"
     dashboard_password: Secret = Secret("")
+    # Operators type it into the dashboard to approve or reject rollouts; empty: read-only.
+    dashboard_operator_token: Secret = Secret("")
     serving_host: str = "127.0.0.1"
     serving_port: int = 8080
     status_heartbeat_ms: int = 2000
@@ -325,6 +327,7 @@ class Settings:
             replica_id=reader.text("SAFELOOP_REPLICA_ID", defaults.replica_id),
             dashboard_user=reader.text("SAFELOOP_DASHBOARD_USER", defaults.dashboard_user),
             dashboard_password=reader.secret("SAFELOOP_DASHBOARD_PASSWORD"),
+            dashboard_operator_token=reader.secret("SAFELOOP_DASHBOARD_OPERATOR_TOKEN"),
             serving_host=reader.text("SAFELOOP_SERVING_HOST", defaults.serving_host),
             serving_port=reader.port("SAFELOOP_SERVING_PORT", defaults.serving_port),
             status_heartbeat_ms=reader.positive_int(
@@ -404,6 +407,8 @@ class Settings:
             "SAFELOOP_DASHBOARD_USER": self.dashboard_user,
             "SAFELOOP_DASHBOARD_PASSWORD": self.dashboard_password.value,
             "SAFELOOP_DASHBOARD_PASSWORD_FILE": "",
+            "SAFELOOP_DASHBOARD_OPERATOR_TOKEN": self.dashboard_operator_token.value,
+            "SAFELOOP_DASHBOARD_OPERATOR_TOKEN_FILE": "",
             "SAFELOOP_SERVING_HOST": self.serving_host,
             "SAFELOOP_SERVING_PORT": str(self.serving_port),
             "SAFELOOP_STATUS_HEARTBEAT_MS": str(self.status_heartbeat_ms),

@@ -84,6 +84,8 @@ class PredictionEvent:
     error_kind: ErrorKind | None = None
     # Multi-class models: P(class k) at index k; empty for binary and regression models.
     class_probabilities: list[float] = field(default_factory=list)
+    # The request's attributes named by the model's segment_keys (country=BR, tenant=acme).
+    segments: dict[str, str] = field(default_factory=dict)
 
     @property
     def server_error(self) -> bool:
@@ -127,6 +129,8 @@ class FeedbackRecord:
     emitted_at: int
     # Copied from the prediction: P(class k) at index k for multi-class models, else empty.
     class_probabilities: list[float] = field(default_factory=list)
+    # Copied from the prediction: its segment attributes (segment key -> value).
+    segments: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,9 @@ class MetricRow:
     sample_count: int
     labels: Mapping[str, str] = field(default_factory=dict)
     feature: str = ""
+    # Segment metric rows only ('' = the whole population): e.g. country, BR.
+    segment_key: str = ""
+    segment_value: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """Column name -> value, timestamps still in epoch milliseconds."""
@@ -148,6 +151,7 @@ def _prediction_row(p: PredictionEvent) -> Row:
         p.error,
         None if p.error_kind is None else p.error_kind.value,
         p.class_probabilities,
+        p.segments,
     )
 
 
@@ -173,6 +177,7 @@ def _feedback_row(f: FeedbackRecord) -> Row:
         f.outcome_source,
         f.emitted_at,
         f.class_probabilities,
+        f.segments,
     )
 
 
@@ -306,6 +311,11 @@ def _drift_row(row: MetricRow) -> Row:
     return (*values[:6], row.feature, *values[6:])
 
 
+def _segment_metric_row(row: MetricRow) -> Row:
+    values = _metric_row(row)
+    return (*values[:6], row.segment_key, row.segment_value, *values[6:])
+
+
 PREDICTIONS: Table[PredictionEvent] = Table(
     "predictions",
     (
@@ -324,6 +334,7 @@ PREDICTIONS: Table[PredictionEvent] = Table(
         "error",
         "error_kind",
         "class_probabilities",
+        "segments",
     ),
     _prediction_row,
     identity_columns=("model_name", "model_version", "route", "timestamp", "prediction_id"),
@@ -365,6 +376,7 @@ FEEDBACK: Table[FeedbackRecord] = Table(
         "outcome_source",
         "emitted_at",
         "class_probabilities",
+        "segments",
     ),
     _feedback_row,
     # (prediction_id, route) is the row; status and emitted_at make each version of it.
@@ -508,6 +520,13 @@ DRIFT_METRICS: Table[MetricRow] = Table(
     _drift_row,
     identity_columns=(*_METRIC_HEAD, "feature", *_METRIC_TAIL),
 )
+_SEGMENT = ("segment_key", "segment_value")
+SEGMENT_METRICS: Table[MetricRow] = Table(
+    "segment_metrics",
+    (*_METRIC_HEAD, *_SEGMENT, *_METRIC_TAIL),
+    _segment_metric_row,
+    identity_columns=(*_METRIC_HEAD, *_SEGMENT, *_METRIC_TAIL),
+)
 
 # Every table the code writes, by name.
 TABLES: Mapping[str, Table[Any]] = {
@@ -523,6 +542,7 @@ TABLES: Mapping[str, Table[Any]] = {
         HEALTH_METRICS,
         PERFORMANCE_METRICS,
         DRIFT_METRICS,
+        SEGMENT_METRICS,
         STREAM_PROGRESS,
     )
 }

@@ -78,6 +78,26 @@ def validate_prediction(
     probabilities = event.class_probabilities
     if probabilities:
         _require_class_probabilities(owner, probabilities)
+    if event.segments:
+        _require_segments(owner, event.segments)
+
+
+# Segments become metric rows and gate comparisons: bounded so one producer cannot flood them.
+MAX_SEGMENT_KEYS: Final = 16
+MAX_SEGMENT_CHARS: Final = 128
+
+
+def _require_segments(owner: str, segments: dict[str, str]) -> None:
+    name = "segments"
+    if len(segments) > MAX_SEGMENT_KEYS:
+        raise _invalid(owner, name, segments, f"has more than {MAX_SEGMENT_KEYS} keys")
+    for key, value in segments.items():
+        if not key.strip() or not value.strip():
+            raise _invalid(owner, name, {key: value}, "keys and values must not be empty")
+        if len(key) > MAX_SEGMENT_CHARS or len(value) > MAX_SEGMENT_CHARS:
+            raise _invalid(
+                owner, name, {key: value}, f"keys and values are at most {MAX_SEGMENT_CHARS} chars"
+            )
 
 
 # Producers outside safeloop may round (float32): a sum this close to 1 is one.

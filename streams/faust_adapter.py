@@ -11,6 +11,7 @@ changes (signatures, attributes, and hashes of the faust code copied or mirrored
 - `LeanMonitor`: faust's Monitor without its per-message bookkeeping.
 - `partition_db`, `visible_items`, `persisted_offset`, `set_persisted_offset`: the RocksDB
   store's database of one partition, its items, and the changelog offset it was restored to.
+- `restore_changelogs`, `restore_tally`: table recovery written in batches, and its figures.
 - `started_consumer`, `committed_offset`, `in_recovery`: what the worker's /metrics and expiry
   read off the app and its consumer.
 
@@ -23,7 +24,9 @@ round's records of those partitions go to the handler as one `{TP: [record, ...]
 aiokafka ConsumerRecords as fetched). The handler reports what it finished with `mark_done`
 (the next offset to read per partition) and faust's own commit timer commits it: `_new_offset`
 answers from those marks for the batch topics, from faust's acks for every other topic.
-Records of every other topic (the tables' changelogs during recovery) go through faust's
+During table recovery the changelog records fetched are written straight into the tables'
+RocksDB in batches (`restore_changelogs`); faust still sees each fetch round's last record of
+each partition, and decides when recovery ends. Records of every other topic go through faust's
 per-message path exactly as in faust. faust keeps partition assignment, table recovery,
 flow control around rebalances, commits and the worker's lifecycle: a fetch round is handed
 over only while flow is active and the consumer generation has not changed, as faust's own
@@ -34,9 +37,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from time import monotonic
 from typing import Any, cast
 
+import rocksdict
 from faust.sensors.monitor import Monitor
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
@@ -126,6 +131,8 @@ class Consumer(faust_aiokafka.Consumer):
                         inbound_time[tp] = now
                     if after is not None:
                         await self.wait_first(after, suspend_flow.wait())
+                if rest and in_recovery(self.app):
+                    rest = restore_changelogs(self.app, rest)
                 # Everything else: faust's own per-message hand-off, unchanged.
                 for tp, record in self.scheduler.iterate(rest) if rest else ():
                     if not self.flow_active:
@@ -170,6 +177,92 @@ class Consumer(faust_aiokafka.Consumer):
             raise
         finally:
             unset_flag(_FETCHING)
+
+
+@dataclass
+class RestoreTally:
+    """Changelog entries written by `restore_changelogs`, and the time it took: from the start
+    of each recovery (faust's) to its last entry written, summed over recoveries."""
+
+    entries: int = 0
+    ended_seconds: float = 0.0
+    started_at: float | None = None
+    last_write_at: float | None = None
+
+    def record(self, entries: int, started_at: float | None, now: float) -> None:
+        started = now if started_at is None else started_at
+        if started != self.started_at:
+            self.ended_seconds += self._current()
+            self.started_at = started
+        self.entries += entries
+        self.last_write_at = now
+
+    @property
+    def seconds(self) -> float:
+        return self.ended_seconds + self._current()
+
+    def _current(self) -> float:
+        if self.started_at is None or self.last_write_at is None:
+            return 0.0
+        return max(self.last_write_at - self.started_at, 0.0)
+
+
+def restore_tally(app: Any) -> RestoreTally:
+    """What the app's recoveries restored through `restore_changelogs` so far."""
+    tally: RestoreTally | None = getattr(app, "_safeloop_restore_tally", None)
+    if tally is None:
+        tally = RestoreTally()
+        app._safeloop_restore_tally = tally
+    return tally
+
+
+def restore_changelogs(app: Any, fetched: dict[Any, Any]) -> dict[Any, Any]:
+    """Write the fetched records of changelog partitions under recovery straight into their
+    tables' RocksDB (one WriteBatch per partition, with the offset it reached), and return what
+    faust's per-message path should still see.
+
+    faust's recovery costs about 500 µs per changelog record (the conductor's tasks, an Event,
+    a queue and a `wait_for` each); this path costs a few. Of each partition's records only the
+    last goes on to faust, which finds its offset already restored and skips it, but still
+    checks whether recovery has ended. faust's own buffer is flushed first: it holds only
+    records older than these.
+    """
+    recovery = app.tables.recovery
+    tp_to_table = recovery.tp_to_table
+    rest: dict[Any, Any] = {}
+    flushed = False
+    for tp, records in fetched.items():
+        table = tp_to_table.get(tp)
+        store = None if table is None else table.data
+        if tp in recovery.active_tps:
+            offsets = recovery.active_offsets
+        elif tp in recovery.standby_tps:
+            offsets = recovery.standby_offsets
+        else:
+            store = None
+        if store is None or not hasattr(store, "_db_for_partition"):
+            rest[tp] = records
+            continue
+        seen = offsets.get(tp)
+        new = records if seen is None else [r for r in records if r.offset > seen]
+        if new:
+            if not flushed:
+                recovery.flush_buffers()
+                flushed = True
+            batch = rocksdict.WriteBatch(raw_mode=True)
+            for record in new:
+                if record.value is None:
+                    batch.delete(record.key)
+                else:
+                    batch.put(record.key, record.value)
+            last = new[-1].offset
+            # Atomic with the data (faust writes the offset separately).
+            batch.put(store.offset_key, str(last).encode())
+            store._db_for_partition(tp.partition).write(batch)
+            offsets[tp] = last
+            restore_tally(app).record(len(new), recovery._recovery_started_at, monotonic())
+        rest[tp] = records[-1:]
+    return rest
 
 
 class Transport(faust_aiokafka.Transport):

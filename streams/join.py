@@ -369,4 +369,5 @@ def _record(
         outcome_source=outcome.source if outcome is not None else None,
         emitted_at=now_ms,
         class_probabilities=prediction.class_probabilities,
+        segments=prediction.segments,
     )

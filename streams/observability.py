@@ -35,6 +35,9 @@ class StreamSnapshot:
     buffered_rows: int = 0
     # Assigned source partitions whose lag cannot be read yet (nothing fetched from them).
     lag_unknown_partitions: int = 0
+    # Changelog entries restored into the local store, and the seconds their recoveries took.
+    restored_entries: int = 0
+    restore_seconds: float = 0.0
 
 
 Read = Callable[[], Mapping[Labels, float]]
@@ -191,6 +194,18 @@ def stream_registry(snapshot: StreamSnapshot) -> Registry:
         "gauge",
         "Assigned source partitions whose lag cannot be read yet.",
         one(snapshot.lag_unknown_partitions),
+    )
+    add(
+        "safeloop_stream_restored_entries_total",
+        "counter",
+        "Changelog entries restored into the local join state (table recovery).",
+        one(snapshot.restored_entries),
+    )
+    add(
+        "safeloop_stream_restore_seconds_total",
+        "counter",
+        "Seconds from the start of each table recovery to its last entry restored, summed.",
+        one(snapshot.restore_seconds),
     )
     return registry
 

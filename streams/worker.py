@@ -30,6 +30,7 @@ from safeloop.streams.faust_adapter import (
     in_recovery,
     install_batch_handler,
     mark_done,
+    restore_tally,
     set_persisted_offset,
     started_consumer,
 )
@@ -382,6 +383,7 @@ class StreamWorker:
                     done = committed_offset(consumer, tp) or 0
                 lag[(tp.topic, tp.partition)] = max(int(highwater) - done, 0)
         partitions = sorted(self._indexed)
+        restored = restore_tally(self.app)
         return StreamSnapshot(
             join=self.join.counters,
             sink=self.sink.stats,
@@ -393,6 +395,8 @@ class StreamWorker:
             rerouted=dict(self.processor.rerouted),
             buffered_rows=self.sink.buffered_rows,
             lag_unknown_partitions=unknown,
+            restored_entries=restored.entries,
+            restore_seconds=restored.seconds,
         )
 
     async def _metrics_page(self, request: Any) -> Any:

@@ -21,8 +21,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=(
             "Start Kafka, the ClickHouse endpoint, the stream processor, two serving replicas, "
             "the metrics service and the dashboard; drive generated traffic with delayed labels "
-            "through a canary promotion, an automatic rollback and drift; print a summary and "
-            "keep the dashboard open until Ctrl-C."
+            "through a canary promotion, an automatic rollback and drift, then let the retraining "
+            "loop close the circle by itself; print a summary and keep the dashboard open until "
+            "Ctrl-C."
         ),
         epilog=(
             "exit codes: 0 every expected outcome happened, 1 an outcome is missing (named) or "
@@ -47,6 +48,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "as its own role) or plaintext (local experiments only) (default: sasl_ssl)",
     )  # fmt: skip
     demo.add_argument(
+        "--worse-candidate", action="store_true",
+        help="the retraining loop trains its candidate on a corrupted label feed, with its "
+        "offline checks (shadow agreement, estimated accuracy) off: the canary's guard must "
+        "roll it back (default: a sound candidate, promoted)",
+    )  # fmt: skip
+    demo.add_argument(
         "--state-dir", type=Path, default=None,
         help="data and logs go under <dir>/demo (default: SAFELOOP_STATE_DIR)",
     )  # fmt: skip
@@ -65,6 +72,7 @@ def _run_demo(args: argparse.Namespace, settings: Settings) -> int:
         keep_open=args.keep_open,
         state_dir=args.state_dir or settings.state_dir,
         kafka_security=args.kafka_security,
+        worse_candidate=args.worse_candidate,
     )
     # Ctrl-C works even when started from a script that ignores SIGINT in background jobs.
     signal.signal(signal.SIGINT, signal.default_int_handler)

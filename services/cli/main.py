@@ -13,30 +13,45 @@ from safeloop import SafeloopError
 from safeloop.infra.settings import Settings
 from safeloop.services.cli.exit_codes import ExitCode, report_failure
 
-# Each module exposes `register(subparsers)`; its sub-commands set `func(args, settings) -> int`.
-COMMAND_MODULES: tuple[str, ...] = (
-    "safeloop.services.cli.kafka_commands",
-    "safeloop.services.cli.warehouse_commands",
-    "safeloop.services.cli.process_commands",
-    "safeloop.services.cli.control_commands",
-    "safeloop.services.cli.serve_commands",
-    "safeloop.services.cli.shadow_scorer_commands",
-    "safeloop.services.cli.dashboard_commands",
-    "safeloop.services.cli.metrics_commands",
-    "safeloop.services.cli.demo_commands",
-    "safeloop.services.cli.outcomes_commands",
-    "safeloop.services.cli.ingest_commands",
-    "safeloop.services.cli.plan_commands",
-    "safeloop.services.cli.retrain_commands",
-)
+# Each module exposes `register(subparsers)` for the sub-commands listed beside it (checked by
+# tests/unit/test_cli_imports.py); those set `func(args, settings) -> int`. `safeloop COMMAND`
+# imports and registers only COMMAND's module: an operator's command starts without parsing
+# the other dozen modules and building their fifty parsers. `--help` registers them all.
+COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "safeloop.services.cli.kafka_commands": ("kafka", "topics"),
+    "safeloop.services.cli.warehouse_commands": ("warehouse", "migrate"),
+    "safeloop.services.cli.process_commands": ("process",),
+    "safeloop.services.cli.control_commands": (
+        "rollback",
+        "canary",
+        "promote",
+        "flag",
+        "shadow",
+        "inject",
+        "status",
+        "keygen",
+    ),
+    "safeloop.services.cli.serve_commands": ("serve", "model"),
+    "safeloop.services.cli.shadow_scorer_commands": ("shadow-scorer",),
+    "safeloop.services.cli.dashboard_commands": ("dashboard",),
+    "safeloop.services.cli.metrics_commands": ("metrics", "rollout", "export"),
+    "safeloop.services.cli.demo_commands": ("demo",),
+    "safeloop.services.cli.outcomes_commands": ("outcomes",),
+    "safeloop.services.cli.ingest_commands": ("ingest",),
+    "safeloop.services.cli.plan_commands": ("plan",),
+    "safeloop.services.cli.retrain_commands": ("retrain",),
+}
+MODULE_OF_COMMAND: dict[str, str] = {
+    command: module for module, commands in COMMAND_MODULES.items() for command in commands
+}
 
 
 class CommandModule(Protocol):
     def register(self, subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None: ...
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full parser, with every sub-command registered."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every sub-command registered, or only those of `command`'s module."""
     parser = argparse.ArgumentParser(
         prog="safeloop",
         description="Feedback loops and safe deployment for ML models on Kafka and ClickHouse.",
@@ -48,18 +63,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="log at DEBUG level and show the traceback of a failure (or SAFELOOP_LOG_LEVEL=DEBUG)",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    owner = MODULE_OF_COMMAND.get(command or "")
+    for name in COMMAND_MODULES if owner is None else (owner,):
         module: CommandModule = importlib.import_module(name)
         module.register(subparsers)
     return parser
 
 
+def requested_command(argv: Sequence[str]) -> str | None:
+    """The sub-command named in `argv`: the first word that is not an option.
+
+    The top-level options (-v, --debug, -h) take no value, so the first other word is it."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one sub-command and return its exit code (see `ExitCode`)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(requested_command(words))
+    args = parser.parse_args(words)
     if not getattr(args, "func", None):
-        parser.print_help()
+        build_parser().print_help()
         return ExitCode.USAGE
     try:
         settings = Settings.from_env()

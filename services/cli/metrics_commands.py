@@ -20,6 +20,7 @@ from safeloop.services.rollout.exceptions import RolloutError
 
 if TYPE_CHECKING:
     from safeloop.services.guard.policy import GuardPolicy
+    from safeloop.services.monitor.rollout_change import RolloutChanged
     from safeloop.services.rollout.machine import RolloutState, Transition
     from safeloop.services.rollout.plan import RolloutPlan
 
@@ -145,6 +146,12 @@ def _register_metrics(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         "--http-host", default="127.0.0.1", help="address of GET /metrics and GET /healthz"
     )
     run.add_argument("--http-port", type=int, default=6067, help="0 = no HTTP endpoint")
+    run.add_argument(
+        "--segment-min-sample",
+        type=int,
+        default=100,
+        help="rows a segment needs in its window before segment_metrics gets its figures",
+    )
     _guard_arguments(run)
     run.set_defaults(func=_run_metrics)
 
@@ -167,6 +174,7 @@ def _run_metrics(args: argparse.Namespace, settings: Settings) -> int:
         rebuild_windows=not args.no_rebuild,
         rollout_tick_ms=int(args.rollout_tick_s * 1000),
         retraining_interval_ms=int(args.retraining_interval_s * 1000),
+        segment_min_sample=args.segment_min_sample,
     )
     try:
         service = build_metrics_service(settings, config)
@@ -216,6 +224,24 @@ def _register_rollout(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         action="store_true",
         help="with --require-labels: pass a step on the label-free estimate; labels re-judge later",
     )
+    begin.add_argument(
+        "--error-rate-tolerance",
+        type=float,
+        default=0.005,
+        help="fail a step whose canary error rate exceeds production's by more, with confidence",
+    )
+    begin.add_argument(
+        "--min-segment-sample",
+        type=int,
+        default=200,
+        help="requests (labels) per side before a segment is compared on its own",
+    )
+    begin.add_argument(
+        "--segment-correction",
+        choices=("holm", "bonferroni"),
+        default="holm",
+        help="multiple-comparison correction over segments",
+    )
     begin.add_argument("--deadline-s", type=float, default=1800.0)
     begin.add_argument("--on-fail", choices=FAIL_ACTIONS, default="rollback")
     begin.add_argument("--on-deadline", choices=DEADLINE_ACTIONS, default="pause")
@@ -263,6 +289,7 @@ def _register_rollout(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
 
 def _plan(args: argparse.Namespace) -> RolloutPlan:
     from safeloop.services.guard.policy import GuardPolicy
+    from safeloop.services.metrics.multiple_comparisons import Correction
     from safeloop.services.rollout.plan import Approval, DeadlineAction, FailAction, RolloutPlan
 
     steps = tuple(float(step) for step in args.steps.split(","))
@@ -281,6 +308,9 @@ def _plan(args: argparse.Namespace) -> RolloutPlan:
         guard=GuardPolicy(max_p99_latency_ratio=_ratio(args.max_p99_latency_ratio)),
         approval=Approval(args.approval),
         dry_run=args.dry_run,
+        error_rate_tolerance=args.error_rate_tolerance,
+        min_sample_per_segment=args.min_segment_sample,
+        segment_correction=Correction(args.segment_correction),
     )
 
 
@@ -340,71 +370,54 @@ def _rollout_status(args: argparse.Namespace, settings: Settings) -> int:
 
 def _rollout_abort(args: argparse.Namespace, settings: Settings) -> int:
     from safeloop.services.control.publisher import default_issuer
+    from safeloop.services.monitor.rollout_change import change_rollout
     from safeloop.services.rollout.machine import abort
 
-    def abort_now(plan: RolloutPlan, state: RolloutState, now_ms: int) -> Transition:
-        return abort(state, default_issuer(), now_ms)
+    operator = default_issuer()
 
-    return _change_rollout(args, settings, abort_now)
+    def abort_now(plan: RolloutPlan, state: RolloutState, now_ms: int) -> Transition:
+        return abort(state, operator, now_ms)
+
+    return _change_rollout(
+        args,
+        lambda: change_rollout(
+            settings, args.model, abort_now, issuer=operator, follower_label="cli"
+        ),
+    )
 
 
 def _rollout_approve(args: argparse.Namespace, settings: Settings) -> int:
     from safeloop.services.control.publisher import default_issuer
-    from safeloop.services.rollout.machine import approve
+    from safeloop.services.monitor.rollout_change import approve_rollout
 
-    def approve_now(plan: RolloutPlan, state: RolloutState, now_ms: int) -> Transition:
-        return approve(plan, state, default_issuer(), args.reason, now_ms)
-
-    return _change_rollout(args, settings, approve_now)
+    return _change_rollout(
+        args, lambda: approve_rollout(settings, args.model, default_issuer(), args.reason)
+    )
 
 
 def _rollout_reject(args: argparse.Namespace, settings: Settings) -> int:
     from safeloop.services.control.publisher import default_issuer
-    from safeloop.services.rollout.machine import reject
+    from safeloop.services.monitor.rollout_change import reject_rollout
 
-    def reject_now(plan: RolloutPlan, state: RolloutState, now_ms: int) -> Transition:
-        return reject(state, default_issuer(), args.reason, now_ms)
-
-    return _change_rollout(args, settings, reject_now)
-
-
-RolloutChange = Callable[["RolloutPlan", "RolloutState", int], "Transition"]
+    return _change_rollout(
+        args, lambda: reject_rollout(settings, args.model, default_issuer(), args.reason)
+    )
 
 
-def _change_rollout(args: argparse.Namespace, settings: Settings, change: RolloutChange) -> int:
-    """Apply an operator's transition to the model's recorded rollout and publish it."""
-    from safeloop.infra.clickhouse.client import clickhouse_client
-    from safeloop.services.control.publisher import default_issuer
-    from safeloop.services.models.open_store import open_model_store
-    from safeloop.services.monitor.wiring import build_issuer, start_follower
-    from safeloop.services.rollout.controller import publish_transition
-    from safeloop.services.rollout.history import latest_rollout
+def _change_rollout(args: argparse.Namespace, apply: Callable[[], RolloutChanged]) -> int:
+    """Apply an operator's transition (services/monitor/rollout_change) and report it."""
     from safeloop.services.rollout.persist import state_to_json
 
     try:
-        found = latest_rollout(clickhouse_client(settings), args.model)
-        if found is None:
-            return _fail(args, f"{args.model}: no rollout recorded")
-        plan, state = found
-        transition = change(plan, state, time.time_ns() // 1_000_000)
-        if not transition.intents:
-            return _fail(args, f"{args.model}: rollout already {state.phase.value}")
-        follower = start_follower(settings, label="cli")
-        try:
-            issuer = build_issuer(
-                settings, follower, open_model_store(settings), issuer=default_issuer()
-            )
-            commands = publish_transition(issuer, plan, transition)
-        finally:
-            follower.close()
+        changed = apply()
     except (ControlError, RolloutError) as exc:
         return _fail(args, str(exc))
-    new_state = transition.state
+    new_state = changed.state
     return _report(
         args,
-        {"state": json.loads(state_to_json(new_state)), "sequence": commands[-1].sequence},
+        {"state": json.loads(state_to_json(new_state)), "sequence": changed.sequence},
         f"{args.model}: {new_state.phase.value}, {new_state.candidate_version} at "
-        f"{new_state.canary_percent(plan):g}% (sequence {commands[-1].sequence})\n"
+        f"{new_state.canary_percent(changed.plan):g}% (sequence {changed.sequence})\n"
         f"  {new_state.reason}",
     )
 

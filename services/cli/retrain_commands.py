@@ -48,6 +48,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="how much worse than production the candidate may score on the newest labels",
     )
     run.add_argument(
+        "--retry-after-s",
+        type=float,
+        default=3600.0,
+        help="after a run ends without promotion, no new run for the same version this long",
+    )
+    run.add_argument(
         "--approval",
         action="store_true",
         help="hold an accepted candidate for `retrain approve` before its canary starts",
@@ -56,6 +62,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     run.add_argument("--bake-s", type=float, default=60.0, help="canary bake time per step")
     run.add_argument("--min-sample", type=int, default=500, help="canary requests per step")
     run.add_argument("--min-labelled", type=int, default=200, help="labels per step and side")
+    run.add_argument(
+        "--require-labels",
+        action="store_true",
+        help="each canary step waits for --min-labelled labels and compares accuracy",
+    )
     run.add_argument("--deadline-s", type=float, default=1800.0, help="a canary step's deadline")
     run.add_argument("--max-p99-latency-ratio", type=float, default=2.0, help="0 = rule off")
     run.add_argument(
@@ -95,12 +106,14 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         min_agreement=args.min_agreement,
         performance_tolerance=args.performance_tolerance,
         approval=args.approval,
+        retry_after_ms=int(args.retry_after_s * 1000),
     )
     plan = RolloutPlan(
         steps_percent=tuple(float(step) for step in args.steps.split(",")),
         bake_ms=int(args.bake_s * 1000),
         min_sample_per_step=args.min_sample,
         min_labelled_per_step=args.min_labelled,
+        require_labels=args.require_labels,
         deadline_ms=int(args.deadline_s * 1000),
         latency_ratio_tolerance=args.latency_ratio_tolerance or None,
         guard=GuardPolicy(

@@ -10,6 +10,7 @@ from clickhouse_connect.driver import Client
 from safeloop.infra.exceptions import WarehouseError
 from safeloop.schemas.events import CommandKind, ControlCommand, ModelConfig
 from safeloop.services.control.audit import AuditFailure, EntryType, record, send_and_record
+from safeloop.services.control.audit_catch_up import unaudited
 from safeloop.services.control.follower import ControlFollower
 from safeloop.services.control.publisher import ConfigChange, ControlPublisher
 
@@ -102,6 +103,22 @@ class CommandIssuer:
         """Write control_log rows now, or keep them for `retry_audit`."""
         self._unlogged.append((command, entry_types))
         self.retry_audit()
+
+    def catch_up_audit(self) -> int:
+        """Audit the topic's newest commands that have no control_log row (a predecessor died
+        between publishing and auditing); how many were queued. WarehouseError if unreadable."""
+        pending = {command.command_id for command, _ in self._unlogged}
+        newest = [c for c in self._follower.view.latest.values() if c.command_id not in pending]
+        missing = unaudited(self._log_client, newest)
+        for command in missing:
+            logger.warning(
+                "command %s for %s (from %s) had no control_log row; writing it",
+                command.command_id,
+                command.model_name,
+                command.issuer,
+            )
+            self.audit(command, (EntryType.COMMAND,))
+        return len(missing)
 
     def retry_audit(self) -> None:
         """Write audit rows that failed before; stops at the first failure."""

@@ -123,7 +123,12 @@ def _settled(status: ReplicaStatus, newest: ControlCommand | None) -> bool:
     """The replica has caught up with the newest command known (or refused it)."""
     if newest is None:
         return True
-    if status.config_versions.get(newest.model_name, 0) >= newest.sequence:
+    applied = status.config_versions.get(newest.model_name, 0)
+    if applied > newest.sequence:
+        # The replica applied a command this reader has not read yet: wait for it, so the
+        # report can name what superseded ours.
+        return False
+    if applied == newest.sequence:
         return True
     return status.last_refusal is not None and status.last_refusal.startswith(
         f"{newest.command_id}: "

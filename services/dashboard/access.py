@@ -1,4 +1,5 @@
-"""Who may read the dashboard: anyone on loopback; beyond it, only with the dashboard password."""
+"""Who may read the dashboard (anyone on loopback; beyond it, only with the dashboard password)
+and who may act from it (only with the operator token)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,13 @@ def credentials_match(header: str | None, user: str, password: Secret) -> bool:
     user_ok = hmac.compare_digest(given_user.encode(), user.encode())
     password_ok = hmac.compare_digest(given_password.encode(), password.value.encode())
     return user_ok and password_ok
+
+
+def operator_token_matches(given: str | None, token: Secret) -> bool:
+    """True when `given` is the configured operator token (never true without one)."""
+    if not token or given is None:
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.value.encode())
 
 
 class BasicAuth:

@@ -14,10 +14,20 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from safeloop.services.dashboard import queries, shaping, task_queries, task_shaping
+from safeloop.services.dashboard import (
+    fairness_queries,
+    fairness_shaping,
+    queries,
+    shaping,
+    task_queries,
+    task_shaping,
+)
 from safeloop.services.dashboard.assets import plotly_js
+from safeloop.services.dashboard.decisions import Decision, Writes, decision_endpoint
 from safeloop.services.dashboard.exceptions import BadRequestError, QueryFailedError
 from safeloop.services.dashboard.reader import Reader
+from safeloop.services.rollout.machine import Phase
+from safeloop.services.rollout.persist import STATE_KEY
 
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
 DEFAULT_MINUTES: Final = 60
@@ -28,6 +38,10 @@ QUEUE_MINUTES: Final = 15
 # The default range fits the data, up to a day: older data is there for a chosen range.
 FIT_MAX_MINUTES: Final = 24 * 60
 NO_STORE: Final = {"Cache-Control": "no-store"}
+MAX_SEGMENT_KEY: Final = 100
+# Groups with fewer requests (or labels) than this are marked and left out of the gaps.
+DEFAULT_MIN_SAMPLE: Final = 30
+MAX_MIN_SAMPLE: Final = 1_000_000
 
 Handler = Callable[[Request, Reader], dict[str, Any]]
 
@@ -48,6 +62,24 @@ def model_param(request: Request) -> str:
     if not model or len(model) > MAX_MODEL_NAME:
         raise BadRequestError(f"model is required (at most {MAX_MODEL_NAME} characters)")
     return model
+
+
+def segment_key_param(request: Request) -> str:
+    key = request.query_params.get("key", "").strip()
+    if not key or len(key) > MAX_SEGMENT_KEY:
+        raise BadRequestError(f"key (a segment key) is required (at most {MAX_SEGMENT_KEY} chars)")
+    return key
+
+
+def min_sample_param(request: Request) -> int:
+    raw = request.query_params.get("min_sample", str(DEFAULT_MIN_SAMPLE))
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise BadRequestError(f"min_sample must be a whole number, got {raw[:20]!r}") from exc
+    if not 1 <= value <= MAX_MIN_SAMPLE:
+        raise BadRequestError(f"min_sample must be between 1 and {MAX_MIN_SAMPLE}")
+    return value
 
 
 def scope_of(request: Request) -> queries.Scope:
@@ -119,6 +151,31 @@ def labelling(request: Request, reader: Reader) -> dict[str, Any]:
     return {"since": shaping.iso(since), "items": shaping.labelling_queue(rows)}
 
 
+def segments(request: Request, reader: Reader) -> dict[str, Any]:
+    """The segment keys the model's predictions carry in the range, most used first."""
+    rows = reader.rows(fairness_queries.segment_keys(scope_of(request)))
+    return {"keys": [str(r["key"]) for r in rows]}
+
+
+def fairness(request: Request, reader: Reader) -> dict[str, Any]:
+    """Per version, the same figures for every group of segment `key`, and their gaps."""
+    scope = scope_of(request)
+    key = segment_key_param(request)
+    min_sample = min_sample_param(request)
+    task = fairness_shaping.task_of(reader.rows(fairness_queries.model_task(scope)))
+    serving = reader.rows(fairness_queries.group_serving(scope, key))
+    labels = reader.rows(fairness_queries.group_labels(scope, key))
+    view = fairness_shaping.fairness_view(key, task, serving, labels, min_sample)
+    return {"model": scope.model, **view}
+
+
+def approvals(_: Request, reader: Reader) -> dict[str, Any]:
+    """Every model's rollout waiting for approval (all models: a person may be needed anywhere)."""
+    rows = reader.rows(queries.pending_approvals(STATE_KEY, Phase.AWAITING_APPROVAL.value))
+    pending = [shaped for r in rows if (shaped := shaping.pending_approval(r)) is not None]
+    return {"pending": pending}
+
+
 def _api(handler: Handler, reader: Reader) -> Callable[[Request], Response]:
     """A sync endpoint (Starlette runs it in a worker thread) that answers errors as JSON."""
 
@@ -133,8 +190,9 @@ def _api(handler: Handler, reader: Reader) -> Callable[[Request], Response]:
     return endpoint
 
 
-def create_app(reader: Reader) -> Starlette:
-    """The dashboard app over `reader` (closed when the app shuts down)."""
+def create_app(reader: Reader, writes: Writes | None = None) -> Starlette:
+    """The dashboard app over `reader` (closed when the app shuts down); approve and reject
+    answer 403 unless `writes` says who may act and how commands are published."""
 
     def index(_: Request) -> Response:
         return FileResponse(STATIC_DIR / "index.html", headers=NO_STORE)
@@ -153,12 +211,25 @@ def create_app(reader: Reader) -> Starlette:
         "quality": quality,
         "labelling": labelling,
         "task": task,
+        "segments": segments,
+        "fairness": fairness,
     }
+
+    def approvals_and_writes(request: Request, reader: Reader) -> dict[str, Any]:
+        # The page shows the buttons only when they can work.
+        return {**approvals(request, reader), "writable": writes is not None}
+
+    api["approvals"] = approvals_and_writes
+
     routes = [
         Route("/", index),
         Route("/healthz", healthz),
         Route("/vendor/plotly.min.js", plotly),
         *(Route(f"/api/{name}", _api(handler, reader)) for name, handler in api.items()),
+        *(
+            Route(f"/api/rollout/{d.value}", decision_endpoint(d, writes), methods=["POST"])
+            for d in Decision
+        ),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
 

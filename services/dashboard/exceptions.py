@@ -23,3 +23,11 @@ class BadRequestError(DashboardError, ValueError):
 
 class DashboardBindError(DashboardError):
     """The dashboard was asked to listen beyond loopback without a password to check."""
+
+
+class RequestRefusedError(DashboardError):
+    """A write request the dashboard refuses; `status` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status

@@ -389,3 +389,32 @@ def labelling_queue(model: str, since: datetime, limit: int = 20) -> Query:
             "limit": limit,
         },
     )
+
+
+def pending_approvals(state_key: str, phase: str, limit: int = 100) -> Query:
+    """Every model whose newest rollout transition left it waiting for a person, oldest first.
+
+    Rollout rows carry the state after each transition as JSON under `state_key` (see
+    services/rollout/persist.py); the newest one per model says where the rollout stands.
+    """
+    return bind(
+        "pending_approvals",
+        """
+        SELECT model_name, last_issued_at AS issued_at, last_sequence AS sequence,
+               last_details AS details
+        FROM
+        (
+            SELECT model_name,
+                   argMax(details, (issued_at, sequence)) AS last_details,
+                   max(issued_at) AS last_issued_at,
+                   argMax(sequence, (issued_at, sequence)) AS last_sequence
+            FROM control_events
+            WHERE entry_type = 'rollout'
+            GROUP BY model_name
+        )
+        WHERE JSONExtractString(last_details[{state_key:String}], 'phase') = {phase:String}
+        ORDER BY issued_at, model_name
+        LIMIT {limit:UInt32}
+        """,
+        {"state_key": state_key, "phase": phase, "limit": limit},
+    )

@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from safeloop.services.dashboard.reader import Row
+from safeloop.services.rollout.exceptions import RolloutError
+from safeloop.services.rollout.persist import rollout_of
 
 JSON = dict[str, Any]
 
@@ -296,4 +298,33 @@ def data_extent(rows: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
         "earliest": iso(earliest),
         "latest": iso(latest),
         "minutes": fitted_minutes(earliest if isinstance(earliest, datetime) else None, now),
+    }
+
+
+def pending_approval(row: Row) -> JSON | None:
+    """A rollout waiting for a person: what it asks to do next and on what evidence (None if
+    its recorded state cannot be read)."""
+    details = {str(k): str(v) for k, v in dict(row["details"]).items()}
+    try:
+        found = rollout_of(details)
+    except RolloutError:
+        return None
+    if found is None:
+        return None
+    plan, state = found
+    steps = plan.steps_percent
+    last = state.step_index >= len(steps) - 1
+    gate = state.last_gate
+    return {
+        "model": state.model_name,
+        "candidate_version": state.candidate_version,
+        "known_good_version": state.known_good_version,
+        "canary_percent": state.canary_percent(plan),
+        "next": "promotion" if last else f"{steps[state.step_index + 1]:g}%",
+        "approval": plan.approval.value,
+        "since": iso(datetime.fromtimestamp(state.updated_ms / 1000, UTC)),
+        "sequence": int(row["sequence"]),
+        "reason": state.reason,
+        "gate": None if gate is None else {"outcome": gate.outcome.value, "numbers": gate.numbers},
+        "provisional": state.provisional,
     }

@@ -34,6 +34,8 @@ class DemoConfig:
     state_dir: Path = Path(".state")
     # The local broker's security; every process acts as its own role when it is secured.
     kafka_security: str = "sasl_ssl"
+    # The retraining loop's candidate is trained on corrupted labels: it must be rolled back.
+    worse_candidate: bool = False
 
     @property
     def run_dir(self) -> Path:
@@ -73,6 +75,8 @@ class DemoPorts:
     replicas: tuple[int, int]
     processor_web: int
     dashboard: int
+    # The metrics service's /metrics endpoint: free, not its 6067 default another run may hold.
+    metrics_http: int
 
     @classmethod
     def pick(cls) -> DemoPorts:
@@ -84,6 +88,7 @@ class DemoPorts:
             replicas=(free_port(), free_port()),
             processor_web=free_port(),
             dashboard=dashboard,
+            metrics_http=free_port(),
         )
 
 

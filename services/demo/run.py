@@ -27,6 +27,7 @@ from safeloop.services.demo.config import (
     child_environment,
     demo_settings,
 )
+from safeloop.services.demo.corrupted_trainer import ENTRY_POINT as CORRUPTED_TRAINER
 from safeloop.services.demo.figures import StoryFigures
 from safeloop.services.demo.labels import LabelFeed
 from safeloop.services.demo.models import train_story_models
@@ -86,7 +87,7 @@ def run_demo(config: DemoConfig, base: Settings, out: TextIO) -> StoryResult:
         progress.start()
         try:
             progress.phase(f"starting the stack (logs in {config.log_dir})")
-            client, roles = _start_stack(stack, settings, config, ports, progress)
+            client, roles = start_stack(stack, settings, config, ports, progress)
             since_ms = time.time_ns() // 1_000_000
             live.figures = StoryFigures(client, MODEL, since_ms)
             return _tell(
@@ -99,9 +100,11 @@ def run_demo(config: DemoConfig, base: Settings, out: TextIO) -> StoryResult:
             progress.stop()
 
 
-def _start_stack(
+def start_stack(
     stack: LocalStack, settings: Settings, config: DemoConfig, ports: DemoPorts, progress: Progress
 ) -> tuple[Client, _RoleEnvironments]:
+    """Start the whole loop (broker, ClickHouse, processor, replicas, metrics, dashboard, shadow
+    scorer) in `stack`; the demo and bench.soak run on it."""
     roles = _RoleEnvironments(None)
     if settings.uses_local_kafka:
         broker = LocalKafkaBroker(settings, start_timeout=180.0)
@@ -151,6 +154,7 @@ def _start_stack(
             "--retraining-interval-s", f"{max(5.0, config.bake_s * 2):g}",
             "--max-p99-latency-ratio", "0", "--max-performance-drop", "0.2",
             "--min-requests", str(MIN_REQUESTS), "--min-labelled", str(MIN_LABELLED),
+            "--http-port", str(ports.metrics_http),
         ],
         log_says(config.log_dir / "metrics.log", "metrics running"),
         env=roles.of(Role.METRICS.value),
@@ -185,7 +189,7 @@ class _RoleEnvironments:
         return {**client_file_env(self.paths, ADMIN_USER), "SAFELOOP_KAFKA_CLIENT_FILE": ""}
 
 
-def _as_labels(settings: Settings) -> Settings:
+def labels_role_settings(settings: Settings) -> Settings:
     """The demo's label pipeline publishes as the labels role on a secured local broker."""
     if not (settings.uses_local_kafka and settings.kafka_secured):
         return settings
@@ -209,22 +213,28 @@ def _tell(
 
     def start_retraining() -> None:
         # Started once the story's own rollouts are done: the loop's canary is the next one.
+        env = {
+            **roles.of(Role.METRICS.value),
+            "SAFELOOP_RETRAIN_HALF_LIFE_MS": str(RETRAIN_HALF_LIFE_MS),
+        }
+        checks = ["--performance-tolerance", "0.05"]
+        if config.worse_candidate:
+            # Offline checks off, so only the canary's guard stands between it and production.
+            env["SAFELOOP_RETRAIN_TRAINER"] = CORRUPTED_TRAINER
+            checks = ["--performance-tolerance", "1", "--min-agreement", "0"]
         stack.start(ServiceSpec(
             "retrain", [
                 "retrain", "run", "--shadow-bake-s", f"{config.bake_s:g}",
-                "--min-shadow-pairs", str(RETRAIN_SHADOW_PAIRS), "--performance-tolerance",
-                "0.05", "--steps", "50,100", "--bake-s", f"{config.bake_s:g}",
+                "--min-shadow-pairs", str(RETRAIN_SHADOW_PAIRS), *checks,
+                "--steps", "50,100", "--bake-s", f"{config.bake_s:g}",
                 "--min-sample", str(config.min_sample), "--max-p99-latency-ratio", "0",
                 "--latency-ratio-tolerance", "0", "--tick-s", "0.5",
             ],
             log_says(config.log_dir / "retrain.log", "retrain running"),
-            env={
-                **roles.of(Role.METRICS.value),
-                "SAFELOOP_RETRAIN_HALF_LIFE_MS": str(RETRAIN_HALF_LIFE_MS),
-            },
+            env=env,
         ))  # fmt: skip
 
-    labels = LabelFeed(_as_labels(settings), DEFAULT_FEATURES, config.label_delay_s)
+    labels = LabelFeed(labels_role_settings(settings), DEFAULT_FEATURES, config.label_delay_s)
     replicas = [("127.0.0.1", port) for port in ports.replicas]
     traffic = TrafficDriver(
         replicas, MODEL, DEFAULT_FEATURES, rate=config.rate, on_answer=labels.submit

@@ -16,7 +16,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,8 +141,10 @@ class LocalStack:
         args: Sequence[str],
         timeout_s: float = 120.0,
         env: Mapping[str, str] | None = None,
+        ok_codes: Collection[int] = (0,),
     ) -> str:
-        """Run one setup command to completion; its stdout is returned, stderr goes to its log."""
+        """Run one setup command to completion; its stdout is returned, stderr goes to its log.
+        An exit code outside `ok_codes` raises `StackError`."""
         log_path = self.log_dir / f"{name}.log"
         with log_path.open("ab") as log_file:
             done = subprocess.run(
@@ -154,7 +156,7 @@ class LocalStack:
                 check=False,
             )
         output = done.stdout.decode(errors="replace")
-        if done.returncode != 0:
+        if done.returncode not in ok_codes:
             raise StackError(
                 f"`safeloop {' '.join(args)}` failed with {done.returncode}: {output.strip()}\n"
                 f"see {log_path}:\n{tail(log_path)}"

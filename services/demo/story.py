@@ -1,6 +1,7 @@
-"""The scripted story: warm-up, a good canary walked to promotion, a bad canary rolled back by
-the guard on every replica, drift in one feature and the retraining decision it causes, and the
-retraining loop closing the circle by itself: candidate -> shadow -> canary -> outcome.
+"""The scripted story: warm-up, a good canary walked to promotion, a bad canary (with a fault
+injected by `safeloop inject`, the rehearsal path) rolled back by the guard on every replica,
+drift in one feature and the retraining decision it causes, and the retraining loop closing the
+circle by itself: candidate -> shadow -> canary -> outcome.
 
 Each phase waits for its outcome with a deadline; a missing outcome is recorded (the story goes
 on with the next phase) and makes the demo exit 1.
@@ -38,6 +39,11 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 ROLLOUT_STEPS = "5,25,50,100"
 BAD_CANARY_PERCENT = 25
+# `safeloop inject`'s share of v3's requests the replicas fail (the guard's limit is 5 %).
+INJECTED_ERROR_RATE = 0.3
+# `canary --wait`'s exit code (ExitCode.SUPERSEDED) when a newer command won before every
+# replica applied it: on a loaded machine the guard's rollback can be that newer command.
+SUPERSEDED_EXIT = 4
 POLL_S = 1.0
 # How a retraining run ends; the circle is closed when its canary was decided on traffic.
 RETRAIN_ENDS = frozenset({"promoted", "rolled_back", "rejected", "failed"})
@@ -129,10 +135,21 @@ class Story:
 
     def _bad_canary(self) -> None:
         self.progress.phase(f"3/5 bad canary: v3 at {BAD_CANARY_PERCENT} %, the guard must act")
+        # A rehearsal on top of v3's bad labels: the replicas fail a share of v3's requests
+        # (signed, expiring by itself), so the guard's error-rate rule acts within seconds,
+        # before any label has arrived.
+        self.stack.run("inject-v3", [
+            "inject", MODEL, "v3", "--error-rate", f"{INJECTED_ERROR_RATE:g}",
+            "--for", f"{self.config.phase_timeout_s(0.2):.0f}s",
+            "--reason", "demo: rehearse a failing canary",
+        ])  # fmt: skip
+        self.progress.event(
+            f"injected {INJECTED_ERROR_RATE:.0%} errors into v3's requests (safeloop inject)"
+        )
         output = self.stack.run("canary-v3", [
             "canary", MODEL, "--percent", str(BAD_CANARY_PERCENT), "--version", "v3",
             "--reason", "demo: v3 trained on a corrupted label feed", "--wait", "--json",
-        ])  # fmt: skip
+        ], ok_codes=(0, SUPERSEDED_EXIT))  # fmt: skip
         sequence = int(json.loads(output)["command"]["sequence"])
         self.result.bad_canary_sequence = sequence
         self.progress.event(f"canary v3 at {BAD_CANARY_PERCENT} % (sequence {sequence})")
@@ -170,7 +187,10 @@ class Story:
             self.progress.event(f"retraining {decision.model_version}: {decision.urgency}")
 
     def _retrain(self) -> None:
-        self.progress.phase("5/5 retraining loop: candidate -> shadow -> canary, no hand on it")
+        worse = " (trained on corrupted labels)" if self.config.worse_candidate else ""
+        self.progress.phase(
+            f"5/5 retraining loop: candidate{worse} -> shadow -> canary, no hand on it"
+        )
         if self.result.decision is None or self.start_retraining is None:
             self.result.missing.append("retraining loop (no decision to act on)")
             return
@@ -184,6 +204,8 @@ class Story:
                 steps = self.figures.retraining_steps()
             except Exception as exc:  # a query racing a restart: try again
                 logger.debug("retraining steps not read: %s", exc)
+            # The story follows the first run; a later decision may start another after it.
+            steps = [step for step in steps if step.run_id == steps[0].run_id] if steps else []
             for step in steps[seen:]:
                 self.progress.event(f"retraining: {step.stage} - {step.reason}"[:120])
             seen = len(steps)
@@ -191,8 +213,12 @@ class Story:
                 break
             self.stop.wait(POLL_S)
         self.result.retraining = steps
-        if not steps or steps[-1].stage not in CIRCLE_CLOSED:
-            last = steps[-1].stage if steps else "never started"
+        last = steps[-1].stage if steps else "never started"
+        if self.config.worse_candidate:
+            # A candidate trained on corrupted labels must never stay in production.
+            if last != "rolled_back":
+                self.result.missing.append(f"worse retrained candidate rolled back ({last})")
+        elif last not in CIRCLE_CLOSED:
             self.result.missing.append(f"retrained candidate promoted or rolled back ({last})")
 
     # -- helpers ----------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from safeloop.services.demo.figures import StoryFigures
+from safeloop.services.demo.figures import RetrainStep, StoryFigures
 from safeloop.services.demo.story import StoryResult
 from safeloop.services.demo.traffic import TrafficCounts
 
@@ -67,6 +67,7 @@ def render(
                 f"{shadow.get('shadow_pairs', '?')} pairs"
             )
         lines.append(f"              {last.reason[:100]}")
+        lines.append(f"loop closed   {_closing(first.stage, last)}")
     lines.append("control log")
     for event in figures.control_events():
         at = time.strftime("%H:%M:%S", time.localtime(event.issued_at_ms / 1000))
@@ -78,6 +79,16 @@ def render(
         lines.append("every expected outcome happened")
     lines.append(f"dashboard     {dashboard_url}")
     return "\n".join(lines) + "\n"
+
+
+def _closing(first_stage: str, last: RetrainStep) -> str:
+    """How the retraining run ended, in one line: the circle closes on a decided canary."""
+    candidate = last.candidate_version or "the candidate"
+    if last.stage == "promoted":
+        return f"yes: decision -> {candidate} -> shadow -> canary -> promoted, now production"
+    if last.stage == "rolled_back":
+        return f"yes: {candidate} was worse on live traffic and rolled back; production unchanged"
+    return f"no: the run went from {first_stage} to {last.stage}"
 
 
 def _duration(ms: float) -> str:

@@ -1,7 +1,8 @@
 """Performance from `feedback`: count and time windows per (model, version, route) -> rows.
 
 Beside the measured figures, each labelled window also gets the confidence-based estimate of
-the same predictions and its error against what the labels showed (`cbpe_labelled_*` rows).
+the same predictions and its error against what the labels showed (`cbpe_labelled_*` rows;
+for multi-class windows the expected accuracy from each chosen class's probability).
 Count-window rows are named `<metric>_last_n`, as in `health_tracker`.
 """
 
@@ -19,13 +20,19 @@ from safeloop.services.metrics.columns import ScoreConvention, feedback_batch
 from safeloop.services.metrics.estimation import compare_estimate, estimate_performance
 from safeloop.services.metrics.health_tracker import COUNT_SUFFIX, suffixed
 from safeloop.services.metrics.keyed import KeyedWindows, WindowKey
+from safeloop.services.metrics.multiclass_estimation import estimate_top_label_accuracy
 from safeloop.services.metrics.performance import (
     FEEDBACK_COLUMNS,
     PerformanceSnapshot,
     Task,
     performance_of_window,
 )
-from safeloop.services.metrics.rows import RowContext, estimate_rows, performance_rows
+from safeloop.services.metrics.rows import (
+    RowContext,
+    accuracy_estimate_rows,
+    estimate_rows,
+    performance_rows,
+)
 from safeloop.services.metrics.windows import TIMESTAMP_COLUMN, Columns, CountWindow, TimeWindow
 
 TaskOf = Callable[[str, str], Task]
@@ -98,6 +105,12 @@ class PerformanceTracker:
                 dataclasses.replace(row, metric=row.metric.replace("cbpe_", "cbpe_labelled_", 1))
                 for row in estimate_rows(context, estimate, comparison)
             ]
+        multiclass = snapshot.multiclass
+        if multiclass is not None and multiclass.count:
+            top = view["top_probability"]
+            labelled = ~(np.isnan(view["ground_truth"]) | np.isnan(top))
+            accuracy = estimate_top_label_accuracy(np.clip(top[labelled], 0.0, 1.0))
+            rows += accuracy_estimate_rows(context, accuracy, multiclass.accuracy)
         return rows
 
     def _residuals(self, key: WindowKey, task: Task) -> Baseline | None:

@@ -20,6 +20,7 @@ from safeloop.services.metrics.estimation import EstimateComparison, Performance
 from safeloop.services.metrics.health import HealthSnapshot
 from safeloop.services.metrics.keyed import WindowKey
 from safeloop.services.metrics.multiclass import MulticlassMetrics
+from safeloop.services.metrics.multiclass_estimation import AccuracyEstimate
 from safeloop.services.metrics.performance import PerformanceSnapshot
 from safeloop.services.metrics.residuals import ResidualDrift
 from safeloop.services.metrics.shadow import ShadowComparison
@@ -197,6 +198,28 @@ def estimate_rows(
             ("cbpe_f1_error", comparison.f1_error, n),
         ]
     return context.rows(figures)
+
+
+def accuracy_estimate_rows(
+    context: RowContext, estimate: AccuracyEstimate, measured_accuracy: float | None
+) -> list[MetricRow]:
+    """A multi-class window's expected accuracy beside what its labels showed (`cbpe_labelled_*`,
+    as for binary windows)."""
+    n = estimate.count
+    error = (
+        None
+        if estimate.expected_accuracy is None or measured_accuracy is None
+        else estimate.expected_accuracy - measured_accuracy
+    )
+    z = None if error is None or not estimate.accuracy_std else error / estimate.accuracy_std
+    return context.rows(
+        [
+            ("cbpe_labelled_expected_accuracy", estimate.expected_accuracy, n),
+            ("cbpe_labelled_accuracy_std", estimate.accuracy_std, n),
+            ("cbpe_labelled_accuracy_error", error, n),
+            ("cbpe_labelled_accuracy_z", z, n),
+        ]
+    )
 
 
 def shadow_rows(context: RowContext, comparison: ShadowComparison) -> list[MetricRow]:

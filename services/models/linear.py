@@ -93,7 +93,7 @@ def train_linear(
 ) -> LinearModel:
     """(Weighted) least squares with an intercept."""
     _check_training_data(rows, targets, feature_names)
-    root = np.sqrt(_weights(sample_weight, rows.shape[0]))
+    root = np.sqrt(sample_weights(sample_weight, rows.shape[0]))
     design = np.hstack([rows, np.ones((rows.shape[0], 1))]) * root[:, None]
     solution, *_ = np.linalg.lstsq(design, targets * root, rcond=None)
     weights = np.asarray(solution[:-1], dtype=np.float64)
@@ -115,7 +115,7 @@ def train_logistic(
     _check_training_data(rows, targets, feature_names)
     if not np.isin(targets, (0.0, 1.0)).all():
         raise TrainingError("logistic regression targets must be 0 or 1")
-    row_weights = _weights(sample_weight, rows.shape[0])
+    row_weights = sample_weights(sample_weight, rows.shape[0])
     row_weights = row_weights / row_weights.sum()
     weights = np.zeros(rows.shape[1])
     bias = 0.0
@@ -127,7 +127,7 @@ def train_logistic(
     return LogisticModel(version, tuple(feature_names), weights, bias)
 
 
-def _weights(sample_weight: FloatArray | None, n_rows: int) -> FloatArray:
+def sample_weights(sample_weight: FloatArray | None, n_rows: int) -> FloatArray:
     """Per-row weights (all 1 by default); they must be finite, non-negative, not all 0."""
     if sample_weight is None:
         return np.ones(n_rows)

@@ -18,7 +18,9 @@ class ModelMetadata:
 
     `baseline` holds each feature's and the score's training distribution (quantile bins, for
     drift); `metrics` the holdout metrics, `primary_metric` the one performance is judged by;
-    `lineage` where a retrained version came from (decision id, data window, half-life).
+    `lineage` where a retrained version came from (decision id, data window, half-life);
+    `segment_keys` the request attributes (or features) whose values split metrics and gates
+    per segment (country, tenant, device).
     """
 
     name: str
@@ -32,6 +34,7 @@ class ModelMetadata:
     primary_metric: str
     metrics: dict[str, float]
     lineage: Mapping[str, str] = field(default_factory=dict)
+    segment_keys: tuple[str, ...] = ()
 
     @property
     def primary_metric_value(self) -> float:
@@ -39,6 +42,8 @@ class ModelMetadata:
 
     def to_json(self) -> dict[str, Any]:
         lineage = {"lineage": dict(self.lineage)} if self.lineage else {}
+        # Absent rather than empty, so stores written before segments read back unchanged.
+        segments = {"segment_keys": list(self.segment_keys)} if self.segment_keys else {}
         return {
             "format_version": METADATA_FORMAT_VERSION,
             "name": self.name,
@@ -52,6 +57,7 @@ class ModelMetadata:
             "primary_metric": self.primary_metric,
             "metrics": dict(self.metrics),
             **lineage,
+            **segments,
         }
 
     @classmethod
@@ -79,4 +85,13 @@ class ModelMetadata:
             primary_metric=primary_metric,
             metrics=metrics,
             lineage={str(key): str(value) for key, value in raw.get("lineage", {}).items()},
+            segment_keys=_segment_keys(raw.get("segment_keys", [])),
         )
+
+
+def _segment_keys(raw: Any) -> tuple[str, ...]:
+    if not isinstance(raw, list) or not all(isinstance(key, str) and key for key in raw):
+        raise ValueError(f"segment_keys must be a list of non-empty strings, got {raw!r}")
+    if len(set(raw)) != len(raw):
+        raise ValueError(f"segment_keys repeats a key: {raw!r}")
+    return tuple(raw)

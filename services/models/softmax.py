@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from safeloop.services.models.exceptions import ModelLoadError, TrainingError
-from safeloop.services.models.linear import FloatArray
+from safeloop.services.models.linear import FloatArray, sample_weights
 
 SOFTMAX_KIND = "softmax"
 
@@ -78,8 +78,10 @@ def train_softmax(
     learning_rate: float = 0.5,
     epochs: int = 500,
     l2: float = 1e-3,
+    sample_weight: FloatArray | None = None,
 ) -> SoftmaxModel:
-    """Full-batch gradient descent on the L2-regularised cross-entropy; targets are 0..K-1."""
+    """Full-batch gradient descent on the L2-regularised (weighted) cross-entropy; targets are
+    0..K-1, `n_classes` at least (a class the rows happen to lack keeps its place)."""
     if rows.ndim != 2 or rows.shape[1] != len(feature_names) or targets.shape != (rows.shape[0],):
         raise TrainingError(f"rows must be (n, {len(feature_names)}) with one target per row")
     if rows.shape[0] < 2 or not (np.isfinite(rows).all() and np.isfinite(targets).all()):
@@ -89,13 +91,14 @@ def train_softmax(
     labels = targets.astype(np.int64)
     classes = max(int(labels.max()) + 1, n_classes or 0, 2)
     one_hot = np.eye(classes)[labels]
+    row_weights = sample_weights(sample_weight, rows.shape[0])
+    row_weights = (row_weights / row_weights.sum())[:, np.newaxis]
     weights = np.zeros((classes, rows.shape[1]))
     bias = np.zeros(classes)
-    n_rows = rows.shape[0]
     for _ in range(epochs):
-        error = _softmax(rows @ weights.T + bias) - one_hot
-        weights -= learning_rate * (error.T @ rows / n_rows + l2 * weights)
-        bias -= learning_rate * error.mean(axis=0)
+        error = (_softmax(rows @ weights.T + bias) - one_hot) * row_weights
+        weights -= learning_rate * (error.T @ rows + l2 * weights)
+        bias -= learning_rate * error.sum(axis=0)
     return SoftmaxModel(version, tuple(feature_names), weights, bias)
 
 

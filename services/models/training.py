@@ -137,9 +137,10 @@ def holdout_metrics(
     }
 
 
-def _multiclass_holdout_metrics(
+def multiclass_holdout_metrics(
     probabilities: FloatArray, targets: FloatArray
 ) -> tuple[str, dict[str, float]]:
+    """Macro F1 (the primary metric), accuracy and log loss of an (N, K) probability matrix."""
     figures = multiclass_metrics_of_probabilities(targets, probabilities)
     metrics = {
         "macro_f1": figures.macro_f1,
@@ -157,7 +158,7 @@ def train_multiclass_model(
     model = train_softmax(
         dataset.rows[:split], dataset.targets[:split], dataset.feature_names, version
     )
-    primary, metrics = _multiclass_holdout_metrics(
+    primary, metrics = multiclass_holdout_metrics(
         model.predict_proba_batch(dataset.rows[split:]), dataset.targets[split:]
     )
     metadata = ModelMetadata(

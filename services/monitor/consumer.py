@@ -33,7 +33,8 @@ Validator = Callable[[E, int], None]
 
 DEAD_LETTER_FLUSH_TIMEOUT_S = 10.0
 LAG_REFRESH_S = 1.0
-# Broker round trips measuring where "caught up" is, once per consumer after its assignment.
+# Broker round trips measuring where "caught up" is, after the first assignment and again each
+# time the previous measure is reached.
 CATCH_UP_PROBE_TIMEOUT_S = 5.0
 
 
@@ -64,8 +65,9 @@ class GroupMembership:
     partitions: frozenset[int] = frozenset()
     # Monotonic time `poll` last returned.
     polled_at: float | None = None
-    # Monotonic time this consumer first reached the end offsets its partitions had when
-    # they were assigned (windows primed: /readyz); None until then.
+    # Monotonic time this consumer first came within one poll's batch of its partitions' end
+    # offsets, measured after the assignment and again each time the last measure was
+    # reached (windows primed: /readyz); None until then.
     caught_up_at: float | None = None
     # Records still to read to get there; None until measured.
     catch_up_remaining: int | None = None
@@ -148,7 +150,7 @@ class EventConsumer(Generic[E]):
         if self.membership.rebuilt_at is None and self.membership.assigned_at is not None:
             self._follow_rebuild(now)
         if self.membership.caught_up_at is None and self.membership.assigned_at is not None:
-            self._follow_catch_up(now)
+            self._follow_catch_up(now, max_records)
         if now - self._lag_refreshed >= LAG_REFRESH_S:
             self._lag_refreshed = now
             self._refresh_lag()
@@ -253,31 +255,48 @@ class EventConsumer(Generic[E]):
         for partition in revoked:
             self._positions.pop(partition, None)
 
-    def _follow_catch_up(self, now: float) -> None:
-        """Measure the end offsets once after the first assignment, then watch them reached."""
+    def _follow_catch_up(self, now: float, batch_records: int) -> None:
+        """Measure the end offsets after the first assignment and watch them reached; then
+        measure again, until the end is within one poll's batch (`batch_records`)."""
         if self._catch_up is None:
             self._catch_up = self._catch_up_targets()
             if self._catch_up is None:
                 return
+        remaining = self._left_to_read(self._catch_up)
         if self._catch_up:
-            partitions = [TopicPartition(self.topic, p) for p in sorted(self._catch_up)]
-            try:
-                positions = {tp.partition: tp.offset for tp in self._consumer.position(partitions)}
-            except KafkaException:
-                positions = {}
-            remaining = 0
-            for partition, target in list(self._catch_up.items()):
-                # Positions, not last offsets seen: transaction markers leave gaps.
-                reached = max(positions.get(partition, -1), self._positions.get(partition, -1))
-                if reached >= target:
-                    del self._catch_up[partition]
-                else:
-                    remaining += target - max(reached, 0)
             self.membership.catch_up_remaining = remaining
-        if not self._catch_up:
-            self.membership.catch_up_remaining = 0
-            self.membership.caught_up_at = now
-            logger.info("%s caught up with %s", self.name, self.topic)
+            return
+        # The end moved while this consumer read up to it: a slow start (re-reading minutes of
+        # traffic on a busy machine) leaves a backlog that a breach would wait behind.
+        fresh = self._catch_up_targets()
+        if fresh is None:
+            return  # measured again on the next poll
+        remaining = self._left_to_read(fresh)
+        self.membership.catch_up_remaining = remaining
+        if remaining > batch_records:
+            self._catch_up = fresh
+            return
+        self.membership.caught_up_at = now
+        logger.info(
+            "%s caught up with %s (%d records behind its end)", self.name, self.topic, remaining
+        )
+
+    def _left_to_read(self, targets: dict[int, int]) -> int:
+        """Records left before each partition reaches its target; drops reached partitions."""
+        partitions = [TopicPartition(self.topic, p) for p in sorted(targets)]
+        try:
+            positions = {tp.partition: tp.offset for tp in self._consumer.position(partitions)}
+        except KafkaException:
+            positions = {}
+        remaining = 0
+        for partition, target in list(targets.items()):
+            # Positions, not last offsets seen: transaction markers leave gaps.
+            reached = max(positions.get(partition, -1), self._positions.get(partition, -1))
+            if reached >= target:
+                del targets[partition]
+            else:
+                remaining += target - max(reached, 0)
+        return remaining
 
     def _catch_up_targets(self) -> dict[int, int] | None:
         """Partition -> high watermark, for partitions whose committed offset is below it."""

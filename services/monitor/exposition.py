@@ -133,6 +133,11 @@ def metrics_registry(service: MetricsService) -> Registry:
         one(lambda: service.issuer.unlogged),
         kind="gauge",
     )
+    add(
+        "safeloop_metrics_control_log_caught_up_total",
+        "Commands a previous judge published but did not audit, written by this one.",
+        one(lambda: counts.audit_caught_up),
+    )
     guard = service.guard
     add(
         "safeloop_metrics_guard_verdicts_total",

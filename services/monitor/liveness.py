@@ -7,7 +7,8 @@ recently. Anything else is unavailable, with one reason per failed condition.
 
 Ready means able to act: alive, the control producer has delivered (its idempotence producer
 id acquired, the control topic reachable: a rollback goes out at once), and every consumer has
-read up to the end offsets its partitions had when assigned (the windows are primed).
+caught up with its partitions' end offsets, measured at assignment and again each time reached
+(the windows are primed, and no backlog that built up meanwhile is left ahead).
 """
 
 from __future__ import annotations
@@ -107,5 +108,5 @@ def check_readiness(
         if membership.assigned_at is not None and membership.caught_up_at is None:
             remaining = membership.catch_up_remaining
             left = "" if remaining is None else f": {remaining} records to go"
-            reasons.append(f"{name}: not caught up with the end offsets seen at start{left}")
+            reasons.append(f"{name}: not caught up with its partitions' end offsets{left}")
     return Liveness(tuple(reasons), alive.details)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaException, TopicPartition
 
+from safeloop.infra.exceptions import WarehouseError
 from safeloop.schemas.events import (
     ControlCommand,
     FeedbackRecord,
@@ -40,6 +41,7 @@ from safeloop.schemas.tables import (
     DRIFT_METRICS,
     HEALTH_METRICS,
     PERFORMANCE_METRICS,
+    SEGMENT_METRICS,
     MetricRow,
     Table,
 )
@@ -54,6 +56,7 @@ from safeloop.services.metrics.drift_tracker import DriftTracker
 from safeloop.services.metrics.health_tracker import HealthTracker
 from safeloop.services.metrics.performance import relative_drop
 from safeloop.services.metrics.performance_tracker import PerformanceTracker
+from safeloop.services.metrics.segment_tracker import SegmentTracker
 from safeloop.services.monitor.consumer import EventConsumer
 from safeloop.services.monitor.dead_letter_watch import DeadLetterWatch
 from safeloop.services.monitor.model_info import ModelInfoCache
@@ -99,6 +102,9 @@ class MetricsConfig:
     rebuild_windows: bool = True
     # How far back a rebuild may reach for a long-running rollout step (bounds the re-read).
     rebuild_max_span_ms: int = 3_600_000
+    # Rows a segment needs in its window (requests; labelled rows for performance) before its
+    # figures are written to segment_metrics.
+    segment_min_sample: int = 100
 
 
 @dataclass
@@ -114,6 +120,8 @@ class MetricsCounts:
     control_warm_up_failures: int = 0
     # Iterations whose judging (guard, rollout gates) waited for the windows to be rebuilt.
     judging_deferred: int = 0
+    # Control commands a predecessor published but never audited, written by this judge.
+    audit_caught_up: int = 0
     decisions_by_urgency: dict[Urgency, int] = field(
         default_factory=lambda: dict.fromkeys(Urgency, 0)
     )
@@ -183,6 +191,9 @@ class MetricsService:
             residual_baseline_of=models.residual_baseline_of,
         )
         self.drift = DriftTracker(models, config.drift_window_rows)
+        self.segments = SegmentTracker(
+            models.task_of, config.health_window_rows, config.segment_min_sample
+        )
         self.guard = CentralGuard(
             config.guard_policy,
             issuer,
@@ -200,6 +211,8 @@ class MetricsService:
             predictions.replay_from = lambda: self._replay_from_ms(config.health_window_span_ms)
             feedback.replay_from = lambda: self._replay_from_ms(config.performance_window_span_ms)
         self._rebuilt = False
+        # A new judge checks once that its predecessor's last commands were audited.
+        self._audit_catch_up_due = False
         self.counts = MetricsCounts()
         self.loop = LoopState()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="metrics-writer")
@@ -251,12 +264,14 @@ class MetricsService:
         events = self.predictions.poll(config.poll_max_records, config.poll_timeout_ms / 1000)
         if events:
             self.health.add(events)
+            self.segments.add_predictions(events)
             self.drift.add(events)
             self.guard.observe(events, self.predictions.last_partitions)
             self.rollouts.observe_predictions(events)
         records = self.feedback.poll(config.poll_max_records, 0.0)
         if records:
             self.performance.add(records)
+            self.segments.add_feedback(records)
             self.rollouts.observe_feedback(records)
         for command in self.follower.poll(0.0):
             self.rollouts.on_command(command)
@@ -264,7 +279,10 @@ class MetricsService:
                 # Others' commands (operators, other instances); our own come from the issuer.
                 self._alert_for_command(command)
         others = self._exchange_summaries()
-        judge = self.loop.judge = self.is_judge()
+        judge = self.is_judge()
+        if judge and not self.loop.judge:
+            self._audit_catch_up_due = True
+        self.loop.judge = judge
         rebuilt = self.rebuilt()
         if not rebuilt:
             self.counts.judging_deferred += 1
@@ -325,6 +343,7 @@ class MetricsService:
             HEALTH_METRICS: self.health.rows(now_ms),
             PERFORMANCE_METRICS: self.performance.rows(now_ms) + estimate_rows,
             DRIFT_METRICS: drift_rows,
+            SEGMENT_METRICS: self.segments.rows(),
         }
         decisions: list[RetrainingDecision] = []
         retraining_due = (
@@ -341,7 +360,17 @@ class MetricsService:
         snapshot.future = self._executor.submit(self._write, snapshot)
         self._inflight = snapshot
         self.issuer.retry_audit()
+        if self._audit_catch_up_due and self.loop.judge:
+            self._catch_up_audit()
         return True
+
+    def _catch_up_audit(self) -> None:
+        try:
+            self.counts.audit_caught_up += self.issuer.catch_up_audit()
+        except WarehouseError as exc:
+            logger.warning("control_log catch-up deferred: %s", exc)
+            return
+        self._audit_catch_up_due = False
 
     def flush(self, timeout_s: float = 30.0) -> None:
         """Take a snapshot now and wait until it is written and committed."""

@@ -136,6 +136,19 @@ def numbers(row: Mapping[str, Any], field: str) -> list[float]:
     return parsed
 
 
+def strings(row: Mapping[str, Any], field: str) -> dict[str, str]:
+    """A map of strings (a JSON object of name -> string); absent is empty."""
+    value = raw(row, field, required=False)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise invalid(field, "must be an object of strings", value)
+    for name, item in value.items():
+        if not isinstance(name, str) or not isinstance(item, str):
+            raise invalid(field, "must be an object of strings", {name: item})
+    return dict(value)
+
+
 def _datetime_ms(moment: datetime) -> int:
     # A date-time without a zone is taken as UTC, the contract's only time zone.
     if moment.tzinfo is None:

@@ -46,7 +46,7 @@ EXTERNAL_HASH_VERSION = 0
 # What `log` buffers: the PredictionEvent's fields in order, built off the request path.
 _Pending = tuple[
     str, str, str, int, Mapping[str, float], "float | None", "float | None", float, str, str, str,
-    "str | None", Sequence[float],
+    "str | None", Sequence[float], Mapping[str, str],
 ]  # fmt: skip
 
 
@@ -137,13 +137,14 @@ class PredictionLogger:
         timestamp_ms: int | None = None,
         error: str | None = None,
         class_probabilities: Sequence[float] = (),
+        segments: Mapping[str, str] | None = None,
     ) -> str:
         """Buffer one prediction and return its prediction_id (generated unless given).
 
         Never blocks and never raises for a full buffer or a broker outage (the prediction is
         dropped and counted); invalid values are counted as `rejected_invalid` off this thread.
         Multi-class models pass `class_probabilities` (P(class k) at index k) with `prediction`
-        the chosen class index.
+        the chosen class index; `segments` (e.g. {"country": "BR"}) splits metrics and gates.
         """
         if self._closed:
             raise LoggerClosedError("PredictionLogger.log called after close()")
@@ -168,6 +169,7 @@ class PredictionLogger:
                 routing_key or prediction_id,
                 error,
                 class_probabilities,
+                {} if segments is None else segments,
             )
         )
         # Wake the sender early only when a whole batch waits; otherwise it drains every linger.
@@ -351,7 +353,7 @@ class PredictionLogger:
 
 def _event(fields: _Pending) -> PredictionEvent:
     (pid, model, version, ts, features, prediction, confidence, latency, route, replica, key,
-     error, probabilities) = fields  # fmt: skip
+     error, probabilities, segments) = fields  # fmt: skip
     return PredictionEvent(
         prediction_id=pid,
         model_name=model,
@@ -367,6 +369,7 @@ def _event(fields: _Pending) -> PredictionEvent:
         routing_hash_version=EXTERNAL_HASH_VERSION,
         error=error,
         class_probabilities=[float(p) for p in probabilities],
+        segments={str(key): str(value) for key, value in segments.items()},
     )
 
 

@@ -3,7 +3,8 @@
 Required: model_name, model_version, prediction (or error). Optional: prediction_id (generated
 when absent), timestamp (default now), features, confidence, latency_ms, route (production,
 canary, shadow), replica_id, routing_key (default the prediction_id), error,
-class_probabilities (multi-class models: P(class k) at index k).
+class_probabilities (multi-class models: P(class k) at index k), segments (segment key -> value,
+e.g. {"country": "BR"}, for per-segment metrics and gates).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def prediction_event(row: object, *, replica_id: str, now_ms: int) -> Prediction
         routing_hash_version=EXTERNAL_HASH_VERSION,
         error=error,
         class_probabilities=fields.numbers(row, "class_probabilities"),
+        segments=fields.strings(row, "segments"),
     )
     try:
         validate_prediction(event, now_ms)

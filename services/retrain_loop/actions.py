@@ -16,14 +16,11 @@ from safeloop.services.control.exceptions import ControlError
 from safeloop.services.control.follower import ControlFollower
 from safeloop.services.control.issuer import CommandIssuer
 from safeloop.services.control.publisher import ConfigChange
-from safeloop.services.models.exceptions import ModelError
+from safeloop.services.models.exceptions import ModelError, ModelRegistryError
 from safeloop.services.models.loaded import LoadedModel
+from safeloop.services.models.store_protocol import ModelStoreProtocol
 from safeloop.services.monitor.exports import labelled_window
-from safeloop.services.retraining.candidate import (
-    CandidateSpec,
-    build_candidate,
-    candidate_version,
-)
+from safeloop.services.retraining.candidate import CandidateSpec, build_candidate
 from safeloop.services.retraining.exceptions import CandidateError, RetrainingError
 from safeloop.services.retraining.export import weighted_export
 from safeloop.services.retraining.machine import (
@@ -38,7 +35,7 @@ from safeloop.services.retraining.machine import (
     Trained,
     TrainingFailed,
 )
-from safeloop.services.retraining.registry import RUN_KEY, CandidateRegistry
+from safeloop.services.retraining.registry import register_candidate, registered_candidate
 from safeloop.services.retraining.trainer import Trainer
 from safeloop.services.rollout.controller import publish_transition
 from safeloop.services.rollout.history import latest_rollout
@@ -75,7 +72,7 @@ class LoopActions:
     def __init__(
         self,
         client: Client,
-        registry: CandidateRegistry,
+        store: ModelStoreProtocol,
         issuer: CommandIssuer,
         training: TrainingConfig,
         *,
@@ -84,7 +81,7 @@ class LoopActions:
     ) -> None:
         self._follower = follower
         self._client = client
-        self._registry = registry
+        self._store = store
         self._issuer = issuer
         self._training = training
         self._plan = plan
@@ -101,13 +98,16 @@ class LoopActions:
         return None if config is None else config.production_version
 
     def train(self, run: RetrainRun, now_ms: int) -> Trained | TrainingFailed:
-        """Export the weighted window, call the trainer, register the candidate with lineage."""
-        version = candidate_version(run.base_version, run.run_id)
-        existing = self._registered(run, version)
+        """Export the weighted window, call the trainer, register the candidate with lineage
+        (the run's candidate is the version the store numbers it, e.g. MLflow's)."""
+        existing = self._registered(run)
         if existing is not None:
             return existing
         try:
-            base = self._registry.load(run.model_name, run.base_version)
+            base = self._store.load(run.model_name, run.base_version)
+        except ModelRegistryError as exc:
+            # Unreachable, not broken: nothing recorded, tried again next tick.
+            raise RetrainingError(f"base version {run.base_version} not read: {exc}") from exc
         except (ModelError, ValueError) as exc:
             return TrainingFailed(f"base version {run.base_version} not loadable: {exc}")
         training = self._training
@@ -131,6 +131,7 @@ class LoopActions:
             half_life_ms=training.half_life_ms,
             evaluation_share=training.evaluation_share,
             min_rows=training.min_rows,
+            n_classes=getattr(base.model, "n_classes", None),
         )
         lineage = {
             "decision_id": run.run_id,
@@ -147,10 +148,18 @@ class LoopActions:
                 candidate.metadata,
                 lineage={**candidate.metadata.lineage, **_estimate_lineage(evaluation)},
             )
-            self._registry.register(candidate.model, metadata)
+            version = register_candidate(self._store, candidate.model, metadata)
         except CandidateError as exc:
             return TrainingFailed(str(exc))
-        logger.info("retraining %s: candidate %s registered", run.model_name, version)
+        except (ModelError, ValueError, OSError) as exc:
+            # The registry is down or refused it: nothing recorded, tried again next tick.
+            raise RetrainingError(
+                f"candidate not registered in {self._store.location}: {exc}"
+            ) from exc
+        logger.info(
+            "retraining %s: candidate %s registered as version %s in %s",
+            run.model_name, metadata.version, version, self._store.location,
+        )  # fmt: skip
         return Trained(version, metadata.lineage, evaluation)
 
     def shadow_evidence(self, run: RetrainRun) -> ShadowEvidence:
@@ -226,19 +235,22 @@ class LoopActions:
         config = self._issuer.config_of(run.model_name)
         version = run.base_version if config is None else config.production_version
         try:
-            return self._registry.load(run.model_name, version)
+            return self._store.load(run.model_name, version)
         except (ModelError, ValueError) as exc:
             logger.warning("production %s of %s not loadable: %s", version, run.model_name, exc)
             return None
 
-    def _registered(self, run: RetrainRun, version: str) -> Trained | None:
+    def _registered(self, run: RetrainRun) -> Trained | None:
         """The run's candidate if an earlier attempt registered it (then crashed)."""
         try:
-            metadata = self._registry.load_metadata(run.model_name, version)
-        except (ModelError, ValueError):
+            found = registered_candidate(self._store, run.model_name, run.run_id)
+        except (ModelError, ValueError) as exc:
+            raise RetrainingError(f"model store {self._store.location} not read: {exc}") from exc
+        if found is None:
             return None
+        version, metadata = found
         lineage = metadata.lineage
-        if lineage.get(RUN_KEY) != run.run_id or any(k not in lineage for k in _ESTIMATE_KEYS):
+        if any(key not in lineage for key in _ESTIMATE_KEYS):
             return None
         production = lineage.get("estimate_production", "")
         evaluation = Evaluation(

@@ -136,6 +136,7 @@ class RetrainService:
             return None
         running = self.active.get(decision.model_name)
         production = self._actions.production_version(decision.model_name)
+        now_ms = self._clock()
         why = None
         if running is not None:
             why = f"run {running.run_id} is going"
@@ -144,16 +145,35 @@ class RetrainService:
         elif production is not None and production != decision.model_version:
             # Judged a version that has left production since (a replayed or late decision).
             why = f"{decision.model_version} is no longer production ({production} is)"
+        elif (unsuccessful := self._recent_unsuccessful(decision, now_ms)) is not None:
+            why = (
+                f"run {unsuccessful.run_id} ended {unsuccessful.stage.value} less than "
+                f"{self.policy.retry_after_ms} ms ago"
+            )
         if why is not None:
             self.counts.decisions_skipped += 1
             logger.info("retraining decision %s skipped: %s", decision.decision_id, why)
             return None
-        run = machine.begin(decision, self._clock())
+        run = machine.begin(decision, now_ms)
         self._steps.record(run)
         self.active[run.model_name] = run
         self.counts.runs_started += 1
         logger.info("retraining %s: run %s started (%s)", run.model_name, run.run_id, run.reason)
         return run
+
+    def _recent_unsuccessful(self, decision: RetrainingDecision, now_ms: int) -> RetrainRun | None:
+        """The newest run of the same base version that ended without promotion, if recent."""
+        ended = [
+            run
+            for run in self.finished.values()
+            if run.model_name == decision.model_name
+            and run.base_version == decision.model_version
+            and run.stage is not Stage.PROMOTED
+        ]
+        newest = max(ended, key=lambda run: run.updated_ms, default=None)
+        if newest is None or now_ms - newest.updated_ms >= self.policy.retry_after_ms:
+            return None
+        return newest
 
     def tick(self, now_ms: int) -> None:
         """Move every active run as far as it can go now."""

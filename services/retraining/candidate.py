@@ -20,7 +20,7 @@ from safeloop.services.models.loaded import LoadedModel
 from safeloop.services.models.metadata import ModelMetadata
 from safeloop.services.models.protocol import ModelProtocol
 from safeloop.services.models.task import ModelTask
-from safeloop.services.models.training import holdout_metrics
+from safeloop.services.models.training import holdout_metrics, multiclass_holdout_metrics
 from safeloop.services.retraining.exceptions import CandidateError
 from safeloop.services.retraining.export import FEATURE_PREFIX
 from safeloop.services.retraining.machine import Evaluation
@@ -44,6 +44,8 @@ class CandidateSpec:
     # The newest share of labelled rows held out of training to estimate performance.
     evaluation_share: float = 0.2
     min_rows: int = 50
+    # Multi-class: the classes the model answers (the production model's), else None.
+    n_classes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,8 @@ class Candidate:
 
 
 def candidate_version(base_version: str, run_id: str) -> str:
-    """A deterministic version for the run's candidate: a restart registers the same one."""
+    """The deterministic name the run's candidate is trained as (the folder store keeps it
+    under that name; a registry such as MLflow's numbers it and tags it `safeloop.trained_as`)."""
     digest = hashlib.blake2b(run_id.encode(), digest_size=4).hexdigest()
     return f"{base_version[:100]}-r{digest}"
 
@@ -79,7 +82,13 @@ def build_candidate(
     train_rows, evaluation_rows = usable[:-held], usable[-held:]
     version = candidate_version(spec.base_version, spec.run_id)
     window = TrainingWindow(
-        spec.model_name, version, spec.task, spec.feature_names, train_rows, spec.half_life_ms
+        spec.model_name,
+        version,
+        spec.task,
+        spec.feature_names,
+        train_rows,
+        spec.half_life_ms,
+        spec.n_classes,
     )
     try:
         model = trainer(window)
@@ -94,12 +103,10 @@ def build_candidate(
         spec.model_name, version, spec.task, spec.feature_names, evaluation_rows, 1.0
     )
     features, targets = evaluation_window.features(), evaluation_window.targets()
-    scores = score_rows(model, spec.feature_names, features)
-    primary, metrics = holdout_metrics(spec.task, scores, targets)
+    primary, metrics = _holdout(spec, model, features, targets)
     production_value = None
     if production is not None:
-        production_scores = score_rows(production.model, spec.feature_names, features)
-        production_value = holdout_metrics(spec.task, production_scores, targets)[1][primary]
+        production_value = _holdout(spec, production.model, features, targets)[1].get(primary)
     evaluation = Evaluation(
         metric=primary,
         higher_is_better=primary not in _LOWER_IS_BETTER,
@@ -135,8 +142,37 @@ def build_candidate(
             "train_to_ms": str(int(train_rows["prediction_timestamp"][-1])),
             "evaluation_to_ms": str(int(evaluation_rows["prediction_timestamp"][-1])),
         },
+        # A retrained version is judged on the same segments as the one it replaces.
+        segment_keys=() if production is None else production.metadata.segment_keys,
     )
     return Candidate(model, metadata, evaluation)
+
+
+def _holdout(
+    spec: CandidateSpec, model: ModelProtocol, features: FloatArray, targets: FloatArray
+) -> tuple[str, dict[str, float]]:
+    """The primary metric and every holdout metric of `model` on the evaluation rows."""
+    if spec.task is ModelTask.MULTICLASS:
+        classes = max(spec.n_classes or 0, int(targets.max(initial=0)) + 1)
+        probabilities = class_probabilities(model, spec.feature_names, features, classes)
+        return multiclass_holdout_metrics(probabilities, targets)
+    return holdout_metrics(spec.task, score_rows(model, spec.feature_names, features), targets)
+
+
+def class_probabilities(
+    model: ModelProtocol, feature_names: tuple[str, ...], features: FloatArray, n_classes: int
+) -> FloatArray:
+    """An (N, K) matrix of class probabilities: the model's own, else one-hot of its classes."""
+    batch = getattr(model, "predict_proba_batch", None)
+    if callable(batch):
+        matrix = np.asarray(batch(features), dtype=np.float64)
+    else:
+        predicted = score_rows(model, feature_names, features).astype(np.int64)
+        matrix = np.eye(max(n_classes, int(predicted.max(initial=0)) + 1))[predicted]
+    if matrix.shape[1] < n_classes:
+        # A model that never heard of the window's highest class gives it nothing.
+        matrix = np.pad(matrix, ((0, 0), (0, n_classes - matrix.shape[1])))
+    return matrix
 
 
 def score_rows(

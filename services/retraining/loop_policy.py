@@ -24,6 +24,10 @@ class LoopPolicy:
     performance_tolerance: float = 0.01
     # Hold an accepted candidate for `safeloop retrain approve` before its canary starts.
     approval: bool = False
+    # After a run that ended without promotion (rolled back, rejected, failed), decisions about
+    # the same production version start no run for this long: the same trainer on nearly the
+    # same window would likely make the same candidate, and a canary would expose users again.
+    retry_after_ms: int = 3_600_000
 
     def __post_init__(self) -> None:
         if self.shadow_bake_ms < 0 or self.shadow_deadline_ms < self.shadow_bake_ms:
@@ -34,3 +38,5 @@ class LoopPolicy:
             raise RetrainingPolicyError("min_agreement must be in [0, 1]")
         if self.performance_tolerance < 0:
             raise RetrainingPolicyError("performance_tolerance cannot be negative")
+        if self.retry_after_ms < 0:
+            raise RetrainingPolicyError("retry_after_ms cannot be negative")

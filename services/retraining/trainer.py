@@ -22,7 +22,8 @@ class TrainingWindow:
     """The labelled rows to train on, oldest first, with recency weights (see `export`).
 
     `rows` is `weighted_export`'s structured array (`feature_<name>`, `ground_truth`,
-    `weight`, `prediction_timestamp`, ...); the returned model must carry `version`.
+    `weight`, `prediction_timestamp`, ...); the returned model must carry `version`. Multi-class
+    targets are class indices 0..K-1; such a model should offer `predict_proba_batch`.
     """
 
     model_name: str
@@ -31,6 +32,8 @@ class TrainingWindow:
     feature_names: tuple[str, ...]
     rows: npt.NDArray[np.void]
     half_life_ms: float
+    # Multi-class: how many classes the model answers (the base model's; the window may lack one).
+    n_classes: int | None = None
 
     def features(self) -> FloatArray:
         """The `(n_rows, n_features)` matrix, columns in `feature_names` order."""

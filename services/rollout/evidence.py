@@ -18,9 +18,17 @@ from safeloop.services.metrics.columns import (
 from safeloop.services.metrics.estimation import PerformanceEstimate, estimate_performance
 from safeloop.services.metrics.health import HEALTH_COLUMNS, health_of_window
 from safeloop.services.metrics.performance import FEEDBACK_COLUMNS, Task, performance_of_window
+from safeloop.services.metrics.segments import (
+    SEGMENT_COLUMN,
+    SegmentCodes,
+    correct_answers,
+    dense_counts,
+    explode,
+)
 from safeloop.services.metrics.windows import TIMESTAMP_COLUMN, CountWindow
 from safeloop.services.rollout.gate import GateEvidence
 from safeloop.services.rollout.machine import RolloutState
+from safeloop.services.rollout.segment_gate import SegmentEvidence, SegmentSide
 from safeloop.services.rollout.sequential import MeanSummary
 
 MAX_STEP_ROWS = 200_000
@@ -48,6 +56,16 @@ class StepEvidence:
             route: CountWindow(max_rows, SCORE_COLUMNS)
             for route in (Route.CANARY, Route.PRODUCTION)
         }
+        # One row per (request, segment it is in): the per-segment comparison's input.
+        self._codes = SegmentCodes()
+        self._segment_health = {
+            route: CountWindow(max_rows, SEGMENT_HEALTH_COLUMNS)
+            for route in (Route.CANARY, Route.PRODUCTION)
+        }
+        self._segment_answers = {
+            route: CountWindow(max_rows, SEGMENT_ANSWER_COLUMNS)
+            for route in (Route.CANARY, Route.PRODUCTION)
+        }
 
     def _side(self, route: Route, version: str) -> Route | None:
         if route is Route.CANARY and version == self.candidate:
@@ -66,9 +84,20 @@ class StepEvidence:
                 and self._side(e.route, e.model_version) is side
             ]
             if mine:
-                self._health[side].append(health_batch(mine)[1])
+                batch = health_batch(mine)[1]
+                self._health[side].append(batch)
                 if self.task is Task.CLASSIFICATION:
                     self._scores[side].append(_score_batch(mine))
+                rows, codes = explode([e.segments for e in mine], self._codes)
+                if rows.shape[0]:
+                    self._segment_health[side].append(
+                        {
+                            TIMESTAMP_COLUMN: batch[TIMESTAMP_COLUMN][rows],
+                            SEGMENT_COLUMN: codes,
+                            "log_latency": _log_latency(batch["latency_ms"][rows]),
+                            "error": batch["error"][rows],
+                        }
+                    )
 
     def add_feedback(self, records: Sequence[FeedbackRecord]) -> None:
         for side in (Route.CANARY, Route.PRODUCTION):
@@ -80,7 +109,17 @@ class StepEvidence:
                 and self._side(r.route, r.model_version) is side
             ]
             if mine:
-                self._feedback[side].append(feedback_batch(mine, ScoreConvention.PROBABILITY)[1])
+                batch = feedback_batch(mine, ScoreConvention.PROBABILITY)[1]
+                self._feedback[side].append(batch)
+                rows, codes = explode([r.segments for r in mine], self._codes)
+                if rows.shape[0] and self.task is not Task.REGRESSION:
+                    self._segment_answers[side].append(
+                        {
+                            TIMESTAMP_COLUMN: batch[TIMESTAMP_COLUMN][rows],
+                            SEGMENT_COLUMN: codes,
+                            "correct": _correct(batch)[rows],
+                        }
+                    )
 
     def evidence(self) -> GateEvidence:
         canary_feedback = self._feedback[Route.CANARY]
@@ -98,15 +137,32 @@ class StepEvidence:
             production_performance=performance_of_window(self.task, production_feedback.view())
             if len(production_feedback)
             else None,
+            segments=self._segments(),
         )
+
+    def _segments(self) -> SegmentEvidence | None:
+        size = len(self._codes)
+        if size == 0:
+            return None
+        sides = {}
+        for side in (Route.CANARY, Route.PRODUCTION):
+            health = self._segment_health[side].view()
+            answers = self._segment_answers[side].view()
+            correct = answers["correct"]
+            sides[side] = SegmentSide(
+                dense_counts(health[SEGMENT_COLUMN], health["error"], health["log_latency"], size),
+                dense_counts(answers[SEGMENT_COLUMN], correct == 1.0, correct, size)
+                if self.task is not Task.REGRESSION
+                else None,
+            )
+        labels = tuple(self._codes.label(code) for code in range(size))
+        return SegmentEvidence(labels, sides[Route.CANARY], sides[Route.PRODUCTION])
 
     def _log_latency(self, side: Route) -> MeanSummary | None:
         window = self._health[side]
         if not len(window):
             return None
-        latency = window.view()["latency_ms"]
-        # A 0 ms answer (a cached or failed one) has no logarithm: floor at a microsecond.
-        return MeanSummary.of(np.log(np.maximum(latency, 1e-3)))
+        return MeanSummary.of(_log_latency(window.view()["latency_ms"]))
 
     def _estimate(self, side: Route) -> PerformanceEstimate | None:
         window = self._scores[side]
@@ -117,6 +173,35 @@ class StepEvidence:
 
 
 SCORE_COLUMNS = {TIMESTAMP_COLUMN: np.int64, "score": np.float64}
+SEGMENT_HEALTH_COLUMNS = {
+    TIMESTAMP_COLUMN: np.int64,
+    SEGMENT_COLUMN: np.int64,
+    "log_latency": np.float64,
+    "error": np.bool_,
+}
+# correct: 1.0 or 0.0 for a labelled row, NaN without a label.
+SEGMENT_ANSWER_COLUMNS = {
+    TIMESTAMP_COLUMN: np.int64,
+    SEGMENT_COLUMN: np.int64,
+    "correct": np.float64,
+}
+
+
+def _log_latency(latency_ms: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
+    # A 0 ms answer (a cached or failed one) has no logarithm: floor at a microsecond.
+    logs: npt.NDArray[np.float64] = np.log(np.maximum(latency_ms, 1e-3))
+    return logs
+
+
+def _correct(batch: dict[str, npt.NDArray[Any]]) -> npt.NDArray[np.float64]:
+    right = correct_answers(
+        batch["score"],
+        batch["ground_truth"],
+        batch["true_class_probability"],
+        batch["top_probability"],
+    )
+    labelled = ~(np.isnan(batch["ground_truth"]) | np.isnan(batch["score"]))
+    return np.where(labelled, right.astype(np.float64), np.nan)
 
 
 def _score_batch(events: Sequence[PredictionEvent]) -> dict[str, npt.NDArray[Any]]:

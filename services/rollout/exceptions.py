@@ -15,3 +15,7 @@ class PlanError(RolloutError, ValueError):
 
 class TransitionError(RolloutError):
     """The requested transition is not possible from the rollout's current phase."""
+
+
+class NoRolloutError(RolloutError):
+    """The model has no rollout recorded in `control_log`: nothing for an operator to change."""

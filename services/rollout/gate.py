@@ -1,4 +1,5 @@
-"""One step's gate: canary versus production with confidence sequences, plus hard guard limits.
+"""One step's gate: canary versus production with confidence sequences, plus hard guard limits,
+over the whole population and per segment (segment_gate.py).
 
 The canary fails a comparison only when the whole confidence sequence for (canary - production)
 lies beyond the tolerance, i.e. it is worse with the plan's confidence, not merely on point
@@ -20,6 +21,7 @@ from safeloop.services.metrics.estimation import PerformanceEstimate
 from safeloop.services.metrics.health import HealthSnapshot
 from safeloop.services.metrics.performance import PerformanceSnapshot
 from safeloop.services.rollout.plan import RolloutPlan
+from safeloop.services.rollout.segment_gate import SegmentEvidence, judge_segments
 from safeloop.services.rollout.sequential import ConfidenceSequence, MeanSummary
 
 # In a gate's numbers (and so the command's details): the step passed on an estimate.
@@ -48,6 +50,8 @@ class GateEvidence:
     # Natural logs of each side's latencies this step (for the latency comparison).
     canary_log_latency: MeanSummary | None = None
     production_log_latency: MeanSummary | None = None
+    # Both sides per segment (models with segment_keys); None: the whole population only.
+    segments: SegmentEvidence | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +88,8 @@ def judge_gate(plan: RolloutPlan, evidence: GateEvidence, baked: bool) -> GateRe
         failures.extend(_compare_errors(plan, canary, production, numbers))
         failures.extend(_compare_latency(plan, evidence, numbers))
     labels_compared = _compare_accuracy(plan, evidence, numbers, failures)
+    if evidence.segments is not None:
+        failures.extend(judge_segments(plan, evidence.segments, numbers))
     if failures:
         return GateResult(GateOutcome.FAIL, "; ".join(failures), numbers)
     if not baked:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from safeloop.services.guard.policy import GuardPolicy
+from safeloop.services.metrics.multiple_comparisons import Correction
 from safeloop.services.metrics.performance import PerformanceMetric
 from safeloop.services.rollout.exceptions import RolloutError
 from safeloop.services.rollout.gate import GateOutcome, GateResult
@@ -87,6 +88,8 @@ def plan_from_json(text: str) -> RolloutPlan:
         # Plans recorded before approvals and dry runs existed have neither.
         raw["approval"] = Approval(raw.get("approval", Approval.NONE.value))
         raw["dry_run"] = bool(raw.get("dry_run", False))
+        # ... and plans recorded before segments had neither of these.
+        raw["segment_correction"] = Correction(raw.get("segment_correction", Correction.HOLM.value))
         return RolloutPlan(**raw, guard=None if guard is None else _guard_from(guard))
     except (KeyError, TypeError, ValueError) as exc:
         raise RolloutError(f"malformed rollout plan {text[:200]!r}: {exc!r}") from exc

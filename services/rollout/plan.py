@@ -7,6 +7,7 @@ from enum import StrEnum
 from itertools import pairwise
 
 from safeloop.services.guard.policy import GuardPolicy
+from safeloop.services.metrics.multiple_comparisons import Correction
 from safeloop.services.rollout.exceptions import PlanError
 
 
@@ -66,6 +67,11 @@ class RolloutPlan:
     approval: Approval = Approval.NONE
     # Judge and record what each gate would do, without doing it (the first step is still set).
     dry_run: bool = False
+    # Segments (a model's segment_keys) are compared one by one once each side has this many
+    # requests (labels, for accuracy) in the segment; the family-wise false-alarm rate over
+    # the segments is held at 1 - confidence by this correction.
+    min_sample_per_segment: int = 200
+    segment_correction: Correction = Correction.HOLM
 
     def needs_approval(self, step_index: int) -> bool:
         """Whether leaving step `step_index` (to the next step, or to promotion) waits for one."""
@@ -84,7 +90,11 @@ class RolloutPlan:
             raise PlanError("latency_ratio_tolerance must be at least 1 (or None: not compared)")
         if self.bake_ms < 0 or self.deadline_ms < self.bake_ms:
             raise PlanError("need 0 <= bake_ms <= deadline_ms")
-        if self.min_sample_per_step < 1 or self.min_labelled_per_step < 1:
+        if (
+            self.min_sample_per_step < 1
+            or self.min_labelled_per_step < 1
+            or self.min_sample_per_segment < 1
+        ):
             raise PlanError("minimum samples must be at least 1")
         if not 0.0 < self.confidence < 1.0:
             raise PlanError(f"confidence must be in (0, 1), got {self.confidence}")

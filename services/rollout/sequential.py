@@ -25,6 +25,8 @@ from safeloop.services.rollout.exceptions import PlanError
 FloatArray = npt.NDArray[np.float64]
 # One arm at many looks: counts, running means, running sample variances.
 Moments = tuple[FloatArray, FloatArray, FloatArray]
+# The same from any numbers (e.g. integer counts).
+MomentsLike = tuple[npt.ArrayLike, npt.ArrayLike, npt.ArrayLike]
 
 # Bernoulli variance is at most 1/4: the target information of a plan uses it, so `rho` is
 # fixed before any data is seen (a data-chosen rho would void the guarantee).
@@ -93,29 +95,52 @@ class ConfidenceSequence:
         trials_b: FloatArray,
     ) -> tuple[FloatArray, FloatArray]:
         """Bounds on p_a - p_b at many looks (cumulative counts); unbounded until both have data."""
-        x_a, n_a = np.asarray(successes_a, np.float64), np.asarray(trials_a, np.float64)
-        x_b, n_b = np.asarray(successes_b, np.float64), np.asarray(trials_b, np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            estimate = x_a / n_a - x_b / n_b
-            # Variances from one pseudo-success and one pseudo-failure per arm (Agresti-Caffo),
-            # so an arm without a single error yet does not claim certainty.
-            smooth_a = (x_a + 1.0) / (n_a + 2.0)
-            smooth_b = (x_b + 1.0) / (n_b + 2.0)
-            variance = smooth_a * (1.0 - smooth_a) / n_a + smooth_b * (1.0 - smooth_b) / n_b
-            half = self.half_widths(1.0 / variance)
-        both = (n_a > 0) & (n_b > 0)
+        estimate, information = _proportion_difference(successes_a, trials_a, successes_b, trials_b)
+        half = self.half_widths(information)
+        both = information > 0.0
         return np.where(both, estimate - half, -np.inf), np.where(both, estimate + half, np.inf)
+
+    def p_values(
+        self, estimate: FloatArray, information: FloatArray, tolerance: float
+    ) -> FloatArray:
+        """Anytime-valid p-values against "the difference is at most `tolerance`".
+
+        1 / (the mixture martingale at the excess over the tolerance): by Ville's inequality it
+        falls to alpha or below, ever, with probability at most alpha under that hypothesis,
+        and it does exactly when this sequence's lower bound at level alpha clears the
+        tolerance. Valid p-values at every look are what Holm's correction needs.
+        """
+        info = np.asarray(information, dtype=np.float64)
+        excess = np.maximum(np.asarray(estimate, dtype=np.float64) - tolerance, 0.0)
+        with np.errstate(invalid="ignore", over="ignore"):
+            spread = 1.0 + self.rho_squared * info
+            sums = excess * info
+            log_p = 0.5 * np.log(spread) - self.rho_squared * sums * sums / (2.0 * spread)
+        return np.where(info > 0.0, np.minimum(1.0, np.exp(np.minimum(log_p, 0.0))), 1.0)
+
+    def proportion_p_values(
+        self,
+        successes_a: npt.ArrayLike,
+        trials_a: npt.ArrayLike,
+        successes_b: npt.ArrayLike,
+        trials_b: npt.ArrayLike,
+        tolerance: float,
+    ) -> FloatArray:
+        """`p_values` for p_a - p_b <= tolerance, from counts (1 until both arms have data)."""
+        estimate, information = _proportion_difference(successes_a, trials_a, successes_b, trials_b)
+        return self.p_values(np.nan_to_num(estimate), information, tolerance)
+
+    def mean_p_values(self, a: MomentsLike, b: MomentsLike, tolerance: float) -> FloatArray:
+        """`p_values` for mean_a - mean_b <= tolerance (1 until each arm has two values)."""
+        estimate, information = _mean_difference(a, b)
+        return self.p_values(np.nan_to_num(estimate), information, tolerance)
 
     def mean_differences(self, a: Moments, b: Moments) -> tuple[FloatArray, FloatArray]:
         """Bounds on mean_a - mean_b at many looks (each arm: counts, means, variances);
         unbounded until each arm has two values."""
-        (count_a, mean_a, variance_a), (count_b, mean_b, variance_b) = a, b
-        n_a, n_b = np.asarray(count_a, np.float64), np.asarray(count_b, np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            variance = np.asarray(variance_a) / n_a + np.asarray(variance_b) / n_b
-            estimate = np.asarray(mean_a) - np.asarray(mean_b)
-            half = self.half_widths(np.where(variance > 0.0, 1.0 / variance, 0.0))
-        usable = (n_a >= 2) & (n_b >= 2) & (variance > 0.0)
+        estimate, information = _mean_difference(a, b)
+        half = self.half_widths(information)
+        usable = information > 0.0
         return np.where(usable, estimate - half, -np.inf), np.where(usable, estimate + half, np.inf)
 
     def mean_difference(self, a: MeanSummary, b: MeanSummary) -> tuple[float, float]:
@@ -140,3 +165,35 @@ class ConfidenceSequence:
             np.array([trials_b]),
         )
         return float(lows[0]), float(highs[0])
+
+
+def _proportion_difference(
+    successes_a: npt.ArrayLike,
+    trials_a: npt.ArrayLike,
+    successes_b: npt.ArrayLike,
+    trials_b: npt.ArrayLike,
+) -> tuple[FloatArray, FloatArray]:
+    """p_a - p_b and its information (1 / variance; 0 until both arms have data)."""
+    x_a, n_a = np.asarray(successes_a, np.float64), np.asarray(trials_a, np.float64)
+    x_b, n_b = np.asarray(successes_b, np.float64), np.asarray(trials_b, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        estimate = x_a / n_a - x_b / n_b
+        # Variances from one pseudo-success and one pseudo-failure per arm (Agresti-Caffo),
+        # so an arm without a single error yet does not claim certainty.
+        smooth_a = (x_a + 1.0) / (n_a + 2.0)
+        smooth_b = (x_b + 1.0) / (n_b + 2.0)
+        variance = smooth_a * (1.0 - smooth_a) / n_a + smooth_b * (1.0 - smooth_b) / n_b
+        information = np.where((n_a > 0) & (n_b > 0), 1.0 / variance, 0.0)
+    return estimate, information
+
+
+def _mean_difference(a: MomentsLike, b: MomentsLike) -> tuple[FloatArray, FloatArray]:
+    """mean_a - mean_b and its information (0 until each arm has two values and a spread)."""
+    (count_a, mean_a, variance_a), (count_b, mean_b, variance_b) = a, b
+    n_a, n_b = np.asarray(count_a, np.float64), np.asarray(count_b, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        variance = np.asarray(variance_a) / n_a + np.asarray(variance_b) / n_b
+        estimate = np.asarray(mean_a, np.float64) - np.asarray(mean_b, np.float64)
+        usable = (n_a >= 2) & (n_b >= 2) & (variance > 0.0)
+        information = np.where(usable, 1.0 / variance, 0.0)
+    return estimate, information

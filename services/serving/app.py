@@ -51,7 +51,9 @@ def create_app(
     async def predict(request: Request) -> Response:
         try:
             parsed = parse_request(await _json_body(request))
-            result = predictor.predict(parsed.model_name, parsed.routing_key, parsed.features)
+            result = predictor.predict(
+                parsed.model_name, parsed.routing_key, parsed.features, parsed.attributes
+            )
         except ServingError as exc:
             await _hold(getattr(exc, "injected_delay_ms", 0.0))
             return _error(exc)
@@ -68,7 +70,7 @@ def create_app(
         for index, row in enumerate(rows):
             try:
                 prediction = predictor.predict(
-                    row.model_name or model_name, row.routing_key, row.features
+                    row.model_name or model_name, row.routing_key, row.features, row.attributes
                 )
                 results.append(prediction.to_json())
                 held_ms = max(held_ms, prediction.injected_delay_ms)

@@ -9,7 +9,7 @@ import random
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, NoReturn, Protocol
 
 from safeloop.schemas.events import ErrorKind, ModelConfig, PredictionEvent, Route
@@ -26,6 +26,7 @@ from safeloop.services.serving.exceptions import (
 )
 from safeloop.services.serving.flags import FlagBook, set_current_flags
 from safeloop.services.serving.routing import ROUTING_HASH_VERSION, RouteDecision, choose_route
+from safeloop.services.serving.segments import request_segments
 from safeloop.services.serving.serving_metrics import ServingMetrics
 from safeloop.services.serving.sink import EventSink
 from safeloop.services.serving.validation import check_features, numeric_part
@@ -167,9 +168,17 @@ class Predictor:
         return names[0]
 
     def predict(
-        self, model_name: str | None, routing_key: str, raw_features: Mapping[str, Any]
+        self,
+        model_name: str | None,
+        routing_key: str,
+        raw_features: Mapping[str, Any],
+        attributes: Mapping[str, str] | None = None,
     ) -> Prediction:
-        """Score one request; every outcome but an unknown model publishes one event."""
+        """Score one request; every outcome but an unknown model publishes one event.
+
+        `attributes` (country, tenant, ...) named by the version's segment_keys become the
+        event's segments; the rest are not kept.
+        """
         started_ns = time.perf_counter_ns()
         if not self.ready:
             raise NotReadyError("control state is still being rebuilt; retry shortly")
@@ -191,6 +200,12 @@ class Predictor:
             # Which requests fail needs no secrecy, only the configured share.
             fail = random.random() < injection.error_rate  # noqa: S311
             injected = InjectedFault(injection.latency_ms, fail)
+        loaded = self.catalog.get(name, decision.version)
+        segments = (
+            {}
+            if loaded is None or not loaded.metadata.segment_keys
+            else request_segments(loaded.metadata.segment_keys, attributes or {}, raw_features)
+        )
         request = _Request(
             name,
             routing_key,
@@ -199,8 +214,8 @@ class Predictor:
             started_ns,
             sequence,
             0.0 if injected is None else injected.latency_ms,
+            segments,
         )
-        loaded = self.catalog.get(name, request.decision.version)
         if loaded is None:
             # The control state only applies configs whose versions are loaded: a bug if seen.
             failure = PredictionFailedError(
@@ -292,6 +307,7 @@ class Predictor:
             error=error,
             error_kind=error_kind,
             class_probabilities=class_probabilities or [],
+            segments=request.segments,
         )
         self.sink.publish(event)
         if self.guard is not None:
@@ -313,6 +329,8 @@ class _Request:
     # The config sequence the request was routed under.
     sequence: int
     injected_delay_ms: float = 0.0
+    # The request's values for the version's segment keys.
+    segments: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from safeloop.schemas.validation import MAX_SEGMENT_CHARS
 from safeloop.services.serving.exceptions import InvalidRequestError
 
 MAX_BATCH_ROWS = 1000
@@ -26,6 +27,8 @@ class PredictRequest:
     routing_key: str
     # Unchecked: the model version chosen by routing decides which features are required.
     features: Mapping[str, Any]
+    # Request attributes (country, tenant, device); the model's segment_keys pick the segments.
+    attributes: Mapping[str, str] = field(default_factory=dict)
 
 
 def parse_request(body: Any, where: str = "body") -> PredictRequest:
@@ -43,7 +46,35 @@ def parse_request(body: Any, where: str = "body") -> PredictRequest:
     features = body.get("features")
     if not isinstance(features, dict):
         raise InvalidRequestError(f"{where}.features is required: an object of name -> number")
-    return PredictRequest(model_name, routing_key, features)
+    return PredictRequest(model_name, routing_key, features, parse_attributes(body, where))
+
+
+def parse_attributes(body: Mapping[str, Any], where: str = "body") -> dict[str, str]:
+    """The optional `attributes` object: name -> string (numbers and booleans as text)."""
+    raw = body.get("attributes")
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise InvalidRequestError(f"{where}.attributes must be an object of name -> string")
+    attributes: dict[str, str] = {}
+    for name, value in raw.items():
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, str):
+            text = value
+        elif isinstance(value, int | float) and math.isfinite(value):
+            text = f"{value:g}"
+        else:
+            raise InvalidRequestError(
+                f"{where}.attributes[{name!r}] must be a string, number or boolean"
+            )
+        if not text.strip() or len(name) > MAX_SEGMENT_CHARS or len(text) > MAX_SEGMENT_CHARS:
+            raise InvalidRequestError(
+                f"{where}.attributes[{name!r}] must be non-empty and at most "
+                f"{MAX_SEGMENT_CHARS} characters"
+            )
+        attributes[name] = text
+    return attributes
 
 
 def parse_batch(body: Any) -> tuple[str | None, list[PredictRequest]]:

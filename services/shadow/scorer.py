@@ -132,4 +132,5 @@ class ShadowScorer:
             error=error,
             error_kind=None if error is None else ErrorKind.SERVER,
             class_probabilities=[] if answered is None else answered.class_probabilities,
+            segments=event.segments,
         )

@@ -7,6 +7,7 @@ bounded request rate through both replicas.
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 import uuid
@@ -17,10 +18,18 @@ from pathlib import Path
 from typing import Any
 
 from _waiting import poller
+from confluent_kafka import Producer
 
-from safeloop.infra.kafka.clients import make_producer
+from safeloop.infra.kafka.clients import make_producer, producer_config
 from safeloop.infra.settings import Secret, Settings
-from safeloop.schemas.events import CommandKind, ModelConfig
+from safeloop.schemas.codec import FEEDBACK_CODEC
+from safeloop.schemas.events import (
+    CommandKind,
+    FeedbackRecord,
+    FeedbackStatus,
+    ModelConfig,
+    Route,
+)
 from safeloop.services.control.clients import make_broadcast_reader
 from safeloop.services.control.keys import load_keyring
 from safeloop.services.control.publisher import ControlPublisher, read_control_topic
@@ -190,6 +199,54 @@ class Traffic:
                 time.sleep(delay)
             elif delay < -1.0:
                 next_at = time.perf_counter()
+
+
+class FeedbackPublisher:
+    """Labels every prediction at once: production right `production_right` of the time, the
+    canary `canary_right` (a canary worse on live traffic than its history promised)."""
+
+    def __init__(
+        self, settings: Settings, *, production_right: float = 0.9, canary_right: float = 0.4
+    ) -> None:
+        self._producer = Producer(producer_config(settings, **{"linger.ms": 20}))
+        self._topic = settings.topics.feedback
+        self._shares = {Route.CANARY: canary_right}
+        self._production_right = production_right
+        self._random = random.Random(7)
+        self._lock = threading.Lock()
+        self.published = 0
+
+    def __call__(self, answer: Prediction) -> None:
+        right_share = self._shares.get(answer.route, self._production_right)
+        predicted = 1.0 if answer.prediction >= 0.5 else 0.0
+        with self._lock:
+            right = self._random.random() < right_share
+            self.published += 1
+        now_ms = time.time_ns() // 1_000_000
+        record = FeedbackRecord(
+            prediction_id=answer.prediction_id,
+            model_name=answer.model_name,
+            model_version=answer.model_version,
+            route=answer.route,
+            replica_id="test",
+            features={},
+            prediction=answer.prediction,
+            confidence=answer.confidence,
+            prediction_timestamp=now_ms,
+            status=FeedbackStatus.JOINED,
+            ground_truth=predicted if right else 1.0 - predicted,
+            outcome_timestamp=now_ms,
+            label_delay_ms=0,
+            outcome_source="test",
+            emitted_at=now_ms,
+        )
+        self._producer.produce(
+            self._topic, key=record.prediction_id.encode(), value=FEEDBACK_CODEC.encode(record)
+        )
+        self._producer.poll(0)
+
+    def close(self) -> None:
+        self._producer.flush(10)
 
 
 def publish(

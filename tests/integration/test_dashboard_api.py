@@ -34,6 +34,9 @@ GRAFANA_JSON = Path(__file__).resolve().parents[2] / "infra" / "grafana" / "dash
 NOW = datetime.now(UTC).replace(second=0, microsecond=0, tzinfo=None) - timedelta(minutes=1)
 # computed_at set by hand: two versions of one figure, the later one is what the views show.
 METRIC_COLUMNS = [*(c for c in PERFORMANCE_METRICS.columns if c != "labels"), "computed_at"]
+# The rows below are written as a writer from before segments would (the column's default: {}).
+PREDICTION_COLUMNS = [c for c in PREDICTIONS.columns if c != "segments"]
+FEEDBACK_COLUMNS = [c for c in FEEDBACK.columns if c != "segments"]
 
 
 def _predictions() -> list[list[Any]]:
@@ -101,7 +104,7 @@ def _feedback(client: Client) -> None:
     client.insert(
         "feedback",
         rows,
-        column_names=FEEDBACK.columns,
+        column_names=FEEDBACK_COLUMNS,
     )
     client.insert(
         "outcomes",
@@ -224,7 +227,7 @@ def _control(client: Client) -> None:
 def dash(stack: Any) -> Iterator[Settings]:
     settings: Settings = stack.fresh("dash")
     with closing(clickhouse_client(settings)) as client:
-        client.insert("predictions", _predictions(), column_names=PREDICTIONS.columns)
+        client.insert("predictions", _predictions(), column_names=PREDICTION_COLUMNS)
         _feedback(client)
         _metrics(client)
         _control(client)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,6 +10,7 @@ import pytest
 from _metrics_harness import (
     MODEL,
     TEST_POLICY,
+    FeedbackPublisher,
     Fleet,
     Traffic,
     fleet,
@@ -21,16 +19,11 @@ from _metrics_harness import (
     settings_env,
     wait_for,
 )
-from confluent_kafka import Producer
 
-from safeloop.infra.kafka.clients import producer_config
 from safeloop.infra.settings import Settings
-from safeloop.schemas.codec import FEEDBACK_CODEC
-from safeloop.schemas.events import FeedbackRecord, FeedbackStatus, Route
 from safeloop.services.cli.main import main
 from safeloop.services.monitor.service import MetricsConfig
 from safeloop.services.rollout.machine import Phase, RolloutState
-from safeloop.services.serving.predictor import Prediction
 
 pytestmark = pytest.mark.integration
 
@@ -106,47 +99,6 @@ def _finished(state: RolloutState | None) -> RolloutState | None:
     if state is None or state.phase in (Phase.RUNNING, Phase.PAUSED):
         return None
     return state
-
-
-class FeedbackPublisher:
-    """Labels every prediction at once: production right 90 % of the time, the canary 40 %."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._producer = Producer(producer_config(settings, **{"linger.ms": 20}))
-        self._topic = settings.topics.feedback
-        self._random = random.Random(7)
-        self._lock = threading.Lock()
-
-    def __call__(self, answer: Prediction) -> None:
-        right_share = 0.4 if answer.route is Route.CANARY else 0.9
-        predicted = 1.0 if answer.prediction >= 0.5 else 0.0
-        with self._lock:
-            right = self._random.random() < right_share
-        now_ms = time.time_ns() // 1_000_000
-        record = FeedbackRecord(
-            prediction_id=answer.prediction_id,
-            model_name=answer.model_name,
-            model_version=answer.model_version,
-            route=answer.route,
-            replica_id="test",
-            features={},
-            prediction=answer.prediction,
-            confidence=answer.confidence,
-            prediction_timestamp=now_ms,
-            status=FeedbackStatus.JOINED,
-            ground_truth=predicted if right else 1.0 - predicted,
-            outcome_timestamp=now_ms,
-            label_delay_ms=0,
-            outcome_source="test",
-            emitted_at=now_ms,
-        )
-        self._producer.produce(
-            self._topic, key=record.prediction_id.encode(), value=FEEDBACK_CODEC.encode(record)
-        )
-        self._producer.poll(0)
-
-    def close(self) -> None:
-        self._producer.flush(10)
 
 
 def test_canary_with_worse_accuracy_is_stopped_at_its_gate(replicas: Fleet, cli: Cli) -> None:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import json
 import subprocess
 import sys
 
+import pytest
+
 from safeloop.infra.kafka.roles import Role
 from safeloop.services.cli import ingest_commands, outcomes_commands
+from safeloop.services.cli import main as cli_main
 from safeloop.services.cli.kafka_commands import ROLES
 from safeloop.services.cli.metrics_commands import APPROVALS, DEADLINE_ACTIONS, FAIL_ACTIONS
 from safeloop.services.publishing import file_publish, ingest_app
@@ -30,17 +35,32 @@ HEAVY = (
 # Only the commands that talk to Kafka need these.
 KAFKA = ("confluent_kafka", "fastavro")
 
+# `safeloop COMMAND` parses with COMMAND's module alone: none of the other command modules (and
+# what they import: the demo's config, file readers, subprocess, sockets) load before it runs.
+OPERATOR_ARGV = {
+    "status": ["status", "churn", "--json"],
+    "canary": ["canary", "churn", "--percent", "10", "--version", "v2", "--wait"],
+    "rollback": ["rollback", "churn", "--reason", "probe"],
+    "flag": ["flag", "churn", "kill_switch", "true"],
+    "keygen": ["keygen"],
+}
+OTHER_COMMAND_MODULES = ("demo_commands", "metrics_commands", "serve_commands", "kafka_commands")
+
 PROBE = """
 import json, sys
 import safeloop.services.cli.main as cli_main
-import safeloop.services.cli.control_commands
 {action}
-print(json.dumps(sorted(name.split(".")[0] for name in sys.modules)))
+print(json.dumps(sorted(sys.modules)))
 """
 
 
 def loaded_after(action: str) -> set[str]:
     """Top-level module names loaded in a fresh interpreter after `action`."""
+    return {name.split(".")[0] for name in modules_after(action)}
+
+
+def modules_after(action: str) -> set[str]:
+    """Module names loaded in a fresh interpreter after `action`."""
     done = subprocess.run(
         [sys.executable, "-c", PROBE.format(action=action)],
         capture_output=True,
@@ -57,6 +77,33 @@ def test_building_every_subcommands_parser_loads_no_heavy_library() -> None:
     assert "safeloop" in loaded
     assert loaded.isdisjoint(HEAVY), sorted(loaded & set(HEAVY))
     assert loaded.isdisjoint(KAFKA), sorted(loaded & set(KAFKA))
+
+
+@pytest.mark.parametrize("command", sorted(OPERATOR_ARGV))
+def test_an_operator_command_parses_with_its_own_module_alone(command: str) -> None:
+    argv = OPERATOR_ARGV[command]
+    modules = modules_after(f"cli_main.build_parser({command!r}).parse_args({argv!r})")
+    loaded = {name.split(".")[0] for name in modules}
+    assert loaded.isdisjoint(HEAVY + KAFKA), sorted(loaded & set(HEAVY + KAFKA))
+    others = {f"safeloop.services.cli.{name}" for name in OTHER_COMMAND_MODULES}
+    assert modules.isdisjoint(others), sorted(modules & others)
+    assert "safeloop.services.cli.control_commands" in modules
+
+
+def test_each_command_is_registered_by_the_module_listed_for_it() -> None:
+    for module_name, commands in cli_main.COMMAND_MODULES.items():
+        parser = argparse.ArgumentParser()
+        subparsers = parser.add_subparsers()
+        importlib.import_module(module_name).register(subparsers)
+        assert tuple(subparsers.choices) == commands, module_name
+
+
+def test_the_sub_command_is_the_first_word_that_is_not_an_option() -> None:
+    assert cli_main.requested_command(["--debug", "-v", "rollback", "churn"]) == "rollback"
+    assert cli_main.requested_command(["--help"]) is None
+    assert cli_main.build_parser("rollback").parse_args(["rollback", "m", "--reason", "r"]).model
+    every = cli_main.build_parser("no-such-command")
+    assert "rollback" in every.format_help() and "metrics" in every.format_help()
 
 
 def test_keygen_runs_without_kafka_or_heavy_libraries() -> None:

@@ -30,6 +30,7 @@ def every_query(model: str = "fraud", minutes: int = 60) -> list[Query]:
         queries.retraining(scope),
         queries.retraining_steps(scope),
         queries.labelling_queue(model, NOW - timedelta(minutes=15)),
+        queries.pending_approvals("rollout_state", "awaiting_approval"),
     ]
 
 

@@ -266,3 +266,32 @@ def test_data_extent_of_no_rows_is_the_fallback() -> None:
         "latest": "2026-01-02 12:00:00.000",
         "minutes": 11,
     }
+
+
+def test_a_pending_approval_says_what_would_happen_next() -> None:
+    from safeloop.services.rollout.gate import GateOutcome, GateResult
+    from safeloop.services.rollout.machine import Phase, RolloutState
+    from safeloop.services.rollout.persist import PLAN_KEY, STATE_KEY, plan_to_json, state_to_json
+    from safeloop.services.rollout.plan import Approval, RolloutPlan
+
+    plan = RolloutPlan(steps_percent=(5.0, 50.0, 100.0), approval=Approval.EVERY_STEP)
+    gate = GateResult(GateOutcome.PASS, "healthy", {"canary_error_rate": "0.01"})
+    state = RolloutState(
+        "fraud", "v2", "v1", Phase.AWAITING_APPROVAL, 1, 0, 0, 1_767_355_200_000, gate, "waits"
+    )
+    details = {STATE_KEY: state_to_json(state), PLAN_KEY: plan_to_json(plan), "x": "1"}
+    shaped = shaping.pending_approval({"details": details, "sequence": 4})
+    assert shaped is not None
+    assert shaped["next"] == "100%"
+    assert shaped["canary_percent"] == 50.0
+    assert (shaped["candidate_version"], shaped["known_good_version"]) == ("v2", "v1")
+    assert shaped["since"] == "2026-01-02 12:00:00.000"
+    assert shaped["gate"] == {"outcome": "pass", "numbers": {"canary_error_rate": "0.01"}}
+    last = state_to_json(RolloutState("fraud", "v2", "v1", Phase.AWAITING_APPROVAL, 2, 0, 0, 0))
+    promotion = shaping.pending_approval({"details": {**details, STATE_KEY: last}, "sequence": 5})
+    assert promotion is not None and promotion["next"] == "promotion"
+    json.dumps([shaped, promotion])
+    # Rows that are not readable rollouts are left out rather than breaking the panel.
+    assert shaping.pending_approval({"details": {"x": "1"}, "sequence": 1}) is None
+    broken = {**details, STATE_KEY: "{not json"}
+    assert shaping.pending_approval({"details": broken, "sequence": 1}) is None

@@ -54,3 +54,16 @@ def test_one_failing_stop_does_not_spare_the_others(tmp_path: Path) -> None:
     stack.adopt("broken", broken)
     stack.stop()
     assert stopped == ["first"]
+
+
+def test_a_setup_command_fails_unless_its_exit_code_is_accepted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stand-in CLI that prints, then exits 4 (as `canary --wait` does when superseded).
+    monkeypatch.setattr(
+        stack_module, "CLI", (sys.executable, "-c", "print('{}'); raise SystemExit(4)")
+    )
+    with LocalStack(tmp_path, {}) as stack:
+        with pytest.raises(stack_module.StackError, match="failed with 4"):
+            stack.run("canary", [])
+        assert stack.run("canary", [], ok_codes=(0, 4)).strip() == "{}"

@@ -102,8 +102,8 @@ def _run_failing(monkeypatch: pytest.MonkeyPatch, error: Exception, *argv: str) 
 
     real = cli_main.build_parser
 
-    def parser_with_failing_command() -> argparse.ArgumentParser:
-        parser = real()
+    def parser_with_failing_command(command: str | None = None) -> argparse.ArgumentParser:
+        parser = real(command)
         subparsers = next(
             action for action in parser._actions if isinstance(action, argparse._SubParsersAction)
         )

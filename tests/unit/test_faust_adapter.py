@@ -82,6 +82,20 @@ COPIED_OR_MIRRORED: list[tuple[Callable[..., Any], str, str]] = [
         "writes reached; check it still stores one offset per partition database",
     ),
     (
+        Recovery._slurp_changelogs.fun,
+        "7825c7e50f766d5ab0fd246b63420ea0dfcd732d005f1057cc9da656ff5d3967",
+        "faust_adapter.restore_changelogs writes records into the store and advances "
+        "active_offsets/standby_offsets, then passes each partition's last record on: check "
+        "this loop still skips a record at or below the offset seen (`offset > seen_offset`) "
+        "and still checks for the end of recovery after every record",
+    ),
+    (
+        Recovery.flush_buffers,
+        "6fa9c17f1071018c49cb6d411a34fb4a2c2ac4f41c3de650bbee15831abd6f1f",
+        "faust_adapter.restore_changelogs calls it before writing newer records; check it "
+        "still applies and clears every table's buffered changelog events",
+    ),
+    (
         App._new_transport,
         "42db531312dd776fc3937154a32f19eeb9ad7d4ebc2722a92d081a2d271baea1",
         "faust_adapter.install_consumer builds the consumer transport the way this does; "
@@ -374,6 +388,50 @@ def test_the_persisted_changelog_offset_is_what_recovery_starts_after(app: Any) 
     faust_adapter.partition_db(table, 2).delete(table.data.offset_key)
 
 
+def _record(offset: int, key: bytes, value: bytes | None) -> SimpleNamespace:
+    return SimpleNamespace(offset=offset, key=key, value=value)
+
+
+def test_restore_writes_changelog_records_in_one_batch_after_faust_buffered_older_ones(
+    tmp_path: Path,
+) -> None:
+    with _worker_app(tmp_path) as app:
+        table = app.tables["pending-predictions"]
+        recovery = app.tables.recovery
+        tp = TP(table.changelog_topic.get_topic_name(), 3)
+        other = TP("not-a-changelog", 0)
+        recovery.active_tps.add(tp)
+        recovery.tp_to_table[tp] = table
+        recovery.active_offsets[tp] = 4
+        # faust's own buffer holds an older record of a key the fetched records overwrite.
+        old = SimpleNamespace(tp=tp, partition=3, offset=4, key=b"a", value=b"old")
+        recovery.buffers[table].append(SimpleNamespace(message=old))
+        fetched = {
+            tp: [
+                _record(3, b"z", b"before what was seen"),
+                _record(5, b"a", b"new"),
+                _record(6, b"b", b"x"),
+                _record(7, b"b", None),
+                _record(8, b"c", b"last"),
+            ],
+            other: [_record(0, b"k", b"v")],
+        }
+        rest = faust_adapter.restore_changelogs(app, fetched)
+        db = faust_adapter.partition_db(table, 3)
+        assert dict(faust_adapter.visible_items(table, db)) == {b"a": b"new", b"c": b"last"}
+        assert faust_adapter.persisted_offset(table, 3) == 8
+        assert recovery.active_offsets[tp] == 8
+        assert recovery.buffers[table] == []
+        # faust sees only the last record (already restored, so it skips it) and other topics.
+        assert [r.offset for r in rest[tp]] == [8]
+        assert rest[other] == fetched[other]
+        # A round of records all seen already writes nothing and moves nothing back.
+        again = faust_adapter.restore_changelogs(app, {tp: [_record(6, b"b", b"stale")]})
+        assert [r.offset for r in again[tp]] == [6]
+        assert faust_adapter.persisted_offset(table, 3) == 8
+        assert db.get(b"b") is None
+
+
 def test_a_table_without_the_rocksdb_store_has_no_partition_database() -> None:
     assert faust_adapter.partition_db(SimpleNamespace(data=object()), 0) is None
 
@@ -398,3 +456,13 @@ def test_the_app_keeps_its_consumer_and_recovery_flag_where_the_adapter_reads_th
         recovery = inspect.getsource(Recovery)
         assert "self.app.in_recovery = True" in recovery
         assert "self.app.in_recovery = False" in recovery
+
+
+def test_restore_tally_sums_each_recovery_from_its_start_to_its_last_entry() -> None:
+    tally = faust_adapter.RestoreTally()
+    assert tally.seconds == 0.0
+    tally.record(100, started_at=10.0, now=11.0)
+    tally.record(50, started_at=10.0, now=12.5)
+    assert (tally.entries, tally.seconds) == (150, 2.5)
+    tally.record(10, started_at=20.0, now=20.5)  # a later recovery
+    assert (tally.entries, tally.seconds) == (160, 3.0)

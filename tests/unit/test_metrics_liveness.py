@@ -137,8 +137,8 @@ def test_alive_but_not_ready_until_every_consumer_caught_up() -> None:
     assert check_liveness(_alive_loop(), consumers, NOW).ok
     ready = check_readiness(_alive_loop(), consumers, NOW)
     assert ready.reasons == (
-        "feedback: not caught up with the end offsets seen at start",
-        "predictions: not caught up with the end offsets seen at start: 1234 records to go",
+        "feedback: not caught up with its partitions' end offsets",
+        "predictions: not caught up with its partitions' end offsets: 1234 records to go",
     )
 
 

@@ -462,3 +462,41 @@ def test_the_process_acts_on_a_persons_approval_and_rejection() -> None:
     service2.tick(8_000)
     assert "churn" not in service2.active
     assert actions2.performed[-1] == StopShadow("churn", "v1-rnew")
+
+
+def test_after_a_rolled_back_run_the_same_version_waits_before_retraining_again() -> None:
+    now = [1_000]
+    steps, actions = FakeSteps(), FakeActions()
+    policy = dataclasses.replace(POLICY, retry_after_ms=60_000)
+    service = RetrainService(steps, actions, policy, clock=lambda: now[0])
+    service.accept(_decision())
+    actions.evidence = ShadowEvidence(500, 0.9)
+    service.tick(1_000)
+    service.tick(5_000)
+    actions.rollout = (RolloutPhase.ROLLED_BACK, "canary accuracy lower")
+    service.tick(9_000)
+    assert service.finished["churn:v1:1000"].stage is Stage.ROLLED_BACK
+    # A fresh decision about v1 within the minute starts nothing; one after it does.
+    now[0] = 9_000 + 59_999
+    assert service.accept(_decision("churn:v1:2000")) is None
+    assert service.counts.decisions_skipped == 1
+    # ... also in a restarted process, which knows the ended run from its recorded steps.
+    restarted = RetrainService(steps, FakeActions(), policy, clock=lambda: now[0])
+    restarted.resume()
+    assert restarted.accept(_decision("churn:v1:2000")) is None
+    now[0] = 9_000 + 60_000
+    assert service.accept(_decision("churn:v1:3000")) is not None
+
+
+def test_a_promoted_run_does_not_hold_back_the_next_one() -> None:
+    now = [1_000]
+    steps, actions = FakeSteps(), FakeActions()
+    service = RetrainService(steps, actions, POLICY, clock=lambda: now[0])
+    service.accept(_decision())
+    actions.evidence = ShadowEvidence(500, 0.9)
+    service.tick(1_000)
+    service.tick(5_000)
+    actions.rollout = (RolloutPhase.PROMOTED, "all steps passed")
+    service.tick(9_000)
+    now[0] = 10_000
+    assert service.accept(_decision("churn:v1:2000")) is not None

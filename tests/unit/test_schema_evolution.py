@@ -6,7 +6,7 @@ import io
 from typing import Any
 
 import pytest
-from fastavro import schemaless_writer
+from fastavro import schemaless_reader, schemaless_writer
 
 from safeloop.schemas.codec import MARKER, PREDICTION_CODEC, EventCodec, codec_for
 from safeloop.schemas.events import (
@@ -38,9 +38,14 @@ PUBLISHED = {
         "4e881a4468aa7b95",
         "a5ff3ef427d5ade5",
         "817af437e54c34da",
+        "3ea96dbda2447fbe",
     },
     "safeloop.v1.OutcomeEvent": {"05cf3ce1db821b49"},
-    "safeloop.v1.FeedbackRecord": {"b232ef249e0b0d75", "3b8960a1142da605"},
+    "safeloop.v1.FeedbackRecord": {
+        "b232ef249e0b0d75",
+        "3b8960a1142da605",
+        "8e47a16db359373d",
+    },
     "safeloop.v1.ControlCommand": {"2d9d6ea8264f7816", "ae0ca36d9561048d"},
     "safeloop.v1.ReplicaStatus": {"a232a7be4082d7d2", "bc2dbe1ee4b75ff8"},
     "safeloop.v1.RetrainingDecision": {"03d4efc7d250385e"},
@@ -293,3 +298,63 @@ def test_class_probabilities_round_trip() -> None:
     multi = PredictionEvent(**{**fields, "prediction": 2.0, "class_probabilities": [0.1, 0.2, 0.7]})
     data = PREDICTION_CODEC.encode(multi)
     assert PREDICTION_CODEC.decode(data).class_probabilities == [0.1, 0.2, 0.7]
+
+
+def test_a_v4_prediction_from_an_old_producer_reads_with_no_segments() -> None:
+    # Producers built before segments keep publishing v4 bytes on the same topic.
+    v4 = _history("prediction_event.v4.avsc")
+    assert v4.fingerprint != PREDICTION_CODEC.fingerprint
+    record = {
+        **V1_RECORD,
+        "route": "canary",
+        "replica_id": "r",
+        "routing_key": "k",
+        "routing_hash_version": 1,
+        "error": None,
+        "error_kind": None,
+        "class_probabilities": [],
+    }
+    event = PREDICTION_CODEC.decode(_write(v4, record))
+    assert event.segments == {}
+    assert event.route is Route.CANARY
+
+
+def test_a_v2_feedback_record_reads_with_no_segments() -> None:
+    v2 = _history("feedback_record.v2.avsc")
+    codec = codec_for(FeedbackRecord)
+    assert v2.fingerprint != codec.fingerprint
+    record = {
+        "prediction_id": "p",
+        "model_name": "churn",
+        "model_version": "v1",
+        "route": "production",
+        "replica_id": "r",
+        "features": {"x": 1.0},
+        "prediction": 0.7,
+        "confidence": 0.7,
+        "prediction_timestamp": 1_700_000_000_000,
+        "status": "joined",
+        "ground_truth": 1.0,
+        "outcome_timestamp": 1_700_000_000_005,
+        "label_delay_ms": 5,
+        "outcome_source": "labels",
+        "emitted_at": 1_700_000_000_006,
+        "class_probabilities": [],
+    }
+    feedback = codec.decode(_write(v2, record))
+    assert feedback.segments == {}
+    assert feedback.ground_truth == 1.0
+
+
+def test_segments_round_trip_and_old_readers_ignore_them() -> None:
+    event = PREDICTION_CODEC.decode(_write(_v1(), V1_RECORD))
+    fields = {n: getattr(event, n) for n in PredictionEvent.__dataclass_fields__}
+    segmented = PredictionEvent(**{**fields, "segments": {"country": "BR", "device": "ios"}})
+    data = PREDICTION_CODEC.encode(segmented)
+    assert PREDICTION_CODEC.decode(data).segments == {"country": "BR", "device": "ios"}
+    # A consumer still on v4 resolves the new bytes by skipping the field it does not know.
+    body = io.BytesIO(data[len(MARKER) + 8 :])
+    v4 = _history("prediction_event.v4.avsc").parsed
+    old = schemaless_reader(body, PREDICTION_CODEC.schema.parsed, v4)
+    assert isinstance(old, dict) and "segments" not in old
+    assert old["prediction_id"] == "p-legacy"

@@ -88,6 +88,18 @@ SAMPLES: dict[str, object] = {
     "drift_metrics": MetricRow(
         "churn", "v1", "production", NOW, NOW + 1, "psi", 0.2, 10, feature="x"
     ),
+    "segment_metrics": MetricRow(
+        "churn",
+        "v1",
+        "canary",
+        NOW,
+        NOW + 1,
+        "error_rate",
+        0.1,
+        300,
+        segment_key="country",
+        segment_value="BR",
+    ),
     "stream_progress": ProgressMark("safeloop-streams", "predictions", 3, 1_234),
 }
 

@@ -8,7 +8,8 @@ const colors = new Map();
 // `range` is what the user chose ("auto": fit the data, up to a day; or minutes), kept in the
 // URL with the model (?model=…&range=…) so a reload or a shared link shows the same view.
 const MAX_MINUTES = 31 * 24 * 60;
-const state = { model: null, range: "auto", minutes: 60, timer: null };
+const state = { model: null, range: "auto", minutes: 60, timer: null,
+                segment: new URLSearchParams(location.search).get("segment") };
 
 function rangeFromUrl() {
   const raw = new URLSearchParams(location.search).get("range");
@@ -29,6 +30,7 @@ function keepInUrl() {
   const query = new URLSearchParams(location.search);
   if (state.model) query.set("model", state.model);
   query.set("range", state.range);
+  if (state.segment) query.set("segment", state.segment); else query.delete("segment");
   const url = `${location.pathname}?${query.toString()}${location.hash}`;
   if (url !== `${location.pathname}${location.search}${location.hash}`) history.replaceState(null, "", url);
 }
@@ -303,6 +305,162 @@ function renderQueue(data) {
   ], "nothing waiting for a label");
 }
 
+// Rollouts waiting for a person, every model: Approve / Reject ask for a reason, then POST it
+// with the operator token; the server publishes the signed command as the CLI does.
+function renderApprovals(data) {
+  const writable = data.writable;
+  document.getElementById("approvals-hint").textContent = writable
+    ? "all models · approve or reject with the operator token"
+    : "all models · read-only (SAFELOOP_DASHBOARD_OPERATOR_TOKEN not set): use `safeloop rollout approve|reject`";
+  fillTable("approvals-table", data.pending, (p) => [
+    p.model, p.candidate_version, p.known_good_version, `${p.canary_percent}%`, p.next,
+    when(p.since), p.gate ? `${p.gate.outcome}${p.provisional ? " (provisional)" : ""}` : "–",
+    p.reason, decisionButtons(p, writable),
+  ], "no rollout is waiting for approval");
+}
+
+function decisionButtons(pending, writable) {
+  const span = document.createElement("span");
+  for (const action of ["approve", "reject"]) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = action;
+    button.textContent = action;
+    button.dataset.model = pending.model;
+    button.disabled = !writable;
+    if (!writable) button.title = "the dashboard is read-only";
+    button.addEventListener("click", () => openDecision(action, pending));
+    span.appendChild(button);
+  }
+  return span;
+}
+
+// The token stays in this page's memory only (never in storage): a reload asks for it again.
+const decision = { action: null, model: null, token: "" };
+
+function openDecision(action, pending) {
+  decision.action = action;
+  decision.model = pending.model;
+  text("decide-title", `${action} the rollout of ${pending.model}`);
+  text("decide-what", action === "approve"
+    ? `${pending.candidate_version} goes on from ${pending.canary_percent}% to ${pending.next}`
+    : `${pending.candidate_version} is rolled back to ${pending.known_good_version} at once`);
+  document.getElementById("decide-operator").value = sessionStorage.getItem("safeloop-operator") || "";
+  document.getElementById("decide-token").value = decision.token;
+  document.getElementById("decide-reason").value = "";
+  text("decide-error", "");
+  document.getElementById("decide").showModal();
+}
+
+async function submitDecision(event) {
+  event.preventDefault();
+  const operator = document.getElementById("decide-operator").value.trim();
+  const token = document.getElementById("decide-token").value;
+  const reason = document.getElementById("decide-reason").value.trim();
+  const confirm = document.getElementById("decide-confirm");
+  confirm.disabled = true;
+  try {
+    const response = await fetch(`/api/rollout/${decision.action}`, {
+      method: "POST", cache: "no-store",
+      headers: { "Content-Type": "application/json", "X-Safeloop-Operator-Token": token },
+      body: JSON.stringify({ model: decision.model, operator, reason }),
+    });
+    let body;
+    try { body = await response.json(); } catch (e) { body = {}; }
+    if (!response.ok) {
+      text("decide-error", body.error || `HTTP ${response.status}`);
+      return;
+    }
+    // The name is kept for this tab, the token for this page, so a second decision asks less.
+    sessionStorage.setItem("safeloop-operator", operator);
+    decision.token = token;
+    document.getElementById("decide").close();
+    const status = document.getElementById("decision-status");
+    status.className = "decision-status";
+    const done = decision.action === "approve" ? "approved" : "rejected";
+    status.textContent = `${decision.model}: ${done} by ${operator}, now ${body.phase} (sequence ${body.sequence})`;
+    refresh();
+  } catch (e) {
+    text("decide-error", e.message);
+  } finally {
+    confirm.disabled = false;
+  }
+}
+
+// Fairness: the segment keys the model's predictions carry, then per version one row per
+// group of the chosen key and a gap row (best − worst among groups with enough sample).
+const FIGURE_LABELS = { error_rate: "error rate", accuracy: "accuracy", f1: "F1", mae: "MAE", rmse: "RMSE" };
+
+async function loadFairness(params) {
+  const select = document.getElementById("fairness-key");
+  const { keys } = await api("segments", params);
+  select.replaceChildren(...keys.map((k) => new Option(k, k)));
+  if (!keys.includes(state.segment)) state.segment = keys[0] || null;
+  keepInUrl();
+  if (!state.segment) {
+    text("fairness-task", "");
+    setFairnessHead([]);
+    fillTable("fairness-table", [], () => [], "no segments in range: replicas publish them when models declare segment keys");
+    return;
+  }
+  select.value = state.segment;
+  const minSample = document.getElementById("fairness-min").value || "30";
+  renderFairness(await api("fairness", Object.assign({ key: state.segment, min_sample: minSample }, params)));
+}
+
+function setFairnessHead(figures) {
+  const head = document.querySelector("#fairness-table thead tr");
+  const names = ["version", "group", "requests", "labelled", ...figures.map((f) => FIGURE_LABELS[f.name] || f.name)];
+  head.replaceChildren(...names.map((n) => { const th = document.createElement("th"); th.textContent = n; return th; }));
+}
+
+function figureText(figure, value) {
+  if (value === null || value === undefined) return "–";
+  return figure.name === "mae" || figure.name === "rmse" ? fixed(value, 3) : pct(value);
+}
+
+function renderFairness(data) {
+  text("fairness-task", `${data.task} · groups under ${data.min_sample} requests or labels are greyed and not in the gaps`);
+  setFairnessHead(data.figures);
+  const rows = [];
+  for (const s of data.series) {
+    for (const g of s.groups) rows.push({ series: s, group: g });
+    rows.push({ series: s, gap: true });
+  }
+  fillTable("fairness-table", rows, (r) => {
+    if (r.gap) {
+      return [r.series.name, "gap (best vs worst)", "", "", ...data.figures.map((f) => gapCell(f, r.series.gaps[f.name]))];
+    }
+    const g = r.group;
+    return [r.series.name, g.group, sampleCell(g.requests, g.requests_enough), sampleCell(g.labelled, g.labelled_enough),
+      ...data.figures.map((f) => small(figureText(f, g[f.name]), g[`${f.basis}_enough`]))];
+  }, "no rows with this segment key in range");
+  document.querySelectorAll("#fairness-table tbody tr").forEach((tr, i) => {
+    if (rows[i] && rows[i].gap) tr.className = "gap";
+  });
+}
+
+function small(value, enough) {
+  const span = document.createElement("span");
+  // A figure with no value needs no warning about its sample.
+  const marked = !enough && value !== "–";
+  span.textContent = marked ? `${value} (n < min)` : value;
+  if (marked) span.className = "small";
+  return span;
+}
+
+function sampleCell(count, enough) {
+  return small(count.toLocaleString(), enough);
+}
+
+function gapCell(figure, gap) {
+  const span = document.createElement("span");
+  if (!gap) { span.textContent = "–"; span.title = "fewer than two groups with enough sample"; return span; }
+  span.textContent = `${figureText(figure, gap.gap)} (${gap.best} vs ${gap.worst})`;
+  span.title = `best ${gap.best}: ${figureText(figure, gap.best_value)} · worst ${gap.worst}: ${figureText(figure, gap.worst_value)} · over ${gap.groups} groups`;
+  return span;
+}
+
 function rolloutState(cfg) {
   if (!cfg) return "no commands yet";
   if (cfg.kill_switch) return "kill switch on";
@@ -397,7 +555,7 @@ async function refresh() {
   }
   const parts = [
     ["overview", renderOverview], ["series", renderSeries],
-    ["quality", renderQuality], ["labelling", renderQueue],
+    ["quality", renderQuality], ["labelling", renderQueue], ["approvals", renderApprovals],
   ];
   const results = await Promise.allSettled(parts.map(([path]) => api(path, params)));
   let failures = 0;
@@ -411,6 +569,13 @@ async function refresh() {
       showError(source, result.reason.message);
     }
   });
+  try {
+    await loadFairness(params);
+    document.querySelectorAll('.error[data-for="fairness"]').forEach((e) => { e.textContent = ""; });
+  } catch (e) {
+    failures += 1;
+    showError("fairness", e.message);
+  }
   status.textContent = `${failures ? failures + " panel(s) failed · " : ""}updated ${new Date().toLocaleTimeString()}`;
   status.className = failures ? "status bad" : "status";
   document.body.dataset.loaded = "true";
@@ -426,5 +591,9 @@ document.getElementById("range").addEventListener("change", (e) => { state.range
 state.range = rangeFromUrl();
 showRange();
 document.getElementById("auto").addEventListener("change", schedule);
+document.getElementById("fairness-key").addEventListener("change", (e) => { state.segment = e.target.value; refresh(); });
+document.getElementById("fairness-min").addEventListener("change", () => refresh());
+document.getElementById("decide-form").addEventListener("submit", submitDecision);
+document.getElementById("decide-cancel").addEventListener("click", () => document.getElementById("decide").close());
 refresh();
 schedule();

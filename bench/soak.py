@@ -1,0 +1,309 @@
+"""Soak: the demo's whole loop under steady load for `--minutes`, one broker restart halfway.
+
+Every `--sample-s` it records, per process (the broker, the ClickHouse endpoint, the stream
+processor, two replicas, the metrics service, the dashboard, the shadow scorer; each with its
+child processes): resident memory and open file descriptors; and the processor's RocksDB size
+and the consumer lag of every consumer group. The verdict is memory growth over the last
+`--judge-minutes` (default 20) for every process, against the 5 % limit.
+
+    python -m bench.soak                # 30 minutes, ~33 with start-up
+    python -m bench.soak --minutes 4 --judge-minutes 2 --sample-s 15   # a quick look
+
+Results: bench/results/soak.json and bench/results/soak.png (see bench/soak_plot.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.soak_plot import write_plot
+from safeloop.infra.kafka.broker import LocalKafkaBroker
+from safeloop.infra.kafka.broker_security import ADMIN_USER
+from safeloop.infra.settings import Settings
+from safeloop.services.demo.config import (
+    MODEL,
+    DemoConfig,
+    DemoPorts,
+    child_environment,
+    demo_settings,
+)
+from safeloop.services.demo.labels import LabelFeed
+from safeloop.services.demo.progress import Progress
+from safeloop.services.demo.run import labels_role_settings, start_stack
+from safeloop.services.demo.stack import ChildService, LocalStack
+from safeloop.services.demo.traffic import TrafficDriver
+from safeloop.services.models.training import DEFAULT_FEATURES
+
+RESULTS = Path(__file__).parent / "results" / "soak.json"
+GROWTH_LIMIT = 0.05
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass
+class Sample:
+    minute: float
+    rss_mb: dict[str, float]
+    fds: dict[str, int]
+    rocksdb_mb: float
+    lag: dict[str, int]
+    sent: int
+    failed: int
+
+
+@dataclass
+class Soak:
+    samples: list[Sample] = field(default_factory=list)
+    events: list[tuple[float, str]] = field(default_factory=list)
+
+
+def _children_of() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        tree.setdefault(parent, []).append(int(entry))
+    return tree
+
+
+def _tree(pid: int, tree: Mapping[int, list[int]]) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(tree.get(current, []))
+    return found
+
+
+def _rss_and_fds(pids: list[int]) -> tuple[float, int]:
+    rss, fds = 0, 0
+    for pid in pids:
+        try:
+            rss += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE
+            fds += len(os.listdir(f"/proc/{pid}/fd"))
+        except OSError:
+            continue
+    return rss / 1e6, fds
+
+
+def _dir_mb(path: Path) -> float:
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(root, name)).st_size
+            except OSError:
+                continue
+    return total / 1e6
+
+
+def _group_lags(settings: Settings) -> dict[str, int]:
+    """Messages behind the end, per consumer group of this run's topics (committed offsets)."""
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    from safeloop.infra.kafka.clients import connection_config
+
+    config = {**connection_config(settings), "bootstrap.servers": settings.bootstrap_servers}
+    admin = AdminClient(config)
+    groups = [g.group_id for g in admin.list_consumer_groups().result(timeout=10).valid]
+    lags: dict[str, int] = {}
+    from confluent_kafka import Consumer
+
+    probe = Consumer({**config, "group.id": "soak-probe", "enable.auto.commit": False})
+    try:
+        for group in groups:
+            request = [ConsumerGroupTopicPartitions(group)]
+            answer = admin.list_consumer_group_offsets(request)[group].result(timeout=10)
+            behind = 0
+            for tp in answer.topic_partitions:
+                if not tp.topic.startswith(settings.topic_prefix) or tp.offset < 0:
+                    continue
+                _, high = probe.get_watermark_offsets(
+                    TopicPartition(tp.topic, tp.partition), timeout=10
+                )
+                behind += max(high - tp.offset, 0)
+            lags[group] = behind
+    finally:
+        probe.close()
+    return lags
+
+
+def _metric(url: str, name: str) -> float:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return float("nan")
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + " ") or line.startswith(name + "{")
+    )
+
+
+def _sample(
+    started: float,
+    stack: LocalStack,
+    broker: LocalKafkaBroker | None,
+    settings: Settings,
+    admin: Settings,
+    traffic: TrafficDriver,
+    processor_url: str,
+) -> Sample:
+    tree = _children_of()
+    rss: dict[str, float] = {}
+    fds: dict[str, int] = {}
+    processes = {s.name: s.process.pid for s in stack.services if isinstance(s, ChildService)}
+    if broker is not None:
+        for node in broker.node_ids:
+            pid = broker.node_pid(node)
+            if pid is not None:
+                processes[f"kafka-{node}"] = pid
+    for name, pid in processes.items():
+        rss[name], fds[name] = _rss_and_fds(_tree(pid, tree))
+    try:
+        lag = _group_lags(admin)
+    except Exception as exc:  # a broker restarting: the sample says so
+        lag = {"error": -1}
+        print(f"lag unavailable: {exc}", file=sys.stderr, flush=True)
+    lag["processor (its /metrics)"] = int(_metric(processor_url, "safeloop_stream_lag") or 0)
+    return Sample(
+        minute=round((time.monotonic() - started) / 60, 2),
+        rss_mb={k: round(v, 1) for k, v in rss.items()},
+        fds=fds,
+        rocksdb_mb=round(_dir_mb(settings.state_dir / "streams"), 1),
+        lag=lag,
+        sent=traffic.counts.sent,
+        failed=traffic.counts.failed,
+    )
+
+
+def _growth(samples: list[Sample], judge_minutes: float) -> dict[str, dict[str, float]]:
+    """Per process: RSS at the start and end of the last `judge_minutes`, and the growth."""
+    last = samples[-1]
+    start = min(samples, key=lambda s: abs(s.minute - (last.minute - judge_minutes)))
+    growth: dict[str, dict[str, float]] = {}
+    for name, end_mb in last.rss_mb.items():
+        begin_mb = start.rss_mb.get(name)
+        if not begin_mb:
+            continue
+        growth[name] = {
+            "from_minute": start.minute,
+            "rss_mb_then": begin_mb,
+            "rss_mb_end": end_mb,
+            "growth": round((end_mb - begin_mb) / begin_mb, 4),
+        }
+    return growth
+
+
+def run(minutes: float, sample_s: float, judge_minutes: float, rate: float) -> dict[str, Any]:
+    base = Settings.from_env()
+    with tempfile.TemporaryDirectory(prefix="safeloop-soak-") as tmp:
+        config = DemoConfig(
+            duration_s=minutes * 60, rate=rate, keep_open=False, state_dir=Path(tmp)
+        )
+        ports = DemoPorts.pick()
+        settings = demo_settings(config, ports, base)
+        config.log_dir.mkdir(parents=True)
+        soak = Soak()
+        with (
+            open(os.devnull, "w") as quiet,
+            LocalStack(config.log_dir, child_environment(settings)) as stack,
+        ):
+            progress = Progress(quiet, lambda: None, live=False)  # type: ignore[arg-type,return-value]
+            _, roles = start_stack(stack, settings, config, ports, progress)
+            admin = Settings.from_env({**child_environment(settings), **roles.of(ADMIN_USER)})
+            broker = (
+                LocalKafkaBroker(settings, start_timeout=300.0)
+                if settings.uses_local_kafka
+                else None
+            )
+            labels = LabelFeed(
+                labels_role_settings(settings), DEFAULT_FEATURES, config.label_delay_s
+            )
+            replicas = [("127.0.0.1", port) for port in ports.replicas]
+            traffic = TrafficDriver(
+                replicas, MODEL, DEFAULT_FEATURES, rate=rate, on_answer=labels.submit
+            )
+            labels.start()
+            traffic.start()
+            processor_url = f"http://127.0.0.1:{ports.processor_web}/metrics"
+            started = time.monotonic()
+            restarted = False
+            try:
+                while (elapsed := time.monotonic() - started) < minutes * 60:
+                    sample = _sample(
+                        started, stack, broker, settings, admin, traffic, processor_url
+                    )
+                    soak.samples.append(sample)
+                    print(json.dumps(sample.__dict__), flush=True)
+                    stack.check_alive()
+                    if broker is not None and not restarted and elapsed >= minutes * 30:
+                        restarted = True
+                        soak.events.append((sample.minute, "broker restart"))
+                        print("restarting the broker", flush=True)
+                        broker.stop()
+                        broker.start()
+                    time.sleep(max(0.0, sample_s - (time.monotonic() - started - elapsed)))
+                soak.samples.append(
+                    _sample(started, stack, broker, settings, admin, traffic, processor_url)
+                )
+            finally:
+                traffic.stop()
+                labels.close()
+    growth = _growth(soak.samples, judge_minutes)
+    worst = max(growth.values(), key=lambda g: g["growth"])
+    return {
+        "benchmark": "soak",
+        "minutes": minutes,
+        "rate_requests_per_s": rate,
+        "events": soak.events,
+        "samples": [s.__dict__ for s in soak.samples],
+        "growth_last_minutes": judge_minutes,
+        "growth": growth,
+        "worst_growth": worst["growth"],
+        "limit": GROWTH_LIMIT,
+        "met": worst["growth"] <= GROWTH_LIMIT,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "load_average_at_end": os.getloadavg(),
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__)
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--sample-s", type=float, default=60.0)
+    parser.add_argument("--judge-minutes", type=float, default=20.0)
+    parser.add_argument("--rate", type=float, default=100.0, help="requests/s to the replicas")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    results = run(args.minutes, args.sample_s, args.judge_minutes, args.rate)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_plot(results, args.out.with_suffix(".png"))
+    print(json.dumps({k: results[k] for k in ("growth", "worst_growth", "met")}, indent=2))
+    return 0 if results["met"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
