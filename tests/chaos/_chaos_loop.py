@@ -194,9 +194,10 @@ class ChaosLoop:
         }
 
     def wait_landed(self, timeout_s: float = 300.0) -> tuple[dict[str, set[str]], float | None]:
-        """Wait until ClickHouse holds as many rows of the label feed as Kafka acknowledged so
-        far (in predictions, outcomes and joined feedback); those acknowledged ids by table,
-        and how long that took (None: not within `timeout_s`)."""
+        """Wait until ClickHouse holds every id of the label feed Kafka acknowledged so far (in
+        predictions, outcomes and joined feedback); those acknowledged ids by table, and how
+        long that took (None: not within `timeout_s`). Ids, not counts: the load goes on, and
+        newer rows must not make up for older ones still missing."""
         started = time.monotonic()
         predictions, outcomes = self.load.acknowledged()
         wanted = {
@@ -208,7 +209,14 @@ class ChaosLoop:
 
         def landed() -> bool:
             return all(
-                self.run.count(f"SELECT countIf({mine}) FROM {SOURCES[t]}") >= len(ids)
+                ids
+                <= {
+                    row[0]
+                    for row in self.run.query(
+                        f"SELECT DISTINCT prediction_id FROM {SOURCES[t]}"
+                        f" {'AND' if 'WHERE' in SOURCES[t] else 'WHERE'} {mine}"
+                    )
+                }
                 for t, ids in wanted.items()
             )
 
