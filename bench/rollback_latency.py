@@ -50,6 +50,7 @@ from safeloop.infra.kafka.broker import LocalKafkaBroker
 from safeloop.infra.kafka.clients import make_producer, producer_config
 from safeloop.infra.kafka.topics import TopicAdmin, topic_specs
 from safeloop.infra.portcheck import free_port
+from safeloop.infra.prometheus_scrape import scrape_total
 from safeloop.infra.settings import Secret, Settings
 from safeloop.infra.warehouse.process import WarehouseProcess
 from safeloop.schemas.codec import FEEDBACK_CODEC, PREDICTION_CODEC
@@ -519,12 +520,11 @@ def _behind_at_measurable(replicas: list[Replica], port: int) -> dict[str, float
     read yet (its /metrics consumer lag, refreshed each second; -1 if unreadable)."""
     lag = -1.0
     with contextlib.suppress(OSError, ValueError):
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as answer:
-            text = answer.read().decode()
-        lag = sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith("safeloop_metrics_consumer_lag{") and "predictions" in line
+        lag = scrape_total(
+            f"http://127.0.0.1:{port}/metrics",
+            "safeloop_metrics_consumer_lag",
+            2.0,
+            containing="predictions",
         )
     return {
         "replicas_unacknowledged_at_measurable": float(sum(r.sink.pending() for r in replicas)),

@@ -21,7 +21,6 @@ import platform
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 from bench.soak_plot import write_plot
 from safeloop.infra.kafka.broker import LocalKafkaBroker
 from safeloop.infra.kafka.broker_security import ADMIN_USER
+from safeloop.infra.prometheus_scrape import scrape_total
 from safeloop.infra.settings import Settings
 from safeloop.services.demo.config import (
     MODEL,
@@ -39,7 +39,7 @@ from safeloop.services.demo.config import (
     demo_settings,
 )
 from safeloop.services.demo.labels import LabelFeed
-from safeloop.services.demo.progress import Progress
+from safeloop.services.demo.progress import NO_GAUGES, Progress
 from safeloop.services.demo.run import labels_role_settings, start_stack
 from safeloop.services.demo.stack import ChildService, LocalStack
 from safeloop.services.demo.traffic import TrafficDriver
@@ -146,15 +146,9 @@ def _group_lags(settings: Settings) -> dict[str, int]:
 
 def _metric(url: str, name: str) -> float:
     try:
-        with urllib.request.urlopen(url, timeout=5) as answer:
-            text = answer.read().decode()
+        return scrape_total(url, name)
     except OSError:
         return float("nan")
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith(name + " ") or line.startswith(name + "{")
-    )
 
 
 def _sample(
@@ -226,7 +220,7 @@ def run(minutes: float, sample_s: float, judge_minutes: float, rate: float) -> d
             open(os.devnull, "w") as quiet,
             LocalStack(config.log_dir, child_environment(settings)) as stack,
         ):
-            progress = Progress(quiet, lambda: None, live=False)  # type: ignore[arg-type,return-value]
+            progress = Progress(quiet, lambda: NO_GAUGES, live=False)
             _, roles = start_stack(stack, settings, config, ports, progress)
             admin = Settings.from_env({**child_environment(settings), **roles.of(ADMIN_USER)})
             broker = (

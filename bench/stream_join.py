@@ -15,6 +15,7 @@ Uses KAFKA_BOOTSTRAP_SERVERS / CLICKHOUSE_URL when set, else starts a private br
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -25,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -40,6 +40,7 @@ from safeloop.infra.clickhouse.client import clickhouse_client
 from safeloop.infra.clickhouse.migrate import migrate
 from safeloop.infra.kafka.broker import LocalKafkaBroker
 from safeloop.infra.portcheck import free_port
+from safeloop.infra.prometheus_scrape import scrape_total
 from safeloop.infra.settings import Settings
 from safeloop.infra.warehouse.process import WarehouseProcess
 from safeloop.schemas.codec import OUTCOME_CODEC, PREDICTION_CODEC
@@ -199,14 +200,8 @@ class Phase:
     def metric(self, name: str, ports: list[int] | None = None) -> float:
         total = 0.0
         for port in self.ports if ports is None else ports:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-                    text = r.read().decode()
-            except OSError:
-                continue
-            for line in text.splitlines():
-                if line.startswith(name + " ") or line.startswith(name + "{"):
-                    total += float(line.rsplit(" ", 1)[1])
+            with contextlib.suppress(OSError):
+                total += scrape_total(f"http://127.0.0.1:{port}/metrics", name)
         return total
 
     def count(self, sql: str) -> int:

@@ -28,6 +28,10 @@ class Gauges:
     failed: int
 
 
+# For a caller with nothing to show (a benchmark driving the demo's stack quietly).
+NO_GAUGES = Gauges(0.0, 0.0, 0, 0, 0)
+
+
 class Progress:
     """`phase` and `event` update the block (or print a line); a thread redraws it."""
 

@@ -24,7 +24,12 @@ from safeloop.infra.kafka.access import is_refusal, refusal_of
 from safeloop.infra.kafka.dead_letters import SourceRecord, dead_letter, decode_or_reject
 from safeloop.schemas.codec import DEAD_LETTER_CODEC, EventCodec
 from safeloop.schemas.events import DeadLetter
-from safeloop.services.monitor.rebuild import ReplayFrom, ReplayTracker, replay_starts
+from safeloop.services.monitor.rebuild import (
+    ReplayFrom,
+    ReplayStart,
+    ReplayTracker,
+    replay_starts,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +57,9 @@ class ConsumerCounts:
     lag_unknown: int = 0
     # Failed attempts to measure the catch-up target (retried on the next poll).
     catch_up_probe_failures: int = 0
+    # Partitions a rebalance took away and gave straight back: resumed where reading was,
+    # windows intact, nothing re-read.
+    partitions_kept: int = 0
 
 
 @dataclass(slots=True)
@@ -104,6 +112,9 @@ class EventConsumer(Generic[E]):
         self.replay = ReplayTracker()
         # partition -> next offset to read (last returned + 1)
         self._positions: dict[int, int] = {}
+        # partition -> next offset, of partitions revoked by a rebalance still under way: if
+        # it gives them back (a coordinator moving, a member leaving), reading resumes there.
+        self._released: dict[int, int] = {}
         self.counts = ConsumerCounts()
         self.membership = GroupMembership()
         # partition -> high watermark - next offset to read, from the client's cached watermarks
@@ -113,7 +124,7 @@ class EventConsumer(Generic[E]):
         # measured. Emptied as partitions reach it; then `membership.caught_up_at` is set.
         self._catch_up: dict[int, int] | None = None
         consumer.subscribe(
-            [topic], on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._revoked
+            [topic], on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost
         )
 
     def poll(self, max_records: int, timeout_s: float) -> list[E]:
@@ -191,34 +202,49 @@ class EventConsumer(Generic[E]):
         membership.unassigned_at = None
         membership.rebuilt_at = None
         membership.partitions = frozenset(tp.partition for tp in partitions)
-        self._start_replay(consumer, partitions)
+        # The windows still hold what was read of a partition given straight back, up to
+        # where reading got (maybe past the last commit): resume there, re-read nothing.
+        kept = {
+            tp.partition: self._released[tp.partition]
+            for tp in partitions
+            if tp.partition in self._released
+        }
+        self._released = {}
+        self._positions.update(kept)
+        self.counts.partitions_kept += len(kept)
+        starts = self._replay_starts(
+            consumer, [tp for tp in partitions if tp.partition not in kept]
+        )
+        offsets = {**{start.partition: start.offset for start in starts}, **kept}
+        if offsets:
+            # Eager protocol: the assignment made in this callback is the one that counts.
+            consumer.assign(
+                [
+                    TopicPartition(self.topic, tp.partition, offsets.get(tp.partition, tp.offset))
+                    for tp in partitions
+                ]
+            )
+        if starts:
+            self._begin_replay(starts)
 
-    def _start_replay(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Assign the partitions that must be re-read at the offset of `replay_from`."""
+    def _replay_starts(
+        self, consumer: Consumer, partitions: list[TopicPartition]
+    ) -> list[ReplayStart]:
+        """Where the partitions must be re-read from, at the offset of `replay_from`."""
         if self.replay_from is None or not partitions:
-            return
+            return []
         from_ms = self.replay_from()
         if from_ms is None:
-            return
+            return []
         try:
-            starts = replay_starts(
-                consumer, self.topic, [tp.partition for tp in partitions], from_ms
-            )
+            return replay_starts(consumer, self.topic, [tp.partition for tp in partitions], from_ms)
         except KafkaException as exc:
             # Judging on windows that refill is what happened before rebuilds existed.
             self.replay.failures += 1
             logger.error("%s: cannot rebuild windows from %s: %s", self.name, self.topic, exc)
-            return
-        if not starts:
-            return
-        offsets = {start.partition: start.offset for start in starts}
-        # Eager protocol: the assignment made in this callback is the one that counts.
-        consumer.assign(
-            [
-                TopicPartition(self.topic, tp.partition, offsets.get(tp.partition, tp.offset))
-                for tp in partitions
-            ]
-        )
+            return []
+
+    def _begin_replay(self, starts: list[ReplayStart]) -> None:
         self.replay.begin(starts)
         for start in starts:
             self._positions[start.partition] = start.until
@@ -244,6 +270,22 @@ class EventConsumer(Generic[E]):
                 logger.info("%s: windows rebuilt from %s", self.name, self.topic)
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """A clean revoke: nobody read these partitions past us, so if the same rebalance
+        gives them back, reading resumes where it got (unless they were still re-read)."""
+        replaying = set(self.replay.pending())
+        self._released = {
+            tp.partition: self._positions[tp.partition]
+            for tp in partitions
+            if tp.partition in self._positions and tp.partition not in replaying
+        }
+        self._unassign(partitions)
+
+    def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Lost (the session expired): another member may have read on; keep nothing."""
+        self._released = {}
+        self._unassign(partitions)
+
+    def _unassign(self, partitions: list[TopicPartition]) -> None:
         membership = self.membership
         membership.unassigned_at = time.monotonic()
         membership.rebuilt_at = None

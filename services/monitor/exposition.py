@@ -80,6 +80,12 @@ def metrics_registry(service: MetricsService) -> Registry:
         ("topic",),
     )
     add(
+        "safeloop_metrics_partitions_kept_total",
+        "Partitions a rebalance gave straight back, resumed with their windows (no re-read).",
+        per_topic(lambda counts: counts.partitions_kept),
+        ("topic",),
+    )
+    add(
         "safeloop_metrics_assigned_partitions",
         "Partitions the consumer group currently assigns to this process, per topic.",
         lambda: {(c.topic,): len(c.membership.partitions) for c in consumers},

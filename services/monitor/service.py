@@ -316,7 +316,9 @@ class MetricsService:
         """Publish this instance's guard summaries (when due); read the others'."""
         if self.exchange is None:
             return 0
-        self.guard.retain(self._owned())
+        if self.predictions.membership.unassigned_at is None:
+            # Not mid-rebalance: partitions it gives straight back keep their windows.
+            self.guard.retain(self._owned())
         if self.exchange.due() and self.rebuilt():
             # Until rebuilt, the partitions' previous summaries on the topic are the better ones.
             self.exchange.publish(self.guard.summaries())

@@ -28,6 +28,7 @@ from confluent_kafka import Producer
 
 from safeloop.infra.kafka.clients import producer_config
 from safeloop.infra.portcheck import free_port
+from safeloop.infra.prometheus_scrape import parse_samples
 from safeloop.infra.settings import Settings
 from safeloop.schemas.codec import PREDICTION_CODEC
 from safeloop.schemas.events import PredictionEvent, Route
@@ -75,16 +76,6 @@ def _get(url: str) -> tuple[int, str]:
         return 0, str(error)
 
 
-def _samples(text: str) -> dict[str, float]:
-    """`name{labels}` -> value, for every sample line of an exposition."""
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
-    return out
-
-
 def test_metrics_and_healthz_of_a_running_service(settings: Settings) -> None:
     _produce(settings)
     config = MetricsConfig(snapshot_interval_ms=300, guard_policy=TEST_POLICY)
@@ -105,7 +96,7 @@ def test_metrics_and_healthz_of_a_running_service(settings: Settings) -> None:
 
             def scraped() -> dict[str, float] | None:
                 status, text = _get(metrics)
-                samples = _samples(text) if status == 200 else {}
+                samples = parse_samples(text) if status == 200 else {}
                 done = (
                     samples.get(consumed) == EVENTS
                     and samples.get("safeloop_metrics_rows_written_total", 0) > 0

@@ -22,6 +22,7 @@ from _stream_harness import (
     wait_for,
 )
 
+from safeloop.infra.prometheus_scrape import scrape_total
 from safeloop.schemas.codec import DEAD_LETTER_CODEC, PREDICTION_CODEC
 from safeloop.schemas.events import Route
 
@@ -190,13 +191,7 @@ def test_each_kind_of_bad_input_becomes_a_counted_dead_letter(run: Run) -> None:
 
 def metric_total(run: Run, name: str) -> float:
     """The sum of every sample of `name` on the worker's /metrics."""
-    url = f"http://127.0.0.1:{run.metrics_port}/metrics"
-    text = urllib.request.urlopen(url, timeout=10).read().decode()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith((name + " ", name + "{"))
-    )
+    return scrape_total(f"http://127.0.0.1:{run.metrics_port}/metrics", name, 10.0)
 
 
 def test_an_outcome_after_its_window_is_counted_late_stored_and_not_parked(run: Run) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import tempfile
 import time
-import urllib.request
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,19 +20,14 @@ from _stream_harness import (
 )
 
 from safeloop.infra.clickhouse.migrate import migrate
+from safeloop.infra.prometheus_scrape import scrape_total
 from safeloop.infra.warehouse.process import WarehouseProcess
 
 pytestmark = pytest.mark.integration
 
 
 def metric(port: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith((name + " ", name + "{"))
-    )
+    return scrape_total(f"http://127.0.0.1:{port}/metrics", name, 10.0)
 
 
 def test_clickhouse_outage_backs_off_then_recovers_without_loss(stack: Any) -> None:

@@ -1,0 +1,142 @@
+"""A rebalance that gives a metrics consumer its partitions straight back (the coordinator
+moved, a member came and went) resumes where reading got, windows intact: nothing is re-read,
+so nothing is counted twice and the guard is not blind while a replay runs."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from _stream_events import prediction
+from confluent_kafka import TopicPartition
+
+from safeloop.schemas.codec import PREDICTION_CODEC
+from safeloop.services.monitor.consumer import EventConsumer
+
+TOPIC = "predictions"
+VALUE = PREDICTION_CODEC.encode(prediction(ts=time.time_ns() // 1_000_000))
+COMMITTED = 100
+REPLAY_FROM_OFFSET = 40
+
+
+class Message:
+    def __init__(self, offset: int) -> None:
+        self._offset = offset
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return TOPIC
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes:
+        return b"k"
+
+    def value(self) -> bytes:
+        return VALUE
+
+
+class Partition:
+    """One partition of 1,000 records, committed at 100; `assign` moves the read position."""
+
+    def __init__(self) -> None:
+        self.read_to = COMMITTED
+        self.assigned: list[list[TopicPartition]] = []
+        self.callbacks: dict[str, Any] = {}
+
+    def subscribe(self, topics: list[str], **callbacks: Any) -> None:
+        self.callbacks = callbacks
+
+    def rebalance(self, *, lost: bool = False) -> None:
+        """Revoke (or lose) partition 0, then assign it back at the committed offset."""
+        self.callbacks["on_lost" if lost else "on_revoke"](self, [TopicPartition(TOPIC, 0)])
+        self.read_to = COMMITTED
+        self.callbacks["on_assign"](self, [TopicPartition(TOPIC, 0, -1001)])
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        self.assigned.append(partitions)
+        self.read_to = partitions[0].offset
+
+    def consume(self, num_messages: int, timeout: float) -> list[Message]:
+        until = min(1_000, self.read_to + num_messages)
+        messages = [Message(offset) for offset in range(self.read_to, until)]
+        self.read_to = until
+        return messages
+
+    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        return [TopicPartition(TOPIC, tp.partition, self.read_to) for tp in partitions]
+
+    def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        return [TopicPartition(TOPIC, tp.partition, COMMITTED) for tp in partitions]
+
+    def offsets_for_times(
+        self, partitions: list[TopicPartition], timeout: float
+    ) -> list[TopicPartition]:
+        return [TopicPartition(TOPIC, tp.partition, REPLAY_FROM_OFFSET) for tp in partitions]
+
+    def get_watermark_offsets(self, tp: TopicPartition, **_: Any) -> tuple[int, int]:
+        return 0, 1_000
+
+
+def _started() -> tuple[Partition, EventConsumer[Any]]:
+    """Assigned after a restart (40..100 replayed), then read on to offset 300."""
+    partition = Partition()
+    consumer = EventConsumer(
+        partition,  # type: ignore[arg-type]
+        TOPIC,
+        PREDICTION_CODEC,
+        None,  # type: ignore[arg-type]
+        "dead-letters",
+        name="predictions",
+    )
+    consumer.replay_from = lambda: 1
+    partition.callbacks["on_assign"](partition, [TopicPartition(TOPIC, 0, -1001)])
+    assert partition.read_to == REPLAY_FROM_OFFSET
+    assert len(consumer.poll(260, 0.0)) == 260
+    assert consumer.rebuilt and partition.read_to == 300
+    return partition, consumer
+
+
+def test_partitions_given_straight_back_resume_where_reading_got_with_nothing_re_read() -> None:
+    partition, consumer = _started()
+    partition.rebalance()
+    assert partition.assigned[-1] == [TopicPartition(TOPIC, 0, 300)]
+    events = consumer.poll(50, 0.0)
+    assert len(events) == 50 and partition.read_to == 350, "offsets 300..349, read once"
+    assert consumer.rebuilt, "no replay: the guard judges at once"
+    assert consumer.counts.partitions_kept == 1
+    assert consumer.positions() == [TopicPartition(TOPIC, 0, 350)]
+
+
+def test_lost_partitions_are_re_read_from_the_window_start() -> None:
+    partition, consumer = _started()
+    partition.rebalance(lost=True)
+    # Another member may have read on: rebuild from the log, as after a restart.
+    assert partition.assigned[-1] == [TopicPartition(TOPIC, 0, REPLAY_FROM_OFFSET)]
+    assert consumer.counts.partitions_kept == 0
+    consumer.poll(30, 0.0)
+    assert not consumer.rebuilt
+
+
+def test_a_partition_revoked_while_still_replaying_is_replayed_again() -> None:
+    partition = Partition()
+    consumer = EventConsumer(
+        partition,  # type: ignore[arg-type]
+        TOPIC,
+        PREDICTION_CODEC,
+        None,  # type: ignore[arg-type]
+        "dead-letters",
+        name="predictions",
+    )
+    consumer.replay_from = lambda: 1
+    partition.callbacks["on_assign"](partition, [TopicPartition(TOPIC, 0, -1001)])
+    consumer.poll(10, 0.0)  # 40..49 of a replay up to 100
+    partition.rebalance()
+    assert partition.assigned[-1] == [TopicPartition(TOPIC, 0, REPLAY_FROM_OFFSET)]
+    assert consumer.counts.partitions_kept == 0
