@@ -156,6 +156,9 @@ class Traffic:
     malformed_every: int = 0
     sent: int = 0
     failed: int = 0
+    # Each request's time to answer (or to fail), in order; when each failure happened.
+    latencies_ms: list[float] = field(default_factory=list)
+    failed_at: list[float] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -179,13 +182,16 @@ class Traffic:
             features = FEATURES
             if self.malformed_every and self.sent % self.malformed_every == 0:
                 features = {name: v for name, v in FEATURES.items() if name != "age"}
+            started = time.perf_counter()
+            answer: Prediction | None = None
             try:
                 answer = replica.predictor.predict(MODEL, key, features)
             except Exception:
+                self.failed_at.append(time.monotonic())
                 self.failed += 1
-            else:
-                if self.on_prediction is not None:
-                    self.on_prediction(answer)
+            self.latencies_ms.append((time.perf_counter() - started) * 1000)
+            if answer is not None and self.on_prediction is not None:
+                self.on_prediction(answer)
             self.sent += 1
             next_at += interval_s
             delay = next_at - time.perf_counter()

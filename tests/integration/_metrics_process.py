@@ -49,17 +49,20 @@ class MetricsProcess:
 
 
 @contextmanager
-def metrics_process(settings: Settings, *args: str, ready: bool = True) -> Iterator[MetricsProcess]:
-    """`safeloop metrics run ARGS` in its own process (ready unless told otherwise); killed
-    on exit if still running."""
+def metrics_process(
+    settings: Settings, *args: str, ready: bool = True, log: Path | None = None
+) -> Iterator[MetricsProcess]:
+    """`safeloop metrics run ARGS` in its own process (ready unless told otherwise), its
+    output appended to `log` if given; killed on exit if still running."""
     port = free_port()
-    process = subprocess.Popen(
-        [*METRICS_RUN, *args, "--http-port", str(port)],
-        cwd=REPO,
-        env={**os.environ, **settings.to_env()},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with open(log, "ab") if log is not None else open(os.devnull, "wb") as out:
+        process = subprocess.Popen(
+            [*METRICS_RUN, *args, "--http-port", str(port)],
+            cwd=REPO,
+            env={**os.environ, **settings.to_env()},
+            stdout=out,
+            stderr=out,
+        )
     started = MetricsProcess(process, port)
     try:
         if ready:
