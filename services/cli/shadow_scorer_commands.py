@@ -30,6 +30,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     scorer.add_argument("--scorer-id", help="default: shadow-<host>-<pid>")
     scorer.add_argument(
+        "--group",
+        help="consumer group: scorers of one group share the work; another group scores every "
+        "request again (a trial scorer, a benchmark). Default: safeloop-shadow-scorer",
+    )
+    scorer.add_argument(
         "--cpu-priority",
         choices=CPU_PRIORITY_CHOICES,
         help="idle: Linux SCHED_IDLE, a core only when nothing else wants it (nice 19 where "
@@ -48,10 +53,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     # Before numpy (BLAS threads) and any Kafka client start threads: they inherit it.
     applied = lower_cpu_priority(priority)
     logger.info("shadow scorer %s CPU priority %s: %s", scorer_id, priority.value, applied)
-    from safeloop.services.shadow.wiring import build_shadow_scorer
+    from safeloop.services.shadow.wiring import GROUP, build_shadow_scorer
 
     try:
-        process = build_shadow_scorer(settings, scorer_id)
+        process = build_shadow_scorer(settings, scorer_id, group=args.group or GROUP)
     except ControlError as exc:
         sys.stderr.write(f"safeloop: {exc}\n")
         return ExitCode.FAILURE
