@@ -73,7 +73,7 @@ BENCH_KEY = SigningKey("bench", bytes(range(32)))
 SCORER_JOIN_S = 8.0
 # Shadow off and on cycle this many rounds each (the requests split between them), unless
 # --shadow-rounds says otherwise: more, shorter rounds spread other jobs' bursts more evenly.
-SHADOW_ROUNDS = 6
+SHADOW_ROUNDS = 20
 SCORER_CORE = max(os.sched_getaffinity(0))
 # The scorers measured side by side: case name -> `--cpu-priority`.
 SCORERS = {"shadow_on": "idle", "shadow_on_normal_priority": "normal"}
