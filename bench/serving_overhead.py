@@ -8,10 +8,17 @@ writes bench/results/serving_overhead.json. Uses KAFKA_BOOTSTRAP_SERVERS or a pr
 
 Shadow: with a shadow version on, replicas do nothing more per request (shadows are scored by
 `safeloop shadow-scorer` from the published events), so the shadow case runs the same request
-path with the config's shadow on while a real scorer process consumes the topic and scores a
-trained logistic v3 for every request, on the same machine (the scorer on the other core than
-the request thread). Shadow off and on alternate round by round, off with the scorer stopped;
-the target is the median round's request p99 with shadow on within 10 % of shadow off.
+path with the config's shadow on while real scorer processes consume the topic and score a
+trained logistic v3 for every request, on the same machine. Two scorers run, in their own
+consumer groups: one at the default CPU priority `idle` (SCHED_IDLE) and one at `normal` (as
+before the priority existed), so both are measured against the same-run baseline. Rounds cycle
+shadow off (both scorers stopped), on with the idle scorer, on with the normal one (the order of
+the two on rounds alternates per cycle); the request thread runs flat out, faster than a scorer
+can score, so during every on round its scorer is busy the whole time (the worst case: a
+scorer that is behind). The target is the median round's request p99 with shadow on (idle)
+within 10 % of shadow off. `--scorer-core other` pins the scorers to the core the request
+thread is not on (default `any`: they float, as in a deployment, and only their priority keeps
+them off the requests' core).
 """
 
 from __future__ import annotations
@@ -64,9 +71,12 @@ TARGET_P99_US = 100.0
 SHADOW_P99_TOLERANCE = 0.10
 BENCH_KEY = SigningKey("bench", bytes(range(32)))
 SCORER_JOIN_S = 8.0
-# Shadow off and on alternate this many rounds each (the requests split between them).
-SHADOW_ROUNDS = 6
+# Shadow off and on cycle this many rounds each (the requests split between them), unless
+# --shadow-rounds says otherwise: more, shorter rounds spread other jobs' bursts more evenly.
+SHADOW_ROUNDS = 20
 SCORER_CORE = max(os.sched_getaffinity(0))
+# The scorers measured side by side: case name -> `--cpu-priority`.
+SCORERS = {"shadow_on": "idle", "shadow_on_normal_priority": "normal"}
 FEATURES = {name: 0.5 + index for index, name in enumerate(DEFAULT_FEATURES)}
 CONFIG = ModelConfig(
     production_version="v1",
@@ -172,7 +182,11 @@ def _kafka_settings(state_dir: Path) -> tuple[Settings, LocalKafkaBroker | None]
     return settings, broker
 
 
-def run(requests: int, warmup: int) -> dict[str, Any]:
+def run(
+    requests: int, warmup: int, *, pin: bool = False, shadow_rounds: int = SHADOW_ROUNDS
+) -> dict[str, Any]:
+    """Every case; `pin` puts the shadow scorers on the core the request thread is not on."""
+    load_at_start = os.getloadavg()[0]
     cases: dict[str, Any] = {}
     keys = [f"user-{index}" for index in range(100_000)]
     cases["route_only"] = _time_calls(
@@ -207,14 +221,28 @@ def run(requests: int, warmup: int) -> dict[str, Any]:
             sink = KafkaEventSink(producer, settings.topics.predictions)
             cases["request_kafka_sink"] = _time_calls(_request(_predictor(sink)), requests, warmup)
             shadow_config = replace(CONFIG, shadow_version="v3", shadow_enabled=True)
-            scorer_log = Path(state_dir) / "shadow-scorer.log"
-            scorer = _start_shadow_scorer(settings, Path(state_dir), shadow_config, scorer_log)
+            scorer_settings = _prepare_shadow(settings, Path(state_dir), shadow_config)
+            scorers: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
             try:
+                for name, priority in SCORERS.items():
+                    log_path = Path(state_dir) / f"{name}.log"
+                    scorers[name] = (
+                        _start_shadow_scorer(scorer_settings, name, priority, pin, log_path),
+                        log_path,
+                    )
                 cases.update(
-                    _shadow_off_and_on(_predictor(sink), shadow_config, scorer, requests, warmup)
+                    _shadow_off_and_on(
+                        _predictor(sink),
+                        shadow_config,
+                        {name: process for name, (process, _) in scorers.items()},
+                        requests,
+                        warmup,
+                        shadow_rounds,
+                    )
                 )
             finally:
-                cases["shadow_scorer"] = _stop_shadow_scorer(scorer, scorer_log)
+                for name, (process, log_path) in scorers.items():
+                    cases[f"{name}_scorer"] = _stop_shadow_scorer(process, log_path)
             sink.close(30.0)
             stats = sink.stats()
             cases["kafka_sink_stats"] = {
@@ -234,6 +262,11 @@ def run(requests: int, warmup: int) -> dict[str, Any]:
         cases["shadow_on"]["thread_cpu_median_round_p99_us"]
         / cases["shadow_off"]["thread_cpu_median_round_p99_us"]
     )
+    pooled_ratio = cases["shadow_on"]["pooled_p99_us"] / cases["shadow_off"]["pooled_p99_us"]
+    normal_ratio = (
+        cases["shadow_on_normal_priority"]["median_round_p99_us"]
+        / cases["shadow_off"]["median_round_p99_us"]
+    )
     return {
         "benchmark": "serving_overhead",
         "what": "per-request time of Predictor.predict with a constant model: routing, "
@@ -245,11 +278,15 @@ def run(requests: int, warmup: int) -> dict[str, Any]:
         "shadow_meets_target": shadow_ratio <= 1.0 + SHADOW_P99_TOLERANCE,
         "shadow_thread_cpu_p99_ratio": round(shadow_cpu_ratio, 3),
         "shadow_thread_cpu_meets_target": shadow_cpu_ratio <= 1.0 + SHADOW_P99_TOLERANCE,
+        "shadow_pooled_p99_ratio": round(pooled_ratio, 3),
+        "shadow_normal_priority_p99_ratio": round(normal_ratio, 3),
+        "scorer_core": "other" if pin else "any",
         "cases": cases,
         "machine": {
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
             "load_average_1m": round(os.getloadavg()[0], 2),
+            "load_average_1m_at_start": round(load_at_start, 2),
             "platform": platform.platform(),
         },
         "requests_per_case": requests,
@@ -260,42 +297,53 @@ def run(requests: int, warmup: int) -> dict[str, Any]:
 def _shadow_off_and_on(
     predictor: Predictor,
     shadow_config: ModelConfig,
-    scorer: subprocess.Popen[bytes],
+    scorers: dict[str, subprocess.Popen[bytes]],
     requests: int,
     warmup: int,
+    rounds: int,
 ) -> dict[str, Any]:
-    """Shadow off and on in alternating rounds, so that the machine's other load falls on both.
+    """Shadow off and on (one case per scorer) in cycling rounds, so that the machine's other
+    load falls on every case.
 
-    Off: the config has no shadow and the scorer process is stopped (SIGSTOP: as if none were
-    deployed). On: the shadow is on and the scorer runs, catching up on the off round's events
-    too. The request thread is pinned to one core and the scorer to another (a deployment runs
-    the scorer beside the replicas, not on their cores); the broker and everything else on this
+    Off: the config has no shadow and every scorer is stopped (SIGSTOP: as if none were
+    deployed). On: the shadow is on and that case's scorer runs (the others stopped), scoring
+    its backlog and the round's requests. The request thread is pinned to one core; the broker,
+    librdkafka's threads, the scorers (unless pinned at start) and everything else on this
     machine float. Each request is timed twice: wall clock (what a user waits, including any
     time the thread was not scheduled) and the request thread's own CPU time (the work the
     request path does, which the shadow would raise if it were scored on it)."""
     cores = sorted(os.sched_getaffinity(0))
-    request_core, scorer_core = cores[0], SCORER_CORE
+    request_core = cores[0]
     os.sched_setaffinity(0, {request_core})  # this thread only: librdkafka's threads float
     request = _request(predictor)
-    configs = {"shadow_off": replace(CONFIG, shadow_enabled=False), "shadow_on": shadow_config}
+    configs = {"shadow_off": replace(CONFIG, shadow_enabled=False)}
+    configs.update({name: shadow_config for name in scorers})
     wall: dict[str, list[dict[str, Any]]] = {name: [] for name in configs}
     cpu: dict[str, list[dict[str, Any]]] = {name: [] for name in configs}
-    per_round = requests // SHADOW_ROUNDS
+    per_round = requests // rounds
+    pooled: dict[str, list[int]] = {name: [] for name in configs}
+    on_names = list(scorers)
     sequence = 10
     try:
-        for index in range(SHADOW_ROUNDS * 2):
-            name = "shadow_off" if index % 2 == 0 else "shadow_on"
-            sequence += 1
-            predictor.apply_config("churn", configs[name], sequence)
-            scorer.send_signal(signal.SIGSTOP if name == "shadow_off" else signal.SIGCONT)
-            for call in range(warmup // SHADOW_ROUNDS):
-                request(call)
-            gc.collect()
-            wall_ns, cpu_ns = _wall_and_cpu(request, per_round)
-            wall[name].append(_percentiles(wall_ns))
-            cpu[name].append(_percentiles(cpu_ns))
+        for cycle in range(rounds):
+            # The on cases swap places every cycle: neither always follows the off round.
+            order = on_names if cycle % 2 == 0 else on_names[::-1]
+            for name in ["shadow_off", *order]:
+                sequence += 1
+                predictor.apply_config("churn", configs[name], sequence)
+                for scorer_name, scorer in scorers.items():
+                    running = scorer_name == name
+                    scorer.send_signal(signal.SIGCONT if running else signal.SIGSTOP)
+                for call in range(warmup // rounds):
+                    request(call)
+                gc.collect()
+                wall_ns, cpu_ns = _wall_and_cpu(request, per_round)
+                wall[name].append(_percentiles(wall_ns))
+                pooled[name].extend(wall_ns)
+                cpu[name].append(_percentiles(cpu_ns))
     finally:
-        scorer.send_signal(signal.SIGCONT)
+        for scorer in scorers.values():
+            scorer.send_signal(signal.SIGCONT)
         os.sched_setaffinity(0, set(cores))
     cases: dict[str, Any] = {}
     for name in configs:
@@ -305,11 +353,13 @@ def _shadow_off_and_on(
             "median_round_p50_us": _median(wall[name], "p50_us"),
             "median_round_p99_us": _median(wall[name], "p99_us"),
             "round_p99_us": [result["p99_us"] for result in wall[name]],
+            # Every round's requests together: less swayed by one round's neighbours.
+            "pooled_p99_us": _percentiles(pooled[name])["p99_us"],
             "thread_cpu_median_round_p50_us": _median(cpu[name], "p50_us"),
             "thread_cpu_median_round_p99_us": _median(cpu[name], "p99_us"),
             "thread_cpu_round_p99_us": [result["p99_us"] for result in cpu[name]],
             "request_core": request_core,
-            "scorer_core": scorer_core,
+            "cpu_priority": SCORERS.get(name),
         }
     return cases
 
@@ -330,10 +380,9 @@ def _median(results: list[dict[str, Any]], key: str) -> float:
     return round(float(np.median([result[key] for result in results])), 2)
 
 
-def _start_shadow_scorer(
-    settings: Settings, state_dir: Path, config: ModelConfig, log_path: Path
-) -> subprocess.Popen[bytes]:
-    """A real `safeloop shadow-scorer` process scoring a trained v3, told by a signed command."""
+def _prepare_shadow(settings: Settings, state_dir: Path, config: ModelConfig) -> Settings:
+    """A trained v3 in a model store and a signed command turning it on in shadow; returns
+    the settings the scorers run with."""
     settings = replace(
         settings,
         model_dir=state_dir / "models",
@@ -359,18 +408,26 @@ def _start_shadow_scorer(
             initial=ModelConfig(production_version="v1"),
         )
     )
+    return settings
+
+
+def _start_shadow_scorer(
+    settings: Settings, name: str, priority: str, pin: bool, log_path: Path
+) -> subprocess.Popen[bytes]:
+    """A real `safeloop shadow-scorer` process at `priority`, in a consumer group of its own."""
     env = {**os.environ, **settings.to_env()}
+    scorer_id = f"bench-{name}"
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "safeloop.services.cli.main", "shadow-scorer", "--scorer-id",
-             "bench-shadow"],
+             scorer_id, "--group", f"bench-{name}", "--cpu-priority", priority],
             env=env, stdout=log, stderr=log, cwd=REPO,
             # On the other core than the request thread (see _shadow_off_and_on).
-            preexec_fn=lambda: os.sched_setaffinity(0, {SCORER_CORE}),
+            preexec_fn=(lambda: os.sched_setaffinity(0, {SCORER_CORE})) if pin else None,
         )  # fmt: skip
     # The group join takes a few seconds; the scorer then starts at the end of the topic.
     deadline = time.monotonic() + 60
-    while "shadow scorer bench-shadow running" not in log_path.read_text(errors="replace"):
+    while f"shadow scorer {scorer_id} running" not in log_path.read_text(errors="replace"):
         if process.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"shadow scorer did not start: {log_path.read_text()[-2000:]}")
         time.sleep(0.2)
@@ -398,15 +455,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=200_000)
     parser.add_argument("--warmup", type=int, default=20_000)
+    parser.add_argument(
+        "--scorer-core",
+        choices=("any", "other"),
+        default="any",
+        help="any: the shadow scorers float over every core (their CPU priority keeps them off "
+        "the requests'); other: pinned to the core the request thread is not on",
+    )
+    parser.add_argument("--shadow-rounds", type=int, default=SHADOW_ROUNDS)
     args = parser.parse_args()
-    result = run(args.requests, args.warmup)
+    result = run(
+        args.requests,
+        args.warmup,
+        pin=args.scorer_core == "other",
+        shadow_rounds=args.shadow_rounds,
+    )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result["cases"], indent=2))
     print(f"p99 {result['p99_us']} us (target < {TARGET_P99_US} us) -> {RESULTS}")
     print(
         f"shadow on / off p99: {result['shadow_p99_ratio']} wall, "
-        f"{result['shadow_thread_cpu_p99_ratio']} request-thread CPU (target <= 1.1)"
+        f"{result['shadow_thread_cpu_p99_ratio']} request-thread CPU (target <= 1.1); "
+        f"scorer at normal priority: {result['shadow_normal_priority_p99_ratio']} wall"
     )
 
 

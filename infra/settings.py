@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from safeloop.infra.cpu_priority import CpuPriority
 from safeloop.infra.exceptions import SettingsError
 
 _DAY_MS = 24 * 60 * 60 * 1000
@@ -192,6 +193,10 @@ class Settings:
     retrain_trainer: str = "safeloop.services.retraining.linear_trainer:train"
     retrain_window_ms: int = 30 * _DAY_MS
     retrain_half_life_ms: int = 7 * _DAY_MS
+    # `safeloop shadow-scorer`'s CPU priority: idle (SCHED_IDLE, default), low (nice 19) or
+    # normal. A shadow must never take a core from requests, so by default it runs only on
+    # cycles nothing else wants (its answers come later under load, never the users' later).
+    shadow_cpu_priority: CpuPriority = CpuPriority.IDLE
 
     @property
     def topics(self) -> TopicNames:
@@ -359,6 +364,10 @@ class Settings:
             retrain_half_life_ms=reader.positive_int(
                 "SAFELOOP_RETRAIN_HALF_LIFE_MS", defaults.retrain_half_life_ms
             ),
+            shadow_cpu_priority=CpuPriority.parse(
+                "SAFELOOP_SHADOW_CPU_PRIORITY",
+                reader.text("SAFELOOP_SHADOW_CPU_PRIORITY", defaults.shadow_cpu_priority.value),
+            ),
         )
 
     def kafka_client_env(self) -> dict[str, str]:
@@ -428,6 +437,7 @@ class Settings:
             "SAFELOOP_RETRAIN_TRAINER": self.retrain_trainer,
             "SAFELOOP_RETRAIN_WINDOW_MS": str(self.retrain_window_ms),
             "SAFELOOP_RETRAIN_HALF_LIFE_MS": str(self.retrain_half_life_ms),
+            "SAFELOOP_SHADOW_CPU_PRIORITY": self.shadow_cpu_priority.value,
         }
 
 

@@ -5,6 +5,9 @@ the replica never calls the shadow model."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Mapping
@@ -14,15 +17,21 @@ import pytest
 from _metrics_harness import FEATURES, MODEL, metrics_settings, publish, wait_for
 from _stream_harness import new_run
 
+from safeloop.infra.kafka.clients import make_consumer
 from safeloop.infra.portcheck import free_port
 from safeloop.infra.settings import Settings
-from safeloop.schemas.events import CommandKind
+from safeloop.schemas.codec import PREDICTION_CODEC
+from safeloop.schemas.events import CommandKind, Route
 from safeloop.services.models.loaded import LoadedModel
 from safeloop.services.models.store import ModelStore
 from safeloop.services.serving.replica import Replica, load_catalog
 from safeloop.services.shadow.wiring import build_shadow_scorer
 
 pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+# The policy field of /proc/<pid>/task/<tid>/stat (field 41; 5 is SCHED_IDLE).
+STAT_POLICY_FIELD = 41
 
 
 class CountingModel:
@@ -124,3 +133,90 @@ def test_shadow_answers_land_with_the_production_id_off_the_request_path(
             thread.join(30)
         run.stop_all()
         replica.stop()
+
+
+def _thread_policies(pid: int) -> dict[int, int]:
+    """Scheduling policy of every thread of `pid` (threads that end while read are skipped)."""
+    policies = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except FileNotFoundError:
+            continue
+        # Fields after the command name (which may hold spaces) start at field 3.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        policies[int(tid)] = int(fields[STAT_POLICY_FIELD - 3])
+    return policies
+
+
+def test_the_scorer_process_runs_at_idle_priority_and_still_lands_shadow_answers(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """`safeloop shadow-scorer` with no flag: SCHED_IDLE for the process and every thread it
+    started (librdkafka's included), so it never takes a core from requests; answers still
+    come, under the requests' prediction_ids."""
+    replica = Replica(settings, "replica-idle-shadow", catalog=load_catalog(
+        ModelStore(settings.models_path), [MODEL]
+    ))  # fmt: skip
+    replica.start()
+    log_path = tmp_path / "shadow-scorer.log"
+    reader = make_consumer(settings, f"it-shadow-read-{uuid.uuid4().hex[:6]}", **{
+        "auto.offset.reset": "earliest"
+    })  # fmt: skip
+    reader.subscribe([settings.topics.predictions])
+    with log_path.open("wb") as log:
+        scorer = subprocess.Popen(
+            [sys.executable, "-m", "safeloop.services.cli.main", "shadow-scorer",
+             "--scorer-id", "shadow-idle-it"],
+            cwd=REPO, env={**os.environ, **settings.to_env()}, stdout=log, stderr=log,
+        )  # fmt: skip
+    try:
+        assert replica.wait_ready(30)
+        sequence = publish(
+            settings,
+            CommandKind.SET_SHADOW,
+            lambda c: dataclasses.replace(c, shadow_version="v2", shadow_enabled=True),
+        )
+        assert wait_for(
+            lambda: (a := replica.state.applied(MODEL)) is not None and a.sequence >= sequence
+        )
+        assert wait_for(
+            lambda: "shadow scorer shadow-idle-it running" in log_path.read_text(), 60
+        ), log_path.read_text()[-3000:]
+        assert "CPU priority idle: SCHED_IDLE" in log_path.read_text()
+        assert os.sched_getscheduler(scorer.pid) == os.SCHED_IDLE
+        policies = _thread_policies(scorer.pid)
+        assert len(policies) > 1, "the scorer runs librdkafka threads too"
+        assert set(policies.values()) == {os.SCHED_IDLE}, policies
+        answered: set[str] = set()
+        shadowed: set[str] = set()
+
+        def shadowed_enough() -> bool:
+            # Keep sending: the scorer's group starts at the end of the topic.
+            for _ in range(10):
+                answered.add(
+                    replica.predictor.predict(MODEL, uuid.uuid4().hex, FEATURES).prediction_id
+                )
+            for message in reader.consume(500, 0.2):
+                if message.error() is not None:
+                    continue
+                event = PREDICTION_CODEC.decode(message.value())
+                if event.route is Route.SHADOW and event.replica_id == "shadow-idle-it":
+                    assert event.model_version == "v2"
+                    shadowed.add(event.prediction_id)
+            return len(shadowed) >= 30
+
+        assert wait_for(shadowed_enough, 90), (len(shadowed), log_path.read_text()[-3000:])
+        assert shadowed <= answered
+        # Threads started while it worked (new broker connections) are idle too.
+        assert set(_thread_policies(scorer.pid).values()) == {os.SCHED_IDLE}
+    finally:
+        scorer.terminate()
+        try:
+            scorer.wait(30)
+        except subprocess.TimeoutExpired:
+            scorer.kill()
+            scorer.wait(30)
+        reader.close()
+        replica.stop()
+    assert scorer.returncode == 0, log_path.read_text()[-3000:]
