@@ -103,7 +103,7 @@ class MetricsConfig:
     # How far back a rebuild may reach for a long-running rollout step (bounds the re-read).
     rebuild_max_span_ms: int = 3_600_000
     # Rows a segment needs in its window (requests; labelled rows for performance) before its
-    # figures are written to segment_metrics.
+    # figures are written to segment_metrics, and before the guard judges it.
     segment_min_sample: int = 100
 
 
@@ -200,6 +200,7 @@ class MetricsService:
             performance=self.performance,
             window_rows=config.guard_window_rows,
             partitions=config.guard_partitions,
+            segment_min_sample=config.segment_min_sample,
         )
         self.rollouts = RolloutController(
             issuer, models.task_of, labels, recheck_interval_ms=config.provisional_recheck_ms
