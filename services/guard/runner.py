@@ -100,6 +100,8 @@ class CentralGuard:
         self.rollback_failures = 0
         # Canary judgements since start, by verdict kind.
         self.verdicts: dict[VerdictKind, int] = dict.fromkeys(VerdictKind, 0)
+        # The newest judgement of each model's canary (segments judged and seen included).
+        self.latest: dict[str, GuardVerdict] = {}
 
     def observe(
         self, events: Sequence[PredictionEvent], partitions: Sequence[int] | None = None
@@ -191,6 +193,7 @@ class CentralGuard:
                     segments_seen=found.seen,
                 )
             self.verdicts[verdict.kind] += 1
+            self.latest[key.model_name] = verdict
             if verdict.kind is VerdictKind.BREACH and self._may_try(key.model_name):
                 decisions.append(self._roll_back(key, config, verdict))
         return decisions
