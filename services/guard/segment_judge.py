@@ -27,12 +27,17 @@ import numpy as np
 from safeloop.services.guard.policy import GuardPolicy
 from safeloop.services.guard.verdict import Breach, GuardRule, SegmentBreach
 from safeloop.services.metrics._arrays import BoolArray, FloatArray
-from safeloop.services.metrics.health_summary import HealthSummary
+from safeloop.services.metrics.health_summary import (
+    HealthSummary,
+    histogram_quantiles,
+    slower_counts,
+)
 from safeloop.services.metrics.multiple_comparisons import judge_family
 from safeloop.services.metrics.sequential import ConfidenceSequence
 
 # p99 above a limit <=> more than 1 % of requests above it.
 _TAIL = 0.01
+_P99 = 0.99
 _ROUNDING = 1e-9
 
 
@@ -95,27 +100,22 @@ class _Sides:
     def __init__(
         self, canary: list[HealthSummary], production: list[HealthSummary], min_sample: int
     ) -> None:
-        self.canary = canary
-        self.production = production
         self.requests = _array([s.request_count for s in canary])
         self.errors = _array([s.error_count for s in canary])
         self.client_errors = _array([s.client_error_count for s in canary])
-        self.timed = _array([s.latency_count() for s in canary])
         self.production_requests = _array([s.request_count for s in production])
         self.production_client_errors = _array([s.client_error_count for s in production])
         self.canary_ready = self.requests >= min_sample
         self.both_ready = self.canary_ready & (self.production_requests >= min_sample)
-        self.p99 = _array([_p99(s) for s in canary])
-        self.production_p99 = _array([_p99(s) for s in production])
+        # (segments, bins): every segment's quantile and tail count in one reduction each.
+        self.histograms = np.stack([s.latency for s in canary])
+        self.timed = self.histograms.sum(axis=1).astype(np.float64)
+        self.p99 = histogram_quantiles(self.histograms, _P99)
+        self.production_p99 = histogram_quantiles(np.stack([s.latency for s in production]), _P99)
 
     def slower_than(self, limits: FloatArray) -> FloatArray:
         """Canary requests slower than each segment's limit (NaN limit: none)."""
-        return _array(
-            [
-                0.0 if np.isnan(limit) else float(summary.slower_than(float(limit)))
-                for summary, limit in zip(self.canary, limits.tolist(), strict=True)
-            ]
-        )
+        return slower_counts(self.histograms, limits).astype(np.float64)
 
 
 def _rules(sides: _Sides, policy: GuardPolicy, sequence: ConfidenceSequence) -> list[_Rule | None]:
@@ -172,11 +172,6 @@ def _p99_ratio(sides: _Sides, sequence: ConfidenceSequence, limit: float) -> _Ru
     eligible = sides.both_ready & usable & ~np.isnan(sides.p99)
     observed = np.where(usable, sides.p99 / sides.production_p99, np.nan)
     return _Rule(GuardRule.P99_LATENCY_RATIO, eligible, p_values, observed, limit)
-
-
-def _p99(summary: HealthSummary) -> float:
-    p99 = summary.snapshot().latency_p99_ms
-    return np.nan if p99 is None else p99
 
 
 def _array(values: list[int] | list[float]) -> FloatArray:

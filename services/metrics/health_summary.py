@@ -30,6 +30,37 @@ LATENCY_BINS = math.ceil(math.log(MAX_LATENCY_MS / MIN_LATENCY_MS) / _LOG_RATIO)
 _QUANTILES = (0.50, 0.95, 0.99)
 
 
+def _bin_values() -> npt.NDArray[np.float64]:
+    exponents = np.arange(LATENCY_BINS, dtype=np.float64) - 0.5
+    values = np.asarray(MIN_LATENCY_MS * LATENCY_BIN_RATIO**exponents, dtype=np.float64)
+    values[0] = 0.0
+    return values
+
+
+# What each bin stands for: its geometric middle (0 for the underflow bin).
+BIN_VALUES = _bin_values()
+
+
+def histogram_quantiles(
+    histograms: npt.NDArray[np.int64], quantile: float
+) -> npt.NDArray[np.float64]:
+    """One quantile of each row's histogram, read as `HealthSummary` reads it; NaN if empty."""
+    cumulative = np.cumsum(histograms, axis=1)
+    total = cumulative[:, -1] if histograms.shape[1] else np.zeros(histograms.shape[0])
+    ranks = np.floor(quantile * (total - 1)) + 1
+    found = np.count_nonzero(cumulative < ranks[:, None], axis=1)
+    values = BIN_VALUES[np.minimum(found, LATENCY_BINS - 1)]
+    return np.where(total > 0, values, np.nan)
+
+
+def slower_counts(
+    histograms: npt.NDArray[np.int64], limits_ms: npt.NDArray[np.float64]
+) -> npt.NDArray[np.int64]:
+    """Per row, the requests whose bin stands for more than that row's limit (NaN: none)."""
+    above = BIN_VALUES[None, :] > np.nan_to_num(limits_ms, nan=np.inf)[:, None]
+    return np.asarray((histograms * above).sum(axis=1), dtype=np.int64)
+
+
 def latency_bin_index(latency_ms: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
     """The bin of each value (finite values only: filter first)."""
     scaled = np.log(np.maximum(latency_ms, MIN_LATENCY_MS * 0.5) / MIN_LATENCY_MS) / _LOG_RATIO
@@ -106,16 +137,6 @@ class HealthSummary:
             self.latency,
             segments,
         )
-
-    def latency_count(self) -> int:
-        """Requests with a latency (the histogram's total)."""
-        return int(self.latency.sum())
-
-    def slower_than(self, limit_ms: float) -> int:
-        """Requests whose latency bin stands for more than `limit_ms` (as quantiles read it)."""
-        values = MIN_LATENCY_MS * LATENCY_BIN_RATIO ** (np.arange(LATENCY_BINS) - 0.5)
-        values[0] = 0.0
-        return int(self.latency[values > limit_ms].sum())
 
     def snapshot(self) -> HealthSnapshot:
         """The `HealthSnapshot` the guard judges, quantiles read off the histogram."""

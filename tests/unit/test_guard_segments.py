@@ -23,7 +23,12 @@ from safeloop.services.guard.policy import GuardPolicy
 from safeloop.services.guard.runner import CentralGuard
 from safeloop.services.guard.segment_judge import judge_segments
 from safeloop.services.guard.verdict import GuardRule, VerdictKind
-from safeloop.services.metrics.health_summary import HealthSummary, segment_summaries
+from safeloop.services.metrics.health_summary import (
+    HealthSummary,
+    histogram_quantiles,
+    segment_summaries,
+    slower_counts,
+)
 from safeloop.services.metrics.multiple_comparisons import Correction
 from safeloop.services.metrics.sequential import ConfidenceSequence
 
@@ -153,6 +158,37 @@ def test_segment_summaries_equal_each_segments_own_summary() -> None:
         )
         assert (summary.start_ms, summary.end_ms) == (own.start_ms, own.end_ms)
         assert np.array_equal(summary.latency, own.latency)
+
+
+def test_histogram_rows_read_the_p99_and_the_tail_as_one_summary_does() -> None:
+    rng = np.random.default_rng(5)
+    samples = [rng.lognormal(2.0, s, n) for s, n in ((0.5, 300), (1.5, 1_000), (1.0, 1))]
+    summaries = [_timed(values) for values in samples] + [HealthSummary.empty()]
+    histograms = np.stack([s.latency for s in summaries])
+    p99 = histogram_quantiles(histograms, 0.99)
+    for got, summary in zip(p99.tolist(), summaries, strict=True):
+        expected = summary.snapshot().latency_p99_ms
+        assert (math.isnan(got) and expected is None) or got == pytest.approx(expected)
+    limits = np.array([20.0, 50.0, 5.0, 1.0])
+    tails = slower_counts(histograms, limits)
+    for got, values, limit in zip(tails.tolist(), [*samples, np.array([])], limits, strict=True):
+        # Within the histogram's resolution: exact but for values in the limit's own bin.
+        assert abs(got - int((values > limit).sum())) <= int(
+            (np.abs(np.log(values / limit)) < math.log(1.02)).sum()
+        )
+    assert slower_counts(histograms, np.full(4, np.nan)).tolist() == [0, 0, 0, 0]
+
+
+def _timed(latency: np.ndarray) -> HealthSummary:
+    n = latency.shape[0]
+    return HealthSummary.of_window(
+        {
+            "timestamp_ms": np.arange(n),
+            "latency_ms": latency,
+            "error": np.zeros(n, dtype=bool),
+            "client_error": np.zeros(n, dtype=bool),
+        }
+    )
 
 
 def test_segments_merge_and_survive_the_exchange_encoding() -> None:
