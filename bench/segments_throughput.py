@@ -155,8 +155,11 @@ def _run(
     # Worst case: every segment with a row gets its figures (the service's default is 100).
     segments = SegmentTracker(_task_of, WINDOW_ROWS, min_sample=1)
     evidence = StepEvidence(state, Task.CLASSIFICATION)
-    # The service's defaults: a 1,000-request window, 100 requests before a segment is judged.
-    guard = CentralGuard(GuardPolicy(), _CanaryConfig())  # type: ignore[arg-type]
+    # The service's defaults (a 1,000-request window, 100 requests before a segment is judged)
+    # but an error limit the canary (5 % errors here) stays within: every look is a full one,
+    # overall and then per segment, and nothing is rolled back.
+    policy = GuardPolicy(max_error_rate=0.5)
+    guard = CentralGuard(policy, _CanaryConfig())  # type: ignore[arg-type]
     seen = since_snapshot = since_gate = since_guard = 0
     rows = judged = 0
     gc.collect()

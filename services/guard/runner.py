@@ -83,6 +83,7 @@ class CentralGuard:
         window_rows: int = 1_000,
         partitions: int = 1,
         segment_min_sample: int = 100,
+        segment_refresh_ms: int = 1_000,
     ) -> None:
         self.policy = policy
         self._issuer = issuer
@@ -95,6 +96,7 @@ class CentralGuard:
         self._segment_windows: dict[int, SegmentWindows] = {}
         self._segment_codes = SegmentCodes()
         self.segment_min_sample = segment_min_sample
+        self._segment_refresh_ms = segment_refresh_ms
         self._failed_at: dict[str, float] = {}
         self.rollbacks = 0
         self.rollback_failures = 0
@@ -211,7 +213,9 @@ class CentralGuard:
         found = self._segment_windows.get(partition)
         if found is None:
             rows = self._window_rows if partition == NO_PARTITION else self._partition_rows
-            found = self._segment_windows[partition] = SegmentWindows(rows, self._segment_codes)
+            found = self._segment_windows[partition] = SegmentWindows(
+                rows, self._segment_codes, self._segment_refresh_ms
+            )
         return found
 
     def _is_judged(self, key: WindowKey) -> bool:

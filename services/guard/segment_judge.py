@@ -68,9 +68,14 @@ def judge_segments(
     min_sample: int,
 ) -> SegmentJudgement:
     """The canary's breaches per segment against the policy, corrected over the segments."""
-    labels = sorted(canary)
+    seen = len(canary)
+    # Only segments with the minimum sample are tested; the others count in the family (as
+    # p = 1) without being summarised further, which keeps 1,000 thin segments cheap.
+    labels = sorted(
+        label for label, summary in canary.items() if summary.request_count >= min_sample
+    )
     if not labels:
-        return SegmentJudgement((), 0, 0)
+        return SegmentJudgement((), 0, seen)
     empty = HealthSummary.empty()
     sides = _Sides(
         [canary[label] for label in labels],
@@ -80,18 +85,18 @@ def judge_segments(
     sequence = ConfidenceSequence.for_plan(policy.segment_alpha, min_sample)
     rules = [rule for rule in _rules(sides, policy, sequence) if rule is not None]
     breaches: list[SegmentBreach] = []
+    thin = seen - len(labels)
     for rule in rules:
-        outcome = judge_family(
-            rule.p_values, rule.eligible, policy.segment_alpha, policy.segment_correction
-        )
+        p_values = np.concatenate([rule.p_values, np.ones(thin)])
+        eligible = np.concatenate([rule.eligible, np.zeros(thin, dtype=np.bool_)])
+        outcome = judge_family(p_values, eligible, policy.segment_alpha, policy.segment_correction)
         for i in np.flatnonzero(outcome.rejected).tolist():
             observed = float(rule.observed[i])
             if observed > rule.limit + _ROUNDING * abs(rule.limit):
                 breach = Breach(rule.rule, observed, rule.limit)
                 breaches.append(SegmentBreach(labels[i], breach, float(outcome.adjusted[i])))
     breaches.sort(key=lambda found: found.adjusted_p)
-    judged = int(np.count_nonzero(sides.canary_ready))
-    return SegmentJudgement(tuple(breaches), judged, len(labels))
+    return SegmentJudgement(tuple(breaches), len(labels), seen)
 
 
 class _Sides:

@@ -22,6 +22,7 @@ from safeloop.schemas.events import (
 from safeloop.services.guard.policy import GuardPolicy
 from safeloop.services.guard.runner import CentralGuard
 from safeloop.services.guard.segment_judge import judge_segments
+from safeloop.services.guard.segment_windows import SegmentWindows
 from safeloop.services.guard.verdict import GuardRule, VerdictKind
 from safeloop.services.metrics.health_summary import (
     HealthSummary,
@@ -29,10 +30,13 @@ from safeloop.services.metrics.health_summary import (
     segment_summaries,
     slower_counts,
 )
+from safeloop.services.metrics.keyed import WindowKey
 from safeloop.services.metrics.multiple_comparisons import Correction
+from safeloop.services.metrics.segments import SegmentCodes
 from safeloop.services.metrics.sequential import ConfidenceSequence
 
 ALPHA = 0.05
+MODEL_NAME = "churn"
 CANARY = ModelConfig(production_version="v1", canary_version="v2", canary_basis_points=1_000)
 COUNTRIES = ("BR", "DE", "FR", "US")
 # Only the error-rate rule, so each test reads one family.
@@ -373,3 +377,18 @@ def test_policy_refuses_a_segment_alpha_outside_0_1() -> None:
     with pytest.raises(PolicyError):
         GuardPolicy(segment_alpha=1.0)
     assert GuardPolicy().segment_correction is Correction.HOLM
+
+
+def test_segment_summaries_are_recomputed_at_most_every_refresh() -> None:
+    key = WindowKey(MODEL_NAME, "v2", Route.CANARY)
+
+    def requests_in_de(refresh_ms: int) -> tuple[int, int]:
+        windows = SegmentWindows(1_000, SegmentCodes(), refresh_ms)
+        first = _traffic("v2", Route.CANARY, 10, {}, 1)
+        windows.append([key] * len(first), first)
+        before = windows.summaries(key)["country=DE"].request_count
+        windows.append([key] * len(first), first)
+        return before, windows.summaries(key)["country=DE"].request_count
+
+    assert requests_in_de(0) == (10, 20)
+    assert requests_in_de(60_000) == (10, 10)
