@@ -105,6 +105,8 @@ class MetricsConfig:
     # Rows a segment needs in its window (requests; labelled rows for performance) before its
     # figures are written to segment_metrics, and before the guard judges it.
     segment_min_sample: int = 100
+    # Segments per model version and route that get drift rows (the largest first).
+    drift_max_segments: int = 100
 
 
 @dataclass
@@ -190,7 +192,12 @@ class MetricsService:
             config.performance_window_span_ms,
             residual_baseline_of=models.residual_baseline_of,
         )
-        self.drift = DriftTracker(models, config.drift_window_rows)
+        self.drift = DriftTracker(
+            models,
+            config.drift_window_rows,
+            segment_min_sample=config.segment_min_sample,
+            max_segments=config.drift_max_segments,
+        )
         self.segments = SegmentTracker(
             models.task_of, config.health_window_rows, config.segment_min_sample
         )
