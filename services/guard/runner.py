@@ -27,19 +27,21 @@ import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from safeloop.schemas.events import CommandKind, ControlCommand, ModelConfig, PredictionEvent, Route
 from safeloop.services.control.exceptions import ControlError
 from safeloop.services.control.issuer import CommandIssuer
 from safeloop.services.guard.judge import judge
 from safeloop.services.guard.policy import GuardPolicy
-from safeloop.services.guard.segment_judge import judge_segments
+from safeloop.services.guard.segment_judge import Answers, judge_segments
 from safeloop.services.guard.segment_windows import SegmentWindows
 from safeloop.services.guard.verdict import GuardVerdict, VerdictKind
 from safeloop.services.metrics.columns import health_batch
 from safeloop.services.metrics.health import HEALTH_COLUMNS
 from safeloop.services.metrics.health_summary import HealthSummary
 from safeloop.services.metrics.keyed import KeyedWindows, WindowKey
+from safeloop.services.metrics.performance import PerformanceMetric, PerformanceSnapshot
 from safeloop.services.metrics.performance_tracker import PerformanceTracker
 from safeloop.services.metrics.segments import SegmentCodes
 from safeloop.services.metrics.windows import CountWindow
@@ -51,6 +53,14 @@ RETRY_AFTER_FAILURE_S = 1.0
 NO_PARTITION = -1
 
 PartitionSummaries = Mapping[int, Mapping[WindowKey, HealthSummary]]
+
+
+class SegmentAnswers(Protocol):
+    """Labelled rows and right answers per segment (the metrics service's SegmentTracker)."""
+
+    def answers(self, model_name: str, version: str, route: Route) -> dict[str, tuple[int, int]]:
+        """`key=value` -> (labelled rows, right answers)."""
+        ...
 
 
 def guard_command_id(model_name: str, canary_version: str, replaces_sequence: int) -> str:
@@ -84,6 +94,7 @@ class CentralGuard:
         partitions: int = 1,
         segment_min_sample: int = 100,
         segment_refresh_ms: int = 1_000,
+        segment_answers: SegmentAnswers | None = None,
     ) -> None:
         self.policy = policy
         self._issuer = issuer
@@ -97,6 +108,7 @@ class CentralGuard:
         self._segment_codes = SegmentCodes()
         self.segment_min_sample = segment_min_sample
         self._segment_refresh_ms = segment_refresh_ms
+        self._segment_answers = segment_answers
         self._failed_at: dict[str, float] = {}
         self.rollbacks = 0
         self.rollback_failures = 0
@@ -185,7 +197,11 @@ class CentralGuard:
             if verdict.kind is VerdictKind.HEALTHY and canary.segments:
                 production_segments = merged.get(production_key, HealthSummary.empty()).segments
                 found = judge_segments(
-                    canary.segments, production_segments, self.policy, self.segment_min_sample
+                    canary.segments,
+                    production_segments,
+                    self.policy,
+                    self.segment_min_sample,
+                    self._answers(key, production_key, canary_performance),
                 )
                 verdict = dataclasses.replace(
                     verdict,
@@ -208,6 +224,24 @@ class CentralGuard:
                 lambda: CountWindow(rows, HEALTH_COLUMNS)
             )
         return found
+
+    def _answers(
+        self,
+        canary: WindowKey,
+        production: WindowKey,
+        performance: PerformanceSnapshot | None,
+    ) -> tuple[Answers, Answers] | None:
+        """Both sides' labels per segment, when the canary is judged on accuracy (the figure
+        segments have); labels come from this instance's feedback, as the overall rule's do."""
+        source = self._segment_answers
+        if source is None or performance is None:
+            return None
+        if self.policy.metric_for(performance.task) is not PerformanceMetric.ACCURACY:
+            return None
+        return (
+            source.answers(canary.model_name, canary.model_version, canary.route),
+            source.answers(production.model_name, production.model_version, production.route),
+        )
 
     def _segments_of(self, partition: int) -> SegmentWindows:
         found = self._segment_windows.get(partition)

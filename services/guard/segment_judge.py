@@ -10,7 +10,10 @@ batch) of "this segment is within the limit":
 - client errors: its 4xx rate exceeds production's (same segment) by at most the margin;
 - p99 latency: at most 1 % of its requests are slower than `max_p99_latency_ms`;
 - p99 ratio: at most 1 % are slower than `max_p99_latency_ratio` times production's p99 in
-  the segment (production's p99 plugged in).
+  the segment (production's p99 plugged in);
+- performance (when labels per segment are given and the model is judged on accuracy): the
+  canary's accuracy in the segment is at most `max_performance_drop` (relative) below
+  production's there (production's accuracy plugged into the margin).
 
 Holm's (or Bonferroni's) correction over every segment seen holds the chance that any segment
 within its limits is called in breach at `segment_alpha` (services/metrics/multiple_comparisons.py).
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import numpy as np
 
@@ -39,6 +43,10 @@ from safeloop.services.metrics.sequential import ConfidenceSequence
 _TAIL = 0.01
 _P99 = 0.99
 _ROUNDING = 1e-9
+
+
+# `key=value` -> (labelled rows, right answers) of one side.
+Answers: TypeAlias = Mapping[str, tuple[int, int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +74,10 @@ def judge_segments(
     production: Mapping[str, HealthSummary],
     policy: GuardPolicy,
     min_sample: int,
+    answers: tuple[Answers, Answers] | None = None,
 ) -> SegmentJudgement:
-    """The canary's breaches per segment against the policy, corrected over the segments."""
+    """The canary's breaches per segment against the policy, corrected over the segments;
+    `answers` (canary's, production's) adds the accuracy rule."""
     seen = len(canary)
     # Only segments with the minimum sample are tested; the others count in the family (as
     # p = 1) without being summarised further, which keeps 1,000 thin segments cheap.
@@ -84,6 +94,8 @@ def judge_segments(
     )
     sequence = ConfidenceSequence.for_plan(policy.segment_alpha, min_sample)
     rules = [rule for rule in _rules(sides, policy, sequence) if rule is not None]
+    if answers is not None and policy.max_performance_drop is not None:
+        rules.append(_accuracy(labels, answers, sequence, policy.max_performance_drop, min_sample))
     breaches: list[SegmentBreach] = []
     thin = seen - len(labels)
     for rule in rules:
@@ -177,6 +189,30 @@ def _p99_ratio(sides: _Sides, sequence: ConfidenceSequence, limit: float) -> _Ru
     eligible = sides.both_ready & usable & ~np.isnan(sides.p99)
     observed = np.where(usable, sides.p99 / sides.production_p99, np.nan)
     return _Rule(GuardRule.P99_LATENCY_RATIO, eligible, p_values, observed, limit)
+
+
+def _accuracy(
+    labels: list[str],
+    answers: tuple[Answers, Answers],
+    sequence: ConfidenceSequence,
+    limit: float,
+    min_sample: int,
+) -> _Rule:
+    canary, production = answers
+    c_n, c_right = (_array([canary.get(label, (0, 0))[i] for label in labels]) for i in (0, 1))
+    p_n, p_right = (_array([production.get(label, (0, 0))[i] for label in labels]) for i in (0, 1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c_accuracy, p_accuracy = c_right / c_n, p_right / p_n
+        observed = np.where(p_accuracy > 0, (p_accuracy - c_accuracy) / p_accuracy, np.nan)
+    eligible = (c_n >= min_sample) & (p_n >= min_sample) & (p_accuracy > 0)
+    # Production's accuracy minus the canary's at most limit * production's, one at a time:
+    # the margin differs per segment, so each gets its own p-value call.
+    p_values = np.ones(len(labels))
+    for i in np.flatnonzero(eligible).tolist():
+        p_values[i] = sequence.proportion_p_values(
+            [p_right[i]], [p_n[i]], [c_right[i]], [c_n[i]], limit * float(p_accuracy[i])
+        )[0]
+    return _Rule(GuardRule.PERFORMANCE_DROP, eligible, p_values, observed, limit)
 
 
 def _array(values: list[int] | list[float]) -> FloatArray:

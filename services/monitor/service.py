@@ -208,6 +208,7 @@ class MetricsService:
             window_rows=config.guard_window_rows,
             partitions=config.guard_partitions,
             segment_min_sample=config.segment_min_sample,
+            segment_answers=self.segments,
         )
         self.rollouts = RolloutController(
             issuer, models.task_of, labels, recheck_interval_ms=config.provisional_recheck_ms

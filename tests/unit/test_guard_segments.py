@@ -15,6 +15,8 @@ from safeloop.schemas.events import (
     CommandKind,
     ControlCommand,
     ErrorKind,
+    FeedbackRecord,
+    FeedbackStatus,
     ModelConfig,
     PredictionEvent,
     Route,
@@ -32,6 +34,9 @@ from safeloop.services.metrics.health_summary import (
 )
 from safeloop.services.metrics.keyed import WindowKey
 from safeloop.services.metrics.multiple_comparisons import Correction
+from safeloop.services.metrics.performance import Task
+from safeloop.services.metrics.performance_tracker import PerformanceTracker
+from safeloop.services.metrics.segment_tracker import SegmentTracker
 from safeloop.services.metrics.segments import SegmentCodes
 from safeloop.services.metrics.sequential import ConfidenceSequence
 
@@ -392,3 +397,71 @@ def test_segment_summaries_are_recomputed_at_most_every_refresh() -> None:
 
     assert requests_in_de(0) == (10, 20)
     assert requests_in_de(60_000) == (10, 10)
+
+
+# -- labels per segment ---------------------------------------------------------------------------
+
+LABELLED = {"US": 600, "FR": 600, "BR": 600, "DE": 200}
+
+
+def _labels(version: str, route: Route, right: dict[str, float], seed: int) -> list[FeedbackRecord]:
+    """LABELLED[country] joined labels; `right[country]` of the answers right (default 0.9)."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for country, n in LABELLED.items():
+        hits = rng.random(n) < right.get(country, 0.9)
+        for i in range(n):
+            records.append(
+                FeedbackRecord(
+                    f"{version}-{country}-{i}", "churn", version, route, "r", {}, 0.8, None,
+                    1_000 + i, FeedbackStatus.JOINED, 1.0 if hits[i] else 0.0, 2_000 + i, 1_000,
+                    "labels", 2_000 + i, segments={"country": country},
+                )
+            )  # fmt: skip
+    return records
+
+
+def test_segment_answers_count_labels_and_right_answers_per_segment() -> None:
+    tracker = SegmentTracker(lambda name, version: Task.CLASSIFICATION, 10_000, 100)
+    records = _labels("v2", Route.CANARY, {"DE": 0.6}, 5)
+    tracker.add_feedback(records)
+    found = tracker.answers("churn", "v2", Route.CANARY)
+    for country, n in LABELLED.items():
+        right = sum(r.ground_truth == 1.0 for r in records if r.segments["country"] == country)
+        assert found[f"country={country}"] == (n, right)
+    assert tracker.answers("churn", "v1", Route.PRODUCTION) == {}
+
+
+def test_a_canary_less_accurate_in_one_segment_only_is_rolled_back_naming_it() -> None:
+    policy = GuardPolicy(max_p99_latency_ratio=None, max_client_error_excess=None)
+    performance = PerformanceTracker(lambda name, version: Task.CLASSIFICATION, 10_000, 10**9)
+    segments = SegmentTracker(lambda name, version: Task.CLASSIFICATION, 10_000, 100)
+    production = _labels("v1", Route.PRODUCTION, {}, 6)
+    # 0.6 right in DE, 0.9 elsewhere: about 3 % below production's accuracy overall (within
+    # the 5 % limit), a third below it in DE.
+    canary = _labels("v2", Route.CANARY, {"DE": 0.6}, 7)
+    for records in (production, canary):
+        performance.add(records)
+        segments.add_feedback(records)
+    issuer = FakeIssuer()
+    guard = CentralGuard(policy, issuer, performance=performance, window_rows=4_000,  # type: ignore[arg-type]
+                         segment_answers=segments)  # fmt: skip
+    guard.observe(_traffic("v1", Route.PRODUCTION, 400, {}, 1))
+    guard.observe(_traffic("v2", Route.CANARY, 400, {}, 2))
+    (decision,) = guard.check()
+    assert decision.verdict.breaches == ()
+    assert decision.verdict.performance_judged
+    (breach,) = decision.verdict.segment_breaches
+    assert (breach.segment, breach.breach.rule) == ("country=DE", GuardRule.PERFORMANCE_DROP)
+    de = [r for r in canary if r.segments["country"] == "DE"]
+    de_production = [r for r in production if r.segments["country"] == "DE"]
+    accuracy = sum(r.ground_truth == 1.0 for r in de) / len(de)
+    production_accuracy = sum(r.ground_truth == 1.0 for r in de_production) / len(de_production)
+    assert breach.breach.observed == pytest.approx(1 - accuracy / production_accuracy)
+    assert decision.command is not None
+    assert decision.command.details["segment"] == "country=DE"
+    # Without the labels per segment, the same guard keeps the canary.
+    plain = CentralGuard(policy, FakeIssuer(), performance=performance, window_rows=4_000)  # type: ignore[arg-type]
+    plain.observe(_traffic("v1", Route.PRODUCTION, 400, {}, 1))
+    plain.observe(_traffic("v2", Route.CANARY, 400, {}, 2))
+    assert plain.check() == []
