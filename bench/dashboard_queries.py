@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import platform
 import statistics
@@ -201,6 +202,17 @@ def dashboard_queries(end: datetime, minutes: int) -> list[queries.Query]:
         f"AND {rollup.range_filter()} GROUP BY time, series ORDER BY time",
         scope.parameters(),
     )
+    # Beyond a day the fairness view reads the hourly rollup; the raw scans it replaced are
+    # timed beside it, on the same data (the before and after of bench/results).
+    fairness = [
+        fairness_queries.group_serving_scan(scope, "country"),
+        fairness_queries.group_labels_scan(scope, "country"),
+    ]
+    if scope.rollup is queries.HOURS:
+        fairness += [
+            fairness_queries.group_serving(scope, "country"),
+            fairness_queries.group_labels(scope, "country"),
+        ]
     return [
         queries.models(since),
         queries.traffic_mix(scope),
@@ -214,8 +226,7 @@ def dashboard_queries(end: datetime, minutes: int) -> list[queries.Query]:
         queries.labelling_queue(MODEL, end - timedelta(minutes=15)),
         queries.pending_approvals(STATE_KEY, Phase.AWAITING_APPROVAL.value),
         fairness_queries.segment_keys(scope),
-        fairness_queries.group_serving(scope, "country"),
-        fairness_queries.group_labels(scope, "country"),
+        *fairness,
         fairness_queries.model_task(scope),
         grafana,
     ]
@@ -251,6 +262,10 @@ def time_queries(settings: Settings, end: datetime, runs: int) -> list[dict[str,
                     results.append(entry)
                     continue
                 timed = sorted(seconds[1:])
+                # The raw fairness scans beyond a day: timed as the baseline of the rollup.
+                replaced = query.name in ("group_serving", "group_labels") and (
+                    minutes * 60 > queries.HOURLY_AFTER_SECONDS
+                )
                 p95 = timed[min(len(timed) - 1, round(0.95 * (len(timed) - 1)))]
                 entry = {
                     "query": query.name,
@@ -260,6 +275,8 @@ def time_queries(settings: Settings, end: datetime, runs: int) -> list[dict[str,
                     "p95_ms": round(1000 * p95, 2),
                     "max_ms": round(1000 * timed[-1], 2),
                 }
+                if replaced:
+                    entry["baseline_replaced_by_rollup"] = True
                 log.info("%s", entry)
                 results.append(entry)
     finally:
@@ -295,7 +312,10 @@ def main() -> None:
             results = time_queries(settings, end, args.runs)
         finally:
             process.stop()
-    slowest = max(r["p95_ms"] for r in results)
+    # What the dashboard runs: the raw fairness scans a rollup replaced are baselines only.
+    slowest = max(
+        r.get("p95_ms", math.inf) for r in results if not r.get("baseline_replaced_by_rollup")
+    )
     report = {
         "benchmark": "dashboard_queries",
         "prediction_rows": args.rows,

@@ -4,10 +4,12 @@ Measures, on one core and without Kafka or ClickHouse, what the metrics service 
 batch (services/monitor/service.py `step` and `snapshot`): predictions into the health and
 segment trackers and a running rollout's step evidence, feedback into the performance and
 segment trackers, the rollout gate judged every `--gate-every` events (whole population and
-every segment, Holm-corrected), and a snapshot's rows (health, performance, segment_metrics)
-every `--snapshot-every` events. Three workloads with the same events, differing only in their
-`segments`: none (no segment keys), one value per model ("single segment") and 1,000 values of
-one key per model. Rounds alternate between the workloads; each reports its fastest round.
+every segment, Holm-corrected), the central guard (services/guard/runner.py: every batch
+observed, the canary judged overall and per segment every `--guard-every` events; 0 = no guard),
+and a snapshot's rows (health, performance, segment_metrics) every `--snapshot-every` events.
+Three workloads with the same events, differing only in their `segments`: none (no segment
+keys), one value per model ("single segment") and 1,000 values of one key per model.
+Rounds alternate between the workloads; each reports its fastest round.
 The target: 1,000 segments at >= 80 % of the single-segment rate, in events per CPU-second of
 this process (wall-clock rates are reported too; on a shared machine they measure the others).
 Run: `python -m bench.segments_throughput [--events N] [--batch B] [--rounds R]`;
@@ -27,7 +29,16 @@ from typing import Any
 
 import numpy as np
 
-from safeloop.schemas.events import FeedbackRecord, FeedbackStatus, PredictionEvent, Route
+from safeloop.schemas.events import (
+    ControlCommand,
+    FeedbackRecord,
+    FeedbackStatus,
+    ModelConfig,
+    PredictionEvent,
+    Route,
+)
+from safeloop.services.guard.policy import GuardPolicy
+from safeloop.services.guard.runner import CentralGuard
 from safeloop.services.metrics.health_tracker import HealthTracker
 from safeloop.services.metrics.performance import Task
 from safeloop.services.metrics.performance_tracker import PerformanceTracker
@@ -48,6 +59,18 @@ WORKLOADS = {"no_segments": 0, "single_segment": 1, "segments_1000": 1_000}
 
 def _task_of(name: str, version: str) -> Task:
     return Task.CLASSIFICATION
+
+
+class _CanaryConfig:
+    """What the guard asks of the issuer: v2 is the canary (it is never rolled back here)."""
+
+    config = ModelConfig(production_version="v1", canary_version="v2", canary_basis_points=1_000)
+
+    def config_of(self, model_name: str) -> ModelConfig:
+        return self.config
+
+    def latest(self, model_name: str) -> ControlCommand | None:
+        return None
 
 
 def _segments(n: int, values: int, rng: np.random.Generator) -> list[dict[str, str]]:
@@ -118,9 +141,12 @@ class Workload:
     feedback: list[list[FeedbackRecord]]
     rows_written: int = 0
     segments_judged: int = 0
+    guard_segments_seen: int = 0
 
 
-def _run(work: Workload, snapshot_every: int, gate_every: int) -> tuple[float, float]:
+def _run(
+    work: Workload, snapshot_every: int, gate_every: int, guard_every: int
+) -> tuple[float, float]:
     """(wall, CPU) seconds for one pass of the whole workload through fresh trackers."""
     plan = RolloutPlan(min_sample_per_step=500, min_sample_per_segment=5, bake_ms=0)
     state = start(plan, MODEL, "v1", "v2", now_ms=T0).state
@@ -129,7 +155,12 @@ def _run(work: Workload, snapshot_every: int, gate_every: int) -> tuple[float, f
     # Worst case: every segment with a row gets its figures (the service's default is 100).
     segments = SegmentTracker(_task_of, WINDOW_ROWS, min_sample=1)
     evidence = StepEvidence(state, Task.CLASSIFICATION)
-    seen = since_snapshot = since_gate = 0
+    # The service's defaults (a 1,000-request window, 100 requests before a segment is judged)
+    # but an error limit the canary (5 % errors here) stays within: every look is a full one,
+    # overall and then per segment, and nothing is rolled back.
+    policy = GuardPolicy(max_error_rate=0.5)
+    guard = CentralGuard(policy, _CanaryConfig())  # type: ignore[arg-type]
+    seen = since_snapshot = since_gate = since_guard = 0
     rows = judged = 0
     gc.collect()
     started = time.perf_counter()
@@ -144,6 +175,12 @@ def _run(work: Workload, snapshot_every: int, gate_every: int) -> tuple[float, f
         seen += len(predictions)
         since_snapshot += len(predictions)
         since_gate += len(predictions)
+        if guard_every:
+            guard.observe(predictions)
+            since_guard += len(predictions)
+            if since_guard >= guard_every:
+                since_guard = 0
+                guard.check()
         if since_gate >= gate_every:
             since_gate = 0
             gate = judge_gate(plan, evidence.evidence(), baked=True)
@@ -156,11 +193,13 @@ def _run(work: Workload, snapshot_every: int, gate_every: int) -> tuple[float, f
     elapsed = time.perf_counter() - started
     cpu = time.process_time() - started_cpu
     work.rows_written, work.segments_judged = rows, judged
+    latest = guard.latest.get(MODEL)
+    work.guard_segments_seen = 0 if latest is None else latest.segments_seen
     return elapsed, cpu
 
 
 def measure(
-    n: int, batch: int, rounds: int, snapshot_every: int, gate_every: int
+    n: int, batch: int, rounds: int, snapshot_every: int, gate_every: int, guard_every: int
 ) -> dict[str, Any]:
     workloads = {}
     for name, values in WORKLOADS.items():
@@ -174,7 +213,7 @@ def measure(
     best_cpu = dict.fromkeys(workloads, float("inf"))
     for _ in range(rounds):
         for name, work in workloads.items():
-            wall, cpu = _run(work, snapshot_every, gate_every)
+            wall, cpu = _run(work, snapshot_every, gate_every, guard_every)
             best[name] = min(best[name], wall)
             best_cpu[name] = min(best_cpu[name], cpu)
     rates = {name: n / seconds for name, seconds in best.items()}
@@ -188,6 +227,7 @@ def measure(
         "window_rows": WINDOW_ROWS,
         "snapshot_every_events": snapshot_every,
         "gate_every_events": gate_every,
+        "guard_every_events": guard_every,
         "statistic": "fastest round per workload (wall and CPU each), rounds interleaved, one core",
         # Wall-clock rates depend on how much of a core the other jobs leave; CPU-time rates
         # (events per CPU-second of this process) do not, and the target is judged on them.
@@ -206,6 +246,9 @@ def measure(
         "segments_compared_by_last_gate": {
             name: work.segments_judged for name, work in workloads.items()
         },
+        "segments_seen_by_last_guard_check": {
+            name: work.guard_segments_seen for name, work in workloads.items()
+        },
         "target": "segments_1000 >= 0.8 x single_segment",
         "machine": {
             "cpus": os.cpu_count(),
@@ -223,8 +266,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--snapshot-every", type=int, default=20_000)
     parser.add_argument("--gate-every", type=int, default=5_000)
+    parser.add_argument("--guard-every", type=int, default=500, help="0 = no central guard")
     args = parser.parse_args()
-    result = measure(args.events, args.batch, args.rounds, args.snapshot_every, args.gate_every)
+    result = measure(
+        args.events,
+        args.batch,
+        args.rounds,
+        args.snapshot_every,
+        args.gate_every,
+        args.guard_every,
+    )
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
     with open(RESULTS, "w") as out:
         out.write(json.dumps(result, indent=2) + "\n")

@@ -41,7 +41,7 @@ class MetricRow:
     sample_count: int
     labels: Mapping[str, str] = field(default_factory=dict)
     feature: str = ""
-    # Segment metric rows only ('' = the whole population): e.g. country, BR.
+    # Segment and drift rows ('' = the whole population): e.g. country, BR.
     segment_key: str = ""
     segment_value: str = ""
 
@@ -308,7 +308,7 @@ def _metric_row(row: MetricRow) -> Row:
 
 def _drift_row(row: MetricRow) -> Row:
     values = _metric_row(row)
-    return (*values[:6], row.feature, *values[6:])
+    return (*values[:6], row.feature, row.segment_key, row.segment_value, *values[6:])
 
 
 def _segment_metric_row(row: MetricRow) -> Row:
@@ -514,13 +514,14 @@ PERFORMANCE_METRICS: Table[MetricRow] = Table(
     _metric_row,
     identity_columns=(*_METRIC_HEAD, *_METRIC_TAIL),
 )
+_SEGMENT = ("segment_key", "segment_value")
+# Drift rows of the whole population leave the segment empty (schemas/clickhouse/023).
 DRIFT_METRICS: Table[MetricRow] = Table(
     "drift_metrics",
-    (*_METRIC_HEAD, "feature", *_METRIC_TAIL),
+    (*_METRIC_HEAD, "feature", *_SEGMENT, *_METRIC_TAIL),
     _drift_row,
-    identity_columns=(*_METRIC_HEAD, "feature", *_METRIC_TAIL),
+    identity_columns=(*_METRIC_HEAD, "feature", *_SEGMENT, *_METRIC_TAIL),
 )
-_SEGMENT = ("segment_key", "segment_value")
 SEGMENT_METRICS: Table[MetricRow] = Table(
     "segment_metrics",
     (*_METRIC_HEAD, *_SEGMENT, *_METRIC_TAIL),

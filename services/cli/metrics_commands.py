@@ -83,10 +83,23 @@ def _guard_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--min-labelled", type=int, default=100, help="labels per side before performance counts"
     )
+    parser.add_argument(
+        "--guard-segment-alpha",
+        type=float,
+        default=0.05,
+        help="family-wise false-alarm rate of the guard's per-segment verdicts",
+    )
+    parser.add_argument(
+        "--guard-segment-correction",
+        choices=("holm", "bonferroni"),
+        default="holm",
+        help="how the guard corrects over the segments it judges",
+    )
 
 
 def _guard_policy(args: argparse.Namespace) -> GuardPolicy:
     from safeloop.services.guard.policy import GuardPolicy
+    from safeloop.services.metrics.multiple_comparisons import Correction
     from safeloop.services.metrics.performance import PerformanceMetric
 
     return GuardPolicy(
@@ -99,6 +112,8 @@ def _guard_policy(args: argparse.Namespace) -> GuardPolicy:
         max_client_error_excess=_ratio(args.max_client_error_excess),
         min_requests=args.min_requests,
         min_labelled=args.min_labelled,
+        segment_alpha=args.guard_segment_alpha,
+        segment_correction=Correction(args.guard_segment_correction),
     )
 
 
@@ -150,7 +165,8 @@ def _register_metrics(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         "--segment-min-sample",
         type=int,
         default=100,
-        help="rows a segment needs in its window before segment_metrics gets its figures",
+        help="rows a segment needs in its window before segment_metrics gets its figures "
+        "and the guard judges it",
     )
     _guard_arguments(run)
     run.set_defaults(func=_run_metrics)

@@ -2,14 +2,15 @@
 key (a protected attribute such as `gender` or `country`), per version and route.
 
 Groups come from the `segments` map of `predictions` and `feedback`; rows without the key
-belong to no group and are left out. The key is a bound value, never part of the text.
+belong to no group and are left out. The key is a bound value, never part of the text. Ranges
+beyond a day read the hourly rollup `segment_hours_agg` (schemas/clickhouse/024).
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-from safeloop.services.dashboard.queries import Query, Scope, bind
+from safeloop.services.dashboard.queries import HOURS, Query, Scope, bind
 
 # Binary classifiers predict the positive class from this score (services/metrics uses 0.5).
 THRESHOLD: Final = 0.5
@@ -36,7 +37,63 @@ def segment_keys(scope: Scope) -> Query:
 
 
 def group_serving(scope: Scope, key: str) -> Query:
-    """Requests and failed requests per version, route and group of `key`."""
+    """Requests and failed requests per version, route and group of `key`: from the hourly
+    rollup beyond a day (a week of raw rows took over 15 s), else from the raw rows."""
+    if scope.rollup is HOURS:
+        return group_serving_hours(scope, key)
+    return group_serving_scan(scope, key)
+
+
+def group_labels(scope: Scope, key: str) -> Query:
+    """Label counts per version, route and group of `key`: hourly rollup beyond a day."""
+    if scope.rollup is HOURS:
+        return group_labels_hours(scope, key)
+    return group_labels_scan(scope, key)
+
+
+def group_serving_hours(scope: Scope, key: str) -> Query:
+    """`group_serving_scan`'s figures from `segment_hours_agg` (whole hours)."""
+    return bind(
+        "group_serving_hours",
+        """
+        SELECT model_version, route, segment_value AS segment,
+               sum(requests) AS requests, sum(errors) AS errors
+        FROM segment_hours_agg
+        WHERE model_name = {model:String} AND segment_key = {key:String}
+          AND hour >= toStartOfHour({since:DateTime('UTC')}) AND hour <= {until:DateTime('UTC')}
+        GROUP BY model_version, route, segment
+        HAVING requests > 0
+        ORDER BY model_version, route, segment
+        LIMIT {groups:UInt32}
+        """,
+        {**scope.parameters(), "key": key, "groups": MAX_GROUPS},
+    )
+
+
+def group_labels_hours(scope: Scope, key: str) -> Query:
+    """`group_labels_scan`'s counts from `segment_hours_agg` (whole hours; an in-window label
+    correction counts again there, see schemas/clickhouse/024_segment_hours.sql)."""
+    return bind(
+        "group_labels_hours",
+        """
+        SELECT model_version, route, segment_value AS segment,
+               sum(labelled) AS labelled, sum(tp) AS tp, sum(fp) AS fp, sum(fn) AS fn,
+               sum(exact) AS exact, sum(abs_error_sum) AS abs_error_sum,
+               sum(squared_error_sum) AS squared_error_sum
+        FROM segment_hours_agg
+        WHERE model_name = {model:String} AND segment_key = {key:String}
+          AND hour >= toStartOfHour({since:DateTime('UTC')}) AND hour <= {until:DateTime('UTC')}
+        GROUP BY model_version, route, segment
+        HAVING labelled > 0
+        ORDER BY model_version, route, segment
+        LIMIT {groups:UInt32}
+        """,
+        {**scope.parameters(), "key": key, "groups": MAX_GROUPS},
+    )
+
+
+def group_serving_scan(scope: Scope, key: str) -> Query:
+    """Requests and failed requests per version, route and group of `key`, from `predictions`."""
     return bind(
         "group_serving",
         """
@@ -54,7 +111,7 @@ def group_serving(scope: Scope, key: str) -> Query:
     )
 
 
-def group_labels(scope: Scope, key: str) -> Query:
+def group_labels_scan(scope: Scope, key: str) -> Query:
     """Labelled pairs per version, route and group of `key`, with the counts every task's
     figures are made of: binary confusion cells at THRESHOLD, exact matches (multi-class),
     absolute and squared errors (regression). The stream join's pairs, by prediction time.

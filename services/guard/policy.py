@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from safeloop.services.guard.exceptions import PolicyError
+from safeloop.services.metrics.multiple_comparisons import Correction
 from safeloop.services.metrics.performance import PerformanceMetric, Task
 
 # The figures each task computes; a metric outside its task's set is never judged for it.
@@ -63,6 +64,11 @@ class GuardPolicy:
     # Below these, a side's figures are too noisy to act on.
     min_requests: int = 100
     min_labelled: int = 100
+    # Per segment (a model's segment_keys) the same rules are judged as one-sided anytime-valid
+    # tests; the chance that any within-threshold segment is called in breach is held at
+    # `segment_alpha` over the segments by `segment_correction`.
+    segment_alpha: float = 0.05
+    segment_correction: Correction = Correction.HOLM
 
     def __post_init__(self) -> None:
         for name in ("max_error_rate", "max_client_error_excess"):
@@ -75,6 +81,8 @@ class GuardPolicy:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise PolicyError(f"{name} must be positive, got {value}")
+        if not 0.0 < self.segment_alpha < 1.0:
+            raise PolicyError(f"segment_alpha must be in (0, 1), got {self.segment_alpha}")
         if self.min_requests < 1 or self.min_labelled < 1:
             raise PolicyError("min_requests and min_labelled must be at least 1")
         for task, metric in (

@@ -8,7 +8,11 @@ current canary against its production version after every batch. The windows of 
 partition become mergeable `HealthSummary`s, summed per (model, version, route) before
 judging: with several metrics instances sharing the partitions, the judge adds the summaries
 the others publish (`monitor/summary_exchange.py`) for the partitions it does not own, so every
-instance count judges the same figures. A breach publishes a signed ROLLBACK with the reason
+instance count judges the same figures. Requests carrying segments (a model's segment_keys)
+also fill per-segment windows whose summaries ride inside their key's summary (mergeable the
+same way); a canary within every threshold overall is then judged per segment
+(`segment_judge.py`), and a breach in one segment alone rolls it back with the segment named
+in the command's details (`segment`). A breach publishes a signed ROLLBACK with the reason
 and the figures in `details`, audited in `control_log`; its command id is derived from the
 model, the canary and the config sequence it replaces, so two judges that both see the breach
 during a rebalance publish the same command (replicas apply it once: a duplicate).
@@ -23,18 +27,23 @@ import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from safeloop.schemas.events import CommandKind, ControlCommand, ModelConfig, PredictionEvent, Route
 from safeloop.services.control.exceptions import ControlError
 from safeloop.services.control.issuer import CommandIssuer
 from safeloop.services.guard.judge import judge
 from safeloop.services.guard.policy import GuardPolicy
+from safeloop.services.guard.segment_judge import Answers, judge_segments
+from safeloop.services.guard.segment_windows import SegmentWindows
 from safeloop.services.guard.verdict import GuardVerdict, VerdictKind
 from safeloop.services.metrics.columns import health_batch
 from safeloop.services.metrics.health import HEALTH_COLUMNS
 from safeloop.services.metrics.health_summary import HealthSummary
 from safeloop.services.metrics.keyed import KeyedWindows, WindowKey
+from safeloop.services.metrics.performance import PerformanceMetric, PerformanceSnapshot
 from safeloop.services.metrics.performance_tracker import PerformanceTracker
+from safeloop.services.metrics.segments import SegmentCodes
 from safeloop.services.metrics.windows import CountWindow
 
 logger = logging.getLogger(__name__)
@@ -44,6 +53,14 @@ RETRY_AFTER_FAILURE_S = 1.0
 NO_PARTITION = -1
 
 PartitionSummaries = Mapping[int, Mapping[WindowKey, HealthSummary]]
+
+
+class SegmentAnswers(Protocol):
+    """Labelled rows and right answers per segment (the metrics service's SegmentTracker)."""
+
+    def answers(self, model_name: str, version: str, route: Route) -> dict[str, tuple[int, int]]:
+        """`key=value` -> (labelled rows, right answers)."""
+        ...
 
 
 def guard_command_id(model_name: str, canary_version: str, replaces_sequence: int) -> str:
@@ -75,6 +92,9 @@ class CentralGuard:
         performance: PerformanceTracker | None = None,
         window_rows: int = 1_000,
         partitions: int = 1,
+        segment_min_sample: int = 100,
+        segment_refresh_ms: int = 1_000,
+        segment_answers: SegmentAnswers | None = None,
     ) -> None:
         self.policy = policy
         self._issuer = issuer
@@ -83,11 +103,19 @@ class CentralGuard:
         self._partition_rows = max(1, -(-window_rows // max(1, partitions)))
         # partition -> its windows
         self._windows: dict[int, KeyedWindows[CountWindow]] = {}
+        # partition -> its per-segment windows (codes shared: labels are what merge)
+        self._segment_windows: dict[int, SegmentWindows] = {}
+        self._segment_codes = SegmentCodes()
+        self.segment_min_sample = segment_min_sample
+        self._segment_refresh_ms = segment_refresh_ms
+        self._segment_answers = segment_answers
         self._failed_at: dict[str, float] = {}
         self.rollbacks = 0
         self.rollback_failures = 0
         # Canary judgements since start, by verdict kind.
         self.verdicts: dict[VerdictKind, int] = dict.fromkeys(VerdictKind, 0)
+        # The newest judgement of each model's canary (segments judged and seen included).
+        self.latest: dict[str, GuardVerdict] = {}
 
     def observe(
         self, events: Sequence[PredictionEvent], partitions: Sequence[int] | None = None
@@ -105,6 +133,7 @@ class CentralGuard:
         for partition, served in by_partition.items():
             keys, batch = health_batch(served)
             self._partition(partition).append(keys, batch)
+            self._segments_of(partition).append(keys, served)
 
     def retain(self, partitions: frozenset[int]) -> None:
         """Forget the windows of partitions this instance no longer reads (their new owner
@@ -112,18 +141,22 @@ class CentralGuard:
         for partition in list(self._windows):
             if partition != NO_PARTITION and partition not in partitions:
                 del self._windows[partition]
+                self._segment_windows.pop(partition, None)
 
     def summaries(self) -> dict[int, dict[WindowKey, HealthSummary]]:
         """Partition -> the summary of each served key's window, stale canaries left out."""
         out: dict[int, dict[WindowKey, HealthSummary]] = {}
         for partition, windows in self._windows.items():
+            segments = self._segments_of(partition)
             summaries = {}
             for key, window in windows:
                 if key.route is Route.CANARY and not self._is_judged(key):
                     # Rolled back, promoted or replaced: a later retry of it starts clean.
                     windows.discard(key)
+                    segments.discard(key)
                     continue
-                summaries[key] = HealthSummary.of_window(window.view())
+                summary = HealthSummary.of_window(window.view())
+                summaries[key] = summary.with_segments(segments.summaries(key))
             out[partition] = summaries
         return out
 
@@ -161,7 +194,24 @@ class CentralGuard:
                 canary_performance,
                 production_performance,
             )
+            if verdict.kind is VerdictKind.HEALTHY and canary.segments:
+                production_segments = merged.get(production_key, HealthSummary.empty()).segments
+                found = judge_segments(
+                    canary.segments,
+                    production_segments,
+                    self.policy,
+                    self.segment_min_sample,
+                    self._answers(key, production_key, canary_performance),
+                )
+                verdict = dataclasses.replace(
+                    verdict,
+                    kind=VerdictKind.BREACH if found.breaches else verdict.kind,
+                    segment_breaches=found.breaches,
+                    segments_judged=found.judged,
+                    segments_seen=found.seen,
+                )
             self.verdicts[verdict.kind] += 1
+            self.latest[key.model_name] = verdict
             if verdict.kind is VerdictKind.BREACH and self._may_try(key.model_name):
                 decisions.append(self._roll_back(key, config, verdict))
         return decisions
@@ -175,6 +225,33 @@ class CentralGuard:
             )
         return found
 
+    def _answers(
+        self,
+        canary: WindowKey,
+        production: WindowKey,
+        performance: PerformanceSnapshot | None,
+    ) -> tuple[Answers, Answers] | None:
+        """Both sides' labels per segment, when the canary is judged on accuracy (the figure
+        segments have); labels come from this instance's feedback, as the overall rule's do."""
+        source = self._segment_answers
+        if source is None or performance is None:
+            return None
+        if self.policy.metric_for(performance.task) is not PerformanceMetric.ACCURACY:
+            return None
+        return (
+            source.answers(canary.model_name, canary.model_version, canary.route),
+            source.answers(production.model_name, production.model_version, production.route),
+        )
+
+    def _segments_of(self, partition: int) -> SegmentWindows:
+        found = self._segment_windows.get(partition)
+        if found is None:
+            rows = self._window_rows if partition == NO_PARTITION else self._partition_rows
+            found = self._segment_windows[partition] = SegmentWindows(
+                rows, self._segment_codes, self._segment_refresh_ms
+            )
+        return found
+
     def _is_judged(self, key: WindowKey) -> bool:
         config = self._issuer.config_of(key.model_name)
         return config is not None and _is_current_canary(config, key.model_version)
@@ -182,6 +259,8 @@ class CentralGuard:
     def _discard(self, key: WindowKey) -> None:
         for windows in self._windows.values():
             windows.discard(key)
+        for segments in self._segment_windows.values():
+            segments.discard(key)
 
     def _may_try(self, model_name: str) -> bool:
         failed_at = self._failed_at.get(model_name)

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from safeloop.services.metrics.health import HealthSnapshot
+from safeloop.services.metrics.segments import Groups
 from safeloop.services.metrics.windows import TIMESTAMP_COLUMN, Columns
 
 LATENCY_BIN_RATIO = 1.02
@@ -29,11 +30,46 @@ LATENCY_BINS = math.ceil(math.log(MAX_LATENCY_MS / MIN_LATENCY_MS) / _LOG_RATIO)
 _QUANTILES = (0.50, 0.95, 0.99)
 
 
+def _bin_values() -> npt.NDArray[np.float64]:
+    exponents = np.arange(LATENCY_BINS, dtype=np.float64) - 0.5
+    values = np.asarray(MIN_LATENCY_MS * LATENCY_BIN_RATIO**exponents, dtype=np.float64)
+    values[0] = 0.0
+    return values
+
+
+# What each bin stands for: its geometric middle (0 for the underflow bin).
+BIN_VALUES = _bin_values()
+
+
+def histogram_quantiles(
+    histograms: npt.NDArray[np.int64], quantile: float
+) -> npt.NDArray[np.float64]:
+    """One quantile of each row's histogram, read as `HealthSummary` reads it; NaN if empty."""
+    cumulative = np.cumsum(histograms, axis=1)
+    total = cumulative[:, -1] if histograms.shape[1] else np.zeros(histograms.shape[0])
+    ranks = np.floor(quantile * (total - 1)) + 1
+    found = np.count_nonzero(cumulative < ranks[:, None], axis=1)
+    values = BIN_VALUES[np.minimum(found, LATENCY_BINS - 1)]
+    return np.where(total > 0, values, np.nan)
+
+
+def slower_counts(
+    histograms: npt.NDArray[np.int64], limits_ms: npt.NDArray[np.float64]
+) -> npt.NDArray[np.int64]:
+    """Per row, the requests whose bin stands for more than that row's limit (NaN: none)."""
+    above = BIN_VALUES[None, :] > np.nan_to_num(limits_ms, nan=np.inf)[:, None]
+    return np.asarray((histograms * above).sum(axis=1), dtype=np.int64)
+
+
+def latency_bin_index(latency_ms: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+    """The bin of each value (finite values only: filter first)."""
+    scaled = np.log(np.maximum(latency_ms, MIN_LATENCY_MS * 0.5) / MIN_LATENCY_MS) / _LOG_RATIO
+    return np.clip(np.floor(scaled).astype(np.int64) + 1, 0, LATENCY_BINS - 1)
+
+
 def latency_bins(latency_ms: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
     """Counts per latency bin of the finite values."""
-    finite = latency_ms[np.isfinite(latency_ms)]
-    scaled = np.log(np.maximum(finite, MIN_LATENCY_MS * 0.5) / MIN_LATENCY_MS) / _LOG_RATIO
-    index = np.clip(np.floor(scaled).astype(np.int64) + 1, 0, LATENCY_BINS - 1)
+    index = latency_bin_index(latency_ms[np.isfinite(latency_ms)])
     return np.bincount(index, minlength=LATENCY_BINS).astype(np.int64)
 
 
@@ -46,7 +82,11 @@ def _bin_value(index: int) -> float:
 
 @dataclass(frozen=True, slots=True)
 class HealthSummary:
-    """Counts, time bounds and the latency histogram of some requests; `+` merges two."""
+    """Counts, time bounds and the latency histogram of some requests; `+` merges two.
+
+    `segments` holds the same per segment (`key=value` -> summary) of the requests that carry
+    segments, so the guard can judge segments on every instance's traffic too.
+    """
 
     request_count: int
     error_count: int
@@ -54,6 +94,7 @@ class HealthSummary:
     start_ms: int | None
     end_ms: int | None
     latency: npt.NDArray[np.int64]
+    segments: Mapping[str, HealthSummary] = field(default_factory=dict)
 
     @staticmethod
     def empty() -> HealthSummary:
@@ -83,6 +124,18 @@ class HealthSummary:
             _bound(min, self.start_ms, other.start_ms),
             _bound(max, self.end_ms, other.end_ms),
             self.latency + other.latency,
+            _merged(self.segments, other.segments),
+        )
+
+    def with_segments(self, segments: Mapping[str, HealthSummary]) -> HealthSummary:
+        return HealthSummary(
+            self.request_count,
+            self.error_count,
+            self.client_error_count,
+            self.start_ms,
+            self.end_ms,
+            self.latency,
+            segments,
         )
 
     def snapshot(self) -> HealthSnapshot:
@@ -119,7 +172,7 @@ class HealthSummary:
 
     def to_json(self) -> dict[str, Any]:
         nonzero = np.flatnonzero(self.latency)
-        return {
+        out: dict[str, Any] = {
             "n": self.request_count,
             "e": self.error_count,
             "c": self.client_error_count,
@@ -127,6 +180,10 @@ class HealthSummary:
             "t": self.end_ms,
             "b": [[int(i), int(self.latency[i])] for i in nonzero],
         }
+        if self.segments:
+            # Optional: a reader from before segments ignores it, and reads none when absent.
+            out["g"] = {label: summary.to_json() for label, summary in self.segments.items()}
+        return out
 
     @staticmethod
     def from_json(raw: Mapping[str, Any]) -> HealthSummary:
@@ -134,6 +191,10 @@ class HealthSummary:
         for index, count in raw["b"]:
             latency[int(index)] = int(count)
         start, end = raw.get("s"), raw.get("t")
+        segments = {
+            str(label): HealthSummary.from_json(summary)
+            for label, summary in raw.get("g", {}).items()
+        }
         return HealthSummary(
             int(raw["n"]),
             int(raw["e"]),
@@ -141,7 +202,56 @@ class HealthSummary:
             None if start is None else int(start),
             None if end is None else int(end),
             latency,
+            segments,
         )
+
+
+def segment_summaries(
+    codes: npt.NDArray[np.int64],
+    timestamp_ms: npt.NDArray[np.int64],
+    latency_ms: npt.NDArray[np.float64],
+    error: npt.NDArray[np.bool_],
+    client_error: npt.NDArray[np.bool_],
+) -> dict[int, HealthSummary]:
+    """Segment code -> the summary of its rows, from one grouped reduction (no loop over rows)."""
+    if codes.shape[0] == 0:
+        return {}
+    groups = Groups.of(codes)
+    stamps = np.asarray(timestamp_ms, dtype=np.int64)
+    latency = np.asarray(latency_ms, dtype=np.float64)
+    finite = np.isfinite(latency)
+    # One bincount over (group, bin) pairs fills every group's histogram at once.
+    cells = groups.index[finite] * LATENCY_BINS + latency_bin_index(latency[finite])
+    histograms = np.bincount(cells, minlength=len(groups) * LATENCY_BINS).astype(np.int64)
+    histograms = histograms.reshape(len(groups), LATENCY_BINS)
+    errors = groups.count(np.asarray(error, dtype=np.bool_))
+    client_errors = groups.count(np.asarray(client_error, dtype=np.bool_))
+    starts, ends = groups.minimum(stamps), groups.maximum(stamps)
+    return {
+        int(code): HealthSummary(
+            int(groups.sizes[i]),
+            int(errors[i]),
+            int(client_errors[i]),
+            int(starts[i]),
+            int(ends[i]),
+            histograms[i],
+        )
+        for i, code in enumerate(groups.codes.tolist())
+    }
+
+
+def _merged(
+    a: Mapping[str, HealthSummary], b: Mapping[str, HealthSummary]
+) -> Mapping[str, HealthSummary]:
+    if not b:
+        return a
+    if not a:
+        return b
+    out = dict(a)
+    for label, summary in b.items():
+        found = out.get(label)
+        out[label] = summary if found is None else found + summary
+    return out
 
 
 def _bound(pick: Any, a: int | None, b: int | None) -> int | None:

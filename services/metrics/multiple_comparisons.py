@@ -9,6 +9,7 @@ and sometimes more: sort the p-values ascending, reject p_(i) while p_(i) <= alp
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
@@ -66,3 +67,21 @@ def adjusted_p_values(p_values: FloatArray, correction: Correction) -> FloatArra
     scaled = p[order] * (m - np.arange(m))
     out[order] = np.minimum(1.0, np.maximum.accumulate(scaled))
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class FamilyOutcome:
+    """Which members of a family are rejected, and every member's adjusted p-value."""
+
+    rejected: BoolArray
+    adjusted: FloatArray
+
+
+def judge_family(
+    p_values: FloatArray, eligible: BoolArray, alpha: float, correction: Correction
+) -> FamilyOutcome:
+    """Correct over every member of a family, eligible yet or not (the ineligible as p = 1):
+    a segment must not get a looser threshold because others are still short of data."""
+    chosen = np.asarray(eligible, dtype=np.bool_)
+    p = np.where(chosen, as_float(p_values, "p_values"), 1.0)
+    return FamilyOutcome(rejections(p, alpha, correction), adjusted_p_values(p, correction))

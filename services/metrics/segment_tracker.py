@@ -111,6 +111,30 @@ class SegmentTracker:
         }
         self._append(self._feedback, SEGMENT_FEEDBACK_COLUMNS, groups, batch)
 
+    def answers(self, model_name: str, version: str, route: Route) -> dict[str, tuple[int, int]]:
+        """`key=value` -> (labelled rows, right answers) in each segment's feedback window."""
+        out: dict[str, tuple[int, int]] = {}
+        for group, _ in self._slots.get((model_name, version, route), {}).values():
+            window = self._feedback.get(group)
+            if window is None or len(window) == 0:
+                continue
+            view = window.view()
+            figures = segment_performance(
+                view[SEGMENT_COLUMN],
+                view[TIMESTAMP_COLUMN],
+                view["score"],
+                view["ground_truth"],
+                view["correct"],
+            )
+            for code, labelled, correct in zip(
+                figures.codes.tolist(),
+                figures.labelled_count.tolist(),
+                figures.correct_count.tolist(),
+                strict=True,
+            ):
+                out[self._codes.label(code)] = (labelled, correct)
+        return out
+
     def keys(self) -> list[SegmentWindowKey]:
         return [self._keys[group] for group in sorted({*self._health, *self._feedback})]
 

@@ -103,8 +103,10 @@ class MetricsConfig:
     # How far back a rebuild may reach for a long-running rollout step (bounds the re-read).
     rebuild_max_span_ms: int = 3_600_000
     # Rows a segment needs in its window (requests; labelled rows for performance) before its
-    # figures are written to segment_metrics.
+    # figures are written to segment_metrics, and before the guard judges it.
     segment_min_sample: int = 100
+    # Segments per model version and route that get drift rows (the largest first).
+    drift_max_segments: int = 100
 
 
 @dataclass
@@ -190,7 +192,12 @@ class MetricsService:
             config.performance_window_span_ms,
             residual_baseline_of=models.residual_baseline_of,
         )
-        self.drift = DriftTracker(models, config.drift_window_rows)
+        self.drift = DriftTracker(
+            models,
+            config.drift_window_rows,
+            segment_min_sample=config.segment_min_sample,
+            max_segments=config.drift_max_segments,
+        )
         self.segments = SegmentTracker(
             models.task_of, config.health_window_rows, config.segment_min_sample
         )
@@ -200,6 +207,8 @@ class MetricsService:
             performance=self.performance,
             window_rows=config.guard_window_rows,
             partitions=config.guard_partitions,
+            segment_min_sample=config.segment_min_sample,
+            segment_answers=self.segments,
         )
         self.rollouts = RolloutController(
             issuer, models.task_of, labels, recheck_interval_ms=config.provisional_recheck_ms

@@ -109,6 +109,9 @@ def _guard_from(raw: Mapping[str, Any]) -> GuardPolicy:
     for name in ("multiclass_metric", "regression_metric"):
         if fields.get(name) is not None:
             fields[name] = PerformanceMetric(fields[name])
+    # ... and those before per-segment guarding no segment_correction.
+    if "segment_correction" in fields:
+        fields["segment_correction"] = Correction(fields["segment_correction"])
     return GuardPolicy(**fields)
 
 

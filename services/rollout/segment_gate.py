@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from safeloop.services.metrics._arrays import FloatArray, IntArray
-from safeloop.services.metrics.multiple_comparisons import adjusted_p_values, rejections
+from safeloop.services.metrics.multiple_comparisons import judge_family
 from safeloop.services.metrics.segments import DenseCounts
 from safeloop.services.rollout.plan import RolloutPlan
 from safeloop.services.rollout.sequential import ConfidenceSequence
@@ -80,13 +80,11 @@ def judge_segments(
         compared = max(compared, eligible)
         if eligible == 0:
             continue
-        # Every segment seen this step counts in the family, eligible yet or not (as p = 1):
-        # a segment must not get a looser threshold because others are still short of data.
+        # Every segment seen this step counts in the family, eligible yet or not.
         m = len(evidence.labels)
-        p = np.where(family.eligible, family.p_values, 1.0)
-        rejected = rejections(p, alpha, plan.segment_correction)
-        adjusted = adjusted_p_values(p, plan.segment_correction)
-        for i in np.flatnonzero(rejected):
+        outcome = judge_family(family.p_values, family.eligible, alpha, plan.segment_correction)
+        adjusted = outcome.adjusted
+        for i in np.flatnonzero(outcome.rejected):
             label = evidence.labels[i]
             failed.append(label)
             numbers[f"{family.what}_adjusted_p[{label}]"] = repr(float(adjusted[i]))

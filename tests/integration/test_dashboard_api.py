@@ -136,11 +136,9 @@ def _metrics(client: Client) -> None:
         ["fraud", "v1", "production", start, end, "psi", "age", 0.05, 100, {}],
         ["fraud", "v1", "production", start, end, "ks", "age", 0.5, 100, {}],
     ]
-    client.insert(
-        "drift_metrics",
-        drift,
-        column_names=DRIFT_METRICS.columns,
-    )
+    # As a writer from before per-segment drift would (no segment columns: they default to '').
+    columns = [c for c in DRIFT_METRICS.columns if c not in ("segment_key", "segment_value")]
+    client.insert("drift_metrics", drift, column_names=columns)
 
 
 def _control(client: Client) -> None:

@@ -18,7 +18,9 @@ import pytest
 
 from safeloop.infra.clickhouse.client import clickhouse_client
 from safeloop.infra.settings import Settings
+from safeloop.services.dashboard import fairness_queries
 from safeloop.services.dashboard.app import create_app
+from safeloop.services.dashboard.queries import Scope
 from safeloop.services.dashboard.reader import Reader
 
 pytestmark = pytest.mark.integration
@@ -237,3 +239,27 @@ def test_an_unknown_key_has_no_groups(story: tuple[Settings, list[Pair]]) -> Non
     settings, _ = story
     view = api(settings, "/api/fairness?model=fraud&minutes=30&key=gender'--")
     assert view["series"] == []
+
+
+def test_a_week_is_read_from_the_hourly_rollup(story: tuple[Settings, list[Pair]]) -> None:
+    """Beyond a day the view reads segment_hours_agg: serving figures are the brute force's;
+    label counts also count each in-window correction's superseded version (see 024)."""
+    settings, pairs = story
+    week = 7 * 24 * 60
+    scope = Scope.last("fraud", week)
+    assert fairness_queries.group_serving(scope, "country").name == "group_serving_hours"
+    assert fairness_queries.group_labels(scope, "country").name == "group_labels_hours"
+    view = api(settings, f"/api/fairness?model=fraud&minutes={week}&key=country&min_sample=1")
+    got = {(s["name"], g["group"]): g for s in view["series"] for g in s["groups"]}
+    expected = _expected(pairs, "fraud")
+    assert set(got) == set(expected)
+    corrected: dict[tuple[str, str], int] = {}
+    for i, pair in enumerate(pairs):
+        if pair.model == "fraud" and pair.group and pair.truth is not None and not pair.late:
+            key = (f"{pair.version} ({pair.route})", pair.group)
+            corrected[key] = corrected.get(key, 0) + (i % 7 == 0)
+    for key, want in expected.items():
+        assert got[key]["requests"] == want["requests"], key
+        assert got[key]["errors"] == want["errors"], key
+        assert got[key]["error_rate"] == pytest.approx(want["error_rate"]), key
+        assert got[key]["labelled"] == want["labelled"] + corrected.get(key, 0), key

@@ -42,7 +42,10 @@ TABLES = {
     "retraining_decisions": "model_name, model_version, timestamp, decision_id",
     "health_metrics": "model_name, model_version, route, metric, window_start, window_end",
     "performance_metrics": "model_name, model_version, route, metric, window_start, window_end",
-    "drift_metrics": "model_name, model_version, route, metric, feature, window_start, window_end",
+    "drift_metrics": (
+        "model_name, model_version, route, metric, feature, window_start, window_end, "
+        "segment_key, segment_value"
+    ),
 }
 EVENT_TABLES: dict[str, type[Any]] = {
     "predictions": PredictionEvent,

@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from safeloop.services.rollout.exceptions import PlanError
+from safeloop.services.metrics.exceptions import InvalidInputError
+from safeloop.services.metrics.sequential import ConfidenceSequence
 from safeloop.services.rollout.intervals import difference_interval
-from safeloop.services.rollout.sequential import ConfidenceSequence
 
 ALPHA = 0.05
 RUNS = 400
@@ -98,9 +98,9 @@ def test_no_data_means_no_bound_and_bad_counts_are_refused() -> None:
         -math.inf,
         math.inf,
     )
-    with pytest.raises(PlanError):
+    with pytest.raises(InvalidInputError):
         ConfidenceSequence.for_plan(ALPHA, 100).proportion_difference(5, 3, 0, 10)
-    with pytest.raises(PlanError):
+    with pytest.raises(InvalidInputError):
         ConfidenceSequence.for_plan(1.0, 100)
 
 
