@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
-ORDER = ("broker_failover", "worker_kill", "metrics_kill", "replica_kill", "clickhouse_outage")
+ORDER = (
+    "broker_failover",
+    "worker_kill",
+    "metrics_kill",
+    "replica_kill",
+    "clickhouse_outage",
+    "combined",
+)
 HEADER = (
     "| fault | load | events acknowledged | events lost | rows doubled | serving errors "
     "| serving p99 | time to recover |\n|---|---|---|---|---|---|---|---|"
@@ -49,6 +56,15 @@ def _recovery(name: str, r: dict[str, Any]) -> str:
             f"live replicas on the rollback {r['live_replicas_converged_s']} s after the kill; "
             f"the restarted one ready and on it {r['restarted_replica_converged_s']} s after "
             "its restart"
+        )
+    if name == "combined":
+        return (
+            f"the flag published {r['command_published_s']} s after the faults and applied on "
+            f"the live replicas at {r['live_replicas_converged_s']} s; restarts at "
+            f"{r['down_s']} s; the restarted replica on it at "
+            f"{r['restarted_replica_converged_s']} s, the broker back in every ISR at "
+            f"{r['rejoined_isr_s']} s, every acknowledged event in ClickHouse at "
+            f"{r['recover_s']} s"
         )
     return f"everything landed {r['recover_s']} s after the endpoint was back"
 

@@ -323,3 +323,63 @@ def test_clickhouse_down_then_back_loses_and_doubles_nothing(loop: ChaosLoop) ->
     )
     _exactly_once(tally)
     assert loop.serving_since(mark)["errors"] == 0
+
+
+def test_everything_at_once_loses_and_doubles_nothing_and_control_converges(
+    loop: ChaosLoop, kafka_cluster: KafkaCluster
+) -> None:
+    """The faults above together, seconds apart: the partition leader broker, a processor
+    worker and the replica process SIGKILLed, ClickHouse stopped, and an operator's command
+    published in the middle of it; then everything restarted."""
+    settings = loop.settings
+    topic = settings.topics.predictions
+    mark = loop.mark()
+    victim = leaders(settings, topic)[0][0]
+    started = time.monotonic()
+    kafka_cluster.broker.kill_node(victim)
+    loop.run.kill_worker("worker-1")
+    assert loop.warehouse.stop()
+    loop.kill_replica()
+    # An operator changes a flag while all of that is down (published once a leader is back).
+    flag = loop.publish(
+        CommandKind.SET_FLAG, lambda c: replace(c, flags={**c.flags, "chaos": '"combined"'})
+    )
+    published_s = _since(started)
+    assert wait_for(lambda: min(loop.fleet.applied_sequence()) >= flag, 120)
+    live_converged_s = _since(started)
+    # The label feed keeps being acknowledged through it all.
+    acked = loop.load.acked_predictions()
+    assert wait_for(lambda: loop.load.acked_predictions() >= acked + 5 * PAIRS_PER_SECOND)
+    assert wait_for(lambda: time.monotonic() - started >= OUTAGE_S, OUTAGE_S + 10)
+    down_s = _since(started)
+    loop.warehouse.start()
+    loop.run.start_worker(1, free_port())
+    loop.start_replica()
+    kafka_cluster.broker.start()
+    with loop.fleet_watcher() as watcher:
+        watcher.read_to_end(10)
+        assert wait_for(
+            lambda: loop.process_replica_applied(watcher) >= flag and loop.replica_ready(), 180
+        ), f"replica process never applied {flag}"
+    replica_converged_s = _since(started)
+    assert wait_for(lambda: all(isr == 3 for _, isr in leaders(settings, topic).values()), 300)
+    rejoined_s = _since(started)
+    assert loop.wait_landed()[1] is not None, loop.logs()
+    recover_s = _since(started)
+    for name, worker in loop.run.workers.items():
+        assert worker.poll() is None, loop.run.worker_log(name)
+    tally = loop.report(
+        "combined",
+        mark,
+        fault="all at once: SIGKILL of the partition leader broker, of a processor worker and "
+        f"of the replica process, ClickHouse stopped for {OUTAGE_S:g} s, a flag published "
+        "meanwhile; then all restarted",
+        recover_s=recover_s,
+        down_s=down_s,
+        command_published_s=published_s,
+        live_replicas_converged_s=live_converged_s,
+        restarted_replica_converged_s=replica_converged_s,
+        rejoined_isr_s=rejoined_s,
+    )
+    _exactly_once(tally)
+    assert loop.serving_since(mark)["errors"] == 0
