@@ -229,6 +229,31 @@ class Phase:
             total += (int(fields[11]) + int(fields[12])) / tick
         return total
 
+    def cpu_seconds_by_thread(self) -> dict[str, float]:
+        """The workers' CPU seconds by thread kind: the event loop (faust, aiokafka, the join),
+        librdkafka's threads (the output producer), RocksDB's, and the other Python threads
+        (the ClickHouse sink's inserts)."""
+        tick = os.sysconf("SC_CLK_TCK")
+        kinds: dict[str, float] = {}
+        for worker in self.workers:
+            for task in Path(f"/proc/{worker.pid}/task").iterdir():
+                try:
+                    stat = (task / "stat").read_text()
+                except OSError:  # the thread ended meanwhile
+                    continue
+                name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat.rsplit(")", 1)[1]
+                values = fields.split()
+                if task.name == str(worker.pid):
+                    kind = "event_loop"
+                elif name.startswith("rdk:"):
+                    kind = "librdkafka"
+                elif name.startswith("rocksdb"):
+                    kind = "rocksdb"
+                else:
+                    kind = "other_threads"
+                kinds[kind] = kinds.get(kind, 0.0) + (int(values[11]) + int(values[12])) / tick
+        return {kind: round(seconds, 2) for kind, seconds in sorted(kinds.items())}
+
     def disk_bytes(self) -> int:
         streams = self.state_dir / "streams"
         return sum(p.stat().st_size for p in streams.rglob("*") if p.is_file())
@@ -267,10 +292,13 @@ def throughput(
     started = time.monotonic()
     phase.start_workers(workers, profile)
     first = None
+    # CPU spent before the first record is consumed: imports, group join, table recovery.
+    startup_cpu = 0.0
     deadline = time.monotonic() + 1800
     while time.monotonic() < deadline:
         if first is None and phase.metric(METRIC_CONSUMED) > 0:
             first = time.monotonic()
+            startup_cpu = phase.cpu_seconds()
         if (
             phase.count("SELECT uniqExact(prediction_id) FROM feedback WHERE status = 'joined'")
             >= pairs
@@ -279,6 +307,7 @@ def throughput(
         time.sleep(0.2)
     done = time.monotonic()
     cpu = phase.cpu_seconds()
+    threads = phase.cpu_seconds_by_thread()
     rows = phase.count("SELECT count() FROM feedback FINAL WHERE status = 'joined'")
     phase.stop_workers()
     if profile is not None:
@@ -296,6 +325,11 @@ def throughput(
         # Includes startup; less noisy than wall time when the machine is shared.
         "worker_cpu_seconds": round(cpu, 1),
         "worker_cpu_us_per_event": round(cpu * 1e6 / (2 * pairs), 1),
+        # The same without the start-up's CPU (sampled when the first record was consumed).
+        "worker_startup_cpu_seconds": round(startup_cpu, 1),
+        "worker_cpu_us_per_event_after_startup": round((cpu - startup_cpu) * 1e6 / (2 * pairs), 1),
+        # Whole run, start-up included; threads that ended before are not counted.
+        "worker_cpu_seconds_by_thread": threads,
         "clickhouse_bytes_per_row": storage,
     }
 
@@ -542,7 +576,9 @@ def main(argv: list[str] | None = None) -> int:
         "--only", choices=["limit", "throughput", "latency", "footprint", "restart", "baseline"]
     )
     parser.add_argument(
-        "--quick", action="store_true", help="one-worker throughput only (for tuning; not saved)"
+        "--quick",
+        action="store_true",
+        help="the limit and one-worker throughput only (for tuning; not saved)",
     )
     parser.add_argument(
         "--partitioner",
@@ -563,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.only in (None, "baseline"):
                 results["baseline_sqlite"] = sqlite_baseline(args.baseline_pairs, Path(tmp))
                 print("baseline", results["baseline_sqlite"], flush=True)
-            if args.only in (None, "limit"):
+            if args.only in (None, "limit") or args.quick:
                 results["limit_plain_hop"] = limit(bench, args.pairs)
                 print("limit (plain hop)", results["limit_plain_hop"], flush=True)
             if args.only in (None, "throughput"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import cast
 
 from safeloop.schemas.events import (
     FeedbackRecord,
@@ -211,7 +212,10 @@ class JoinWindow:
                     return out
                 self.counters.corrections += 1
             if current != outcome:
-                entry = replace(entry, outcome=outcome, raw_outcome=raw)
+                # The constructor, not dataclasses.replace: a third of the cost, once per pair.
+                entry = PendingPrediction(
+                    entry.predictions, outcome, entry.expires_at_ms, entry.raw_predictions, raw
+                )
                 self.pending.put(partition, key, entry)
             else:
                 out.repeated = True
@@ -280,30 +284,45 @@ class JoinWindow:
     def release(self, releases: list[Release]) -> int:
         """Delete (or close) released state that did not change since; call after the flush.
         Returns how many entries were released."""
-        deleted = 0
+        pending: list[Release] = []
+        early: list[Release] = []
+        releasing = self._releasing
         for item in releases:
             if isinstance(item.expected, PendingPrediction):
-                self._releasing.discard((item.partition, item.key))
-                store: StateStore[PendingPrediction] | StateStore[EarlyOutcome] = self.pending
-                index = self.pending_index
+                releasing.discard((item.partition, item.key))
+                pending.append(item)
             else:
-                self._releasing.discard((item.partition, "early:" + item.key))
-                store = self.early
-                index = self.early_index
-            current = store.get(item.partition, item.key)
-            if current is None:
-                index.discard(item.partition, item.key, item.expected.expires_at_ms)
-                continue
-            if current != item.expected:
+                releasing.discard((item.partition, "early:" + item.key))
+                early.append(item)
+        deleted = 0
+        if pending:
+            answers = self.pending.release_unchanged(
+                [
+                    (r.partition, r.key, cast(PendingPrediction, r.expected), r.replacement)
+                    for r in pending
+                ]
+            )
+            deleted += self._released(self.pending_index, pending, answers)
+        if early:
+            early_answers = self.early.release_unchanged(
+                [(r.partition, r.key, cast(EarlyOutcome, r.expected), None) for r in early]
+            )
+            deleted += self._released(self.early_index, early, early_answers)
+        return deleted
+
+    def _released(
+        self, index: ExpiryIndex, items: list[Release], answers: list[bool | None]
+    ) -> int:
+        deleted = 0
+        for item, answer in zip(items, answers, strict=True):
+            if answer is False:
                 # Changed since (an outcome arrived): the next tick looks at it again.
                 continue
             index.discard(item.partition, item.key, item.expected.expires_at_ms)
-            if item.replacement is not None:
-                self.pending.put(item.partition, item.key, item.replacement)
-                self.pending_index.add(item.partition, item.key, item.replacement.expires_at_ms)
-            else:
-                store.delete(item.partition, item.key)
-            deleted += 1
+            if answer:
+                if item.replacement is not None:
+                    self.pending_index.add(item.partition, item.key, item.replacement.expires_at_ms)
+                deleted += 1
         return deleted
 
     # -- partitions ----------------------------------------------------------------------

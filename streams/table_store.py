@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, Protocol, TypeVar, cast
 
 import rocksdict
@@ -11,7 +11,7 @@ import rocksdict
 from safeloop.schemas.codec import OUTCOME_CODEC, PREDICTION_CODEC
 from safeloop.streams.exceptions import StreamError
 from safeloop.streams.faust_adapter import partition_db, visible_items
-from safeloop.streams.state import EarlyOutcome, PendingPrediction
+from safeloop.streams.state import EarlyOutcome, PendingPrediction, Swap
 
 V = TypeVar("V")
 
@@ -204,6 +204,50 @@ class FaustTableStore(Generic[V]):
         self._recent = {}
         self._db(partition).delete(raw_key)
         self._send(partition, raw_key, None)
+
+    def release_unchanged(self, items: Sequence[Swap[V]]) -> list[bool | None]:
+        """`StateStore.release_unchanged` in one multi-get and one WriteBatch per partition;
+        a stored value is compared by its bytes (no Avro decode) and decoded only if they
+        differ from `expected`'s (e.g. bytes of an older writer schema)."""
+        if self._read is not None:
+            raise StreamError("release_unchanged runs between batches")
+        answers: list[bool | None] = [None] * len(items)
+        by_partition: dict[int, list[int]] = {}
+        for position, item in enumerate(items):
+            by_partition.setdefault(item[0], []).append(position)
+        encode, decode = self._encode, self._decode
+        for partition, positions in by_partition.items():
+            db = self._db(partition)
+            raw_keys = [items[i][1].encode() for i in positions]
+            unique = list(dict.fromkeys(raw_keys))
+            # What each key holds now, updated as this call writes (a key may come twice).
+            stored: dict[bytes, bytes | None] = dict(zip(unique, db.get(unique), strict=True))
+            batch = rocksdict.WriteBatch(raw_mode=True)
+            sends: list[tuple[bytes, bytes | None]] = []
+            recent = self._recent.get(partition)
+            for position, raw_key in zip(positions, raw_keys, strict=True):
+                _, _, expected, replacement = items[position]
+                raw = stored[raw_key]
+                if raw is None:
+                    continue
+                if raw != encode(expected) and decode(raw) != expected:
+                    answers[position] = False
+                    continue
+                body = None if replacement is None else encode(replacement)
+                if body is None:
+                    batch.delete(raw_key)
+                else:
+                    batch.put(raw_key, body)
+                stored[raw_key] = body
+                sends.append((raw_key, body))
+                if recent:
+                    recent.pop(raw_key, None)
+                answers[position] = True
+            if sends:
+                db.write(batch)
+                for raw_key, body in sends:
+                    self._send(partition, raw_key, body)
+        return answers
 
     def items(self, partition: int) -> Iterator[tuple[str, V]]:
         for raw_key, raw in visible_items(self.table, self._db(partition)):

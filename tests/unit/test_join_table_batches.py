@@ -110,3 +110,48 @@ def test_the_next_batch_reads_the_previous_batchs_writes_until_anything_else_wri
     store.begin_batch({0: ["a"]})
     assert store.get(0, "a") is None
     store.end_batch()
+
+
+def test_release_unchanged_compares_bytes_and_writes_once_per_partition(tmp_path: Path) -> None:
+    store, changelog, data = _store(tmp_path)
+    for partition, key, value in [(0, "same", "v"), (0, "moved", "new"), (1, "closing", "open")]:
+        store.put(partition, key, value)
+    changelog.sent.clear()
+    answers = store.release_unchanged(
+        [
+            (0, "same", "v", None),  # unchanged: deleted
+            (0, "moved", "old", None),  # changed since: kept
+            (0, "absent", "x", None),  # not there
+            (1, "closing", "open", "closed"),  # unchanged: replaced
+            (1, "closing", "open", None),  # the same key again now holds "closed": changed
+        ]
+    )
+    assert answers == [True, False, None, True, False]
+    assert data._db_for_partition(0).get(b"same") is None
+    assert data._db_for_partition(0).get(b"moved") == b"new"
+    assert data._db_for_partition(1).get(b"closing") == b"closed"
+    assert sorted(changelog.sent, key=repr) == sorted(
+        [("t-changelog", b"same", None, 0), ("t-changelog", b"closing", b"closed", 1)], key=repr
+    )
+
+
+def test_release_unchanged_decodes_when_the_bytes_differ_and_drops_the_cached_key(
+    tmp_path: Path,
+) -> None:
+    data = _Store(tmp_path)
+    table = SimpleNamespace(
+        name="t",
+        data=data,
+        changelog_topic=SimpleNamespace(get_topic_name=lambda: "t-changelog"),
+    )
+    # Stored bytes of another writer (padded) decode to the same value: still unchanged.
+    store = FaustTableStore[str](table, str.encode, lambda b: b.decode().strip(), _Changelog())
+    store.begin_batch({0: ["k"]})
+    store.put(0, "k", "v")
+    store.end_batch()  # "v" now cached as the previous batch's write
+    data._db_for_partition(0).put(b"k", b"  v")
+    assert store.release_unchanged([(0, "k", "v", None)]) == [True]
+    assert data._db_for_partition(0).get(b"k") is None
+    store.begin_batch({0: ["k"]})
+    assert store.get(0, "k") is None  # not answered from the cache
+    store.end_batch()
