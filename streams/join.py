@@ -14,6 +14,7 @@ from safeloop.schemas.events import (
     PredictionEvent,
     Route,
 )
+from safeloop.schemas.records import slot_constructor
 from safeloop.streams.expiry import ExpiryIndex
 from safeloop.streams.state import EarlyOutcome, PendingPrediction, StateStore
 from safeloop.streams.windows import JoinWindows
@@ -368,25 +369,30 @@ def _newer(current: OutcomeEvent, candidate: OutcomeEvent) -> bool:
     return current.timestamp > candidate.timestamp
 
 
+_new_feedback = slot_constructor(FeedbackRecord)
+
+
 def _record(
     prediction: PredictionEvent, now_ms: int, outcome: OutcomeEvent | None
 ) -> FeedbackRecord:
-    return FeedbackRecord(
-        prediction_id=prediction.prediction_id,
-        model_name=prediction.model_name,
-        model_version=prediction.model_version,
-        route=Route(prediction.route),
-        replica_id=prediction.replica_id,
-        features=prediction.features,
-        prediction=prediction.prediction,
-        confidence=prediction.confidence,
-        prediction_timestamp=prediction.timestamp,
-        status=FeedbackStatus.JOINED if outcome is not None else FeedbackStatus.EXPIRED,
-        ground_truth=outcome.ground_truth if outcome is not None else None,
-        outcome_timestamp=outcome.timestamp if outcome is not None else None,
-        label_delay_ms=outcome.timestamp - prediction.timestamp if outcome is not None else None,
-        outcome_source=outcome.source if outcome is not None else None,
-        emitted_at=now_ms,
-        class_probabilities=prediction.class_probabilities,
-        segments=prediction.segments,
+    route = prediction.route
+    # Positionally, in FeedbackRecord's field order (tests/unit/test_join.py checks it).
+    return _new_feedback(
+        prediction.prediction_id,
+        prediction.model_name,
+        prediction.model_version,
+        route if type(route) is Route else Route(route),
+        prediction.replica_id,
+        prediction.features,
+        prediction.prediction,
+        prediction.confidence,
+        prediction.timestamp,
+        FeedbackStatus.JOINED if outcome is not None else FeedbackStatus.EXPIRED,
+        outcome.ground_truth if outcome is not None else None,
+        outcome.timestamp if outcome is not None else None,
+        outcome.timestamp - prediction.timestamp if outcome is not None else None,
+        outcome.source if outcome is not None else None,
+        now_ms,
+        prediction.class_probabilities,
+        prediction.segments,
     )
