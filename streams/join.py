@@ -181,6 +181,14 @@ class JoinWindow:
     def _release_early(
         self, out: JoinOutput, partition: int, key: str, waiting: EarlyOutcome
     ) -> None:
+        if self.early.new_in_batch(partition, key):
+            # Parked by this very batch: its outcome's source offset commits with this batch's
+            # rows (a crash replays it), so it can go now, before it reaches RocksDB or the
+            # changelog at all (an outcome and its prediction a few records apart cost
+            # no early-outcome writes).
+            self.early.delete(partition, key)
+            self.early_index.discard(partition, key, waiting.expires_at_ms)
+            return
         out.releases.append(Release(partition, key, waiting))
         self._releasing.add((partition, "early:" + key))
 

@@ -75,6 +75,11 @@ class StateStore(Protocol[V]):
         """Drop what is cached of `partition`: its state may change elsewhere (a rebalance)."""
         ...
 
+    def new_in_batch(self, partition: int, key: str) -> bool:
+        """Whether `key` holds a value the current batch wrote and was absent before it, so
+        deleting it within the batch writes nothing at all."""
+        ...
+
     def release_unchanged(self, items: Sequence[Swap[V]]) -> list[bool | None]:
         """For each `(partition, key, expected, replacement)` in order: if the key still holds
         `expected`, write `replacement` (None: delete it) and answer True; False if it holds
@@ -112,6 +117,10 @@ class InMemoryStateStore(StateStore[V]):
 
     def forget(self, partition: int) -> None:
         return None
+
+    def new_in_batch(self, partition: int, key: str) -> bool:
+        # No batches here: every write is final at once.
+        return False
 
     def release_unchanged(self, items: Sequence[Swap[V]]) -> list[bool | None]:
         answers: list[bool | None] = []

@@ -144,24 +144,40 @@ class FaustTableStore(Generic[V]):
         self._read = read
         self._written = {}
 
+    def new_in_batch(self, partition: int, key: str) -> bool:
+        if self._read is None:
+            return False
+        raw_key = key.encode()
+        value = self._written.get(partition, {}).get(raw_key)
+        if value is None or value is _DELETED:
+            return False
+        read = self._read.get(partition, {})
+        return raw_key in read and read[raw_key] is None
+
     def end_batch(self) -> None:
         written, self._written = self._written, {}
-        self._read = None
+        read, self._read = self._read or {}, None
         self._recent = written
         encode = self._encode
         for partition, values in written.items():
             if not values:
                 continue
+            before = read.get(partition, {})
             batch = rocksdict.WriteBatch(raw_mode=True)
             sends: list[tuple[bytes, bytes | None]] = []
             for raw_key, value in values.items():
                 if value is _DELETED:
+                    if raw_key in before and before[raw_key] is None:
+                        # Absent before the batch, put and deleted within it: nothing to write.
+                        continue
                     batch.delete(raw_key)
                     sends.append((raw_key, None))
                 else:
                     body = encode(value)
                     batch.put(raw_key, body)
                     sends.append((raw_key, body))
+            if not sends:
+                continue
             self._db(partition).write(batch)
             for raw_key, sent in sends:
                 self._send(partition, raw_key, sent)

@@ -155,3 +155,70 @@ def test_release_unchanged_decodes_when_the_bytes_differ_and_drops_the_cached_ke
     store.begin_batch({0: ["k"]})
     assert store.get(0, "k") is None  # not answered from the cache
     store.end_batch()
+
+
+def test_a_key_put_and_deleted_within_a_batch_and_absent_before_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    store, changelog, data = _store(tmp_path)
+    store.put(0, "old", "o")
+    changelog.sent.clear()
+    store.begin_batch({0: ["new", "old"]})
+    assert not store.new_in_batch(0, "new")  # nothing written yet
+    store.put(0, "new", "n")
+    store.put(0, "old", "o2")
+    assert store.new_in_batch(0, "new")
+    assert not store.new_in_batch(0, "old")  # held a value before the batch
+    store.delete(0, "new")
+    store.delete(0, "old")
+    assert not store.new_in_batch(0, "new")
+    store.end_batch()
+    assert changelog.sent == [("t-changelog", b"old", None, 0)]
+    assert data._db_for_partition(0).get(b"old") is None
+    assert not store.new_in_batch(0, "old")  # outside a batch
+
+
+def test_an_outcome_paired_within_its_own_batch_leaves_no_early_outcome_anywhere(
+    tmp_path: Path,
+) -> None:
+    from _stream_events import outcome, prediction
+
+    from safeloop.streams.join import JoinWindow
+    from safeloop.streams.state import EarlyOutcome, PendingPrediction
+    from safeloop.streams.table_store import (
+        decode_early,
+        decode_pending,
+        encode_early,
+        encode_pending,
+    )
+    from safeloop.streams.windows import JoinWindows
+
+    def table(name: str) -> Any:
+        return SimpleNamespace(
+            name=name,
+            data=_Store(tmp_path / name),
+            changelog_topic=SimpleNamespace(get_topic_name=lambda: f"{name}-changelog"),
+        )
+
+    changelog = _Changelog()
+    pending_table, early_table = table("pending"), table("early")
+    join = JoinWindow(
+        FaustTableStore[PendingPrediction](
+            pending_table, encode_pending, decode_pending, changelog
+        ),
+        FaustTableStore[EarlyOutcome](early_table, encode_early, decode_early, changelog),
+        JoinWindows(default_window_ms=10_000),
+        lambda: 1_500,
+    )
+    join.assign(0)
+    p, o = prediction(), outcome()
+    join.begin_batch({0: [o.prediction_id, p.prediction_id]})
+    assert join.on_outcome(0, o).feedback == []
+    paired = join.on_prediction(0, p)
+    join.end_batch()
+    assert len(paired.feedback) == 1 and paired.releases == []
+    assert join.early_size(0) == 0 and join.pending_size(0) == 1
+    assert [topic for topic, *_ in changelog.sent] == ["pending-changelog"]
+    assert list(early_table.data._db_for_partition(0).items()) == []
+    stored = decode_pending(pending_table.data._db_for_partition(0).get(p.prediction_id.encode()))
+    assert stored.outcome == o
