@@ -78,6 +78,13 @@ class ChangelogSender(Protocol):
         self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None
     ) -> None: ...
 
+    def send_many(
+        self,
+        topic: str,
+        records: Sequence[tuple[bytes | None, bytes | None]],
+        partition: int | None = None,
+    ) -> None: ...
+
 
 # A key the current batch deleted.
 _DELETED: Any = object()
@@ -124,6 +131,15 @@ class FaustTableStore(Generic[V]):
         if db is None:
             raise StreamError(f"table {self.table.name} needs the rocksdb:// store")
         return db
+
+    def _send_many(self, partition: int, records: list[tuple[bytes, bytes | None]]) -> None:
+        if self._changelog is None:
+            for key, value in records:
+                self._send(partition, key, value)
+            return
+        if self._topic is None:
+            self._topic = self.table.changelog_topic.get_topic_name()
+        self._changelog.send_many(self._topic, records, partition)
 
     def _send(self, partition: int, key: bytes, value: bytes | None) -> None:
         if self._changelog is None:
@@ -179,8 +195,7 @@ class FaustTableStore(Generic[V]):
             if not sends:
                 continue
             self._db(partition).write(batch)
-            for raw_key, sent in sends:
-                self._send(partition, raw_key, sent)
+            self._send_many(partition, sends)
 
     def forget(self, partition: int) -> None:
         self._recent.pop(partition, None)
@@ -261,8 +276,7 @@ class FaustTableStore(Generic[V]):
                 answers[position] = True
             if sends:
                 db.write(batch)
-                for raw_key, body in sends:
-                    self._send(partition, raw_key, body)
+                self._send_many(partition, sends)
         return answers
 
     def items(self, partition: int) -> Iterator[tuple[str, V]]:

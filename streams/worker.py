@@ -302,10 +302,13 @@ class StreamWorker:
         self.rate_logger.log(time.monotonic(), self.snapshot())
 
     def _emit(self, result: BatchResult, done: dict[tuple[str, int], int]) -> None:
-        feedback_topic = self.topics.feedback
         send = self.outputs.send
-        for record in result.feedback:
-            send(feedback_topic, record.prediction_id.encode(), FEEDBACK_CODEC.encode(record))
+        if result.feedback:
+            encode = FEEDBACK_CODEC.encode
+            self.outputs.send_many(
+                self.topics.feedback,
+                [(r.prediction_id.encode(), encode(r)) for r in result.feedback],
+            )
         for letter in result.dead_letters:
             send(self.topics.dead_letter, letter.key, DEAD_LETTER_CODEC.encode(letter))
         # The source offsets of re-routed records commit after the flush barrier, i.e. once

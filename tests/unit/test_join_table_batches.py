@@ -3,6 +3,7 @@ RocksDB write and one changelog record per changed key at the end."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -40,6 +41,15 @@ class _Changelog:
         self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None
     ) -> None:
         self.sent.append((topic, key, value, partition))
+
+    def send_many(
+        self,
+        topic: str,
+        records: Sequence[tuple[bytes | None, bytes | None]],
+        partition: int | None = None,
+    ) -> None:
+        for key, value in records:
+            self.send(topic, key, value, partition)
 
 
 def _store(tmp_path: Path) -> tuple[FaustTableStore[str], _Changelog, _Store]:
