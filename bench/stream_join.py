@@ -723,7 +723,9 @@ def main(argv: list[str] | None = None) -> int:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     elif not args.quick and args.profile is None and RESULTS.exists():
-        RESULTS.write_text(json.dumps(merged(json.loads(RESULTS.read_text()), results), indent=2))
+        RESULTS.write_text(
+            json.dumps(merged(json.loads(RESULTS.read_text()), results), indent=2) + "\n"
+        )
     print(json.dumps(results, indent=2))
     return 0
 
