@@ -224,6 +224,31 @@ class Phase:
             total += (int(fields[11]) + int(fields[12])) / tick
         return total
 
+    def cpu_seconds_by_thread(self) -> dict[str, float]:
+        """The workers' CPU seconds by thread kind: the event loop (faust, aiokafka, the join),
+        librdkafka's threads (the output producer), RocksDB's, and the other Python threads
+        (the ClickHouse sink's inserts)."""
+        tick = os.sysconf("SC_CLK_TCK")
+        kinds: dict[str, float] = {}
+        for worker in self.workers:
+            for task in Path(f"/proc/{worker.pid}/task").iterdir():
+                try:
+                    stat = (task / "stat").read_text()
+                except OSError:  # the thread ended meanwhile
+                    continue
+                name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat.rsplit(")", 1)[1]
+                values = fields.split()
+                if task.name == str(worker.pid):
+                    kind = "event_loop"
+                elif name.startswith("rdk:"):
+                    kind = "librdkafka"
+                elif name.startswith("rocksdb"):
+                    kind = "rocksdb"
+                else:
+                    kind = "other_threads"
+                kinds[kind] = kinds.get(kind, 0.0) + (int(values[11]) + int(values[12])) / tick
+        return {kind: round(seconds, 2) for kind, seconds in sorted(kinds.items())}
+
     def disk_bytes(self) -> int:
         streams = self.state_dir / "streams"
         return sum(p.stat().st_size for p in streams.rglob("*") if p.is_file())
@@ -262,10 +287,13 @@ def throughput(
     started = time.monotonic()
     phase.start_workers(workers, profile)
     first = None
+    # CPU spent before the first record is consumed: imports, group join, table recovery.
+    startup_cpu = 0.0
     deadline = time.monotonic() + 1800
     while time.monotonic() < deadline:
         if first is None and phase.metric(METRIC_CONSUMED) > 0:
             first = time.monotonic()
+            startup_cpu = phase.cpu_seconds()
         if (
             phase.count("SELECT uniqExact(prediction_id) FROM feedback WHERE status = 'joined'")
             >= pairs
@@ -274,6 +302,7 @@ def throughput(
         time.sleep(0.2)
     done = time.monotonic()
     cpu = phase.cpu_seconds()
+    threads = phase.cpu_seconds_by_thread()
     rows = phase.count("SELECT count() FROM feedback FINAL WHERE status = 'joined'")
     phase.stop_workers()
     if profile is not None:
@@ -291,6 +320,11 @@ def throughput(
         # Includes startup; less noisy than wall time when the machine is shared.
         "worker_cpu_seconds": round(cpu, 1),
         "worker_cpu_us_per_event": round(cpu * 1e6 / (2 * pairs), 1),
+        # The same without the start-up's CPU (sampled when the first record was consumed).
+        "worker_startup_cpu_seconds": round(startup_cpu, 1),
+        "worker_cpu_us_per_event_after_startup": round((cpu - startup_cpu) * 1e6 / (2 * pairs), 1),
+        # Whole run, start-up included; threads that ended before are not counted.
+        "worker_cpu_seconds_by_thread": threads,
         "clickhouse_bytes_per_row": storage,
     }
 
@@ -517,6 +551,51 @@ def sqlite_baseline(pairs: int, directory: Path) -> dict[str, Any]:
     }
 
 
+PARTS = ("baseline", "limit", "throughput", "latency", "restart", "footprint")
+# Result keys of each part (latency writes several).
+PART_KEYS = {
+    "baseline": ("baseline_sqlite",),
+    "limit": ("limit_plain_hop",),
+    "throughput": ("throughput",),
+    "latency": ("latency", "latency_one_worker", "latency_light"),
+    "restart": ("restart",),
+    "footprint": ("footprint",),
+}
+
+
+def _parts(spec: str) -> set[str]:
+    parts = {part.strip() for part in spec.split(",") if part.strip()}
+    unknown = parts - set(PARTS)
+    if unknown or not parts:
+        raise argparse.ArgumentTypeError(f"unknown parts {sorted(unknown)}; known: {PARTS}")
+    return parts
+
+
+def merged(earlier: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
+    """`earlier`'s results with the parts measured `now` replaced; each part says which run
+    (date) it comes from, and the ratios are recomputed only from parts of one run."""
+    out = dict(earlier)
+    dates = dict(earlier.get("part_dates", {}))
+    for part, keys in PART_KEYS.items():
+        if any(key in now for key in keys):
+            for key in keys:
+                out.pop(key, None)
+                if key in now:
+                    out[key] = now[key]
+            dates[part] = now["date"]
+        elif part not in dates and any(key in earlier for key in keys):
+            dates[part] = earlier.get("date", "earlier run")
+    out["part_dates"] = dates
+    for key in ("record_bytes", "target", "machine", "date"):
+        out[key] = now[key]
+    for ratio, part in (("ratio_vs_sqlite", "baseline"), ("share_of_plain_hop", "limit")):
+        if dates.get(part) != dates.get("throughput"):
+            out.pop(ratio, None)
+        elif ratio in now:
+            out[ratio] = now[ratio]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.stream_join")
     parser.add_argument("--pairs", type=int, default=200_000, help="predictions (and outcomes)")
@@ -534,10 +613,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--profile", type=Path, default=None, help="cProfile text report")
     parser.add_argument(
-        "--only", choices=["limit", "throughput", "latency", "footprint", "restart", "baseline"]
+        "--only",
+        type=_parts,
+        default=None,
+        help=f"comma-separated parts of {','.join(PARTS)}; saved into the results file over "
+        "the same parts of an earlier run (the others are kept, each with its run's date)",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="one-worker throughput only (for tuning; not saved)"
+        "--quick",
+        action="store_true",
+        help="the limit and one-worker throughput only (for tuning; not saved)",
     )
     parser.add_argument(
         "--partitioner",
@@ -546,7 +631,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.quick:
-        args.only = "throughput"
+        args.only = {"limit", "throughput"}
+
+    def wanted(part: str) -> bool:
+        return args.only is None or part in args.only
+
     with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
         bench = Bench(Path(tmp), args.partitioner)
         results: dict[str, Any] = {
@@ -555,13 +644,13 @@ def main(argv: list[str] | None = None) -> int:
             "partitioner": args.partitioner,
         }
         try:
-            if args.only in (None, "baseline"):
+            if wanted("baseline"):
                 results["baseline_sqlite"] = sqlite_baseline(args.baseline_pairs, Path(tmp))
                 print("baseline", results["baseline_sqlite"], flush=True)
-            if args.only in (None, "limit"):
+            if wanted("limit"):
                 results["limit_plain_hop"] = limit(bench, args.pairs)
                 print("limit (plain hop)", results["limit_plain_hop"], flush=True)
-            if args.only in (None, "throughput"):
+            if wanted("throughput"):
                 one = throughput(bench, args.pairs, 1, args.profile)
                 print("throughput 1 worker", one, flush=True)
                 results["throughput"] = [one]
@@ -569,7 +658,7 @@ def main(argv: list[str] | None = None) -> int:
                     two = throughput(bench, args.pairs, 2)
                     print("throughput 2 workers", two, flush=True)
                     results["throughput"].append(two)
-            if args.only in (None, "latency"):
+            if wanted("latency"):
                 # Half the best measured rate, with the worker count that reached it.
                 best = max(
                     results.get("throughput", []),
@@ -591,10 +680,10 @@ def main(argv: list[str] | None = None) -> int:
                 # The floor: the flush interval plus Kafka, when the worker is not saturated.
                 results["latency_light"] = latency(bench, 1000, args.latency_seconds)
                 print("latency at 1000 events/s", results["latency_light"], flush=True)
-            if args.only in (None, "restart"):
+            if wanted("restart"):
                 results["restart"] = restart(bench, args.restart_pending)
                 print("restart", results["restart"], flush=True)
-            if args.only in (None, "footprint"):
+            if wanted("footprint"):
                 results["footprint"] = footprint(bench, args.pending)
                 print("footprint", results["footprint"], flush=True)
         finally:
@@ -624,9 +713,14 @@ def main(argv: list[str] | None = None) -> int:
         "platform": platform.platform(),
         "note": "broker, ClickHouse endpoint (chDB) and workers share these cores",
     }
+    results["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     if args.only is None and args.profile is None:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    elif not args.quick and args.profile is None and RESULTS.exists():
+        RESULTS.write_text(
+            json.dumps(merged(json.loads(RESULTS.read_text()), results), indent=2) + "\n"
+        )
     print(json.dumps(results, indent=2))
     return 0
 

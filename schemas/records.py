@@ -132,3 +132,24 @@ def _keyword_builder(
         return cls(**{name: record[name] for name in names})
 
     return build
+
+
+def slot_constructor(cls: type[T]) -> Callable[..., T]:
+    """A function building `cls` from all its fields, positionally, in declaration order,
+    without the frozen dataclass __init__'s object.__setattr__ per field (about half the
+    cost, for events built on the hot path). `cls` must be a slotted dataclass without a
+    __post_init__."""
+    names = tuple(f.name for f in dataclasses.fields(cast(Any, cls)))
+    slots = [getattr(cls, name, None) for name in names]
+    if hasattr(cls, "__post_init__") or not all(
+        isinstance(slot, MemberDescriptorType) for slot in slots
+    ):
+        raise TypeError(f"{cls!r} is not a slotted dataclass without __post_init__")
+    env: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
+    lines = [f"def build({', '.join(names)}):", "    obj = _new(_cls)"]
+    for i, name in enumerate(names):
+        env[f"_set{i}"] = cast(MemberDescriptorType, slots[i]).__set__
+        lines.append(f"    _set{i}(obj, {name})")
+    lines.append("    return obj")
+    exec("\n".join(lines), env)  # noqa: S102 - source built from field names only
+    return cast(Callable[..., T], env["build"])

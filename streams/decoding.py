@@ -5,7 +5,7 @@ The record's key is not checked: where a record belongs comes from its body's pr
 
 from __future__ import annotations
 
-from safeloop.infra.kafka.dead_letters import SourceRecord, decode_or_reject
+from safeloop.infra.kafka.dead_letters import ConsumedRecord, decode_or_reject
 from safeloop.schemas.codec import OUTCOME_CODEC, PREDICTION_CODEC
 from safeloop.schemas.events import OutcomeEvent, PredictionEvent
 from safeloop.schemas.validation import (
@@ -16,7 +16,7 @@ from safeloop.schemas.validation import (
 
 
 def decode_prediction(
-    record: SourceRecord, now_ms: int, max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS
+    record: ConsumedRecord, now_ms: int, max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS
 ) -> PredictionEvent:
     """The valid prediction in `record`, or RecordRejectedError with a stable reason."""
     return decode_or_reject(
@@ -27,7 +27,7 @@ def decode_prediction(
 
 
 def decode_outcome(
-    record: SourceRecord, now_ms: int, max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS
+    record: ConsumedRecord, now_ms: int, max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS
 ) -> OutcomeEvent:
     """The valid outcome in `record`, or RecordRejectedError with a stable reason."""
     return decode_or_reject(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
@@ -95,6 +96,45 @@ class OutputTopics:
         self.sent += 1
         if self.sent % 1000 == 0:
             self._producer.poll(0)
+
+    def send_many(
+        self,
+        topic: str,
+        records: Sequence[tuple[bytes | None, bytes | None]],
+        partition: int | None = None,
+    ) -> None:
+        """`send` for each `(key, value)`, in order, counted once: the batch path's sends."""
+        if not records:
+            return
+        # Counted before they are queued: a barrier that swaps the epoch meanwhile waits for
+        # all of them (counting after would leave a window where it waits for none).
+        with self._lock:
+            epoch = self._epoch
+            epoch.sent += len(records)
+        produce = self._producer.produce
+        queued = 0
+        try:
+            for key, value in records:
+                while True:
+                    try:
+                        if partition is None:
+                            produce(topic, value, key, on_delivery=epoch)
+                        else:
+                            produce(topic, value, key, partition=partition, on_delivery=epoch)
+                        break
+                    except BufferError:
+                        # The local queue is full: let librdkafka drain it, then try again.
+                        self._producer.poll(0.05)
+                queued += 1
+        finally:
+            if queued < len(records):
+                # What failed to queue is not waited for.
+                with self._lock:
+                    epoch.sent -= len(records) - queued
+            before = self.sent
+            self.sent += queued
+            if before // 1000 != self.sent // 1000:
+                self._producer.poll(0)
 
     def _send(
         self,

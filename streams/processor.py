@@ -8,7 +8,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from safeloop.infra.exceptions import RecordRejectedError
-from safeloop.infra.kafka.dead_letters import DeadLetterCounts, SourceRecord, dead_letter, reject
+from safeloop.infra.kafka.dead_letters import (
+    ConsumedRecord,
+    DeadLetterCounts,
+    dead_letter,
+    reject,
+)
 from safeloop.schemas.events import DeadLetter, FeedbackRecord, OutcomeEvent, PredictionEvent
 from safeloop.schemas.validation import DEFAULT_MAX_FUTURE_SKEW_MS
 from safeloop.streams.decoding import decode_outcome, decode_prediction
@@ -63,7 +68,7 @@ class BatchProcessor:
         # Source topic -> records sent to their home partition through the repartition topic.
         self.rerouted: Counter[str] = Counter()
 
-    def process(self, records: Sequence[SourceRecord]) -> BatchResult:
+    def process(self, records: Sequence[ConsumedRecord]) -> BatchResult:
         """Decode, check and join `records` in order; re-route the misplaced ones.
 
         In three passes over the batch: decode and check every record, find every home
@@ -72,7 +77,7 @@ class BatchProcessor:
         now_ms = self.clock_ms()
         skew = self.max_future_skew_ms
         consumed = self.consumed
-        decoded: list[tuple[SourceRecord, PredictionEvent | OutcomeEvent]] = []
+        decoded: list[tuple[ConsumedRecord, PredictionEvent | OutcomeEvent]] = []
         for record in records:
             topic = record.topic
             consumed[topic] += 1
@@ -136,7 +141,7 @@ class BatchProcessor:
         return result
 
     def _reroute(
-        self, result: BatchResult, record: SourceRecord, home: int, key: str, kind: RecordKind
+        self, result: BatchResult, record: ConsumedRecord, home: int, key: str, kind: RecordKind
     ) -> None:
         # Its rows are written when the copy is joined on `home`, not here: written once.
         result.reroutes.append(Reroute(home, key.encode(), record.value or b"", kind))

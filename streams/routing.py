@@ -14,7 +14,7 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from safeloop.infra.kafka.dead_letters import SourceRecord, reject
+from safeloop.infra.kafka.dead_letters import ConsumedRecord, reject
 from safeloop.infra.kafka.partitioner import murmur2, murmur2_many
 
 # The header naming what a repartition record holds (its value is a `RecordKind`).
@@ -60,9 +60,9 @@ class HomePartitions:
         return [(h & 0x7FFFFFFF) % self.partitions for h in hashes]
 
 
-def kind_of(record: SourceRecord) -> RecordKind:
+def kind_of(record: ConsumedRecord) -> RecordKind:
     """The kind a repartition record carries in its header; RecordRejectedError if none."""
-    for name, value in record.headers:
+    for name, value in record.headers or ():
         if name == KIND_HEADER:
             try:
                 return RecordKind(bytes(value))

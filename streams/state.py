@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from safeloop.schemas.events import OutcomeEvent, PredictionEvent
 
 V = TypeVar("V")
+
+# (partition, key, expected value, replacement or None to delete): see `release_unchanged`.
+Swap = tuple[int, str, V, V | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +75,17 @@ class StateStore(Protocol[V]):
         """Drop what is cached of `partition`: its state may change elsewhere (a rebalance)."""
         ...
 
+    def new_in_batch(self, partition: int, key: str) -> bool:
+        """Whether `key` holds a value the current batch wrote and was absent before it, so
+        deleting it within the batch writes nothing at all."""
+        ...
+
+    def release_unchanged(self, items: Sequence[Swap[V]]) -> list[bool | None]:
+        """For each `(partition, key, expected, replacement)` in order: if the key still holds
+        `expected`, write `replacement` (None: delete it) and answer True; False if it holds
+        something else, None if it is absent. Outside a batch."""
+        ...
+
 
 class InMemoryStateStore(StateStore[V]):
     """A dict-backed store for unit tests and benchmarks of the join alone."""
@@ -103,6 +117,24 @@ class InMemoryStateStore(StateStore[V]):
 
     def forget(self, partition: int) -> None:
         return None
+
+    def new_in_batch(self, partition: int, key: str) -> bool:
+        # No batches here: every write is final at once.
+        return False
+
+    def release_unchanged(self, items: Sequence[Swap[V]]) -> list[bool | None]:
+        answers: list[bool | None] = []
+        for partition, key, expected, replacement in items:
+            current = self.get(partition, key)
+            if current is None or current != expected:
+                answers.append(None if current is None else False)
+                continue
+            if replacement is None:
+                self.delete(partition, key)
+            else:
+                self.put(partition, key, replacement)
+            answers.append(True)
+        return answers
 
     def __len__(self) -> int:
         return sum(len(entries) for entries in self._partitions.values())

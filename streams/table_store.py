@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, Protocol, TypeVar, cast
 
 import rocksdict
@@ -11,7 +11,7 @@ import rocksdict
 from safeloop.schemas.codec import OUTCOME_CODEC, PREDICTION_CODEC
 from safeloop.streams.exceptions import StreamError
 from safeloop.streams.faust_adapter import partition_db, visible_items
-from safeloop.streams.state import EarlyOutcome, PendingPrediction
+from safeloop.streams.state import EarlyOutcome, PendingPrediction, Swap
 
 V = TypeVar("V")
 
@@ -78,6 +78,13 @@ class ChangelogSender(Protocol):
         self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None
     ) -> None: ...
 
+    def send_many(
+        self,
+        topic: str,
+        records: Sequence[tuple[bytes | None, bytes | None]],
+        partition: int | None = None,
+    ) -> None: ...
+
 
 # A key the current batch deleted.
 _DELETED: Any = object()
@@ -125,6 +132,15 @@ class FaustTableStore(Generic[V]):
             raise StreamError(f"table {self.table.name} needs the rocksdb:// store")
         return db
 
+    def _send_many(self, partition: int, records: list[tuple[bytes, bytes | None]]) -> None:
+        if self._changelog is None:
+            for key, value in records:
+                self._send(partition, key, value)
+            return
+        if self._topic is None:
+            self._topic = self.table.changelog_topic.get_topic_name()
+        self._changelog.send_many(self._topic, records, partition)
+
     def _send(self, partition: int, key: bytes, value: bytes | None) -> None:
         if self._changelog is None:
             self.table.send_changelog(
@@ -144,27 +160,42 @@ class FaustTableStore(Generic[V]):
         self._read = read
         self._written = {}
 
+    def new_in_batch(self, partition: int, key: str) -> bool:
+        if self._read is None:
+            return False
+        raw_key = key.encode()
+        value = self._written.get(partition, {}).get(raw_key)
+        if value is None or value is _DELETED:
+            return False
+        read = self._read.get(partition, {})
+        return raw_key in read and read[raw_key] is None
+
     def end_batch(self) -> None:
         written, self._written = self._written, {}
-        self._read = None
+        read, self._read = self._read or {}, None
         self._recent = written
         encode = self._encode
         for partition, values in written.items():
             if not values:
                 continue
+            before = read.get(partition, {})
             batch = rocksdict.WriteBatch(raw_mode=True)
             sends: list[tuple[bytes, bytes | None]] = []
             for raw_key, value in values.items():
                 if value is _DELETED:
+                    if raw_key in before and before[raw_key] is None:
+                        # Absent before the batch, put and deleted within it: nothing to write.
+                        continue
                     batch.delete(raw_key)
                     sends.append((raw_key, None))
                 else:
                     body = encode(value)
                     batch.put(raw_key, body)
                     sends.append((raw_key, body))
+            if not sends:
+                continue
             self._db(partition).write(batch)
-            for raw_key, sent in sends:
-                self._send(partition, raw_key, sent)
+            self._send_many(partition, sends)
 
     def forget(self, partition: int) -> None:
         self._recent.pop(partition, None)
@@ -204,6 +235,49 @@ class FaustTableStore(Generic[V]):
         self._recent = {}
         self._db(partition).delete(raw_key)
         self._send(partition, raw_key, None)
+
+    def release_unchanged(self, items: Sequence[Swap[V]]) -> list[bool | None]:
+        """`StateStore.release_unchanged` in one multi-get and one WriteBatch per partition;
+        a stored value is compared by its bytes (no Avro decode) and decoded only if they
+        differ from `expected`'s (e.g. bytes of an older writer schema)."""
+        if self._read is not None:
+            raise StreamError("release_unchanged runs between batches")
+        answers: list[bool | None] = [None] * len(items)
+        by_partition: dict[int, list[int]] = {}
+        for position, item in enumerate(items):
+            by_partition.setdefault(item[0], []).append(position)
+        encode, decode = self._encode, self._decode
+        for partition, positions in by_partition.items():
+            db = self._db(partition)
+            raw_keys = [items[i][1].encode() for i in positions]
+            unique = list(dict.fromkeys(raw_keys))
+            # What each key holds now, updated as this call writes (a key may come twice).
+            stored: dict[bytes, bytes | None] = dict(zip(unique, db.get(unique), strict=True))
+            batch = rocksdict.WriteBatch(raw_mode=True)
+            sends: list[tuple[bytes, bytes | None]] = []
+            recent = self._recent.get(partition)
+            for position, raw_key in zip(positions, raw_keys, strict=True):
+                _, _, expected, replacement = items[position]
+                raw = stored[raw_key]
+                if raw is None:
+                    continue
+                if raw != encode(expected) and decode(raw) != expected:
+                    answers[position] = False
+                    continue
+                body = None if replacement is None else encode(replacement)
+                if body is None:
+                    batch.delete(raw_key)
+                else:
+                    batch.put(raw_key, body)
+                stored[raw_key] = body
+                sends.append((raw_key, body))
+                if recent:
+                    recent.pop(raw_key, None)
+                answers[position] = True
+            if sends:
+                db.write(batch)
+                self._send_many(partition, sends)
+        return answers
 
     def items(self, partition: int) -> Iterator[tuple[str, V]]:
         for raw_key, raw in visible_items(self.table, self._db(partition)):

@@ -22,12 +22,16 @@ class JoinWindows:
     default_window_ms: int = DEFAULT_WINDOW_MS
     model_window_ms: Mapping[str, int] = field(default_factory=dict)
     early_outcome_wait_ms: int = DEFAULT_EARLY_OUTCOME_WAIT_MS
+    # Read once per outcome: computed once.
+    _max_window_ms: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         values = [self.default_window_ms, *self.model_window_ms.values()]
         values.append(self.early_outcome_wait_ms)
         if any(value <= 0 for value in values):
             raise WindowConfigError(f"join windows must be positive, got {values}")
+        windows = [self.default_window_ms, *self.model_window_ms.values()]
+        object.__setattr__(self, "_max_window_ms", max(windows))
 
     def window_ms(self, model_name: str) -> int:
         """The window of `model_name`, or the default one."""
@@ -35,7 +39,7 @@ class JoinWindows:
 
     @property
     def max_window_ms(self) -> int:
-        return max([self.default_window_ms, *self.model_window_ms.values()])
+        return self._max_window_ms
 
     @classmethod
     def parse(

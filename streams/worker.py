@@ -16,7 +16,6 @@ from faust.types import TP
 
 from safeloop.infra.clickhouse.client import clickhouse_client
 from safeloop.infra.kafka.clients import producer_config
-from safeloop.infra.kafka.dead_letters import SourceRecord
 from safeloop.infra.kafka.topics import TopicAdmin
 from safeloop.infra.settings import Settings
 from safeloop.schemas.codec import DEAD_LETTER_CODEC, FEEDBACK_CODEC
@@ -232,27 +231,19 @@ class StreamWorker:
         await self.sink.maybe_flush()
 
     def _process_batch(self, batch: Mapping[Any, Sequence[Any]], owned: set[int]) -> None:
-        records: list[SourceRecord] = []
+        # The fetched records themselves (aiokafka's, or faust's messages from `handle`) go to
+        # the processor: no record object of ours per event.
+        records: list[Any] = []
         done: dict[tuple[str, int], int] = {}
         spans: dict[tuple[str, int], tuple[int, int]] = {}
-        repartition = self.topics.repartition
-        append = records.append
+        extend = records.extend
         indexed = self._indexed
         for tp, tp_records in batch.items():
             topic, partition = tp.topic, tp.partition
             if partition not in owned or partition not in indexed or not tp_records:
                 # Revoked while fetched: the new owner reads it again from the committed offset.
                 continue
-            if topic == repartition:
-                for r in tp_records:
-                    append(
-                        SourceRecord(
-                            topic, partition, r.offset, r.key, r.value, tuple(r.headers or ())
-                        )
-                    )
-            else:
-                for r in tp_records:
-                    append(SourceRecord(topic, partition, r.offset, r.key, r.value))
+            extend(tp_records)
             first, last = tp_records[0].offset, tp_records[-1].offset
             spans[(topic, partition)] = (min(first, last), max(first, last))
             done[(topic, partition)] = last + 1
@@ -311,10 +302,13 @@ class StreamWorker:
         self.rate_logger.log(time.monotonic(), self.snapshot())
 
     def _emit(self, result: BatchResult, done: dict[tuple[str, int], int]) -> None:
-        feedback_topic = self.topics.feedback
         send = self.outputs.send
-        for record in result.feedback:
-            send(feedback_topic, record.prediction_id.encode(), FEEDBACK_CODEC.encode(record))
+        if result.feedback:
+            encode = FEEDBACK_CODEC.encode
+            self.outputs.send_many(
+                self.topics.feedback,
+                [(r.prediction_id.encode(), encode(r)) for r in result.feedback],
+            )
         for letter in result.dead_letters:
             send(self.topics.dead_letter, letter.key, DEAD_LETTER_CODEC.encode(letter))
         # The source offsets of re-routed records commit after the flush barrier, i.e. once

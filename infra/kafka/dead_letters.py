@@ -8,9 +8,9 @@ source position and original bytes whoever read it.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from safeloop.infra.exceptions import RecordRejectedError
 from safeloop.schemas.codec import EventCodec
@@ -33,8 +33,31 @@ class SourceRecord:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
+class ConsumedRecord(Protocol):
+    """What decoding and dead letters read off a consumed record: a `SourceRecord`, or a
+    Kafka client's own record object (the stream processor passes aiokafka's as fetched)."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def key(self) -> bytes | None: ...
+
+    @property
+    def value(self) -> bytes | None: ...
+
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]] | None: ...
+
+
 def decode_or_reject(
-    record: SourceRecord,
+    record: ConsumedRecord,
     codec: EventCodec[E],
     *,
     validate: Callable[[E], None] | None = None,
@@ -52,7 +75,7 @@ def decode_or_reject(
     return event
 
 
-def reject(record: SourceRecord, reason: str, detail: str) -> RecordRejectedError:
+def reject(record: ConsumedRecord, reason: str, detail: str) -> RecordRejectedError:
     """The error for a record that cannot be used, naming where it came from."""
     return RecordRejectedError(
         reason, detail, topic=record.topic, partition=record.partition, offset=record.offset
@@ -60,7 +83,7 @@ def reject(record: SourceRecord, reason: str, detail: str) -> RecordRejectedErro
 
 
 def dead_letter(
-    record: SourceRecord, error: RecordRejectedError, consumer: str, now_ms: int
+    record: ConsumedRecord, error: RecordRejectedError, consumer: str, now_ms: int
 ) -> DeadLetter:
     """The dead letter for `record`: original bytes, where it came from and why it failed."""
     return DeadLetter(

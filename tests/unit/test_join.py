@@ -313,3 +313,38 @@ def test_state_is_bounded_by_the_windows_and_the_wait() -> None:
         join.release(out.releases)
     assert join.pending_size() == 0 and join.early_size() == 0
     assert len(join.pending) == 0 and len(join.early) == 0  # type: ignore[arg-type]
+
+
+def test_feedback_records_built_positionally_equal_the_keyword_built_ones() -> None:
+    from dataclasses import fields
+
+    from safeloop.schemas.events import FeedbackRecord
+    from safeloop.streams.join import _record
+
+    p = prediction()
+    o = outcome()
+    for paired in (o, None):
+        built = _record(p, 9_000, paired)
+        expected = FeedbackRecord(
+            prediction_id=p.prediction_id,
+            model_name=p.model_name,
+            model_version=p.model_version,
+            route=p.route,
+            replica_id=p.replica_id,
+            features=p.features,
+            prediction=p.prediction,
+            confidence=p.confidence,
+            prediction_timestamp=p.timestamp,
+            status=FeedbackStatus.JOINED if paired else FeedbackStatus.EXPIRED,
+            ground_truth=paired.ground_truth if paired else None,
+            outcome_timestamp=paired.timestamp if paired else None,
+            label_delay_ms=paired.timestamp - p.timestamp if paired else None,
+            outcome_source=paired.source if paired else None,
+            emitted_at=9_000,
+            class_probabilities=p.class_probabilities,
+            segments=p.segments,
+        )
+        assert built == expected
+        assert [getattr(built, f.name) for f in fields(built)] == [
+            getattr(expected, f.name) for f in fields(expected)
+        ]

@@ -3,6 +3,7 @@ RocksDB write and one changelog record per changed key at the end."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -40,6 +41,15 @@ class _Changelog:
         self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None
     ) -> None:
         self.sent.append((topic, key, value, partition))
+
+    def send_many(
+        self,
+        topic: str,
+        records: Sequence[tuple[bytes | None, bytes | None]],
+        partition: int | None = None,
+    ) -> None:
+        for key, value in records:
+            self.send(topic, key, value, partition)
 
 
 def _store(tmp_path: Path) -> tuple[FaustTableStore[str], _Changelog, _Store]:
@@ -110,3 +120,115 @@ def test_the_next_batch_reads_the_previous_batchs_writes_until_anything_else_wri
     store.begin_batch({0: ["a"]})
     assert store.get(0, "a") is None
     store.end_batch()
+
+
+def test_release_unchanged_compares_bytes_and_writes_once_per_partition(tmp_path: Path) -> None:
+    store, changelog, data = _store(tmp_path)
+    for partition, key, value in [(0, "same", "v"), (0, "moved", "new"), (1, "closing", "open")]:
+        store.put(partition, key, value)
+    changelog.sent.clear()
+    answers = store.release_unchanged(
+        [
+            (0, "same", "v", None),  # unchanged: deleted
+            (0, "moved", "old", None),  # changed since: kept
+            (0, "absent", "x", None),  # not there
+            (1, "closing", "open", "closed"),  # unchanged: replaced
+            (1, "closing", "open", None),  # the same key again now holds "closed": changed
+        ]
+    )
+    assert answers == [True, False, None, True, False]
+    assert data._db_for_partition(0).get(b"same") is None
+    assert data._db_for_partition(0).get(b"moved") == b"new"
+    assert data._db_for_partition(1).get(b"closing") == b"closed"
+    assert sorted(changelog.sent, key=repr) == sorted(
+        [("t-changelog", b"same", None, 0), ("t-changelog", b"closing", b"closed", 1)], key=repr
+    )
+
+
+def test_release_unchanged_decodes_when_the_bytes_differ_and_drops_the_cached_key(
+    tmp_path: Path,
+) -> None:
+    data = _Store(tmp_path)
+    table = SimpleNamespace(
+        name="t",
+        data=data,
+        changelog_topic=SimpleNamespace(get_topic_name=lambda: "t-changelog"),
+    )
+    # Stored bytes of another writer (padded) decode to the same value: still unchanged.
+    store = FaustTableStore[str](table, str.encode, lambda b: b.decode().strip(), _Changelog())
+    store.begin_batch({0: ["k"]})
+    store.put(0, "k", "v")
+    store.end_batch()  # "v" now cached as the previous batch's write
+    data._db_for_partition(0).put(b"k", b"  v")
+    assert store.release_unchanged([(0, "k", "v", None)]) == [True]
+    assert data._db_for_partition(0).get(b"k") is None
+    store.begin_batch({0: ["k"]})
+    assert store.get(0, "k") is None  # not answered from the cache
+    store.end_batch()
+
+
+def test_a_key_put_and_deleted_within_a_batch_and_absent_before_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    store, changelog, data = _store(tmp_path)
+    store.put(0, "old", "o")
+    changelog.sent.clear()
+    store.begin_batch({0: ["new", "old"]})
+    assert not store.new_in_batch(0, "new")  # nothing written yet
+    store.put(0, "new", "n")
+    store.put(0, "old", "o2")
+    assert store.new_in_batch(0, "new")
+    assert not store.new_in_batch(0, "old")  # held a value before the batch
+    store.delete(0, "new")
+    store.delete(0, "old")
+    assert not store.new_in_batch(0, "new")
+    store.end_batch()
+    assert changelog.sent == [("t-changelog", b"old", None, 0)]
+    assert data._db_for_partition(0).get(b"old") is None
+    assert not store.new_in_batch(0, "old")  # outside a batch
+
+
+def test_an_outcome_paired_within_its_own_batch_leaves_no_early_outcome_anywhere(
+    tmp_path: Path,
+) -> None:
+    from _stream_events import outcome, prediction
+
+    from safeloop.streams.join import JoinWindow
+    from safeloop.streams.state import EarlyOutcome, PendingPrediction
+    from safeloop.streams.table_store import (
+        decode_early,
+        decode_pending,
+        encode_early,
+        encode_pending,
+    )
+    from safeloop.streams.windows import JoinWindows
+
+    def table(name: str) -> Any:
+        return SimpleNamespace(
+            name=name,
+            data=_Store(tmp_path / name),
+            changelog_topic=SimpleNamespace(get_topic_name=lambda: f"{name}-changelog"),
+        )
+
+    changelog = _Changelog()
+    pending_table, early_table = table("pending"), table("early")
+    join = JoinWindow(
+        FaustTableStore[PendingPrediction](
+            pending_table, encode_pending, decode_pending, changelog
+        ),
+        FaustTableStore[EarlyOutcome](early_table, encode_early, decode_early, changelog),
+        JoinWindows(default_window_ms=10_000),
+        lambda: 1_500,
+    )
+    join.assign(0)
+    p, o = prediction(), outcome()
+    join.begin_batch({0: [o.prediction_id, p.prediction_id]})
+    assert join.on_outcome(0, o).feedback == []
+    paired = join.on_prediction(0, p)
+    join.end_batch()
+    assert len(paired.feedback) == 1 and paired.releases == []
+    assert join.early_size(0) == 0 and join.pending_size(0) == 1
+    assert [topic for topic, *_ in changelog.sent] == ["pending-changelog"]
+    assert list(early_table.data._db_for_partition(0).items()) == []
+    stored = decode_pending(pending_table.data._db_for_partition(0).get(p.prediction_id.encode()))
+    assert stored.outcome == o

@@ -127,3 +127,39 @@ def test_acknowledged_changelog_offsets_are_tracked_per_partition() -> None:
     outputs.flush(timeout_s=5)
     assert outputs.take_offsets() == {("changelog", 1): 2}
     assert outputs.take_offsets() == {}
+
+
+def test_send_many_is_waited_for_as_each_send_and_failures_are_re_sent() -> None:
+    producer = FakeProducer(fail_once={b"k2"})
+    outputs = OutputTopics({}, producer=producer)
+    outputs.send_many("changelog", [(b"k1", b"a"), (b"k2", b"b")], partition=3)
+    producer.answering = False
+    with pytest.raises(StreamError):
+        outputs.flush(timeout_s=0.01)
+    producer.answering = True
+    outputs.flush(timeout_s=5)
+    # The failed record went again, and the barrier waited for both.
+    assert producer.produced == [("changelog", b"k1"), ("changelog", b"k2"), ("changelog", b"k2")]
+    assert outputs.sent == 2
+
+
+def test_send_many_counts_what_it_queued_before_a_barrier_can_look() -> None:
+    producer = FakeProducer()
+    outputs = OutputTopics({}, producer=producer)
+    looked: list[bool] = []
+
+    def produce(topic: str, value: bytes | None, key: bytes | None, **kw: Any) -> None:
+        # A barrier swapping the epoch between two queued records still waits for both.
+        if key == b"k2":
+            producer.answering = False
+            with pytest.raises(StreamError):
+                outputs.flush(timeout_s=0.01)
+            looked.append(True)
+            producer.answering = True
+        FakeProducer.produce(producer, topic, value, key, **kw)
+
+    producer.produce = produce  # type: ignore[method-assign]
+    outputs.send_many("feedback", [(b"k1", b"a"), (b"k2", b"b")])
+    assert looked == [True]
+    outputs.flush(timeout_s=5)
+    assert [key for _, key in producer.produced] == [b"k1", b"k2"]
