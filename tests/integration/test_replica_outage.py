@@ -68,13 +68,19 @@ def test_predictions_survive_kafka_outage_and_drops_are_counted(
     assert wait_for(lambda: replica.sink.stats().delivered > 0)
 
     stack.broker.stop()
-    during = hammer(replica, 3.0)
+    # Predict until the sink's buffer is full and drops (however long a loaded box takes).
+    during: list[float] = []
+    deadline = time.monotonic() + 120
+    while replica.sink.stats().dropped_buffer_full == 0 and time.monotonic() < deadline:
+        during += hammer(replica, 0.5)
+    during += hammer(replica, 0.5)
     stats = replica.sink.stats()
-    assert len(during) > 5000
-    # Answered without waiting on Kafka: the buffer filled, and the rest were dropped.
-    assert p99(during) < 5.0, f"p99 {p99(during):.2f} ms while Kafka is down"
-    assert max(during) < 250.0
-    assert stats.dropped_buffer_full > 0
+    # Answered without waiting on Kafka: the buffer filled, and the rest were dropped. A call
+    # that waited on the broker would take its socket or message timeout (seconds); the
+    # speed itself is bench.serving_overhead's.
+    assert stats.dropped_buffer_full > 0, f"{len(during)} predictions never filled the buffer"
+    assert max(during) < 1_000.0, f"max {max(during):.1f} ms while Kafka is down"
+    assert p99(during) < 50.0, f"p99 {p99(during):.2f} ms while Kafka is down"
     assert replica.predictor.ready
 
     metrics = asyncio.run(scrape(replica))
