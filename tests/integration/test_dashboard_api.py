@@ -31,7 +31,15 @@ from safeloop.services.dashboard.queries import Query
 from safeloop.services.dashboard.reader import Reader
 
 GRAFANA_JSON = Path(__file__).resolve().parents[2] / "infra" / "grafana" / "dashboards"
-NOW = datetime.now(UTC).replace(second=0, microsecond=0, tzinfo=None) - timedelta(minutes=1)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(second=0, microsecond=0, tzinfo=None) - timedelta(minutes=1)
+
+
+# Reset when the rows are written (module fixture): the queries ask for the last 30 minutes,
+# and a full run collects this module long before it runs it.
+NOW = _now()
 # computed_at set by hand: two versions of one figure, the later one is what the views show.
 METRIC_COLUMNS = [*(c for c in PERFORMANCE_METRICS.columns if c != "labels"), "computed_at"]
 # The rows below are written as a writer from before segments would (the column's default: {}).
@@ -223,6 +231,8 @@ def _control(client: Client) -> None:
 
 @pytest.fixture(scope="module")
 def dash(stack: Any) -> Iterator[Settings]:
+    global NOW
+    NOW = _now()
     settings: Settings = stack.fresh("dash")
     with closing(clickhouse_client(settings)) as client:
         client.insert("predictions", _predictions(), column_names=PREDICTION_COLUMNS)

@@ -26,7 +26,14 @@ from safeloop.services.metrics.rows import RowContext, performance_rows
 
 pytestmark = pytest.mark.integration
 
-NOW_MS = int(datetime.now(UTC).timestamp() * 1000) - 60_000
+
+def _now_ms() -> int:
+    return int(datetime.now(UTC).timestamp() * 1000) - 60_000
+
+
+# Reset when the rows are written (module fixture): a full run collects this module long
+# before it runs it, and the queries ask for the last hour.
+NOW_MS = _now_ms()
 TRUTH = [0, 0, 1, 1, 2, 2, 2]
 PREDICTED = [0, 1, 1, 1, 2, 0, 2]
 PROBABILITIES = [
@@ -49,6 +56,8 @@ def _rows(model: str, snapshot: Any, start_ms: int, end_ms: int) -> list[Any]:
 
 @pytest.fixture(scope="module")
 def dash(stack: Any) -> Settings:
+    global NOW_MS
+    NOW_MS = _now_ms()
     settings: Settings = stack.fresh("dashtask")
     truth = np.array(TRUTH, dtype=float)
     columns = probability_columns(TRUTH, PROBABILITIES)
