@@ -59,7 +59,14 @@ def _recovery(name: str, r: dict[str, Any]) -> str:
         )
     if name == "combined":
         return (
-            f"the flag published {r['command_published_s']} s after the faults and applied on "
+            f"the flag published {r['command_published_s']} s after the faults"
+            + (
+                f" (the operator's first {r['failed_publish_attempts']} attempts found no leader "
+                "for the control partition)"
+                if r.get("failed_publish_attempts")
+                else ""
+            )
+            + " and applied on "
             f"the live replicas at {r['live_replicas_converged_s']} s; restarts at "
             f"{r['down_s']} s; the restarted replica on it at "
             f"{r['restarted_replica_converged_s']} s, the broker back in every ISR at "

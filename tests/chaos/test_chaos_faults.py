@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from _chaos_loop import (
@@ -31,6 +32,7 @@ from conftest import KafkaCluster
 from safeloop.infra.portcheck import free_port
 from safeloop.schemas.events import CommandKind, ControlCommand, ModelConfig
 from safeloop.services.control.clients import make_broadcast_reader
+from safeloop.services.control.exceptions import ControlTopicError
 from safeloop.services.control.keys import load_keyring
 from safeloop.services.control.publisher import read_control_topic
 
@@ -325,6 +327,21 @@ def test_clickhouse_down_then_back_loses_and_doubles_nothing(loop: ChaosLoop) ->
     assert loop.serving_since(mark)["errors"] == 0
 
 
+def _publish_retrying(loop: ChaosLoop, kind: CommandKind, change: Any) -> tuple[int, int]:
+    """Publish as an operator would through a failover: the CLI gives up when the control
+    partition has no reachable leader (ControlTopicError), and the operator runs it again.
+    The sequence and how many attempts failed."""
+    deadline = time.monotonic() + 120
+    failed = 0
+    while True:
+        try:
+            return loop.publish(kind, change), failed
+        except ControlTopicError:
+            failed += 1
+            if time.monotonic() > deadline:
+                raise
+
+
 def test_everything_at_once_loses_and_doubles_nothing_and_control_converges(
     loop: ChaosLoop, kafka_cluster: KafkaCluster
 ) -> None:
@@ -335,31 +352,37 @@ def test_everything_at_once_loses_and_doubles_nothing_and_control_converges(
     topic = settings.topics.predictions
     mark = loop.mark()
     victim = leaders(settings, topic)[0][0]
+    victim_led_control = leaders(settings, settings.topics.control)[0][0] == victim
     started = time.monotonic()
     kafka_cluster.broker.kill_node(victim)
     loop.run.kill_worker("worker-1")
     assert loop.warehouse.stop()
     loop.kill_replica()
-    # An operator changes a flag while all of that is down (published once a leader is back).
-    flag = loop.publish(
-        CommandKind.SET_FLAG, lambda c: replace(c, flags={**c.flags, "chaos": '"combined"'})
-    )
-    published_s = _since(started)
-    assert wait_for(lambda: min(loop.fleet.applied_sequence()) >= flag, 120)
-    live_converged_s = _since(started)
-    # The label feed keeps being acknowledged through it all.
-    acked = loop.load.acked_predictions()
-    assert wait_for(lambda: loop.load.acked_predictions() >= acked + 5 * PAIRS_PER_SECOND)
-    assert wait_for(lambda: time.monotonic() - started >= OUTAGE_S, OUTAGE_S + 10)
-    down_s = _since(started)
-    loop.warehouse.start()
-    loop.run.start_worker(1, free_port())
-    loop.start_replica()
-    kafka_cluster.broker.start()
+    try:
+        # An operator changes a flag while all of that is down.
+        flag, failed_attempts = _publish_retrying(
+            loop,
+            CommandKind.SET_FLAG,
+            lambda c: replace(c, flags={**c.flags, "chaos": '"combined"'}),
+        )
+        published_s = _since(started)
+        assert wait_for(lambda: min(loop.fleet.applied_sequence()) >= flag, 120)
+        live_converged_s = _since(started)
+        # The label feed keeps being acknowledged through it all.
+        acked = loop.load.acked_predictions()
+        assert wait_for(lambda: loop.load.acked_predictions() >= acked + 5 * PAIRS_PER_SECOND)
+        assert wait_for(lambda: time.monotonic() - started >= OUTAGE_S, OUTAGE_S + 10)
+    finally:
+        # Restarted whatever happened: the tests after this one get the whole loop back.
+        down_s = _since(started)
+        loop.warehouse.start()
+        loop.run.start_worker(1, free_port())
+        loop.start_replica()
+        kafka_cluster.broker.start()
     with loop.fleet_watcher() as watcher:
         watcher.read_to_end(10)
         assert wait_for(
-            lambda: loop.process_replica_applied(watcher) >= flag and loop.replica_ready(), 180
+            lambda: loop.process_replica_applied(watcher) >= flag and loop.replica_ready(), 300
         ), f"replica process never applied {flag}"
     replica_converged_s = _since(started)
     assert wait_for(lambda: all(isr == 3 for _, isr in leaders(settings, topic).values()), 300)
@@ -376,6 +399,8 @@ def test_everything_at_once_loses_and_doubles_nothing_and_control_converges(
         "meanwhile; then all restarted",
         recover_s=recover_s,
         down_s=down_s,
+        victim_led_control=victim_led_control,
+        failed_publish_attempts=failed_attempts,
         command_published_s=published_s,
         live_replicas_converged_s=live_converged_s,
         restarted_replica_converged_s=replica_converged_s,
