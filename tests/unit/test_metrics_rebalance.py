@@ -84,8 +84,8 @@ class Partition:
         return 0, 1_000
 
 
-def _started() -> tuple[Partition, EventConsumer[Any]]:
-    """Assigned after a restart (40..100 replayed), then read on to offset 300."""
+def _assigned() -> tuple[Partition, EventConsumer[Any]]:
+    """Assigned after a restart: re-reading 40..100 to rebuild the windows."""
     partition = Partition()
     consumer = EventConsumer(
         partition,  # type: ignore[arg-type]
@@ -97,6 +97,12 @@ def _started() -> tuple[Partition, EventConsumer[Any]]:
     )
     consumer.replay_from = lambda: 1
     partition.callbacks["on_assign"](partition, [TopicPartition(TOPIC, 0, -1001)])
+    return partition, consumer
+
+
+def _started() -> tuple[Partition, EventConsumer[Any]]:
+    """Assigned after a restart (40..100 replayed), then read on to offset 300."""
+    partition, consumer = _assigned()
     assert partition.read_to == REPLAY_FROM_OFFSET
     assert len(consumer.poll(260, 0.0)) == 260
     assert consumer.rebuilt and partition.read_to == 300
@@ -125,17 +131,7 @@ def test_lost_partitions_are_re_read_from_the_window_start() -> None:
 
 
 def test_a_partition_revoked_while_still_replaying_is_replayed_again() -> None:
-    partition = Partition()
-    consumer = EventConsumer(
-        partition,  # type: ignore[arg-type]
-        TOPIC,
-        PREDICTION_CODEC,
-        None,  # type: ignore[arg-type]
-        "dead-letters",
-        name="predictions",
-    )
-    consumer.replay_from = lambda: 1
-    partition.callbacks["on_assign"](partition, [TopicPartition(TOPIC, 0, -1001)])
+    partition, consumer = _assigned()
     consumer.poll(10, 0.0)  # 40..49 of a replay up to 100
     partition.rebalance()
     assert partition.assigned[-1] == [TopicPartition(TOPIC, 0, REPLAY_FROM_OFFSET)]
