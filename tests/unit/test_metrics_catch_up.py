@@ -4,41 +4,15 @@ measure of the end is within one poll's batch."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from _stream_events import prediction
+from _fake_message import TOPIC, FakeMessage
 from confluent_kafka import TopicPartition
 
 from safeloop.schemas.codec import PREDICTION_CODEC
 from safeloop.services.monitor.consumer import EventConsumer
 
-TOPIC = "predictions"
 BATCH = 3_000
-VALUE = PREDICTION_CODEC.encode(prediction(ts=time.time_ns() // 1_000_000))
-
-
-class FakeMessage:
-    def __init__(self, offset: int) -> None:
-        self._offset = offset
-
-    def error(self) -> None:
-        return None
-
-    def topic(self) -> str:
-        return TOPIC
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> bytes:
-        return b"k"
-
-    def value(self) -> bytes:
-        return VALUE
 
 
 class GrowingTopic:

@@ -4,42 +4,16 @@ so nothing is counted twice and the guard is not blind while a replay runs."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from _stream_events import prediction
+from _fake_message import TOPIC, FakeMessage
 from confluent_kafka import TopicPartition
 
 from safeloop.schemas.codec import PREDICTION_CODEC
 from safeloop.services.monitor.consumer import EventConsumer
 
-TOPIC = "predictions"
-VALUE = PREDICTION_CODEC.encode(prediction(ts=time.time_ns() // 1_000_000))
 COMMITTED = 100
 REPLAY_FROM_OFFSET = 40
-
-
-class Message:
-    def __init__(self, offset: int) -> None:
-        self._offset = offset
-
-    def error(self) -> None:
-        return None
-
-    def topic(self) -> str:
-        return TOPIC
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> bytes:
-        return b"k"
-
-    def value(self) -> bytes:
-        return VALUE
 
 
 class Partition:
@@ -63,9 +37,9 @@ class Partition:
         self.assigned.append(partitions)
         self.read_to = partitions[0].offset
 
-    def consume(self, num_messages: int, timeout: float) -> list[Message]:
+    def consume(self, num_messages: int, timeout: float) -> list[FakeMessage]:
         until = min(1_000, self.read_to + num_messages)
-        messages = [Message(offset) for offset in range(self.read_to, until)]
+        messages = [FakeMessage(offset) for offset in range(self.read_to, until)]
         self.read_to = until
         return messages
 
