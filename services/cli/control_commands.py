@@ -267,7 +267,9 @@ def _run_change(args: argparse.Namespace, settings: Settings) -> int:
 
         def read_view() -> ControlTopicView:
             return read_control_topic(
-                make_broadcast_reader(settings, settings.topics.control, "cli"), keys
+                make_broadcast_reader(settings, settings.topics.control, "cli"),
+                keys,
+                None if args.json else _say_waiting,
             )
 
         def build(view: ControlTopicView) -> ControlCommand:
@@ -352,6 +354,14 @@ def _run_change(args: argparse.Namespace, settings: Settings) -> int:
     return code
 
 
+def _say_waiting(partition: int, waited_s: float) -> None:
+    sys.stderr.write(
+        f"safeloop: control partition {partition} has no reachable leader (a broker failover?): "
+        f"waiting for the new one, {waited_s:.0f}s so far\n"
+    )
+    sys.stderr.flush()
+
+
 def _say_lost(command: ControlCommand, rival: ControlCommand) -> None:
     sys.stderr.write(
         f"safeloop: sequence {command.sequence} for {command.model_name} went to command "
@@ -385,7 +395,9 @@ def _run_status(args: argparse.Namespace, settings: Settings) -> int:
     try:
         keys = _keyring_if_configured(settings)
         view = read_control_topic(
-            make_broadcast_reader(settings, settings.topics.control, "cli"), keys
+            make_broadcast_reader(settings, settings.topics.control, "cli"),
+            keys,
+            None if args.json else _say_waiting,
         )
         reader = make_broadcast_reader(settings, settings.topics.replica_status, "cli-status")
         with FleetWatcher(reader, settings.replica_liveness_ms) as watcher:

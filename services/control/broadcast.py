@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import (
@@ -21,11 +22,22 @@ from safeloop.services.control.exceptions import ControlTopicError
 logger = logging.getLogger(__name__)
 
 METADATA_TIMEOUT_S = 10.0
+# A partition whose leader died has none until the controller notices (the brokers' session
+# timeout, 4-9 s) and the clients refresh their metadata: wait that out rather than fail.
+LEADER_WAIT_S = 45.0
+_WAIT_REPORT_S = 2.0
+# (partition, seconds waited so far): called every couple of seconds while a leader is awaited.
+LeaderWait = Callable[[int, float], None]
 _LEADERSHIP_ERRORS = frozenset(
     {
         KafkaError.NOT_LEADER_FOR_PARTITION,
         KafkaError.LEADER_NOT_AVAILABLE,
         KafkaError.UNKNOWN_TOPIC_OR_PART,
+        # What a request to the dead leader ends with, before the metadata names a new one:
+        # its connection fails, it times out, or its handle is dropped once it is fenced.
+        KafkaError._TRANSPORT,
+        KafkaError._TIMED_OUT,
+        KafkaError._DESTROY_BROKER,
     }
 )
 
@@ -42,8 +54,15 @@ class BroadcastReader:
         self._pending: dict[int, int] = {}
         self.records_read = 0
 
-    def assign_from_beginning(self, timeout_s: float = METADATA_TIMEOUT_S) -> None:
-        """Assign all partitions at offset 0 and note where "the end" is right now."""
+    def assign_from_beginning(
+        self,
+        timeout_s: float = METADATA_TIMEOUT_S,
+        *,
+        leader_wait_s: float = LEADER_WAIT_S,
+        on_wait: LeaderWait | None = None,
+    ) -> None:
+        """Assign all partitions at offset 0 and note where "the end" is right now; a partition
+        without a reachable leader is waited for up to `leader_wait_s` (`on_wait` hears of it)."""
         try:
             metadata = self._consumer.list_topics(self.topic, timeout=timeout_s)
         except KafkaException as exc:
@@ -55,19 +74,24 @@ class BroadcastReader:
             reason = "it does not exist" if topic is None or not topic.partitions else topic.error
             raise ControlTopicError(f"cannot read topic {self.topic}: {reason}")
         self._partitions = [TopicPartition(self.topic, p) for p in sorted(topic.partitions)]
-        deadline = time.monotonic() + timeout_s
+        deadline = time.monotonic() + max(timeout_s, leader_wait_s)
         for partition in self._partitions:
-            low, high = self._watermarks(partition, deadline)
+            low, high = self._watermarks(partition, deadline, on_wait)
             if high > low:
                 self._pending[partition.partition] = high
         self._consumer.assign(
             [TopicPartition(self.topic, p.partition, OFFSET_BEGINNING) for p in self._partitions]
         )
 
-    def _watermarks(self, partition: TopicPartition, deadline: float) -> tuple[int, int]:
-        # Right after a topic is created its leader may not be known yet: that is retriable.
+    def _watermarks(
+        self, partition: TopicPartition, deadline: float, on_wait: LeaderWait | None
+    ) -> tuple[int, int]:
+        # Right after a topic is created, or while a dead leader is replaced, the partition has
+        # no leader to answer: that is retriable until the deadline.
+        started = time.monotonic()
+        reported = started
         while True:
-            remaining = max(0.1, deadline - time.monotonic())
+            remaining = min(_WAIT_REPORT_S, max(0.1, deadline - time.monotonic()))
             try:
                 low, high = self._consumer.get_watermark_offsets(partition, timeout=remaining)
                 return int(low), int(high)
@@ -76,8 +100,15 @@ class BroadcastReader:
                 retriable = isinstance(error, KafkaError) and (
                     error.retriable() or error.code() in _LEADERSHIP_ERRORS
                 )
-                if not retriable or time.monotonic() >= deadline:
-                    raise ControlTopicError(f"cannot find the end of {self.topic}: {exc}") from exc
+                now = time.monotonic()
+                if not retriable or now >= deadline:
+                    raise ControlTopicError(
+                        f"cannot find the end of {self.topic} partition {partition.partition} "
+                        f"after {now - started:.0f}s: {exc}"
+                    ) from exc
+                if on_wait is not None and now - reported >= _WAIT_REPORT_S:
+                    reported = now
+                    on_wait(partition.partition, now - started)
                 time.sleep(0.1)
 
     def _raise_if_refused(self, error: KafkaError) -> None:

@@ -17,7 +17,7 @@ from safeloop.infra.kafka.produce import produce_confirmed
 from safeloop.schemas.codec import CONTROL_CODEC
 from safeloop.schemas.events import CommandKind, ControlCommand, ModelConfig
 from safeloop.schemas.exceptions import DecodeError
-from safeloop.services.control.broadcast import BroadcastReader
+from safeloop.services.control.broadcast import BroadcastReader, LeaderWait
 from safeloop.services.control.exceptions import CommandError, ControlTopicError, SignatureError
 from safeloop.services.control.keys import KeyRing
 from safeloop.services.control.signing import sign, verify
@@ -52,14 +52,14 @@ class ControlTopicView:
 
 
 def read_commands(
-    reader: BroadcastReader, keys: KeyRing | None
+    reader: BroadcastReader, keys: KeyRing | None, on_wait: LeaderWait | None = None
 ) -> tuple[list[ControlCommand], int]:
     """Every command on the topic, in partition order, that decodes (and, with `keys`, verifies),
-    and how many records were refused; closes the reader."""
+    and how many records were refused; closes the reader. `on_wait` hears of a leader awaited."""
     commands: list[ControlCommand] = []
     refused = 0
     try:
-        reader.assign_from_beginning()
+        reader.assign_from_beginning(on_wait=on_wait)
         for message in reader.read_to_end(READ_TIMEOUT_S):
             value = message.value()
             if value is None:
@@ -77,10 +77,12 @@ def read_commands(
     return commands, refused
 
 
-def read_control_topic(reader: BroadcastReader, keys: KeyRing | None) -> ControlTopicView:
+def read_control_topic(
+    reader: BroadcastReader, keys: KeyRing | None, on_wait: LeaderWait | None = None
+) -> ControlTopicView:
     """Read the whole control topic and keep, per model, the newest command that verifies
     (without `keys`: the newest that decodes, and the view says it is unverified)."""
-    commands, refused = read_commands(reader, keys)
+    commands, refused = read_commands(reader, keys, on_wait)
     latest: dict[str, ControlCommand] = {}
     for command in commands:
         current = latest.get(command.model_name)

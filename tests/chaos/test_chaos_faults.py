@@ -9,12 +9,12 @@ minutes on this box) and run in the order written; each writes bench/results/cha
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import replace
-from typing import Any
 
 import pytest
 from _chaos_loop import (
@@ -32,7 +32,6 @@ from conftest import KafkaCluster
 from safeloop.infra.portcheck import free_port
 from safeloop.schemas.events import CommandKind, ControlCommand, ModelConfig
 from safeloop.services.control.clients import make_broadcast_reader
-from safeloop.services.control.exceptions import ControlTopicError
 from safeloop.services.control.keys import load_keyring
 from safeloop.services.control.publisher import read_control_topic
 
@@ -327,19 +326,14 @@ def test_clickhouse_down_then_back_loses_and_doubles_nothing(loop: ChaosLoop) ->
     assert loop.serving_since(mark)["errors"] == 0
 
 
-def _publish_retrying(loop: ChaosLoop, kind: CommandKind, change: Any) -> tuple[int, int]:
-    """Publish as an operator would through a failover: the CLI gives up when the control
-    partition has no reachable leader (ControlTopicError), and the operator runs it again.
-    The sequence and how many attempts failed."""
-    deadline = time.monotonic() + 120
-    failed = 0
-    while True:
-        try:
-            return loop.publish(kind, change), failed
-        except ControlTopicError:
-            failed += 1
-            if time.monotonic() > deadline:
-                raise
+def _flag_through_the_cli(loop: ChaosLoop, value: str) -> tuple[int, bool]:
+    """Set a flag as an operator does, with `safeloop flag`, in one attempt: the CLI waits out
+    a control partition with no leader. The sequence, and whether the CLI said it waited."""
+    done = loop.cli("flag", MODEL, "chaos", value, "--reason", "chaos: an operator's command")
+    assert done.returncode == 0, done.stdout + done.stderr
+    published = re.search(r"sequence (\d+)", done.stdout)
+    assert published is not None, done.stdout
+    return int(published.group(1)), "no reachable leader" in done.stderr
 
 
 def test_everything_at_once_loses_and_doubles_nothing_and_control_converges(
@@ -360,11 +354,7 @@ def test_everything_at_once_loses_and_doubles_nothing_and_control_converges(
     loop.kill_replica()
     try:
         # An operator changes a flag while all of that is down.
-        flag, failed_attempts = _publish_retrying(
-            loop,
-            CommandKind.SET_FLAG,
-            lambda c: replace(c, flags={**c.flags, "chaos": '"combined"'}),
-        )
+        flag, waited_for_leader = _flag_through_the_cli(loop, "combined")
         published_s = _since(started)
         assert wait_for(lambda: min(loop.fleet.applied_sequence()) >= flag, 120)
         live_converged_s = _since(started)
@@ -400,7 +390,7 @@ def test_everything_at_once_loses_and_doubles_nothing_and_control_converges(
         recover_s=recover_s,
         down_s=down_s,
         victim_led_control=victim_led_control,
-        failed_publish_attempts=failed_attempts,
+        cli_waited_for_a_leader=waited_for_leader,
         command_published_s=published_s,
         live_replicas_converged_s=live_converged_s,
         restarted_replica_converged_s=replica_converged_s,
