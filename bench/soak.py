@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -65,6 +66,7 @@ class Sample:
 class Soak:
     samples: list[Sample] = field(default_factory=list)
     events: list[tuple[float, str]] = field(default_factory=list)
+    restart_s: dict[str, float] = field(default_factory=dict)
 
 
 def _children_of() -> dict[int, list[int]]:
@@ -206,7 +208,9 @@ def _growth(samples: list[Sample], judge_minutes: float) -> dict[str, dict[str, 
     return growth
 
 
-def run(minutes: float, sample_s: float, judge_minutes: float, rate: float) -> dict[str, Any]:
+def run(
+    minutes: float, sample_s: float, judge_minutes: float, rate: float, keep_logs: Path | None
+) -> dict[str, Any]:
     base = Settings.from_env()
     with tempfile.TemporaryDirectory(prefix="safeloop-soak-") as tmp:
         config = DemoConfig(
@@ -252,8 +256,15 @@ def run(minutes: float, sample_s: float, judge_minutes: float, rate: float) -> d
                         restarted = True
                         soak.events.append((sample.minute, "broker restart"))
                         print("restarting the broker", flush=True)
+                        stopping = time.monotonic()
                         broker.stop()
+                        stopped = time.monotonic()
                         broker.start()
+                        soak.restart_s = {
+                            "stop": round(stopped - stopping, 1),
+                            "start": round(time.monotonic() - stopped, 1),
+                        }
+                        soak.events.append((round((time.monotonic() - started) / 60, 2), "back"))
                     time.sleep(max(0.0, sample_s - (time.monotonic() - started - elapsed)))
                 soak.samples.append(
                     _sample(started, stack, broker, settings, admin, traffic, processor_url)
@@ -261,6 +272,8 @@ def run(minutes: float, sample_s: float, judge_minutes: float, rate: float) -> d
             finally:
                 traffic.stop()
                 labels.close()
+                if keep_logs is not None:
+                    shutil.copytree(config.log_dir, keep_logs, dirs_exist_ok=True)
     growth = _growth(soak.samples, judge_minutes)
     worst = max(growth.values(), key=lambda g: g["growth"])
     return {
@@ -268,6 +281,7 @@ def run(minutes: float, sample_s: float, judge_minutes: float, rate: float) -> d
         "minutes": minutes,
         "rate_requests_per_s": rate,
         "events": soak.events,
+        "broker_restart_s": soak.restart_s,
         "samples": [s.__dict__ for s in soak.samples],
         "growth_last_minutes": judge_minutes,
         "growth": growth,
@@ -290,8 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--judge-minutes", type=float, default=20.0)
     parser.add_argument("--rate", type=float, default=100.0, help="requests/s to the replicas")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--keep-logs", type=Path, help="copy every process's log here at the end")
     args = parser.parse_args(argv)
-    results = run(args.minutes, args.sample_s, args.judge_minutes, args.rate)
+    results = run(args.minutes, args.sample_s, args.judge_minutes, args.rate, args.keep_logs)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     write_plot(results, args.out.with_suffix(".png"))

@@ -13,7 +13,7 @@ from typing import Any
 
 WIDTH, HEIGHT = 1000, 720
 _LEFT, _RIGHT = 70, 220
-_PANELS = ((40, 380), (440, 660))  # (top, bottom) of the memory and the lag panel
+_PANELS = ((70, 390), (450, 660))  # (top, bottom) of the memory and the lag panel
 _COLOURS = (
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
     "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
@@ -52,15 +52,16 @@ def _panel(
             f'<text x="{x(tick):.1f}" y="{bottom + 14}" font-size="11" text-anchor="middle">'
             f"{tick}</text>"
         )
-    parts.append(
+    parts += [
         f'<text x="{(right + _LEFT) / 2}" y="{bottom + 30}" font-size="12" '
-        f'text-anchor="middle">minutes ({escape(unit)})</text>'
-    )
-    for minute, what in events:
+        'text-anchor="middle">minutes</text>',
+        f'<text x="{right}" y="{top - 10}" font-size="11" text-anchor="end">{escape(unit)}</text>',
+    ]
+    for index, (minute, what) in enumerate(events):
         parts.append(
             f'<line x1="{x(minute):.1f}" y1="{top}" x2="{x(minute):.1f}" y2="{bottom}" '
             'stroke="#d00" stroke-dasharray="4 3"/>'
-            f'<text x="{x(minute) + 4:.1f}" y="{top + 14}" font-size="11" fill="#d00">'
+            f'<text x="{x(minute) + 4:.1f}" y="{top + 14 + 14 * index}" font-size="11" fill="#d00">'
             f"{escape(what)}</text>"
         )
     for index, (name, points) in enumerate(sorted(series.items())):
