@@ -15,7 +15,7 @@ import faust
 from faust.types import TP
 
 from safeloop.infra.clickhouse.client import clickhouse_client
-from safeloop.infra.kafka.clients import producer_config
+from safeloop.infra.kafka.clients import producer_config, with_client_logging
 from safeloop.infra.kafka.topics import TopicAdmin
 from safeloop.infra.settings import Settings
 from safeloop.schemas.codec import DEAD_LETTER_CODEC, FEEDBACK_CODEC
@@ -432,7 +432,9 @@ def clickhouse_writer(settings: Settings, group: str = "") -> ClickHouseWriter:
 def build_worker(settings: Settings, config: StreamConfig) -> StreamWorker:
     """A worker wired to the real Kafka and ClickHouse of `settings`; PartitionCountError when
     the join's topics disagree on their partition count."""
-    outputs = OutputTopics(producer_config(settings, client_id=f"safeloop-{config.worker_name}"))
+    outputs = OutputTopics(
+        with_client_logging(producer_config(settings, client_id=f"safeloop-{config.worker_name}"))
+    )
     writer = clickhouse_writer(settings, app_id_for(settings, config))
     worker = StreamWorker(settings, config, writer, outputs, progress=writer)
     changelogs = [

@@ -9,6 +9,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from safeloop.infra.kafka.access import SafeloopConsumer, SafeloopProducer
+from safeloop.infra.kafka.client_log import RepeatedLineFilter
 from safeloop.infra.settings import Settings
 
 ConfigValue = str | int | float | bool
@@ -16,6 +17,7 @@ ConfigValue = str | int | float | bool
 log = logging.getLogger(__name__)
 # librdkafka's own log lines go through logging instead of straight to stderr.
 _CLIENT_LOGGER = logging.getLogger("safeloop.kafka.client")
+_CLIENT_LOGGER.addFilter(RepeatedLineFilter())
 
 
 def _dotted(overrides: dict[str, ConfigValue]) -> dict[str, ConfigValue]:

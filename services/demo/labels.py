@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 from confluent_kafka import Producer
 
-from safeloop.infra.kafka.clients import producer_config
+from safeloop.infra.kafka.clients import make_producer
 from safeloop.infra.settings import Settings
 from safeloop.schemas.codec import OUTCOME_CODEC
 from safeloop.schemas.events import OutcomeEvent
@@ -34,7 +34,7 @@ class LabelFeed:
     def __init__(
         self, settings: Settings, feature_names: Sequence[str], delay_s: float, seed: int = 5
     ) -> None:
-        self._producer: Producer | None = Producer(producer_config(settings, **{"linger.ms": 20}))
+        self._producer: Producer | None = make_producer(settings, linger_ms=20)
         self._topic = settings.topics.outcomes
         self._features = tuple(feature_names)
         self._delay_s = delay_s
