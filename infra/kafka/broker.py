@@ -40,7 +40,7 @@ from safeloop.infra.kafka.broker_security import (
     scram_format_argument,
     secured_properties,
 )
-from safeloop.infra.kafka.clients import ConfigValue, cluster_answers, security_config
+from safeloop.infra.kafka.clients import cluster_answers, security_config
 from safeloop.infra.kafka.cluster_status import cluster_load
 from safeloop.infra.kafka.jars import fetch_kafka_jars, jars_present, require_tool
 from safeloop.infra.kafka.provisioning import admin_settings, provision_roles
@@ -70,6 +70,8 @@ Progress = Callable[[str], None]
 _STORAGE_TOOL = "kafka.tools.StorageTool"
 _POLL_S = 0.2
 _TAIL_LINES = 30
+# A metadata answer waited for while the node starts; a loaded box needs seconds for TLS+SCRAM.
+_METADATA_WAIT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -473,6 +475,10 @@ class LocalKafkaBroker:
         )
         wanted = set(self.node_ids)
         deadline = time.monotonic() + self._start_timeout
+        # One client for every probe: a TLS and SCRAM handshake per probe, under a 2 s
+        # time-out, never completed on a box at load 60, and the start gave up on a broker
+        # that was serving all along.
+        admin: AdminClient | None = None
         while time.monotonic() < deadline:
             for node, pid in pids.items():
                 if not daemon_process.is_alive(pid):
@@ -487,8 +493,13 @@ class LocalKafkaBroker:
             if all(
                 port_accepts_connections(settings.kafka_host, settings.kafka_node_port(node))
                 for node in pids
-            ) and wanted <= _registered_brokers(settings.bootstrap_servers, probe):
-                return
+            ):
+                if admin is None:
+                    admin = AdminClient(
+                        {"bootstrap.servers": settings.bootstrap_servers, "log_level": 0, **probe}
+                    )
+                if wanted <= _registered_brokers(admin, deadline):
+                    return
             time.sleep(_POLL_S)
         for node, pid in pids.items():
             daemon_process.kill(pid)
@@ -512,11 +523,11 @@ class LocalKafkaBroker:
         return report
 
 
-def _registered_brokers(bootstrap: str, security: dict[str, ConfigValue]) -> set[int]:
+def _registered_brokers(admin: AdminClient, deadline: float) -> set[int]:
     """The broker ids the cluster's metadata lists (empty while it does not answer)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, **security})
     try:
-        return set(admin.list_topics(timeout=2.0).brokers)
+        timeout = min(_METADATA_WAIT_S, max(0.5, deadline - time.monotonic()))
+        return set(admin.list_topics(timeout=timeout).brokers)
     except KafkaException:
         return set()
 
