@@ -9,7 +9,8 @@ in the command; the second, on the same traffic, is not.
 from __future__ import annotations
 
 import dataclasses
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from _metrics_harness import (
     MODEL,
     TEST_POLICY,
     FailingByCountry,
+    Fleet,
     country_traffic,
     fleet,
     metrics_service,
@@ -49,12 +51,22 @@ def settings(stack, tmp_path: Path) -> Settings:  # type: ignore[no-untyped-def]
     return metrics_settings(stack.fresh("guard_segments"), tmp_path / "models", ("country",))
 
 
-def _canary_set(settings: Settings) -> int:
-    return publish(
-        settings,
-        CommandKind.SET_CANARY,
-        lambda c: dataclasses.replace(c, canary_version="v2", canary_basis_points=5_000),
-    )
+@contextmanager
+def _judged_canary(
+    settings: Settings, brazil_share: float, everyone_share: float
+) -> Iterator[tuple[Fleet, MetricsService]]:
+    """v2 failing by country as a 50 % canary on two replicas, and the metrics service whose
+    guard judges it. No replica guard: the central guard alone decides here."""
+    candidate = partial(FailingByCountry, brazil_share=brazil_share, everyone_share=everyone_share)
+    with fleet(settings, local_guard=False, candidate=candidate) as replicas:
+        sequence = publish(
+            settings,
+            CommandKind.SET_CANARY,
+            lambda c: dataclasses.replace(c, canary_version="v2", canary_basis_points=5_000),
+        )
+        assert wait_for(lambda: min(replicas.applied_sequence()) >= sequence)
+        with metrics_service(settings, CONFIG) as service:
+            yield replicas, service
 
 
 def _every_segment_judged(service: MetricsService) -> bool:
@@ -63,21 +75,16 @@ def _every_segment_judged(service: MetricsService) -> bool:
 
 
 def test_a_canary_failing_one_segment_only_is_rolled_back_naming_it(settings: Settings) -> None:
-    # No replica guard: the central guard alone decides here.
-    candidate = partial(FailingByCountry, brazil_share=0.5, everyone_share=0.0)
-    with fleet(settings, local_guard=False, candidate=candidate) as replicas:
-        sequence = _canary_set(settings)
-        assert wait_for(lambda: min(replicas.applied_sequence()) >= sequence)
-        with metrics_service(settings, CONFIG) as service:
-            with country_traffic(replicas, 400.0):
-                gone = wait_for(replicas.canary_gone, 60)
-            assert gone, f"canary still serving; guard saw {service.guard.latest.get(MODEL)}"
-            # The replicas may apply the command before the guard's thread counts it.
-            assert wait_for(lambda: service.guard.rollbacks == 1, 10)
-            verdict = service.guard.latest[MODEL]
-            # The whole canary stayed within every threshold: only Brazil breached.
-            assert verdict.breaches == ()
-            assert [b.segment for b in verdict.segment_breaches] == ["country=BR"]
+    with _judged_canary(settings, brazil_share=0.5, everyone_share=0.0) as (replicas, service):
+        with country_traffic(replicas, 400.0):
+            gone = wait_for(replicas.canary_gone, 60)
+        assert gone, f"canary still serving; guard saw {service.guard.latest.get(MODEL)}"
+        # The replicas may apply the command before the guard's thread counts it.
+        assert wait_for(lambda: service.guard.rollbacks == 1, 10)
+        verdict = service.guard.latest[MODEL]
+        # The whole canary stayed within every threshold: only Brazil breached.
+        assert verdict.breaches == ()
+        assert [b.segment for b in verdict.segment_breaches] == ["country=BR"]
     with closing(clickhouse_client(settings)) as client:
         (row,) = wait_for(
             lambda: (
@@ -100,28 +107,23 @@ def test_a_canary_failing_one_segment_only_is_rolled_back_naming_it(settings: Se
 
 
 def test_a_canary_failing_as_often_but_evenly_is_not_rolled_back(settings: Settings) -> None:
-    candidate = partial(FailingByCountry, brazil_share=0.025, everyone_share=0.025)
-    with fleet(settings, local_guard=False, candidate=candidate) as replicas:
-        sequence = _canary_set(settings)
-        assert wait_for(lambda: min(replicas.applied_sequence()) >= sequence)
-        with metrics_service(settings, CONFIG) as service:
-            with country_traffic(replicas, 400.0):
-                assert wait_for(lambda: _every_segment_judged(service), 60), (
-                    service.guard.latest.get(MODEL)
-                )
-                judged_at = service.guard.verdicts[VerdictKind.HEALTHY]
-                # Many more looks with every segment in: none of them is a breach (a loaded
-                # box looks less often; a breach ends the wait at once).
-                assert wait_for(
-                    lambda: (
-                        service.guard.verdicts[VerdictKind.HEALTHY] >= judged_at + 50
-                        or service.guard.verdicts[VerdictKind.BREACH] > 0
-                    ),
-                    180,
-                ), (dict(service.guard.verdicts), service.guard.latest.get(MODEL))
-            verdict = service.guard.latest[MODEL]
-            assert verdict.kind is VerdictKind.HEALTHY and verdict.segment_breaches == ()
-            assert verdict.segments_judged == len(COUNTRIES)
-            assert service.guard.rollbacks == 0
-            assert service.guard.verdicts[VerdictKind.BREACH] == 0
-            assert not replicas.canary_gone()
+    with _judged_canary(settings, brazil_share=0.025, everyone_share=0.025) as (replicas, service):
+        with country_traffic(replicas, 400.0):
+            every_segment_in = wait_for(lambda: _every_segment_judged(service), 60)
+            assert every_segment_in, service.guard.latest.get(MODEL)
+            judged_at = service.guard.verdicts[VerdictKind.HEALTHY]
+            # Many more looks with every segment in: none of them is a breach (a loaded
+            # box looks less often; a breach ends the wait at once).
+            assert wait_for(
+                lambda: (
+                    service.guard.verdicts[VerdictKind.HEALTHY] >= judged_at + 50
+                    or service.guard.verdicts[VerdictKind.BREACH] > 0
+                ),
+                180,
+            ), (dict(service.guard.verdicts), service.guard.latest.get(MODEL))
+        verdict = service.guard.latest[MODEL]
+        assert verdict.kind is VerdictKind.HEALTHY and verdict.segment_breaches == ()
+        assert verdict.segments_judged == len(COUNTRIES)
+        assert service.guard.rollbacks == 0
+        assert service.guard.verdicts[VerdictKind.BREACH] == 0
+        assert not replicas.canary_gone()
