@@ -205,8 +205,8 @@ def dashboard_queries(end: datetime, minutes: int) -> list[queries.Query]:
     # Beyond a day the fairness view reads the hourly rollup; the raw scans it replaced are
     # timed beside it, on the same data (the before and after of bench/results).
     fairness = [
-        fairness_queries.group_serving_scan(scope, "country"),
-        fairness_queries.group_labels_scan(scope, "country"),
+        fairness_queries.group_serving(scope, "country", fairness_queries.Source.RAW),
+        fairness_queries.group_labels(scope, "country", fairness_queries.Source.RAW),
     ]
     if scope.rollup is queries.HOURS:
         fairness += [

@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -68,7 +68,11 @@ class FlakyModel:
         return float(self._inner.predict(features))
 
 
-def metrics_settings(base: Settings, model_dir: Path) -> Settings:
+def metrics_settings(
+    base: Settings, model_dir: Path, segment_keys: tuple[str, ...] = ()
+) -> Settings:
+    """`base` with the control key, serving v1 and v2 of MODEL from `model_dir` (trained there
+    unless present); both versions declare `segment_keys`, copied from request attributes."""
     settings = replace(
         base, model_dir=model_dir, control_key=Secret(KEY_HEX), control_key_id="metrics-it"
     )
@@ -76,7 +80,8 @@ def metrics_settings(base: Settings, model_dir: Path) -> Settings:
     if not (model_dir / MODEL).exists():
         for seed, version in enumerate(("v1", "v2")):
             dataset = make_dataset(ModelTask.CLASSIFICATION, 2000, seed=seed)
-            store.save(*train_model(MODEL, version, ModelTask.CLASSIFICATION, dataset))
+            model, metadata = train_model(MODEL, version, ModelTask.CLASSIFICATION, dataset)
+            store.save(model, replace(metadata, segment_keys=segment_keys))
             time.sleep(0.002)
     return settings
 
@@ -100,9 +105,17 @@ class Fleet:
             out.append(None if applied is None else applied.config)
         return out
 
+    def canary_gone(self) -> bool:
+        """Every replica has applied a config without a canary."""
+        return all(c is not None and c.canary_version is None for c in self.configs())
+
 
 @contextmanager
-def fleet(settings: Settings, *, local_guard: bool = True) -> Iterator[Fleet]:
+def fleet(
+    settings: Settings, *, local_guard: bool = True, candidate: Callable[[Any], Any] | None = None
+) -> Iterator[Fleet]:
+    """Two replicas; each serves v2 through `candidate(v2's model)` if given (one per replica),
+    else through the fleet's one FlakyModel."""
     store = ModelStore(settings.models_path)
     flaky = FlakyModel(store.load(MODEL, "v2").model)
     replicas = []
@@ -110,7 +123,8 @@ def fleet(settings: Settings, *, local_guard: bool = True) -> Iterator[Fleet]:
         catalog = load_catalog(store, [MODEL])
         loaded = catalog.get(MODEL, "v2")
         assert loaded is not None
-        catalog.add(LoadedModel(flaky, loaded.metadata))
+        served = flaky if candidate is None else candidate(loaded.model)
+        catalog.add(LoadedModel(served, loaded.metadata))
         guard = ReplicaGuard(TEST_POLICY) if local_guard else None
         replica = Replica(
             settings, f"replica-{index}-{uuid.uuid4().hex[:4]}", catalog=catalog, guard=guard
@@ -199,6 +213,80 @@ class Traffic:
                 time.sleep(delay)
             elif delay < -1.0:
                 next_at = time.perf_counter()
+
+
+COUNTRIES = ("US", "DE", "FR", "IN", "BR")
+# Brazil is 5 % of requests.
+COUNTRY_WEIGHTS = (0.4, 0.2, 0.2, 0.15, 0.05)
+# Requests from Brazil carry this feature value, so a candidate (which sees features, not
+# request attributes) can fail for them alone.
+BRAZIL_AGE = 9.0
+
+
+class FailingByCountry:
+    """A candidate: raises on `brazil_share` of Brazil's requests and `everyone_share` of all
+    others'."""
+
+    def __init__(self, inner: Any, brazil_share: float, everyone_share: float = 0.0) -> None:
+        self._inner = inner
+        self._shares = (brazil_share, everyone_share)
+        self._random = random.Random(3)
+        self._lock = threading.Lock()
+
+    @property
+    def version(self) -> str:
+        return str(self._inner.version)
+
+    def predict(self, features: Mapping[str, float]) -> float:
+        brazil, everyone = self._shares
+        share = brazil if features["age"] == BRAZIL_AGE else everyone
+        with self._lock:
+            failing = self._random.random() < share
+        if failing:
+            raise RuntimeError("candidate failure")
+        return float(self._inner.predict(features))
+
+
+@contextmanager
+def country_traffic(
+    fleet: Fleet, rate_per_s: float, attributes: Mapping[str, str] | None = None
+) -> Iterator[None]:
+    """Requests at `rate_per_s` alternating over the replicas, each from one of COUNTRIES (by
+    COUNTRY_WEIGHTS) with a `country` request attribute besides `attributes`, sent on a thread
+    until the block ends."""
+    stop = threading.Event()
+    sender = threading.Thread(
+        target=_send_by_country,
+        args=(fleet.replicas, rate_per_s, dict(attributes or {}), stop),
+        daemon=True,
+    )
+    sender.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        sender.join(10)
+
+
+def _send_by_country(
+    replicas: list[Replica], rate_per_s: float, attributes: dict[str, str], stop: threading.Event
+) -> None:
+    rng = random.Random(11)
+    interval_s = 1.0 / rate_per_s
+    next_at = time.perf_counter()
+    sent = 0
+    while not stop.is_set():
+        country = rng.choices(COUNTRIES, COUNTRY_WEIGHTS)[0]
+        features = {**FEATURES, "age": BRAZIL_AGE} if country == "BR" else FEATURES
+        with suppress(Exception):  # the candidate's failures are published, not raised here
+            replicas[sent % len(replicas)].predictor.predict(
+                MODEL, uuid.uuid4().hex, features, {"country": country, **attributes}
+            )
+        sent += 1
+        next_at += interval_s
+        delay = next_at - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
 
 
 class FeedbackPublisher:

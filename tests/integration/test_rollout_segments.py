@@ -6,21 +6,19 @@ also writes that segment's figures to segment_metrics."""
 from __future__ import annotations
 
 import json
-import random
-import threading
-import time
-import uuid
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import closing, contextmanager, suppress
+from collections.abc import Callable
+from contextlib import closing
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import pytest
 from _metrics_harness import (
-    FEATURES,
     MODEL,
     TEST_POLICY,
+    FailingByCountry,
+    country_traffic,
+    fleet,
     metrics_service,
     metrics_settings,
     settings_env,
@@ -30,13 +28,8 @@ from _metrics_harness import (
 from safeloop.infra.clickhouse.client import clickhouse_client
 from safeloop.infra.settings import Settings
 from safeloop.services.cli.main import main
-from safeloop.services.models.loaded import LoadedModel
-from safeloop.services.models.store import ModelStore
-from safeloop.services.models.task import ModelTask
-from safeloop.services.models.training import make_dataset, train_model
 from safeloop.services.monitor.service import MetricsConfig
 from safeloop.services.rollout.machine import Phase
-from safeloop.services.serving.replica import Replica, load_catalog
 
 pytestmark = pytest.mark.integration
 
@@ -50,86 +43,12 @@ CONFIG = MetricsConfig(
     guard_policy=replace(TEST_POLICY, max_error_rate=0.8),
     segment_min_sample=30,
 )
-COUNTRIES = ("US", "DE", "FR", "IN", "BR")
-# Brazil is 5 % of requests; the candidate fails half of them: 2.5 % overall, within the
-# guard's 5 % limit and the plan's 5-point tolerance.
-WEIGHTS = (0.4, 0.2, 0.2, 0.15, 0.05)
-# The candidate's failing input: requests from Brazil carry it (production answers them).
-BRAZIL_AGE = 9.0
-
-
-class FailsForBrazil:
-    """The candidate: raises on half of the requests that come from Brazil."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-        self._random = random.Random(3)
-        self._lock = threading.Lock()
-
-    @property
-    def version(self) -> str:
-        return str(self._inner.version)
-
-    def predict(self, features: Mapping[str, float]) -> float:
-        if features["age"] == BRAZIL_AGE:
-            with self._lock:
-                if self._random.random() < 0.5:
-                    raise RuntimeError("candidate fails for this segment")
-        return float(self._inner.predict(features))
 
 
 @pytest.fixture
 def settings(stack, tmp_path: Path) -> Settings:  # type: ignore[no-untyped-def]
-    model_dir = tmp_path / "models"
-    store = ModelStore(model_dir)
-    for seed, version in enumerate(("v1", "v2")):
-        dataset = make_dataset(ModelTask.CLASSIFICATION, 2000, seed=seed)
-        model, metadata = train_model(MODEL, version, ModelTask.CLASSIFICATION, dataset)
-        # Both versions declare the segment key; replicas copy it from the request.
-        store.save(model, replace(metadata, segment_keys=("country",)))
-        time.sleep(0.002)
-    return metrics_settings(stack.fresh("rollout_segments"), model_dir)
-
-
-@contextmanager
-def replicas(settings: Settings) -> Iterator[list[Replica]]:
-    store = ModelStore(settings.models_path)
-    started = []
-    for index in range(2):
-        catalog = load_catalog(store, [MODEL])
-        loaded = catalog.get(MODEL, "v2")
-        assert loaded is not None
-        catalog.add(LoadedModel(FailsForBrazil(loaded.model), loaded.metadata))
-        replica = Replica(settings, f"replica-{index}-{uuid.uuid4().hex[:4]}", catalog=catalog)
-        replica.start()
-        started.append(replica)
-    try:
-        for replica in started:
-            assert replica.wait_ready(30), f"{replica.replica_id} never caught up"
-        yield started
-    finally:
-        for replica in started:
-            replica.stop()
-
-
-def _traffic(fleet: list[Replica], rate_per_s: float, stop: threading.Event) -> None:
-    rng = random.Random(11)
-    interval_s = 1.0 / rate_per_s
-    next_at = time.perf_counter()
-    sent = 0
-    while not stop.is_set():
-        country = rng.choices(COUNTRIES, WEIGHTS)[0]
-        features = {**FEATURES, "age": BRAZIL_AGE} if country == "BR" else FEATURES
-        # The candidate's failures are the point: they are published, not raised here.
-        with suppress(Exception):
-            fleet[sent % 2].predictor.predict(
-                MODEL, uuid.uuid4().hex, features, {"country": country, "session": "ignored"}
-            )
-        sent += 1
-        next_at += interval_s
-        delay = next_at - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
+    # Both versions declare the segment key; replicas copy it from the request.
+    return metrics_settings(stack.fresh("rollout_segments"), tmp_path / "models", ("country",))
 
 
 @pytest.fixture
@@ -147,19 +66,18 @@ def cli(
     return run
 
 
-def _canary_gone(fleet: list[Replica]) -> bool:
-    configs = [r.state.applied(MODEL) for r in fleet]
-    return all(c is not None and c.config.canary_version is None for c in configs)
-
-
 def test_a_canary_failing_one_segment_is_rolled_back_naming_it(
     settings: Settings, cli: Cli
 ) -> None:
-    with replicas(settings) as fleet, metrics_service(settings, CONFIG) as service:
-        stop = threading.Event()
-        sender = threading.Thread(target=_traffic, args=(fleet, 400.0, stop), daemon=True)
-        sender.start()
-        try:
+    # The candidate fails half of Brazil's requests: 2.5 % overall, within the guard's 5 %
+    # limit and the plan's 5-point tolerance.
+    candidate = partial(FailingByCountry, brazil_share=0.5)
+    with (
+        fleet(settings, local_guard=False, candidate=candidate) as replicas,
+        metrics_service(settings, CONFIG) as service,
+    ):
+        # Requests also carry an attribute no version declares.
+        with country_traffic(replicas, 400.0, {"session": "ignored"}):
             code, out = cli(
                 "rollout", "start", MODEL, "--candidate", "v2", "--steps", "50,100",
                 # The step cannot pass before the segments have had their look.
@@ -168,10 +86,7 @@ def test_a_canary_failing_one_segment_is_rolled_back_naming_it(
                 "--min-segment-sample", "30",
             )  # fmt: skip
             assert code == 0, out
-            stopped = wait_for(lambda: _canary_gone(fleet), 120)
-        finally:
-            stop.set()
-            sender.join(10)
+            stopped = wait_for(replicas.canary_gone, 120)
         assert stopped, f"canary still serving: {service.rollouts.state_of(MODEL)}"
         state = wait_for(
             lambda: (
@@ -187,8 +102,7 @@ def test_a_canary_failing_one_segment_is_rolled_back_naming_it(
         # The whole population's comparison did not fail: only the segment's did.
         assert "higher than production" not in state.reason, state.reason
         assert service.guard.rollbacks == 0, "the gate, not the guard, stopped it"
-        applied = [r.state.applied(MODEL) for r in fleet]
-        assert all(a is not None and a.config.production_version == "v1" for a in applied)
+        assert all(c is not None and c.production_version == "v1" for c in replicas.configs())
         # The written figures agree: Brazil's canary failed, the others did not.
         query = (
             "SELECT segment_value, argMax(value, computed_at) FROM segment_metrics "

@@ -2,39 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from _fake_issuer import CANARY, FakeIssuer
 
-from safeloop.schemas.events import CommandKind, ControlCommand, ModelConfig, PredictionEvent, Route
+from safeloop.schemas.events import PredictionEvent, Route
 from safeloop.services.guard.policy import GuardPolicy
 from safeloop.services.guard.runner import CentralGuard, guard_command_id
-
-CANARY = ModelConfig(production_version="v1", canary_version="v2", canary_basis_points=1_000)
-
-
-class FakeIssuer:
-    """Holds one model's config; `issue` applies the change and records the command."""
-
-    def __init__(self) -> None:
-        self.config = CANARY
-        self.sequence = 3
-        self.sent: list[ControlCommand] = []
-
-    def config_of(self, model_name: str) -> ModelConfig:
-        return self.config
-
-    def latest(self, model_name: str) -> ControlCommand | None:
-        return self.sent[-1] if self.sent else None
-
-    def issue(
-        self, model_name: str, kind: CommandKind, change: Any, **kwargs: Any
-    ) -> ControlCommand:
-        self.config = change(self.config)
-        command = ControlCommand(
-            kwargs["command_id"], model_name, kind, self.sequence + 1, 0, "guard",
-            kwargs["reason"], self.config, "", "", kwargs["details"],
-        )  # fmt: skip
-        self.sent.append(command)
-        return command
 
 
 def _events(version: str, route: Route, n: int, failing: int) -> list[PredictionEvent]:
@@ -50,7 +22,7 @@ def _events(version: str, route: Route, n: int, failing: int) -> list[Prediction
 
 def test_a_breach_split_over_two_instances_is_seen_only_merged() -> None:
     policy = GuardPolicy(max_p99_latency_ratio=None, max_performance_drop=None, min_requests=100)
-    mine, theirs = FakeIssuer(), FakeIssuer()
+    mine, theirs = FakeIssuer(sequence=3), FakeIssuer(sequence=3)
     judge = CentralGuard(policy, mine)  # type: ignore[arg-type]
     other = CentralGuard(policy, theirs)  # type: ignore[arg-type]
     # 60 canary requests (20 failing) on partition 0, 60 (20 failing) on partition 1.

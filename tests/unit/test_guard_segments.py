@@ -10,14 +10,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _fake_issuer import FakeIssuer
 
 from safeloop.schemas.events import (
     CommandKind,
-    ControlCommand,
     ErrorKind,
     FeedbackRecord,
     FeedbackStatus,
-    ModelConfig,
     PredictionEvent,
     Route,
 )
@@ -42,7 +41,6 @@ from safeloop.services.metrics.sequential import ConfidenceSequence
 
 ALPHA = 0.05
 MODEL_NAME = "churn"
-CANARY = ModelConfig(production_version="v1", canary_version="v2", canary_basis_points=1_000)
 COUNTRIES = ("BR", "DE", "FR", "US")
 # Only the error-rate rule, so each test reads one family.
 ERRORS_ONLY = GuardPolicy(
@@ -51,31 +49,6 @@ ERRORS_ONLY = GuardPolicy(
     max_p99_latency_ratio=None,
     max_performance_drop=None,
 )
-
-
-class FakeIssuer:
-    """Holds one model's config; `issue` applies the change and records the command."""
-
-    def __init__(self) -> None:
-        self.config = CANARY
-        self.sent: list[ControlCommand] = []
-
-    def config_of(self, model_name: str) -> ModelConfig:
-        return self.config
-
-    def latest(self, model_name: str) -> ControlCommand | None:
-        return self.sent[-1] if self.sent else None
-
-    def issue(
-        self, model_name: str, kind: CommandKind, change: Any, **kwargs: Any
-    ) -> ControlCommand:
-        self.config = change(self.config)
-        command = ControlCommand(
-            kwargs["command_id"], model_name, kind, len(self.sent) + 1, 0, "guard",
-            kwargs["reason"], self.config, "", "", kwargs["details"],
-        )  # fmt: skip
-        self.sent.append(command)
-        return command
 
 
 def _traffic(
@@ -188,13 +161,14 @@ def test_histogram_rows_read_the_p99_and_the_tail_as_one_summary_does() -> None:
     assert slower_counts(histograms, np.full(4, np.nan)).tolist() == [0, 0, 0, 0]
 
 
-def _timed(latency: np.ndarray) -> HealthSummary:
+def _timed(latency: np.ndarray, errors: int = 0) -> HealthSummary:
+    """One window of these latencies, a request a millisecond; the first `errors` failed."""
     n = latency.shape[0]
     return HealthSummary.of_window(
         {
             "timestamp_ms": np.arange(n),
             "latency_ms": latency,
-            "error": np.zeros(n, dtype=bool),
+            "error": np.arange(n) < errors,
             "client_error": np.zeros(n, dtype=bool),
         }
     )
@@ -219,15 +193,7 @@ def test_segments_merge_and_survive_the_exchange_encoding() -> None:
 
 
 def _summary(requests: int, errors: int) -> HealthSummary:
-    latency = np.full(requests, 10.0)
-    return HealthSummary.of_window(
-        {
-            "timestamp_ms": np.arange(requests),
-            "latency_ms": latency,
-            "error": np.arange(requests) < errors,
-            "client_error": np.zeros(requests, dtype=bool),
-        }
-    )
+    return _timed(np.full(requests, 10.0), errors)
 
 
 def _holm_adjusted(p: list[float]) -> list[float]:
@@ -279,22 +245,11 @@ def test_latency_rules_per_segment_read_the_tail() -> None:
                          max_performance_drop=None, max_p99_latency_ms=100.0,
                          max_p99_latency_ratio=2.0)  # fmt: skip
 
-    def timed(latencies: np.ndarray) -> HealthSummary:
-        n = latencies.shape[0]
-        return HealthSummary.of_window(
-            {
-                "timestamp_ms": np.arange(n),
-                "latency_ms": latencies,
-                "error": np.zeros(n, dtype=bool),
-                "client_error": np.zeros(n, dtype=bool),
-            }
-        )
-
     fast = np.full(400, 10.0)
     slow_tail = fast.copy()
     slow_tail[:40] = 150.0  # 10 % above 100 ms: p99 150 ms, 15x production's
-    canary = {"device=ios": timed(fast), "device=web": timed(slow_tail)}
-    production = {"device=ios": timed(fast), "device=web": timed(fast)}
+    canary = {"device=ios": _timed(fast), "device=web": _timed(slow_tail)}
+    production = {"device=ios": _timed(fast), "device=web": _timed(fast)}
     found = judge_segments(canary, production, policy, min_sample=100)
     assert {(b.segment, b.breach.rule) for b in found.breaches} == {
         ("device=web", GuardRule.P99_LATENCY_MS),

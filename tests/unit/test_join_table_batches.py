@@ -52,16 +52,20 @@ class _Changelog:
             self.send(topic, key, value, partition)
 
 
-def _store(tmp_path: Path) -> tuple[FaustTableStore[str], _Changelog, _Store]:
-    data = _Store(tmp_path)
-    table = SimpleNamespace(
-        name="t",
-        data=data,
-        changelog_topic=SimpleNamespace(get_topic_name=lambda: "t-changelog"),
+def _table(root: Path, name: str) -> Any:
+    """What FaustTableStore reads off a faust table: its name, store and changelog topic."""
+    return SimpleNamespace(
+        name=name,
+        data=_Store(root),
+        changelog_topic=SimpleNamespace(get_topic_name=lambda: f"{name}-changelog"),
     )
+
+
+def _store(tmp_path: Path) -> tuple[FaustTableStore[str], _Changelog, _Store]:
+    table = _table(tmp_path, "t")
     changelog = _Changelog()
     store = FaustTableStore[str](table, str.encode, bytes.decode, changelog)
-    return store, changelog, data
+    return store, changelog, table.data
 
 
 def test_a_batch_writes_each_changed_key_once_with_its_last_value(tmp_path: Path) -> None:
@@ -148,12 +152,8 @@ def test_release_unchanged_compares_bytes_and_writes_once_per_partition(tmp_path
 def test_release_unchanged_decodes_when_the_bytes_differ_and_drops_the_cached_key(
     tmp_path: Path,
 ) -> None:
-    data = _Store(tmp_path)
-    table = SimpleNamespace(
-        name="t",
-        data=data,
-        changelog_topic=SimpleNamespace(get_topic_name=lambda: "t-changelog"),
-    )
+    table = _table(tmp_path, "t")
+    data = table.data
     # Stored bytes of another writer (padded) decode to the same value: still unchanged.
     store = FaustTableStore[str](table, str.encode, lambda b: b.decode().strip(), _Changelog())
     store.begin_batch({0: ["k"]})
@@ -203,15 +203,9 @@ def test_an_outcome_paired_within_its_own_batch_leaves_no_early_outcome_anywhere
     )
     from safeloop.streams.windows import JoinWindows
 
-    def table(name: str) -> Any:
-        return SimpleNamespace(
-            name=name,
-            data=_Store(tmp_path / name),
-            changelog_topic=SimpleNamespace(get_topic_name=lambda: f"{name}-changelog"),
-        )
-
     changelog = _Changelog()
-    pending_table, early_table = table("pending"), table("early")
+    pending_table = _table(tmp_path / "pending", "pending")
+    early_table = _table(tmp_path / "early", "early")
     join = JoinWindow(
         FaustTableStore[PendingPrediction](
             pending_table, encode_pending, decode_pending, changelog
