@@ -87,8 +87,10 @@ def render_svg(results: dict[str, Any]) -> str:
             if behind >= 0:
                 lag.setdefault(group[-28:], []).append((sample["minute"], behind))
     events = results.get("events", [])
+    sent_per_s = (samples[-1]["sent"] - samples[0]["sent"]) / max(minutes * 60, 1e-9)
     head = (
-        f"soak: {results['minutes']:g} min at {results['rate_requests_per_s']:g} requests/s; "
+        f"soak: {results['minutes']:g} min at {results['rate_requests_per_s']:g} requests/s "
+        f"({sent_per_s:.0f} achieved); "
         f"worst memory growth over the last {results['growth_last_minutes']:g} min "
         f"{results['worst_growth']:.1%} (limit {results['limit']:.0%})"
     )
