@@ -59,11 +59,10 @@ def _recovery(name: str, r: dict[str, Any]) -> str:
         )
     if name == "combined":
         return (
-            f"the flag published {r['command_published_s']} s after the faults"
+            f"the flag published by `safeloop flag` {r['command_published_s']} s after the faults"
             + (
-                f" (the operator's first {r['failed_publish_attempts']} attempts found no leader "
-                "for the control partition)"
-                if r.get("failed_publish_attempts")
+                " (the CLI waited for the control partition's new leader)"
+                if r.get("cli_waited_for_a_leader")
                 else ""
             )
             + " and applied on "
