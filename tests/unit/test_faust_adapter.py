@@ -466,3 +466,20 @@ def test_restore_tally_sums_each_recovery_from_its_start_to_its_last_entry() -> 
     assert (tally.entries, tally.seconds) == (150, 2.5)
     tally.record(10, started_at=20.0, now=20.5)  # a later recovery
     assert (tally.entries, tally.seconds) == (160, 3.0)
+
+
+# -- the RocksDB stores' memory ------------------------------------------------------------
+
+
+def test_every_join_table_store_is_opened_with_bounded_memtables_and_cache(app: Any) -> None:
+    from safeloop.streams.app import ROCKSDB_OPTIONS
+
+    assert len(app.tables) == 2
+    for table in app.tables.values():
+        options = table.data.rocksdb_options
+        assert options.write_buffer_size == ROCKSDB_OPTIONS["write_buffer_size"] == 8 * 2**20
+        assert options.max_write_buffer_number == 2
+        assert options.block_cache_size == 16 * 2**20  # faust's default is 2 GB per partition
+        # faust pops keys from the dict it is given: a second store from the same table must
+        # still get the sizes.
+        assert table.options["write_buffer_size"] == 8 * 2**20
