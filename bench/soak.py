@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -325,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
         " the default hour keeps its state growing for an hour)",
     )
     args = parser.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the stack's processes and the broker are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results = run(
         args.minutes,
         args.sample_s,
