@@ -40,7 +40,7 @@ from safeloop.infra.kafka.broker_security import (
     scram_format_argument,
     secured_properties,
 )
-from safeloop.infra.kafka.clients import cluster_answers, security_config
+from safeloop.infra.kafka.clients import cluster_answers, probe_admin, security_config
 from safeloop.infra.kafka.cluster_status import cluster_load
 from safeloop.infra.kafka.jars import fetch_kafka_jars, jars_present, require_tool
 from safeloop.infra.kafka.provisioning import admin_settings, provision_roles
@@ -495,9 +495,7 @@ class LocalKafkaBroker:
                 for node in pids
             ):
                 if admin is None:
-                    admin = AdminClient(
-                        {"bootstrap.servers": settings.bootstrap_servers, "log_level": 0, **probe}
-                    )
+                    admin = probe_admin(settings.bootstrap_servers, probe)
                 if wanted <= _registered_brokers(admin, deadline):
                     return
             time.sleep(_POLL_S)

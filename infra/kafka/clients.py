@@ -83,12 +83,17 @@ def admin_client(settings: Settings, **overrides: ConfigValue) -> AdminClient:
     return AdminClient(with_client_logging({**connection_config(settings), **_dotted(overrides)}))
 
 
+def probe_admin(bootstrap: str, security: dict[str, ConfigValue]) -> AdminClient:
+    """An AdminClient for asking whether a cluster answers: silent, since "not reachable" is an
+    expected answer there, not an error to print (log_level 0)."""
+    return AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, **security})
+
+
 def cluster_answers(
     bootstrap: str, timeout: float, security: dict[str, ConfigValue] | None = None
 ) -> bool:
     """True when the cluster at `bootstrap` answers a metadata request and lists brokers."""
-    # log_level 0: "not reachable" is an expected answer here, not an error to print.
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, **(security or {})})
+    admin = probe_admin(bootstrap, security or {})
     try:
         metadata = admin.list_topics(timeout=timeout)
     except KafkaException:
