@@ -92,7 +92,8 @@ def render_svg(results: dict[str, Any]) -> str:
         f"soak: {results['minutes']:g} min at {results['rate_requests_per_s']:g} requests/s "
         f"({sent_per_s:.0f} achieved); "
         f"worst memory growth over the last {results['growth_last_minutes']:g} min "
-        f"{results['worst_growth']:.1%} (limit {results['limit']:.0%})"
+        f"{results.get('worst_trend_growth', results['worst_growth']):.1%} fitted, "
+        f"{results['worst_growth']:.1%} first to last (limit {results['limit']:.0%})"
     )
     body = [f'<text x="{_LEFT}" y="20" font-size="14" font-weight="bold">{escape(head)}</text>']
     body += _panel("resident memory per process", memory, *_PANELS[0], "MB", minutes, events)

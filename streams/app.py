@@ -12,7 +12,7 @@ import faust
 
 from safeloop.infra.settings import Settings
 from safeloop.schemas.validation import DEFAULT_MAX_FUTURE_SKEW_MS
-from safeloop.streams.faust_adapter import LeanMonitor, install_consumer
+from safeloop.streams.faust_adapter import LeanMonitor, bounded_store_url, install_consumer
 from safeloop.streams.sink import SinkConfig
 from safeloop.streams.windows import JoinWindows
 
@@ -89,7 +89,8 @@ def broker_credentials(settings: Settings) -> Any:
 # Per table partition (each is a RocksDB of its own). faust's defaults (3 x 64 MB memtables and a
 # 2 GB block cache per partition) let a worker's memory grow for hours before the first flush:
 # 8 partition stores at 100 predictions/s grew 3.5 MB a minute through a 30-minute soak. These
-# bound each store to 2 x 8 MB of memtables and a 16 MB cache, as Kafka Streams sizes its stores.
+# bound each store to 2 x 8 MB of memtables and a 16 MB cache, as Kafka Streams sizes its stores;
+# all of a process's memtables together stay within faust_adapter.MEMTABLE_BUDGET_BYTES.
 ROCKSDB_OPTIONS: dict[str, int] = {
     "write_buffer_size": 8 * 2**20,
     "max_write_buffer_number": 2,
@@ -108,8 +109,8 @@ def create_app(settings: Settings, config: StreamConfig) -> StreamApp:
         app_id,
         broker=f"kafka://{settings.bootstrap_servers}",
         broker_credentials=broker_credentials(settings),
-        # faust picks rocksdict when python-rocksdb is not installed.
-        store="rocksdb://",
+        # faust's rocksdict store, under one memtable budget per process.
+        store=bounded_store_url(),
         datadir=str(data_dir),
         autodiscover=False,
         web_enabled=True,

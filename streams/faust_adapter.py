@@ -9,6 +9,8 @@ changes (signatures, attributes, and hashes of the faust code copied or mirrored
   `forget_done`: the aiokafka driver's consumer whose fetch loop hands the records of the
   join's source topics to the worker in batches, beneath faust's per-message conductor.
 - `LeanMonitor`: faust's Monitor without its per-message bookkeeping.
+- `bounded_store_url`, `BoundedRocksDBStore`: faust's RocksDB store with every partition
+  database of a process under one memtable budget.
 - `partition_db`, `visible_items`, `persisted_offset`, `set_persisted_offset`: the RocksDB
   store's database of one partition, its items, and the changelog offset it was restored to.
 - `restore_changelogs`, `restore_tally`: table recovery written in batches, and its figures.
@@ -43,6 +45,8 @@ from typing import Any, cast
 
 import rocksdict
 from faust.sensors.monitor import Monitor
+from faust.stores import STORES
+from faust.stores import rocksdb as faust_rocksdb
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
@@ -337,6 +341,42 @@ class LeanMonitor(Monitor):
 
 
 # -- the RocksDB store (faust.stores.rocksdb.Store) ---------------------------------------
+
+# All memtables of one process, across every table partition database (16 for a worker owning 8
+# partitions), as Kafka Streams bounds them with one WriteBufferManager. Per-database limits
+# alone let the total climb until every database flushes at once: a 30-minute soak saw the
+# processor's RSS rise 48 MB and fall 20 MB in one step. Past the budget, RocksDB flushes the
+# database being written to, so memory plateaus within minutes and stays flat.
+MEMTABLE_BUDGET_BYTES = 8 * 2**20
+_MEMTABLES = rocksdict.WriteBufferManager(MEMTABLE_BUDGET_BYTES, False)
+_STORE_SCHEME = "safeloop-rocksdb"
+
+
+class _BoundedRocksDBOptions(faust_rocksdb.RocksDBOptions):
+    def as_options(self) -> Any:
+        options = super().as_options()
+        options.set_write_buffer_manager(_MEMTABLES)
+        return options
+
+
+class BoundedRocksDBStore(faust_rocksdb.Store):
+    """faust's RocksDB (rocksdict) store whose databases share the process's memtable budget."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # As faust builds it, from the options left after it popped read_only and driver.
+        self.rocksdb_options = _BoundedRocksDBOptions(**(self.options or {}), use_rocksdict=True)
+
+
+def bounded_store_url() -> str:
+    """The app's `store=` URL for `BoundedRocksDBStore` (registered with faust on first use)."""
+    STORES.aliases[_STORE_SCHEME] = f"{__name__}:BoundedRocksDBStore"
+    return f"{_STORE_SCHEME}://"
+
+
+def memtable_usage_bytes() -> int:
+    """Memory the process's RocksDB memtables take now, against `MEMTABLE_BUDGET_BYTES`."""
+    return int(_MEMTABLES.get_usage())
 
 
 def partition_db(table: Any, partition: int) -> Any | None:

@@ -74,6 +74,9 @@ def consumer_config(
         "auto.offset.reset": "earliest",
         # Offsets are committed after the side effect (DESIGN: nothing consumed is lost).
         "enable.auto.commit": False,
+        # librdkafka prefetches up to 64 MB by default, which a consumer catching up after an
+        # outage fills and then keeps as resident memory; 16 MB is still ~1 s at 50k events/s.
+        "queued.max.messages.kbytes": 16384,
         **_dotted(overrides),
     }
 
