@@ -26,6 +26,24 @@ HEADER = (
 )
 
 
+def _local_guard(replicas: list[dict[str, Any]]) -> str:
+    """The replicas' local guards in the failover: when each took the canary out of its own
+    traffic, from the breach becoming measurable in that replica's answers."""
+    local = [
+        f"{seconds} s"
+        for r in replicas
+        if r["out_of_traffic_by"] == "local"
+        and (seconds := r["measurable_here_to_out_of_traffic_s"]) is not None
+    ]
+    if not local:
+        return ""
+    return (
+        "; the replicas' local guards took it out of their traffic "
+        f"**{' and '.join(local)}** after the breach was measurable in their own answers, "
+        "Kafka or not"
+    )
+
+
 def _recovery(name: str, r: dict[str, Any]) -> str:
     if name == "broker_failover":
         breach = r["breach"]
@@ -35,7 +53,9 @@ def _recovery(name: str, r: dict[str, Any]) -> str:
             "the canary breaching "
             f"during the failover (measurable {breach['measurable_after_kill_s']} s after the "
             f"kill) rolled back on both replicas **{breach['measurable_to_rolled_back_s']} s** "
-            f"after its breach became measurable (target {breach['target_s']:g} s)"
+            f"after its breach became measurable (target {breach['target_s']:g} s), "
+            f"{breach['writable_to_rolled_back_s']} s after Kafka was writable again"
+            + _local_guard(breach.get("local_guard", []))
         )
     if name == "worker_kill":
         caught_up = (

@@ -48,6 +48,8 @@ from safeloop.schemas.codec import OUTCOME_CODEC, PREDICTION_CODEC
 from safeloop.schemas.events import CommandKind
 from safeloop.services.control.clients import make_broadcast_reader
 from safeloop.services.control.fleet import FleetWatcher
+from safeloop.services.guard.local import CanaryVerdict, ReplicaGuard
+from safeloop.services.guard.policy import GuardPolicy
 from safeloop.services.models.loaded import LoadedModel
 from safeloop.services.models.store import ModelStore
 from safeloop.services.models.task import ModelTask
@@ -69,6 +71,11 @@ METRICS_ARGS = [
     "--min-requests", str(GUARD_MIN_REQUESTS),
     "--max-p99-latency-ratio", "0", "--max-performance-drop", "0",
 ]  # fmt: skip
+# The replicas' local guards judge as the central guard does (METRICS_ARGS), on the same minimum
+# sample (services.guard.local says why it must not be smaller).
+LOCAL_GUARD_POLICY = GuardPolicy(
+    min_requests=GUARD_MIN_REQUESTS, max_p99_latency_ratio=None, max_performance_drop=None
+)
 CLI = [sys.executable, "-m", "safeloop.services.cli.main"]
 # Where each acknowledged event must be exactly once (never FINAL: doubles must not hide).
 SOURCES = {
@@ -161,6 +168,19 @@ class Tally:
     landed_after_s: float | None
 
 
+class ArmableGuard(ReplicaGuard):
+    """A replica's local guard that counts all along but acts only while armed: the failover
+    scenario measures it; the others measure the central guard alone."""
+
+    def __init__(self, policy: GuardPolicy) -> None:
+        super().__init__(policy)
+        self.armed = threading.Event()
+
+    def check(self) -> list[CanaryVerdict]:
+        verdicts = super().check()
+        return verdicts if self.armed.is_set() else []
+
+
 @dataclass
 class ChaosLoop:
     settings: Settings
@@ -175,6 +195,8 @@ class ChaosLoop:
     metrics: MetricsProcess | None = None
     replica: subprocess.Popen[bytes] | None = None
     replica_port: int = 0
+    # The in-process replicas' local guards, disarmed unless a scenario arms them.
+    local_guards: list[ArmableGuard] = field(default_factory=list)
 
     # -- marks and reports -----------------------------------------------------------------
 
@@ -399,11 +421,19 @@ def build_loop(cluster: Settings, tmp: Path, stack: ExitStack) -> ChaosLoop:
         producing.join(180)
 
     stack.callback(stop_load)
-    replicas = stack.enter_context(fleet(settings, local_guard=False))
+    guards: list[ArmableGuard] = []
+
+    def local_guard() -> ArmableGuard:
+        guards.append(ArmableGuard(LOCAL_GUARD_POLICY))
+        return guards[-1]
+
+    replicas = stack.enter_context(fleet(settings, local_guard=local_guard))
     traffic = Traffic(replicas, REQUESTS_PER_SECOND).start()
     stack.callback(traffic.stop)
     flaky = {"v2": replicas.flaky, "v3": _make_flaky(replicas, "v3")}
-    loop = ChaosLoop(settings, run, warehouse, replicas, traffic, load, stack, flaky)
+    loop = ChaosLoop(
+        settings, run, warehouse, replicas, traffic, load, stack, flaky, local_guards=guards
+    )
     # Production is v1 from the start (without a command the store's newest would serve).
     first = publish(settings, CommandKind.PROMOTE, lambda c: replace(c, production_version="v1"))
     assert wait_for(lambda: min(replicas.applied_sequence()) >= first, 60)

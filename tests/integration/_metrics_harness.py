@@ -112,10 +112,13 @@ class Fleet:
 
 @contextmanager
 def fleet(
-    settings: Settings, *, local_guard: bool = True, candidate: Callable[[Any], Any] | None = None
+    settings: Settings,
+    *,
+    local_guard: bool | Callable[[], ReplicaGuard] = True,
+    candidate: Callable[[Any], Any] | None = None,
 ) -> Iterator[Fleet]:
     """Two replicas; each serves v2 through `candidate(v2's model)` if given (one per replica),
-    else through the fleet's one FlakyModel."""
+    else through the fleet's one FlakyModel. `local_guard` may also make each replica's guard."""
     store = ModelStore(settings.models_path)
     flaky = FlakyModel(store.load(MODEL, "v2").model)
     replicas = []
@@ -125,7 +128,11 @@ def fleet(
         assert loaded is not None
         served = flaky if candidate is None else candidate(loaded.model)
         catalog.add(LoadedModel(served, loaded.metadata))
-        guard = ReplicaGuard(TEST_POLICY) if local_guard else None
+        guard = None
+        if callable(local_guard):
+            guard = local_guard()
+        elif local_guard:
+            guard = ReplicaGuard(TEST_POLICY)
         replica = Replica(
             settings, f"replica-{index}-{uuid.uuid4().hex[:4]}", catalog=catalog, guard=guard
         )
@@ -170,9 +177,11 @@ class Traffic:
     malformed_every: int = 0
     sent: int = 0
     failed: int = 0
-    # Each request's time to answer (or to fail), in order; when each failure happened.
+    # Each request's time to answer (or to fail), in order; when each failure happened, and on
+    # which replica (its index in the fleet).
     latencies_ms: list[float] = field(default_factory=list)
     failed_at: list[float] = field(default_factory=list)
+    failed_on: list[int] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -191,7 +200,8 @@ class Traffic:
         next_at = time.perf_counter()
         replicas = self.fleet.replicas
         while not self._stop.is_set():
-            replica = replicas[self.sent % len(replicas)]
+            index = self.sent % len(replicas)
+            replica = replicas[index]
             key = uuid.uuid4().hex
             features = FEATURES
             if self.malformed_every and self.sent % self.malformed_every == 0:
@@ -202,6 +212,7 @@ class Traffic:
                 answer = replica.predictor.predict(MODEL, key, features)
             except Exception:
                 self.failed_at.append(time.monotonic())
+                self.failed_on.append(index)
                 self.failed += 1
             self.latencies_ms.append((time.perf_counter() - started) * 1000)
             if answer is not None and self.on_prediction is not None:
