@@ -86,15 +86,12 @@ def broker_credentials(settings: Settings) -> Any:
     )
 
 
-# Per table partition (each is a RocksDB of its own). faust's defaults (3 x 64 MB memtables and a
-# 2 GB block cache per partition) let a worker's memory grow for hours before the first flush:
-# 8 partition stores at 100 predictions/s grew 3.5 MB a minute through a 30-minute soak. These
-# bound each store to 2 x 8 MB of memtables and a 16 MB cache, as Kafka Streams sizes its stores;
-# all of a process's memtables together stay within faust_adapter.MEMTABLE_BUDGET_BYTES.
+# Per table partition (each is a RocksDB of its own): at most 2 x 8 MB of memtables, as Kafka
+# Streams sizes its stores (faust's default is 3 x 64 MB). Together, all of a process's stores stay
+# within one block cache and memtable budget (faust_adapter.BLOCK_CACHE_BYTES).
 ROCKSDB_OPTIONS: dict[str, int] = {
     "write_buffer_size": 8 * 2**20,
     "max_write_buffer_number": 2,
-    "block_cache_size": 16 * 2**20,
     "target_file_size_base": 16 * 2**20,
 }
 

@@ -10,7 +10,7 @@ changes (signatures, attributes, and hashes of the faust code copied or mirrored
   join's source topics to the worker in batches, beneath faust's per-message conductor.
 - `LeanMonitor`: faust's Monitor without its per-message bookkeeping.
 - `bounded_store_url`, `BoundedRocksDBStore`: faust's RocksDB store with every partition
-  database of a process under one memtable budget.
+  database of a process sharing one block cache and memtable budget.
 - `partition_db`, `visible_items`, `persisted_offset`, `set_persisted_offset`: the RocksDB
   store's database of one partition, its items, and the changelog offset it was restored to.
 - `restore_changelogs`, `restore_tally`: table recovery written in batches, and its figures.
@@ -342,25 +342,45 @@ class LeanMonitor(Monitor):
 
 # -- the RocksDB store (faust.stores.rocksdb.Store) ---------------------------------------
 
-# All memtables of one process, across every table partition database (16 for a worker owning 8
-# partitions), as Kafka Streams bounds them with one WriteBufferManager. Per-database limits
-# alone let the total climb until every database flushes at once: a 30-minute soak saw the
-# processor's RSS rise 48 MB and fall 20 MB in one step. Past the budget, RocksDB flushes the
-# database being written to, so memory plateaus within minutes and stays flat.
+# All RocksDB memory of one process, across every table partition database (16 for a worker
+# owning 8 partitions), under one budget, as Kafka Streams' BoundedMemoryRocksDBConfig does: one
+# LRU block cache, with every memtable charged to it through one WriteBufferManager. Per-database
+# memtables and caches let the total climb for as long as the process runs: memtables until every
+# database flushed at once (+48 MB, then -20 MB in one step, in a 30-minute soak), then each
+# database's cache keeping blocks of files compaction had already replaced until that cache was
+# full (16 x 16 MB; +4 MB a minute in the next soak). Past the memtable budget RocksDB flushes the
+# database being written to; past the cache's capacity it evicts the least recently used blocks.
+BLOCK_CACHE_BYTES = 32 * 2**20
 MEMTABLE_BUDGET_BYTES = 8 * 2**20
-_MEMTABLES = rocksdict.WriteBufferManager(MEMTABLE_BUDGET_BYTES, False)
+_BLOCK_CACHE = rocksdict.Cache(BLOCK_CACHE_BYTES)
+_MEMTABLES = rocksdict.WriteBufferManager.new_write_buffer_manager_with_cache(
+    MEMTABLE_BUDGET_BYTES, False, _BLOCK_CACHE
+)
 _STORE_SCHEME = "safeloop-rocksdb"
 
 
 class _BoundedRocksDBOptions(faust_rocksdb.RocksDBOptions):
     def as_options(self) -> Any:
-        options = super().as_options()
+        # faust's RocksDBOptions.as_options for rocksdict, with the process's cache and memtable
+        # budget in place of a cache per database.
+        options = rocksdict.Options(raw_mode=True)
+        options.create_if_missing(True)
+        options.set_max_open_files(self.max_open_files)
+        options.set_write_buffer_size(self.write_buffer_size)
+        options.set_target_file_size_base(self.target_file_size_base)
+        options.set_max_write_buffer_number(self.max_write_buffer_number)
         options.set_write_buffer_manager(_MEMTABLES)
+        table = rocksdict.BlockBasedOptions()
+        table.set_bloom_filter(self.bloom_filter_size, block_based=True)
+        table.set_block_cache(_BLOCK_CACHE)
+        table.set_index_type(rocksdict.BlockBasedIndexType.binary_search())
+        options.set_block_based_table_factory(table)
         return options
 
 
 class BoundedRocksDBStore(faust_rocksdb.Store):
-    """faust's RocksDB (rocksdict) store whose databases share the process's memtable budget."""
+    """faust's RocksDB (rocksdict) store whose databases share the process's block cache and
+    memtable budget."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -377,6 +397,12 @@ def bounded_store_url() -> str:
 def memtable_usage_bytes() -> int:
     """Memory the process's RocksDB memtables take now, against `MEMTABLE_BUDGET_BYTES`."""
     return int(_MEMTABLES.get_usage())
+
+
+def block_cache_usage_bytes() -> int:
+    """Memory the process's RocksDB block cache holds now (memtables charged to it included),
+    against `BLOCK_CACHE_BYTES`."""
+    return int(_BLOCK_CACHE.get_usage())
 
 
 def partition_db(table: Any, partition: int) -> Any | None:

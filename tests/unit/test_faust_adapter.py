@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from faust.app.base import App
 from faust.sensors.monitor import Monitor
-from faust.stores.rocksdb import Store
+from faust.stores.rocksdb import RocksDBOptions, Store
 from faust.tables.recovery import Recovery
 from faust.transport import base as transport_base
 from faust.transport import consumer as faust_consumer
@@ -132,6 +132,12 @@ COPIED_OR_MIRRORED: list[tuple[Callable[..., Any], str, str]] = [
         "cb7e67d5f9efc4bced7b7ab09a55fe717c352daad5b693594e3f7ca52a98787f",
         "faust_adapter.partition_db calls it; check it still opens a partition's database on "
         "first use and returns the same one after",
+    ),
+    (
+        RocksDBOptions.as_options,
+        "d2a1bea17736d2eb2f8d2da592ef843f31bd9583b17b3fcbb2ebd84c15051660",
+        "faust_adapter._BoundedRocksDBOptions.as_options copies its rocksdict branch with a shared "
+        "block cache and memtable budget; copy any option faust added or changed",
     ),
     (
         Store._visible_items,
@@ -471,7 +477,7 @@ def test_restore_tally_sums_each_recovery_from_its_start_to_its_last_entry() -> 
 # -- the RocksDB stores' memory ------------------------------------------------------------
 
 
-def test_every_join_table_store_is_opened_with_bounded_memtables_and_cache(app: Any) -> None:
+def test_every_join_table_store_is_opened_with_bounded_memtables(app: Any) -> None:
     from safeloop.streams.app import ROCKSDB_OPTIONS
 
     assert len(app.tables) == 2
@@ -479,7 +485,6 @@ def test_every_join_table_store_is_opened_with_bounded_memtables_and_cache(app: 
         options = table.data.rocksdb_options
         assert options.write_buffer_size == ROCKSDB_OPTIONS["write_buffer_size"] == 8 * 2**20
         assert options.max_write_buffer_number == 2
-        assert options.block_cache_size == 16 * 2**20  # faust's default is 2 GB per partition
         # faust pops keys from the dict it is given: a second store from the same table must
         # still get the sizes.
         assert table.options["write_buffer_size"] == 8 * 2**20
@@ -506,3 +511,27 @@ def test_every_partition_database_of_a_process_shares_one_memtable_budget(app: A
         highest = max(highest, faust_adapter.memtable_usage_bytes())
     assert 0 < highest <= budget * 1.5
     assert sum(len(list(db.keys())) for db in databases) == 120 * 256 * len(databases)
+
+
+def test_every_partition_database_of_a_process_reads_through_one_bounded_block_cache(
+    app: Any,
+) -> None:
+    databases = [
+        faust_adapter.partition_db(table, partition)
+        for table in app.tables.values()
+        for partition in (2, 3)
+    ]
+    value = b"w" * 1000
+    for n, db in enumerate(databases):
+        for i in range(12_000):
+            db[b"%d-%d" % (n, i)] = value
+        db.flush()
+    before = faust_adapter.block_cache_usage_bytes()
+    # Reading ~48 MB of blocks back (more than the one cache holds): every database's reads
+    # land in the same cache, which stays within its capacity.
+    for n, db in enumerate(databases):
+        for i in range(12_000):
+            assert db[b"%d-%d" % (n, i)] == value
+    after = faust_adapter.block_cache_usage_bytes()
+    assert after > before
+    assert after <= faust_adapter.BLOCK_CACHE_BYTES * 1.05
