@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import platform
 import shutil
@@ -64,6 +65,8 @@ class Sample:
     lag: dict[str, int]
     sent: int
     failed: int
+    # The processor's RocksDB memory (its /metrics): the one block cache, memtables included.
+    rocksdb_cache_mb: float = 0.0
 
 
 @dataclass
@@ -182,7 +185,10 @@ def _sample(
     except Exception as exc:  # a broker restarting: the sample says so
         lag = {"error": -1}
         print(f"lag unavailable: {exc}", file=sys.stderr, flush=True)
-    lag["processor (its /metrics)"] = int(_metric(processor_url, "safeloop_stream_lag") or 0)
+    # -1: the processor's /metrics did not answer.
+    processor_lag = _metric(processor_url, "safeloop_stream_lag")
+    lag["processor (its /metrics)"] = -1 if math.isnan(processor_lag) else int(processor_lag)
+    cache_bytes = _metric(processor_url, "safeloop_stream_rocksdb_block_cache_bytes")
     return Sample(
         minute=round((time.monotonic() - started) / 60, 2),
         rss_mb={k: round(v, 1) for k, v in rss.items()},
@@ -191,6 +197,7 @@ def _sample(
         lag=lag,
         sent=traffic.counts.sent,
         failed=traffic.counts.failed,
+        rocksdb_cache_mb=-1.0 if math.isnan(cache_bytes) else round(cache_bytes / 2**20, 1),
     )
 
 

@@ -38,6 +38,10 @@ class StreamSnapshot:
     # Changelog entries restored into the local store, and the seconds their recoveries took.
     restored_entries: int = 0
     restore_seconds: float = 0.0
+    # The process's RocksDB memory: its one block cache (memtables charged to it included) and
+    # the memtables alone.
+    rocksdb_block_cache_bytes: int = 0
+    rocksdb_memtable_bytes: int = 0
 
 
 Read = Callable[[], Mapping[Labels, float]]
@@ -206,6 +210,18 @@ def stream_registry(snapshot: StreamSnapshot) -> Registry:
         "counter",
         "Seconds from the start of each table recovery to its last entry restored, summed.",
         one(snapshot.restore_seconds),
+    )
+    add(
+        "safeloop_stream_rocksdb_block_cache_bytes",
+        "gauge",
+        "The process's RocksDB block cache, its memtables charged to it included.",
+        one(snapshot.rocksdb_block_cache_bytes),
+    )
+    add(
+        "safeloop_stream_rocksdb_memtable_bytes",
+        "gauge",
+        "The process's RocksDB memtables, all join-table partitions together.",
+        one(snapshot.rocksdb_memtable_bytes),
     )
     return registry
 

@@ -24,11 +24,13 @@ from safeloop.streams.app import StreamApp, StreamConfig, app_id_for, create_app
 from safeloop.streams.exactly_once import EXPIRY_SOURCE
 from safeloop.streams.exceptions import StreamError
 from safeloop.streams.faust_adapter import (
+    block_cache_usage_bytes,
     committed_offset,
     forget_done,
     in_recovery,
     install_batch_handler,
     mark_done,
+    memtable_usage_bytes,
     restore_tally,
     set_persisted_offset,
     started_consumer,
@@ -391,6 +393,8 @@ class StreamWorker:
             lag_unknown_partitions=unknown,
             restored_entries=restored.entries,
             restore_seconds=restored.seconds,
+            rocksdb_block_cache_bytes=block_cache_usage_bytes(),
+            rocksdb_memtable_bytes=memtable_usage_bytes(),
         )
 
     async def _metrics_page(self, request: Any) -> Any:

@@ -60,9 +60,13 @@ def test_metrics_render_in_prometheus_text_format() -> None:
             pending_predictions={0: 3},
             early_outcomes={0: 1},
             consumed=dict(processor.consumed),
+            rocksdb_block_cache_bytes=3_000_000,
+            rocksdb_memtable_bytes=1_000_000,
         )
     )
     assert 'safeloop_stream_lag{topic="predictions",partition="0"} 5' in text
+    assert "safeloop_stream_rocksdb_block_cache_bytes 3000000" in text
+    assert "safeloop_stream_rocksdb_memtable_bytes 1000000" in text
     assert 'safeloop_dead_letters_total{topic="predictions",reason="bad_marker"} 1' in text
     assert 'safeloop_join_pending{partition="0"} 3' in text
     assert "safeloop_sink_retries_total 1" in text
