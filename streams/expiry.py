@@ -12,9 +12,11 @@ DEFAULT_BUCKET_MS = 1000
 @dataclass(slots=True)
 class _PartitionIndex:
     buckets: dict[int, set[str]] = field(default_factory=dict)
-    # Min-heap of bucket ids present in `buckets` (may hold ids already emptied).
+    # Min-heap of bucket ids not started yet (may hold ids already emptied).
     order: list[int] = field(default_factory=list)
     size: int = 0
+    # Started buckets that still hold keys: due, some maybe waiting to be confirmed.
+    started: list[int] = field(default_factory=list)
 
 
 class ExpiryIndex:
@@ -51,23 +53,32 @@ class ExpiryIndex:
             index.size -= 1
 
     def due(self, partition: int, now_ms: int) -> Iterator[str]:
-        """Keys whose bucket has started by `now_ms`; the caller checks the exact deadline."""
+        """Keys whose bucket has started by `now_ms`, oldest bucket first; the caller checks the
+        exact deadline. A key stays due until discarded."""
         index = self._partitions.get(partition)
         if index is None:
             return
         last_bucket = now_ms // self.bucket_ms
-        while index.order and index.order[0] <= last_bucket:
-            bucket_id = index.order[0]
-            bucket = index.buckets.get(bucket_id)
+        buckets, order, started = index.buckets, index.order, index.started
+        while order and order[0] <= last_bucket:
+            bucket_id = heapq.heappop(order)
+            if buckets.get(bucket_id):
+                started.append(bucket_id)
+            else:
+                buckets.pop(bucket_id, None)
+        # Every started bucket, not only the first: keys still being confirmed (released only
+        # after the flush of what their expiry emitted) must not hold back later buckets, or a
+        # sweep that waits for one flush per bucket falls behind for good under steady load.
+        keep = []
+        for bucket_id in started:
+            bucket = buckets.get(bucket_id)
             if not bucket:
-                heapq.heappop(index.order)
-                index.buckets.pop(bucket_id, None)
+                buckets.pop(bucket_id, None)
                 continue
+            keep.append(bucket_id)
             # Copy: the caller discards keys while iterating.
             yield from list(bucket)
-            if index.buckets.get(bucket_id):
-                # Some keys of this bucket are not due yet (or still being confirmed).
-                break
+        index.started = keep
 
     def drop_partition(self, partition: int) -> None:
         self._partitions.pop(partition, None)

@@ -148,14 +148,12 @@ def test_sigkill_of_the_partition_leader_loses_nothing_and_a_breach_is_still_rol
     assert len(failures) >= GUARD_MIN_REQUESTS, "rolled back before the breach was measurable?"
     measurable_at = failures[GUARD_MIN_REQUESTS - 1]
     local_guard = []
+    # The traffic thread appends to both lists as failures come: pair only what both hold.
+    failed_on = loop.traffic.failed_on[errors_before:]
     for index, (out_at, by) in sorted(out_of_traffic.items()):
         # A replica's guard judges its own answers: the breach is measurable there at its own
         # minimum sample of failing canary answers.
-        own = [
-            at
-            for at, on in zip(failures, loop.traffic.failed_on[errors_before:], strict=True)
-            if on == index
-        ]
+        own = [at for at, on in zip(failures, failed_on, strict=False) if on == index]
         own_measurable = own[GUARD_MIN_REQUESTS - 1] if len(own) >= GUARD_MIN_REQUESTS else None
         local_guard.append(
             {

@@ -20,12 +20,22 @@ def test_due_yields_keys_whose_bucket_started() -> None:
     assert index.size(0) == 1
 
 
-def test_due_stops_at_a_bucket_with_keys_left() -> None:
+def test_a_key_not_yet_discarded_stays_due_without_holding_back_later_buckets() -> None:
     index = ExpiryIndex(bucket_ms=100)
     index.add(0, "a", 150)
     index.add(0, "b", 250)
-    # "a" is not discarded (not confirmed yet), so later buckets wait for it.
-    assert list(index.due(0, 300)) == ["a"]
+    index.add(0, "c", 350)
+    # "a" is not discarded (its release waits for a flush): "b" is due all the same.
+    assert list(index.due(0, 260)) == ["a", "b"]
+    index.discard(0, "b", 250)
+    assert list(index.due(0, 360)) == ["a", "c"]
+    index.discard(0, "a", 150)
+    index.discard(0, "c", 350)
+    assert list(index.due(0, 1_000)) == []
+    assert index.size(0) == 0
+    # A bucket emptied and filled again (a key added with a deadline already past) is due.
+    index.add(0, "d", 150)
+    assert list(index.due(0, 1_000)) == ["d"]
 
 
 def test_add_is_idempotent_and_sizes_are_per_partition() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from _stream_events import outcome, prediction
 
 from safeloop.schemas.events import FeedbackStatus, Route
-from safeloop.streams.join import JoinWindow, closed_marker
+from safeloop.streams.join import JoinWindow, Release, closed_marker
 from safeloop.streams.state import EarlyOutcome, InMemoryStateStore, PendingPrediction
 from safeloop.streams.windows import JoinWindows
 
@@ -348,3 +348,34 @@ def test_feedback_records_built_positionally_equal_the_keyword_built_ones() -> N
         assert [getattr(built, f.name) for f in fields(built)] == [
             getattr(expected, f.name) for f in fields(expected)
         ]
+
+
+def test_expiry_keeps_up_under_steady_load_when_releases_wait_for_slow_flushes() -> None:
+    # The worker releases what a sweep emitted only after the sink flushed it; with flushes
+    # slower than the sweep interval, a sweep that waited on each bucket fell further behind
+    # every second (found by the soak: pending grew past twice its steady size in 12 minutes).
+    window_ms, wait_ms, rate_per_s, label_delay_s = 10_000, 20_000, 20, 2
+    join, clock = make_join(window_ms=window_ms, wait_ms=wait_ms)
+    start_ms = clock.now_ms
+    unflushed: list[list[Release]] = []
+    labels: list[tuple[int, str]] = []
+    for second in range(200):
+        for i in range(rate_per_s):
+            clock.now_ms = start_ms + second * 1_000 + i * (1_000 // rate_per_s)
+            key = f"p{second}-{i}"
+            join.on_prediction(0, prediction(key, ts=clock.now_ms))
+            labels.append((clock.now_ms + label_delay_s * 1_000, key))
+        while labels and labels[0][0] <= clock.now_ms:
+            join.on_outcome(0, outcome(labels.pop(0)[1], ts=clock.now_ms))
+        unflushed.append(join.expire(0, clock.now_ms).releases)
+        if len(unflushed) > 2:  # a flush takes two sweep intervals
+            join.release(unflushed.pop(0))
+    steady = rate_per_s * (window_ms + wait_ms) // 1_000
+    assert join.pending_size() <= steady + 4 * rate_per_s
+    # Nothing is kept much past its deadline: the sweep is as current as its flushes allow.
+    overdue = [
+        key
+        for key in join.pending_index.due(0, clock.now_ms - 4_000)
+        if (entry := join.pending.get(0, key)) and entry.expires_at_ms < clock.now_ms - 4_000
+    ]
+    assert overdue == []
