@@ -197,6 +197,15 @@ class Phase:
                 worker.kill()
                 worker.wait()
 
+    def answering(self) -> bool:
+        """Whether every worker's /metrics answers."""
+        try:
+            for port in self.ports:
+                scrape_total(f"http://127.0.0.1:{port}/metrics", METRIC_CONSUMED)
+        except OSError:
+            return False
+        return bool(self.ports)
+
     def metric(self, name: str, ports: list[int] | None = None) -> float:
         total = 0.0
         for port in self.ports if ports is None else ports:

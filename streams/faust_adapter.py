@@ -417,9 +417,14 @@ def partition_db(table: Any, partition: int) -> Any | None:
 
 def visible_items(table: Any, db: Any) -> Iterator[tuple[bytes, bytes]]:
     """The raw (key, value) pairs in `db`, one of `table`'s partition databases, without the
-    offset record faust keeps among them."""
-    items: Iterator[tuple[bytes, bytes]] = table.data._visible_items(db)
-    return items
+    offset record faust keeps among them.
+
+    Mirrors faust's `Store._visible_items` for rocksdict in one generator instead of two: a
+    restart reads every entry through it to index the join's state."""
+    offset_key = table.data.offset_key
+    for key, value in db.items():
+        if key != offset_key:
+            yield key, value
 
 
 def persisted_offset(table: Any, partition: int) -> int | None:

@@ -58,6 +58,22 @@ def test_rebuild_replaces_a_partition() -> None:
     assert list(index.due(0, 5)) == ["x"]
 
 
+def test_rebuild_indexes_as_adding_each_entry_does() -> None:
+    entries = [("a", 250), ("b", 150), ("a", 250), ("c", 999), ("d", 155), ("e", 40)]
+    rebuilt, added = ExpiryIndex(bucket_ms=100), ExpiryIndex(bucket_ms=100)
+    rebuilt.rebuild(0, iter(entries))
+    for key, expires_at_ms in entries:
+        added.add(0, key, expires_at_ms)
+    assert rebuilt.size(0) == added.size(0) == 5
+    for now_ms in (0, 40, 199, 260, 1000):
+        assert sorted(rebuilt.due(0, now_ms)) == sorted(added.due(0, now_ms))
+    # Discarding and adding after a rebuild keep the size and the buckets' order right.
+    rebuilt.discard(0, "e", 40)
+    rebuilt.add(0, "f", 10)
+    assert rebuilt.size(0) == 5
+    assert list(rebuilt.due(0, 20)) == ["f"]
+
+
 def test_bucket_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         ExpiryIndex(bucket_ms=0)

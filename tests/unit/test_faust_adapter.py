@@ -142,8 +142,9 @@ COPIED_OR_MIRRORED: list[tuple[Callable[..., Any], str, str]] = [
     (
         Store._visible_items,
         "545dc16a2b25e4a4c6ce4483ba808b7121b733ac32ecbdcbba78348248f816c2",
-        "FaustTableStore.items/expiries iterate it; check it still yields the raw (key, value) "
-        "bytes of one partition database without faust's offset record",
+        "faust_adapter.visible_items mirrors it for rocksdict (db.items() without "
+        "`offset_key`); check it still yields the raw (key, value) bytes of one partition "
+        "database without faust's offset record",
     ),
     (
         Store._set,
