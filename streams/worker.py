@@ -224,9 +224,9 @@ class StreamWorker:
         # replay is checked. If a rebalance runs meanwhile (faust then cancels this wait), the
         # batch is dropped with nothing marked done: after the rebalance faust seeks every
         # partition back to its committed offset and the records are read again.
-        # Every owned partition at once, not only the batch's: one read of the marks, and a
-        # restarted worker is ready for all its partitions before its first batch is joined.
-        if not await self._ensure_indexed(self._owned_partitions()):
+        if not await self._ensure_indexed(
+            {tp.partition for tp in batch} & self._owned_partitions()
+        ):
             log.info("a rebalance ran while reading marks: batch left to be read again")
             return
         self._process_batch(batch, self._owned_partitions())
