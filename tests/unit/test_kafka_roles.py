@@ -4,17 +4,29 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+from concurrent.futures import Future
 from pathlib import Path
 
+import pytest
+from confluent_kafka import KafkaError, KafkaException
 from cryptography import x509
 
+from safeloop.infra.exceptions import KafkaAdminError
 from safeloop.infra.kafka.broker_security import (
     BrokerSecurity,
     scram_format_argument,
     secured_properties,
 )
 from safeloop.infra.kafka.certificates import TlsFiles, ensure_certificates
-from safeloop.infra.kafka.roles import Access, Grant, Resource, Role, acl_bindings, role_grants
+from safeloop.infra.kafka.roles import (
+    Access,
+    Grant,
+    Resource,
+    Role,
+    _until_done,
+    acl_bindings,
+    role_grants,
+)
 from safeloop.infra.settings import Secret, Settings
 from safeloop.streams.app import StreamConfig, app_id_for
 
@@ -120,3 +132,46 @@ def test_the_broker_certificate_names_its_hosts_and_is_signed_by_the_ca(tmp_path
     assert b"PRIVATE KEY" in files.broker_keystore.read_bytes()
     # A new host needs a new certificate.
     assert ensure_certificates(files, ["10.0.0.5"])
+
+
+def _future(error: int | None) -> Future[None]:
+    future: Future[None] = Future()
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(KafkaException(KafkaError(error)))
+    return future
+
+
+def test_admin_requests_a_restarted_controller_times_out_are_retried_for_the_failed_items() -> None:
+    submitted: list[list[str]] = []
+    outcomes = iter([{"a": None, "b": KafkaError._TIMED_OUT}, {"b": None}])
+
+    def submit(items: list[str]) -> dict[str, Future[None]]:
+        submitted.append(items)
+        answers = next(outcomes)
+        return {item: _future(answers[item]) for item in items}
+
+    _until_done(submit, ["a", "b"], lambda item: f"creating {item}", sleep=lambda _: None)
+    assert submitted == [["a", "b"], ["b"]]
+
+
+def test_an_admin_request_refused_for_good_fails_at_once_naming_the_item() -> None:
+    calls = 0
+
+    def submit(items: list[str]) -> dict[str, Future[None]]:
+        nonlocal calls
+        calls += 1
+        return {item: _future(KafkaError.TOPIC_AUTHORIZATION_FAILED) for item in items}
+
+    with pytest.raises(KafkaAdminError, match="creating a failed"):
+        _until_done(submit, ["a"], lambda item: f"creating {item}", sleep=lambda _: None)
+    assert calls == 1
+
+
+def test_retrying_an_admin_request_stops_at_its_deadline() -> None:
+    def submit(items: list[str]) -> dict[str, Future[None]]:
+        return {item: _future(KafkaError._TIMED_OUT) for item in items}
+
+    with pytest.raises(KafkaAdminError, match=r"creating a failed: .*(Timed out|TIMED_OUT)"):
+        _until_done(submit, ["a"], lambda item: f"creating {item}", retry_for_s=0.0)
