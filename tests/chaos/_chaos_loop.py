@@ -27,6 +27,7 @@ from typing import Any
 
 from _metrics_harness import (
     MODEL,
+    TEST_POLICY,
     FlakyModel,
     Fleet,
     Traffic,
@@ -73,9 +74,7 @@ METRICS_ARGS = [
 ]  # fmt: skip
 # The replicas' local guards judge as the central guard does (METRICS_ARGS), on the same minimum
 # sample (services.guard.local says why it must not be smaller).
-LOCAL_GUARD_POLICY = GuardPolicy(
-    min_requests=GUARD_MIN_REQUESTS, max_p99_latency_ratio=None, max_performance_drop=None
-)
+LOCAL_GUARD_POLICY = replace(TEST_POLICY, min_requests=GUARD_MIN_REQUESTS)
 CLI = [sys.executable, "-m", "safeloop.services.cli.main"]
 # Where each acknowledged event must be exactly once (never FINAL: doubles must not hide).
 SOURCES = {
