@@ -106,7 +106,7 @@ def create_app(settings: Settings, config: StreamConfig) -> StreamApp:
         app_id,
         broker=f"kafka://{settings.bootstrap_servers}",
         broker_credentials=broker_credentials(settings),
-        # faust's rocksdict store, under one memtable budget per process.
+        # faust's rocksdict store, under one block cache and memtable budget per process.
         store=bounded_store_url(),
         datadir=str(data_dir),
         autodiscover=False,
