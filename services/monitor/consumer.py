@@ -6,7 +6,9 @@ snapshot in ClickHouse) is stored, after the dead letters are acknowledged by Ka
 
 With `replay_from` set, every assignment first re-reads the partitions' recent past to rebuild
 the caller's windows (see `rebuild`): those records are returned like any other but never
-dead-lettered again, and `positions()` never goes below the committed offsets.
+dead-lettered again, and `positions()` never goes below the committed offsets. A partition a
+rebalance gives back (revoked, or lost with the session) is not rebuilt: its windows are
+intact, so reading resumes where it got, re-reading only what another member committed since.
 """
 
 from __future__ import annotations
@@ -110,10 +112,13 @@ class EventConsumer(Generic[E]):
         # When set: the event time from which each assignment re-reads its partitions.
         self.replay_from: ReplayFrom | None = None
         self.replay = ReplayTracker()
-        # partition -> next offset to read (last returned + 1)
+        # partition -> next offset to commit (last new record + 1; a replay's end while one runs)
         self._positions: dict[int, int] = {}
-        # partition -> next offset, of partitions revoked by a rebalance still under way: if
-        # it gives them back (a coordinator moving, a member leaving), reading resumes there.
+        # partition -> next offset to read: the windows hold every record before it.
+        self._read: dict[int, int] = {}
+        # partition -> next offset to read, of partitions revoked or lost by a rebalance still
+        # under way: if it gives them back (a coordinator moving, a member leaving, a session
+        # lost while the broker restarted), reading resumes there and nothing is counted twice.
         self._released: dict[int, int] = {}
         self.counts = ConsumerCounts()
         self.membership = GroupMembership()
@@ -148,6 +153,7 @@ class EventConsumer(Generic[E]):
             self.counts.records += 1
             partition, offset = _partition(message), _offset(message)
             replayed = self.replay.is_replay(partition, offset)
+            self._read[partition] = offset + 1
             if not replayed:
                 self._positions[partition] = offset + 1
             event = self._decode(message, now_ms, replayed=replayed)
@@ -202,19 +208,20 @@ class EventConsumer(Generic[E]):
         membership.unassigned_at = None
         membership.rebuilt_at = None
         membership.partitions = frozenset(tp.partition for tp in partitions)
-        # The windows still hold what was read of a partition given straight back, up to
-        # where reading got (maybe past the last commit): resume there, re-read nothing.
-        kept = {
+        released = {
             tp.partition: self._released[tp.partition]
             for tp in partitions
             if tp.partition in self._released
         }
         self._released = {}
+        starts = self._replay_starts(consumer, [tp.partition for tp in partitions], released)
+        # Given back with nobody having read on past us (committed at or before where our
+        # reading got): resume there, windows intact, nothing re-read.
+        replaying = {start.partition for start in starts}
+        kept = {p: offset for p, offset in released.items() if p not in replaying}
         self._positions.update(kept)
+        self._read.update(kept)
         self.counts.partitions_kept += len(kept)
-        starts = self._replay_starts(
-            consumer, [tp for tp in partitions if tp.partition not in kept]
-        )
         offsets = {**{start.partition: start.offset for start in starts}, **kept}
         if offsets:
             # Eager protocol: the assignment made in this callback is the one that counts.
@@ -228,18 +235,16 @@ class EventConsumer(Generic[E]):
             self._begin_replay(starts)
 
     def _replay_starts(
-        self, consumer: Consumer, partitions: list[TopicPartition]
+        self, consumer: Consumer, partitions: list[int], released: dict[int, int]
     ) -> list[ReplayStart]:
-        """Where the partitions must be re-read from, at the offset of `replay_from`."""
-        if self.replay_from is None or not partitions:
-            return []
-        from_ms = self.replay_from()
-        if from_ms is None:
-            return []
+        """Where the partitions must be re-read from: from `replay_from`, or from where this
+        consumer's reading got for those in `released` (up to what others committed since)."""
+        from_ms = None if self.replay_from is None else self.replay_from()
         try:
-            return replay_starts(consumer, self.topic, [tp.partition for tp in partitions], from_ms)
+            return replay_starts(consumer, self.topic, partitions, from_ms, released)
         except KafkaException as exc:
-            # Judging on windows that refill is what happened before rebuilds existed.
+            # Judging on windows that refill is what happened before rebuilds existed; the
+            # released partitions resume where reading got, as when nobody read on.
             self.replay.failures += 1
             logger.error("%s: cannot rebuild windows from %s: %s", self.name, self.topic, exc)
             return []
@@ -248,6 +253,7 @@ class EventConsumer(Generic[E]):
         self.replay.begin(starts)
         for start in starts:
             self._positions[start.partition] = start.until
+            self._read[start.partition] = start.offset
         logger.info(
             "%s: re-reading %s records of %s to rebuild the windows",
             self.name,
@@ -270,19 +276,20 @@ class EventConsumer(Generic[E]):
                 logger.info("%s: windows rebuilt from %s", self.name, self.topic)
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """A clean revoke: nobody read these partitions past us, so if the same rebalance
-        gives them back, reading resumes where it got (unless they were still re-read)."""
-        replaying = set(self.replay.pending())
-        self._released = {
-            tp.partition: self._positions[tp.partition]
-            for tp in partitions
-            if tp.partition in self._positions and tp.partition not in replaying
-        }
-        self._unassign(partitions)
+        """A clean revoke: if the same rebalance gives them back, reading resumes where it got."""
+        self._release(partitions)
 
     def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Lost (the session expired): another member may have read on; keep nothing."""
-        self._released = {}
+        """Lost (the session expired): if they come back, reading resumes where it got, and
+        whatever another member read and committed meanwhile is re-read into the windows."""
+        self._release(partitions)
+
+    def _release(self, partitions: list[TopicPartition]) -> None:
+        self._released = {
+            tp.partition: self._read[tp.partition]
+            for tp in partitions
+            if tp.partition in self._read
+        }
         self._unassign(partitions)
 
     def _unassign(self, partitions: list[TopicPartition]) -> None:
@@ -296,6 +303,7 @@ class EventConsumer(Generic[E]):
         self.replay.drop(revoked)
         for partition in revoked:
             self._positions.pop(partition, None)
+            self._read.pop(partition, None)
 
     def _follow_catch_up(self, now: float, batch_records: int) -> None:
         """Measure the end offsets after the first assignment and watch them reached; then

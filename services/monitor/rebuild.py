@@ -6,7 +6,10 @@ partition's previous owner). On assignment, each partition whose committed offse
 the first record at or after `from_ms` is read again from there. Those records are *replayed*:
 they refill the windows (health, performance, drift, the guard's, a rollout step's evidence)
 but have already had their side effects (dead letters, committed snapshots), so none is
-repeated, and the offsets to commit never move back below what was committed.
+repeated, and the offsets to commit never move back below what was committed. A partition a
+rebalance gives back to the consumer that read it (revoked, or lost with a session that
+expired while a broker restarted) is still in the windows: it replays only what another member
+committed after where this consumer's reading got, so no record is in a window twice.
 
 Why the log and not ClickHouse: predictions are only in Kafka (ClickHouse holds the joined
 feedback and metric *summaries*, not the rows the windows are made of), the topics keep days
@@ -17,7 +20,7 @@ the same windows, by construction, as the ones lost.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
@@ -40,23 +43,34 @@ class ReplayStart:
 
 
 def replay_starts(
-    consumer: Consumer, topic: str, partitions: Sequence[int], from_ms: int
+    consumer: Consumer,
+    topic: str,
+    partitions: Sequence[int],
+    from_ms: int | None,
+    resume: Mapping[int, int] | None = None,
 ) -> list[ReplayStart]:
     """Where each partition must be re-read from to hold its records since `from_ms`.
 
-    Partitions never committed (the group reads them from the start anyway) or whose first
-    record since `from_ms` is at or after the committed offset need no replay.
+    A partition in `resume` is one the windows already hold up to that offset (this consumer
+    read it before a rebalance gave it back): it is re-read from there, never from `from_ms`,
+    so nothing is counted twice. Partitions never committed (the group reads them from the
+    start anyway) or whose start is at or after the committed offset need no replay.
     Raises KafkaException when the broker cannot say.
     """
-    if not partitions:
+    resume = resume or {}
+    by_time = [p for p in partitions if p not in resume] if from_ms is not None else []
+    asked = [p for p in partitions if p in resume or p in by_time]
+    if not asked:
         return []
     committed = consumer.committed(
-        [TopicPartition(topic, p) for p in partitions], timeout=REBUILD_PROBE_TIMEOUT_S
+        [TopicPartition(topic, p) for p in asked], timeout=REBUILD_PROBE_TIMEOUT_S
     )
-    at_time = consumer.offsets_for_times(
-        [TopicPartition(topic, p, from_ms) for p in partitions], timeout=REBUILD_PROBE_TIMEOUT_S
-    )
-    first_since = {tp.partition: tp.offset for tp in at_time}
+    first_since = dict(resume)
+    if by_time and from_ms is not None:
+        at_time = consumer.offsets_for_times(
+            [TopicPartition(topic, p, from_ms) for p in by_time], timeout=REBUILD_PROBE_TIMEOUT_S
+        )
+        first_since.update((tp.partition, tp.offset) for tp in at_time)
     starts = []
     for tp in committed:
         if tp.error is not None:

@@ -6,7 +6,8 @@ batch the guard judges the canaries, so a breach is acted on within one poll of 
 measurable. Windows survive restarts and rebalances: each assignment first re-reads the
 partitions' recent past (`rebuild`: the health span of predictions, the performance span of
 feedback, and at least the current step of every running rollout), and neither the guard nor
-the rollouts judge before every consumer has rebuilt its windows.
+the rollouts judge before every consumer has rebuilt its windows. Partitions a rebalance gives
+back, even after a lost session, keep their windows and are not re-read.
 
 Several instances may share the group's partitions (`summary_exchange`): each publishes the
 guard summaries of the partitions it reads; only the judge — the instance reading partition 0

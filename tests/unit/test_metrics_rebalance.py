@@ -1,6 +1,7 @@
-"""A rebalance that gives a metrics consumer its partitions straight back (the coordinator
-moved, a member came and went) resumes where reading got, windows intact: nothing is re-read,
-so nothing is counted twice and the guard is not blind while a replay runs."""
+"""A rebalance that gives a metrics consumer its partitions back (the coordinator moved, a
+member came and went, the session was lost while a broker restarted) resumes where reading
+got, windows intact: nothing is re-read twice, so nothing is counted twice and the guard is
+not blind while a replay runs."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ class Partition:
 
     def __init__(self) -> None:
         self.read_to = COMMITTED
+        self.committed_at = COMMITTED
         self.assigned: list[list[TopicPartition]] = []
         self.callbacks: dict[str, Any] = {}
 
@@ -47,7 +49,7 @@ class Partition:
         return [TopicPartition(TOPIC, tp.partition, self.read_to) for tp in partitions]
 
     def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
-        return [TopicPartition(TOPIC, tp.partition, COMMITTED) for tp in partitions]
+        return [TopicPartition(TOPIC, tp.partition, self.committed_at) for tp in partitions]
 
     def offsets_for_times(
         self, partitions: list[TopicPartition], timeout: float
@@ -94,19 +96,34 @@ def test_partitions_given_straight_back_resume_where_reading_got_with_nothing_re
     assert consumer.positions() == [TopicPartition(TOPIC, 0, 350)]
 
 
-def test_lost_partitions_are_re_read_from_the_window_start() -> None:
+def test_lost_partitions_given_back_resume_where_reading_got_when_nobody_read_on() -> None:
     partition, consumer = _started()
     partition.rebalance(lost=True)
-    # Another member may have read on: rebuild from the log, as after a restart.
-    assert partition.assigned[-1] == [TopicPartition(TOPIC, 0, REPLAY_FROM_OFFSET)]
+    # Committed at 100, read to 300: no other member read on, the windows hold 40..299.
+    assert partition.assigned[-1] == [TopicPartition(TOPIC, 0, 300)]
+    assert consumer.counts.partitions_kept == 1
+    assert len(consumer.poll(30, 0.0)) == 30 and consumer.rebuilt
+    assert consumer.positions() == [TopicPartition(TOPIC, 0, 330)]
+
+
+def test_lost_partitions_re_read_only_what_another_member_committed_meanwhile() -> None:
+    partition, consumer = _started()
+    partition.committed_at = 500  # another member read 300..499 while the session was lost
+    partition.rebalance(lost=True)
+    assert partition.assigned[-1] == [TopicPartition(TOPIC, 0, 300)]
     assert consumer.counts.partitions_kept == 0
-    consumer.poll(30, 0.0)
-    assert not consumer.rebuilt
+    assert len(consumer.poll(150, 0.0)) == 150 and not consumer.rebuilt
+    assert consumer.positions() == [TopicPartition(TOPIC, 0, 500)], "never below the commit"
+    assert len(consumer.poll(100, 0.0)) == 100 and consumer.rebuilt
+    assert consumer.replay.replayed == 60 + 200, "40..99 at start, then 300..499, once each"
+    assert consumer.positions() == [TopicPartition(TOPIC, 0, 550)]
 
 
-def test_a_partition_revoked_while_still_replaying_is_replayed_again() -> None:
+def test_a_partition_revoked_while_still_replaying_resumes_its_replay_where_it_got() -> None:
     partition, consumer = _assigned()
     consumer.poll(10, 0.0)  # 40..49 of a replay up to 100
     partition.rebalance()
-    assert partition.assigned[-1] == [TopicPartition(TOPIC, 0, REPLAY_FROM_OFFSET)]
+    assert partition.assigned[-1] == [TopicPartition(TOPIC, 0, 50)]
     assert consumer.counts.partitions_kept == 0
+    consumer.poll(100, 0.0)
+    assert consumer.rebuilt and consumer.replay.replayed == 60, "40..99, each once"

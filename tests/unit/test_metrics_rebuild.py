@@ -61,3 +61,27 @@ def test_a_revoked_partition_stops_replaying() -> None:
     tracker.begin([ReplayStart(3, 0, 10)])
     tracker.drop([3])
     assert tracker.done and not tracker.is_replay(3, 1)
+
+
+def test_released_partitions_are_re_read_from_where_reading_got_not_the_window_start() -> None:
+    consumer = FakeConsumer(
+        # 0: read to 300, committed 100 (nobody read on); 1: read to 300, another member
+        # committed 500 meanwhile; 2: not released, rebuilt from from_ms as after a restart.
+        committed={0: 100, 1: 500, 2: 100},
+        at_time={2: 40},
+    )
+    starts = replay_starts(
+        consumer,  # type: ignore[arg-type]
+        "predictions",
+        [0, 1, 2],
+        1_000,
+        {0: 300, 1: 300},
+    )
+    assert starts == [ReplayStart(1, 300, 500), ReplayStart(2, 40, 100)]
+
+
+def test_released_partitions_are_caught_up_even_when_rebuilding_is_off() -> None:
+    consumer = FakeConsumer(committed={0: 500, 1: 100}, at_time={})
+    starts = replay_starts(consumer, "predictions", [0, 1], None, {0: 300})  # type: ignore[arg-type]
+    assert starts == [ReplayStart(0, 300, 500)]
+    assert consumer.asked_ms == set()
