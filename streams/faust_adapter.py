@@ -16,6 +16,7 @@ changes (signatures, attributes, and hashes of the faust code copied or mirrored
 - `restore_changelogs`, `restore_tally`: table recovery written in batches, and its figures.
 - `started_consumer`, `committed_offset`, `in_recovery`: what the worker's /metrics and expiry
   read off the app and its consumer.
+- `DrainingWorker`: faust's Worker running a hook when told to stop, before it stops the app.
 
 The batch hand-off: faust 0.15's fetcher turns every record into a ConsumerMessage, runs the
 conductor's callback for it under `wait_first` (four asyncio tasks and an `asyncio.wait` per
@@ -43,6 +44,7 @@ from dataclasses import dataclass
 from time import monotonic
 from typing import Any, cast
 
+import faust
 import rocksdict
 from faust.sensors.monitor import Monitor
 from faust.stores import STORES
@@ -470,3 +472,19 @@ def committed_offset(consumer: Any, tp: Any) -> int | None:
 def in_recovery(app: Any) -> bool:
     """True while faust's table recovery replays changelogs (it sets `app.in_recovery`)."""
     return bool(getattr(app, "in_recovery", False))
+
+
+class DrainingWorker(faust.Worker):
+    """faust's Worker that awaits `before_stop` first when told to stop (SIGTERM, SIGINT),
+    while the app's consumer, tables and producer still run."""
+
+    def __init__(
+        self, app: Any, *, before_stop: Callable[[], Awaitable[None]], **kwargs: Any
+    ) -> None:
+        super().__init__(app, **kwargs)
+        self._before_stop = before_stop
+
+    async def on_stop(self) -> None:
+        # mode stops a service's children (the app among them) only after its own on_stop.
+        await self._before_stop()
+        await super().on_stop()

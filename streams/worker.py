@@ -11,7 +11,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-import faust
 from faust.types import TP
 
 from safeloop.infra.clickhouse.client import clickhouse_client
@@ -24,6 +23,7 @@ from safeloop.streams.app import StreamApp, StreamConfig, app_id_for, create_app
 from safeloop.streams.exactly_once import EXPIRY_SOURCE
 from safeloop.streams.exceptions import StreamError
 from safeloop.streams.faust_adapter import (
+    DrainingWorker,
     block_cache_usage_bytes,
     committed_offset,
     forget_done,
@@ -63,6 +63,10 @@ from safeloop.streams.topology import check_join_topics
 from safeloop.streams.windows import JoinWindows
 
 log = logging.getLogger(__name__)
+
+# How long a graceful stop waits for the sink's last write (ClickHouse down: give up, the next
+# owner replays it), well inside the 60 s supervisors usually grant before SIGKILL.
+DRAIN_TIMEOUT_S = 30.0
 
 
 def _now_ms() -> int:
@@ -403,10 +407,27 @@ class StreamWorker:
 
     # -- running ---------------------------------------------------------------------------
 
+    async def drain(self) -> None:
+        """A graceful stop: take no more input, write what the sink holds and commit it, so
+        the partitions' next owner has nothing of it to replay."""
+        self._revoking |= self._owned_partitions()
+        try:
+            await asyncio.wait_for(self.sink.flush(), DRAIN_TIMEOUT_S)
+        except Exception as exc:
+            # Nothing is lost: uncommitted input is read again by the next owner.
+            log.error("flush on stop failed; the next owner replays what is missing: %s", exc)
+            return
+        try:
+            await self.app.commit(None)
+        except Exception as exc:
+            log.warning("commit on stop failed; the next owner skips what landed: %s", exc)
+        log.info("stopped taking input; everything read is in ClickHouse")
+
     def run(self) -> int:
         """Run until SIGTERM/SIGINT; returns the worker's exit code."""
-        worker = faust.Worker(
+        worker = DrainingWorker(
             self.app,
+            before_stop=self.drain,
             loglevel=self.settings.log_level,
             redirect_stdouts=False,
             override_logging=False,

@@ -62,6 +62,7 @@ class Run:
         web_port: int,
         extra_env: dict[str, str] | None = None,
         batch_max: int = 2000,
+        flush_interval_ms: int = 100,
     ) -> str:
         """Start `safeloop process --worker-index index` as its own process; returns its name."""
         name = f"worker-{index}"
@@ -74,7 +75,7 @@ class Run:
             "--web-port",
             str(web_port - index),
             "--flush-interval-ms",
-            "100",
+            str(flush_interval_ms),
             "--batch-max",
             str(batch_max),
         ]

@@ -18,6 +18,7 @@ from _stream_harness import Run, free_port, new_run, outcome, prediction, wait_f
 from confluent_kafka import TopicPartition
 
 from safeloop.infra.kafka.clients import make_consumer
+from safeloop.infra.prometheus_scrape import scrape_total
 
 pytestmark = pytest.mark.integration
 
@@ -93,6 +94,31 @@ def test_a_worker_restarted_on_its_disk_resumes_from_its_store(run: Run) -> None
     time.sleep(1.0)
     assert joined_counts(run) == (total, total)
     assert run.count("SELECT count() FROM feedback FINAL WHERE status != 'joined'") == 0
+
+
+def consumed(port: int) -> float:
+    """Records the worker on `port` consumed (0 until its /metrics answers)."""
+    try:
+        return scrape_total(
+            f"http://127.0.0.1:{port}/metrics", "safeloop_stream_consumed_total", 5.0
+        )
+    except OSError:
+        return 0.0
+
+
+def test_a_worker_stopped_with_sigterm_flushes_what_it_holds_before_it_exits(run: Run) -> None:
+    total = 500
+    port = free_port()
+    # A flush interval no test waits out: only the stop itself can write these rows.
+    run.start_worker(0, port, flush_interval_ms=600_000)
+    for i in range(total):
+        run.send_prediction(prediction(f"t-{i}"))
+    run.flush()
+    assert wait_for(lambda: consumed(port) >= total, 120), run.worker_log("worker-0")
+    assert run.count("SELECT count() FROM predictions") == 0, "held by the sink, not written"
+    run.kill_worker("worker-0", signal.SIGTERM)
+    # Nobody else runs: the rows are in ClickHouse because the stopping worker wrote them.
+    assert run.count("SELECT count() FROM predictions") == total, run.worker_log("worker-0")
 
 
 def test_repeated_rebalances_during_load_never_stall_recovery(run: Run) -> None:

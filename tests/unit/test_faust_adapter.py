@@ -537,3 +537,21 @@ def test_every_partition_database_of_a_process_reads_through_one_bounded_block_c
     after = faust_adapter.block_cache_usage_bytes()
     assert after > before
     assert after <= faust_adapter.BLOCK_CACHE_BYTES * 1.05
+
+
+# -- the worker's graceful stop ------------------------------------------------------------
+
+
+def test_a_draining_worker_runs_its_hook_before_mode_stops_the_app() -> None:
+    from mode.services import Service
+
+    stop = inspect.getsource(Service.stop)
+    # The drain writes through the app's tables and producer: they must still run.
+    assert stop.index("await self.on_stop()") < stop.index("await self._stop_children()")
+    defining = [
+        klass
+        for klass in faust_adapter.DrainingWorker.__mro__[1:]
+        if "on_stop" in vars(klass) and klass.__module__.startswith(("faust", "mode"))
+    ]
+    # Only mode's no-op callback defines on_stop: the hook shadows nothing of faust's.
+    assert [klass.__qualname__ for klass in defining] == ["ServiceCallbacks"], defining
