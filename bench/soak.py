@@ -305,6 +305,16 @@ def run(
                 if keep_logs is not None:
                     shutil.copytree(config.log_dir, keep_logs, dirs_exist_ok=True)
     growth = _growth(soak.samples, judge_minutes)
+    # The worker's RocksDB block cache fills up to its fixed budget by design (blocks of files
+    # compaction replaced stay until evicted): the processor's growth besides it, for reading.
+    besides_cache = _growth(
+        [
+            dataclasses.replace(s, rss_mb={"processor": s.rss_mb["processor"] - s.rocksdb_cache_mb})
+            for s in soak.samples
+            if s.rss_mb.get("processor") and s.rocksdb_cache_mb >= 0
+        ],
+        judge_minutes,
+    )
     worst = max(g["growth"] for g in growth.values())
     worst_trend = max(g["trend_growth"] for g in growth.values())
     return {
@@ -319,6 +329,7 @@ def run(
         "growth": growth,
         "worst_growth": worst,
         "worst_trend_growth": worst_trend,
+        "processor_growth_besides_block_cache": besides_cache.get("processor"),
         "limit": GROWTH_LIMIT,
         # Judged on the fitted line; the first-to-last figure is kept beside it.
         "met": worst_trend <= GROWTH_LIMIT,
