@@ -16,7 +16,6 @@ from faust.types import TP
 from safeloop.infra.clickhouse.client import clickhouse_client
 from safeloop.infra.kafka.clients import producer_config, with_client_logging
 from safeloop.infra.kafka.topics import TopicAdmin
-from safeloop.infra.native_heap import tame_native_heap
 from safeloop.infra.settings import Settings
 from safeloop.schemas.codec import DEAD_LETTER_CODEC, FEEDBACK_CODEC
 from safeloop.schemas.tables import DEAD_LETTERS, FEEDBACK, OUTCOMES, PREDICTIONS
@@ -509,7 +508,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = worker_config(
         args.worker_index, args.web_port, args.batch_max, args.flush_interval_ms, settings
     )
-    tame_native_heap()
     try:
         worker = build_worker(settings, config)
     except StreamError as exc:

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from safeloop import SafeloopError
-from safeloop.infra.native_heap import tame_native_heap
 from safeloop.infra.settings import Settings
 from safeloop.services.cli.exit_codes import ExitCode, report_failure
 
@@ -95,8 +94,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         level="DEBUG" if args.verbose or debug else settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # Before the command starts any client thread (librdkafka's, writers').
-    tame_native_heap()
     try:
         code: int = args.func(args, settings)
     except SafeloopError as exc:
