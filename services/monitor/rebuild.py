@@ -58,8 +58,8 @@ def replay_starts(
     Raises KafkaException when the broker cannot say.
     """
     resume = resume or {}
-    by_time = [p for p in partitions if p not in resume] if from_ms is not None else []
-    asked = [p for p in partitions if p in resume or p in by_time]
+    asked = list(partitions) if from_ms is not None else [p for p in partitions if p in resume]
+    by_time = [p for p in asked if p not in resume]
     if not asked:
         return []
     committed = consumer.committed(
