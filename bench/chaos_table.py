@@ -120,7 +120,7 @@ def row(name: str, r: dict[str, Any]) -> str:
     cells = [
         r["fault"],
         f"{acked / r['scenario_s']:.0f} prediction + outcome pairs/s achieved (paced at "
-        f"≥ {load['pairs_per_s']}/s); {load['requests_per_s']} requests/s on 2 replicas",
+        f"{load['pairs_per_s']}/s); {load['requests_per_s']} requests/s on 2 replicas",
         f"{acked:,} prediction + outcome pairs during it ({total:,} since the loop started)",
         _lost(r),
         f"{sum(r['doubled'].values())} (predictions, outcomes, joined feedback)",
