@@ -16,6 +16,7 @@ from faust.types import TP
 from safeloop.infra.clickhouse.client import clickhouse_client
 from safeloop.infra.kafka.clients import producer_config, with_client_logging
 from safeloop.infra.kafka.topics import TopicAdmin
+from safeloop.infra.process_logging import configure_logging
 from safeloop.infra.settings import Settings
 from safeloop.schemas.codec import DEAD_LETTER_CODEC, FEEDBACK_CODEC
 from safeloop.schemas.tables import DEAD_LETTERS, FEEDBACK, OUTCOMES, PREDICTIONS
@@ -502,9 +503,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--flush-interval-ms", type=int, default=250)
     args = parser.parse_args(argv)
     settings = Settings.from_env()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level)
     config = worker_config(
         args.worker_index, args.web_port, args.batch_max, args.flush_interval_ms, settings
     )

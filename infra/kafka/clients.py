@@ -9,7 +9,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from safeloop.infra.kafka.access import SafeloopConsumer, SafeloopProducer
-from safeloop.infra.kafka.client_log import RepeatedLineFilter
+from safeloop.infra.repeated_lines import RepeatedLineFilter
 from safeloop.infra.settings import Settings
 
 ConfigValue = str | int | float | bool

@@ -7,13 +7,13 @@ import json
 import logging
 import os
 import signal
-import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
 from safeloop.infra.exceptions import InfraError, PortInUseError
+from safeloop.infra.process_logging import configure_logging
 from safeloop.infra.settings import Secret
 from safeloop.infra.warehouse.server import ServerConfig, WarehouseServer
 
@@ -77,11 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pid-file", type=Path, required=True)
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.log_level)
     config = ServerConfig(
         data_dir=args.data_dir,
         host=args.host,

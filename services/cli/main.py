@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from collections.abc import Sequence
 from typing import Protocol
 
 from safeloop import SafeloopError
+from safeloop.infra.process_logging import configure_logging
 from safeloop.infra.settings import Settings
 from safeloop.services.cli.exit_codes import ExitCode, report_failure
 
@@ -90,10 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SafeloopError as exc:
         return report_failure(exc, debug=args.debug)
     debug = args.debug or settings.log_level == "DEBUG"
-    logging.basicConfig(
-        level="DEBUG" if args.verbose or debug else settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging("DEBUG" if args.verbose or debug else settings.log_level)
     try:
         code: int = args.func(args, settings)
     except SafeloopError as exc:

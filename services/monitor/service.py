@@ -61,6 +61,7 @@ from safeloop.services.metrics.segment_tracker import SegmentTracker
 from safeloop.services.monitor.consumer import EventConsumer
 from safeloop.services.monitor.dead_letter_watch import DeadLetterWatch
 from safeloop.services.monitor.model_info import ModelInfoCache
+from safeloop.services.monitor.snapshot_retry import SnapshotRetry
 from safeloop.services.monitor.summary_exchange import SummaryExchange
 from safeloop.services.monitor.writer import MetricWriter
 from safeloop.services.retraining.decision import decide
@@ -229,6 +230,7 @@ class MetricsService:
         self._inflight: _Snapshot | None = None
         now = time.monotonic()
         self._last_snapshot = now
+        self._snapshot_retry = SnapshotRetry(config.snapshot_interval_ms)
         self._last_tick = now
         self._last_retraining = now
 
@@ -311,7 +313,7 @@ class MetricsService:
             self._last_tick = now
             self.rollouts.tick(time.time_ns() // 1_000_000)
         self._finish_snapshot()
-        if (now - self._last_snapshot) * 1000 >= config.snapshot_interval_ms:
+        if (now - self._last_snapshot) * 1000 >= self._snapshot_retry.delay_ms():
             self._last_snapshot = now
             self.snapshot()
 
@@ -463,11 +465,26 @@ class MetricsService:
                 return
         self._inflight = None
         error = future.exception()
+        retry = self._snapshot_retry
         if error is not None:
             # Offsets stay uncommitted: after a restart these records are read again.
             self.counts.snapshot_failures += 1
-            logger.error("snapshot not written, offsets not committed: %s", error)
+            if retry.failed(time.monotonic()):
+                logger.error(
+                    "snapshot not written, offsets not committed (%d failed in a row; "
+                    "next try in %.1f s): %s",
+                    retry.failures,
+                    retry.delay_ms() / 1000,
+                    error,
+                )
             return
+        outage = retry.succeeded()
+        if outage is not None:
+            logger.warning(
+                "snapshots written again after %d failed in a row over %.0f s",
+                outage.failures,
+                time.monotonic() - outage.since,
+            )
         self.counts.snapshots += 1
         self.counts.rows_written += future.result()
         self.counts.decisions += len(snapshot.decisions)

@@ -306,8 +306,16 @@ class ChaosLoop:
         )
         return self.metrics
 
-    def metrics_log(self) -> str:
-        return (self.run.state_dir / "metrics.log").read_text(errors="replace")[-5000:]
+    def metrics_log(self, since: int | None = None) -> str:
+        """The metrics log's tail, or everything after byte `since` (from `metrics_log_size`)."""
+        with (self.run.state_dir / "metrics.log").open("rb") as log:
+            if since is not None:
+                log.seek(since)
+                return log.read().decode(errors="replace")
+            return log.read().decode(errors="replace")[-5000:]
+
+    def metrics_log_size(self) -> int:
+        return (self.run.state_dir / "metrics.log").stat().st_size
 
     def metrics_ready(self) -> bool:
         return self.metrics is not None and get_json(self.metrics.port, "/readyz")[0] == 200

@@ -35,6 +35,7 @@ from safeloop.services.control.clients import make_broadcast_reader
 from safeloop.services.control.keys import load_keyring
 from safeloop.services.control.publisher import read_control_topic
 from safeloop.services.guard.local import routed_canary
+from safeloop.services.monitor.snapshot_retry import REPORT_EVERY_S
 
 # How long ClickHouse stays down in its own scenario (the issue's 60 s), and everything in the
 # all-at-once one (shorter: three restarts' catch-up on top must stay inside CI's time).
@@ -347,6 +348,7 @@ def test_a_replica_killed_while_a_rollback_is_published_comes_back_rolled_back(
 def test_clickhouse_down_then_back_loses_and_doubles_nothing(loop: ChaosLoop) -> None:
     mark = loop.mark()
     acked_at_stop = loop.load.acked_predictions()
+    metrics_log_at_stop = loop.metrics_log_size()
     assert loop.warehouse.stop()
     stopped = time.monotonic()
     # Kafka keeps acknowledging while the workers' inserts fail and back off.
@@ -365,12 +367,23 @@ def test_clickhouse_down_then_back_loses_and_doubles_nothing(loop: ChaosLoop) ->
     for name, worker in loop.run.workers.items():
         assert worker.poll() is None, loop.run.worker_log(name)
     assert loop.metrics is not None and loop.metrics.process.poll() is None
+    # `metrics run` backed off and reported the outage, not each failed snapshot (at the
+    # tier's 0.5 s snapshot interval that was 120 ERROR lines a minute, each with two more
+    # from urllib3 and clickhouse-connect).
+    assert wait_for(lambda: "snapshots written again" in loop.metrics_log(metrics_log_at_stop))
+    during = loop.metrics_log(metrics_log_at_stop)
+    reports = OUTAGE_S / REPORT_EVERY_S + 2
+    failed_lines = during.count("snapshot not written")
+    library_lines = during.count(" urllib3.") + during.count(" clickhouse_connect.")
+    assert 1 <= failed_lines <= reports, during
+    assert library_lines <= 2 * reports, during
     tally = loop.report(
         "clickhouse_outage",
         mark,
         fault=f"ClickHouse endpoint stopped for {OUTAGE_S:g} s, then started again",
         recover_s=recover_s,
         outage_s=down_s,
+        metrics_log_lines_during_outage=len(during.splitlines()),
     )
     _exactly_once(tally)
     assert loop.serving_since(mark)["errors"] == 0

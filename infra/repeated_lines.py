@@ -1,5 +1,5 @@
-"""librdkafka's log lines, with repeats collapsed: a broker that is down makes every client
-log the same failed connect several times a second, which buries everything else."""
+"""Log lines that repeat per retry, collapsed: a broker or ClickHouse that is down makes every
+client log the same failed connect several times a second, which buries everything else."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import time
 from collections.abc import Callable
 
 REPEAT_WINDOW_S = 30.0
-# Figures that change from one repeat to the next ("after 0ms", "1 identical error(s)").
-_FIGURES = re.compile(r"\d+")
+# Figures and ids that change from one repeat to the next ("after 0ms", "1 identical
+# error(s)", a query id or deduplication token in a retried URL).
+_FIGURES = re.compile(r"\b[0-9a-fA-F-]*\d[0-9a-fA-F-]*\b|\d+")
 _MAX_KINDS = 1_000
 
 
@@ -20,9 +21,15 @@ class RepeatedLineFilter(logging.Filter):
     blanked); the next one let through says how many like it were held back."""
 
     def __init__(
-        self, window_s: float = REPEAT_WINDOW_S, clock: Callable[[], float] = time.monotonic
+        self,
+        window_s: float = REPEAT_WINDOW_S,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        loggers: tuple[str, ...] | None = None,
     ) -> None:
         super().__init__()
+        # Only records of these loggers (or their children) are collapsed; None: every record.
+        self._loggers = loggers
         self._window_s = window_s
         self._clock = clock
         self._lock = threading.Lock()
@@ -30,6 +37,8 @@ class RepeatedLineFilter(logging.Filter):
         self._seen: dict[str, tuple[float, int]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if self._loggers is not None and not _is_of(record.name, self._loggers):
+            return True
         message = record.getMessage()
         kind = _FIGURES.sub("#", message)
         now = self._clock()
@@ -49,3 +58,7 @@ class RepeatedLineFilter(logging.Filter):
     def _forget_older_than(self, cutoff: float) -> None:
         for kind in [k for k, (at, _) in self._seen.items() if at < cutoff]:
             del self._seen[kind]
+
+
+def _is_of(name: str, loggers: tuple[str, ...]) -> bool:
+    return any(name == logger or name.startswith(logger + ".") for logger in loggers)
