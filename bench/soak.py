@@ -1,4 +1,5 @@
-"""Soak: the demo's whole loop under steady load for `--minutes`, one broker restart halfway.
+"""Soak: the demo's whole loop under steady load for `--minutes`, one broker restart halfway
+(`--restarts N`: N, evenly spread).
 
 Every `--sample-s` it records, per process (the broker, the ClickHouse endpoint, the stream
 processor, two replicas, the metrics service, the dashboard, the shadow scorer; each with its
@@ -73,7 +74,7 @@ class Sample:
 class Soak:
     samples: list[Sample] = field(default_factory=list)
     events: list[tuple[float, str]] = field(default_factory=list)
-    restart_s: dict[str, float] = field(default_factory=dict)
+    restart_s: list[dict[str, float]] = field(default_factory=list)
 
 
 def _children_of() -> dict[int, list[int]]:
@@ -235,6 +236,7 @@ def run(
     rate: float,
     keep_logs: Path | None,
     closed_memory_s: float,
+    restarts: int = 1,
 ) -> dict[str, Any]:
     # A joined prediction's key is remembered as closed for `early_outcome_wait_ms` after its
     # window (an hour by default), so the processor's state grows by design for the first hour:
@@ -273,7 +275,8 @@ def run(
             traffic.start()
             processor_url = f"http://127.0.0.1:{ports.processor_web}/metrics"
             started = time.monotonic()
-            restarted = False
+            # Evenly spread: one restart is halfway; two, at a third and two thirds.
+            restart_at = [minutes * 60 * k / (restarts + 1) for k in range(1, restarts + 1)]
             try:
                 while (elapsed := time.monotonic() - started) < minutes * 60:
                     sample = _sample(
@@ -282,18 +285,20 @@ def run(
                     soak.samples.append(sample)
                     print(json.dumps(sample.__dict__), flush=True)
                     stack.check_alive()
-                    if broker is not None and not restarted and elapsed >= minutes * 30:
-                        restarted = True
+                    if broker is not None and restart_at and elapsed >= restart_at[0]:
+                        restart_at.pop(0)
                         soak.events.append((sample.minute, "broker restart"))
                         print("restarting the broker", flush=True)
                         stopping = time.monotonic()
                         broker.stop()
                         stopped = time.monotonic()
                         broker.start()
-                        soak.restart_s = {
-                            "stop": round(stopped - stopping, 1),
-                            "start": round(time.monotonic() - stopped, 1),
-                        }
+                        soak.restart_s.append(
+                            {
+                                "stop": round(stopped - stopping, 1),
+                                "start": round(time.monotonic() - stopped, 1),
+                            }
+                        )
                         soak.events.append((round((time.monotonic() - started) / 60, 2), "back"))
                     time.sleep(max(0.0, sample_s - (time.monotonic() - started - elapsed)))
                 soak.samples.append(
@@ -323,7 +328,7 @@ def run(
         "rate_requests_per_s": rate,
         "closed_prediction_memory_s": closed_memory_s,
         "events": soak.events,
-        "broker_restart_s": soak.restart_s,
+        "broker_restarts_s": soak.restart_s,
         "samples": [s.__dict__ for s in soak.samples],
         "growth_last_minutes": judge_minutes,
         "growth": growth,
@@ -351,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--keep-logs", type=Path, help="copy every process's log here at the end")
     parser.add_argument(
+        "--restarts", type=int, default=1, help="broker restarts, evenly spread (default 1)"
+    )
+    parser.add_argument(
         "--closed-memory-s",
         type=float,
         default=120.0,
@@ -367,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         args.rate,
         args.keep_logs,
         args.closed_memory_s,
+        args.restarts,
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

@@ -4,7 +4,7 @@ Decode and validate, route, join over the real RocksDB-backed table stores (chan
 counted, not sent), release after each batch as the flush does, encode feedback, build the
 three tables' rows and their dedup tokens. What `python -m bench.stream_join` adds on top is
 aiokafka's fetch, the producer, the sink's inserts and start-up.
-Run: `python -m bench.stream_join_cpu [--pairs N] [--outcomes-first] [--profile]`.
+Run: `python -m bench.stream_join_cpu [--pairs N] [--outcomes-first] [--batch N] [--profile]`.
 """
 
 from __future__ import annotations
@@ -43,7 +43,10 @@ BATCH = 4000
 
 
 class _Store:
-    """What FaustTableStore reads off faust's RocksDB store: a database per partition."""
+    """What FaustTableStore reads off faust's RocksDB store: a database per partition (the
+    same stand-in as tests/unit/test_join_table_batches.py, which cannot import bench/)."""
+
+    offset_key = b"__faust\0offset__"
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -57,7 +60,7 @@ class _Store:
         return self.dbs[partition]
 
     def _visible_items(self, db: Any) -> Any:
-        return iter(db.items())
+        return ((k, v) for k, v in db.items() if k != self.offset_key)
 
 
 class _Outputs:
@@ -102,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=20_000)
     parser.add_argument("--outcomes-first", action="store_true")
     parser.add_argument("--profile", action="store_true", help="cProfile report to stdout")
+    parser.add_argument("--batch", type=int, default=BATCH, help="records per batch")
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="bench-join-cpu-"))
     outputs = _Outputs()
@@ -132,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> None:
         releases: list[Any] = []
-        for start in range(0, len(records), BATCH):
-            result = processor.process(records[start : start + BATCH])
+        for start in range(0, len(records), args.batch):
+            result = processor.process(records[start : start + args.batch])
             # The previous batch's releases, as after its flush.
             join.release(releases)
             releases = result.releases
