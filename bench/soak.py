@@ -127,15 +127,18 @@ def _group_lags(settings: Settings) -> dict[str, int]:
     from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
     from confluent_kafka.admin import AdminClient
 
-    from safeloop.infra.kafka.clients import connection_config
+    from safeloop.infra.kafka.clients import connection_config, with_client_logging
 
     config = {**connection_config(settings), "bootstrap.servers": settings.bootstrap_servers}
-    admin = AdminClient(config)
+    # librdkafka's lines through logging (collapsed while the broker restarts), not on stderr.
+    admin = AdminClient(with_client_logging(config))
     groups = [g.group_id for g in admin.list_consumer_groups().result(timeout=10).valid]
     lags: dict[str, int] = {}
     from confluent_kafka import Consumer
 
-    probe = Consumer({**config, "group.id": "soak-probe", "enable.auto.commit": False})
+    probe = Consumer(
+        with_client_logging({**config, "group.id": "soak-probe", "enable.auto.commit": False})
+    )
     try:
         for group in groups:
             request = [ConsumerGroupTopicPartitions(group)]
