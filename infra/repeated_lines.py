@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 REPEAT_WINDOW_S = 30.0
 # Figures and ids that change from one repeat to the next ("after 0ms", "1 identical
-# error(s)", a query id or deduplication token in a retried URL).
-_FIGURES = re.compile(r"\b[0-9a-fA-F-]*\d[0-9a-fA-F-]*\b|\d+")
+# error(s)", a query id or deduplication token in a retried URL, an object's address).
+_FIGURES = re.compile(r"0x[0-9a-fA-F]+|\b[0-9a-fA-F-]*\d[0-9a-fA-F-]*\b|\d+")
 _MAX_KINDS = 1_000
 
 

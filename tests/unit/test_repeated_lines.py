@@ -81,6 +81,10 @@ def test_retries_differing_only_in_query_ids_and_tokens_are_one_kind() -> None:
     first = url.format("8a459536-f9dc-40da-aebd-479bfa8c6d84", "1a2dfd6fa3f71962868d1056df92a7fb")
     second = url.format("48b69b77-e4ab-4e16-b14e-5a01dde3fc0e", "d1a6ba382e69a7be57010e39291cca2e")
 
+    conn = "NewConnectionError('<HTTPConnection object at {}>: Connection refused')"
+
     assert repeats.filter(_named("urllib3.connectionpool", first))
     assert not repeats.filter(_named("urllib3.connectionpool", second))
+    assert repeats.filter(_named("urllib3.connectionpool", conn.format("0x7f37813e9880")))
+    assert not repeats.filter(_named("urllib3.connectionpool", conn.format("0x7f3780ffbec0")))
     assert repeats.filter(_named("urllib3.connectionpool", "Connection pool is full"))
