@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from safeloop.infra.kafka.access import SafeloopConsumer, SafeloopProducer
@@ -114,10 +115,20 @@ def make_producer(settings: Settings, **overrides: ConfigValue) -> Producer:
     )
 
 
-def make_consumer(settings: Settings, group_id: str, **overrides: ConfigValue) -> Consumer:
-    """A consumer from `consumer_config`, logging through `logging` rather than stderr."""
+def make_consumer(
+    settings: Settings,
+    group_id: str,
+    on_commit: Callable[[KafkaError | None, list[TopicPartition]], None] | None = None,
+    /,
+    **overrides: ConfigValue,
+) -> Consumer:
+    """A consumer from `consumer_config`, logging through `logging` rather than stderr;
+    `on_commit` receives the answers to asynchronous commits."""
+    config: dict[str, Any] = with_client_logging(consumer_config(settings, group_id, **overrides))
+    if on_commit is not None:
+        config["on_commit"] = on_commit
     return SafeloopConsumer(
-        with_client_logging(consumer_config(settings, group_id, **overrides)),
+        config,
         principal=settings.kafka_principal,
         bootstrap=settings.bootstrap_servers,
     )

@@ -86,6 +86,23 @@ class GroupMembership:
     rebuilt_at: float | None = None
 
 
+class CommitListener:
+    """Counts and logs the coordinator's answers to asynchronous commits: a consumer's
+    `on_commit`, which librdkafka calls from `poll`."""
+
+    def __init__(self, name: str, counts: ConsumerCounts) -> None:
+        self.name = name
+        self.counts = counts
+
+    def __call__(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        failed = error or next((tp.error for tp in partitions if tp.error is not None), None)
+        if failed is None:
+            self.counts.commits += 1
+            return
+        self.counts.commit_failures += 1
+        logger.warning("%s: offset commit failed (re-read on restart): %s", self.name, failed)
+
+
 class EventConsumer(Generic[E]):
     """Subscribes one group to one topic and returns decoded events in batches."""
 
@@ -99,6 +116,7 @@ class EventConsumer(Generic[E]):
         *,
         name: str,
         validate: Validator[E] | None = None,
+        counts: ConsumerCounts | None = None,
     ) -> None:
         self._consumer = consumer
         self.topic = topic
@@ -120,7 +138,8 @@ class EventConsumer(Generic[E]):
         # under way: if it gives them back (a coordinator moving, a member leaving, a session
         # lost while the broker restarted), reading resumes there and nothing is counted twice.
         self._released: dict[int, int] = {}
-        self.counts = ConsumerCounts()
+        # Shared with the consumer's `CommitListener`, if it has one.
+        self.counts = ConsumerCounts() if counts is None else counts
         self.membership = GroupMembership()
         # partition -> high watermark - next offset to read, from the client's cached watermarks
         self.lag: dict[int, int] = {}
@@ -177,8 +196,12 @@ class EventConsumer(Generic[E]):
         """Where reading has got to, per partition: what a commit after the side effect stores."""
         return [TopicPartition(self.topic, p, o) for p, o in sorted(self._positions.items())]
 
-    def commit(self, positions: list[TopicPartition]) -> None:
-        """Flush dead letters, then commit `positions` synchronously; KafkaException on failure."""
+    def commit(self, positions: list[TopicPartition], *, wait: bool = True) -> None:
+        """Flush dead letters, then commit `positions`; KafkaException on failure.
+
+        `wait=False` sends the commit and returns: a coordinator that died would otherwise hold
+        the caller for up to a session time-out. Its answer then reaches the consumer's
+        `on_commit` (a `CommitListener` counting into these counts) on a later `poll`."""
         if not positions:
             return
         remaining = self._dead_letters.flush(DEAD_LETTER_FLUSH_TIMEOUT_S)
@@ -187,11 +210,15 @@ class EventConsumer(Generic[E]):
                 KafkaError(KafkaError._TIMED_OUT, f"{remaining} dead letters not acknowledged")
             )
         try:
-            self._consumer.commit(offsets=positions, asynchronous=False)
+            if wait:
+                self._consumer.commit(offsets=positions, asynchronous=False)
+            else:
+                self._consumer.commit(offsets=positions, asynchronous=True)
         except KafkaException:
             self.counts.commit_failures += 1
             raise
-        self.counts.commits += 1
+        if wait:
+            self.counts.commits += 1
 
     def close(self) -> None:
         self._dead_letters.flush(DEAD_LETTER_FLUSH_TIMEOUT_S)

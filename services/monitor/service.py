@@ -15,7 +15,8 @@ of predictions, elected by the group protocol — checks the guard over all part
 the rollouts and publishes retraining decisions, so no verdict is doubled.
 
 At `snapshot_interval_ms` the windows become rows, which a worker thread inserts;
-only once the insert succeeded are the offsets of everything those rows cover committed.
+only once the insert succeeded are the offsets of everything those rows cover committed, without
+waiting for the group coordinator's answer (a dead coordinator must not stop the guard).
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from confluent_kafka import KafkaException, TopicPartition
 
@@ -72,7 +73,11 @@ from safeloop.services.rollout.labels import LabelCounts
 
 logger = logging.getLogger(__name__)
 
-Commit = Callable[[list[TopicPartition]], None]
+
+class Commit(Protocol):
+    def __call__(self, positions: list[TopicPartition], *, wait: bool = True) -> None: ...
+
+
 # The instance reading this partition of predictions is its group's judge.
 JUDGE_PARTITION = 0
 
@@ -231,6 +236,8 @@ class MetricsService:
         self.loop = LoopState()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="metrics-writer")
         self._inflight: _Snapshot | None = None
+        # Set while `flush` runs: its commits wait for the coordinator's answer.
+        self._flushing = False
         now = time.monotonic()
         self._last_snapshot = now
         self._snapshot_retry = SnapshotRetry(config.snapshot_interval_ms)
@@ -392,11 +399,15 @@ class MetricsService:
     def flush(self, timeout_s: float = 30.0) -> None:
         """Take a snapshot now and wait until it is written and committed."""
         deadline = time.monotonic() + timeout_s
-        while self._inflight is not None and time.monotonic() < deadline:
-            self._finish_snapshot(wait_s=0.1)
-        self.snapshot()
-        while self._inflight is not None and time.monotonic() < deadline:
-            self._finish_snapshot(wait_s=0.1)
+        self._flushing = True
+        try:
+            while self._inflight is not None and time.monotonic() < deadline:
+                self._finish_snapshot(wait_s=0.1)
+            self.snapshot()
+            while self._inflight is not None and time.monotonic() < deadline:
+                self._finish_snapshot(wait_s=0.1)
+        finally:
+            self._flushing = False
 
     def retraining_decisions(self, now_ms: int) -> list[RetrainingDecision]:
         """One decision per production version with predictions, from drift and performance."""
@@ -496,6 +507,7 @@ class MetricsService:
         self.loop.snapshot_written_at = time.monotonic()
         for commit, name, positions in snapshot.positions:
             try:
-                commit(positions)
+                # The loop does not wait for the coordinator's answer; a flush does.
+                commit(positions, wait=self._flushing)
             except KafkaException as exc:
                 logger.warning("commit of %s offsets failed (re-read on restart): %s", name, exc)

@@ -26,7 +26,7 @@ from safeloop.services.control.publisher import ControlPublisher
 from safeloop.services.models.exceptions import ModelError
 from safeloop.services.models.open_store import open_model_store
 from safeloop.services.models.store_protocol import ModelStoreProtocol
-from safeloop.services.monitor.consumer import EventConsumer
+from safeloop.services.monitor.consumer import CommitListener, ConsumerCounts, EventConsumer
 from safeloop.services.monitor.dead_letter_watch import DeadLetterWatch
 from safeloop.services.monitor.label_counts import ClickHouseLabelCounts
 from safeloop.services.monitor.model_info import ModelInfoCache
@@ -44,11 +44,17 @@ ISSUER = "safeloop-metrics"
 SESSION_TIMEOUT_MS = 10_000
 
 
-def metrics_consumer(settings: Settings, group: str, **overrides: Any) -> Consumer:
+def metrics_consumer(
+    settings: Settings,
+    group: str,
+    on_commit: CommitListener | None = None,
+    **overrides: Any,
+) -> Consumer:
     """A group consumer that hands over records as soon as they exist (the guard's latency)."""
     return make_consumer(
         settings,
         group,
+        on_commit,
         **{
             "fetch.wait.max.ms": 10,
             "session.timeout.ms": SESSION_TIMEOUT_MS,
@@ -138,22 +144,35 @@ def build_metrics_service(
     def valid_prediction(event: PredictionEvent, now_ms: int) -> None:
         validate_prediction(event, now_ms)
 
+    # The loop commits without waiting (a dead coordinator must not stop the guard): each
+    # consumer's answers are counted by its listener.
+    prediction_counts, feedback_counts = ConsumerCounts(), ConsumerCounts()
     predictions = EventConsumer(
-        metrics_consumer(settings, f"{group_prefix}-predictions"),
+        metrics_consumer(
+            settings,
+            f"{group_prefix}-predictions",
+            CommitListener("metrics-predictions", prediction_counts),
+        ),
         topics.predictions,
         PREDICTION_CODEC,
         dead_letters,
         topics.dead_letter,
         name="metrics-predictions",
         validate=valid_prediction,
+        counts=prediction_counts,
     )
     feedback = EventConsumer(
-        metrics_consumer(settings, f"{group_prefix}-feedback"),
+        metrics_consumer(
+            settings,
+            f"{group_prefix}-feedback",
+            CommitListener("metrics-feedback", feedback_counts),
+        ),
         topics.feedback,
         FEEDBACK_CODEC,
         dead_letters,
         topics.dead_letter,
         name="metrics-feedback",
+        counts=feedback_counts,
     )
     follower = start_follower(settings)
     issuer = build_issuer(settings, follower, store)
