@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import cast
 
 from safeloop.schemas.events import (
     FeedbackRecord,
@@ -29,8 +28,12 @@ class Release:
 
     partition: int
     key: str
-    expected: PendingPrediction | EarlyOutcome
+    expires_at_ms: int
+    # What expiry saw: the entry's stored bytes (`StoredEntry.stored`) or its value; held until
+    # the flush, so not the decoded events (a broker outage holds every release it delays).
+    expected: object
     replacement: PendingPrediction | None = None
+    early: bool = False
 
 
 def closed_marker(expires_at_ms: int) -> PendingPrediction:
@@ -189,7 +192,7 @@ class JoinWindow:
             self.early.delete(partition, key)
             self.early_index.discard(partition, key, waiting.expires_at_ms)
             return
-        out.releases.append(Release(partition, key, waiting))
+        out.releases.append(Release(partition, key, waiting.expires_at_ms, waiting, early=True))
         self._releasing.add((partition, "early:" + key))
 
     def on_outcome(
@@ -263,20 +266,23 @@ class JoinWindow:
         for key in self.pending_index.due(partition, now_ms):
             if (partition, key) in self._releasing:
                 continue
-            entry = self.pending.get(partition, key)
-            if entry is None:
+            head = self.pending.peek(partition, key)
+            if head is None or head.expires_at_ms > now_ms:
                 continue
-            if entry.expires_at_ms > now_ms:
-                continue
-            if is_closed(entry):
-                out.releases.append(Release(partition, key, entry))
+            if head.predictions == 0:  # closed: nothing to emit
+                out.releases.append(Release(partition, key, head.expires_at_ms, head.stored))
             else:
-                if entry.outcome is None:
-                    self.counters.expired += len(entry.predictions)
-                    out.feedback.extend(self._expired(p, now_ms) for p in entry.predictions)
+                if not head.has_outcome:
+                    # Only an unmatched entry's events are decoded: they become expired rows.
+                    entry = self.pending.get(partition, key)
+                    predictions = () if entry is None else entry.predictions
+                    self.counters.expired += len(predictions)
+                    out.feedback.extend(self._expired(p, now_ms) for p in predictions)
                 # Remembered as closed a while, so a late outcome is not parked as early.
-                closed = closed_marker(entry.expires_at_ms + self.windows.early_outcome_wait_ms)
-                out.releases.append(Release(partition, key, entry, closed))
+                closed = closed_marker(head.expires_at_ms + self.windows.early_outcome_wait_ms)
+                out.releases.append(
+                    Release(partition, key, head.expires_at_ms, head.stored, closed)
+                )
             self._releasing.add((partition, key))
         for key in self.early_index.due(partition, now_ms):
             marker = (partition, "early:" + key)
@@ -286,7 +292,7 @@ class JoinWindow:
             if waiting is None or waiting.expires_at_ms > now_ms:
                 continue
             self.counters.early_outcomes_dropped += 1
-            out.releases.append(Release(partition, key, waiting))
+            out.releases.append(Release(partition, key, waiting.expires_at_ms, waiting, early=True))
             self._releasing.add(marker)
         return out
 
@@ -297,24 +303,21 @@ class JoinWindow:
         early: list[Release] = []
         releasing = self._releasing
         for item in releases:
-            if isinstance(item.expected, PendingPrediction):
-                releasing.discard((item.partition, item.key))
-                pending.append(item)
-            else:
+            if item.early:
                 releasing.discard((item.partition, "early:" + item.key))
                 early.append(item)
+            else:
+                releasing.discard((item.partition, item.key))
+                pending.append(item)
         deleted = 0
         if pending:
             answers = self.pending.release_unchanged(
-                [
-                    (r.partition, r.key, cast(PendingPrediction, r.expected), r.replacement)
-                    for r in pending
-                ]
+                [(r.partition, r.key, r.expected, r.replacement) for r in pending]
             )
             deleted += self._released(self.pending_index, pending, answers)
         if early:
             early_answers = self.early.release_unchanged(
-                [(r.partition, r.key, cast(EarlyOutcome, r.expected), None) for r in early]
+                [(r.partition, r.key, r.expected, None) for r in early]
             )
             deleted += self._released(self.early_index, early, early_answers)
         return deleted
@@ -327,7 +330,7 @@ class JoinWindow:
             if answer is False:
                 # Changed since (an outcome arrived): the next tick looks at it again.
                 continue
-            index.discard(item.partition, item.key, item.expected.expires_at_ms)
+            index.discard(item.partition, item.key, item.expires_at_ms)
             if answer:
                 if item.replacement is not None:
                     self.pending_index.add(item.partition, item.key, item.replacement.expires_at_ms)

@@ -10,8 +10,21 @@ from safeloop.schemas.events import OutcomeEvent, PredictionEvent
 
 V = TypeVar("V")
 
-# (partition, key, expected value, replacement or None to delete): see `release_unchanged`.
-Swap = tuple[int, str, V, V | None]
+# (partition, key, expected value or the bytes `peek` read, replacement or None to delete):
+# see `release_unchanged`.
+Swap = tuple[int, str, object, V | None]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    """What expiry needs of a stored entry, read without decoding its events (`peek`)."""
+
+    expires_at_ms: int
+    predictions: int
+    has_outcome: bool
+    # What `release_unchanged` compares with: the stored bytes, or the value in a store that
+    # keeps values.
+    stored: object
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +71,11 @@ class StateStore(Protocol[V]):
 
     def items(self, partition: int) -> Iterator[tuple[str, V]]: ...
 
+    def peek(self, partition: int, key: str) -> StoredEntry | None:
+        """The entry's expiry and shape without decoding it (outside a batch): expiry holds
+        this, not the decoded events, until its release."""
+        ...
+
     def expiries(self, partition: int) -> Iterator[tuple[str, int]]:
         """(key, expires_at_ms) of every entry; rebuilding the expiry index needs no more."""
         ...
@@ -82,8 +100,9 @@ class StateStore(Protocol[V]):
 
     def release_unchanged(self, items: Sequence[Swap[V]]) -> list[bool | None]:
         """For each `(partition, key, expected, replacement)` in order: if the key still holds
-        `expected`, write `replacement` (None: delete it) and answer True; False if it holds
-        something else, None if it is absent. Outside a batch."""
+        `expected` (a value, or the `stored` that `peek` read), write `replacement` (None:
+        delete it) and answer True; False if it holds something else, None if it is absent.
+        Outside a batch."""
         ...
 
 
@@ -104,6 +123,15 @@ class InMemoryStateStore(StateStore[V]):
 
     def items(self, partition: int) -> Iterator[tuple[str, V]]:
         yield from list(self._partitions.get(partition, {}).items())
+
+    def peek(self, partition: int, key: str) -> StoredEntry | None:
+        value = self.get(partition, key)
+        if value is None:
+            return None
+        predictions = getattr(value, "predictions", ())
+        has_outcome = getattr(value, "outcome", None) is not None
+        expires_at_ms: int = value.expires_at_ms  # type: ignore[attr-defined]
+        return StoredEntry(expires_at_ms, len(predictions), has_outcome, value)
 
     def expiries(self, partition: int) -> Iterator[tuple[str, int]]:
         for key, value in self.items(partition):

@@ -11,7 +11,7 @@ import rocksdict
 from safeloop.schemas.codec import OUTCOME_CODEC, PREDICTION_CODEC
 from safeloop.streams.exceptions import StreamError
 from safeloop.streams.faust_adapter import partition_db, visible_items
-from safeloop.streams.state import EarlyOutcome, PendingPrediction, Swap
+from safeloop.streams.state import EarlyOutcome, PendingPrediction, StoredEntry, Swap
 
 V = TypeVar("V")
 
@@ -56,6 +56,16 @@ def decode_pending(data: bytes) -> PendingPrediction:
         raw_outcome = data[position:]
         outcome = OUTCOME_CODEC.decode(raw_outcome)
     return PendingPrediction(tuple(predictions), outcome, expires_at_ms, tuple(raws), raw_outcome)
+
+
+def peek_entry(data: bytes) -> tuple[int, int, bool]:
+    """(expires_at_ms, predictions, has_outcome) of either encoding, without decoding Avro."""
+    expires_at_ms, count = _HEADER.unpack_from(data)
+    position = _HEADER.size
+    for _ in range(count):
+        (length,) = _LENGTH.unpack_from(data, position)
+        position += _LENGTH.size + length
+    return expires_at_ms, count, position < len(data)
 
 
 def encode_early(entry: EarlyOutcome) -> bytes:
@@ -217,6 +227,19 @@ class FaustTableStore(Generic[V]):
         raw = self._db(partition).get(raw_key)
         return None if raw is None else self._decode(raw)
 
+    def peek(self, partition: int, key: str) -> StoredEntry | None:
+        if self._read is not None:
+            # Within a batch the value may be one not written yet: the decoded one stands in.
+            value = self.get(partition, key)
+            if value is None:
+                return None
+            raw_value = self._encode(value)
+            return StoredEntry(*peek_entry(raw_value), value)
+        raw = self._db(partition).get(key.encode())
+        if raw is None:
+            return None
+        return StoredEntry(*peek_entry(raw), raw)
+
     def put(self, partition: int, key: str, value: V) -> None:
         raw_key = key.encode()
         if self._read is not None:
@@ -261,7 +284,12 @@ class FaustTableStore(Generic[V]):
                 raw = stored[raw_key]
                 if raw is None:
                     continue
-                if raw != encode(expected) and decode(raw) != expected:
+                if isinstance(expected, bytes):
+                    # What `peek` read: the same bytes unless something wrote the key since.
+                    unchanged = raw == expected
+                else:
+                    unchanged = raw == encode(cast(V, expected)) or decode(raw) == expected
+                if not unchanged:
                     answers[position] = False
                     continue
                 body = None if replacement is None else encode(replacement)

@@ -9,8 +9,19 @@ from types import SimpleNamespace
 from typing import Any
 
 import rocksdict
+from _stream_events import outcome, prediction
 
-from safeloop.streams.table_store import FaustTableStore
+from safeloop.streams.join import JoinWindow, closed_marker
+from safeloop.streams.state import EarlyOutcome, PendingPrediction
+from safeloop.streams.table_store import (
+    FaustTableStore,
+    decode_early,
+    decode_pending,
+    encode_early,
+    encode_pending,
+    peek_entry,
+)
+from safeloop.streams.windows import JoinWindows
 
 
 class _Store:
@@ -226,3 +237,73 @@ def test_an_outcome_paired_within_its_own_batch_leaves_no_early_outcome_anywhere
     assert list(early_table.data._db_for_partition(0).items()) == []
     stored = decode_pending(pending_table.data._db_for_partition(0).get(p.prediction_id.encode()))
     assert stored.outcome == o
+
+
+def test_peek_reads_expiry_and_shape_of_both_encodings_without_decoding() -> None:
+    joined = PendingPrediction((prediction("a"), prediction("a", version="v2")), outcome("a"), 9)
+    assert peek_entry(encode_pending(joined)) == (9, 2, True)
+    assert peek_entry(encode_pending(PendingPrediction((prediction("b"),), None, 7))) == (
+        7,
+        1,
+        False,
+    )
+    assert peek_entry(encode_pending(closed_marker(5))) == (5, 0, False)
+    assert peek_entry(encode_early(EarlyOutcome(outcome("c"), 3))) == (3, 0, True)
+
+
+def test_expiry_decodes_only_unmatched_entries_and_its_releases_hold_the_stored_bytes(
+    tmp_path: Path,
+) -> None:
+    decoded: list[bytes] = []
+
+    def counting_decode(data: bytes) -> PendingPrediction:
+        decoded.append(data)
+        return decode_pending(data)
+
+    pending = FaustTableStore[PendingPrediction](
+        _table(tmp_path / "pending", "pending"), encode_pending, counting_decode, _Changelog()
+    )
+    early = FaustTableStore[EarlyOutcome](
+        _table(tmp_path / "early", "early"), encode_early, decode_early, _Changelog()
+    )
+    now = [1_500]
+    windows = JoinWindows(default_window_ms=10_000, early_outcome_wait_ms=60_000)
+    join = JoinWindow(pending, early, windows, lambda: now[0])
+    join.on_prediction(0, prediction("joined"))
+    join.on_outcome(0, outcome("joined"))
+    join.on_prediction(0, prediction("unmatched"))
+    decoded.clear()
+    now[0] = 20_000
+    out = join.expire(0)
+    # One decode, for the unmatched entry's expired row; the joined one stays bytes.
+    assert [r.prediction_id for r in out.feedback] == ["unmatched"]
+    assert len(decoded) == 1
+    assert all(isinstance(r.expected, bytes) for r in out.releases)
+    assert join.release(out.releases) == 2
+    # Both are closed markers now, released (deleted) by a later sweep without a decode.
+    now[0] = 20_000 + 60_000 + 11_000
+    decoded.clear()
+    later = join.expire(0)
+    assert later.feedback == [] and len(later.releases) == 2 and decoded == []
+    assert join.release(later.releases) == 2
+    assert pending.get(0, "joined") is None and pending.get(0, "unmatched") is None
+
+
+def test_a_release_is_refused_when_the_entry_changed_after_expiry_peeked(tmp_path: Path) -> None:
+    pending = FaustTableStore[PendingPrediction](
+        _table(tmp_path / "pending", "pending"), encode_pending, decode_pending, _Changelog()
+    )
+    early = FaustTableStore[EarlyOutcome](
+        _table(tmp_path / "early", "early"), encode_early, decode_early, _Changelog()
+    )
+    now = [1_500]
+    windows = JoinWindows(default_window_ms=10_000, early_outcome_wait_ms=60_000)
+    join = JoinWindow(pending, early, windows, lambda: now[0])
+    join.on_prediction(0, prediction("p"))
+    now[0] = 20_000
+    out = join.expire(0)
+    # Written between the sweep and the flush: the entry is not closed under the writer.
+    pending.put(0, "p", PendingPrediction((prediction("p"),), outcome("p"), 11_000))
+    assert join.release(out.releases) == 0
+    entry = pending.get(0, "p")
+    assert entry is not None and entry.outcome is not None
