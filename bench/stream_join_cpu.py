@@ -4,7 +4,10 @@ Decode and validate, route, join over the real RocksDB-backed table stores (chan
 counted, not sent), release after each batch as the flush does, encode feedback, build the
 three tables' rows and their dedup tokens. What `python -m bench.stream_join` adds on top is
 aiokafka's fetch, the producer, the sink's inserts and start-up.
-Run: `python -m bench.stream_join_cpu [--pairs N] [--outcomes-first] [--batch N] [--profile]`.
+With `--expire`, the two expiry sweeps after it too (joined -> closed -> deleted), beside a
+sweep that decodes every entry (what expiry did before it read only entries' headers).
+Run: `python -m bench.stream_join_cpu [--pairs N] [--outcomes-first] [--batch N] [--profile]
+[--expire]`.
 """
 
 from __future__ import annotations
@@ -106,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--outcomes-first", action="store_true")
     parser.add_argument("--profile", action="store_true", help="cProfile report to stdout")
     parser.add_argument("--batch", type=int, default=BATCH, help="records per batch")
+    parser.add_argument("--expire", action="store_true", help="time the expiry sweeps too")
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="bench-join-cpu-"))
     outputs = _Outputs()
@@ -166,7 +170,30 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(records)} events, {cpu:.2f} s CPU, {cpu * 1e6 / len(records):.1f} µs per event, "
         f"{outputs.sent} records sent"
     )
+    if args.expire:
+        _time_expiry(join, args.pairs)
     return 0
+
+
+def _time_expiry(join: JoinWindow, pairs: int) -> None:
+    """CPU per pair of the sweep that closes joined entries and of the one that deletes the
+    closed markers (each with its release), and of decoding every entry once (the baseline)."""
+    far = int(time.time() * 1000) + 10 * 365 * 86_400_000
+    started = time.process_time()
+    for partition in range(PARTITIONS):
+        for key in join.pending_index.due(partition, far):
+            join.pending.get(partition, key)
+    decode = time.process_time() - started
+    print(f"decoding every entry (the old sweep's reads): {decode * 1e6 / pairs:.1f} µs per pair")
+    for sweep in ("joined -> closed", "closed -> deleted"):
+        started = time.process_time()
+        releases = []
+        for partition in range(PARTITIONS):
+            out = join.expire(partition, far)
+            releases += out.releases
+        released = join.release(releases)
+        cpu = time.process_time() - started
+        print(f"sweep {sweep}: {released} released, {cpu * 1e6 / pairs:.1f} µs per pair")
 
 
 if __name__ == "__main__":
