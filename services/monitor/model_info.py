@@ -35,9 +35,13 @@ class ModelInfoCache:
         try:
             metadata = self._store.load_metadata(model_name, version)
         except (ModelError, ValueError) as exc:
-            logger.warning("no metadata for %s %s (no drift or baseline): %s", *key, exc)
+            # Said once per version: a version that never had metadata is retried for good.
+            level = logging.DEBUG if missed_at is not None else logging.WARNING
+            logger.log(level, "no metadata for %s %s (no drift or baseline): %s", *key, exc)
             self._missing[key] = time.monotonic()
             return None
+        if self._missing.pop(key, None) is not None:
+            logger.info("metadata for %s %s found after all", *key)
         try:
             metric: PerformanceMetric | None = PerformanceMetric(metadata.primary_metric)
         except ValueError:
