@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from _fake_message import TOPIC
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from safeloop.schemas.codec import PREDICTION_CODEC
 from safeloop.services.monitor.consumer import CommitListener, ConsumerCounts, EventConsumer
@@ -33,13 +33,26 @@ class AckedDeadLetters:
         return 0
 
 
-def _consumer(counts: ConsumerCounts) -> tuple[EventConsumer[Any], RecordingConsumer]:
+class UnackedDeadLetters:
+    """Dead letters the broker has not acknowledged; records each flush's time-out."""
+
+    def __init__(self) -> None:
+        self.timeouts: list[float] = []
+
+    def flush(self, timeout: float) -> int:
+        self.timeouts.append(timeout)
+        return 3
+
+
+def _consumer(
+    counts: ConsumerCounts, dead_letters: Any = None
+) -> tuple[EventConsumer[Any], RecordingConsumer]:
     kafka = RecordingConsumer()
     consumer = EventConsumer(
         kafka,  # type: ignore[arg-type]
         TOPIC,
         PREDICTION_CODEC,
-        AckedDeadLetters(),  # type: ignore[arg-type]
+        dead_letters or AckedDeadLetters(),
         "dead-letters",
         name="metrics-predictions",
         counts=counts,
@@ -59,6 +72,19 @@ def test_a_commit_without_waiting_is_sent_asynchronously_and_counted_when_answer
     assert counts.commits == 0  # not answered yet
     listener(None, positions)
     assert (counts.commits, counts.commit_failures) == (1, 0)
+
+
+def test_unacknowledged_dead_letters_defer_a_loop_commit_at_once_and_fail_a_waited_one() -> None:
+    counts = ConsumerCounts()
+    dead_letters = UnackedDeadLetters()
+    consumer, kafka = _consumer(counts, dead_letters)
+    positions = [TopicPartition(TOPIC, 0, 42)]
+
+    consumer.commit(positions, wait=False)  # the loop: not held, nothing committed past them
+    assert kafka.commits == [] and dead_letters.timeouts == [0.0]
+    with pytest.raises(KafkaException):
+        consumer.commit(positions)  # a flush: waits, then says so
+    assert kafka.commits == [] and dead_letters.timeouts[1] > 0
 
 
 def test_a_waited_commit_is_synchronous_and_counted_at_once() -> None:
