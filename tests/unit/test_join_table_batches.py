@@ -3,7 +3,7 @@ RocksDB write and one changelog record per changed key at the end."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -239,6 +239,22 @@ def test_an_outcome_paired_within_its_own_batch_leaves_no_early_outcome_anywhere
     assert stored.outcome == o
 
 
+def _join_over_tables(
+    tmp_path: Path, decode: Callable[[bytes], PendingPrediction] = decode_pending
+) -> tuple[JoinWindow, FaustTableStore[PendingPrediction], list[int]]:
+    """A join over RocksDB-backed table stores (10 s windows, closed for 60 s after), its
+    pending store, and its clock (`now[0]`, from 1,500 ms)."""
+    pending = FaustTableStore[PendingPrediction](
+        _table(tmp_path / "pending", "pending"), encode_pending, decode, _Changelog()
+    )
+    early = FaustTableStore[EarlyOutcome](
+        _table(tmp_path / "early", "early"), encode_early, decode_early, _Changelog()
+    )
+    now = [1_500]
+    windows = JoinWindows(default_window_ms=10_000, early_outcome_wait_ms=60_000)
+    return JoinWindow(pending, early, windows, lambda: now[0]), pending, now
+
+
 def test_peek_reads_expiry_and_shape_of_both_encodings_without_decoding() -> None:
     joined = PendingPrediction((prediction("a"), prediction("a", version="v2")), outcome("a"), 9)
     assert peek_entry(encode_pending(joined)) == (9, 2, True)
@@ -260,15 +276,7 @@ def test_expiry_decodes_only_unmatched_entries_and_its_releases_hold_the_stored_
         decoded.append(data)
         return decode_pending(data)
 
-    pending = FaustTableStore[PendingPrediction](
-        _table(tmp_path / "pending", "pending"), encode_pending, counting_decode, _Changelog()
-    )
-    early = FaustTableStore[EarlyOutcome](
-        _table(tmp_path / "early", "early"), encode_early, decode_early, _Changelog()
-    )
-    now = [1_500]
-    windows = JoinWindows(default_window_ms=10_000, early_outcome_wait_ms=60_000)
-    join = JoinWindow(pending, early, windows, lambda: now[0])
+    join, pending, now = _join_over_tables(tmp_path, counting_decode)
     join.on_prediction(0, prediction("joined"))
     join.on_outcome(0, outcome("joined"))
     join.on_prediction(0, prediction("unmatched"))
@@ -290,15 +298,7 @@ def test_expiry_decodes_only_unmatched_entries_and_its_releases_hold_the_stored_
 
 
 def test_a_release_is_refused_when_the_entry_changed_after_expiry_peeked(tmp_path: Path) -> None:
-    pending = FaustTableStore[PendingPrediction](
-        _table(tmp_path / "pending", "pending"), encode_pending, decode_pending, _Changelog()
-    )
-    early = FaustTableStore[EarlyOutcome](
-        _table(tmp_path / "early", "early"), encode_early, decode_early, _Changelog()
-    )
-    now = [1_500]
-    windows = JoinWindows(default_window_ms=10_000, early_outcome_wait_ms=60_000)
-    join = JoinWindow(pending, early, windows, lambda: now[0])
+    join, pending, now = _join_over_tables(tmp_path)
     join.on_prediction(0, prediction("p"))
     now[0] = 20_000
     out = join.expire(0)
