@@ -39,6 +39,8 @@ E = TypeVar("E")
 Validator = Callable[[E, int], None]
 
 DEAD_LETTER_FLUSH_TIMEOUT_S = 10.0
+# How long closing waits for the group to take the partitions back (a dead coordinator).
+LEAVE_TIMEOUT_S = 5.0
 LAG_REFRESH_S = 1.0
 # Broker round trips measuring where "caught up" is, after the first assignment and again each
 # time the previous measure is reached.
@@ -227,7 +229,24 @@ class EventConsumer(Generic[E]):
 
     def close(self) -> None:
         self._dead_letters.flush(DEAD_LETTER_FLUSH_TIMEOUT_S)
+        self._leave_group()
         self._consumer.close()
+
+    def _leave_group(self) -> None:
+        """Unsubscribe and serve the revocation, after which the client leaves the group: a
+        static member's close() alone does not (KIP-345), and its partitions would wait out
+        its session instead of going to the others at once."""
+        try:
+            self._consumer.unsubscribe()
+            deadline = time.monotonic() + LEAVE_TIMEOUT_S
+            while self.membership.partitions and time.monotonic() < deadline:
+                self._consumer.poll(0.05)  # records now are the next owner's to read
+        except KafkaException as exc:
+            logger.warning(
+                "%s: leaving the group failed (its partitions move when its session expires): %s",
+                self.name,
+                exc,
+            )
 
     @property
     def rebuilt(self) -> bool:
