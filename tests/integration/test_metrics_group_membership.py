@@ -71,11 +71,22 @@ class Membership:
         return spells
 
 
-def _topic(cluster: KafkaCluster) -> tuple[Settings, str]:
+@dataclass(frozen=True)
+class GroupOnTopic:
+    """A fresh predictions topic on the cluster and a fresh group to read it."""
+
+    settings: Settings
+    topic: str
+    group: str
+    partitions: set[int]
+
+
+def _group_on_topic(cluster: KafkaCluster) -> GroupOnTopic:
     settings = replace(cluster.settings, topic_prefix=f"gm-{uuid.uuid4().hex[:6]}.")
     spec = next(s for s in topic_specs(settings) if s.name == settings.topics.predictions)
     TopicAdmin.from_settings(settings).ensure([spec])
-    return settings, spec.name
+    group = f"gm-{uuid.uuid4().hex[:6]}"
+    return GroupOnTopic(settings, spec.name, group, set(range(settings.partitions)))
 
 
 def _coordinator(admin: AdminClient, group: str) -> int:
@@ -134,9 +145,8 @@ def _producing(settings: Settings, topic: str) -> Iterator[None]:
 def test_a_metrics_consumer_whose_coordinator_broker_dies_gets_its_partitions_straight_back(
     kafka_cluster: KafkaCluster,
 ) -> None:
-    settings, topic = _topic(kafka_cluster)
-    partitions = set(range(settings.partitions))
-    group = f"gm-{uuid.uuid4().hex[:6]}"
+    setup = _group_on_topic(kafka_cluster)
+    settings, topic, group, partitions = setup.settings, setup.topic, setup.group, setup.partitions
     consumer = metrics_consumer(
         settings, group, **{"session.timeout.ms": SESSION_MS, "heartbeat.interval.ms": 1_500}
     )
@@ -178,9 +188,8 @@ def test_a_metrics_consumer_whose_coordinator_broker_dies_gets_its_partitions_st
 def test_a_closing_metrics_consumer_hands_its_partitions_over_at_once(
     kafka_cluster: KafkaCluster,
 ) -> None:
-    settings, topic = _topic(kafka_cluster)
-    partitions = set(range(settings.partitions))
-    group = f"gm-{uuid.uuid4().hex[:6]}"
+    setup = _group_on_topic(kafka_cluster)
+    settings, topic, group, partitions = setup.settings, setup.topic, setup.group, setup.partitions
     dead_letters = make_producer(settings)
     leaving = EventConsumer(
         metrics_consumer(settings, group),
