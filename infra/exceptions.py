@@ -127,3 +127,17 @@ class KafkaAuthorizationError(KafkaAccessError):
         self.operation = operation
         self.resource = resource
         self.reason = reason
+
+
+class ConsumerFencedError(InfraError):
+    """Another consumer joined the group with this one's `group.instance.id`: this one is out
+    of the group for good (librdkafka's fatal error), and must not go on as if it read."""
+
+    def __init__(self, consumer: str, topic: str, reason: str) -> None:
+        super().__init__(
+            f"{consumer} was fenced out of its consumer group on {topic}: {reason}. Another "
+            "process runs with the same instance id; give each live instance its own"
+        )
+        self.consumer = consumer
+        self.topic = topic
+        self.reason = reason

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import sys
 import threading
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from safeloop.infra.exceptions import ConsumerFencedError
 from safeloop.infra.settings import Settings
 from safeloop.services.cli.exit_codes import ExitCode
 from safeloop.services.control.exceptions import ControlError
@@ -168,8 +170,29 @@ def _register_metrics(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         help="rows a segment needs in its window before segment_metrics gets its figures "
         "and the guard judges it",
     )
+    run.add_argument(
+        "--instance-id",
+        type=_instance_id,
+        metavar="NAME",
+        help="this instance's static member id in its consumer groups, kept across restarts "
+        "(e.g. a StatefulSet pod's name): restarted within its session (10 s) it gets its "
+        "partitions back at once. Two live instances must never share one: the older is "
+        "fenced and exits 1. None: a new id per run",
+    )
     _guard_arguments(run)
     run.set_defaults(func=_run_metrics)
+
+
+# Kafka's rule for group.instance.id (and topic names).
+_INSTANCE_ID = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def _instance_id(value: str) -> str:
+    if _INSTANCE_ID.fullmatch(value) is None:
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: 1-249 characters of letters, digits, '.', '_' and '-'"
+        )
+    return value
 
 
 def _run_metrics(args: argparse.Namespace, settings: Settings) -> int:
@@ -193,7 +216,7 @@ def _run_metrics(args: argparse.Namespace, settings: Settings) -> int:
         segment_min_sample=args.segment_min_sample,
     )
     try:
-        service = build_metrics_service(settings, config)
+        service = build_metrics_service(settings, config, instance_id=args.instance_id)
     except ControlError as exc:
         sys.stderr.write(f"safeloop: {exc}\n")
         return ExitCode.FAILURE
@@ -212,6 +235,9 @@ def _run_metrics(args: argparse.Namespace, settings: Settings) -> int:
         signal.signal(signum, lambda *_: stop.set())
     try:
         service.run(stop)
+    except ConsumerFencedError as exc:
+        sys.stderr.write(f"safeloop: {exc}\n")
+        return ExitCode.FAILURE
     finally:
         if endpoint is not None:
             endpoint.close()

@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from safeloop.infra.exceptions import RecordRejectedError
+from safeloop.infra.exceptions import ConsumerFencedError, RecordRejectedError
 from safeloop.infra.kafka.access import is_refusal, refusal_of
 from safeloop.infra.kafka.dead_letters import SourceRecord, dead_letter, decode_or_reject
 from safeloop.schemas.codec import DEAD_LETTER_CODEC, EventCodec
@@ -162,6 +162,10 @@ class EventConsumer(Generic[E]):
         for message in messages:
             error = message.error()
             if error is not None:
+                # librdkafka's fatal state (a static member fenced by another with its id)
+                # comes as a message with code _FATAL; the client is useless from then on.
+                if error.code() == KafkaError._FATAL:
+                    raise ConsumerFencedError(self.name, self.topic, error.str())
                 if is_refusal(error):
                     refusal = refusal_of(
                         self._consumer, error, operation="read", resource=f"topic {self.topic}"

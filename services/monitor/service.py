@@ -30,7 +30,7 @@ from typing import Protocol
 
 from confluent_kafka import KafkaException, TopicPartition
 
-from safeloop.infra.exceptions import WarehouseError
+from safeloop.infra.exceptions import ConsumerFencedError, WarehouseError
 from safeloop.schemas.events import (
     ControlCommand,
     FeedbackRecord,
@@ -245,7 +245,8 @@ class MetricsService:
         self._last_retraining = now
 
     def run(self, stop: threading.Event) -> None:
-        """Loop until `stop`; a failing iteration is logged and counted, never fatal."""
+        """Loop until `stop`; a failing iteration is logged and counted, never fatal, except
+        `ConsumerFencedError` (another instance runs with this one's instance id)."""
         logger.info("metrics running: %s", self.config)
         self.loop.running = True
         warm_up = threading.Thread(
@@ -256,6 +257,11 @@ class MetricsService:
             while not stop.is_set():
                 try:
                     self.step()
+                except ConsumerFencedError:
+                    # Another instance took this one's place in the group: judging on would
+                    # double its verdicts from windows nobody feeds.
+                    logger.error("metrics stops: fenced out of its consumer group")
+                    raise
                 except Exception:
                     self.counts.loop_errors += 1
                     logger.exception("metrics loop iteration failed; continuing")

@@ -53,6 +53,8 @@ def metrics_consumer(
     settings: Settings,
     group: str,
     on_commit: CommitListener | None = None,
+    *,
+    instance_id: str | None = None,
     **overrides: Any,
 ) -> Consumer:
     """A group consumer that hands over records as soon as they exist (the guard's latency).
@@ -60,15 +62,17 @@ def metrics_consumer(
     It is a static member: when the group's coordinator broker dies, the session can run out
     before another broker takes the group over. A dynamic member then rejoins under a new id
     and the new coordinator waits out the old id's session (~10 s without a guard); a static
-    member is recognised and gets its partitions back at once. The id is unique per consumer,
-    so two in one process never fence each other. `EventConsumer.close` leaves the group
-    explicitly, which a static member's `close()` alone does not."""
+    member is recognised and gets its partitions back at once. The id is unique per consumer
+    unless `instance_id` is given (`metrics run --instance-id`), which a restarted process
+    keeps to get its partitions back without waiting out its old session; a second live
+    process with the same id fences the first (`ConsumerFencedError`). `EventConsumer.close`
+    leaves the group explicitly, which a static member's `close()` alone does not."""
     return make_consumer(
         settings,
         group,
         on_commit,
         **{
-            "group.instance.id": unique_name(),
+            "group.instance.id": instance_id or unique_name(),
             "fetch.wait.max.ms": 10,
             "session.timeout.ms": SESSION_TIMEOUT_MS,
             "heartbeat.interval.ms": SESSION_TIMEOUT_MS // 4,
@@ -145,9 +149,14 @@ def start_follower(settings: Settings, label: str = "metrics") -> ControlFollowe
 
 
 def build_metrics_service(
-    settings: Settings, config: MetricsConfig, *, group_prefix: str = GROUP_PREFIX
+    settings: Settings,
+    config: MetricsConfig,
+    *,
+    group_prefix: str = GROUP_PREFIX,
+    instance_id: str | None = None,
 ) -> MetricsService:
-    """Everything `safeloop metrics run` needs, connected; the control topic is read to its end."""
+    """Everything `safeloop metrics run` needs, connected; the control topic is read to its end.
+    `instance_id`: this instance's static member id in both groups, kept across restarts."""
     topics = settings.topics
     # The topics are created with settings.partitions (infra/kafka/topics.py).
     config = dataclasses.replace(config, guard_partitions=settings.partitions)
@@ -165,6 +174,7 @@ def build_metrics_service(
             settings,
             f"{group_prefix}-predictions",
             CommitListener("metrics-predictions", prediction_counts),
+            instance_id=instance_id,
         ),
         topics.predictions,
         PREDICTION_CODEC,
@@ -179,6 +189,7 @@ def build_metrics_service(
             settings,
             f"{group_prefix}-feedback",
             CommitListener("metrics-feedback", feedback_counts),
+            instance_id=instance_id,
         ),
         topics.feedback,
         FEEDBACK_CODEC,

@@ -1,6 +1,7 @@
-"""The metrics groups on a 3-node cluster: the guard's consumers get their partitions back at
-once when their coordinator broker dies, and a closing instance hands its partitions over at
-once (static members, which leave explicitly)."""
+"""The metrics groups on a 3-node cluster, whose consumers are static members: they get their
+partitions back at once when their coordinator broker dies; a closing instance hands its
+partitions over at once (it leaves explicitly); one restarted with its `--instance-id` gets
+them back at once; a second live one with the same id fences the first out."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
 from conftest import KafkaCluster
 
+from safeloop.infra.exceptions import ConsumerFencedError
 from safeloop.infra.kafka.clients import admin_client, make_producer
 from safeloop.infra.kafka.topics import TopicAdmin, topic_specs
 from safeloop.infra.settings import Settings
@@ -220,3 +222,72 @@ def test_a_closing_metrics_consumer_hands_its_partitions_over_at_once(
     finally:
         staying.close()
     assert taken_over_s <= REJOIN_LIMIT_S, taken_over_s
+
+
+def test_a_metrics_consumer_restarted_with_its_instance_id_gets_its_partitions_at_once(
+    kafka_cluster: KafkaCluster,
+) -> None:
+    """`metrics run --instance-id`: the process before it died without leaving (a static
+    member's close() does not leave, as SIGKILL does not); a new id would wait out the old
+    member's session (10 s) before the group rebalanced."""
+    setup = _group_on_topic(kafka_cluster)
+    settings, topic, group, partitions = setup.settings, setup.topic, setup.group, setup.partitions
+    instance_id = f"pod-{uuid.uuid4().hex[:6]}"
+    before, after = Membership(), Membership()
+    first = metrics_consumer(settings, group, instance_id=instance_id)
+    first.subscribe([topic], **before.callbacks())
+    with _polling(first):
+        assert wait_for(lambda: before.partitions == partitions)
+    first.close()
+    second = metrics_consumer(settings, group, instance_id=instance_id)
+    restarted = time.monotonic()
+    second.subscribe([topic], **after.callbacks())
+    try:
+        with _polling(second):
+            assert wait_for(lambda: after.partitions == partitions)
+            back_s = time.monotonic() - restarted
+    finally:
+        second.close()
+    assert back_s <= REJOIN_LIMIT_S, back_s
+
+
+def test_a_second_live_consumer_with_the_same_instance_id_fences_the_first_out(
+    kafka_cluster: KafkaCluster,
+) -> None:
+    """Two live processes given one --instance-id: the older learns it was fenced (and
+    `metrics run` exits) instead of polling on without partitions."""
+    setup = _group_on_topic(kafka_cluster)
+    settings, topic, group, partitions = setup.settings, setup.topic, setup.group, setup.partitions
+    instance_id = f"pod-{uuid.uuid4().hex[:6]}"
+    dead_letters = make_producer(settings)
+    older = EventConsumer(
+        metrics_consumer(settings, group, instance_id=instance_id),
+        topic,
+        PREDICTION_CODEC,
+        dead_letters,
+        settings.topics.dead_letter,
+        name="older",
+    )
+    assert wait_for(
+        lambda: older.poll(100, 0.1) is not None and older.membership.partitions == partitions
+    )
+    newer = metrics_consumer(settings, group, instance_id=instance_id)
+    membership = Membership()
+    newer.subscribe([topic], **membership.callbacks())
+    fenced: list[ConsumerFencedError] = []
+
+    def older_polls() -> bool:
+        try:
+            older.poll(100, 0.1)
+        except ConsumerFencedError as exc:
+            fenced.append(exc)
+        return bool(fenced)
+
+    try:
+        with _polling(newer):
+            assert wait_for(lambda: membership.partitions == partitions)
+            assert wait_for(older_polls)
+    finally:
+        newer.close()
+        older.close()
+    assert fenced[0].consumer == "older" and fenced[0].topic == topic

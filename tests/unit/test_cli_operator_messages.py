@@ -43,3 +43,13 @@ def test_metrics_run_help_shows_every_threshold_default(
         shown = re.search(re.escape(option) + r" \S+ [^-]*?\(default: ([^)]+)\)", text)
         assert shown is not None, option
         assert shown.group(1) == default, (option, shown.group(1))
+
+
+@pytest.mark.parametrize("bad", ["", "pod 0", "a/b", "x" * 250])
+def test_metrics_run_refuses_an_instance_id_kafka_would_refuse(
+    bad: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["metrics", "run", "--instance-id", bad])
+    assert exited.value.code == 2
+    assert "--instance-id" in capsys.readouterr().err
