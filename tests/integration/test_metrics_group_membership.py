@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import pytest
 from _waiting import poller
@@ -82,6 +83,24 @@ class GroupOnTopic:
     group: str
     partitions: set[int]
 
+    def member(self, **config: Any) -> tuple[Consumer, Membership]:
+        """A metrics consumer of the group, subscribed, with its assignments recorded."""
+        consumer = metrics_consumer(self.settings, self.group, **config)
+        membership = Membership()
+        consumer.subscribe([self.topic], **membership.callbacks())
+        return consumer, membership
+
+    def event_consumer(self, name: str, **config: Any) -> EventConsumer[Any]:
+        """A metrics consumer of the group as `metrics run` wraps it."""
+        return EventConsumer(
+            metrics_consumer(self.settings, self.group, **config),
+            self.topic,
+            PREDICTION_CODEC,
+            make_producer(self.settings),
+            self.settings.topics.dead_letter,
+            name=name,
+        )
+
 
 def _group_on_topic(cluster: KafkaCluster) -> GroupOnTopic:
     settings = replace(cluster.settings, topic_prefix=f"gm-{uuid.uuid4().hex[:6]}.")
@@ -149,11 +168,9 @@ def test_a_metrics_consumer_whose_coordinator_broker_dies_gets_its_partitions_st
 ) -> None:
     setup = _group_on_topic(kafka_cluster)
     settings, topic, group, partitions = setup.settings, setup.topic, setup.group, setup.partitions
-    consumer = metrics_consumer(
-        settings, group, **{"session.timeout.ms": SESSION_MS, "heartbeat.interval.ms": 1_500}
+    consumer, membership = setup.member(
+        **{"session.timeout.ms": SESSION_MS, "heartbeat.interval.ms": 1_500}
     )
-    membership = Membership()
-    consumer.subscribe([topic], **membership.callbacks())
     admin = admin_client(settings)
     victim = None
     try:
@@ -191,19 +208,9 @@ def test_a_closing_metrics_consumer_hands_its_partitions_over_at_once(
     kafka_cluster: KafkaCluster,
 ) -> None:
     setup = _group_on_topic(kafka_cluster)
-    settings, topic, group, partitions = setup.settings, setup.topic, setup.group, setup.partitions
-    dead_letters = make_producer(settings)
-    leaving = EventConsumer(
-        metrics_consumer(settings, group),
-        topic,
-        PREDICTION_CODEC,
-        dead_letters,
-        settings.topics.dead_letter,
-        name="leaving",
-    )
-    staying = metrics_consumer(settings, group)
-    membership = Membership()
-    staying.subscribe([topic], **membership.callbacks())
+    partitions = setup.partitions
+    leaving = setup.event_consumer("leaving")
+    staying, membership = setup.member()
     try:
         with _polling(staying):
             assert wait_for(
@@ -231,17 +238,14 @@ def test_a_metrics_consumer_restarted_with_its_instance_id_gets_its_partitions_a
     member's close() does not leave, as SIGKILL does not); a new id would wait out the old
     member's session (10 s) before the group rebalanced."""
     setup = _group_on_topic(kafka_cluster)
-    settings, topic, group, partitions = setup.settings, setup.topic, setup.group, setup.partitions
+    partitions = setup.partitions
     instance_id = f"pod-{uuid.uuid4().hex[:6]}"
-    before, after = Membership(), Membership()
-    first = metrics_consumer(settings, group, instance_id=instance_id)
-    first.subscribe([topic], **before.callbacks())
+    first, before = setup.member(instance_id=instance_id)
     with _polling(first):
         assert wait_for(lambda: before.partitions == partitions)
     first.close()
-    second = metrics_consumer(settings, group, instance_id=instance_id)
     restarted = time.monotonic()
-    second.subscribe([topic], **after.callbacks())
+    second, after = setup.member(instance_id=instance_id)
     try:
         with _polling(second):
             assert wait_for(lambda: after.partitions == partitions)
@@ -257,23 +261,13 @@ def test_a_second_live_consumer_with_the_same_instance_id_fences_the_first_out(
     """Two live processes given one --instance-id: the older learns it was fenced (and
     `metrics run` exits) instead of polling on without partitions."""
     setup = _group_on_topic(kafka_cluster)
-    settings, topic, group, partitions = setup.settings, setup.topic, setup.group, setup.partitions
+    topic, partitions = setup.topic, setup.partitions
     instance_id = f"pod-{uuid.uuid4().hex[:6]}"
-    dead_letters = make_producer(settings)
-    older = EventConsumer(
-        metrics_consumer(settings, group, instance_id=instance_id),
-        topic,
-        PREDICTION_CODEC,
-        dead_letters,
-        settings.topics.dead_letter,
-        name="older",
-    )
+    older = setup.event_consumer("older", instance_id=instance_id)
     assert wait_for(
         lambda: older.poll(100, 0.1) is not None and older.membership.partitions == partitions
     )
-    newer = metrics_consumer(settings, group, instance_id=instance_id)
-    membership = Membership()
-    newer.subscribe([topic], **membership.callbacks())
+    newer, membership = setup.member(instance_id=instance_id)
     fenced: list[ConsumerFencedError] = []
 
     def older_polls() -> bool:
