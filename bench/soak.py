@@ -68,6 +68,8 @@ class Sample:
     failed: int
     # The processor's RocksDB memory (its /metrics): the one block cache, memtables included.
     rocksdb_cache_mb: float = 0.0
+    # Of it, the memtables.
+    rocksdb_memtable_mb: float = 0.0
 
 
 @dataclass
@@ -193,6 +195,7 @@ def _sample(
     processor_lag = _metric(processor_url, "safeloop_stream_lag")
     lag["processor (its /metrics)"] = -1 if math.isnan(processor_lag) else int(processor_lag)
     cache_bytes = _metric(processor_url, "safeloop_stream_rocksdb_block_cache_bytes")
+    memtables = _metric(processor_url, "safeloop_stream_rocksdb_memtable_bytes")
     return Sample(
         minute=round((time.monotonic() - started) / 60, 2),
         rss_mb={k: round(v, 1) for k, v in rss.items()},
@@ -202,6 +205,7 @@ def _sample(
         sent=traffic.counts.sent,
         failed=traffic.counts.failed,
         rocksdb_cache_mb=-1.0 if math.isnan(cache_bytes) else round(cache_bytes / 2**20, 1),
+        rocksdb_memtable_mb=-1.0 if math.isnan(memtables) else round(memtables / 2**20, 1),
     )
 
 

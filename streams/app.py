@@ -12,7 +12,12 @@ import faust
 
 from safeloop.infra.settings import Settings
 from safeloop.schemas.validation import DEFAULT_MAX_FUTURE_SKEW_MS
-from safeloop.streams.faust_adapter import LeanMonitor, bounded_store_url, install_consumer
+from safeloop.streams.faust_adapter import (
+    LeanMonitor,
+    bound_rocksdb_memory,
+    bounded_store_url,
+    install_consumer,
+)
 from safeloop.streams.sink import SinkConfig
 from safeloop.streams.windows import JoinWindows
 
@@ -88,7 +93,7 @@ def broker_credentials(settings: Settings) -> Any:
 
 # Per table partition (each is a RocksDB of its own): at most 2 x 8 MB of memtables, as Kafka
 # Streams sizes its stores (faust's default is 3 x 64 MB). Together, all of a process's stores stay
-# within one block cache and memtable budget (faust_adapter.BLOCK_CACHE_BYTES).
+# within one block cache and memtable budget (`SAFELOOP_STREAM_ROCKSDB_MEMORY_MB`).
 ROCKSDB_OPTIONS: dict[str, int] = {
     "write_buffer_size": 8 * 2**20,
     "max_write_buffer_number": 2,
@@ -102,6 +107,7 @@ def create_app(settings: Settings, config: StreamConfig) -> StreamApp:
     app_id = app_id_for(settings, config)
     data_dir = config.data_dir or settings.state_dir / "streams" / config.worker_name
     data_dir.mkdir(parents=True, exist_ok=True)
+    bound_rocksdb_memory(settings.stream_rocksdb_memory_mb * 2**20)
     app = faust.App(
         app_id,
         broker=f"kafka://{settings.bootstrap_servers}",

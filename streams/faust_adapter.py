@@ -352,8 +352,9 @@ class LeanMonitor(Monitor):
 # database's cache keeping blocks of files compaction had already replaced until that cache was
 # full (16 x 16 MB; +4 MB a minute in the next soak). Past the memtable budget RocksDB flushes the
 # database being written to; past the cache's capacity it evicts the least recently used blocks.
-BLOCK_CACHE_BYTES = 32 * 2**20
-MEMTABLE_BUDGET_BYTES = 8 * 2**20
+# Blocks of replaced files are never looked up again but stay until evicted, so the cache always
+# fills to its capacity: size it for the blocks the joins read (the newest files), not the data.
+DEFAULT_ROCKSDB_MEMORY_BYTES = 16 * 2**20
 # A memtable takes memory a block at a time, write_buffer_size / 8 (1 MB) by default: 16 nearly
 # empty memtables held 16-33 MB, past any budget, and the budget then flushed on every write.
 ARENA_BLOCK_BYTES = 64 * 2**10
@@ -361,9 +362,9 @@ ARENA_BLOCK_BYTES = 64 * 2**10
 # a soak, per database, while flushes were frequent).
 INFO_LOG_BYTES = 2**20
 INFO_LOGS_KEPT = 2
-_BLOCK_CACHE = rocksdict.Cache(BLOCK_CACHE_BYTES)
+_BLOCK_CACHE = rocksdict.Cache(DEFAULT_ROCKSDB_MEMORY_BYTES)
 _MEMTABLES = rocksdict.WriteBufferManager.new_write_buffer_manager_with_cache(
-    MEMTABLE_BUDGET_BYTES, False, _BLOCK_CACHE
+    DEFAULT_ROCKSDB_MEMORY_BYTES // 2, False, _BLOCK_CACHE
 )
 _STORE_SCHEME = "safeloop-rocksdb"
 
@@ -407,14 +408,28 @@ def bounded_store_url() -> str:
     return f"{_STORE_SCHEME}://"
 
 
+def bound_rocksdb_memory(total_bytes: int) -> None:
+    """Hold all of the process's RocksDB memory to `total_bytes`: the block cache's capacity,
+    with the memtables (charged to it) flushed past half of it."""
+    if total_bytes <= 0:
+        raise ValueError(f"RocksDB memory must be positive, not {total_bytes} bytes")
+    _BLOCK_CACHE.set_capacity(total_bytes)
+    _MEMTABLES.set_buffer_size(total_bytes // 2)
+
+
+def rocksdb_memory_bytes() -> int:
+    """The process's RocksDB memory budget (`bound_rocksdb_memory`)."""
+    return int(_MEMTABLES.get_buffer_size()) * 2
+
+
 def memtable_usage_bytes() -> int:
-    """Memory the process's RocksDB memtables take now, against `MEMTABLE_BUDGET_BYTES`."""
+    """Memory the process's RocksDB memtables take now, against half the budget."""
     return int(_MEMTABLES.get_usage())
 
 
 def block_cache_usage_bytes() -> int:
     """Memory the process's RocksDB block cache holds now (memtables charged to it included),
-    against `BLOCK_CACHE_BYTES`."""
+    against the budget."""
     return int(_BLOCK_CACHE.get_usage())
 
 
@@ -434,7 +449,11 @@ def visible_items(table: Any, db: Any) -> Iterator[tuple[bytes, bytes]]:
     Mirrors faust's `Store._visible_items` for rocksdict in one generator instead of two: a
     restart reads every entry through it to index the join's state."""
     offset_key = table.data.offset_key
-    for key, value in db.items():
+    # A full scan would push the blocks the joins read out of the shared cache (and fill it
+    # with blocks read once): it reads past the cache.
+    options = rocksdict.ReadOptions()
+    options.fill_cache(False)  # type: ignore[call-arg]  # rocksdict's stub omits the flag
+    for key, value in db.items(read_opt=options):
         if key != offset_key:
             yield key, value
 

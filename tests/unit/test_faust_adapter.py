@@ -177,10 +177,10 @@ def _locked_version(lock: Path, name: str) -> str | None:
 
 
 @contextlib.contextmanager
-def _worker_app(state: Path) -> Iterator[Any]:
+def _worker_app(state: Path, **settings: Any) -> Iterator[Any]:
     """The worker's app as `create_app` builds it; nothing is started or connected."""
     app = create_app(
-        Settings(state_dir=state, kafka_bootstrap_servers="127.0.0.1:9"),
+        Settings(state_dir=state, kafka_bootstrap_servers="127.0.0.1:9", **settings),
         StreamConfig(data_dir=state / "worker"),
     ).app
     try:
@@ -492,7 +492,7 @@ def test_every_join_table_store_is_opened_with_bounded_memtables(app: Any) -> No
 
 
 def test_every_partition_database_of_a_process_shares_one_memtable_budget(app: Any) -> None:
-    budget = faust_adapter.MEMTABLE_BUDGET_BYTES
+    budget = faust_adapter.rocksdb_memory_bytes() // 2
     # 16 databases, as a worker owning 8 partitions of the two tables has.
     databases = [
         faust_adapter.partition_db(table, partition)
@@ -536,7 +536,55 @@ def test_every_partition_database_of_a_process_reads_through_one_bounded_block_c
             assert db[b"%d-%d" % (n, i)] == value
     after = faust_adapter.block_cache_usage_bytes()
     assert after > before
-    assert after <= faust_adapter.BLOCK_CACHE_BYTES * 1.05
+    assert after <= faust_adapter.rocksdb_memory_bytes() * 1.05
+
+
+def test_the_worker_app_holds_rocksdb_to_the_memory_its_settings_give(tmp_path: Path) -> None:
+    default = Settings().stream_rocksdb_memory_mb * 2**20
+    assert faust_adapter.rocksdb_memory_bytes() == default
+    try:
+        with _worker_app(tmp_path, stream_rocksdb_memory_mb=4) as small:
+            assert faust_adapter.rocksdb_memory_bytes() == 4 * 2**20
+            db = faust_adapter.partition_db(next(iter(small.tables.values())), 6)
+            value = b"u" * 1000
+            for i in range(12_000):
+                db[b"%d" % i] = value
+            db.flush()
+            for i in range(12_000):
+                assert db[b"%d" % i] == value
+            # ~12 MB of blocks read through a 4 MB cache, which cannot evict what the module's
+            # other databases' memtables reserved in it.
+            blocks = faust_adapter.block_cache_usage_bytes() - faust_adapter.memtable_usage_bytes()
+            assert blocks <= 4 * 2**20 * 1.05
+    finally:
+        faust_adapter.bound_rocksdb_memory(default)
+    with pytest.raises(ValueError, match="positive"):
+        faust_adapter.bound_rocksdb_memory(0)
+
+
+def test_a_full_scan_of_a_partition_reads_past_the_block_cache(app: Any) -> None:
+    table = next(iter(app.tables.values()))
+    db = faust_adapter.partition_db(table, 5)
+    there = sum(1 for _ in faust_adapter.visible_items(table, db))
+    value = b"s" * 1000
+    for i in range(8_000):
+        db[b"scan-%d" % i] = value
+    db.flush()
+    default = faust_adapter.rocksdb_memory_bytes()
+    # Room for every block, so a scan through the cache would show.
+    faust_adapter.bound_rocksdb_memory(256 * 2**20)
+    try:
+        before = faust_adapter.block_cache_usage_bytes()
+        scanned = sum(1 for _ in faust_adapter.visible_items(table, db))
+        assert scanned == there + 8_000
+        # 8 MB of blocks read.
+        assert faust_adapter.block_cache_usage_bytes() - before < 2**20
+        for i in range(8_000):
+            assert db[b"scan-%d" % i] == value
+        # Point reads do go through it.
+        assert faust_adapter.block_cache_usage_bytes() - before > 4 * 2**20
+    finally:
+        faust_adapter.bound_rocksdb_memory(default)
 
 
 # -- the worker's graceful stop ------------------------------------------------------------

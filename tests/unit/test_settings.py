@@ -50,6 +50,8 @@ def test_topic_prefix_applies_to_every_topic() -> None:
         ("SAFELOOP_JOIN_WINDOWS", "clicks=soon"),
         ("SAFELOOP_JOIN_WINDOWS", "clicks=-4"),
         ("SAFELOOP_EARLY_OUTCOME_WAIT_MS", "-1"),
+        ("SAFELOOP_STREAM_ROCKSDB_MEMORY_MB", "0"),
+        ("SAFELOOP_STREAM_ROCKSDB_MEMORY_MB", "16MB"),
     ],
 )
 def test_invalid_values_name_the_variable(variable: str, value: str) -> None:
@@ -86,12 +88,14 @@ def test_to_env_round_trips_for_child_processes() -> None:
             "SAFELOOP_JOIN_WINDOW_MS": "2000",
             "SAFELOOP_JOIN_WINDOWS": "clicks=60000, churn=7776000000",
             "SAFELOOP_EARLY_OUTCOME_WAIT_MS": "3000",
+            "SAFELOOP_STREAM_ROCKSDB_MEMORY_MB": "64",
             "SAFELOOP_MODEL_STORE": "mlflow",
             "MLFLOW_TRACKING_URI": "http://mlflow:5000",
         }
     )
     assert settings.join_windows_ms == (("clicks", 60_000), ("churn", 7_776_000_000))
     assert settings.early_outcome_wait_ms == 3000
+    assert settings.stream_rocksdb_memory_mb == 64
     assert Settings.from_env(settings.to_env()) == settings
     assert Settings.from_env(Settings().to_env()) == Settings()
 
