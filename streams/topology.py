@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from safeloop.infra.kafka.topics import TopicAdmin, topic_specs
+from safeloop.infra.kafka.topics import TopicAdmin, changelog_spec, topic_specs
 from safeloop.infra.settings import Settings
 from safeloop.streams.exceptions import PartitionCountError
 
@@ -24,7 +24,10 @@ def check_join_topics(
     found = {name: counts[name] for name in (*joined, *changelogs) if name in counts}
     if any(count != settings.partitions for count in found.values()):
         raise PartitionCountError(_advice(found, settings.partitions))
-    created = admin.ensure([spec for spec in topic_specs(settings) if spec.name in joined])
+    # The changelogs too, before faust would: its creation gives up at the first refusal (all
+    # brokers fenced for a second stopped a worker), and sets no min.insync.replicas.
+    wanted = [spec for spec in topic_specs(settings) if spec.name in joined]
+    created = admin.ensure([*wanted, *(changelog_spec(settings, name) for name in changelogs)])
     if created:
         log.info("created join topics %s with %s partitions", created, settings.partitions)
 

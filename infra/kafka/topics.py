@@ -96,6 +96,15 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     ]
 
 
+def changelog_spec(settings: Settings, name: str) -> TopicSpec:
+    """A stream table's changelog as faust would create it (compacted, one partition per table
+    partition), with the durability of safeloop's own topics, which faust does not set."""
+    config = {"cleanup.policy": "compact", **_durability(settings.replication_factor)}
+    return TopicSpec(
+        name, settings.partitions, settings.replication_factor, MappingProxyType(config), True
+    )
+
+
 def _durability(replication_factor: int) -> dict[str, str]:
     # With acks=all a write must reach all replicas but one: one node may be down (a restart,
     # a crash) without stopping writes, and an acknowledged write survives losing any one.
@@ -124,26 +133,54 @@ class TopicAdmin:
         missing = [spec for spec in specs if spec.name not in existing]
         if not missing:
             return []
+        created: list[str] = []
+        deadline = time.monotonic() + self._timeout
+        backoff_s = 0.2
+        while missing:
+            failed = self._create(missing, created)
+            if not failed:
+                break
+            name, exc = failed[0]
+            if time.monotonic() + backoff_s > deadline:
+                raise KafkaAdminError(
+                    f"creating topic {name} failed for {self._timeout:.0f}s: {exc}", topic=name
+                ) from exc
+            log.warning("creating topics %s failed (%s); retrying", [n for n, _ in failed], exc)
+            time.sleep(backoff_s)
+            backoff_s = min(backoff_s * 2, 2.0)
+            retry = {n for n, _ in failed}
+            missing = [spec for spec in missing if spec.name in retry]
+        self._wait_until_visible(created)
+        return created
+
+    def _create(
+        self, specs: Sequence[TopicSpec], created: list[str]
+    ) -> list[tuple[str, KafkaException]]:
+        """One CreateTopics request; appends what it created to `created` and returns the
+        topics that failed for a reason that passes (fenced or restarting brokers)."""
         new_topics = [
             NewTopic(s.name, s.partitions, s.replication_factor, config=dict(s.config))
-            for s in missing
+            for s in specs
         ]
         futures = self._admin.create_topics(
             new_topics, operation_timeout=self._timeout, request_timeout=self._timeout
         )
-        created: list[str] = []
+        transient: list[tuple[str, KafkaException]] = []
         for name, future in futures.items():
             try:
                 future.result(timeout=self._timeout)
             except KafkaException as exc:
+                code = _error_code(exc)
                 # Another process created it between our listing and our request: fine.
-                if _error_code(exc) == KafkaError.TOPIC_ALREADY_EXISTS:
+                if code == KafkaError.TOPIC_ALREADY_EXISTS:
+                    continue
+                if code in _PASSING_CREATE_ERRORS or _retriable(exc):
+                    transient.append((name, exc))
                     continue
                 raise KafkaAdminError(f"creating topic {name} failed: {exc}", topic=name) from exc
             log.info("created topic %s", name)
             created.append(name)
-        self._wait_until_visible(created)
-        return created
+        return transient
 
     def delete(self, names: Iterable[str]) -> None:
         """Delete topics; ones that do not exist are ignored."""
@@ -241,6 +278,24 @@ class TopicAdmin:
                     topic=sorted(pending)[0],
                 )
             time.sleep(0.1)
+
+
+# Refusals that pass on their own: while the brokers are fenced or not yet registered with the
+# controller (a stalled or starting cluster) there are too few to place the replicas on.
+_PASSING_CREATE_ERRORS = frozenset(
+    {
+        KafkaError.INVALID_REPLICATION_FACTOR,
+        KafkaError.NOT_CONTROLLER,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+    }
+)
+
+
+def _retriable(exc: KafkaException) -> bool:
+    error = exc.args[0] if exc.args else None
+    return isinstance(error, KafkaError) and error.retriable()
 
 
 def _error_code(exc: KafkaException) -> int | None:

@@ -301,8 +301,11 @@ class ChaosLoop:
     def start_metrics(self, *, ready: bool = True) -> MetricsProcess:
         """`safeloop metrics run` with the guard (once /readyz says 200 unless told otherwise)."""
         log = self.run.state_dir / "metrics.log"
+        # One id across restarts, as a StatefulSet pod keeps its name: a restarted service gets
+        # its partitions back at once instead of after the killed one's session.
+        instance = ["--instance-id", f"{self.settings.topic_prefix}metrics"]
         self.metrics = self.processes.enter_context(
-            metrics_process(self.settings, *METRICS_ARGS, ready=ready, log=log)
+            metrics_process(self.settings, *METRICS_ARGS, *instance, ready=ready, log=log)
         )
         return self.metrics
 

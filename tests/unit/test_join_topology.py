@@ -24,6 +24,7 @@ class _FakeAdmin:
         for topic in self.topics.values():
             topic.error = None
         self.created: list[str] = []
+        self.configs: dict[str, dict[str, str]] = {}
 
     def list_topics(self, timeout: float) -> SimpleNamespace:
         return SimpleNamespace(topics=self.topics)
@@ -32,6 +33,7 @@ class _FakeAdmin:
         done: dict[str, Any] = {}
         for topic in new_topics:
             self.created.append(topic.topic)
+            self.configs[topic.topic] = dict(topic.config)
             self.topics[topic.topic] = SimpleNamespace(
                 partitions={p: SimpleNamespace(leader=1) for p in range(topic.num_partitions)},
                 error=None,
@@ -53,6 +55,15 @@ def test_the_missing_repartition_topic_is_created_with_the_same_count() -> None:
     check_join_topics(admin(fake), SETTINGS)
     assert fake.created == [topics.repartition]
     assert len(fake.topics[topics.repartition].partitions) == 4
+
+
+def test_missing_changelogs_are_created_compacted_before_faust_would() -> None:
+    topics = SETTINGS.topics
+    fake = _FakeAdmin({topics.predictions: 4, topics.outcomes: 4, topics.repartition: 4})
+    check_join_topics(admin(fake), SETTINGS, ["t.app-pending-changelog"])
+    assert fake.created == ["t.app-pending-changelog"]
+    assert len(fake.topics["t.app-pending-changelog"].partitions) == 4
+    assert fake.configs["t.app-pending-changelog"]["cleanup.policy"] == "compact"
 
 
 def test_outcomes_with_another_count_are_refused_with_what_to_do() -> None:

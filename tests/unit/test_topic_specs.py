@@ -6,9 +6,10 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
 from safeloop.infra.exceptions import KafkaAdminError
-from safeloop.infra.kafka.topics import TopicAdmin, TopicSpec, topic_specs
+from safeloop.infra.kafka.topics import TopicAdmin, TopicSpec, changelog_spec, topic_specs
 from safeloop.infra.settings import Settings
 
 
@@ -114,3 +115,69 @@ def test_ensure_tolerates_other_topics_with_another_partition_count() -> None:
     fake = _FakeAdmin(existing)
     assert TopicAdmin(fake).ensure(topic_specs(settings)) == []  # type: ignore[arg-type]
     assert fake.created == []
+
+
+class _RefusingAdmin(_FakeAdmin):
+    """Refuses each creation with the next error of `refusals`, then creates."""
+
+    def __init__(self, refusals: list[int]) -> None:
+        super().__init__({})
+        self.refusals = refusals
+        self.requests = 0
+
+    def create_topics(self, new_topics: list[Any], **_: Any) -> dict[str, Any]:
+        self.requests += 1
+        code = self.refusals.pop(0) if self.refusals else None
+        futures: dict[str, Any] = {}
+        for topic in new_topics:
+            if code is None:
+                self.created.append(topic)
+                self.topics[topic.topic] = SimpleNamespace(
+                    partitions={p: SimpleNamespace(leader=1) for p in range(topic.num_partitions)},
+                    error=None,
+                )
+                futures[topic.topic] = SimpleNamespace(result=lambda timeout: None)
+            else:
+                futures[topic.topic] = SimpleNamespace(result=_raiser(code))
+        return futures
+
+
+def _raiser(code: int) -> Any:
+    def result(timeout: float) -> None:
+        raise KafkaException(KafkaError(code, "refused"))
+
+    return result
+
+
+def test_ensure_retries_a_creation_refused_while_the_brokers_are_fenced() -> None:
+    settings = Settings(partitions=2)
+    # What the controller answers while every broker is fenced (a stalled machine).
+    fake = _RefusingAdmin([KafkaError.INVALID_REPLICATION_FACTOR] * 2)
+    created = TopicAdmin(fake, timeout=10.0).ensure(topic_specs(settings)[:1])  # type: ignore[arg-type]
+    assert created == [settings.topics.predictions]
+    assert fake.requests == 3
+
+
+def test_ensure_gives_up_on_a_passing_refusal_after_its_timeout_naming_the_topic() -> None:
+    settings = Settings(partitions=2)
+    fake = _RefusingAdmin([KafkaError.INVALID_REPLICATION_FACTOR] * 100)
+    with pytest.raises(KafkaAdminError) as raised:
+        TopicAdmin(fake, timeout=1.0).ensure(topic_specs(settings)[:1])  # type: ignore[arg-type]
+    assert raised.value.topic == settings.topics.predictions
+    assert "failed for 1s" in str(raised.value)
+    assert 2 <= fake.requests < 10
+
+
+def test_ensure_does_not_retry_a_refusal_that_will_not_pass() -> None:
+    settings = Settings(partitions=2)
+    fake = _RefusingAdmin([KafkaError.TOPIC_AUTHORIZATION_FAILED] * 100)
+    with pytest.raises(KafkaAdminError, match="creating topic"):
+        TopicAdmin(fake, timeout=10.0).ensure(topic_specs(settings)[:1])  # type: ignore[arg-type]
+    assert fake.requests == 1
+
+
+def test_a_changelog_is_compacted_and_as_durable_as_the_topics_it_joins() -> None:
+    spec = changelog_spec(Settings(partitions=6).with_kafka_brokers(3), "app-pending-changelog")
+    assert (spec.partitions, spec.replication_factor) == (6, 3)
+    assert dict(spec.config) == {"cleanup.policy": "compact", "min.insync.replicas": "2"}
+    assert spec.co_partitioned
