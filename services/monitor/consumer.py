@@ -45,6 +45,13 @@ LAG_REFRESH_S = 1.0
 # Broker round trips measuring where "caught up" is, after the first assignment and again each
 # time the previous measure is reached.
 CATCH_UP_PROBE_TIMEOUT_S = 5.0
+# A static member whose session ran out while its coordinator was away gets its member id
+# reset; a commit queued during the outage then reaches the new coordinator under the blank id
+# and is refused as fenced, which librdkafka makes fatal (librdkafka#3437, #5585). Nobody else
+# holds the id: the consumer joins again with a new client, once per this many seconds; a
+# second fencing within it is another live process with the same id.
+REJOIN_AFTER_COMMIT_FENCED_S = 60.0
+_COMMIT_FENCED = "OffsetCommit failed"
 
 
 @dataclass(slots=True)
@@ -64,6 +71,8 @@ class ConsumerCounts:
     # Partitions a rebalance took away and gave straight back: resumed where reading was,
     # windows intact, nothing re-read.
     partitions_kept: int = 0
+    # New clients after the consumer's own queued commit fenced it (REJOIN_AFTER_COMMIT_FENCED_S).
+    rejoins_after_fencing: int = 0
 
 
 @dataclass(slots=True)
@@ -119,8 +128,13 @@ class EventConsumer(Generic[E]):
         name: str,
         validate: Validator[E] | None = None,
         counts: ConsumerCounts | None = None,
+        new_client: Callable[[], Consumer] | None = None,
     ) -> None:
+        """`new_client` makes another client like `consumer` (same group and instance id), for
+        rejoining after a fencing that a commit of its own caused."""
         self._consumer = consumer
+        self._new_client = new_client
+        self._rejoined_at: float | None = None
         self.topic = topic
         self._codec = codec
         self._dead_letters = dead_letters
@@ -149,8 +163,11 @@ class EventConsumer(Generic[E]):
         # partition -> offset to reach (its high watermark when first assigned); None until
         # measured. Emptied as partitions reach it; then `membership.caught_up_at` is set.
         self._catch_up: dict[int, int] | None = None
-        consumer.subscribe(
-            [topic], on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost
+        self._subscribe()
+
+    def _subscribe(self) -> None:
+        self._consumer.subscribe(
+            [self.topic], on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost
         )
 
     def poll(self, max_records: int, timeout_s: float) -> list[E]:
@@ -165,7 +182,8 @@ class EventConsumer(Generic[E]):
                 # librdkafka's fatal state (a static member fenced by another with its id)
                 # comes as a message with code _FATAL; the client is useless from then on.
                 if error.code() == KafkaError._FATAL:
-                    raise ConsumerFencedError(self.name, self.topic, error.str())
+                    self._rejoin_after_fencing(error.str())
+                    break
                 if is_refusal(error):
                     refusal = refusal_of(
                         self._consumer, error, operation="read", resource=f"topic {self.topic}"
@@ -197,6 +215,39 @@ class EventConsumer(Generic[E]):
             self._lag_refreshed = now
             self._refresh_lag()
         return events
+
+    def _rejoin_after_fencing(self, reason: str) -> None:
+        """Replace a client fenced by its own queued commit (REJOIN_AFTER_COMMIT_FENCED_S);
+        raise ConsumerFencedError for any other fencing."""
+        now = time.monotonic()
+        if (
+            self._new_client is None
+            or _COMMIT_FENCED not in reason
+            or (
+                self._rejoined_at is not None
+                and now - self._rejoined_at < REJOIN_AFTER_COMMIT_FENCED_S
+            )
+        ):
+            raise ConsumerFencedError(self.name, self.topic, reason)
+        logger.warning(
+            "%s: fenced by a commit of its own queued before its session ran out; joining the "
+            "group again with a new client (%s)",
+            self.name,
+            reason,
+        )
+        self._rejoined_at = now
+        self.counts.rejoins_after_fencing += 1
+        if self.membership.partitions:
+            # As if lost: if the rejoin gives them back, reading resumes where it got.
+            self._lost(
+                self._consumer, [TopicPartition(self.topic, p) for p in self.membership.partitions]
+            )
+        fenced, self._consumer = self._consumer, self._new_client()
+        try:
+            fenced.close()
+        except (KafkaException, RuntimeError) as exc:
+            logger.debug("%s: closing the fenced client: %s", self.name, exc)
+        self._subscribe()
 
     def positions(self) -> list[TopicPartition]:
         """Where reading has got to, per partition: what a commit after the side effect stores."""

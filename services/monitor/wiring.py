@@ -6,6 +6,7 @@ import dataclasses
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Consumer
@@ -169,13 +170,20 @@ def build_metrics_service(
     # The loop commits without waiting (a dead coordinator must not stop the guard): each
     # consumer's answers are counted by its listener.
     prediction_counts, feedback_counts = ConsumerCounts(), ConsumerCounts()
+    # One id for each consumer's clients, a client replacing a fenced one included.
+    instance = instance_id or unique_name()
+
+    def new_client(group: str, listener: CommitListener) -> Callable[[], Consumer]:
+        return lambda: metrics_consumer(settings, group, listener, instance_id=instance)
+
+    prediction_client = new_client(
+        f"{group_prefix}-predictions", CommitListener("metrics-predictions", prediction_counts)
+    )
+    feedback_client = new_client(
+        f"{group_prefix}-feedback", CommitListener("metrics-feedback", feedback_counts)
+    )
     predictions = EventConsumer(
-        metrics_consumer(
-            settings,
-            f"{group_prefix}-predictions",
-            CommitListener("metrics-predictions", prediction_counts),
-            instance_id=instance_id,
-        ),
+        prediction_client(),
         topics.predictions,
         PREDICTION_CODEC,
         dead_letters,
@@ -183,20 +191,17 @@ def build_metrics_service(
         name="metrics-predictions",
         validate=valid_prediction,
         counts=prediction_counts,
+        new_client=prediction_client,
     )
     feedback = EventConsumer(
-        metrics_consumer(
-            settings,
-            f"{group_prefix}-feedback",
-            CommitListener("metrics-feedback", feedback_counts),
-            instance_id=instance_id,
-        ),
+        feedback_client(),
         topics.feedback,
         FEEDBACK_CODEC,
         dead_letters,
         topics.dead_letter,
         name="metrics-feedback",
         counts=feedback_counts,
+        new_client=feedback_client,
     )
     follower = start_follower(settings)
     issuer = build_issuer(settings, follower, store)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
+from _stream_harness import prediction
 from _waiting import poller
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
@@ -91,7 +92,9 @@ class GroupOnTopic:
         return consumer, membership
 
     def event_consumer(self, name: str, **config: Any) -> EventConsumer[Any]:
-        """A metrics consumer of the group as `metrics run` wraps it."""
+        """A metrics consumer of the group as `metrics run` wraps it (a new client for a
+        rejoin keeps the instance id, as `metrics run`'s does)."""
+        config.setdefault("instance_id", f"{name}-{uuid.uuid4().hex[:6]}")
         return EventConsumer(
             metrics_consumer(self.settings, self.group, **config),
             self.topic,
@@ -99,6 +102,7 @@ class GroupOnTopic:
             make_producer(self.settings),
             self.settings.topics.dead_letter,
             name=name,
+            new_client=lambda: metrics_consumer(self.settings, self.group, **config),
         )
 
 
@@ -145,12 +149,14 @@ def _polling(consumer: Consumer) -> Iterator[list[float]]:
 
 @contextmanager
 def _producing(settings: Settings, topic: str) -> Iterator[None]:
+    """Predictions into `topic` on a thread, until the block ends."""
     producer = make_producer(settings)
     stop = threading.Event()
 
     def run() -> None:
         while not stop.is_set():
-            producer.produce(topic, key=uuid.uuid4().hex, value=b"x")
+            key = uuid.uuid4().hex
+            producer.produce(topic, key=key, value=PREDICTION_CODEC.encode(prediction(key)))
             producer.poll(0.02)
         producer.flush(60)
 
@@ -202,6 +208,53 @@ def test_a_metrics_consumer_whose_coordinator_broker_dies_gets_its_partitions_st
         [(round(lost - killed, 2), round(back - killed, 2)) for lost, back in spells],
         round(moved - killed, 2),
     )
+
+
+def test_a_metrics_consumer_committing_through_its_coordinators_death_keeps_reading(
+    kafka_cluster: KafkaCluster,
+) -> None:
+    """`metrics run` commits every snapshot without waiting. Commits queued while the
+    coordinator is dead reach the new one after the session ran out, under the blank member id
+    librdkafka then holds: refused as fenced, which it makes fatal. Found by the soak (a broker
+    restart stopped `metrics run`); the consumer must join again and read on."""
+    setup = _group_on_topic(kafka_cluster)
+    settings, topic, group, partitions = setup.settings, setup.topic, setup.group, setup.partitions
+    consumer = setup.event_consumer(
+        "committing", **{"session.timeout.ms": SESSION_MS, "heartbeat.interval.ms": 1_500}
+    )
+    admin = admin_client(settings)
+    victim = None
+    read: list[float] = []
+    try:
+        with _producing(settings, topic):
+
+            def poll_and_commit() -> None:
+                read.extend(time.monotonic() for _ in consumer.poll(500, 0.1))
+                consumer.commit(consumer.positions(), wait=False)
+
+            assert wait_for(lambda: poll_and_commit() or len(read) > 50)
+            assert consumer.counts.dead_lettered == 0
+            victim = _coordinator(admin, group)
+            killed = time.monotonic()
+            kafka_cluster.broker.kill_node(victim)
+            # Through the session's loss and the new coordinator's answers to the queued commits.
+            while time.monotonic() < killed + 2 * SESSION_MS / 1000 + 5:
+                poll_and_commit()
+            since = len(read)
+            assert wait_for(
+                lambda: (
+                    poll_and_commit()
+                    or (consumer.membership.partitions == partitions and len(read) > since + 50)
+                )
+            ), consumer.membership
+            # A member of the group again: its commit is taken.
+            consumer.commit(consumer.positions(), wait=True)
+    finally:
+        consumer.close()
+        if victim is not None:
+            kafka_cluster.broker.start()
+    assert consumer.counts.commits == 1
+    assert consumer.counts.rejoins_after_fencing <= 1
 
 
 def test_a_closing_metrics_consumer_hands_its_partitions_over_at_once(
