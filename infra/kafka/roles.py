@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Mapping
-from concurrent.futures import Future
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TypeVar
 
-from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._acl import AclBinding, AclOperation, AclPermissionType
 from confluent_kafka.admin._resource import ResourcePatternType, ResourceType
@@ -21,20 +16,13 @@ from confluent_kafka.admin._scram import (
     UserScramCredentialUpsertion,
 )
 
-from safeloop.infra.exceptions import KafkaAdminError
+from safeloop.infra.kafka.admin_retry import until_done
 from safeloop.infra.kafka.broker_security import SCRAM_ITERATIONS
 from safeloop.infra.settings import Secret, Settings
 
 log = logging.getLogger(__name__)
 
 _TIMEOUT_S = 30.0
-# A broker just (re)started may answer metadata before its controller takes admin requests
-# ("Failed while waiting for controller"): such requests are retried this long.
-RETRY_FOR_S = 120.0
-_RETRY_EVERY_S = 1.0
-_LOCAL_RETRIABLE = (KafkaError._TIMED_OUT, KafkaError._TRANSPORT)
-
-T = TypeVar("T")
 # streams/app.py's default app id (consumer group, and the prefix of its changelog and
 # repartition topics); tests/unit/test_kafka_roles.py checks the two agree.
 PROCESSOR_APP_SUFFIX = "safeloop-streams"
@@ -151,7 +139,7 @@ def upsert_users(admin: AdminClient, mechanism: str, passwords: dict[str, Secret
         for user, password in passwords.items()
     ]
     by_user = {upsert.user: upsert for upsert in upserts}
-    _until_done(
+    until_done(
         lambda users: admin.alter_user_scram_credentials(
             [by_user[user] for user in users], request_timeout=_TIMEOUT_S
         ),
@@ -163,39 +151,9 @@ def upsert_users(admin: AdminClient, mechanism: str, passwords: dict[str, Secret
 
 def apply_grants(admin: AdminClient, grants: list[Grant], usernames: dict[Role, str]) -> None:
     """Create the ACLs (creating one that exists is a no-op)."""
-    _until_done(
+    until_done(
         lambda bindings: admin.create_acls(bindings, request_timeout=_TIMEOUT_S),
         acl_bindings(grants, usernames),
         lambda binding: f"creating ACL {binding}",
     )
     log.info("Kafka ACLs ready: %d grants for %d roles", len(grants), len(usernames))
-
-
-def _until_done(
-    submit: Callable[[list[T]], Mapping[T, Future[None]]],
-    items: list[T],
-    what: Callable[[T], str],
-    retry_for_s: float = RETRY_FOR_S,
-    sleep: Callable[[float], None] = time.sleep,
-) -> None:
-    """Submit `items`, again for those that failed retriably, until all are done or
-    `retry_for_s` passed; any other failure raises at once."""
-    deadline = time.monotonic() + retry_for_s
-    pending = items
-    while pending:
-        retry: list[T] = []
-        for item, future in submit(pending).items():
-            try:
-                future.result()
-            except KafkaException as exc:
-                error = exc.args[0] if exc.args else None
-                retriable = isinstance(error, KafkaError) and (
-                    error.retriable() or error.code() in _LOCAL_RETRIABLE
-                )
-                if not retriable or time.monotonic() >= deadline:
-                    raise KafkaAdminError(f"{what(item)} failed: {exc}") from exc
-                log.warning("%s: %s; retrying", what(item), error)
-                retry.append(item)
-        if retry:
-            sleep(_RETRY_EVERY_S)
-        pending = retry

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -16,6 +17,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType  # t
 from confluent_kafka.cimpl import NewTopic
 
 from safeloop.infra.exceptions import KafkaAdminError
+from safeloop.infra.kafka.admin_retry import until_done
 from safeloop.infra.kafka.clients import admin_client
 from safeloop.infra.settings import Settings, local_min_insync_replicas
 
@@ -133,54 +135,33 @@ class TopicAdmin:
         missing = [spec for spec in specs if spec.name not in existing]
         if not missing:
             return []
-        created: list[str] = []
-        deadline = time.monotonic() + self._timeout
-        backoff_s = 0.2
-        while missing:
-            failed = self._create(missing, created)
-            if not failed:
-                break
-            name, exc = failed[0]
-            if time.monotonic() + backoff_s > deadline:
-                raise KafkaAdminError(
-                    f"creating topic {name} failed for {self._timeout:.0f}s: {exc}", topic=name
-                ) from exc
-            log.warning("creating topics %s failed (%s); retrying", [n for n, _ in failed], exc)
-            time.sleep(backoff_s)
-            backoff_s = min(backoff_s * 2, 2.0)
-            retry = {n for n, _ in failed}
-            missing = [spec for spec in missing if spec.name in retry]
+        by_name = {spec.name: spec for spec in missing}
+        created = until_done(
+            lambda names: self._create([by_name[name] for name in names]),
+            list(by_name),
+            lambda name: f"creating topic {name}",
+            retry_for_s=self._timeout,
+            retry_every_s=_CREATE_RETRY_EVERY_S,
+            answer_timeout_s=self._timeout,
+            passing=_PASSING_CREATE_ERRORS,
+            # Another process created it between our listing and our request: fine.
+            settled=(KafkaError.TOPIC_ALREADY_EXISTS,),
+            topic_of=lambda name: name,
+        )
+        for name in created:
+            log.info("created topic %s", name)
         self._wait_until_visible(created)
         return created
 
-    def _create(
-        self, specs: Sequence[TopicSpec], created: list[str]
-    ) -> list[tuple[str, KafkaException]]:
-        """One CreateTopics request; appends what it created to `created` and returns the
-        topics that failed for a reason that passes (fenced or restarting brokers)."""
+    def _create(self, specs: Sequence[TopicSpec]) -> Mapping[str, Future[None]]:
+        """One CreateTopics request: a future per topic name."""
         new_topics = [
             NewTopic(s.name, s.partitions, s.replication_factor, config=dict(s.config))
             for s in specs
         ]
-        futures = self._admin.create_topics(
+        return self._admin.create_topics(
             new_topics, operation_timeout=self._timeout, request_timeout=self._timeout
         )
-        transient: list[tuple[str, KafkaException]] = []
-        for name, future in futures.items():
-            try:
-                future.result(timeout=self._timeout)
-            except KafkaException as exc:
-                code = _error_code(exc)
-                # Another process created it between our listing and our request: fine.
-                if code == KafkaError.TOPIC_ALREADY_EXISTS:
-                    continue
-                if code in _PASSING_CREATE_ERRORS or _retriable(exc):
-                    transient.append((name, exc))
-                    continue
-                raise KafkaAdminError(f"creating topic {name} failed: {exc}", topic=name) from exc
-            log.info("created topic %s", name)
-            created.append(name)
-        return transient
 
     def delete(self, names: Iterable[str]) -> None:
         """Delete topics; ones that do not exist are ignored."""
@@ -282,20 +263,12 @@ class TopicAdmin:
 
 # Refusals that pass on their own: while the brokers are fenced or not yet registered with the
 # controller (a stalled or starting cluster) there are too few to place the replicas on.
-_PASSING_CREATE_ERRORS = frozenset(
-    {
-        KafkaError.INVALID_REPLICATION_FACTOR,
-        KafkaError.NOT_CONTROLLER,
-        KafkaError.REQUEST_TIMED_OUT,
-        KafkaError._TIMED_OUT,
-        KafkaError._TRANSPORT,
-    }
+_PASSING_CREATE_ERRORS = (
+    KafkaError.INVALID_REPLICATION_FACTOR,
+    KafkaError.NOT_CONTROLLER,
+    KafkaError.REQUEST_TIMED_OUT,
 )
-
-
-def _retriable(exc: KafkaException) -> bool:
-    error = exc.args[0] if exc.args else None
-    return isinstance(error, KafkaError) and error.retriable()
+_CREATE_RETRY_EVERY_S = 0.5
 
 
 def _error_code(exc: KafkaException) -> int | None:

@@ -12,6 +12,7 @@ from confluent_kafka import KafkaError, KafkaException
 from cryptography import x509
 
 from safeloop.infra.exceptions import KafkaAdminError
+from safeloop.infra.kafka.admin_retry import until_done
 from safeloop.infra.kafka.broker_security import (
     BrokerSecurity,
     scram_format_argument,
@@ -23,7 +24,6 @@ from safeloop.infra.kafka.roles import (
     Grant,
     Resource,
     Role,
-    _until_done,
     acl_bindings,
     role_grants,
 )
@@ -152,7 +152,7 @@ def test_admin_requests_a_restarted_controller_times_out_are_retried_for_the_fai
         answers = next(outcomes)
         return {item: _future(answers[item]) for item in items}
 
-    _until_done(submit, ["a", "b"], lambda item: f"creating {item}", sleep=lambda _: None)
+    until_done(submit, ["a", "b"], lambda item: f"creating {item}", sleep=lambda _: None)
     assert submitted == [["a", "b"], ["b"]]
 
 
@@ -165,7 +165,7 @@ def test_an_admin_request_refused_for_good_fails_at_once_naming_the_item() -> No
         return {item: _future(KafkaError.TOPIC_AUTHORIZATION_FAILED) for item in items}
 
     with pytest.raises(KafkaAdminError, match="creating a failed"):
-        _until_done(submit, ["a"], lambda item: f"creating {item}", sleep=lambda _: None)
+        until_done(submit, ["a"], lambda item: f"creating {item}", sleep=lambda _: None)
     assert calls == 1
 
 
@@ -174,4 +174,4 @@ def test_retrying_an_admin_request_stops_at_its_deadline() -> None:
         return {item: _future(KafkaError._TIMED_OUT) for item in items}
 
     with pytest.raises(KafkaAdminError, match=r"creating a failed: .*(Timed out|TIMED_OUT)"):
-        _until_done(submit, ["a"], lambda item: f"creating {item}", retry_for_s=0.0)
+        until_done(submit, ["a"], lambda item: f"creating {item}", retry_for_s=0.0)

@@ -164,7 +164,7 @@ def test_ensure_gives_up_on_a_passing_refusal_after_its_timeout_naming_the_topic
     with pytest.raises(KafkaAdminError) as raised:
         TopicAdmin(fake, timeout=1.0).ensure(topic_specs(settings)[:1])  # type: ignore[arg-type]
     assert raised.value.topic == settings.topics.predictions
-    assert "failed for 1s" in str(raised.value)
+    assert "retried for 1s" in str(raised.value)
     assert 2 <= fake.requests < 10
 
 
