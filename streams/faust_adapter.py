@@ -14,6 +14,8 @@ changes (signatures, attributes, and hashes of the faust code copied or mirrored
 - `partition_db`, `visible_items`, `persisted_offset`, `set_persisted_offset`: the RocksDB
   store's database of one partition, its items, and the changelog offset it was restored to.
 - `restore_changelogs`, `restore_tally`: table recovery written in batches, and its figures.
+- `install_bulk_restore`: the active partitions' changelogs read through librdkafka
+  (`changelog_restore`) before faust's recovery reads what is left.
 - `started_consumer`, `committed_offset`, `in_recovery`: what the worker's /metrics and expiry
   read off the app and its consumer.
 - `DrainingWorker`: faust's Worker running a hook when told to stop, before it stops the app.
@@ -39,6 +41,7 @@ over only while flow is active and the consumer generation has not changed, as f
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from time import monotonic
@@ -51,6 +54,16 @@ from faust.stores import STORES
 from faust.stores import rocksdb as faust_rocksdb
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
+
+from safeloop.streams.changelog_restore import (
+    RestoreConsumer,
+    RestoreTarget,
+    restore_partitions,
+    total_remaining,
+    write_restored,
+)
+
+log = logging.getLogger(__name__)
 
 # The faust-streaming release this module was written against (pinned in pyproject.toml).
 FAUST_VERSION = "0.15.3"
@@ -255,20 +268,83 @@ def restore_changelogs(app: Any, fetched: dict[Any, Any]) -> dict[Any, Any]:
             if not flushed:
                 recovery.flush_buffers()
                 flushed = True
-            batch = rocksdict.WriteBatch(raw_mode=True)
-            for record in new:
-                if record.value is None:
-                    batch.delete(record.key)
-                else:
-                    batch.put(record.key, record.value)
             last = new[-1].offset
-            # Atomic with the data (faust writes the offset separately).
-            batch.put(store.offset_key, str(last).encode())
-            store._db_for_partition(tp.partition).write(batch)
+            pairs = ((record.key, record.value) for record in new)
+            write_restored(store._db_for_partition(tp.partition), store.offset_key, pairs, last)
             offsets[tp] = last
             restore_tally(app).record(len(new), recovery._recovery_started_at, monotonic())
         rest[tp] = records[-1:]
     return rest
+
+
+# Below this many entries to restore, faust's path is as quick as opening a new connection.
+BULK_RESTORE_MIN_ENTRIES = 10_000
+
+
+def install_bulk_restore(app: Any, new_consumer: Callable[[], RestoreConsumer]) -> None:
+    """Restore the active tables' changelogs through librdkafka (`changelog_restore`, with a
+    consumer from `new_consumer`) before faust's recovery reads on from where it stopped.
+
+    faust's recovery seeks the consumer to the active partitions' offsets once it has their
+    highwaters and restored offsets; the restore runs just before that seek and advances the
+    offsets, so faust finds the partitions restored (or reads the rest, as it would have)."""
+    recovery = app.tables.recovery
+    seek = recovery._seek_offsets
+
+    async def _seek_offsets(consumer: Any, tps: Any, offsets: Any, title: str) -> None:
+        if title == "active":
+            await _bulk_restore(app, new_consumer, tps, offsets)
+        await seek(consumer, tps, offsets, title)
+
+    recovery._seek_offsets = _seek_offsets
+
+
+async def _bulk_restore(
+    app: Any, new_consumer: Callable[[], RestoreConsumer], tps: Iterable[Any], offsets: Any
+) -> None:
+    recovery = app.tables.recovery
+    targets = []
+    for tp in tps:
+        table = recovery.tp_to_table.get(tp)
+        last = recovery.active_highwaters.get(tp)
+        db = None if table is None else partition_db(table, tp.partition)
+        if db is None or last is None:
+            continue
+        restored = offsets.get(tp)
+        start = 0 if restored is None else restored + 1
+        targets.append(
+            RestoreTarget(tp.topic, tp.partition, start, last, db, table.data.offset_key)
+        )
+    if total_remaining(targets) < BULK_RESTORE_MIN_ENTRIES:
+        return
+    tally = restore_tally(app)
+    started = recovery._recovery_started_at
+    before, began = tally.entries, monotonic()
+    consumer = new_consumer()
+    try:
+        written = await restore_partitions(
+            consumer,
+            targets,
+            # faust gives up on this step after broker_request_timeout (it stops the service):
+            # whatever is left past a third of it, faust's recovery reads.
+            budget_s=float(app.conf.broker_request_timeout) / 3,
+            on_written=lambda entries: tally.record(entries, started, monotonic()),
+        )
+    finally:
+        consumer.close()
+    for (topic, partition), last in written.items():
+        offsets[TP(topic, partition)] = last
+    entries = tally.entries - before
+    seconds = monotonic() - began
+    log.info(
+        "restored %d changelog entries of %d partitions through librdkafka in %.1f s (%.0f/s); "
+        "%d left to faust's recovery",
+        entries,
+        len(written),
+        seconds,
+        entries / seconds if seconds else 0.0,
+        total_remaining(targets),
+    )
 
 
 class Transport(faust_aiokafka.Transport):

@@ -14,13 +14,14 @@ from typing import Any
 from faust.types import TP
 
 from safeloop.infra.clickhouse.client import clickhouse_client
-from safeloop.infra.kafka.clients import producer_config, with_client_logging
+from safeloop.infra.kafka.clients import make_consumer, producer_config, with_client_logging
 from safeloop.infra.kafka.topics import TopicAdmin
 from safeloop.infra.process_logging import configure_logging
 from safeloop.infra.settings import Settings
 from safeloop.schemas.codec import DEAD_LETTER_CODEC, FEEDBACK_CODEC
 from safeloop.schemas.tables import DEAD_LETTERS, FEEDBACK, OUTCOMES, PREDICTIONS
 from safeloop.streams.app import StreamApp, StreamConfig, app_id_for, create_app
+from safeloop.streams.changelog_restore import RestoreConsumer
 from safeloop.streams.exactly_once import EXPIRY_SOURCE
 from safeloop.streams.exceptions import StreamError
 from safeloop.streams.faust_adapter import (
@@ -30,6 +31,7 @@ from safeloop.streams.faust_adapter import (
     forget_done,
     in_recovery,
     install_batch_handler,
+    install_bulk_restore,
     mark_done,
     memtable_usage_bytes,
     restore_tally,
@@ -150,6 +152,9 @@ class StreamWorker:
         app.on_partitions_revoked.connect(self._on_revoked)
         app.on_partitions_assigned.connect(self._on_assigned)
         install_batch_handler(app, self._sources, self._on_batch)
+        install_bulk_restore(
+            app, functools.partial(restore_consumer, self.settings, self.parts.app_id)
+        )
 
     async def _process(self, stream: Any) -> None:
         # The source topics' records reach `_on_batch` beneath faust's conductor (see
@@ -453,6 +458,18 @@ def clickhouse_writer(settings: Settings, group: str = "") -> ClickHouseWriter:
     # Form-encoded parameters: a replay's look-ups carry thousands of ids, too long for a URL.
     client = clickhouse_client(settings, compress="lz4", form_encode_query_params=True)
     return ClickHouseWriter(client, group)
+
+
+def restore_consumer(settings: Settings, app_id: str) -> RestoreConsumer:
+    """A consumer for reading changelog partitions at given offsets (it never joins a group or
+    commits); it is told when a partition ends, and fetches far ahead (closed once restored)."""
+    return make_consumer(
+        settings,
+        f"{app_id}-restore",
+        enable_partition_eof=True,
+        queued_max_messages_kbytes=32 * 1024,
+        max_partition_fetch_bytes=8 * 2**20,
+    )
 
 
 def build_worker(settings: Settings, config: StreamConfig) -> StreamWorker:

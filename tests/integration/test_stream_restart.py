@@ -4,6 +4,7 @@ rebalances while events flow never stall in recovery and end with exactly the ex
 
 from __future__ import annotations
 
+import shutil
 import signal
 import tempfile
 import threading
@@ -96,14 +97,17 @@ def test_a_worker_restarted_on_its_disk_resumes_from_its_store(run: Run) -> None
     assert run.count("SELECT count() FROM feedback FINAL WHERE status != 'joined'") == 0
 
 
-def consumed(port: int) -> float:
-    """Records the worker on `port` consumed (0 until its /metrics answers)."""
+def worker_metric(port: int, name: str) -> float:
+    """Counter `name` of the worker on `port` (0 until its /metrics answers)."""
     try:
-        return scrape_total(
-            f"http://127.0.0.1:{port}/metrics", "safeloop_stream_consumed_total", 5.0
-        )
+        return scrape_total(f"http://127.0.0.1:{port}/metrics", name, 5.0)
     except OSError:
         return 0.0
+
+
+def consumed(port: int) -> float:
+    """Records the worker on `port` consumed (0 until its /metrics answers)."""
+    return worker_metric(port, "safeloop_stream_consumed_total")
 
 
 def test_a_worker_stopped_with_sigterm_flushes_what_it_holds_before_it_exits(run: Run) -> None:
@@ -157,3 +161,39 @@ def test_repeated_rebalances_during_load_never_stall_recovery(run: Run) -> None:
     time.sleep(1.0)
     assert joined_counts(run) == (total, total)
     assert run.count("SELECT count() FROM outcomes FINAL") == total
+
+
+def test_a_worker_restarted_on_a_fresh_disk_restores_its_store_through_librdkafka(
+    run: Run,
+) -> None:
+    # More pending entries than faust_adapter.BULK_RESTORE_MIN_ENTRIES, so the changelog is read
+    # through librdkafka (changelog_restore) rather than faust's own recovery.
+    total = 12_000
+    run.start_worker(0, free_port())
+    for i in range(total):
+        run.send_prediction(prediction(f"f-{i}"))
+    run.flush()
+    assert wait_for(lambda: run.count("SELECT count() FROM predictions") >= total, 180), (
+        run.worker_log("worker-0")
+    )
+    time.sleep(1.5)  # a flush barrier after the last write records its offset
+    run.kill_worker("worker-0", signal.SIGTERM)
+    ends = changelog_ends(run)
+    assert sum(end + 1 for end in ends.values()) >= total
+    shutil.rmtree(run.state_dir / "streams" / "worker-0")
+    port = free_port()
+    run.start_worker(0, port)
+    assert wait_for(
+        lambda: worker_metric(port, "safeloop_stream_restored_entries_total") >= total, 120
+    ), run.worker_log("worker-0")
+    assert "through librdkafka" in run.worker_log("worker-0")
+    # Every outcome joins a prediction it finds only in the restored store: the predictions'
+    # offsets were committed before the stop, so none is read again.
+    for i in range(total):
+        run.send_outcome(outcome(f"f-{i}", truth=float(i % 2)))
+    run.flush()
+    assert wait_for(lambda: joined_counts(run)[0] >= total, 180), run.worker_log("worker-0")
+    time.sleep(1.0)
+    assert joined_counts(run) == (total, total)
+    assert run.count("SELECT count() FROM feedback FINAL WHERE status != 'joined'") == 0
+    assert run.count("SELECT count() FROM predictions") == total

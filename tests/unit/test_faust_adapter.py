@@ -9,6 +9,7 @@ streams/faust_adapter.py, then record the new version (FAUST_VERSION, the pin in
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import importlib.metadata
@@ -88,6 +89,26 @@ COPIED_OR_MIRRORED: list[tuple[Callable[..., Any], str, str]] = [
         "active_offsets/standby_offsets, then passes each partition's last record on: check "
         "this loop still skips a record at or below the offset seen (`offset > seen_offset`) "
         "and still checks for the end of recovery after every record",
+    ),
+    (
+        Recovery._restart_recovery.fun,
+        "6bd8a8558a2dffe4c60b8150f23d721baa6b3d658367f911a3ad2187e20efc6f",
+        "faust_adapter.install_bulk_restore runs the librdkafka restore inside the seek of the "
+        'active partitions: check that seek (`_seek_offsets` with title "active") still '
+        "comes after the active highwaters and offsets are built and before `need_recovery()`, "
+        "and that its timeout is still broker_request_timeout",
+    ),
+    (
+        Recovery._seek_offsets,
+        "19598ca63d94d250e49d2dfe48a3c48ecbdf65ee4f1a2871abda51d28b335e55",
+        "faust_adapter.install_bulk_restore wraps it on the recovery instance; check it still "
+        "seeks each partition to the offset it is given",
+    ),
+    (
+        Recovery._build_highwaters,
+        "91b4cc0d3724ae7bfc398e873684fc6f667ef8feb61a3b3314346ef11f2823de",
+        "the librdkafka restore reads each active partition up to its highwater as this "
+        "records it: check it is still the last offset (the end offset minus one)",
     ),
     (
         Recovery.flush_buffers,
@@ -437,6 +458,86 @@ def test_restore_writes_changelog_records_in_one_batch_after_faust_buffered_olde
         assert [r.offset for r in again[tp]] == [6]
         assert faust_adapter.persisted_offset(table, 3) == 8
         assert db.get(b"b") is None
+
+
+class _ScriptedRestoreConsumer:
+    """A librdkafka consumer answering one round of changelog records, then nothing."""
+
+    def __init__(self, records: list[Any]) -> None:
+        self.records, self.assigned, self.closed = records, [], False
+
+    def assign(self, partitions: list[Any]) -> None:
+        self.assigned = [(tp.topic, tp.partition, tp.offset) for tp in partitions]
+
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Any]:
+        records, self.records = self.records, []
+        return records
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _message(topic: str, partition: int, offset: int, key: bytes, value: bytes) -> Any:
+    return SimpleNamespace(
+        error=lambda: None,
+        topic=lambda: topic,
+        partition=lambda: partition,
+        offset=lambda: offset,
+        key=lambda: key,
+        value=lambda: value,
+    )
+
+
+def test_the_active_seek_first_restores_the_changelog_through_librdkafka(tmp_path: Path) -> None:
+    with _worker_app(tmp_path) as app:
+        table = app.tables["pending-predictions"]
+        recovery = app.tables.recovery
+        topic = table.changelog_topic.get_topic_name()
+        tp = TP(topic, 1)
+        last = faust_adapter.BULK_RESTORE_MIN_ENTRIES + 10
+        recovery.tp_to_table[tp] = table
+        recovery.active_highwaters[tp] = last
+        offsets = {tp: 9}
+        # One round reaching the highwater (offsets between are compacted away).
+        consumer = _ScriptedRestoreConsumer(
+            [_message(topic, 1, 10, b"a", b"1"), _message(topic, 1, last, b"b", b"2")]
+        )
+        sought: list[tuple[str, dict[Any, int]]] = []
+
+        async def faust_seek(consumer: Any, tps: Any, offsets: Any, title: str) -> None:
+            sought.append((title, dict(offsets)))
+
+        recovery._seek_offsets = faust_seek
+        faust_adapter.install_bulk_restore(app, lambda: consumer)
+        # What faust's recovery awaits for the standby partitions: no restore, faust's seek.
+        asyncio.run(recovery._seek_offsets(None, {tp}, offsets, "standby"))
+        assert consumer.assigned == [] and sought == [("standby", {tp: 9})]
+        asyncio.run(recovery._seek_offsets(None, {tp}, offsets, "active"))
+        assert consumer.assigned == [(topic, 1, 10)] and consumer.closed
+        # faust seeks from, and counts as restored, the offset the restore reached.
+        assert sought[-1] == ("active", {tp: last})
+        db = faust_adapter.partition_db(table, 1)
+        assert dict(faust_adapter.visible_items(table, db)) == {b"a": b"1", b"b": b"2"}
+        assert faust_adapter.persisted_offset(table, 1) == last
+        assert faust_adapter.restore_tally(app).entries == 2
+
+
+def test_a_short_changelog_is_left_to_faust_recovery(tmp_path: Path) -> None:
+    with _worker_app(tmp_path) as app:
+        table = app.tables["pending-predictions"]
+        recovery = app.tables.recovery
+        tp = TP(table.changelog_topic.get_topic_name(), 0)
+        recovery.tp_to_table[tp] = table
+        recovery.active_highwaters[tp] = faust_adapter.BULK_RESTORE_MIN_ENTRIES - 2
+        opened: list[int] = []
+
+        async def faust_seek(consumer: Any, tps: Any, offsets: Any, title: str) -> None:
+            pass
+
+        recovery._seek_offsets = faust_seek
+        faust_adapter.install_bulk_restore(app, lambda: opened.append(1))  # type: ignore[arg-type,return-value]
+        asyncio.run(recovery._seek_offsets(None, {tp}, {tp: -1}, "active"))
+        assert opened == []
 
 
 def test_a_table_without_the_rocksdb_store_has_no_partition_database() -> None:
