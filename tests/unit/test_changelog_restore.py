@@ -13,6 +13,8 @@ import rocksdict
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from safeloop.streams.changelog_restore import (
+    BULK_LOAD_OPTIONS,
+    DEFAULT_OPTIONS,
     RestoreTarget,
     restore_partitions,
     total_remaining,
@@ -194,3 +196,34 @@ def test_write_restored_is_one_batch_with_the_offset(dbs: list[rocksdict.Rdict])
     write_restored(dbs[0], OFFSET_KEY, [(b"a", b"1"), (b"gone", None)], 41)
     assert _items(dbs[0]) == {b"a": b"1"}
     assert dbs[0][OFFSET_KEY] == b"41"
+
+
+class OptionsSpy:
+    """A partition database recording the options set on it."""
+
+    def __init__(self, db: rocksdict.Rdict) -> None:
+        self.db, self.options_set = db, []
+
+    def write(self, write_batch: rocksdict.WriteBatch) -> None:
+        self.db.write(write_batch)
+
+    def set_options(self, options: dict[str, str]) -> None:
+        self.db.set_options(options)  # RocksDB takes them: the names and values are valid
+        self.options_set.append(options)
+
+
+def test_level0_compaction_waits_for_the_end_of_the_restore_even_a_failed_one(
+    dbs: list[rocksdict.Rdict],
+) -> None:
+    spy = OptionsSpy(dbs[0])
+    _restore(ScriptedConsumer([Record(0, 0, b"a", b"1")]), [_target(spy, 0, 0, 0)])
+    assert spy.options_set == [BULK_LOAD_OPTIONS, DEFAULT_OPTIONS]
+    spy.options_set.clear()
+
+    class Exploding(ScriptedConsumer):
+        def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Any]:
+            raise RuntimeError("not a Kafka error")
+
+    with pytest.raises(RuntimeError):
+        _restore(Exploding(), [_target(spy, 0, 1, 5)])
+    assert spy.options_set == [BULK_LOAD_OPTIONS, DEFAULT_OPTIONS]
