@@ -85,8 +85,11 @@ def make_outcome(i: int, ts: int) -> OutcomeEvent:
 class Bench:
     """A broker and an endpoint for the whole run, and one topic set + database per phase."""
 
-    def __init__(self, state_dir: Path, partitioner: str = "murmur2_random") -> None:
+    def __init__(
+        self, state_dir: Path, partitioner: str = "murmur2_random", flush_interval_ms: int = 200
+    ) -> None:
         self.state_dir = state_dir
+        self.flush_interval_ms = flush_interval_ms
         self.stoppers: list[Any] = []
         base = replace(Settings.from_env(), state_dir=state_dir, cache_dir=REPO / ".cache")
         if not base.kafka_bootstrap_servers:
@@ -174,7 +177,7 @@ class Phase:
             port = free_port()
             self.ports.append(port)
             flags = ["--worker-index", str(index), "--web-port", str(port - index)]
-            flags += ["--flush-interval-ms", "200"]
+            flags += ["--flush-interval-ms", str(self.bench.flush_interval_ms)]
             command = [sys.executable, "-m", "safeloop.streams.worker", *flags]
             if profile is not None:
                 # cProfile (deterministic, ~2x slower: read shares, not seconds); the raw
@@ -443,6 +446,12 @@ def latency(bench: Bench, rate_events_s: float, seconds: float, workers: int = 1
     ).result_rows
     phase.stop_workers()
     delays = sorted(int(ms) - produced_at[pid] for pid, ms in rows if pid in produced_at)
+    first_ms = min(produced_at.values(), default=0)
+    by_second: dict[int, list[int]] = {}
+    for pid, ms in rows:
+        if pid in produced_at:
+            second = (produced_at[pid] - first_ms) // 1000
+            by_second.setdefault(second, []).append(int(ms) - produced_at[pid])
     return {
         "workers": workers,
         "target_events_per_second": round(rate_events_s),
@@ -453,6 +462,11 @@ def latency(bench: Bench, rate_events_s: float, seconds: float, workers: int = 1
         "p99_ms": delays[int(len(delays) * 0.99)] if delays else None,
         "max_ms": delays[-1] if delays else None,
         "mean_ms": round(statistics.fmean(delays), 1) if delays else None,
+        # Where in the run the slow ones were: [second of the run, outcomes, p50 ms, max ms].
+        "by_second": [
+            [second, len(ds), sorted(ds)[len(ds) // 2], max(ds)]
+            for second, ds in sorted(by_second.items())
+        ],
     }
 
 
@@ -638,6 +652,12 @@ def main(argv: list[str] | None = None) -> int:
         default="murmur2_random",
         help="the bench producer's librdkafka partitioner (consistent_random: most re-routed)",
     )
+    parser.add_argument(
+        "--flush-interval-ms",
+        type=int,
+        default=200,
+        help="the workers' sink flush interval (their --flush-interval-ms)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.only = {"limit", "throughput"}
@@ -646,11 +666,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.only is None or part in args.only
 
     with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
-        bench = Bench(Path(tmp), args.partitioner)
+        bench = Bench(Path(tmp), args.partitioner, args.flush_interval_ms)
         results: dict[str, Any] = {
             "benchmark": "stream_join",
             "partitions": PARTITIONS,
             "partitioner": args.partitioner,
+            "flush_interval_ms": args.flush_interval_ms,
         }
         try:
             if wanted("baseline"):
