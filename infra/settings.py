@@ -173,13 +173,13 @@ class Settings:
     # How long a prediction waits for its outcome: the default, and per model name.
     join_window_ms: int = 30 * _DAY_MS
     join_windows_ms: tuple[tuple[str, int], ...] = ()
+    # How long an outcome that came before its prediction waits for it (and how long a closed
+    # prediction_id is remembered, so an outcome after its window counts as late at once).
+    early_outcome_wait_ms: int = 60 * 60 * 1000
     # All RocksDB memory of one stream worker process: its block cache, with the memtables
     # charged to it (flushed past half). Blocks of compacted-away files fill any cache to its
     # capacity, so more helps only when the joins' working set is larger.
     stream_rocksdb_memory_mb: int = 16
-    # How long an outcome that came before its prediction waits for it (and how long a closed
-    # prediction_id is remembered, so an outcome after its window counts as late at once).
-    early_outcome_wait_ms: int = 60 * 60 * 1000
     # Alert targets as (kind, minimum severity, URL); kinds: webhook, slack, pagerduty. Not in
     # the repr: a Slack incoming-webhook URL is itself a secret.
     alert_targets: tuple[tuple[str, str, str], ...] = field(default=(), repr=False)
@@ -350,11 +350,11 @@ class Settings:
             ),
             join_window_ms=reader.positive_int("SAFELOOP_JOIN_WINDOW_MS", defaults.join_window_ms),
             join_windows_ms=reader.model_millis("SAFELOOP_JOIN_WINDOWS"),
-            stream_rocksdb_memory_mb=reader.positive_int(
-                "SAFELOOP_STREAM_ROCKSDB_MEMORY_MB", defaults.stream_rocksdb_memory_mb
-            ),
             early_outcome_wait_ms=reader.positive_int(
                 "SAFELOOP_EARLY_OUTCOME_WAIT_MS", defaults.early_outcome_wait_ms
+            ),
+            stream_rocksdb_memory_mb=reader.positive_int(
+                "SAFELOOP_STREAM_ROCKSDB_MEMORY_MB", defaults.stream_rocksdb_memory_mb
             ),
             alert_targets=reader.alert_targets("SAFELOOP_ALERT_TARGETS"),
             alert_webhook_secret=Secret(reader.text("SAFELOOP_ALERT_WEBHOOK_SECRET", "")),
@@ -431,9 +431,9 @@ class Settings:
             "SAFELOOP_REPLICA_LIVENESS_MS": str(self.replica_liveness_ms),
             "SAFELOOP_EVENT_BUFFER_MESSAGES": str(self.event_buffer_messages),
             "SAFELOOP_JOIN_WINDOW_MS": str(self.join_window_ms),
-            "SAFELOOP_STREAM_ROCKSDB_MEMORY_MB": str(self.stream_rocksdb_memory_mb),
             "SAFELOOP_JOIN_WINDOWS": ",".join(f"{m}={ms}" for m, ms in self.join_windows_ms),
             "SAFELOOP_EARLY_OUTCOME_WAIT_MS": str(self.early_outcome_wait_ms),
+            "SAFELOOP_STREAM_ROCKSDB_MEMORY_MB": str(self.stream_rocksdb_memory_mb),
             "SAFELOOP_ALERT_TARGETS": ",".join(
                 f"{kind}@{severity}={url}" for kind, severity, url in self.alert_targets
             ),

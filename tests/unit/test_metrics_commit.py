@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from _fake_message import TOPIC
+from _fake_producer import FakeProducer
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from safeloop.schemas.codec import PREDICTION_CODEC
@@ -26,11 +27,6 @@ class RecordingConsumer:
 
     def commit(self, *, offsets: list[TopicPartition], asynchronous: bool) -> None:
         self.commits.append((offsets, asynchronous))
-
-
-class AckedDeadLetters:
-    def flush(self, timeout: float) -> int:
-        return 0
 
 
 class UnackedDeadLetters:
@@ -52,7 +48,7 @@ def _consumer(
         kafka,  # type: ignore[arg-type]
         TOPIC,
         PREDICTION_CODEC,
-        dead_letters or AckedDeadLetters(),
+        dead_letters or FakeProducer(),
         "dead-letters",
         name="metrics-predictions",
         counts=counts,

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from _fake_producer import FakeProducer
 from confluent_kafka import KafkaError
 
 from safeloop.infra.exceptions import ConsumerFencedError
@@ -54,17 +55,12 @@ class QuietConsumer(FencedConsumer):
         return []
 
 
-class NoDeadLetters:
-    def flush(self, timeout: float) -> int:
-        return 0
-
-
 def _event_consumer(client: FencedConsumer, new_client: Any = None) -> EventConsumer[Any]:
     return EventConsumer(
         client,  # type: ignore[arg-type]
         "predictions",
         PREDICTION_CODEC,
-        NoDeadLetters(),  # type: ignore[arg-type]
+        FakeProducer(),  # type: ignore[arg-type]
         "dead-letters",
         name="metrics-predictions",
         new_client=new_client,
