@@ -104,26 +104,41 @@ async def restore_partitions(
     budget_s: float,
     on_written: Callable[[int], None] = lambda entries: None,
     poll_timeout_s: float = 0.2,
+    idle_limit_s: float = 10.0,
     clock: Callable[[], float] = monotonic,
 ) -> dict[tuple[str, int], int]:
-    """Read every target up to its last offset, or until `budget_s` has passed or the consumer
-    fails; the last offset written per (topic, partition). Yields to the event loop between
-    chunks, so a cancelled restore stops there (everything written stays consistent)."""
+    """Read every target up to its last offset, or until `budget_s` has passed, nothing came
+    for `idle_limit_s` or the consumer failed; the last offset written per (topic, partition).
+    Yields to the event loop between chunks, so a cancelled restore stops there (everything
+    written stays consistent)."""
     pending = {(t.topic, t.partition): t for t in targets if t.remaining > 0}
     written: dict[tuple[str, int], int] = {}
     if not pending:
         return written
-    consumer.assign([TopicPartition(t.topic, t.partition, t.next_offset) for t in pending.values()])
     dbs = [t.db for t in pending.values()]
-    deadline = clock() + budget_s
+    starts = [TopicPartition(t.topic, t.partition, t.next_offset) for t in pending.values()]
+    heard = clock()
+    deadline = heard + budget_s
     for db in dbs:
         db.set_options(BULK_LOAD_OPTIONS)
     try:
         while pending and clock() < deadline:
             try:
+                if starts:
+                    consumer.assign(starts)
+                    starts = []
                 messages = consumer.consume(CHUNK_RECORDS, poll_timeout_s)
             except KafkaException as exc:
                 log.warning("changelog restore stopped, recovery reads on through faust: %s", exc)
+                break
+            now = clock()
+            if messages:
+                heard = now
+            elif now - heard > idle_limit_s:
+                log.warning(
+                    "changelog restore heard nothing for %.0f s, recovery reads on through faust",
+                    now - heard,
+                )
                 break
             failed = _write_chunk(messages, pending, written, on_written)
             if failed is not None:

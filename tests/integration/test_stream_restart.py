@@ -72,29 +72,38 @@ def changelog_ends(run: Run) -> dict[int, int]:
         consumer.close()
 
 
-def test_a_worker_restarted_on_its_disk_resumes_from_its_store(run: Run) -> None:
-    total = 3_000
+def fill_then_stop(run: Run, prefix: str, total: int) -> None:
+    """Worker 0 stores `total` pending predictions, records their changelog offsets, stops."""
     run.start_worker(0, free_port())
     for i in range(total):
-        run.send_prediction(prediction(f"d-{i}"))
+        run.send_prediction(prediction(f"{prefix}-{i}"))
     run.flush()
-    assert wait_for(lambda: run.count("SELECT count() FROM predictions") >= total, 120), (
+    assert wait_for(lambda: run.count("SELECT count() FROM predictions") >= total, 180), (
         run.worker_log("worker-0")
     )
     time.sleep(1.5)  # a flush barrier after the last write records its offset
     run.kill_worker("worker-0", signal.SIGTERM)
-    # The store holds the whole changelog: a restart replays nothing before these offsets.
-    ends = changelog_ends(run)
-    assert ends
-    assert persisted_offsets(run, "worker-0") == ends
-    run.start_worker(0, free_port())  # the same index: the same data directory
+
+
+def outcomes_join_every_prediction(run: Run, prefix: str, total: int) -> None:
+    """An outcome for each of the `total` predictions; each joins its prediction once."""
     for i in range(total):
-        run.send_outcome(outcome(f"d-{i}", truth=float(i % 2)))
+        run.send_outcome(outcome(f"{prefix}-{i}", truth=float(i % 2)))
     run.flush()
     assert wait_for(lambda: joined_counts(run)[0] >= total, 180), run.worker_log("worker-0")
     time.sleep(1.0)
     assert joined_counts(run) == (total, total)
     assert run.count("SELECT count() FROM feedback FINAL WHERE status != 'joined'") == 0
+
+
+def test_a_worker_restarted_on_its_disk_resumes_from_its_store(run: Run) -> None:
+    fill_then_stop(run, "d", 3_000)
+    # The store holds the whole changelog: a restart replays nothing before these offsets.
+    ends = changelog_ends(run)
+    assert ends
+    assert persisted_offsets(run, "worker-0") == ends
+    run.start_worker(0, free_port())  # the same index: the same data directory
+    outcomes_join_every_prediction(run, "d", 3_000)
 
 
 def worker_metric(port: int, name: str) -> float:
@@ -169,15 +178,7 @@ def test_a_worker_restarted_on_a_fresh_disk_restores_its_store_through_librdkafk
     # More pending entries than faust_adapter.BULK_RESTORE_MIN_ENTRIES, so the changelog is read
     # through librdkafka (changelog_restore) rather than faust's own recovery.
     total = 12_000
-    run.start_worker(0, free_port())
-    for i in range(total):
-        run.send_prediction(prediction(f"f-{i}"))
-    run.flush()
-    assert wait_for(lambda: run.count("SELECT count() FROM predictions") >= total, 180), (
-        run.worker_log("worker-0")
-    )
-    time.sleep(1.5)  # a flush barrier after the last write records its offset
-    run.kill_worker("worker-0", signal.SIGTERM)
+    fill_then_stop(run, "f", total)
     ends = changelog_ends(run)
     assert sum(end + 1 for end in ends.values()) >= total
     shutil.rmtree(run.state_dir / "streams" / "worker-0")
@@ -189,11 +190,5 @@ def test_a_worker_restarted_on_a_fresh_disk_restores_its_store_through_librdkafk
     assert "through librdkafka" in run.worker_log("worker-0")
     # Every outcome joins a prediction it finds only in the restored store: the predictions'
     # offsets were committed before the stop, so none is read again.
-    for i in range(total):
-        run.send_outcome(outcome(f"f-{i}", truth=float(i % 2)))
-    run.flush()
-    assert wait_for(lambda: joined_counts(run)[0] >= total, 180), run.worker_log("worker-0")
-    time.sleep(1.0)
-    assert joined_counts(run) == (total, total)
-    assert run.count("SELECT count() FROM feedback FINAL WHERE status != 'joined'") == 0
+    outcomes_join_every_prediction(run, "f", total)
     assert run.count("SELECT count() FROM predictions") == total

@@ -174,9 +174,37 @@ def test_the_budget_stops_a_restore_that_is_not_done(dbs: list[rocksdict.Rdict])
             consumer, [_target(dbs[0], 0, 0, 9)], budget_s=3.5, clock=FakeClock(step_s=1.0)
         )
     )
-    # A second per reading of the clock: 1 + 3.5 s is the deadline, passed after three rounds.
-    assert written == {(TOPIC, 0): 2}
-    assert dbs[0][OFFSET_KEY] == b"2"
+    # A second per reading of the clock, two readings a round: the deadline (1 + 3.5 s) has
+    # passed after two rounds.
+    assert written == {(TOPIC, 0): 1}
+    assert dbs[0][OFFSET_KEY] == b"1"
+
+
+def test_a_restore_hearing_nothing_gives_up_before_its_budget(dbs: list[rocksdict.Rdict]) -> None:
+    consumer = ScriptedConsumer()  # a broker that answers nothing
+    written = asyncio.run(
+        restore_partitions(
+            consumer,
+            [_target(dbs[0], 0, 0, 9)],
+            budget_s=60.0,
+            idle_limit_s=3.0,
+            clock=FakeClock(step_s=1.0),
+        )
+    )
+    assert written == {}
+    assert consumer.calls == 2
+
+
+def test_a_refused_assignment_stops_the_restore_without_raising(
+    dbs: list[rocksdict.Rdict],
+) -> None:
+    class Refusing(ScriptedConsumer):
+        def assign(self, partitions: list[TopicPartition]) -> None:
+            raise KafkaException(KafkaError(KafkaError._INVALID_ARG))
+
+    consumer = Refusing([Record(0, 0, b"a", b"1")])
+    assert _restore(consumer, [_target(dbs[0], 0, 0, 9)]) == {}
+    assert consumer.calls == 0
 
 
 def test_nothing_to_restore_opens_no_assignment(dbs: list[rocksdict.Rdict]) -> None:
