@@ -255,3 +255,16 @@ def test_level0_compaction_waits_for_the_end_of_the_restore_even_a_failed_one(
     with pytest.raises(RuntimeError):
         _restore(Exploding(), [_target(spy, 0, 1, 5)])
     assert spy.options_set == [BULK_LOAD_OPTIONS, DEFAULT_OPTIONS]
+
+
+def test_a_database_closed_during_the_restore_ends_it_quietly(tmp_path: Path) -> None:
+    # A rebalance cancelling the restore can close the partition's database before the
+    # restore sets its compaction back.
+    db = rocksdict.Rdict(str(tmp_path / "closed"), rocksdict.Options(raw_mode=True))
+
+    class ClosingConsumer(ScriptedConsumer):
+        def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Any]:
+            db.close()
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT))
+
+    assert _restore(ClosingConsumer(), [_target(db, 0, 0, 9)]) == {}
