@@ -407,6 +407,8 @@ def latency(bench: Bench, rate_events_s: float, seconds: float, workers: int = 1
             and all(phase.metric(METRIC_CONSUMED, [port]) > 0 for port in phase.ports)
         ):
             break
+    flushes_before = phase.metric("safeloop_sink_batches_total")
+    flush_s_before = phase.metric("safeloop_sink_flush_seconds_total")
     pairs_per_s = rate_events_s / 2
     total = int(pairs_per_s * seconds)
     produced_at: dict[str, int] = {}
@@ -444,6 +446,8 @@ def latency(bench: Bench, rate_events_s: float, seconds: float, workers: int = 1
         "SELECT prediction_id, toUnixTimestamp64Milli(min(ingested_at)) FROM feedback "
         "WHERE status = 'joined' GROUP BY prediction_id"
     ).result_rows
+    flushes = phase.metric("safeloop_sink_batches_total") - flushes_before
+    flush_s = phase.metric("safeloop_sink_flush_seconds_total") - flush_s_before
     phase.stop_workers()
     delays = sorted(int(ms) - produced_at[pid] for pid, ms in rows if pid in produced_at)
     first_ms = min(produced_at.values(), default=0)
@@ -462,6 +466,9 @@ def latency(bench: Bench, rate_events_s: float, seconds: float, workers: int = 1
         "p99_ms": delays[int(len(delays) * 0.99)] if delays else None,
         "max_ms": delays[-1] if delays else None,
         "mean_ms": round(statistics.fmean(delays), 1) if delays else None,
+        # The sinks' flushes (marks, inserts and the Kafka barrier) while this ran.
+        "flushes": int(flushes),
+        "mean_flush_ms": round(flush_s * 1000 / flushes, 1) if flushes else None,
         # Where in the run the slow ones were: [second of the run, outcomes, p50 ms, max ms].
         "by_second": [
             [second, len(ds), sorted(ds)[len(ds) // 2], max(ds)]

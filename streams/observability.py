@@ -188,6 +188,12 @@ def stream_registry(snapshot: StreamSnapshot) -> Registry:
         one(snapshot.buffered_rows),
     )
     add(
+        "safeloop_sink_flush_seconds_total",
+        "counter",
+        "Time spent in flushes ClickHouse accepted (over safeloop_sink_batches_total: the mean).",
+        one(sink.flush_ms_total / 1000.0),
+    )
+    add(
         "safeloop_sink_last_flush_seconds",
         "gauge",
         "Duration of the last flush.",

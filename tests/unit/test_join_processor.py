@@ -54,7 +54,7 @@ def test_metrics_render_in_prometheus_text_format() -> None:
     text = render_prometheus(
         StreamSnapshot(
             join=processor.join.counters,
-            sink=SinkStats(batches=2, rows=10, retries=1),
+            sink=SinkStats(batches=2, rows=10, retries=1, flush_ms_total=1500.0),
             dead_letters=processor.dead_letter_counts,
             lag={("predictions", 0): 5},
             pending_predictions={0: 3},
@@ -70,6 +70,7 @@ def test_metrics_render_in_prometheus_text_format() -> None:
     assert 'safeloop_dead_letters_total{topic="predictions",reason="bad_marker"} 1' in text
     assert 'safeloop_join_pending{partition="0"} 3' in text
     assert "safeloop_sink_retries_total 1" in text
+    assert "safeloop_sink_flush_seconds_total 1.5" in text
     assert "# TYPE safeloop_join_expired_total counter" in text
     assert text.endswith("\n")
 
