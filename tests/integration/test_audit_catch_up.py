@@ -59,7 +59,8 @@ def test_a_new_judge_audits_the_command_its_predecessor_published_but_did_not_re
         assert wait_for(lambda: _command_rows(settings) == [(sequence, "set_canary")], 60), (
             _command_rows(settings)
         )
-        assert service.counts.audit_caught_up == 1
+        # Counted once the row's insert returned, a moment after readers can see the row.
+        assert wait_for(lambda: service.counts.audit_caught_up == 1, 10)
     # Another judge later finds the row there and writes nothing.
     with metrics_service(settings, CONFIG) as service:
         assert wait_for(lambda: service.counts.snapshots >= 2, 60)

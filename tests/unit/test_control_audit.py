@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -64,11 +65,16 @@ class FakeClient:
         self.down = down
         self.rows: list[dict[str, object]] = []
 
+    def create_insert_context(self, table: str, column_names: Sequence[str]) -> SimpleNamespace:
+        # insert_idempotent asks once for the column types (a DESCRIBE on a real client).
+        return SimpleNamespace(column_types=["String"] * len(column_names))
+
     def insert(
         self,
         table: str,
         data: Sequence[Sequence[object]],
         column_names: Sequence[str],
+        column_types: Sequence[object],
         settings: dict[str, object],
     ) -> None:
         self.events.append("insert")
