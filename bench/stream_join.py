@@ -449,13 +449,13 @@ def latency(bench: Bench, rate_events_s: float, seconds: float, workers: int = 1
     flushes = phase.metric("safeloop_sink_batches_total") - flushes_before
     flush_s = phase.metric("safeloop_sink_flush_seconds_total") - flush_s_before
     phase.stop_workers()
-    delays = sorted(int(ms) - produced_at[pid] for pid, ms in rows if pid in produced_at)
     first_ms = min(produced_at.values(), default=0)
     by_second: dict[int, list[int]] = {}
     for pid, ms in rows:
         if pid in produced_at:
             second = (produced_at[pid] - first_ms) // 1000
             by_second.setdefault(second, []).append(int(ms) - produced_at[pid])
+    delays = sorted(delay for ds in by_second.values() for delay in ds)
     return {
         "workers": workers,
         "target_events_per_second": round(rate_events_s),

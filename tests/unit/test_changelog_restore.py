@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import rocksdict
+from _fake_restore_consumer import TOPIC, ChangelogRecord, ScriptedConsumer
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from safeloop.streams.changelog_restore import (
@@ -21,65 +22,7 @@ from safeloop.streams.changelog_restore import (
     write_restored,
 )
 
-TOPIC = "app-pending-predictions-changelog"
 OFFSET_KEY = b"__faust\0offset__"
-
-
-class Record:
-    """A consumed changelog record (or an error), as confluent-kafka's Message answers."""
-
-    def __init__(
-        self,
-        partition: int,
-        offset: int,
-        key: bytes = b"",
-        value: bytes | None = b"",
-        error: KafkaError | None = None,
-    ) -> None:
-        self._partition, self._offset = partition, offset
-        self._key, self._value, self._error = key, value, error
-
-    def error(self) -> KafkaError | None:
-        return self._error
-
-    def topic(self) -> str:
-        return TOPIC
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> bytes:
-        return self._key
-
-    def value(self) -> bytes | None:
-        return self._value
-
-
-class ScriptedConsumer:
-    """Answers each consume call with the next list of records; then nothing."""
-
-    def __init__(self, *rounds: list[Any] | Exception) -> None:
-        self.rounds = list(rounds)
-        self.assigned: list[TopicPartition] = []
-        self.calls = 0
-
-    def assign(self, partitions: list[TopicPartition]) -> None:
-        self.assigned = partitions
-
-    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Any]:
-        self.calls += 1
-        if not self.rounds:
-            return []
-        answer = self.rounds.pop(0)
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-    def close(self) -> None:
-        pass
 
 
 class FakeClock:
@@ -117,10 +60,18 @@ def test_restore_writes_each_partition_up_to_its_last_offset_with_that_offset(
     dbs: list[rocksdict.Rdict],
 ) -> None:
     consumer = ScriptedConsumer(
-        [Record(0, 5, b"a", b"1"), Record(1, 0, b"x", b"9"), Record(0, 6, b"b", b"2")],
+        [
+            ChangelogRecord(0, 5, b"a", b"1"),
+            ChangelogRecord(1, 0, b"x", b"9"),
+            ChangelogRecord(0, 6, b"b", b"2"),
+        ],
         # A delete, an overwrite, and a record past partition 0's last offset (written later,
         # by whoever owned it meanwhile): not restored here, faust's recovery decides on it.
-        [Record(0, 7, b"a", None), Record(0, 8, b"b", b"3"), Record(0, 9, b"c", b"late")],
+        [
+            ChangelogRecord(0, 7, b"a", None),
+            ChangelogRecord(0, 8, b"b", b"3"),
+            ChangelogRecord(0, 9, b"c", b"late"),
+        ],
     )
     counted: list[int] = []
     written = _restore(
@@ -141,7 +92,9 @@ def test_a_partition_ending_short_of_its_last_offset_ends_its_restore(
 ) -> None:
     # The highwater counts a transaction marker the consumer never delivers.
     eof = KafkaError(KafkaError._PARTITION_EOF)
-    consumer = ScriptedConsumer([Record(0, 0, b"a", b"1"), Record(0, 1, error=eof)])
+    consumer = ScriptedConsumer(
+        [ChangelogRecord(0, 0, b"a", b"1"), ChangelogRecord(0, 1, error=eof)]
+    )
     assert _restore(consumer, [_target(dbs[0], 0, 0, 1)]) == {(TOPIC, 0): 0}
     assert consumer.calls == 1
 
@@ -151,8 +104,12 @@ def test_an_error_stops_the_restore_with_what_came_before_it_written(
 ) -> None:
     refused = KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED)
     consumer = ScriptedConsumer(
-        [Record(0, 0, b"a", b"1"), Record(1, 0, error=refused), Record(0, 1, b"b", b"2")],
-        [Record(0, 2, b"c", b"3")],
+        [
+            ChangelogRecord(0, 0, b"a", b"1"),
+            ChangelogRecord(1, 0, error=refused),
+            ChangelogRecord(0, 1, b"b", b"2"),
+        ],
+        [ChangelogRecord(0, 2, b"c", b"3")],
     )
     written = _restore(consumer, [_target(dbs[0], 0, 0, 9), _target(dbs[1], 1, 0, 9)])
     assert written == {(TOPIC, 0): 0}
@@ -162,13 +119,13 @@ def test_an_error_stops_the_restore_with_what_came_before_it_written(
 
 def test_a_failing_consumer_stops_the_restore_without_raising(dbs: list[rocksdict.Rdict]) -> None:
     consumer = ScriptedConsumer(
-        [Record(0, 0, b"a", b"1")], KafkaException(KafkaError(KafkaError._TRANSPORT))
+        [ChangelogRecord(0, 0, b"a", b"1")], KafkaException(KafkaError(KafkaError._TRANSPORT))
     )
     assert _restore(consumer, [_target(dbs[0], 0, 0, 9)]) == {(TOPIC, 0): 0}
 
 
 def test_the_budget_stops_a_restore_that_is_not_done(dbs: list[rocksdict.Rdict]) -> None:
-    consumer = ScriptedConsumer(*[[Record(0, i, b"k%d" % i, b"v")] for i in range(10)])
+    consumer = ScriptedConsumer(*[[ChangelogRecord(0, i, b"k%d" % i, b"v")] for i in range(10)])
     written = asyncio.run(
         restore_partitions(
             consumer, [_target(dbs[0], 0, 0, 9)], budget_s=3.5, clock=FakeClock(step_s=1.0)
@@ -202,13 +159,13 @@ def test_a_refused_assignment_stops_the_restore_without_raising(
         def assign(self, partitions: list[TopicPartition]) -> None:
             raise KafkaException(KafkaError(KafkaError._INVALID_ARG))
 
-    consumer = Refusing([Record(0, 0, b"a", b"1")])
+    consumer = Refusing([ChangelogRecord(0, 0, b"a", b"1")])
     assert _restore(consumer, [_target(dbs[0], 0, 0, 9)]) == {}
     assert consumer.calls == 0
 
 
 def test_nothing_to_restore_opens_no_assignment(dbs: list[rocksdict.Rdict]) -> None:
-    consumer = ScriptedConsumer([Record(0, 0)])
+    consumer = ScriptedConsumer([ChangelogRecord(0, 0)])
     assert _restore(consumer, [_target(dbs[0], 0, 5, 4)]) == {}
     assert consumer.assigned == [] and consumer.calls == 0
 
@@ -244,7 +201,7 @@ def test_level0_compaction_waits_for_the_end_of_the_restore_even_a_failed_one(
     dbs: list[rocksdict.Rdict],
 ) -> None:
     spy = OptionsSpy(dbs[0])
-    _restore(ScriptedConsumer([Record(0, 0, b"a", b"1")]), [_target(spy, 0, 0, 0)])
+    _restore(ScriptedConsumer([ChangelogRecord(0, 0, b"a", b"1")]), [_target(spy, 0, 0, 0)])
     assert spy.options_set == [BULK_LOAD_OPTIONS, DEFAULT_OPTIONS]
     spy.options_set.clear()
 

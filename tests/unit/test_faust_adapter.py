@@ -22,6 +22,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from _fake_restore_consumer import ChangelogRecord, ScriptedConsumer
 from faust.app.base import App
 from faust.sensors.monitor import Monitor
 from faust.stores.rocksdb import RocksDBOptions, Store
@@ -460,34 +461,6 @@ def test_restore_writes_changelog_records_in_one_batch_after_faust_buffered_olde
         assert db.get(b"b") is None
 
 
-class _ScriptedRestoreConsumer:
-    """A librdkafka consumer answering one round of changelog records, then nothing."""
-
-    def __init__(self, records: list[Any]) -> None:
-        self.records, self.assigned, self.closed = records, [], False
-
-    def assign(self, partitions: list[Any]) -> None:
-        self.assigned = [(tp.topic, tp.partition, tp.offset) for tp in partitions]
-
-    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Any]:
-        records, self.records = self.records, []
-        return records
-
-    def close(self) -> None:
-        self.closed = True
-
-
-def _message(topic: str, partition: int, offset: int, key: bytes, value: bytes) -> Any:
-    return SimpleNamespace(
-        error=lambda: None,
-        topic=lambda: topic,
-        partition=lambda: partition,
-        offset=lambda: offset,
-        key=lambda: key,
-        value=lambda: value,
-    )
-
-
 def test_the_active_seek_first_restores_the_changelog_through_librdkafka(tmp_path: Path) -> None:
     with _worker_app(tmp_path) as app:
         table = app.tables["pending-predictions"]
@@ -499,8 +472,11 @@ def test_the_active_seek_first_restores_the_changelog_through_librdkafka(tmp_pat
         recovery.active_highwaters[tp] = last
         offsets = {tp: 9}
         # One round reaching the highwater (offsets between are compacted away).
-        consumer = _ScriptedRestoreConsumer(
-            [_message(topic, 1, 10, b"a", b"1"), _message(topic, 1, last, b"b", b"2")]
+        consumer = ScriptedConsumer(
+            [
+                ChangelogRecord(1, 10, b"a", b"1", topic=topic),
+                ChangelogRecord(1, last, b"b", b"2", topic=topic),
+            ]
         )
         sought: list[tuple[str, dict[Any, int]]] = []
 
@@ -513,7 +489,8 @@ def test_the_active_seek_first_restores_the_changelog_through_librdkafka(tmp_pat
         asyncio.run(recovery._seek_offsets(None, {tp}, offsets, "standby"))
         assert consumer.assigned == [] and sought == [("standby", {tp: 9})]
         asyncio.run(recovery._seek_offsets(None, {tp}, offsets, "active"))
-        assert consumer.assigned == [(topic, 1, 10)] and consumer.closed
+        assigned = [(tp.topic, tp.partition, tp.offset) for tp in consumer.assigned]
+        assert assigned == [(topic, 1, 10)] and consumer.closed
         # faust seeks from, and counts as restored, the offset the restore reached.
         assert sought[-1] == ("active", {tp: last})
         db = faust_adapter.partition_db(table, 1)
