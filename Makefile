@@ -24,6 +24,20 @@ $(STAMP): pyproject.toml $(DEV_LOCK)
 	@touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install safeloop with its dev tools, as locked
+	@$(MAKE) --no-print-directory native || echo "make native failed: fastavro will read and write every event (slower)"
+
+# The hot path's Avro loop, compiled by mypyc (schemas/native_codec.py; used only when built and
+# newer than its source). The build goes through .cache/typecheck so the module is named
+# safeloop.schemas.native_codec; the copied libraries are touched to date them after the source.
+NATIVE_STAMP := .cache/native/built
+native: $(NATIVE_STAMP) ## compile the hot path's Avro reader and writer with mypyc (needs a C compiler)
+$(NATIVE_STAMP): schemas/native_codec.py $(STAMP)
+	@mkdir -p .cache/typecheck .cache/native && ln -sfn ../.. .cache/typecheck/safeloop
+	@cd .cache/typecheck && ../../$(BIN)/mypyc safeloop/schemas/native_codec.py > ../native/build.log 2>&1 \
+	  || { tail -20 ../native/build.log; exit 1; }
+	@touch schemas/native_codec.*.so schemas/native_codec__mypyc.*.so $@
+	@$(BIN)/python -c "from safeloop.schemas import native_codec as n; assert n.compiled(), n.__file__" \
+	  && echo "native: schemas/native_codec compiled"
 
 $(BIN)/uv:
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,7 +56,7 @@ lint: $(STAMP) ## ruff and mypy (strict) over the packages
 	@mkdir -p .cache/typecheck && ln -sfn ../.. .cache/typecheck/safeloop
 	$(BIN)/mypy
 
-unit: $(STAMP) ## the unit tier alone (no servers), in well under a minute
+unit: $(STAMP) native ## the unit tier alone (no servers), in well under a minute
 	$(BIN)/pytest tests/unit -q
 
 browser: ## Debian's chromium for the dashboard's browser test (no browser download)
@@ -51,11 +65,11 @@ browser: ## Debian's chromium for the dashboard's browser test (no browser downl
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; }
 
-test: $(STAMP) browser ## lint, then the whole test suite against a real Kafka broker and ClickHouse engine
+test: $(STAMP) native browser ## lint, then the whole test suite against a real Kafka broker and ClickHouse engine
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest
 
-bench: $(STAMP) ## run the benchmarks; results go to bench/results/
+bench: $(STAMP) native ## run the benchmarks; results go to bench/results/
 	$(BIN)/python -m bench
 
 stop: $(STAMP) ## stop the local Kafka broker and ClickHouse endpoint if they run
@@ -65,4 +79,4 @@ stop: $(STAMP) ## stop the local Kafka broker and ClickHouse endpoint if they ru
 clean: stop ## remove local state (Kafka data, warehouse data); keeps .venv and the jar cache
 	rm -rf .state
 
-.PHONY: help install lock browser demo lint unit test bench stop clean
+.PHONY: help install native lock browser demo lint unit test bench stop clean

@@ -21,6 +21,7 @@ from fastavro import schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
 from fastavro.validation import ValidationError, validate
 
+from safeloop.schemas import native_codec
 from safeloop.schemas.events import (
     ControlCommand,
     DeadLetter,
@@ -41,6 +42,8 @@ E = TypeVar("E")
 MARKER: Final = b"\xc3\x01"
 HEADER_SIZE: Final = 10
 NAMESPACE: Final = "safeloop.v1"
+# Flat records of the current schema go through the compiled loop when `make native` built it.
+NATIVE: Final = native_codec.compiled()
 
 
 def fingerprint_of(data: bytes) -> bytes:
@@ -57,7 +60,13 @@ def fingerprint_of(data: bytes) -> bytes:
 class EventCodec(Generic[E]):
     """Encodes and decodes one event type; build once, share freely (it is thread-safe)."""
 
-    def __init__(self, event_type: type[E], registry: SchemaRegistry | None = None) -> None:
+    def __init__(
+        self,
+        event_type: type[E],
+        registry: SchemaRegistry | None = None,
+        *,
+        native: bool = NATIVE,
+    ) -> None:
         self.event_type = event_type
         self._registry = registry or default_registry()
         self._mapper = RecordMapper(event_type)
@@ -67,6 +76,8 @@ class EventCodec(Generic[E]):
         self._header = MARKER + self.fingerprint
         # fingerprint -> (writer schema, reader schema or None when they are the same).
         self._plans: dict[bytes, tuple[Any, Any]] = {self.fingerprint: (self.schema.parsed, None)}
+        # Bytes of the current schema only: older writers need fastavro's schema resolution.
+        self._native = native_codec.plan_for(self.schema.parsed) if native else None
 
     def __repr__(self) -> str:
         return f"EventCodec({self.event_type.__name__}, {self.fingerprint.hex()})"
@@ -79,6 +90,11 @@ class EventCodec(Generic[E]):
                 f"{self.event_type.__name__}"
             )
         record = self._mapper.to_record(event)
+        if self._native is not None:
+            try:
+                return native_codec.write(record, self._native, self._header)
+            except Exception:  # a value the loop does not take: fastavro encodes it or says why
+                log.debug("%r: the compiled writer refused a record; fastavro writes it", self)
         out = BytesIO()
         out.write(self._header)
         try:
@@ -99,6 +115,13 @@ class EventCodec(Generic[E]):
         plan = self._plans.get(data[2:HEADER_SIZE])
         if plan is None or data[:2] != MARKER:
             plan = self._plan_for(fingerprint_of(data))
+        if plan[1] is None and self._native is not None:
+            try:
+                return self._from_record(native_codec.read(data, HEADER_SIZE, self._native))
+            except DecodeError:
+                raise
+            except Exception as exc:  # ValueError, UnicodeDecodeError: the body is not valid
+                raise self._body_error(data, exc) from exc
         body = BytesIO(data)
         body.seek(HEADER_SIZE)
         try:
