@@ -350,12 +350,10 @@ PREDICTIONS: Table[PredictionEvent] = Table(
     ),
     _prediction_row,
     identity_columns=("model_name", "model_version", "route", "timestamp", "prediction_id"),
-    replay=ReplayKey(
-        "prediction_id",
-        "String",
-        ("prediction_id", "route", "model_name", "model_version", "timestamp"),
-        frozenset({"timestamp"}),
-    ),
+    # One row per (prediction_id, route): a re-send with another timestamp (a client rebuilding
+    # its event on retry) sorts elsewhere, so ReplacingMergeTree would keep both; the join flags
+    # it as repeated and this key drops it, the first stored winning.
+    replay=ReplayKey("prediction_id", "String", ("prediction_id", "route")),
 )
 OUTCOMES: Table[OutcomeEvent] = Table(
     "outcomes",

@@ -228,3 +228,37 @@ def test_a_late_correction_with_the_same_timestamp_shows_in_feedback_late(run: R
     late = "SELECT status, ground_truth FROM feedback_late WHERE prediction_id = 'late-fix-1'"
     assert wait_for(lambda: run.query(late) == [("late", 0.0)], 60), run.query(late)
     assert feedback(run, "late-fix-1") == [("production", "joined", 1.0, "v1")]
+
+
+def test_a_prediction_re_sent_with_a_new_timestamp_keeps_one_row_the_first(run: Run) -> None:
+    """A client retrying by rebuilding its event: same prediction_id and route, a later
+    timestamp and value. One `predictions` row, counted without FINAL, and it is the first,
+    the one feedback pairs; whether the re-send comes in a later batch or in the same one."""
+    base = now_ms() - 20_000
+    run.send_prediction(prediction("resend-later", ts=base, value=0.25))
+    run.flush()
+    stored = "SELECT count() FROM predictions WHERE prediction_id = 'resend-later'"
+    assert wait_for(lambda: run.count(stored) == 1, 60)
+    run.send_prediction(prediction("resend-later", ts=base + 1_000, value=0.75))
+    run.send_prediction(prediction("resend-same-batch", ts=base, value=0.25))
+    run.send_prediction(prediction("resend-same-batch", ts=base + 1_000, value=0.75))
+    run.flush()
+    # Outcomes follow the re-sends on their partitions: once they are paired, the re-sends
+    # have been through the join and their batches flushed.
+    for pid in ("resend-later", "resend-same-batch"):
+        run.send_outcome(outcome(pid, ts=base + 2_000, truth=1.0))
+    run.flush()
+    assert wait_for(
+        lambda: feedback(run, "resend-later") and feedback(run, "resend-same-batch"), 60
+    )
+    for pid in ("resend-later", "resend-same-batch"):
+        rows = run.query(
+            "SELECT toUnixTimestamp64Milli(timestamp), prediction FROM predictions "
+            f"WHERE prediction_id = '{pid}'"
+        )
+        assert rows == [(base, 0.25)], pid
+        paired = run.query(
+            "SELECT toUnixTimestamp64Milli(prediction_timestamp), prediction FROM feedback "
+            f"WHERE prediction_id = '{pid}'"
+        )
+        assert paired == [(base, 0.25)], pid
