@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
-import subprocess
 import sys
-from types import FrameType
 
 from safeloop.infra.settings import Settings
 from safeloop.services.cli.exit_codes import ExitCode
+from safeloop.services.cli.worker_fleet import WorkerFleet
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +25,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "SAFELOOP_PARTITIONS partitions."
         ),
     )
-    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes (default 1); one that dies is started again, and all get "
+        "SIGTERM if this process dies",
+    )
     parser.add_argument(
         "--web-port", type=int, default=6066, help="first worker's /metrics port (default 6066)"
     )
@@ -57,11 +61,11 @@ def _run_one(args: argparse.Namespace, settings: Settings, index: int) -> int:
 
 
 def _run_many(args: argparse.Namespace) -> int:
-    children: list[subprocess.Popen[bytes]] = []
-    base = [sys.executable, "-m", "safeloop.streams.worker"]
-    for index in range(args.workers):
-        command = [
-            *base,
+    def command_for(index: int) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "safeloop.streams.worker",
             "--worker-index",
             str(index),
             "--web-port",
@@ -71,15 +75,5 @@ def _run_many(args: argparse.Namespace) -> int:
             "--flush-interval-ms",
             str(args.flush_interval_ms),
         ]
-        children.append(subprocess.Popen(command))
-    log.info("started %s stream workers: %s", len(children), [c.pid for c in children])
 
-    def forward(signum: int, frame: FrameType | None) -> None:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    codes = [child.wait() for child in children]
-    return max(codes, default=0)
+    return WorkerFleet(args.workers, command_for).run()
