@@ -25,6 +25,7 @@ from safeloop.services.cli.preflight_gate import (
     add_force_flag,
     check_before_publish,
 )
+from safeloop.services.cli.unreachable_hint import unreachable_hint
 from safeloop.services.control.exceptions import CommandError, ControlError
 from safeloop.services.models.exceptions import ModelError
 from safeloop.services.serving.flags import FlagValue, decode_flag, encode_flag
@@ -295,7 +296,7 @@ def _run_change(args: argparse.Namespace, settings: Settings) -> int:
         command = settled.command
         checked = checks[-1]
     except (ControlError, ModelError) as exc:
-        return _fail(args, str(exc), ExitCode.FAILURE)
+        return _fail(args, str(exc), ExitCode.FAILURE, error=exc, settings=settings)
     if not settled.in_force:
         rival = settled.lost_to[-1]
         message = (
@@ -403,7 +404,7 @@ def _run_status(args: argparse.Namespace, settings: Settings) -> int:
         with FleetWatcher(reader, settings.replica_liveness_ms) as watcher:
             snapshot = watcher.read_to_end(15.0)
     except ControlError as exc:
-        return _fail(args, str(exc), ExitCode.FAILURE)
+        return _fail(args, str(exc), ExitCode.FAILURE, error=exc, settings=settings)
     models = (
         [args.model]
         if args.model
@@ -516,9 +517,22 @@ def _command_json(command: ControlCommand) -> dict[str, Any]:
     return fields
 
 
-def _fail(args: argparse.Namespace, message: str, code: int) -> int:
+def _fail(
+    args: argparse.Namespace,
+    message: str,
+    code: int,
+    *,
+    error: BaseException | None = None,
+    settings: Settings | None = None,
+) -> int:
+    hint = None if error is None else unreachable_hint(error, settings)
     if getattr(args, "json", False):
-        sys.stdout.write(json.dumps({"error": message, "exit_code": code}) + "\n")
+        report: dict[str, Any] = {"error": message, "exit_code": code}
+        if hint is not None:
+            report["hint"] = hint
+        sys.stdout.write(json.dumps(report) + "\n")
     else:
         sys.stderr.write(f"safeloop: {message}\n")
+        if hint is not None:
+            sys.stderr.write(f"safeloop: {hint}\n")
     return code

@@ -8,7 +8,9 @@ from enum import IntEnum
 
 from safeloop import SafeloopError
 from safeloop.infra.exceptions import SettingsError
+from safeloop.infra.settings import Settings
 from safeloop.services.cli.exceptions import UsageError
+from safeloop.services.cli.unreachable_hint import unreachable_hint
 from safeloop.services.control.exceptions import WaitTimeoutError
 from safeloop.services.dashboard.exceptions import DashboardBindError
 from safeloop.services.guard.exceptions import PolicyError
@@ -61,9 +63,15 @@ def exit_code_for(error: SafeloopError) -> ExitCode:
     return ExitCode.FAILURE
 
 
-def report_failure(error: SafeloopError, *, debug: bool) -> ExitCode:
-    """Say what failed on stderr (the traceback only when debugging) and return its exit code."""
+def report_failure(
+    error: SafeloopError, *, debug: bool, settings: Settings | None = None
+) -> ExitCode:
+    """Say what failed on stderr (the traceback only when debugging) and return its exit code;
+    a server that did not answer at all gets a second line saying how to start it."""
     sys.stderr.write(f"safeloop: {error}\n")
+    hint = unreachable_hint(error, settings)
+    if hint is not None:
+        sys.stderr.write(f"safeloop: {hint}\n")
     if debug:
         log.error("%s", type(error).__name__, exc_info=error)
     return exit_code_for(error)

@@ -94,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args, settings)
     except SafeloopError as exc:
-        return report_failure(exc, debug=debug)
+        return report_failure(exc, debug=debug, settings=settings)
     except KeyboardInterrupt:
         return ExitCode.INTERRUPTED
     return code
