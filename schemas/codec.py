@@ -164,10 +164,12 @@ class EventCodec(Generic[E]):
         # A resolution error means a value the writer allows and this reader does not.
         if isinstance(exc, SchemaResolutionError):
             return DecodeError(DecodeReason.INVALID_FIELD, f"cannot read {name}: {exc}")
+        # fastavro's EOFError says nothing: name what it means.
+        detail = str(exc) or ("it ends early" if isinstance(exc, EOFError) else "no detail")
         return DecodeError(
             DecodeReason.MALFORMED_BODY,
             f"corrupt or truncated {name} body ({len(data) - HEADER_SIZE} bytes): "
-            f"{type(exc).__name__}: {exc}",
+            f"{type(exc).__name__}: {detail}",
         )
 
     def _explain(self, record: dict[str, Any], exc: Exception) -> str:

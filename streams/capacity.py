@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,13 +132,16 @@ def plan(
     )
 
 
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw]?)$")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": SECONDS_PER_DAY, "w": 7 * SECONDS_PER_DAY}
+
+
 def parse_duration_s(text: str) -> float:
-    """Seconds in "90", "45s", "30m", "6h", "30d" or "2w"."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": SECONDS_PER_DAY, "w": 7 * SECONDS_PER_DAY}
-    text = text.strip().lower()
-    if text and text[-1] in units:
-        return float(text[:-1]) * units[text[-1]]
-    return float(text)
+    """Seconds in "90", "45s", "30m", "6h", "30d" or "2w"; ValueError naming the form otherwise."""
+    match = _DURATION.match(text.strip().lower())
+    if match is None:
+        raise ValueError(f"a duration looks like 90, 45s, 30m, 6h, 30d or 2w; got {text!r}")
+    return float(match.group(1)) * _UNIT_S[match.group(2)]
 
 
 def human_bytes(value: float) -> str:

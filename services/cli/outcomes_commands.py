@@ -122,8 +122,11 @@ def _report(summary: FileSummary, checkpoint: Path, as_json: bool) -> None:
         return
     lines = []
     if summary.already_finished:
+        # Nothing was sent by this run: say what the earlier one did, not "published".
         lines.append(f"already published (checkpoint {checkpoint}); --restart publishes it again")
-    lines.append(f"published  {summary.published:,} outcomes to {summary.topic}")
+        lines.append(f"earlier    {summary.published:,} outcomes to {summary.topic}; none sent now")
+    else:
+        lines.append(f"published  {summary.published:,} outcomes to {summary.topic}")
     if summary.resumed_from_row:
         lines.append(
             f"resumed    at row {summary.resumed_from_row:,}; {summary.already_delivered:,} "

@@ -50,6 +50,12 @@ def _plan(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"no benchmark results at {args.figures}: run bench.stream_join") from exc
     except (ValueError, KeyError) as exc:
         raise UsageError(f"cannot plan: {exc}") from exc
+    if delay_s > result.window_s:
+        sys.stderr.write(
+            f"safeloop: warning: labels come {delay_s:,.0f} s after their predictions, past the "
+            f"{result.window_s:,.0f} s window: the join would pair none of them (feedback_late "
+            "would); plan with a window longer than the label delay\n"
+        )
     if args.json:
         sys.stdout.write(json.dumps({**asdict(result), "figures": figures.source}) + "\n")
         return ExitCode.OK

@@ -23,9 +23,17 @@ class ModelLoadError(ModelError):
 class ModelNotFoundError(ModelError):
     """The store holds no such model (or no such version of it)."""
 
-    def __init__(self, name: str, version: str | None = None) -> None:
-        what = f"model {name!r}" if version is None else f"model {name!r} version {version!r}"
-        super().__init__(f"{what} is not in the model store")
+    def __init__(self, name: str | None, version: str | None = None) -> None:
+        if name is None:
+            message = "the model store holds no model"
+        elif version is None:
+            message = f"model {name!r} is not in the model store"
+        else:
+            message = f"model {name!r} version {version!r} is not in the model store"
+        super().__init__(
+            f"{message} (`safeloop model list` shows what it holds; `safeloop model train NAME "
+            "--version V` adds one)"
+        )
         self.name = name
         self.version = version
 

@@ -51,7 +51,7 @@ def load_catalog(store: ModelStoreProtocol, model_names: list[str] | None = None
     """
     names = model_names or store.names()
     if not names:
-        raise ModelNotFoundError("(any)")
+        raise ModelNotFoundError(None)
     catalog = ModelCatalog()
     for given in names:
         if is_model_uri(given):

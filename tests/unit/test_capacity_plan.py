@@ -58,6 +58,10 @@ def test_durations_and_bad_inputs() -> None:
     assert parse_duration_s("90") == 90
     assert parse_duration_s("30m") == 1800
     assert parse_duration_s("2w") == 14 * 86_400
+    assert parse_duration_s(" 1.5H ") == 5400
+    for bad in ("xyz", "", "5 days", "-3d", "1e3"):
+        with pytest.raises(ValueError, match="a duration looks like 90, 45s"):
+            parse_duration_s(bad)
     with pytest.raises(ValueError):
         plan(FIGURES, 0, 60)
     with pytest.raises(ValueError):

@@ -551,3 +551,18 @@ def test_record_mapper_rejects_an_unknown_enum_value() -> None:
     assert info.value.reason == DecodeReason.INVALID_FIELD
     assert info.value.field == "route"
     assert "PredictionEvent.route='sideways'" in str(info.value)
+
+
+def test_a_body_fastavro_finds_short_says_it_ends_early() -> None:
+    # fastavro's EOFError carries no text when a number is cut off; the dead letter's reason
+    # should still say something.
+    plain = EventCodec(PredictionEvent, native=False)
+    data = plain.encode(prediction())
+    reasons = []
+    for cut in range(HEADER_SIZE, len(data)):
+        with pytest.raises(DecodeError) as short:
+            plain.decode(data[:cut])
+        assert short.value.reason is DecodeReason.MALFORMED_BODY
+        reasons.append(str(short.value))
+    assert not [r for r in reasons if r.endswith(": ")], reasons
+    assert any(r.endswith("EOFError: it ends early") for r in reasons), reasons
