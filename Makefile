@@ -33,6 +33,8 @@ NATIVE_STAMP := .cache/native/built
 native: $(NATIVE_STAMP) ## compile the hot path's Avro reader and writer with mypyc (needs a C compiler)
 $(NATIVE_STAMP): schemas/native_codec.py $(STAMP)
 	@mkdir -p .cache/typecheck .cache/native && ln -sfn ../.. .cache/typecheck/safeloop
+	@# New files, not rewritten ones: a running process keeps the library it mapped.
+	@rm -f schemas/native_codec.*.so schemas/native_codec__mypyc.*.so
 	@cd .cache/typecheck && ../../$(BIN)/mypyc safeloop/schemas/native_codec.py > ../native/build.log 2>&1 \
 	  || { tail -20 ../native/build.log; exit 1; }
 	@touch schemas/native_codec.*.so schemas/native_codec__mypyc.*.so $@

@@ -201,6 +201,8 @@ def _block_count(data: bytes, pos: int) -> tuple[int, int]:
     return count, pos
 
 
+# One reader (and writer) per item type rather than one taking a reader function: mypyc
+# compiles each loop with its item type known, which a function argument would box.
 def _read_map_of_double(data: bytes, pos: int) -> tuple[dict[str, float], int]:
     items: dict[str, float] = {}
     count, pos = _block_count(data, pos)
