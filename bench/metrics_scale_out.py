@@ -31,6 +31,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench.proc_cpu import cpu_seconds
 from bench.rollback_latency import (
     FEATURES,
     MODEL,
@@ -162,10 +163,9 @@ def _cpu_seconds(pid: int | None) -> float:
     if pid is None:
         return 0.0
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return cpu_seconds(pid)
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_setup(

@@ -34,6 +34,7 @@ from typing import Any
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from bench.proc_cpu import cpu_seconds, stat_cpu_seconds
 from bench.stream_join_limit import plain_hop
 from bench.stream_join_restart import restart
 from safeloop.infra.clickhouse.client import clickhouse_client
@@ -229,18 +230,12 @@ class Phase:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the worker processes so far."""
-        tick = os.sysconf("SC_CLK_TCK")
-        total = 0.0
-        for worker in self.workers:
-            fields = Path(f"/proc/{worker.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
-        return total
+        return sum(cpu_seconds(worker.pid) for worker in self.workers)
 
     def cpu_seconds_by_thread(self) -> dict[str, float]:
         """The workers' CPU seconds by thread kind: the event loop (faust, aiokafka, the join),
         librdkafka's threads (the output producer), RocksDB's, and the other Python threads
         (the ClickHouse sink's inserts)."""
-        tick = os.sysconf("SC_CLK_TCK")
         kinds: dict[str, float] = {}
         for worker in self.workers:
             for task in Path(f"/proc/{worker.pid}/task").iterdir():
@@ -248,8 +243,7 @@ class Phase:
                     stat = (task / "stat").read_text()
                 except OSError:  # the thread ended meanwhile
                     continue
-                name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat.rsplit(")", 1)[1]
-                values = fields.split()
+                name = stat[stat.index("(") + 1 : stat.rindex(")")]
                 if task.name == str(worker.pid):
                     kind = "event_loop"
                 elif name.startswith("rdk:"):
@@ -258,7 +252,7 @@ class Phase:
                     kind = "rocksdb"
                 else:
                     kind = "other_threads"
-                kinds[kind] = kinds.get(kind, 0.0) + (int(values[11]) + int(values[12])) / tick
+                kinds[kind] = kinds.get(kind, 0.0) + stat_cpu_seconds(stat)
         return {kind: round(seconds, 2) for kind, seconds in sorted(kinds.items())}
 
     def disk_bytes(self) -> int:

@@ -117,11 +117,10 @@ class EventCodec(Generic[E]):
             plan = self._plan_for(fingerprint_of(data))
         if plan[1] is None and self._native is not None:
             try:
-                return self._from_record(native_codec.read(data, HEADER_SIZE, self._native))
-            except DecodeError:
-                raise
+                native_record = native_codec.read(data, HEADER_SIZE, self._native)
             except Exception as exc:  # ValueError, UnicodeDecodeError: the body is not valid
                 raise self._body_error(data, exc) from exc
+            return self._from_record(native_record)
         body = BytesIO(data)
         body.seek(HEADER_SIZE)
         try:

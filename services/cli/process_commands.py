@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from safeloop.infra.settings import Settings
 from safeloop.services.cli.exit_codes import ExitCode
 from safeloop.services.cli.worker_fleet import WorkerFleet
-
-log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

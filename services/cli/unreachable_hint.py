@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 
 from safeloop.infra.settings import Settings
@@ -21,8 +20,7 @@ _CLICKHOUSE_SILENT = ("Connection refused", "Failed to establish a new connectio
 def unreachable_hint(error: BaseException, settings: Settings | None) -> str | None:
     """One line on how to start or point at the server `error` could not reach, if that is
     what happened (judged from its chain of causes); None otherwise."""
-    kafka = "confluent_kafka" in sys.modules and _any_in_chain(error, _is_kafka_silence)
-    if kafka:
+    if _any_in_chain(error, _is_kafka_silence):
         where = settings.bootstrap_servers if settings is not None else "the configured broker"
         return (
             f"is Kafka running at {where}? `safeloop kafka start` starts the local broker; "
