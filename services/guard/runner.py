@@ -116,6 +116,9 @@ class CentralGuard:
         self.verdicts: dict[VerdictKind, int] = dict.fromkeys(VerdictKind, 0)
         # The newest judgement of each model's canary (segments judged and seen included).
         self.latest: dict[str, GuardVerdict] = {}
+        # Canary keys this guard has seen configured: once no longer, their windows go (and
+        # late events of that run with them).
+        self._configured: set[WindowKey] = set()
 
     def observe(
         self, events: Sequence[PredictionEvent], partitions: Sequence[int] | None = None
@@ -150,7 +153,7 @@ class CentralGuard:
             segments = self._segments_of(partition)
             summaries = {}
             for key, window in windows:
-                if key.route is Route.CANARY and not self._is_judged(key):
+                if key.route is Route.CANARY and self._is_retired(key):
                     # Rolled back, promoted or replaced: a later retry of it starts clean.
                     windows.discard(key)
                     segments.discard(key)
@@ -252,9 +255,16 @@ class CentralGuard:
             )
         return found
 
-    def _is_judged(self, key: WindowKey) -> bool:
+    def _is_retired(self, key: WindowKey) -> bool:
+        """A canary this guard saw configured that no longer is. One it never saw configured
+        keeps its window: this process's view of the control topic may be behind the replicas
+        (a control leader failover), and the events it would drop may be the breach's only
+        evidence once the replicas' local guards stop routing to that canary."""
         config = self._issuer.config_of(key.model_name)
-        return config is not None and _is_current_canary(config, key.model_version)
+        if config is not None and _is_current_canary(config, key.model_version):
+            self._configured.add(key)
+            return False
+        return key in self._configured
 
     def _discard(self, key: WindowKey) -> None:
         for windows in self._windows.values():

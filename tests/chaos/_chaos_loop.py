@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -316,6 +317,37 @@ class ChaosLoop:
                 log.seek(since)
                 return log.read().decode(errors="replace")
             return log.read().decode(errors="replace")[-5000:]
+
+    def guard_diagnosis(self) -> str:
+        """What a failed rollback needs explained: the replicas' event delivery, the central
+        guard's figures and what its log says about guarding, control and rebuilding."""
+        sinks = [replica.sink.stats() for replica in self.fleet.replicas]
+        figures = ""
+        if self.metrics is not None and (code := self.metrics.process.poll()) is not None:
+            figures = f"(the metrics process exited with {code})"
+        elif self.metrics is not None:
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{self.metrics.port}/metrics", timeout=5
+                ) as answer:
+                    text = answer.read().decode()
+                figures = "\n".join(
+                    line
+                    for line in text.splitlines()
+                    if not line.startswith("#")
+                    and any(w in line for w in ("guard", "rollback", "judg", "rebuil", "lag"))
+                )
+            except OSError as exc:
+                figures = f"(no /metrics: {exc})"
+        log = [
+            line
+            for line in self.metrics_log(since=0).splitlines()
+            if any(w in line.lower() for w in ("guard", "rollback", "rolled", "control", "rebuil"))
+        ]
+        return (
+            f"configs: {self.fleet.configs()}\nreplica sinks: {sinks}\n"
+            f"central guard figures:\n{figures}\nmetrics log (guarding):\n" + "\n".join(log[-40:])
+        )
 
     def metrics_log_size(self) -> int:
         return (self.run.state_dir / "metrics.log").stat().st_size

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from _fake_issuer import CANARY, FakeIssuer
 
 from safeloop.schemas.events import PredictionEvent, Route
@@ -47,3 +49,31 @@ def test_windows_of_partitions_read_elsewhere_now_are_dropped() -> None:
     guard.observe(_events("v1", Route.PRODUCTION, 5, 0), [0, 1, 2, 3, 3])
     guard.retain(frozenset({1, 3}))
     assert sorted(guard.summaries()) == [1, 3]
+
+
+def test_canary_events_read_before_its_command_are_judged_once_the_command_comes() -> None:
+    # A control-leader failover can hold this process's view of the control topic behind the
+    # replicas: their canary's events arrive first, and may be all the evidence there will be.
+    policy = GuardPolicy(max_p99_latency_ratio=None, max_performance_drop=None, min_requests=100)
+    issuer = FakeIssuer()
+    issuer.config = replace(CANARY, canary_version=None, canary_basis_points=0)
+    guard = CentralGuard(policy, issuer)  # type: ignore[arg-type]
+    guard.observe(_events("v2", Route.CANARY, 120, 120), [0] * 120)
+    guard.observe(_events("v1", Route.PRODUCTION, 200, 0), [0] * 200)
+    assert guard.check() == []
+    issuer.config = CANARY
+    decisions = guard.check()
+    assert len(decisions) == 1 and decisions[0].verdict.canary_requests == 120
+
+
+def test_late_events_of_a_rolled_back_canary_never_refill_its_window() -> None:
+    policy = GuardPolicy(max_p99_latency_ratio=None, max_performance_drop=None, min_requests=100)
+    issuer = FakeIssuer()
+    guard = CentralGuard(policy, issuer)  # type: ignore[arg-type]
+    guard.observe(_events("v2", Route.CANARY, 120, 120), [0] * 120)
+    assert len(guard.check()) == 1
+    # Requests routed before the rollback, published after it.
+    guard.observe(_events("v2", Route.CANARY, 120, 120), [0] * 120)
+    assert guard.check() == []
+    issuer.config = CANARY
+    assert guard.check() == [], "the retried canary starts with an empty window"
