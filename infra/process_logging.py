@@ -10,6 +10,8 @@ from safeloop.infra.repeated_lines import RepeatedLineFilter
 LINE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Each logs a line per failed attempt; our own code reports the outage that causes them.
 RETRYING_LIBRARIES = ("aiokafka", "urllib3", "clickhouse_connect")
+# Where librdkafka's own log lines go (infra/kafka/clients.py).
+KAFKA_CLIENT_LOGGER = "safeloop.kafka.client"
 
 
 def configure_logging(level: str | int) -> None:

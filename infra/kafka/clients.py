@@ -10,6 +10,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient
 
 from safeloop.infra.kafka.access import SafeloopConsumer, SafeloopProducer
+from safeloop.infra.process_logging import KAFKA_CLIENT_LOGGER
 from safeloop.infra.repeated_lines import RepeatedLineFilter
 from safeloop.infra.settings import Settings
 
@@ -17,7 +18,7 @@ ConfigValue = str | int | float | bool
 
 log = logging.getLogger(__name__)
 # librdkafka's own log lines go through logging instead of straight to stderr.
-_CLIENT_LOGGER = logging.getLogger("safeloop.kafka.client")
+_CLIENT_LOGGER = logging.getLogger(KAFKA_CLIENT_LOGGER)
 _CLIENT_LOGGER.addFilter(RepeatedLineFilter())
 
 

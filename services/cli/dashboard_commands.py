@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "required and every page asks for it (HTTP Basic, user SAFELOOP_DASHBOARD_USER)",
     )
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port ({DEFAULT_PORT})")
-    parser.set_defaults(func=_serve)
+    parser.set_defaults(func=_serve, service=True)
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:

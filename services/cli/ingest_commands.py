@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=DEFAULT_SOURCE,
         help=f"source of outcomes without one ({DEFAULT_SOURCE})",
     )
-    parser.set_defaults(func=_serve)
+    parser.set_defaults(func=_serve, service=True)
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:

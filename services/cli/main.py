@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from collections.abc import Sequence
 from typing import Protocol
 
 from safeloop import SafeloopError
-from safeloop.infra.process_logging import configure_logging
+from safeloop.infra.process_logging import KAFKA_CLIENT_LOGGER, configure_logging
 from safeloop.infra.settings import Settings
 from safeloop.services.cli.exit_codes import ExitCode, report_failure
 
@@ -77,11 +78,28 @@ def requested_command(argv: Sequence[str]) -> str | None:
     return next((arg for arg in argv if not arg.startswith("-")), None)
 
 
+def deepest_parser(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> argparse.ArgumentParser:
+    """The sub-command parser `args` came through (`safeloop kafka start` -> start's)."""
+    while True:
+        chosen = None
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction) and action.dest:
+                chosen = action.choices.get(getattr(args, action.dest, None) or "")
+        if chosen is None:
+            return parser
+        parser = chosen
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one sub-command and return its exit code (see `ExitCode`)."""
     words = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(requested_command(words))
-    args = parser.parse_args(words)
+    args, extra = parser.parse_known_args(words)
+    if extra:
+        # Named by the sub-command that refused them, with its usage, not the top level's.
+        deepest_parser(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         build_parser().print_help()
         return ExitCode.USAGE
@@ -91,6 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return report_failure(exc, debug=args.debug)
     debug = args.debug or settings.log_level == "DEBUG"
     configure_logging("DEBUG" if args.verbose or debug else settings.log_level)
+    if not (getattr(args, "service", False) or args.verbose or debug):
+        # A one-off command reports a broker it cannot reach itself, with a hint; librdkafka's
+        # per-connection lines before that are noise. Services keep them (their logs).
+        logging.getLogger(KAFKA_CLIENT_LOGGER).setLevel(logging.CRITICAL)
     try:
         code: int = args.func(args, settings)
     except SafeloopError as exc:

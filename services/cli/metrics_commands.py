@@ -180,7 +180,7 @@ def _register_metrics(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         "fenced and exits 1. None: a new id per run",
     )
     _guard_arguments(run)
-    run.set_defaults(func=_run_metrics)
+    run.set_defaults(func=_run_metrics, service=True)
 
 
 # Kafka's rule for group.instance.id (and topic names).

@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--flush-interval-ms", type=int, default=250, help="ClickHouse flush interval"
     )
-    parser.set_defaults(func=run_process)
+    parser.set_defaults(func=run_process, service=True)
 
 
 def run_process(args: argparse.Namespace, settings: Settings) -> int:

@@ -76,7 +76,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="fail a canary step typically this many times slower (0 = not compared)",
     )
     run.add_argument("--tick-s", type=float, default=1.0, help="how often runs are moved on")
-    run.set_defaults(func=_run)
+    run.set_defaults(func=_run, service=True)
     status = actions.add_parser("status", help="retraining runs as recorded, newest last")
     status.add_argument("model", metavar="MODEL", nargs="?", default="")
     status.add_argument("--json", action="store_true")

@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="judge canaries on this replica too and stop routing to a breaching one at once "
         "(the central guard's signed rollback follows)",
     )
-    serve.set_defaults(func=run_serve)
+    serve.set_defaults(func=run_serve, service=True)
 
     model = subparsers.add_parser("model", help="train demo models and list the model store")
     actions = model.add_subparsers(dest="model_command", metavar="ACTION", required=True)

@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "requests: under load its answers come later, never the users'. "
         "Default: SAFELOOP_SHADOW_CPU_PRIORITY, else idle",
     )
-    scorer.set_defaults(func=_run)
+    scorer.set_defaults(func=_run, service=True)
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:

@@ -53,3 +53,51 @@ def test_metrics_run_refuses_an_instance_id_kafka_would_refuse(
         main(["metrics", "run", "--instance-id", bad])
     assert exited.value.code == 2
     assert "--instance-id" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "usage"),
+    [
+        (["kafka", "start", "--bogus"], "usage: safeloop kafka start"),
+        (["topics", "list", "--bogus"], "usage: safeloop topics list"),
+        (
+            ["plan", "--predictions-per-s", "10", "--label-delay", "1d", "--bogus"],
+            "usage: safeloop plan",
+        ),
+    ],
+)
+def test_an_unknown_option_is_refused_with_its_sub_commands_usage(
+    argv: list[str], usage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(usage), err
+    assert "unrecognized arguments: --bogus" in err
+
+
+@pytest.mark.parametrize(("argv", "quiet"), [(["plan"], True), (["-v", "plan"], False)])
+def test_one_off_commands_leave_unreachable_broker_lines_to_their_own_report(
+    argv: list[str], quiet: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logging
+
+    from safeloop.infra.process_logging import KAFKA_CLIENT_LOGGER
+
+    client_log = logging.getLogger(KAFKA_CLIENT_LOGGER)
+    monkeypatch.setattr(client_log, "level", logging.NOTSET)
+    main([*argv, "--predictions-per-s", "10", "--label-delay", "1d"])
+    assert (client_log.level == logging.CRITICAL) is quiet
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["process"], ["serve"], ["metrics", "run"], ["dashboard"], ["ingest"], ["shadow-scorer"],
+     ["retrain", "run"]],
+)  # fmt: skip
+def test_services_keep_the_kafka_clients_log_lines(argv: list[str]) -> None:
+    from safeloop.services.cli.main import build_parser
+
+    args, _ = build_parser(argv[0]).parse_known_args(argv)
+    assert args.service is True
