@@ -94,6 +94,8 @@ class Load:
     outcomes: set[str] = field(default_factory=set)
     failed: int = 0
     sent: int = 0
+    # id -> "topic partition:offset" of every acknowledged record (a loss's first clue).
+    where: dict[str, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def acknowledged(self) -> tuple[set[str], set[str]]:
@@ -118,7 +120,11 @@ def produce_load(settings: Settings, stop: threading.Event, load: Load) -> None:
         def on_delivery(error: object, message: Any) -> None:
             with load.lock:
                 if error is None:
-                    into.add(message.key().decode())
+                    key = message.key().decode()
+                    into.add(key)
+                    load.where[f"{message.topic()}/{key}"] = (
+                        f"{message.partition()}:{message.offset()}"
+                    )
                 else:
                     load.failed += 1
 
@@ -170,6 +176,8 @@ class Tally:
     # Seconds the count waited for ClickHouse to hold as many rows as were acknowledged; None
     # if it never did within the wait (the processor still behind: `lost` then is an upper bound).
     landed_after_s: float | None
+    # A few of the ids `lost` counts, per table (where to start looking).
+    lost_ids: dict[str, list[str]] = field(default_factory=dict)
 
 
 class ArmableGuard(ReplicaGuard):
@@ -257,16 +265,22 @@ class ChaosLoop:
     def tally(self, timeout_s: float = 300.0) -> Tally:
         """Every event acknowledged so far, counted in ClickHouse once it has all landed."""
         wanted, landed_after_s = self.wait_landed(timeout_s)
-        lost, doubled = {}, {}
+        lost, doubled, lost_ids = {}, {}, {}
         for table, ids in wanted.items():
             source = SOURCES[table]
             stored = {row[0] for row in self.run.query(f"SELECT prediction_id FROM {source}")}
             lost[table] = len(ids - stored)
+            names = self.settings.topics
+            topic = names.outcomes if table == "outcomes" else names.predictions
+            lost_ids[table] = [
+                f"{key}@{self.load.where.get(f'{topic}/{key}')}"
+                for key in sorted(ids - stored)[:20]
+            ]
             doubled[table] = self.run.count(
                 f"SELECT count() - uniqExact(prediction_id) FROM {source}"
             )
         acknowledged = {t: len(ids) for t, ids in wanted.items()}
-        return Tally(acknowledged, lost, doubled, landed_after_s)
+        return Tally(acknowledged, lost, doubled, landed_after_s, lost_ids)
 
     def report(self, scenario: str, mark: Mark, **figures: Any) -> Tally:
         """Count ClickHouse and write bench/results/chaos_<scenario>.json; the tally."""
@@ -285,6 +299,7 @@ class ChaosLoop:
             "acknowledged_during_scenario": self.load.acked_predictions() - mark.acked_predictions,
             "acknowledged_total": tally.acknowledged,
             "lost": tally.lost,
+            **({"lost_ids": tally.lost_ids} if any(tally.lost.values()) else {}),
             "landed_after_s": tally.landed_after_s,
             "doubled": tally.doubled,
             "producer_failures": self.load.failed,
@@ -428,6 +443,13 @@ def _make_flaky(replicas: Fleet, version: str) -> FlakyModel:
     return flaky
 
 
+def _settled(run: Run, worker: str) -> bool:
+    """Whether `worker` finished recovering its latest assignment."""
+    text = (run.state_dir / f"{worker}.log").read_text(errors="replace")
+    assigned = text.rfind("Setting newly assigned partitions")
+    return assigned >= 0 and text.find("Worker ready", assigned) >= 0
+
+
 def build_loop(cluster: Settings, tmp: Path, stack: ExitStack) -> ChaosLoop:
     """Start everything (torn down by `stack`); returns once events flow into ClickHouse."""
     suffix = uuid.uuid4().hex[:6]
@@ -491,6 +513,9 @@ def build_loop(cluster: Settings, tmp: Path, stack: ExitStack) -> ChaosLoop:
     )
     # The workers' first rebalances on a busy machine take minutes, not seconds.
     assert wait_for(lambda: loop.run.count(joined) >= 200, 600), loop.logs()
+    # Steady load, as the scenarios say: the first worker can be joining and recovering while
+    # the second has long joined rows; a fault then lands mid-rebalance (another scenario).
+    assert wait_for(lambda: all(_settled(run, name) for name in run.workers), 300), loop.logs()
     assert wait_for(loop.metrics_ready, 300), loop.metrics_log()
     assert wait_for(loop.replica_ready, 120), "the replica process never became ready"
     return loop
