@@ -256,10 +256,11 @@ class CentralGuard:
         return found
 
     def _is_retired(self, key: WindowKey) -> bool:
-        """A canary this guard saw configured that no longer is. One it never saw configured
-        keeps its window: this process's view of the control topic may be behind the replicas
-        (a control leader failover), and the events it would drop may be the breach's only
-        evidence once the replicas' local guards stop routing to that canary."""
+        """A canary this guard saw configured that no longer is (each call records a canary
+        found configured). One it never saw configured keeps its window: this process's view of
+        the control topic may be behind the replicas (a control leader failover), and the events
+        it would drop may be the breach's only evidence once the replicas' local guards stop
+        routing to that canary."""
         config = self._issuer.config_of(key.model_name)
         if config is not None and _is_current_canary(config, key.model_version):
             self._configured.add(key)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
 import pytest
 
-from safeloop.services.cli.main import main
+from safeloop.infra.process_logging import KAFKA_CLIENT_LOGGER
+from safeloop.services.cli.main import build_parser, main
 
 
 def test_kafka_stop_when_not_running_succeeds_and_says_nothing_was_stopped(
@@ -81,10 +83,6 @@ def test_an_unknown_option_is_refused_with_its_sub_commands_usage(
 def test_one_off_commands_leave_unreachable_broker_lines_to_their_own_report(
     argv: list[str], quiet: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import logging
-
-    from safeloop.infra.process_logging import KAFKA_CLIENT_LOGGER
-
     client_log = logging.getLogger(KAFKA_CLIENT_LOGGER)
     monkeypatch.setattr(client_log, "level", logging.NOTSET)
     main([*argv, "--predictions-per-s", "10", "--label-delay", "1d"])
@@ -97,7 +95,5 @@ def test_one_off_commands_leave_unreachable_broker_lines_to_their_own_report(
      ["retrain", "run"]],
 )  # fmt: skip
 def test_services_keep_the_kafka_clients_log_lines(argv: list[str]) -> None:
-    from safeloop.services.cli.main import build_parser
-
     args, _ = build_parser(argv[0]).parse_known_args(argv)
     assert args.service is True
