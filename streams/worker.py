@@ -14,6 +14,7 @@ from typing import Any
 from faust.types import TP
 
 from safeloop.infra.clickhouse.client import clickhouse_client
+from safeloop.infra.collector_schedule import HOT_LOOP
 from safeloop.infra.kafka.clients import make_consumer, producer_config, with_client_logging
 from safeloop.infra.kafka.topics import TopicAdmin
 from safeloop.infra.process_logging import configure_logging
@@ -438,6 +439,7 @@ class StreamWorker:
             redirect_stdouts=False,
             override_logging=False,
         )
+        HOT_LOOP.apply()
         try:
             worker.execute_from_commandline()
         except SystemExit as exc:
