@@ -1,7 +1,7 @@
 # One image for every safeloop service: processor, serving replicas, metrics, dashboard, CLI.
 
-# The hot path's Avro loop compiled by mypyc (`make native` outside Docker); the compiler stays
-# in this stage. Named safeloop.schemas.native_codec by building it under a `safeloop` folder.
+# The hot path's Avro loops, in C and compiled by mypyc (`make native` outside Docker); the
+# compiler stays in this stage. Named safeloop.schemas.* by building them under a `safeloop` folder.
 FROM python:3.11-slim AS native
 RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc libc6-dev \
@@ -9,8 +9,11 @@ RUN apt-get update \
 RUN pip install --no-cache-dir mypy==2.4.1 setuptools
 WORKDIR /build
 COPY __init__.py ./safeloop/
-COPY schemas/__init__.py schemas/native_codec.py ./safeloop/schemas/
-RUN mypyc safeloop/schemas/native_codec.py
+COPY schemas/__init__.py schemas/native_codec.py schemas/flat_avro.c ./safeloop/schemas/
+RUN mypyc safeloop/schemas/native_codec.py \
+ && gcc -O2 -fPIC -shared -Wall -I"$(python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" \
+      safeloop/schemas/flat_avro.c \
+      -o "safeloop/schemas/flat_avro$(python -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')"
 
 FROM python:3.11-slim
 
@@ -32,7 +35,7 @@ RUN pip install --no-cache-dir --no-deps .
 # Beside the installed source, and dated after it: the codec uses a build no older than it.
 COPY --from=native /build/safeloop/schemas/*.so /usr/local/lib/python3.11/site-packages/safeloop/schemas/
 RUN touch /usr/local/lib/python3.11/site-packages/safeloop/schemas/*.so \
- && python -c "from safeloop.schemas import codec; assert codec.NATIVE"
+ && python -c "from safeloop.schemas import codec, flat_loop; assert codec.NATIVE and flat_loop.c_loop()"
 # The models folder exists in the image so the named volume mounted there inherits its owner.
 RUN useradd --system --home /var/lib/safeloop safeloop && mkdir -p /var/lib/safeloop/models \
  && chown -R safeloop /var/lib/safeloop

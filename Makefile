@@ -26,20 +26,28 @@ $(STAMP): pyproject.toml $(DEV_LOCK)
 install: $(STAMP) ## create .venv and install safeloop with its dev tools, as locked
 	@$(MAKE) --no-print-directory native || echo "make native failed: fastavro will read and write every event (slower)"
 
-# The hot path's Avro loop, compiled by mypyc (schemas/native_codec.py; used only when built and
-# newer than its source). The build goes through .cache/typecheck so the module is named
-# safeloop.schemas.native_codec; the copied libraries are touched to date them after the source.
+# The hot path's Avro loops (each used only when built and newer than its source): the C one,
+# schemas/flat_avro.c, and schemas/native_codec.py compiled by mypyc (the fallback, and the
+# readable reference of the same rules). The mypyc build goes through .cache/typecheck so the
+# module is named safeloop.schemas.native_codec; the libraries are touched to date them after
+# their sources.
 NATIVE_STAMP := .cache/native/built
-native: $(NATIVE_STAMP) ## compile the hot path's Avro reader and writer with mypyc (needs a C compiler)
-$(NATIVE_STAMP): schemas/native_codec.py $(STAMP)
+PY_INCLUDE = $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+EXT_SUFFIX = $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+CFLAGS_NATIVE := -O2 -fPIC -shared -Wall -Wextra -Wno-unused-parameter \
+	-Wno-missing-field-initializers -Wno-cast-function-type
+native: $(NATIVE_STAMP) ## compile the hot path's Avro reader and writer (C, and mypyc's; needs a C compiler)
+$(NATIVE_STAMP): schemas/native_codec.py schemas/flat_avro.c $(STAMP)
 	@mkdir -p .cache/typecheck .cache/native && ln -sfn ../.. .cache/typecheck/safeloop
 	@# New files, not rewritten ones: a running process keeps the library it mapped.
-	@rm -f schemas/native_codec.*.so schemas/native_codec__mypyc.*.so
+	@rm -f schemas/native_codec.*.so schemas/native_codec__mypyc.*.so schemas/flat_avro.*.so
 	@cd .cache/typecheck && ../../$(BIN)/mypyc safeloop/schemas/native_codec.py > ../native/build.log 2>&1 \
 	  || { tail -20 ../native/build.log; exit 1; }
-	@touch schemas/native_codec.*.so schemas/native_codec__mypyc.*.so $@
+	@$${CC:-cc} $(CFLAGS_NATIVE) -I"$(PY_INCLUDE)" schemas/flat_avro.c -o "schemas/flat_avro$(EXT_SUFFIX)"
+	@touch schemas/native_codec.*.so schemas/native_codec__mypyc.*.so schemas/flat_avro.*.so $@
 	@$(BIN)/python -c "from safeloop.schemas import native_codec as n; assert n.compiled(), n.__file__" \
-	  && echo "native: schemas/native_codec compiled"
+	  && $(BIN)/python -c "from safeloop.schemas import flat_loop as f; assert f.c_loop(), 'flat_avro'" \
+	  && echo "native: schemas/flat_avro.c and schemas/native_codec compiled"
 
 $(BIN)/uv:
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -32,6 +32,7 @@ from safeloop.schemas.events import (
     RetrainingDecision,
 )
 from safeloop.schemas.exceptions import DecodeError, DecodeReason, EncodeError
+from safeloop.schemas.flat_loop import LOOP, FlatLoop
 from safeloop.schemas.records import RecordMapper
 from safeloop.schemas.registry import SchemaRegistry, WriterSchema, default_registry
 
@@ -42,8 +43,8 @@ E = TypeVar("E")
 MARKER: Final = b"\xc3\x01"
 HEADER_SIZE: Final = 10
 NAMESPACE: Final = "safeloop.v1"
-# Flat records of the current schema go through the compiled loop when `make native` built it.
-NATIVE: Final = native_codec.compiled()
+# Flat records of the current schema go through a compiled loop when `make native` built one.
+NATIVE: Final = LOOP is not None
 
 
 def fingerprint_of(data: bytes) -> bytes:
@@ -77,7 +78,8 @@ class EventCodec(Generic[E]):
         # fingerprint -> (writer schema, reader schema or None when they are the same).
         self._plans: dict[bytes, tuple[Any, Any]] = {self.fingerprint: (self.schema.parsed, None)}
         # Bytes of the current schema only: older writers need fastavro's schema resolution.
-        self._native = native_codec.plan_for(self.schema.parsed) if native else None
+        self._loop: FlatLoop | None = LOOP if native else None
+        self._native = native_codec.plan_for(self.schema.parsed) if self._loop is not None else None
 
     def __repr__(self) -> str:
         return f"EventCodec({self.event_type.__name__}, {self.fingerprint.hex()})"
@@ -90,9 +92,9 @@ class EventCodec(Generic[E]):
                 f"{self.event_type.__name__}"
             )
         record = self._mapper.to_record(event)
-        if self._native is not None:
+        if self._native is not None and self._loop is not None:
             try:
-                return native_codec.write(record, self._native, self._header)
+                return self._loop.write(record, self._native, self._header)
             except Exception:  # a value the loop does not take: fastavro encodes it or says why
                 log.debug("%r: the compiled writer refused a record; fastavro writes it", self)
         out = BytesIO()
@@ -115,9 +117,9 @@ class EventCodec(Generic[E]):
         plan = self._plans.get(data[2:HEADER_SIZE])
         if plan is None or data[:2] != MARKER:
             plan = self._plan_for(fingerprint_of(data))
-        if plan[1] is None and self._native is not None:
+        if plan[1] is None and self._native is not None and self._loop is not None:
             try:
-                native_record = native_codec.read(data, HEADER_SIZE, self._native)
+                native_record = self._loop.read(data, HEADER_SIZE, self._native)
             except Exception as exc:  # ValueError, UnicodeDecodeError: the body is not valid
                 raise self._body_error(data, exc) from exc
             return self._from_record(native_record)

@@ -1,5 +1,6 @@
-"""The compiled Avro loop (schemas/native_codec.py) against fastavro: same bytes, same records,
-never laxer on bad bytes; and the codec using it only where it may."""
+"""The compiled Avro loops (schemas/flat_avro.c, and schemas/native_codec.py built by mypyc)
+against fastavro: same bytes, same records, never laxer on bad bytes; and the codec using them
+only where it may."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 from fastavro import schemaless_reader, schemaless_writer
 
-from safeloop.schemas import native_codec
+from safeloop.schemas import flat_loop, native_codec
 from safeloop.schemas.codec import (
     CONTROL_CODEC,
     FEEDBACK_CODEC,
@@ -49,6 +50,10 @@ def _source_module() -> ModuleType:
 
 
 SOURCE = _source_module()
+C_LOOP = flat_loop.c_loop()
+# The loops that must agree with fastavro: the C one, mypyc's build, and its source as Python.
+LOOPS = [C_LOOP, native_codec, SOURCE]
+LOOP_IDS = ["c", "compiled", "source"]
 
 
 def _text(rng: random.Random) -> str:
@@ -132,22 +137,24 @@ def _fastavro_record(codec: EventCodec[Any], body: bytes) -> dict[str, Any]:
     return record
 
 
-def test_make_native_built_the_loop_and_the_hot_path_codecs_use_it() -> None:
+def test_make_native_built_the_loops_and_the_hot_path_codecs_use_the_c_one() -> None:
     assert native_codec.compiled(), (
         f"{native_codec.__file__} is not a current mypyc build: run `make native`"
     )
+    assert C_LOOP is not None, "schemas/flat_avro.c is not built, or changed since: `make native`"
     for codec in HOT_PATH_CODECS:
         assert codec._native is not None, codec
+        assert codec._loop is C_LOOP, codec
     assert not SOURCE.compiled()
 
 
-@pytest.mark.parametrize("module", [native_codec, SOURCE], ids=["compiled", "source"])
+@pytest.mark.parametrize("module", LOOPS, ids=LOOP_IDS)
 @pytest.mark.parametrize("codec", HOT_PATH_CODECS, ids=repr)
 def test_the_loop_writes_fastavros_bytes_and_reads_its_records(
     module: ModuleType, codec: EventCodec[Any]
 ) -> None:
     rng = random.Random(f"{codec!r}")
-    plan = module.plan_for(codec.schema.parsed)
+    plan = native_codec.plan_for(codec.schema.parsed)
     for _ in range(400):
         record = codec._mapper.to_record(EVENTS[codec](rng))
         expected = _fastavro_body(codec, record)
@@ -158,9 +165,10 @@ def test_the_loop_writes_fastavros_bytes_and_reads_its_records(
         )
 
 
+@pytest.mark.parametrize("module", LOOPS[:2], ids=LOOP_IDS[:2])
 @pytest.mark.parametrize("codec", HOT_PATH_CODECS, ids=repr)
 def test_damaged_bodies_read_as_fastavro_reads_them_or_are_refused(
-    codec: EventCodec[Any],
+    module: ModuleType, codec: EventCodec[Any]
 ) -> None:
     """Truncated, flipped, inserted and trailing bytes: the loop never accepts what fastavro
     refuses nor reads another record; what it refuses alone is in STRICTER."""
@@ -184,22 +192,21 @@ def test_damaged_bodies_read_as_fastavro_reads_them_or_are_refused(
         except Exception:
             expected = None
         try:
-            got: Any = repr(native_codec.read(bytes(body), 0, plan))
+            got: Any = repr(module.read(bytes(body), 0, plan))
         except ValueError:
             got = None
         if got is not None:
             assert got == expected
         elif expected is not None:
             refused_only_here += 1
-            assert any(why in _refusal(bytes(body), plan) for why in STRICTER), _refusal(
-                bytes(body), plan
-            )
+            why = _refusal(module, bytes(body), plan)
+            assert any(reason in why for reason in STRICTER), why
     assert refused_only_here < 150  # a few percent of the damaged bodies
 
 
-def _refusal(body: bytes, plan: native_codec.FlatPlan) -> str:
+def _refusal(module: ModuleType, body: bytes, plan: native_codec.FlatPlan) -> str:
     with pytest.raises(ValueError) as refused:
-        native_codec.read(body, 0, plan)
+        module.read(body, 0, plan)
     return str(refused.value)
 
 
@@ -287,13 +294,20 @@ def test_bytes_of_an_older_writer_still_go_through_fastavros_resolution(
     codec = EventCodec(PredictionEvent)
     assert codec._native is not None
     calls: list[bytes] = []
-    real = native_codec.read
+    loop = codec._loop
+    assert loop is not None
 
-    def counting(data: bytes, pos: int, plan: native_codec.FlatPlan) -> dict[str, Any]:
-        calls.append(data)
-        return real(data, pos, plan)
+    class Counting:
+        def read(self, data: bytes, pos: int, plan: native_codec.FlatPlan) -> dict[str, Any]:
+            calls.append(data)
+            assert loop is not None
+            return loop.read(data, pos, plan)
 
-    monkeypatch.setattr(native_codec, "read", counting)
+        def write(self, record: dict[str, Any], plan: Any, header: bytes) -> bytes:
+            assert loop is not None
+            return loop.write(record, plan, header)
+
+    monkeypatch.setattr(codec, "_loop", Counting())
     data = codec.encode(_prediction(random.Random(9)))
     current = codec.decode(data)
     assert len(calls) == 1
@@ -313,3 +327,40 @@ def test_a_codec_built_without_the_loop_reads_and_writes_the_same() -> None:
         data = PREDICTION_CODEC.encode(event)
         assert plain.encode(event) == data
         assert repr(plain.decode(data)) == repr(PREDICTION_CODEC.decode(data))
+
+
+@pytest.mark.parametrize("module", LOOPS[:2], ids=LOOP_IDS[:2])
+def test_records_larger_than_the_writers_first_buffer_round_trip(module: ModuleType) -> None:
+    """The C writer starts in a 512-byte buffer and grows it: thousands of features, long texts."""
+    rng = random.Random(13)
+    event = _prediction(rng)
+    features = {f"feature_{i:05d}_{'x' * (i % 40)}": rng.uniform(-1, 1) for i in range(3000)}
+    big = PredictionEvent(**{**_fields(event), "features": features, "replica_id": "é" * 70_000})
+    record = PREDICTION_CODEC._mapper.to_record(big)
+    plan = native_codec.plan_for(PREDICTION_CODEC.schema.parsed)
+    expected = _fastavro_body(PREDICTION_CODEC, record)
+    assert len(expected) > 200_000
+    assert module.write(record, plan, b"HEAD") == b"HEAD" + expected
+    assert module.read(b"HEAD" + expected, 4, plan) == _fastavro_record(PREDICTION_CODEC, expected)
+
+
+@pytest.mark.parametrize("module", LOOPS[:2], ids=LOOP_IDS[:2])
+def test_values_that_do_not_fit_are_refused_with_the_python_errors(module: ModuleType) -> None:
+    plan = native_codec.plan_for(PREDICTION_CODEC.schema.parsed)
+    record = PREDICTION_CODEC._mapper.to_record(_prediction(random.Random(17)))
+    for field, value, error in [
+        ("timestamp", 2**63, ValueError),
+        ("timestamp", "1", TypeError),
+        ("latency_ms", "1.5", TypeError),
+        ("route", "sideways", KeyError),
+        ("features", [("a", 1.0)], TypeError),
+        ("features", {"a": "1.0"}, TypeError),
+        ("features", {1: 1.0}, TypeError),
+        ("class_probabilities", (0.5,), TypeError),
+        ("segments", {"a": 1}, TypeError),
+    ]:
+        with pytest.raises(error):
+            module.write({**record, field: value}, plan, b"")
+    del record["model_name"]
+    with pytest.raises(KeyError):
+        module.write(record, plan, b"")
