@@ -91,12 +91,16 @@ class EventCodec(Generic[E]):
                 f"{self!r} cannot encode {type(event).__name__}; expected "
                 f"{self.event_type.__name__}"
             )
-        record = self._mapper.to_record(event)
-        if self._native is not None and self._loop is not None:
+        loop, plan = self._loop, self._native
+        if loop is not None and plan is not None:
             try:
-                return self._loop.write(record, self._native, self._header)
+                if self._mapper.flat:
+                    # Fields read straight off the event: no dict per event.
+                    return loop.write_attributes(event, plan, self._header)
+                return loop.write(self._mapper.to_record(event), plan, self._header)
             except Exception:  # a value the loop does not take: fastavro encodes it or says why
                 log.debug("%r: the compiled writer refused a record; fastavro writes it", self)
+        record = self._mapper.to_record(event)
         out = BytesIO()
         out.write(self._header)
         try:

@@ -514,26 +514,18 @@ put_field(Writer *w, long kind, PyObject *value, PyObject *symbol_index)
     }
 }
 
-/* write(record: dict, plan: FlatPlan, header: bytes) -> bytes: `header` and the body of
- * `record` (a dict holding every field of the plan). */
+/* `header` and the body of the fields of `source`: a dict's items, or (by_attribute) an
+ * object's attributes. */
 static PyObject *
-flat_write(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+write_fields(PyObject *source, PyObject *plan_object, PyObject *header, int by_attribute)
 {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "write(record, plan, header)");
-        return NULL;
-    }
-    PyObject *record = args[0], *header = args[2], *out = NULL;
-    if (!PyDict_Check(record) || !PyBytes_Check(header)) {
-        PyErr_SetString(PyExc_TypeError, "write takes a dict and a bytes header");
-        return NULL;
-    }
+    PyObject *out = NULL;
     Writer w;
     w.data = w.inline_buffer;
     w.size = 0;
     w.capacity = (Py_ssize_t)sizeof(w.inline_buffer);
     Plan plan;
-    if (plan_of(args[1], &plan, 1) < 0)
+    if (plan_of(plan_object, &plan, 1) < 0)
         goto done;
     if (reserve(&w, PyBytes_GET_SIZE(header)) < 0)
         goto done;
@@ -542,27 +534,37 @@ flat_write(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     for (Py_ssize_t i = 0; i < plan.count; i++) {
         PyObject *name = PyList_GET_ITEM(plan.names, i);
         long kind = PyLong_AsLong(PyList_GET_ITEM(plan.kinds, i));
+        PyObject *value;
         if (kind == -1 && PyErr_Occurred())
             goto done;
-        PyObject *value = PyDict_GetItemWithError(record, name);
-        if (value == NULL) {
-            if (!PyErr_Occurred())
-                PyErr_SetObject(PyExc_KeyError, name);
-            goto done;
+        if (by_attribute) {
+            value = PyObject_GetAttr(source, name); /* a new reference */
+            if (value == NULL)
+                goto done;
+        } else {
+            value = PyDict_GetItemWithError(source, name);
+            if (value == NULL) {
+                if (!PyErr_Occurred())
+                    PyErr_SetObject(PyExc_KeyError, name);
+                goto done;
+            }
+            /* Borrowed from the dict: hold it while its items are written. */
+            Py_INCREF(value);
         }
+        int written = 0;
         if (kind >= OPTIONAL) {
             if (value == Py_None) {
-                if (put_byte(&w, 0) < 0)
+                written = put_byte(&w, 0);
+                Py_DECREF(value);
+                if (written < 0)
                     goto done;
                 continue;
             }
-            if (put_byte(&w, 2) < 0) /* branch 1, zigzag-encoded */
-                goto done;
+            written = put_byte(&w, 2); /* branch 1, zigzag-encoded */
             kind -= OPTIONAL;
         }
-        /* The record's values are borrowed: hold this one while its items are written. */
-        Py_INCREF(value);
-        int written = put_field(&w, kind, value, PyList_GET_ITEM(plan.symbols, i));
+        if (written == 0)
+            written = put_field(&w, kind, value, PyList_GET_ITEM(plan.symbols, i));
         Py_DECREF(value);
         if (written < 0)
             goto done;
@@ -575,11 +577,37 @@ done:
     return out;
 }
 
+/* write(record: dict, plan: FlatPlan, header: bytes) -> bytes: `header` and the body of
+ * `record` (a dict holding every field of the plan). */
+static PyObject *
+flat_write(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyDict_Check(args[0]) || !PyBytes_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "write(record: dict, plan, header: bytes)");
+        return NULL;
+    }
+    return write_fields(args[0], args[1], args[2], 0);
+}
+
+/* write_attributes(obj, plan: FlatPlan, header: bytes) -> bytes: as `write`, reading each
+ * field of the plan as an attribute of `obj` (a flat dataclass: no dict built per event). */
+static PyObject *
+flat_write_attributes(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyBytes_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "write_attributes(obj, plan, header: bytes)");
+        return NULL;
+    }
+    return write_fields(args[0], args[1], args[2], 1);
+}
+
 static PyMethodDef methods[] = {
     {"read", (PyCFunction)(void (*)(void))flat_read, METH_FASTCALL,
      "read(data, pos, plan) -> dict: the flat record whose body fills data from pos."},
     {"write", (PyCFunction)(void (*)(void))flat_write, METH_FASTCALL,
      "write(record, plan, header) -> bytes: header and the body of record."},
+    {"write_attributes", (PyCFunction)(void (*)(void))flat_write_attributes, METH_FASTCALL,
+     "write_attributes(obj, plan, header) -> bytes: as write, fields read as attributes."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -24,6 +24,8 @@ class FlatLoop(Protocol):
 
     def write(self, record: dict[str, Any], plan: FlatPlan, header: bytes) -> bytes: ...
 
+    def write_attributes(self, obj: object, plan: FlatPlan, header: bytes) -> bytes: ...
+
 
 def c_loop() -> ModuleType | None:
     """The C loop, if built no older than its source (a stale build is not used)."""

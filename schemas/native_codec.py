@@ -272,6 +272,11 @@ def write(record: dict[str, Any], plan: FlatPlan, header: bytes) -> bytes:
     return bytes(out)
 
 
+def write_attributes(obj: object, plan: FlatPlan, header: bytes) -> bytes:
+    """`write` of the plan's fields read as attributes of `obj` (a flat dataclass)."""
+    return write({name: getattr(obj, name) for name in plan.names}, plan, header)
+
+
 def _as_bool(value: bool) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"expected a bool, got {type(value).__name__}")

@@ -82,6 +82,8 @@ class RecordMapper(Generic[T]):
                 nested: RecordMapper[Any] = RecordMapper(hint)
                 self._encoders.append((name, nested.to_record))
                 decoders[name] = nested.from_record
+        # Whether encoding passes every field through as it is (no nested records).
+        self.flat = not self._encoders
         # Builds the dataclass from a record holding (at least) its fields.
         self.from_record: Callable[[Record], T] = _compile_builder(cls, self.field_names, decoders)
 

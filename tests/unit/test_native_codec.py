@@ -156,9 +156,11 @@ def test_the_loop_writes_fastavros_bytes_and_reads_its_records(
     rng = random.Random(f"{codec!r}")
     plan = native_codec.plan_for(codec.schema.parsed)
     for _ in range(400):
-        record = codec._mapper.to_record(EVENTS[codec](rng))
+        event = EVENTS[codec](rng)
+        record = codec._mapper.to_record(event)
         expected = _fastavro_body(codec, record)
         assert module.write(record, plan, b"H") == b"H" + expected
+        assert module.write_attributes(event, plan, b"H") == b"H" + expected
         # repr: NaN is not equal to itself, and -0.0 equals 0.0.
         assert repr(module.read(b"H" + expected, 1, plan)) == repr(
             _fastavro_record(codec, expected)
@@ -364,3 +366,9 @@ def test_values_that_do_not_fit_are_refused_with_the_python_errors(module: Modul
     del record["model_name"]
     with pytest.raises(KeyError):
         module.write(record, plan, b"")
+    with pytest.raises(AttributeError):
+        module.write_attributes(OUTCOME_CODEC._mapper.from_record(_outcome_record()), plan, b"")
+
+
+def _outcome_record() -> dict[str, Any]:
+    return OUTCOME_CODEC._mapper.to_record(_outcome(random.Random(19)))
