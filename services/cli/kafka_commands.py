@@ -20,6 +20,11 @@ if TYPE_CHECKING:
 ROLES = ("operator", "replica", "labels", "processor", "metrics")
 
 
+# A listing only reads metadata: an operator waiting on a broker that is down learns it sooner
+# than after the 30 s that creating topics (and waiting for their leaders) may take.
+LIST_TIMEOUT_S = 10.0
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     kafka = subparsers.add_parser("kafka", help="run the local Apache Kafka broker")
     kafka_commands = kafka.add_subparsers(dest="kafka_command", metavar="ACTION", required=True)
@@ -84,6 +89,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     listing = topic_commands.add_parser("list", help="list topics with partitions and policy")
     listing.add_argument("--all", action="store_true", help="include internal topics")
     listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.add_argument(
+        "--timeout-s",
+        type=float,
+        default=LIST_TIMEOUT_S,
+        help=f"give up on an unreachable broker after this long (default {LIST_TIMEOUT_S:.0f})",
+    )
     listing.set_defaults(func=_list_topics)
 
 
@@ -239,7 +250,7 @@ def _list_topics(args: argparse.Namespace, settings: Settings) -> int:
     from safeloop.infra.kafka.provisioning import local_admin_view
     from safeloop.infra.kafka.topics import TopicAdmin
 
-    admin = TopicAdmin.from_settings(local_admin_view(settings))
+    admin = TopicAdmin.from_settings(local_admin_view(settings), timeout=args.timeout_s)
     descriptions = admin.describe(admin.topic_names(include_internal=args.all))
     if args.json:
         rows = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,16 @@ def test_one_off_commands_leave_unreachable_broker_lines_to_their_own_report(
 def test_services_keep_the_kafka_clients_log_lines(argv: list[str]) -> None:
     args, _ = build_parser(argv[0]).parse_known_args(argv)
     assert args.service is True
+
+
+def test_topics_list_gives_up_on_an_unreachable_broker_within_its_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SAFELOOP_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # nothing listens on port 1
+    started = time.monotonic()
+    assert main(["topics", "list", "--timeout-s", "1"]) == 1
+    assert time.monotonic() - started < 8
+    assert "is Kafka running at 127.0.0.1:1?" in capsys.readouterr().err
+    listing = build_parser().parse_args(["topics", "list"])
+    assert listing.timeout_s == 10.0
