@@ -44,11 +44,14 @@ from safeloop.services.metrics.keyed import KeyedWindows, WindowKey
 from safeloop.services.metrics.performance import PerformanceMetric, PerformanceSnapshot
 from safeloop.services.metrics.performance_tracker import PerformanceTracker
 from safeloop.services.metrics.segments import SegmentCodes
-from safeloop.services.metrics.windows import CountWindow
+from safeloop.services.metrics.windows import TIMESTAMP_COLUMN, CountWindow
 
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_FAILURE_S = 1.0
+# How far a replica's clock may trail the clock that signed the command starting a canary run:
+# events older than the command by more than this belong to an earlier run of that version.
+RUN_START_SLACK_MS = 10_000
 # Events observed without a partition (tests, a single unpartitioned source).
 NO_PARTITION = -1
 
@@ -119,6 +122,10 @@ class CentralGuard:
         # Canary keys this guard has seen configured: once no longer, their windows go (and
         # late events of that run with them).
         self._configured: set[WindowKey] = set()
+        # Canary keys whose windows it keeps while it has never seen them configured (see
+        # `_is_retired`); rows dropped when such a window turned out to be an earlier run's.
+        self._held: set[WindowKey] = set()
+        self.earlier_run_rows_dropped = 0
 
     def observe(
         self, events: Sequence[PredictionEvent], partitions: Sequence[int] | None = None
@@ -152,12 +159,14 @@ class CentralGuard:
         for partition, windows in self._windows.items():
             segments = self._segments_of(partition)
             summaries = {}
-            for key, window in windows:
+            for key, _ in windows:
                 if key.route is Route.CANARY and self._is_retired(key):
                     # Rolled back, promoted or replaced: a later retry of it starts clean.
                     windows.discard(key)
                     segments.discard(key)
                     continue
+                # Read after `_is_retired`, which may have trimmed it (`_start_run`).
+                window = windows.window(key)
                 summary = HealthSummary.of_window(window.view())
                 summaries[key] = summary.with_segments(segments.summaries(key))
             out[partition] = summaries
@@ -260,12 +269,45 @@ class CentralGuard:
         found configured). One it never saw configured keeps its window: this process's view of
         the control topic may be behind the replicas (a control leader failover), and the events
         it would drop may be the breach's only evidence once the replicas' local guards stop
-        routing to that canary."""
+        routing to that canary. When such a held canary is configured, `_start_run` drops the
+        rows that predate the command configuring it."""
         config = self._issuer.config_of(key.model_name)
         if config is not None and _is_current_canary(config, key.model_version):
-            self._configured.add(key)
+            if key not in self._configured:
+                self._configured.add(key)
+                if key in self._held:
+                    self._held.discard(key)
+                    self._start_run(key)
             return False
-        return key in self._configured
+        if key in self._configured:
+            return True
+        self._held.add(key)
+        return False
+
+    def _start_run(self, key: WindowKey) -> None:
+        """Drop rows of `key` older than the command that made it the canary (less a clock
+        slack): they are an earlier run's, e.g. replayed into a guard restarted after that run
+        was rolled back, and must not count toward the new run's first verdict."""
+        command = self._issuer.latest(key.model_name)
+        if command is None:
+            return
+        since_ms = command.issued_at - RUN_START_SLACK_MS
+        dropped = 0
+        for partition, windows in self._windows.items():
+            lost = windows.keep_rows(key, lambda rows: rows[TIMESTAMP_COLUMN] >= since_ms)
+            if lost:
+                # Segment windows keep no times: a trimmed key's segments start again.
+                self._segments_of(partition).discard(key)
+            dropped += lost
+        if dropped:
+            self.earlier_run_rows_dropped += dropped
+            logger.info(
+                "guard: %s rows of %s %s predate its canary command (sequence %s): earlier run",
+                dropped,
+                key.model_name,
+                key.model_version,
+                command.sequence,
+            )
 
     def _discard(self, key: WindowKey) -> None:
         for windows in self._windows.values():

@@ -11,7 +11,7 @@ import numpy.typing as npt
 
 from safeloop.schemas.events import Route
 from safeloop.services.metrics.exceptions import InvalidInputError
-from safeloop.services.metrics.windows import Window
+from safeloop.services.metrics.windows import Columns, Window
 
 W = TypeVar("W", bound=Window)
 
@@ -73,6 +73,21 @@ class KeyedWindows(Generic[W]):
 
     def __len__(self) -> int:
         return len(self._windows)
+
+    def keep_rows(self, key: WindowKey, keep: Callable[[Columns], npt.NDArray[np.bool_]]) -> int:
+        """Keep only the rows of `key`'s window that `keep` selects (a mask over its view);
+        returns how many were dropped."""
+        found = self._windows.get(key)
+        if found is None:
+            return 0
+        view = found.view()
+        mask = np.asarray(keep(view), dtype=np.bool_)
+        dropped = int(mask.size - np.count_nonzero(mask))
+        if dropped:
+            fresh = self._factory()
+            fresh.append({name: values[mask] for name, values in view.items()})
+            self._windows[key] = fresh
+        return dropped
 
     def discard(self, key: WindowKey) -> None:
         """Forget a key, e.g. once its model version has been retired."""

@@ -162,6 +162,11 @@ def metrics_registry(service: MetricsService) -> Registry:
         one(lambda: guard.rollback_failures),
     )
     add(
+        "safeloop_metrics_guard_earlier_run_rows_dropped_total",
+        "Canary requests dropped as an earlier run's once the same version was canaried again.",
+        one(lambda: guard.earlier_run_rows_dropped),
+    )
+    add(
         "safeloop_metrics_commands_issued_total",
         "Signed control commands this process published (guard and rollouts).",
         one(lambda: service.issuer.issued),

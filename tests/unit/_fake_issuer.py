@@ -17,12 +17,24 @@ class FakeIssuer:
         self.config = CANARY
         self.sequence = sequence
         self.sent: list[ControlCommand] = []
+        # The newest command on the topic: the guard's own, or an operator's (`operator`).
+        self.last: ControlCommand | None = None
 
     def config_of(self, model_name: str) -> ModelConfig:
         return self.config
 
     def latest(self, model_name: str) -> ControlCommand | None:
-        return self.sent[-1] if self.sent else None
+        return self.last
+
+    def operator(self, kind: CommandKind, config: ModelConfig, issued_at: int) -> ControlCommand:
+        """An operator's command read off the topic (not one the guard sent)."""
+        self.config = config
+        self.sequence += 1
+        self.last = ControlCommand(
+            f"op-{self.sequence}", "churn", kind, self.sequence, issued_at, "operator", "",
+            config, "", "", {},
+        )  # fmt: skip
+        return self.last
 
     def issue(
         self, model_name: str, kind: CommandKind, change: Any, **kwargs: Any
@@ -34,4 +46,5 @@ class FakeIssuer:
             kwargs["reason"], self.config, "", "", kwargs["details"],
         )  # fmt: skip
         self.sent.append(command)
+        self.last = command
         return command

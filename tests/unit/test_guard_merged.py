@@ -6,16 +6,22 @@ from dataclasses import replace
 
 from _fake_issuer import CANARY, FakeIssuer
 
-from safeloop.schemas.events import PredictionEvent, Route
+from safeloop.schemas.events import CommandKind, PredictionEvent, Route
 from safeloop.services.guard.policy import GuardPolicy
 from safeloop.services.guard.runner import CentralGuard, guard_command_id
 
+NO_CANARY = replace(CANARY, canary_version=None, canary_basis_points=0)
+# Epoch ms of the tests' control commands and events.
+T0 = 1_790_000_000_000
 
-def _events(version: str, route: Route, n: int, failing: int) -> list[PredictionEvent]:
+
+def _events(
+    version: str, route: Route, n: int, failing: int, at_ms: int = 1_000
+) -> list[PredictionEvent]:
     def event(i: int) -> PredictionEvent:
         error = "boom" if i < failing else None
         return PredictionEvent(
-            f"{version}-{i}", "churn", version, 1_000 + i, {}, 0.5, 0.5, 5.0, route, "r", "k", 1,
+            f"{version}-{i}", "churn", version, at_ms + i, {}, 0.5, 0.5, 5.0, route, "r", "k", 1,
             error,
         )  # fmt: skip
 
@@ -56,14 +62,38 @@ def test_canary_events_read_before_its_command_are_judged_once_the_command_comes
     # replicas: their canary's events arrive first, and may be all the evidence there will be.
     policy = GuardPolicy(max_p99_latency_ratio=None, max_performance_drop=None, min_requests=100)
     issuer = FakeIssuer()
-    issuer.config = replace(CANARY, canary_version=None, canary_basis_points=0)
+    issuer.operator(CommandKind.ROLLBACK, NO_CANARY, T0 - 3_600_000)
     guard = CentralGuard(policy, issuer)  # type: ignore[arg-type]
-    guard.observe(_events("v2", Route.CANARY, 120, 120), [0] * 120)
-    guard.observe(_events("v1", Route.PRODUCTION, 200, 0), [0] * 200)
+    # The replicas applied the canary command of T0 and served from T0 + 1 s.
+    guard.observe(_events("v2", Route.CANARY, 120, 120, T0 + 1_000), [0] * 120)
+    guard.observe(_events("v1", Route.PRODUCTION, 200, 0, T0 + 1_000), [0] * 200)
     assert guard.check() == []
-    issuer.config = CANARY
+    issuer.operator(CommandKind.SET_CANARY, CANARY, T0)
     decisions = guard.check()
     assert len(decisions) == 1 and decisions[0].verdict.canary_requests == 120
+    assert guard.earlier_run_rows_dropped == 0
+
+
+def test_a_restarted_guard_does_not_judge_a_recanaried_version_on_its_earlier_run() -> None:
+    # Restarted after v2's rollback, the metrics service re-reads v2's failing canary requests
+    # (it never saw v2 configured, so it keeps them in case its control view lags). An hour on,
+    # the operator canaries v2 again: its first verdict counts the new run's requests only.
+    policy = GuardPolicy(max_p99_latency_ratio=None, max_performance_drop=None, min_requests=100)
+    issuer = FakeIssuer()
+    issuer.operator(CommandKind.ROLLBACK, NO_CANARY, T0)
+    guard = CentralGuard(policy, issuer)  # type: ignore[arg-type]
+    guard.observe(_events("v2", Route.CANARY, 120, 120, T0 - 60_000), [0] * 120)
+    guard.observe(_events("v1", Route.PRODUCTION, 200, 0, T0 - 60_000), [0] * 200)
+    assert guard.check() == []
+    issuer.operator(CommandKind.SET_CANARY, CANARY, T0 + 3_600_000)
+    assert guard.check() == [], "the earlier run's failures must not roll the new run back"
+    assert guard.earlier_run_rows_dropped == 120
+    guard.observe(_events("v2", Route.CANARY, 120, 0, T0 + 3_601_000), [0] * 120)
+    assert guard.check() == []
+    assert guard.latest["churn"].canary_requests == 120
+    # The new run failing is still caught.
+    guard.observe(_events("v2", Route.CANARY, 120, 120, T0 + 3_602_000), [0] * 120)
+    assert len(guard.check()) == 1
 
 
 def test_late_events_of_a_rolled_back_canary_never_refill_its_window() -> None:
