@@ -289,7 +289,9 @@ class CentralGuard:
         slack): they are an earlier run's, e.g. replayed into a guard restarted after that run
         was rolled back, and must not count toward the new run's first verdict."""
         command = self._issuer.latest(key.model_name)
-        if command is None:
+        if command is None or command.kind is not CommandKind.SET_CANARY:
+            # Not the command that configured it (a flag changed since): when that run began is
+            # unknown here, and keeping rows errs toward a rollback, not away from one.
             return
         since_ms = command.issued_at - RUN_START_SLACK_MS
         dropped = 0

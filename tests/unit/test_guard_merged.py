@@ -107,3 +107,17 @@ def test_late_events_of_a_rolled_back_canary_never_refill_its_window() -> None:
     assert guard.check() == []
     issuer.config = CANARY
     assert guard.check() == [], "the retried canary starts with an empty window"
+
+
+def test_held_canary_rows_are_kept_when_a_later_command_hides_when_its_run_began() -> None:
+    policy = GuardPolicy(max_p99_latency_ratio=None, max_performance_drop=None, min_requests=100)
+    issuer = FakeIssuer()
+    issuer.operator(CommandKind.ROLLBACK, NO_CANARY, T0)
+    guard = CentralGuard(policy, issuer)  # type: ignore[arg-type]
+    guard.observe(_events("v2", Route.CANARY, 120, 120, T0 + 1_000), [0] * 120)
+    assert guard.check() == []
+    # The view catches up past the canary's command to a flag change an hour later.
+    flagged = replace(CANARY, flags={"x": "1"})
+    issuer.operator(CommandKind.SET_FLAG, flagged, T0 + 3_600_000)
+    assert len(guard.check()) == 1
+    assert guard.earlier_run_rows_dropped == 0
