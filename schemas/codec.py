@@ -80,6 +80,10 @@ class EventCodec(Generic[E]):
         # Bytes of the current schema only: older writers need fastavro's schema resolution.
         self._loop: FlatLoop | None = LOOP if native else None
         self._native = native_codec.plan_for(self.schema.parsed) if self._loop is not None else None
+        # Events of the current schema are built by the loop itself when the class allows it.
+        self._target = (
+            None if self._native is None else self._mapper.object_target(self._native.names)
+        )
 
     def __repr__(self) -> str:
         return f"EventCodec({self.event_type.__name__}, {self.fingerprint.hex()})"
@@ -122,6 +126,15 @@ class EventCodec(Generic[E]):
         if plan is None or data[:2] != MARKER:
             plan = self._plan_for(fingerprint_of(data))
         if plan[1] is None and self._native is not None and self._loop is not None:
+            if self._target is not None:
+                try:
+                    return cast(
+                        E, self._loop.read_object(data, HEADER_SIZE, self._native, self._target)
+                    )
+                except KeyError:
+                    pass  # an enum symbol the class lacks: the record's path below says which
+                except Exception as exc:  # ValueError, UnicodeDecodeError: the body is not valid
+                    raise self._body_error(data, exc) from exc
             try:
                 native_record = self._loop.read(data, HEADER_SIZE, self._native)
             except Exception as exc:  # ValueError, UnicodeDecodeError: the body is not valid

@@ -323,6 +323,116 @@ fail:
     return NULL;
 }
 
+/* read_object(data: bytes, pos: int, plan: FlatPlan, target: ObjectTarget) -> object: as
+ * `read`, into a new instance of target.cls set slot by slot (no dict per event). Enum fields
+ * become target.enums[i][symbol]; a symbol missing there raises KeyError (the caller then reads
+ * the dict and says why). */
+static PyObject *str_cls, *str_slots, *str_enums, *empty_tuple;
+
+static PyObject *
+flat_read_object(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4 || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "read_object(data: bytes, pos, plan, target)");
+        return NULL;
+    }
+    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
+    if (pos == -1 && PyErr_Occurred())
+        return NULL;
+    Reader r = {(const unsigned char *)PyBytes_AS_STRING(args[0]), pos, PyBytes_GET_SIZE(args[0])};
+    if (pos < 0 || pos > r.end) {
+        PyErr_SetString(PyExc_ValueError, "position outside the data");
+        return NULL;
+    }
+    Plan plan;
+    PyObject *cls = NULL, *slots = NULL, *enums = NULL, *obj = NULL;
+    if (plan_of(args[2], &plan, 0) < 0)
+        goto fail;
+    cls = PyObject_GetAttr(args[3], str_cls);
+    slots = PyObject_GetAttr(args[3], str_slots);
+    enums = PyObject_GetAttr(args[3], str_enums);
+    if (cls == NULL || slots == NULL || enums == NULL)
+        goto fail;
+    if (!PyType_Check(cls) || !PyList_Check(slots) || !PyList_Check(enums) ||
+        PyList_GET_SIZE(slots) != plan.count || PyList_GET_SIZE(enums) != plan.count) {
+        PyErr_SetString(PyExc_TypeError, "an ObjectTarget holds a class and one slot per field");
+        goto fail;
+    }
+    obj = PyBaseObject_Type.tp_new((PyTypeObject *)cls, empty_tuple, NULL);
+    if (obj == NULL)
+        goto fail;
+    for (Py_ssize_t i = 0; i < plan.count; i++) {
+        PyObject *name = PyList_GET_ITEM(plan.names, i);
+        PyObject *slot = PyList_GET_ITEM(slots, i);
+        long kind = PyLong_AsLong(PyList_GET_ITEM(plan.kinds, i));
+        PyObject *value;
+        if (kind == -1 && PyErr_Occurred())
+            goto fail;
+        if (kind >= OPTIONAL) {
+            int64_t branch;
+            if (read_long(&r, &branch) < 0)
+                goto fail;
+            if (branch != 0 && branch != 1) {
+                PyErr_Format(PyExc_ValueError, "union index %lld of %U is out of range",
+                             (long long)branch, name);
+                goto fail;
+            }
+            kind -= OPTIONAL;
+            if (branch == 0) {
+                value = Py_NewRef(Py_None);
+                goto set;
+            }
+        }
+        value = read_field(&r, kind, name, PyList_GET_ITEM(plan.symbols, i));
+        if (value == NULL)
+            goto fail;
+        if (kind == ENUM) {
+            PyObject *members = PyList_GET_ITEM(enums, i);
+            if (members != Py_None) {
+                PyObject *member = PyDict_Check(members)
+                                       ? PyDict_GetItemWithError(members, value)
+                                       : NULL;
+                if (member == NULL) {
+                    if (!PyErr_Occurred())
+                        PyErr_SetObject(PyExc_KeyError, value);
+                    Py_DECREF(value);
+                    goto fail;
+                }
+                Py_INCREF(member);
+                Py_SETREF(value, member);
+            }
+        }
+    set:
+        if (slot == Py_None) { /* a field of the schema the class does not keep */
+            Py_DECREF(value);
+            continue;
+        }
+        descrsetfunc setter = Py_TYPE(slot)->tp_descr_set;
+        int set = setter == NULL ? -1 : setter(slot, obj, value);
+        if (setter == NULL)
+            PyErr_Format(PyExc_TypeError, "the slot of %U cannot be set", name);
+        Py_DECREF(value);
+        if (set < 0)
+            goto fail;
+    }
+    if (r.pos != r.end) {
+        PyErr_Format(PyExc_ValueError, "%zd unexpected bytes after the record", r.end - r.pos);
+        goto fail;
+    }
+    plan_release(&plan);
+    Py_DECREF(cls);
+    Py_DECREF(slots);
+    Py_DECREF(enums);
+    return obj;
+fail:
+    plan_release(&plan);
+    Py_XDECREF(cls);
+    Py_XDECREF(slots);
+    Py_XDECREF(enums);
+    Py_XDECREF(obj);
+    return NULL;
+}
+
 /* -- writing ------------------------------------------------------------------------------- */
 
 typedef struct {
@@ -604,6 +714,8 @@ flat_write_attributes(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 static PyMethodDef methods[] = {
     {"read", (PyCFunction)(void (*)(void))flat_read, METH_FASTCALL,
      "read(data, pos, plan) -> dict: the flat record whose body fills data from pos."},
+    {"read_object", (PyCFunction)(void (*)(void))flat_read_object, METH_FASTCALL,
+     "read_object(data, pos, plan, target) -> object: as read, into a new target.cls."},
     {"write", (PyCFunction)(void (*)(void))flat_write, METH_FASTCALL,
      "write(record, plan, header) -> bytes: header and the body of record."},
     {"write_attributes", (PyCFunction)(void (*)(void))flat_write_attributes, METH_FASTCALL,
@@ -624,7 +736,12 @@ PyInit_flat_avro(void)
     str_kinds = PyUnicode_InternFromString("kinds");
     str_symbols = PyUnicode_InternFromString("symbols");
     str_symbol_index = PyUnicode_InternFromString("symbol_index");
-    if (str_names == NULL || str_kinds == NULL || str_symbols == NULL || str_symbol_index == NULL)
+    str_cls = PyUnicode_InternFromString("cls");
+    str_slots = PyUnicode_InternFromString("slots");
+    str_enums = PyUnicode_InternFromString("enums");
+    empty_tuple = PyTuple_New(0);
+    if (str_names == NULL || str_kinds == NULL || str_symbols == NULL || str_symbol_index == NULL ||
+        str_cls == NULL || str_slots == NULL || str_enums == NULL || empty_tuple == NULL)
         return NULL;
     return PyModule_Create(&module_def);
 }

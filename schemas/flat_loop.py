@@ -14,13 +14,15 @@ from types import ModuleType
 from typing import Any, Final, Protocol, cast
 
 from safeloop.schemas import native_codec
-from safeloop.schemas.native_codec import FlatPlan
+from safeloop.schemas.native_codec import FlatPlan, ObjectTarget
 
 
 class FlatLoop(Protocol):
     """`read` and `write` of native_codec: a flat record's body under a `FlatPlan`."""
 
     def read(self, data: bytes, pos: int, plan: FlatPlan) -> dict[str, Any]: ...
+
+    def read_object(self, data: bytes, pos: int, plan: FlatPlan, target: ObjectTarget) -> Any: ...
 
     def write(self, record: dict[str, Any], plan: FlatPlan, header: bytes) -> bytes: ...
 

@@ -54,6 +54,17 @@ class FlatPlan:
         ]
 
 
+class ObjectTarget:
+    """What `read_object` builds: instances of `cls`, each field of the plan set through
+    `slots[i]` (a slot's member descriptor, or None for a field the class does not keep), enum
+    symbols turned into members by `enums[i]` (None: kept as read)."""
+
+    def __init__(self, cls: type, slots: list[Any], enums: list[dict[str, Any] | None]) -> None:
+        self.cls = cls
+        self.slots = slots
+        self.enums = enums
+
+
 def compiled() -> bool:
     """Whether this module runs compiled, from a build no older than its source."""
     here = Path(__file__)
@@ -155,6 +166,22 @@ def read(data: bytes, pos: int, plan: FlatPlan) -> dict[str, Any]:
     if pos != end:
         raise ValueError(f"{end - pos} unexpected bytes after the record")
     return record
+
+
+def read_object(data: bytes, pos: int, plan: FlatPlan, target: ObjectTarget) -> Any:
+    """`read`, then a new instance of `target.cls` set slot by slot; KeyError for an enum
+    symbol the class's enum does not have."""
+    record = read(data, pos, plan)
+    obj: Any = object.__new__(target.cls)
+    for i, name in enumerate(plan.names):
+        value = record[name]
+        members = target.enums[i]
+        if members is not None and value is not None:
+            value = members[value]
+        slot = target.slots[i]
+        if slot is not None:
+            slot.__set__(obj, value)
+    return obj
 
 
 def _read_long(data: bytes, pos: int) -> tuple[int, int]:

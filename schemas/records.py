@@ -14,6 +14,7 @@ from types import MemberDescriptorType, NoneType, UnionType
 from typing import Any, Generic, TypeVar, cast, get_args, get_type_hints
 
 from safeloop.schemas.exceptions import DecodeError, DecodeReason
+from safeloop.schemas.native_codec import ObjectTarget
 
 T = TypeVar("T")
 
@@ -66,14 +67,18 @@ class RecordMapper(Generic[T]):
         self._get_all = attrgetter(*self.field_names)
         self._encoders: list[tuple[str, _Convert]] = []
         decoders: dict[str, _Convert] = {}
+        # Field -> its enum's members by value (plain and optional enum fields).
+        self._enum_members: dict[str, dict[str, StrEnum]] = {}
         hints = get_type_hints(cls)
         for name in self.field_names:
             hint = hints[name]
             if isinstance(hint, type) and issubclass(hint, StrEnum):
                 # A StrEnum member is a str, so fastavro writes it as is; only reading converts.
                 decoders[name] = _enum_decoder(hint, cls.__name__, name)
+                self._enum_members[name] = {member.value: member for member in hint}
             elif (optional := _optional_type(hint)) is not None and issubclass(optional, StrEnum):
                 decoders[name] = _optional(_enum_decoder(optional, cls.__name__, name))
+                self._enum_members[name] = {member.value: member for member in optional}
             elif optional is not None and dataclasses.is_dataclass(optional):
                 maybe: RecordMapper[Any] = RecordMapper(optional)
                 self._encoders.append((name, _optional(maybe.to_record)))
@@ -86,6 +91,25 @@ class RecordMapper(Generic[T]):
         self.flat = not self._encoders
         # Builds the dataclass from a record holding (at least) its fields.
         self.from_record: Callable[[Record], T] = _compile_builder(cls, self.field_names, decoders)
+
+    def object_target(self, names: list[str]) -> ObjectTarget | None:
+        """How a compiled loop builds this class straight from a body whose fields are `names`
+        (see `native_codec.read_object`); None unless the class is flat, slotted, without a
+        __post_init__, and every one of its fields is among `names`."""
+        cls = self.cls
+        slots = {name: getattr(cls, name, None) for name in self.field_names}
+        if (
+            not self.flat
+            or hasattr(cls, "__post_init__")
+            or not all(isinstance(slot, MemberDescriptorType) for slot in slots.values())
+            or not set(self.field_names) <= set(names)
+        ):
+            return None
+        return ObjectTarget(
+            cls,
+            [slots.get(name) for name in names],
+            [self._enum_members.get(name) for name in names],
+        )
 
     def to_record(self, obj: T) -> Record:
         """A fresh dict of the object's fields, nested dataclasses as dicts."""

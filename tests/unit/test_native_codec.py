@@ -161,6 +161,8 @@ def test_the_loop_writes_fastavros_bytes_and_reads_its_records(
         expected = _fastavro_body(codec, record)
         assert module.write(record, plan, b"H") == b"H" + expected
         assert module.write_attributes(event, plan, b"H") == b"H" + expected
+        assert codec._target is not None
+        assert repr(module.read_object(b"H" + expected, 1, plan, codec._target)) == repr(event)
         # repr: NaN is not equal to itself, and -0.0 equals 0.0.
         assert repr(module.read(b"H" + expected, 1, plan)) == repr(
             _fastavro_record(codec, expected)
@@ -194,9 +196,20 @@ def test_damaged_bodies_read_as_fastavro_reads_them_or_are_refused(
         except Exception:
             expected = None
         try:
-            got: Any = repr(module.read(bytes(body), 0, plan))
+            record = module.read(bytes(body), 0, plan)
+            got: Any = repr(record)
         except ValueError:
             got = None
+        try:
+            built: Any = module.read_object(bytes(body), 0, plan, codec._target)
+        except ValueError:
+            built = None
+        except KeyError:  # an enum symbol the class lacks: the codec reads the record instead
+            built = KeyError
+        if got is None:
+            assert built is None, "the object path read what the record path refused"
+        elif built is not KeyError:
+            assert repr(built) == repr(codec._mapper.from_record(record))
         if got is not None:
             assert got == expected
         elif expected is not None:
@@ -305,6 +318,11 @@ def test_bytes_of_an_older_writer_still_go_through_fastavros_resolution(
             assert loop is not None
             return loop.read(data, pos, plan)
 
+        def read_object(self, data: bytes, pos: int, plan: Any, target: Any) -> Any:
+            calls.append(data)
+            assert loop is not None
+            return loop.read_object(data, pos, plan, target)
+
         def write(self, record: dict[str, Any], plan: Any, header: bytes) -> bytes:
             assert loop is not None
             return loop.write(record, plan, header)
@@ -372,3 +390,47 @@ def test_values_that_do_not_fit_are_refused_with_the_python_errors(module: Modul
 
 def _outcome_record() -> dict[str, Any]:
     return OUTCOME_CODEC._mapper.to_record(_outcome(random.Random(19)))
+
+
+def test_an_enum_symbol_the_class_lacks_is_refused_by_the_object_path_and_named_by_the_codec(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    codec = EventCodec(PredictionEvent)
+    assert codec._target is not None
+    data = codec.encode(_prediction(random.Random(23)))
+    route_at = codec._native.names.index("route")  # type: ignore[union-attr]
+    members = dict(codec._target.enums[route_at] or {})
+    del members["canary"], members["production"], members["shadow"]
+    for module in LOOPS[:2]:
+        with pytest.raises(KeyError):
+            module.read_object(
+                data, HEADER_SIZE, codec._native, _target_with(codec, route_at, members)
+            )
+    monkeypatch.setattr(codec, "_target", _target_with(codec, route_at, members))
+    # Falls back to the record path, which reads it (the class's own enum has the symbol).
+    assert repr(codec.decode(data)) == repr(PREDICTION_CODEC.decode(data))
+
+
+def _target_with(codec: EventCodec[Any], at: int, members: dict[str, Any]) -> Any:
+    target = codec._target
+    assert target is not None
+    enums = list(target.enums)
+    enums[at] = members
+    return native_codec.ObjectTarget(target.cls, list(target.slots), enums)
+
+
+def test_a_class_with_a_post_init_is_not_built_slot_by_slot() -> None:
+    from dataclasses import dataclass
+
+    from safeloop.schemas.records import RecordMapper
+
+    @dataclass(frozen=True, slots=True)
+    class Checked:
+        a: str
+
+        def __post_init__(self) -> None:
+            if not self.a:
+                raise ValueError("a is empty")
+
+    assert RecordMapper(Checked).object_target(["a"]) is None
+    assert RecordMapper(OutcomeEvent).object_target(["prediction_id"]) is None  # fields missing
