@@ -11,7 +11,14 @@ import rocksdict
 from safeloop.schemas.codec import OUTCOME_CODEC, PREDICTION_CODEC
 from safeloop.streams.exceptions import StreamError
 from safeloop.streams.faust_adapter import partition_db, visible_items
-from safeloop.streams.state import EarlyOutcome, PendingPrediction, StoredEntry, Swap
+from safeloop.streams.state import (
+    EarlyOutcome,
+    PendingPrediction,
+    StoredEntry,
+    Swap,
+    new_early,
+    new_pending,
+)
 
 V = TypeVar("V")
 
@@ -55,7 +62,7 @@ def decode_pending(data: bytes) -> PendingPrediction:
     if position < len(data):
         raw_outcome = data[position:]
         outcome = OUTCOME_CODEC.decode(raw_outcome)
-    return PendingPrediction(tuple(predictions), outcome, expires_at_ms, tuple(raws), raw_outcome)
+    return new_pending(tuple(predictions), outcome, expires_at_ms, tuple(raws), raw_outcome)
 
 
 def peek_entry(data: bytes) -> tuple[int, int, bool]:
@@ -78,7 +85,7 @@ def encode_early(entry: EarlyOutcome) -> bytes:
 def decode_early(data: bytes) -> EarlyOutcome:
     expires_at_ms, _ = _HEADER.unpack_from(data)
     raw = data[_HEADER.size :]
-    return EarlyOutcome(OUTCOME_CODEC.decode(raw), expires_at_ms, raw)
+    return new_early(OUTCOME_CODEC.decode(raw), expires_at_ms, raw)
 
 
 class ChangelogSender(Protocol):
