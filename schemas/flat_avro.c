@@ -253,68 +253,92 @@ read_field(Reader *r, long kind, PyObject *name, PyObject *symbols)
     }
 }
 
+/* A reader over args[0] (bytes) from args[1] (a position in it); -1 with an exception if not. */
+static int
+reader_of(PyObject *const *args, Reader *r)
+{
+    if (!PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "reading takes bytes");
+        return -1;
+    }
+    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
+    if (pos == -1 && PyErr_Occurred())
+        return -1;
+    r->data = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    r->pos = pos;
+    r->end = PyBytes_GET_SIZE(args[0]);
+    if (pos < 0 || pos > r->end) {
+        PyErr_SetString(PyExc_ValueError, "position outside the data");
+        return -1;
+    }
+    return 0;
+}
+
+/* The next value, field `i` of `plan` (None for a null union branch); sets `*kind` to the
+ * field's kind without OPTIONAL. NULL with an exception if the body does not hold it. */
+static PyObject *
+read_value(Reader *r, const Plan *plan, Py_ssize_t i, long *kind)
+{
+    PyObject *name = PyList_GET_ITEM(plan->names, i);
+    *kind = PyLong_AsLong(PyList_GET_ITEM(plan->kinds, i));
+    if (*kind == -1 && PyErr_Occurred())
+        return NULL;
+    if (*kind >= OPTIONAL) {
+        int64_t branch;
+        if (read_long(r, &branch) < 0)
+            return NULL;
+        if (branch != 0 && branch != 1) {
+            PyErr_Format(PyExc_ValueError, "union index %lld of %U is out of range",
+                         (long long)branch, name);
+            return NULL;
+        }
+        *kind -= OPTIONAL;
+        if (branch == 0)
+            return Py_NewRef(Py_None);
+    }
+    return read_field(r, *kind, name, PyList_GET_ITEM(plan->symbols, i));
+}
+
+static int
+at_end(const Reader *r)
+{
+    if (r->pos == r->end)
+        return 0;
+    PyErr_Format(PyExc_ValueError, "%zd unexpected bytes after the record", r->end - r->pos);
+    return -1;
+}
+
 /* read(data: bytes, pos: int, plan: FlatPlan) -> dict: the record whose body fills `data`
  * from `pos` to its end. */
 static PyObject *
 flat_read(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
+    Reader r;
+    Plan plan;
+    PyObject *record = NULL;
     if (nargs != 3) {
         PyErr_SetString(PyExc_TypeError, "read(data, pos, plan)");
         return NULL;
     }
-    if (!PyBytes_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "read takes bytes");
+    if (reader_of(args, &r) < 0)
         return NULL;
-    }
-    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
-    if (pos == -1 && PyErr_Occurred())
-        return NULL;
-    Reader r = {(const unsigned char *)PyBytes_AS_STRING(args[0]), pos, PyBytes_GET_SIZE(args[0])};
-    if (pos < 0 || pos > r.end) {
-        PyErr_SetString(PyExc_ValueError, "position outside the data");
-        return NULL;
-    }
-    Plan plan;
-    PyObject *record = NULL;
     if (plan_of(args[2], &plan, 0) < 0)
         goto fail;
     record = PyDict_New();
     if (record == NULL)
         goto fail;
     for (Py_ssize_t i = 0; i < plan.count; i++) {
-        PyObject *name = PyList_GET_ITEM(plan.names, i);
-        long kind = PyLong_AsLong(PyList_GET_ITEM(plan.kinds, i));
-        PyObject *value;
-        if (kind == -1 && PyErr_Occurred())
-            goto fail;
-        if (kind >= OPTIONAL) {
-            int64_t branch;
-            if (read_long(&r, &branch) < 0)
-                goto fail;
-            if (branch == 0) {
-                if (PyDict_SetItem(record, name, Py_None) < 0)
-                    goto fail;
-                continue;
-            }
-            if (branch != 1) {
-                PyErr_Format(PyExc_ValueError, "union index %lld of %U is out of range",
-                             (long long)branch, name);
-                goto fail;
-            }
-            kind -= OPTIONAL;
-        }
-        value = read_field(&r, kind, name, PyList_GET_ITEM(plan.symbols, i));
+        long kind;
+        PyObject *value = read_value(&r, &plan, i, &kind);
         if (value == NULL)
             goto fail;
-        int set = PyDict_SetItem(record, name, value);
+        int set = PyDict_SetItem(record, PyList_GET_ITEM(plan.names, i), value);
         Py_DECREF(value);
         if (set < 0)
             goto fail;
     }
-    if (r.pos != r.end) {
-        PyErr_Format(PyExc_ValueError, "%zd unexpected bytes after the record", r.end - r.pos);
+    if (at_end(&r) < 0)
         goto fail;
-    }
     plan_release(&plan);
     return record;
 fail:
@@ -332,20 +356,15 @@ static PyObject *str_cls, *str_slots, *str_enums, *empty_tuple;
 static PyObject *
 flat_read_object(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4 || !PyBytes_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "read_object(data: bytes, pos, plan, target)");
-        return NULL;
-    }
-    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
-    if (pos == -1 && PyErr_Occurred())
-        return NULL;
-    Reader r = {(const unsigned char *)PyBytes_AS_STRING(args[0]), pos, PyBytes_GET_SIZE(args[0])};
-    if (pos < 0 || pos > r.end) {
-        PyErr_SetString(PyExc_ValueError, "position outside the data");
-        return NULL;
-    }
+    Reader r;
     Plan plan;
     PyObject *cls = NULL, *slots = NULL, *enums = NULL, *obj = NULL;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "read_object(data, pos, plan, target)");
+        return NULL;
+    }
+    if (reader_of(args, &r) < 0)
+        return NULL;
     if (plan_of(args[2], &plan, 0) < 0)
         goto fail;
     cls = PyObject_GetAttr(args[3], str_cls);
@@ -362,63 +381,41 @@ flat_read_object(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (obj == NULL)
         goto fail;
     for (Py_ssize_t i = 0; i < plan.count; i++) {
-        PyObject *name = PyList_GET_ITEM(plan.names, i);
-        PyObject *slot = PyList_GET_ITEM(slots, i);
-        long kind = PyLong_AsLong(PyList_GET_ITEM(plan.kinds, i));
-        PyObject *value;
-        if (kind == -1 && PyErr_Occurred())
-            goto fail;
-        if (kind >= OPTIONAL) {
-            int64_t branch;
-            if (read_long(&r, &branch) < 0)
-                goto fail;
-            if (branch != 0 && branch != 1) {
-                PyErr_Format(PyExc_ValueError, "union index %lld of %U is out of range",
-                             (long long)branch, name);
-                goto fail;
-            }
-            kind -= OPTIONAL;
-            if (branch == 0) {
-                value = Py_NewRef(Py_None);
-                goto set;
-            }
-        }
-        value = read_field(&r, kind, name, PyList_GET_ITEM(plan.symbols, i));
+        long kind;
+        PyObject *value = read_value(&r, &plan, i, &kind);
         if (value == NULL)
             goto fail;
-        if (kind == ENUM) {
-            PyObject *members = PyList_GET_ITEM(enums, i);
-            if (members != Py_None) {
-                PyObject *member = PyDict_Check(members)
-                                       ? PyDict_GetItemWithError(members, value)
-                                       : NULL;
-                if (member == NULL) {
-                    if (!PyErr_Occurred())
-                        PyErr_SetObject(PyExc_KeyError, value);
-                    Py_DECREF(value);
-                    goto fail;
-                }
-                Py_INCREF(member);
-                Py_SETREF(value, member);
+        PyObject *members = PyList_GET_ITEM(enums, i);
+        if (kind == ENUM && value != Py_None && members != Py_None) {
+            PyObject *member =
+                PyDict_Check(members) ? PyDict_GetItemWithError(members, value) : NULL;
+            if (member == NULL) {
+                if (!PyErr_Occurred())
+                    PyErr_SetObject(PyExc_KeyError, value);
+                Py_DECREF(value);
+                goto fail;
             }
+            Py_INCREF(member);
+            Py_SETREF(value, member);
         }
-    set:
+        PyObject *slot = PyList_GET_ITEM(slots, i);
         if (slot == Py_None) { /* a field of the schema the class does not keep */
             Py_DECREF(value);
             continue;
         }
         descrsetfunc setter = Py_TYPE(slot)->tp_descr_set;
-        int set = setter == NULL ? -1 : setter(slot, obj, value);
+        int set = -1;
         if (setter == NULL)
-            PyErr_Format(PyExc_TypeError, "the slot of %U cannot be set", name);
+            PyErr_Format(PyExc_TypeError, "the slot of %U cannot be set",
+                         PyList_GET_ITEM(plan.names, i));
+        else
+            set = setter(slot, obj, value);
         Py_DECREF(value);
         if (set < 0)
             goto fail;
     }
-    if (r.pos != r.end) {
-        PyErr_Format(PyExc_ValueError, "%zd unexpected bytes after the record", r.end - r.pos);
+    if (at_end(&r) < 0)
         goto fail;
-    }
     plan_release(&plan);
     Py_DECREF(cls);
     Py_DECREF(slots);
