@@ -66,21 +66,21 @@ class FakeClient:
         self.rows: list[dict[str, object]] = []
 
     def create_insert_context(self, table: str, column_names: Sequence[str]) -> SimpleNamespace:
-        # insert_idempotent asks once for the column types (a DESCRIBE on a real client).
-        return SimpleNamespace(column_types=["String"] * len(column_names))
+        # insert_idempotent asks once per table (a DESCRIBE on a real client), then reuses it.
+        return SimpleNamespace(
+            table=table,
+            column_names=list(column_names),
+            column_types=["String"] * len(column_names),
+            settings={},
+        )
 
-    def insert(
-        self,
-        table: str,
-        data: Sequence[Sequence[object]],
-        column_names: Sequence[str],
-        column_types: Sequence[object],
-        settings: dict[str, object],
-    ) -> None:
+    def insert(self, *, data: Sequence[Sequence[object]], context: SimpleNamespace) -> None:
         self.events.append("insert")
         if self.down:
             raise OperationalError("Error HTTPConnectionPool: Connection refused")
-        assert table == CONTROL_LOG.name and list(column_names) == list(CONTROL_LOG.columns)
+        column_names = context.column_names
+        assert context.table == CONTROL_LOG.name and column_names == list(CONTROL_LOG.columns)
+        assert context.settings["insert_deduplicate"] == 1
         self.rows.extend(dict(zip(column_names, row, strict=True)) for row in data)
 
 
