@@ -144,61 +144,62 @@ block_count(Reader *r, int64_t *count)
     return 0;
 }
 
-static PyObject *
-read_map(Reader *r, int of_double)
+/* One item of a map or array into `items`; -1 with an exception if the body does not hold it. */
+typedef int (*ItemReader)(Reader *r, PyObject *items);
+
+static int
+read_map_entry(Reader *r, PyObject *items, int of_double)
 {
-    PyObject *items = PyDict_New();
-    int64_t count;
-    if (items == NULL)
-        return NULL;
-    if (block_count(r, &count) < 0)
-        goto fail;
-    while (count != 0) {
-        for (int64_t i = 0; i < count; i++) {
-            PyObject *key = read_string(r), *value;
-            if (key == NULL)
-                goto fail;
-            if (of_double) {
-                double d;
-                value = read_double(r, &d) < 0 ? NULL : PyFloat_FromDouble(d);
-            } else {
-                value = read_string(r);
-            }
-            if (value == NULL || PyDict_SetItem(items, key, value) < 0) {
-                Py_DECREF(key);
-                Py_XDECREF(value);
-                goto fail;
-            }
-            Py_DECREF(key);
-            Py_DECREF(value);
-        }
-        if (block_count(r, &count) < 0)
-            goto fail;
+    PyObject *key = read_string(r), *value = NULL;
+    int set = -1;
+    if (key != NULL) {
+        double d;
+        if (!of_double)
+            value = read_string(r);
+        else if (read_double(r, &d) == 0)
+            value = PyFloat_FromDouble(d);
+        if (value != NULL)
+            set = PyDict_SetItem(items, key, value);
     }
-    return items;
-fail:
-    Py_DECREF(items);
-    return NULL;
+    Py_XDECREF(key);
+    Py_XDECREF(value);
+    return set;
 }
 
-static PyObject *
-read_array_of_double(Reader *r)
+static int
+read_double_entry(Reader *r, PyObject *items)
 {
-    PyObject *items = PyList_New(0);
+    return read_map_entry(r, items, 1);
+}
+
+static int
+read_string_entry(Reader *r, PyObject *items)
+{
+    return read_map_entry(r, items, 0);
+}
+
+static int
+read_double_item(Reader *r, PyObject *items)
+{
+    double d;
+    PyObject *value;
+    if (read_double(r, &d) < 0 || (value = PyFloat_FromDouble(d)) == NULL)
+        return -1;
+    int appended = PyList_Append(items, value);
+    Py_DECREF(value);
+    return appended;
+}
+
+/* `items` (a new dict or list) filled block by block by `read_item`; NULL if that fails. */
+static PyObject *
+read_blocks(Reader *r, PyObject *items, ItemReader read_item)
+{
     int64_t count;
-    if (items == NULL)
-        return NULL;
-    if (block_count(r, &count) < 0)
+    if (items == NULL || block_count(r, &count) < 0)
         goto fail;
     while (count != 0) {
         for (int64_t i = 0; i < count; i++) {
-            double d;
-            PyObject *value;
-            if (read_double(r, &d) < 0 || (value = PyFloat_FromDouble(d)) == NULL)
-                goto fail;
-            int appended = PyList_Append(items, value);
-            Py_DECREF(value);
-            if (appended < 0)
+            if (read_item(r, items) < 0)
                 goto fail;
         }
         if (block_count(r, &count) < 0)
@@ -206,7 +207,7 @@ read_array_of_double(Reader *r)
     }
     return items;
 fail:
-    Py_DECREF(items);
+    Py_XDECREF(items);
     return NULL;
 }
 
@@ -232,11 +233,11 @@ read_field(Reader *r, long kind, PyObject *name, PyObject *symbols)
         }
         return Py_NewRef(PyList_GET_ITEM(symbols, (Py_ssize_t)n));
     case MAP_OF_DOUBLE:
-        return read_map(r, 1);
+        return read_blocks(r, PyDict_New(), read_double_entry);
     case MAP_OF_STRING:
-        return read_map(r, 0);
+        return read_blocks(r, PyDict_New(), read_string_entry);
     case ARRAY_OF_DOUBLE:
-        return read_array_of_double(r);
+        return read_blocks(r, PyList_New(0), read_double_item);
     case BOOLEAN:
         if (r->pos >= r->end) {
             PyErr_SetString(PyExc_ValueError, "truncated boolean");

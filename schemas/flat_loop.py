@@ -36,13 +36,7 @@ def c_loop() -> ModuleType | None:
     except ImportError:
         return None
     built = Path(module.__file__ or "")
-    source = built.with_name("flat_avro.c")
-    try:
-        if built.stat().st_mtime < source.stat().st_mtime:
-            return None
-    except OSError:
-        pass  # installed without its source: the build is all there is
-    return module
+    return module if native_codec.build_is_current(built, built.with_name("flat_avro.c")) else None
 
 
 def best_loop() -> FlatLoop | None:

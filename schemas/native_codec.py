@@ -70,9 +70,13 @@ def compiled() -> bool:
     here = Path(__file__)
     if here.suffix == ".py":
         return False
-    source = here.with_name(__name__.rsplit(".", 1)[-1] + ".py")
+    return build_is_current(here, here.with_name(__name__.rsplit(".", 1)[-1] + ".py"))
+
+
+def build_is_current(built: Path, source: Path) -> bool:
+    """Whether the library `built` is no older than the `source` it was built from."""
     try:
-        return here.stat().st_mtime >= source.stat().st_mtime
+        return built.stat().st_mtime >= source.stat().st_mtime
     except OSError:
         return True  # installed without its source: the build is all there is
 
