@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SECONDS_PER_DAY = 86_400
+from safeloop.infra.duration import SECONDS_PER_DAY
+
 # A worker is one Python process on one core; plan it busy at most this share of the core.
 CORE_UTILISATION = 0.7
 # Partitions: room to double the workers without re-partitioning, never fewer than this.
@@ -130,18 +130,6 @@ def plan(
         clickhouse_rows_per_day=per_day * len(tables),
         clickhouse_bytes_per_day=per_day * sum(row_bytes.get(t, 0.0) for t in tables),
     )
-
-
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw]?)$")
-_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": SECONDS_PER_DAY, "w": 7 * SECONDS_PER_DAY}
-
-
-def parse_duration_s(text: str) -> float:
-    """Seconds in "90", "45s", "30m", "6h", "30d" or "2w"; ValueError naming the form otherwise."""
-    match = _DURATION.match(text.strip().lower())
-    if match is None:
-        raise ValueError(f"a duration looks like 90, 45s, 30m, 6h, 30d or 2w; got {text!r}")
-    return float(match.group(1)) * _UNIT_S[match.group(2)]
 
 
 def human_bytes(value: float) -> str:

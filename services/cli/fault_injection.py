@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 import time
 from typing import TYPE_CHECKING
 
+from safeloop.infra import duration
 from safeloop.schemas.events import CommandKind, FaultInjection, ModelConfig
 from safeloop.services.cli.exceptions import UsageError
 from safeloop.services.control.exceptions import CommandError
@@ -21,16 +21,14 @@ if TYPE_CHECKING:
     from safeloop.services.control.publisher import ConfigChange
 
 MAX_DURATION_S = 24 * 3600
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def parse_duration_s(text: str) -> float:
-    """`300`, `300s`, `5m`, `1.5h`, `500ms` -> seconds."""
-    match = _DURATION.match(text.strip())
-    if match is None:
-        raise UsageError(f"--for takes a duration like 30s, 5m or 1h, got {text!r}")
-    return float(match.group(1)) * _UNIT_S[match.group(2) or "s"]
+    """`300`, `300s`, `5m`, `1.5h`, `500ms` -> seconds; a UsageError naming --for otherwise."""
+    try:
+        return duration.parse_duration_s(text)
+    except ValueError as exc:
+        raise UsageError(f"--for takes a duration like 30s, 5m or 1h: {exc}") from None
 
 
 def add_inject_arguments(parser: argparse.ArgumentParser) -> None:

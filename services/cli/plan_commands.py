@@ -39,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _plan(args: argparse.Namespace, settings: Settings) -> int:
-    from safeloop.streams.capacity import MeasuredFigures, human_bytes, parse_duration_s, plan
+    from safeloop.infra.duration import parse_duration_s
+    from safeloop.streams.capacity import MeasuredFigures, human_bytes, plan
 
     try:
         delay_s = parse_duration_s(args.label_delay)

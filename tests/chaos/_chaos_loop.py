@@ -19,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -44,6 +43,7 @@ from safeloop.infra.clickhouse.migrate import migrate
 from safeloop.infra.kafka.clients import admin_client, make_producer
 from safeloop.infra.kafka.topics import TopicAdmin, topic_specs
 from safeloop.infra.portcheck import free_port
+from safeloop.infra.prometheus_scrape import scrape
 from safeloop.infra.settings import Settings
 from safeloop.infra.warehouse.process import WarehouseProcess
 from safeloop.schemas.codec import OUTCOME_CODEC, PREDICTION_CODEC
@@ -152,6 +152,11 @@ def leaders(settings: Settings, topic: str) -> dict[int, tuple[int, int]]:
     """Partition -> (leader, in-sync replica count)."""
     topics = admin_client(settings).list_topics(topic, timeout=10).topics
     return {n: (p.leader, len(p.isrs)) for n, p in topics[topic].partitions.items()}
+
+
+def fully_in_sync(settings: Settings, topic: str, replicas: int = 3) -> bool:
+    """Every partition of `topic` has all `replicas` in sync again."""
+    return all(isr == replicas for _, isr in leaders(settings, topic).values())
 
 
 @dataclass(frozen=True)
@@ -342,10 +347,7 @@ class ChaosLoop:
             figures = f"(the metrics process exited with {code})"
         elif self.metrics is not None:
             try:
-                with urllib.request.urlopen(
-                    f"http://127.0.0.1:{self.metrics.port}/metrics", timeout=5
-                ) as answer:
-                    text = answer.read().decode()
+                text = scrape(f"http://127.0.0.1:{self.metrics.port}/metrics")
                 figures = "\n".join(
                     line
                     for line in text.splitlines()

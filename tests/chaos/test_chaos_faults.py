@@ -23,6 +23,7 @@ from _chaos_loop import (
     ChaosLoop,
     Tally,
     build_loop,
+    fully_in_sync,
     leaders,
     wait_for,
 )
@@ -58,12 +59,7 @@ def every_broker_back(kafka_cluster: KafkaCluster, loop: ChaosLoop) -> Iterator[
     """A scenario that fails with a broker down must not fail the next ones for it."""
     yield
     kafka_cluster.broker.start()
-    wait_for(
-        lambda: all(
-            isr == 3 for _, isr in leaders(loop.settings, loop.settings.topics.control).values()
-        ),
-        120,
-    )
+    wait_for(lambda: fully_in_sync(loop.settings, loop.settings.topics.control), 120)
 
 
 def _exactly_once(tally: Tally) -> None:
@@ -187,7 +183,7 @@ def test_sigkill_of_the_partition_leader_loses_nothing_and_a_breach_is_still_rol
     assert rollback.kind is CommandKind.ROLLBACK and rollback.sequence > canary, rollback
     kafka_cluster.broker.start()
     # ...and the victim comes back into every ISR.
-    assert wait_for(lambda: all(isr == 3 for _, isr in leaders(settings, topic).values()))
+    assert wait_for(lambda: fully_in_sync(settings, topic))
     rejoined_s = _since(killed)
     with loop.fleet_watcher() as fleet_status:
         fleet_status.read_to_end(10)
@@ -453,7 +449,7 @@ def test_everything_at_once_loses_and_doubles_nothing_and_control_converges(
             lambda: loop.process_replica_applied(watcher) >= flag and loop.replica_ready(), 300
         ), f"replica process never applied {flag}"
     replica_converged_s = _since(started)
-    assert wait_for(lambda: all(isr == 3 for _, isr in leaders(settings, topic).values()), 300)
+    assert wait_for(lambda: fully_in_sync(settings, topic), 300)
     rejoined_s = _since(started)
     assert loop.wait_landed()[1] is not None, loop.logs()
     recover_s = _since(started)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from safeloop.infra.duration import parse_duration_s
 from safeloop.services.cli.main import main
-from safeloop.streams.capacity import MeasuredFigures, parse_duration_s, plan
+from safeloop.streams.capacity import MeasuredFigures, plan
 
 FIGURES = MeasuredFigures(
     worker_cpu_us_per_event=50.0,
@@ -58,9 +59,10 @@ def test_durations_and_bad_inputs() -> None:
     assert parse_duration_s("90") == 90
     assert parse_duration_s("30m") == 1800
     assert parse_duration_s("2w") == 14 * 86_400
+    assert parse_duration_s("250ms") == 0.25
     assert parse_duration_s(" 1.5H ") == 5400
     for bad in ("xyz", "", "5 days", "-3d", "1e3"):
-        with pytest.raises(ValueError, match="a duration looks like 90, 45s"):
+        with pytest.raises(ValueError, match="a duration looks like 90, 250ms, 45s"):
             parse_duration_s(bad)
     with pytest.raises(ValueError):
         plan(FIGURES, 0, 60)
