@@ -37,5 +37,5 @@ async def rewind_uncommitted(
         # (or the beginning) anyway.
         log.info("partitions %s were reassigned before their rewind", rewound)
         return []
-    log.info("partitions %s have no committed offset: read from their beginning", rewound)
+    log.info("partitions %s have no committed offset: read again from their beginning", rewound)
     return rewound
