@@ -62,7 +62,6 @@ from safeloop.streams.changelog_restore import (
     total_remaining,
     write_restored,
 )
-from safeloop.streams.uncommitted_rewind import rewind_uncommitted
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +82,6 @@ class Consumer(faust_aiokafka.Consumer):
     _batch_handler: BatchHandler | None = None
     _batch_topics: frozenset[str] = frozenset()
     _batch_done: dict[Any, int]
-
-    async def seek_to_committed(self) -> Mapping[TP, int]:
-        # faust's "seek back to committed" (after a drop, at the end of recovery) must deliver
-        # again what was fetched, also before a partition's first commit.
-        committed: Mapping[TP, int] = await super().seek_to_committed()
-        await rewind_uncommitted(committed, self._batch_topics, self._thread.seek_to_beginning)
-        return committed
 
     def _new_offset(self, tp: Any) -> int | None:
         if tp.topic in self._batch_topics:

@@ -181,24 +181,6 @@ COPIED_OR_MIRRORED: list[tuple[Callable[..., Any], str, str]] = [
         "store sends; check it still writes each record's raw key and value (None: delete) "
         "into the database of the record's partition",
     ),
-    (
-        faust_consumer.ThreadDelegateConsumer.seek_to_committed,
-        "f1d483b861b0328b4f0be90a4abc3f95063d52573c87db4a87b6016105f2b7de",
-        "faust_adapter.Consumer.seek_to_committed calls it, then rewinds what aiokafka left "
-        "(uncommitted_rewind); check it still returns the thread's committed offsets",
-    ),
-    (
-        faust_aiokafka.AIOKafkaConsumerThread.seek_to_committed,
-        "775ab0adc4b052abee204d5347a556412b1f77ed4de971adde69a55a1cb6f908",
-        "check it still returns aiokafka's committed offsets by aiokafka TopicPartition, which "
-        "uncommitted_rewind hands back to seek_to_beginning",
-    ),
-    (
-        faust_consumer.Consumer.perform_seek,
-        "0e8c130ff4b0afd82c0be9c5fd831316e10febc62c94032833911096e156d7c6",
-        "the fetch loop and recovery seek back through it, and it through seek_to_committed; "
-        "check it still does",
-    ),
 ]
 
 
@@ -378,41 +360,6 @@ def test_marked_offsets_commit_for_batch_topics_and_acks_for_the_others(
         # Other topics: faust's acks, as before.
         consumer._acked[TP("other", 0)].extend([0, 1, 2])
         assert consumer._new_offset(TP("other", 0)) == 3
-
-
-class _ScriptedThread:
-    """The consumer thread's two seek calls, answering with given committed offsets."""
-
-    def __init__(self, committed: dict[Any, int | None]) -> None:
-        self.committed = committed
-        self.rewound: list[Any] = []
-
-    async def seek_to_committed(self) -> dict[Any, int | None]:
-        return self.committed
-
-    async def seek_to_beginning(self, *partitions: Any) -> None:
-        self.rewound.extend(partitions)
-
-
-def test_a_seek_to_committed_rewinds_batch_partitions_with_nothing_committed(
-    tmp_path: Path,
-) -> None:
-    with _worker_app(tmp_path) as app:
-        consumer = app.consumer
-        faust_adapter.install_batch_handler(app, ["source"], lambda batch: None)
-        committed = {
-            TP("source", 0): None,  # never committed
-            TP("source", 1): 0,  # committed at 0: aiokafka does not seek either
-            TP("source", 2): 40,  # aiokafka seeks it
-            TP("changelog", 0): None,  # not a batch topic: recovery positions it
-        }
-        real_thread = consumer._thread
-        consumer._thread = _ScriptedThread(committed)
-        try:
-            assert asyncio.run(consumer.seek_to_committed()) == committed
-            assert consumer._thread.rewound == [TP("source", 0), TP("source", 1)]
-        finally:
-            consumer._thread = real_thread
 
 
 # -- the monitor ---------------------------------------------------------------------------
