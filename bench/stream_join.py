@@ -474,8 +474,8 @@ def latency(bench: Bench, rate_events_s: float, seconds: float, workers: int = 1
         "achieved_events_per_second": round(achieved),
         "pairs": total,
         "measured": len(delays),
-        "p50_ms": delays[len(delays) // 2] if delays else None,
-        "p99_ms": delays[int(len(delays) * 0.99)] if delays else None,
+        "p50_ms": _quantile(delays, 0.5),
+        "p99_ms": _quantile(delays, 0.99),
         "max_ms": delays[-1] if delays else None,
         "mean_ms": round(statistics.fmean(delays), 1) if delays else None,
         # Outcome produce -> broker acknowledgement, the part of the delay before the worker.
@@ -721,21 +721,16 @@ def main(argv: list[str] | None = None) -> int:
                 workers = args.latency_workers or best["workers"]
                 results["latency"] = latency(bench, rate, args.latency_seconds, workers)
                 print("latency", results["latency"], flush=True)
-                two = [r for r in results.get("throughput", []) if r["workers"] == 2]
-                if two and workers != 2 and args.latency_rate is None:
-                    # The issue's own definition: two workers at half the two-worker rate.
-                    results["latency_two_workers"] = latency(
-                        bench, two[0]["events_per_second"] / 2, args.latency_seconds, 2
-                    )
-                    print("latency, two workers", results["latency_two_workers"], flush=True)
-                one = [r for r in results.get("throughput", []) if r["workers"] == 1]
-                if one and workers != 1 and args.latency_rate is None:
-                    # One worker at half its own rate: the bench's producer, the broker and
-                    # ClickHouse then leave it more of the two cores.
-                    results["latency_one_worker"] = latency(
-                        bench, one[0]["events_per_second"] / 2, args.latency_seconds, 1
-                    )
-                    print("latency, one worker", results["latency_one_worker"], flush=True)
+                # The setup the best rate did not use, at half its own rate: two workers is the
+                # issue's own definition; one worker gets more of the two cores from the bench's
+                # producer, the broker and ClickHouse.
+                for count, key in ((2, "latency_two_workers"), (1, "latency_one_worker")):
+                    own = [r for r in results.get("throughput", []) if r["workers"] == count]
+                    if own and workers != count and args.latency_rate is None:
+                        results[key] = latency(
+                            bench, own[0]["events_per_second"] / 2, args.latency_seconds, count
+                        )
+                        print(key, results[key], flush=True)
                 # The floor: the flush interval plus Kafka, when the worker is not saturated.
                 results["latency_light"] = latency(bench, 1000, args.latency_seconds)
                 print("latency at 1000 events/s", results["latency_light"], flush=True)
